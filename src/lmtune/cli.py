@@ -1,0 +1,83 @@
+"""`lmtune <command>`: a thin dispatcher. Each command lives in lmtune/commands/<name>.py with
+`register(parser)` (arguments, light imports only) and `run(args) -> int` (heavy imports inside),
+so `lmtune --help` never imports torch.
+
+Exit codes: 0 ok, 2 user error (bad input/config; one message, no traceback unless --debug),
+1 internal failure.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import sys
+
+from lmtune import __version__
+from lmtune.errors import UserError
+
+# command name -> (module under lmtune.commands, one-line help). Order is the pipeline's order.
+COMMANDS: dict[str, tuple[str, str]] = {
+    "advise": ("advise", "should you fine-tune, and how? writes a ready config"),
+    "estimate": ("estimate", "memory, time and cost of a run, from the model's config"),
+    "data": ("data", "check and inspect a dataset"),
+    "config": ("config", "show the resolved config with every default"),
+    "train": ("train", "fine-tune (full, lora, qlora) from a YAML config"),
+    "eval": ("eval", "evaluate a run: loss, task metrics, base vs tuned, forgetting"),
+    "generate": ("generate", "generate with a base, a run or a merged model"),
+    "merge": ("merge", "merge an adapter into a standalone model"),
+    "report": ("report", "write report.html for a run"),
+    "compare": ("compare", "compare several runs side by side"),
+}
+
+
+def _load(module: str):
+    try:
+        return importlib.import_module(f"lmtune.commands.{module}")
+    except ModuleNotFoundError as exc:  # a command not built yet in this checkout
+        if exc.name == f"lmtune.commands.{module}":
+            return None
+        raise
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="lmtune",
+        description="Fine-tune language models: advise -> estimate -> data -> train -> eval -> merge.",
+        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+    )
+    parser.add_argument("--version", action="version", version=f"lmtune {__version__}")
+    parser.add_argument("--debug", action="store_true", help="show tracebacks for user errors")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+    for name, (module, help_text) in COMMANDS.items():
+        mod = _load(module)
+        if mod is None:
+            continue
+        p = sub.add_parser(name, help=help_text, description=help_text,
+                           formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+        p.add_argument("--debug", action="store_true", default=argparse.SUPPRESS,
+                       help="show tracebacks for user errors")
+        mod.register(p)
+        p.set_defaults(_run=mod.run)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if not getattr(args, "_run", None):
+        parser.print_help()
+        return 2
+    try:
+        return int(args._run(args) or 0)
+    except UserError as exc:
+        if getattr(args, "debug", False):
+            raise
+        print(exc.render(), file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("interrupted", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())
