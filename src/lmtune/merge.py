@@ -1,0 +1,122 @@
+"""Merge a run's adapter into its base: a standalone model that plain transformers loads.
+
+A 4-bit (QLoRA) base is never merged into: the base is reloaded in 16/32-bit and the adapter is
+merged there. Adding the low-rank update to NF4 weights and re-quantizing would round it away.
+Before writing, merged logits are compared with base+adapter logits, non-finite weights are
+refused, and free disk space is checked. The output appears whole or not at all.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+from dataclasses import dataclass
+from pathlib import Path
+
+from lmtune.errors import UserError
+from lmtune.rundir import replace_dir, write_json, write_text
+
+PROBE_TEXT = "SELECT name FROM customers WHERE city = 'Berlin'; The quick brown fox jumps over the lazy dog."
+
+
+@dataclass
+class MergeResult:
+    out_dir: Path
+    max_logit_diff: float               # merged vs (16/32-bit base + adapter)
+    max_logit_diff_4bit: float | None   # merged vs (4-bit base + adapter), QLoRA only
+    size_bytes: int
+
+
+def _logits(model, ids):
+    import torch
+
+    with torch.no_grad():
+        return model(input_ids=ids.to(model.device)).logits.float().cpu()
+
+
+def _check_finite(model) -> None:
+    import torch
+
+    bad = [n for n, p in model.state_dict().items() if p.is_floating_point() and not torch.isfinite(p).all()]
+    if bad:
+        raise UserError(f"merged weights contain NaN or inf in {len(bad)} tensors (e.g. {bad[0]})",
+                        ["the adapter is broken (a diverged run?); retrain with a lower learning rate"])
+
+
+def _check_disk(out: Path, size: int) -> None:
+    parent = out.parent if out.parent.exists() else Path(".")
+    free = shutil.disk_usage(parent).free
+    need = int(size * 1.1) + 50 * 2**20  # weights + tokenizer/metadata slack
+    if free < need:
+        raise UserError(f"not enough disk space for the merged model under {parent}: "
+                        f"{free / 2**30:.2f} GiB free, about {need / 2**30:.2f} GiB needed",
+                        ["free some space or pass --out on another disk"])
+
+
+def merge(run_path: str, out: str, overwrite: bool = False, dtype: str = "fp32") -> MergeResult:
+    from lmtune.runs import load_for_inference, open_path
+
+    loaded = open_path(run_path)
+    if loaded.adapter_dir is None:
+        raise UserError(f"{run_path}: has no adapter to merge (full fine-tuning already saved a whole model)",
+                        ["use the run's model/ directory directly"])
+    out_dir = Path(out)
+    if out_dir.exists() and any(out_dir.iterdir()) and not overwrite:
+        raise UserError(f"--out {out_dir} is not empty", ["choose another directory or pass --overwrite"])
+
+    diff_4bit = None
+    was_qlora = loaded.config is not None and loaded.config.method == "qlora"
+    # Merge on a full-precision base; `quantized=False` reloads a QLoRA base dequantized.
+    model, tokenizer = load_for_inference(loaded, use_adapter=True, quantized=False)
+    ids = tokenizer(PROBE_TEXT, return_tensors="pt").input_ids
+    before = _logits(model, ids)
+    if was_qlora:
+        qmodel, _ = load_for_inference(loaded, use_adapter=True, quantized=True)
+        diff_4bit = float((_logits(qmodel, ids) - before).abs().max())
+        del qmodel
+    merged = model.merge_and_unload()
+    diff = float((_logits(merged, ids) - before).abs().max())
+    _check_finite(merged)
+    if dtype != "fp32":
+        from lmtune.models import torch_dtype
+
+        merged = merged.to(torch_dtype(dtype))
+    size = sum(p.numel() * p.element_size() for p in merged.state_dict().values())
+    _check_disk(out_dir, size)
+
+    staging = out_dir.with_name(f".{out_dir.name}.staging")
+    if staging.exists():
+        shutil.rmtree(staging)
+    merged.save_pretrained(str(staging), safe_serialization=True)
+    tokenizer.save_pretrained(str(staging))
+    if loaded.template:
+        write_json(staging / "lmtune_template.json", loaded.template)
+    write_text(staging / "README.md", model_card(loaded, diff, diff_4bit, run_path))
+    out_dir.parent.mkdir(parents=True, exist_ok=True)
+    replace_dir(staging, out_dir)
+    return MergeResult(out_dir, diff, diff_4bit, size)
+
+
+def model_card(loaded, diff: float, diff_4bit: float | None, run_path: str) -> str:
+    cfg = loaded.config
+    summary = {}
+    for name in ("train_summary.json", "eval.json"):
+        p = Path(run_path) / name
+        if p.is_file():
+            summary.update(json.loads(p.read_text()))
+    lines = ["---", "library_name: transformers", "tags: [lmtune, merged-lora]", "---", "",
+             "# Merged model", "", f"Base model: `{loaded.base_ref}`", ""]
+    if cfg is not None:
+        data = cfg.data.task or ", ".join(cfg.data.train)
+        lines += [f"Method: {cfg.method} (r={cfg.lora.r}, alpha={cfg.lora.alpha}, "
+                  f"targets={cfg.lora.target_modules})", f"Data: {data}",
+                  f"Epochs: {cfg.train.epochs}, learning rate: {cfg.learning_rate}", ""]
+    if summary:
+        lines += ["## Metrics", ""] + [f"- {k}: {v}" for k, v in summary.items()
+                                       if isinstance(v, (int, float, str))] + [""]
+    lines += ["## Merge check", "", f"Max |logit difference| merged vs base+adapter: {diff:.3g}"]
+    if diff_4bit is not None:
+        lines.append(f"Max |logit difference| merged vs 4-bit base+adapter: {diff_4bit:.3g} "
+                     "(the merge uses the dequantized base; see lmtune docs on QLoRA merging)")
+    lines += ["", "Load it with plain transformers: `AutoModelForCausalLM.from_pretrained(<this dir>)`.", ""]
+    return "\n".join(lines)

@@ -1,0 +1,29 @@
+"""Fine-tuning methods. Each module only prepares the model; the training recipe is shared.
+
+    full   every weight trains
+    lora   frozen base + low-rank adapters (peft)
+    qlora  4-bit NF4 frozen base (bitsandbytes) + adapters
+"""
+
+from __future__ import annotations
+
+from lmtune.config import Config
+
+
+def prepare(model, cfg: Config):
+    """Return the model ready to train with `cfg.method`."""
+    if cfg.method == "full":
+        from lmtune.methods.full import prepare as fn
+    elif cfg.method == "lora":
+        from lmtune.methods.lora import prepare as fn
+    else:
+        from lmtune.methods.qlora import prepare as fn
+    return fn(model, cfg)
+
+
+def count_parameters(model) -> tuple[int, int]:
+    """(trainable, total) as peft counts them (4-bit weights count as their real element number)."""
+    if hasattr(model, "get_nb_trainable_parameters"):
+        return model.get_nb_trainable_parameters()
+    trainable = sum(p.numel() for p in model.parameters() if p.requires_grad)
+    return trainable, sum(p.numel() for p in model.parameters())

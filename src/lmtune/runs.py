@@ -1,0 +1,76 @@
+"""Open what `lmtune train` left behind: a run directory, an adapter, a merged or a base model.
+
+One place decides what a path is and how to load it for inference, so that generate, eval and
+merge all see the same model and the same template the run trained with.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from pathlib import Path
+
+from lmtune.config import Config, from_dict, read_yaml
+from lmtune.errors import UserError
+
+
+@dataclass
+class Loaded:
+    kind: str               # "run" | "adapter" | "model"
+    base_ref: str           # resolved base model path/id
+    adapter_dir: Path | None
+    model_dir: Path | None  # full fine-tune or merged model
+    config: Config | None   # the run's resolved config, when there is one
+    template: dict | None   # saved template (Template.to_dict())
+
+
+def open_path(path: str) -> Loaded:
+    """Classify `path` (run dir, adapter dir, model dir or 'tiny'/Hub id) without loading weights."""
+    from lmtune.models import resolve_model_path
+
+    p = Path(path)
+    if (p / "config.yaml").is_file() and ((p / "adapter").is_dir() or (p / "model").is_dir()):
+        cfg = from_dict(read_yaml(p / "config.yaml"), str(p / "config.yaml"))
+        template = _read_json(p / "template.json")
+        if (p / "adapter").is_dir():
+            return Loaded("run", resolve_model_path(cfg.model.name_or_path), p / "adapter", None, cfg, template)
+        return Loaded("run", str(p / "model"), None, p / "model", cfg, template)
+    if (p / "adapter_config.json").is_file():
+        base = json.loads((p / "adapter_config.json").read_text())["base_model_name_or_path"]
+        return Loaded("adapter", base, p, None, None, _read_json(p / "lmtune_template.json"))
+    if p.is_dir() and (p / "config.json").is_file():
+        return Loaded("model", str(p), None, p, None, _read_json(p / "lmtune_template.json"))
+    if p.exists():
+        raise UserError(f"{path}: not a run, adapter or model directory",
+                        ["expected a run directory (config.yaml + adapter/ or model/), an adapter "
+                         "(adapter_config.json) or a model (config.json)"])
+    return Loaded("model", resolve_model_path(path), None, None, None, None)
+
+
+def _read_json(path: Path) -> dict | None:
+    return json.loads(path.read_text()) if path.is_file() else None
+
+
+def load_for_inference(loaded: Loaded, use_adapter: bool = True, quantized: bool | None = None):
+    """(model, tokenizer) in eval mode. For a QLoRA run, `quantized` (default: as trained) loads the
+    base in 4-bit again; otherwise the base is loaded in fp32 on CPU / its 16-bit dtype on GPU."""
+    from lmtune.config import Config as _Config
+    from lmtune.models import check_model_source, detect_device, load_model, load_tokenizer
+
+    cfg = loaded.config or _Config()
+    cfg.model.name_or_path = loaded.base_ref
+    check_model_source(cfg.model)
+    device = detect_device()
+    tok_src = str(loaded.adapter_dir or loaded.model_dir or loaded.base_ref)
+    tokenizer = load_tokenizer(tok_src, cfg.model)
+    if quantized is None:
+        quantized = cfg.method == "qlora" and use_adapter and loaded.adapter_dir is not None
+    model = load_model(loaded.base_ref, cfg, device, tokenizer, quantize=quantized)
+    if use_adapter and loaded.adapter_dir is not None:
+        from peft import PeftModel
+
+        model = PeftModel.from_pretrained(model, str(loaded.adapter_dir))
+    if device.kind == "cuda" and not quantized:
+        model = model.to("cuda")
+    model.eval()
+    return model, tokenizer

@@ -1,0 +1,86 @@
+"""Tiny causal LMs of several architectures, built from configs and saved to disk like a Hub model
+(safetensors + tokenizer), so tests exercise the real loading path with no network."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+CHATML = ("{% for m in messages %}<|im_start|>{{ m['role'] }}\n"
+          "{% if m['role'] == 'assistant' %}{% generation %}{{ m['content'] }}<|im_end|>{% endgeneration %}"
+          "{% else %}{{ m['content'] }}<|im_end|>{% endif %}\n{% endfor %}"
+          "{% if add_generation_prompt %}<|im_start|>assistant\n{% endif %}")
+
+_CORPUS = [
+    "SELECT name FROM customers WHERE city = 'Berlin' ORDER BY name;",
+    "How many orders were placed in 2021? What is the total amount?",
+    "### Instruction:\nList the customers.\n\n### Input:\nTable customers\n\n### Response:\n",
+    "The quick brown fox jumps over the lazy dog. {\"name\": \"Ada\", \"age\": 36}",
+] * 20
+
+ARCHS = ("llama", "qwen2", "mistral", "gpt2", "phi")
+
+
+def build_tokenizer(chat_template: bool = True):
+    """A byte-level BPE tokenizer (vocab ~300) with eos, a distinct pad and ChatML specials."""
+    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
+    from transformers import PreTrainedTokenizerFast
+
+    tok = Tokenizer(models.BPE())
+    tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+    tok.decoder = decoders.ByteLevel()
+    specials = ["<|endoftext|>", "<|pad|>", "<|im_start|>", "<|im_end|>"]
+    trainer = trainers.BpeTrainer(vocab_size=320, special_tokens=specials,
+                                  initial_alphabet=pre_tokenizers.ByteLevel.alphabet(), show_progress=False)
+    tok.train_from_iterator(_CORPUS, trainer)
+    fast = PreTrainedTokenizerFast(tokenizer_object=tok, eos_token="<|endoftext|>", pad_token="<|pad|>",
+                                   additional_special_tokens=["<|im_start|>", "<|im_end|>"])
+    if chat_template:
+        fast.chat_template = CHATML
+    return fast
+
+
+def model_config(arch: str, vocab_size: int):
+    """A ~100k-parameter config of `arch` (2 layers, hidden 32)."""
+    import transformers as tf
+
+    common = dict(vocab_size=vocab_size, num_hidden_layers=2, num_attention_heads=4,
+                  max_position_embeddings=256, tie_word_embeddings=False)
+    if arch == "gpt2":
+        return tf.GPT2Config(vocab_size=vocab_size, n_embd=32, n_layer=2, n_head=4, n_positions=256)
+    cls = {"llama": tf.LlamaConfig, "qwen2": tf.Qwen2Config, "mistral": tf.MistralConfig,
+           "phi": tf.PhiConfig}[arch]
+    kv = {} if arch == "phi" else {"num_key_value_heads": 2}
+    return cls(hidden_size=32, intermediate_size=64, **kv, **common)
+
+
+def save_tiny_model(path: Path, arch: str = "llama", seed: int = 0, chat_template: bool = True) -> Path:
+    """Build a random tiny `arch` model + tokenizer and save both under `path`."""
+    import torch
+    from transformers import AutoModelForCausalLM
+
+    tok = build_tokenizer(chat_template)
+    cfg = model_config(arch, len(tok))
+    cfg.eos_token_id = cfg.bos_token_id = tok.eos_token_id
+    cfg.pad_token_id = tok.pad_token_id
+    torch.manual_seed(seed)
+    model = AutoModelForCausalLM.from_config(cfg)
+    path.mkdir(parents=True, exist_ok=True)
+    model.save_pretrained(str(path), safe_serialization=True)
+    tok.save_pretrained(str(path))
+    return path
+
+
+def write_alpaca(path: Path, n: int = 40, seed: int = 0) -> Path:
+    """A small alpaca JSONL: copy a city name into a fixed SQL shape (learnable in a few steps)."""
+    import json
+    import random
+
+    rng = random.Random(seed)
+    cities = ["Berlin", "Paris", "Rome", "Oslo", "Lima", "Quito", "Cairo", "Delhi"]
+    rows = []
+    for i in range(n):
+        city = rng.choice(cities)
+        rows.append({"instruction": f"Customers in {city}? ({i})", "input": "",
+                     "output": f"SELECT name FROM customers WHERE city = '{city}';"})
+    path.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    return path
