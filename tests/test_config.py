@@ -84,3 +84,11 @@ def test_help_does_not_import_torch():
     code = "import sys; from lmtune.cli import build_parser; build_parser(); print('torch' in sys.modules)"
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "False"
+
+
+def test_resolved_config_round_trips(tmp_path):
+    cfg = load_config(None, ["data.task=sql", "lora.target_modules=all-linear", "train.learning_rate=1e-3"])
+    path = tmp_path / "resolved.yaml"
+    path.write_text(cfg.to_yaml())
+    assert load_config(path) == cfg
+    assert load_config(path).lora.target_modules == "all-linear"

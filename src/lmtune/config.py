@@ -180,9 +180,10 @@ def _coerce(value: Any, tp: Any) -> tuple[bool, Any]:
     if origin in (typing.Union, types.UnionType):
         if value is None and type(None) in typing.get_args(tp):
             return True, None
-        for arg in typing.get_args(tp):
-            if arg is type(None):
-                continue
+        # Scalar members first, so "all-linear" stays a string in `list[str] | str`.
+        members = sorted((a for a in typing.get_args(tp) if a is not type(None)),
+                         key=lambda a: typing.get_origin(a) is list)
+        for arg in members:
             ok, out = _coerce(value, arg)
             if ok:
                 return True, out

@@ -132,8 +132,9 @@ def training_arguments(cfg: Config, run: RunDir, precision: str, device_kind: st
         bf16=precision == "bf16",
         fp16=precision == "fp16",
         use_cpu=device_kind == "cpu",
-        gradient_checkpointing=t.gradient_checkpointing,
-        gradient_checkpointing_kwargs={"use_reentrant": False} if t.gradient_checkpointing else None,
+        # transformers 5.24 renamed gradient_checkpointing; TRL's default for it is True, so set it explicitly.
+        activation_checkpointing=t.gradient_checkpointing,
+        activation_checkpointing_kwargs={"use_reentrant": False} if t.gradient_checkpointing else None,
         logging_steps=t.logging_steps,
         logging_first_step=True,
         eval_strategy=per_epoch if has_eval else "no",
