@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import argparse
 import importlib
+import os
 import sys
 
 from lmtune import __version__
@@ -74,6 +75,9 @@ def main(argv: list[str] | None = None) -> int:
             raise
         print(exc.render(), file=sys.stderr)
         return 2
+    except BrokenPipeError:  # `lmtune data check big.jsonl | head`
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 1
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)
         return 130

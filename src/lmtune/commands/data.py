@@ -1,0 +1,175 @@
+"""`lmtune data check FILE...`: what a dataset holds and everything wrong with it, before training.
+
+Prints the detected format, record/example counts, duplicates, a rendered sample with the trained
+part marked, and (with --model) token lengths, truncation and the share of trained tokens. Every
+bad record is listed as `file:line: what is wrong (field)` and the exit code is 2.
+Without --model nothing heavy is imported (no torch, no transformers).
+"""
+
+from __future__ import annotations
+
+import argparse
+from typing import Any
+
+FORMAT_CHOICES = ("auto", "alpaca", "chat", "prompt_completion", "text")
+TEMPLATE_CHOICES = ("auto", "alpaca", "chatml", "model")
+SAMPLE_CHARS = 1500
+
+
+def register(parser: argparse.ArgumentParser) -> None:
+    sub = parser.add_subparsers(dest="data_command", metavar="SUBCOMMAND")
+    check = sub.add_parser("check", help="validate files and print their statistics",
+                           description="Validate data files (jsonl, json, csv, tsv, parquet or a directory) "
+                                       "and print their statistics; exit 2 when any record is bad.",
+                           formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    check.add_argument("files", nargs="+", metavar="FILE", help="data files or directories")
+    check.add_argument("--format", default="auto", choices=FORMAT_CHOICES, help="record format")
+    check.add_argument("--template", default="auto", choices=TEMPLATE_CHOICES,
+                       help="prompt template (auto: the model's chat template if it has one, "
+                            "else alpaca for alpaca data, chatml for chat data)")
+    check.add_argument("--model", default=None, metavar="M",
+                       help="tokenizer for token statistics: a model directory, a cached Hub id, or "
+                            "'tiny' (the embedded base); without it no token statistics")
+    check.add_argument("--max-length", type=int, default=512, metavar="N",
+                       help="sequence length in tokens; longer examples are counted as truncated")
+    check.add_argument("--train-on-prompt", action="store_true", help="count prompt tokens as trained")
+    check.add_argument("--system-prompt", default=None, help="system message added to examples without one")
+    check.add_argument("--samples", type=int, default=1, metavar="K", help="rendered samples to show")
+    check.add_argument("--debug", action="store_true", default=argparse.SUPPRESS,
+                       help="show tracebacks for user errors")
+
+
+def run(args: argparse.Namespace) -> int:
+    if getattr(args, "data_command", None) != "check":
+        print("usage: lmtune data check FILE... (see lmtune data check --help)")
+        return 2
+    return check(args)
+
+
+def check(args: argparse.Namespace) -> int:
+    from lmtune.data.formats import load_examples
+    from lmtune.data.split import conflicting_prompts, dedupe
+    from lmtune.errors import DataError, UserError
+
+    if args.max_length < 8:
+        raise UserError(f"--max-length: got {args.max_length}, must be >= 8")
+    if args.template == "model" and not args.model:
+        raise UserError("--template model needs the model's tokenizer", ["add --model DIR (or --model tiny)"])
+    loaded = load_examples(args.files, args.format)
+    problems = list(loaded.problems)
+    print(", ".join(args.files))
+    detected = "detected" if args.format == "auto" else "given"
+    _row("format", f"{loaded.format or 'unknown'} ({detected})")
+    _row("records", f"{loaded.records} read, {len(loaded.examples)} valid")
+    deduped = dedupe(loaded.examples)
+    example = f" (e.g. {deduped.first_duplicates[0][0]} repeats {deduped.first_duplicates[0][1]})" \
+        if deduped.first_duplicates else ""
+    _row("duplicates", f"{deduped.removed}, dropped in training: equal up to whitespace{example}")
+    _row("examples", f"{len(deduped.kept)} after dropping duplicates")
+    conflicts = conflicting_prompts(deduped.kept)
+    if conflicts:
+        _row("conflicts", f"{conflicts} prompts appear with different answers")
+    if deduped.kept:
+        problems += _template_report(args, loaded.format, deduped.kept)
+    if problems:
+        n = len(problems)
+        raise DataError(f"{n} problem{'s' if n != 1 else ''} in {loaded.records} records; fix each line "
+                        f"below", problems)
+    if not deduped.kept:
+        raise DataError("no examples", [f"{', '.join(args.files)}: no records found"])
+    print(f"ok: {len(deduped.kept)} examples, no problems")
+    return 0
+
+
+def _row(label: str, value: str) -> None:
+    print(f"  {label:<12}{value}")
+
+
+def _template_report(args: argparse.Namespace, data_format: str, examples: list) -> list[str]:
+    """Template, token statistics (with a tokenizer) and samples; returns template problems."""
+    from lmtune.data.templates import get_template, resolve_template_name
+
+    tokenizer, missing = (_tokenizer(args.model) if args.model else (None, ""))
+    template = get_template(args.template, data_format, tokenizer, args.system_prompt)
+    note = ""
+    if args.template == "auto" and tokenizer is None and resolve_template_name("auto", data_format) != "raw":
+        note = " (auto, no tokenizer; with a model that has a chat template auto picks 'model')"
+    if template.name == "model":
+        markers = "with" if template.has_generation_markers else "without"
+        note = f" (the tokenizer's chat template, {markers} {{% generation %}} markers)"
+    _row("template", template.name + note)
+    if tokenizer is None:
+        _row("tokens", missing or "not counted: pass --model DIR, a cached Hub id, or --model tiny")
+        return _segment_samples(template, examples, args.samples)
+    return _token_report(args, template, tokenizer, examples)
+
+
+def _tokenizer(model: str) -> tuple[Any, str]:
+    """(tokenizer, "") or (None, why not) when the embedded base is not built in this checkout."""
+    from lmtune.data.tokenizer import EMBEDDED, embedded_model_dir, load_tokenizer
+
+    if model in EMBEDDED and not (embedded_model_dir(model) / "tokenizer.json").is_file():
+        return None, f"not counted: the embedded '{model}' base is not built yet (scripts/build_base.py)"
+    return load_tokenizer(model), ""
+
+
+def _token_report(args: argparse.Namespace, template: Any, tokenizer: Any, examples: list) -> list[str]:
+    from lmtune.data.tokenize import tokenize_examples
+
+    tok = tokenize_examples(examples, template, tokenizer, args.max_length, args.train_on_prompt)
+    s = tok.stats()
+    print(f"tokens (tokenizer {args.model}, max_length {args.max_length})")
+    if s["examples"] or s["dropped"]:
+        _row("length", f"min {s['length_min']}  median {s['length_median']}  p95 {s['length_p95']}  "
+                       f"max {s['length_max']}")
+        dropped = f", {s['dropped']} of them lose the whole answer and are dropped" if s["dropped"] else ""
+        _row("truncated", f"{s['truncated']} of {len(tok.full_lengths)} longer than {args.max_length}{dropped}")
+        _row("trained", f"{100 * s['trained_share']:.1f}% of {s['tokens']} tokens "
+                        f"({'prompt included' if args.train_on_prompt else 'answers + eos'})")
+    if s["dropped"]:
+        print(f"warning: {s['dropped']} examples would lose their whole answer at max_length "
+              f"{args.max_length} and be dropped; raise --max-length (data.max_length)")
+    for ids, mask, source in list(zip(tok.input_ids, tok.completion_mask, tok.sources))[: args.samples]:
+        _print_sample(source, template.name, _token_pieces(tokenizer, ids, mask))
+    return tok.problems
+
+
+def _token_pieces(tokenizer: Any, ids: list[int], mask: list[int]) -> list[tuple[str, bool]]:
+    pieces, start = [], 0
+    for i in range(1, len(ids) + 1):
+        if i == len(ids) or mask[i] != mask[start]:
+            pieces.append((tokenizer.decode(ids[start:i], skip_special_tokens=False), bool(mask[start])))
+            start = i
+    return pieces
+
+
+def _segment_samples(template: Any, examples: list, count: int) -> list[str]:
+    from lmtune.data.templates import TemplateError
+
+    problems, shown = [], 0
+    for ex in examples:
+        try:
+            segments = template.segments(ex)
+        except TemplateError as exc:
+            problems.append(f"{ex.source}: {exc}")
+            continue
+        if shown < count:
+            pieces = [(s.text, s.trained) for s in segments] + [("<eos>", True)]
+            _print_sample(ex.source, template.name, pieces)
+            shown += 1
+    return problems
+
+
+def _print_sample(source: str, template: str, pieces: list[tuple[str, bool]]) -> None:
+    merged: list[tuple[str, bool]] = []
+    for t, trained in pieces:
+        if merged and merged[-1][1] == trained:
+            merged[-1] = (merged[-1][0] + t, trained)
+        else:
+            merged.append((t, trained))
+    text = "".join(f"[[{t}]]" if trained else t for t, trained in merged)
+    if len(text) > SAMPLE_CHARS:
+        text = text[:SAMPLE_CHARS] + f" ... ({len(text) - SAMPLE_CHARS} more characters)"
+    print(f"sample {source} (template {template}; trained tokens inside [[ ]])")
+    for line in text.split("\n"):
+        print(f"  | {line}")

@@ -1,0 +1,35 @@
+"""The data pipeline: files -> validated examples -> template -> input_ids + completion_mask.
+
+    readers.py    JSONL / JSON / CSV / Parquet / directories -> records with their file:line
+    formats.py    detect alpaca | chat | prompt_completion | text, validate, normalise to Example
+    split.py      dedupe and the seeded train/validation split
+    templates.py  alpaca, chatml, the model's chat template (and raw); saved with the run
+    tokenize.py   token ids + completion mask (trained = answer + eos), pad token, statistics
+    tokenizer.py  torch-free tokenizer loading for `lmtune data check --model`
+    prepare.py    DataConfig -> datasets.Dataset train/validation + stats (what train.py calls)
+
+Nothing here imports torch; `datasets`/`transformers` are imported only inside the functions
+that need them.
+"""
+
+from lmtune.data.formats import FORMATS, Example, LoadedData, load_examples
+from lmtune.data.prepare import PreparedData, load_split, prepare_datasets, resolve_files
+from lmtune.data.split import dedupe, split_train_validation
+from lmtune.data.templates import (
+    TEMPLATE_NAMES,
+    Segment,
+    Template,
+    TemplateError,
+    get_template,
+    load_template,
+    save_template,
+    template_from_dict,
+)
+from lmtune.data.tokenize import encode_prompt, ensure_pad_token, tokenize_example, tokenize_examples
+
+__all__ = [
+    "FORMATS", "TEMPLATE_NAMES", "Example", "LoadedData", "PreparedData", "Segment", "Template",
+    "TemplateError", "dedupe", "encode_prompt", "ensure_pad_token", "get_template", "load_examples",
+    "load_split", "load_template", "prepare_datasets", "resolve_files", "save_template",
+    "split_train_validation", "template_from_dict", "tokenize_example", "tokenize_examples",
+]

@@ -1,0 +1,191 @@
+"""Examples -> `input_ids` + `completion_mask` (1 = trained: the answer and its eos; 0 = prompt).
+
+This is the pre-tokenized form TRL's SFTTrainer takes (TRL 1.16, trl/trainer/sft_trainer.py,
+`_prepare_dataset`): a dataset that has `input_ids` skips TRL's own tokenization; with
+`SFTConfig(completion_only_loss=True)` it builds `labels` = input_ids with -100 wherever
+completion_mask is 0 (`build_labels`), drops the mask, and packing keeps `input_ids` + `labels`
+(+ `seq_lengths`). Its collator pads labels with -100 and, padding-free, also sets -100 on the
+first token of every packed example. `completion_only_loss` must be passed explicitly: its
+default (None) only turns on for datasets with prompt/completion columns.
+
+How the mask is found:
+  * templates with text segments (alpaca, chatml, raw, model without markers): the full text is
+    tokenized once and a token is trained when its characters overlap a trained segment (the
+    same rule transformers uses for `return_assistant_tokens_mask`);
+  * model templates with `{% generation %}` markers: transformers' own assistant mask.
+Tokens after the last trained token train nothing and are dropped; the eos token is appended (and
+trained) unless the answer already ends with it. Sequences longer than max_length are cut at the
+end, counted, and dropped when no trained token is left.
+"""
+
+from __future__ import annotations
+
+import statistics
+from dataclasses import dataclass, field
+from typing import Any
+
+from lmtune.data.formats import Example
+from lmtune.data.templates import ModelTemplate, Template, TemplateError
+
+# Existing vocabulary entries that are safe padding (never eos); used before adding a new token.
+_PAD_CANDIDATES = ("<|pad|>", "<pad>", "[PAD]", "<|finetune_right_pad_id|>", "<|fim_pad|>")
+NEW_PAD_TOKEN = "<|pad|>"
+
+
+def ensure_pad_token(tokenizer: Any) -> bool:
+    """Give the tokenizer a pad token distinct from eos (padding with eos would teach nothing about
+    eos when pads are masked). Reuses unk or an existing pad-like token when there is one; else
+    adds NEW_PAD_TOKEN. Returns True when the vocabulary grew: the model's embeddings must then be
+    resized (`model.resize_token_embeddings(len(tokenizer))`)."""
+    eos = tokenizer.eos_token_id
+    if tokenizer.pad_token_id is not None and tokenizer.pad_token_id != eos:
+        return False
+    vocab = tokenizer.get_vocab()
+    candidates = [tokenizer.unk_token] if tokenizer.unk_token else []
+    for token in [*candidates, *_PAD_CANDIDATES]:
+        if token in vocab and vocab[token] != eos:
+            tokenizer.pad_token = token
+            return False
+    tokenizer.add_special_tokens({"pad_token": NEW_PAD_TOKEN})
+    return True
+
+
+def special_prefix(tokenizer: Any) -> list[int]:
+    """Ids the tokenizer puts before any text (e.g. Llama's bos); [] for GPT-2 style."""
+    probe = "a"
+    plain = tokenizer(probe, add_special_tokens=False)["input_ids"]
+    full = tokenizer(probe, add_special_tokens=True)["input_ids"]
+    for start in range(len(full) - len(plain) + 1):
+        if full[start:start + len(plain)] == plain:
+            return list(full[:start])
+    return []
+
+
+@dataclass
+class TokenizedExample:
+    input_ids: list[int]
+    completion_mask: list[int]
+    full_length: int  # before truncation
+    source: str
+
+    @property
+    def truncated(self) -> bool:
+        return self.full_length > len(self.input_ids)
+
+
+def _overlap_mask(offsets: list[tuple[int, int]], spans: list[tuple[int, int]]) -> list[int]:
+    mask, s = [0] * len(offsets), 0
+    for i, (start, end) in enumerate(offsets):
+        while s < len(spans) and start >= spans[s][1]:
+            s += 1
+        if s == len(spans):
+            break
+        if end > spans[s][0] and end > start:
+            mask[i] = 1
+    return mask
+
+
+def _ids_and_mask(example: Example, template: Template, tokenizer: Any, prefix: list[int]
+                  ) -> tuple[list[int], list[int]]:
+    if isinstance(template, ModelTemplate) and template.has_generation_markers:
+        out = template.apply(template.messages_for(example), tokenize=True, return_dict=True,
+                             return_assistant_tokens_mask=True)
+        return list(out["input_ids"]), list(out["assistant_masks"])
+    spans, pos, pieces = [], 0, []
+    for seg in template.segments(example):
+        if seg.trained:
+            spans.append((pos, pos + len(seg.text)))
+        pieces.append(seg.text)
+        pos += len(seg.text)
+    enc = tokenizer("".join(pieces), add_special_tokens=False, return_offsets_mapping=True)
+    ids, mask = list(enc["input_ids"]), _overlap_mask(enc["offset_mapping"], spans)
+    if template.add_special_tokens:
+        ids, mask = prefix + ids, [0] * len(prefix) + mask
+    return ids, mask
+
+
+def tokenize_example(example: Example, template: Template, tokenizer: Any, max_length: int,
+                     train_on_prompt: bool = False, prefix: list[int] | None = None) -> TokenizedExample:
+    """Raises TemplateError when the template cannot render the example or nothing is trained."""
+    prefix = special_prefix(tokenizer) if prefix is None else prefix
+    ids, mask = _ids_and_mask(example, template, tokenizer, prefix)
+    if 1 not in mask:
+        raise TemplateError("no answer tokens: the template marks nothing of this example as trained")
+    last = len(mask) - 1 - mask[::-1].index(1)
+    ids, mask = ids[: last + 1], mask[: last + 1]
+    eos = tokenizer.eos_token_id
+    if eos is not None and ids[-1] != eos:
+        ids, mask = ids + [eos], mask + [1]
+    if train_on_prompt:
+        mask = [1] * len(ids)
+    return TokenizedExample(ids[:max_length], mask[:max_length], len(ids), example.source)
+
+
+@dataclass
+class TokenizeResult:
+    input_ids: list[list[int]] = field(default_factory=list)
+    completion_mask: list[list[int]] = field(default_factory=list)
+    sources: list[str] = field(default_factory=list)
+    full_lengths: list[int] = field(default_factory=list)  # every example, before truncation
+    truncated: int = 0
+    dropped: int = 0  # truncation left no trained token
+    problems: list[str] = field(default_factory=list)
+
+    def stats(self) -> dict[str, Any]:
+        return token_stats(self)
+
+
+def tokenize_examples(examples: list[Example], template: Template, tokenizer: Any, max_length: int,
+                      train_on_prompt: bool = False, desc: str = "tokenizing") -> TokenizeResult:
+    """Tokenize all examples; template problems are collected as `source: message`."""
+    from tqdm.auto import tqdm
+
+    result, prefix = TokenizeResult(), special_prefix(tokenizer)
+    for example in tqdm(examples, desc=desc, unit="ex", disable=None if len(examples) > 2000 else True):
+        try:
+            tok = tokenize_example(example, template, tokenizer, max_length, train_on_prompt, prefix)
+        except TemplateError as exc:
+            result.problems.append(f"{example.source}: {exc}")
+            continue
+        result.full_lengths.append(tok.full_length)
+        if tok.truncated:
+            result.truncated += 1
+            if 1 not in tok.completion_mask:
+                result.dropped += 1
+                continue
+        result.input_ids.append(tok.input_ids)
+        result.completion_mask.append(tok.completion_mask)
+        result.sources.append(tok.source)
+    return result
+
+
+def _percentile(sorted_values: list[int], q: float) -> int:
+    """Nearest-rank percentile (the value at or below which q% of examples fall)."""
+    rank = max(1, -(-len(sorted_values) * q // 100))  # ceil(n * q / 100)
+    return sorted_values[int(rank) - 1]
+
+
+def token_stats(result: TokenizeResult) -> dict[str, Any]:
+    lengths = sorted(result.full_lengths)
+    kept_tokens = sum(len(ids) for ids in result.input_ids)
+    trained = sum(sum(mask) for mask in result.completion_mask)
+    if not lengths:
+        return {"examples": 0, "truncated": 0, "dropped": 0, "trained_share": 0.0}
+    return {
+        "examples": len(result.input_ids),
+        "length_min": lengths[0],
+        "length_median": int(statistics.median(lengths)),
+        "length_p95": _percentile(lengths, 95),
+        "length_max": lengths[-1],
+        "truncated": result.truncated,
+        "dropped": result.dropped,
+        "tokens": kept_tokens,
+        "trained_tokens": trained,
+        "trained_share": round(trained / kept_tokens, 4) if kept_tokens else 0.0,
+    }
+
+
+def encode_prompt(tokenizer: Any, template: Template, item: Any) -> list[int]:
+    """Token ids of a generation prompt, built exactly like the prompt part of training data."""
+    ids = list(tokenizer(template.render_prompt(item), add_special_tokens=False)["input_ids"])
+    return (special_prefix(tokenizer) + ids) if template.add_special_tokens else ids
