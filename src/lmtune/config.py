@@ -125,6 +125,19 @@ class EvalConfig:
 
 
 @dataclass
+class DistributedConfig:
+    backend: str = _f("none", "none (one process), ddp, fsdp or deepspeed",
+                      choices=("none", "ddp", "fsdp", "deepspeed"))
+    nproc: int = _f(1, "processes per machine (GPUs, or CPU workers for ddp)", min=1)
+    nnodes: int = _f(1, "number of machines", min=1)
+    node_rank: int = _f(0, "this machine's rank among nnodes", min=0)
+    master_addr: str = _f("127.0.0.1", "address of the rank-0 machine")
+    master_port: int = _f(29500, "port on the rank-0 machine", min=1, max=65535)
+    deepspeed_config: str | None = _f(None, "DeepSpeed JSON (default: shipped ZeRO-2 for deepspeed)")
+    fsdp: str = _f("full_shard auto_wrap", "FSDP options passed to the Trainer")
+
+
+@dataclass
 class OutputConfig:
     dir: str = _f("runs/latest", "run directory")
     overwrite: bool = _f(False, "replace a non-empty run directory")
@@ -140,6 +153,7 @@ class Config:
     quant: QuantConfig = field(default_factory=QuantConfig)
     train: TrainConfig = field(default_factory=TrainConfig)
     eval: EvalConfig = field(default_factory=EvalConfig)
+    distributed: DistributedConfig = field(default_factory=DistributedConfig)
     output: OutputConfig = field(default_factory=OutputConfig)
 
     @property
