@@ -22,7 +22,7 @@ def _cfg(model_dir, data, out, *extra):
                               "train.batch_size=2", "train.grad_accum=1", "train.learning_rate=5e-3",
                               "train.logging_steps=1", "train.save_steps=3", "train.save_total_limit=5",
                               "train.load_best=false", "train.warmup_ratio=0", "output.report=false",
-                              "eval.forgetting_check=false", *extra])
+                              "eval.after_train=false", *extra])
 
 
 @pytest.fixture(scope="module")

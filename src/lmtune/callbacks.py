@@ -8,7 +8,7 @@ from pathlib import Path
 
 from transformers import TrainerCallback
 
-from lmtune.rundir import COMPLETE_MARKER, write_text
+from lmtune.rundir import COMPLETE_MARKER, checkpoint_manifest, write_text
 
 
 class MetricsJsonl(TrainerCallback):
@@ -16,6 +16,21 @@ class MetricsJsonl(TrainerCallback):
 
     def __init__(self, path: Path):
         self.path = path
+
+    def on_train_begin(self, args, state, control, **kwargs):
+        """On resume, drop the rows logged after the checkpoint (they are logged again) and a last
+        line cut by a kill, so the file reads as one clean run."""
+        if not state.is_world_process_zero or not self.path.is_file():
+            return
+        kept = []
+        for line in self.path.read_text(encoding="utf-8").splitlines():
+            try:
+                row = json.loads(line)
+            except ValueError:
+                continue
+            if row.get("step", 0) <= state.global_step and "train_runtime" not in row:
+                kept.append(line + "\n")
+        write_text(self.path, "".join(kept))
 
     def on_log(self, args, state, control, logs=None, **kwargs):
         if not state.is_world_process_zero or not logs:
@@ -47,10 +62,48 @@ class NonFiniteGuard(TrainerCallback):
 
 class MarkCheckpointComplete(TrainerCallback):
     """The Trainer writes a checkpoint file by file; on_save runs after the last file, so a marker
-    written then (atomically) tells resume which checkpoints are whole."""
+    written then (atomically) tells resume which checkpoints are whole. The marker lists every file
+    with its size (see rundir.checkpoint_is_complete). A checkpoint whose trainable weights are not
+    finite gets no marker and stops training: resume must never pick a diverged state."""
 
-    def on_save(self, args, state, control, **kwargs):
-        if state.is_world_process_zero:
-            ckpt = Path(args.output_dir) / f"checkpoint-{state.global_step}"
-            if ckpt.is_dir():
-                write_text(ckpt / COMPLETE_MARKER, json.dumps({"step": state.global_step}))
+    def __init__(self):
+        self.bad: dict | None = None
+
+    def on_save(self, args, state, control, model=None, **kwargs):
+        bad = _non_finite_parameter(model)
+        # Every rank checks its weights (FSDP shards differ) and all must agree to stop; the
+        # collective is also the barrier that waits for each rank's own files (rng_state_<rank>.pth).
+        if _on_any_rank(bad is not None, model):
+            self.bad = {"step": state.global_step, "key": f"weight {bad or '(on another rank)'}",
+                        "value": float("nan")}
+            control.should_training_stop = True
+            return
+        ckpt = Path(args.output_dir) / f"checkpoint-{state.global_step}"
+        if state.is_world_process_zero and ckpt.is_dir():
+            write_text(ckpt / COMPLETE_MARKER,
+                       json.dumps({"step": state.global_step, "files": checkpoint_manifest(ckpt)}, indent=1))
+
+
+def _on_any_rank(flag: bool, model) -> bool:
+    import torch
+    import torch.distributed as dist
+
+    if not (dist.is_available() and dist.is_initialized()):
+        return flag
+    device = next(model.parameters()).device if model is not None else torch.device("cpu")
+    t = torch.tensor([1.0 if flag else 0.0], device=device)
+    dist.all_reduce(t, op=dist.ReduceOp.MAX)
+    return bool(t.item())
+
+
+def _non_finite_parameter(model) -> str | None:
+    """Name of the first trainable parameter holding NaN/inf (one pass over the trainable
+    weights, only at save time)."""
+    if model is None:
+        return None
+    import torch
+
+    for name, p in model.named_parameters():
+        if p.requires_grad and not torch.isfinite(p.detach()).all():
+            return name
+    return None

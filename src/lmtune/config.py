@@ -117,6 +117,7 @@ class TrainConfig:
 
 @dataclass
 class EvalConfig:
+    after_train: bool = _f(True, "at the end of train: validation loss, task metrics base vs tuned, forgetting")
     max_new_tokens: int = _f(128, "tokens generated per test prompt", min=1)
     num_samples: int | None = _f(None, "score only the first N test examples (None: all)", min=1)
     forgetting_check: bool = _f(True, "perplexity on general text before vs after training")
@@ -341,13 +342,15 @@ def read_yaml(path: str | Path) -> dict[str, Any]:
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None)
         where = f"{path}:{mark.line + 1}" if mark else str(path)
-        raise ConfigError(f"{where}: not valid YAML ({getattr(exc, 'problem', exc)})") from None
+        raise ConfigError(f"{where}: not valid YAML ({getattr(exc, 'problem', exc)})",
+                          ["check indentation (2 spaces per level) and quote values that contain ': ' or '#'"]) from None
     except UnicodeDecodeError as exc:
         raise ConfigError(f"{path}: not UTF-8 text ({exc.reason} at byte {exc.start})") from None
     if raw is None:
         return {}
     if not isinstance(raw, dict):
-        raise ConfigError(f"{path}: the top level must be a mapping of sections, got {type(raw).__name__}")
+        raise ConfigError(f"{path}: the top level must be a mapping of sections, got {type(raw).__name__}",
+                          ["the top level holds sections such as model:, data:, train: (see configs/)"])
     return raw
 
 

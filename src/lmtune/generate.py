@@ -40,6 +40,13 @@ class Generator:
             template = get_template("auto", "chat", tokenizer)
         return cls(model, tokenizer, template)
 
+    def stop_ids(self) -> list[int]:
+        """eos plus the model's own extra stop ids (e.g. ChatML's <|im_end|> in generation_config)."""
+        ids = {self.tokenizer.eos_token_id}
+        extra = getattr(getattr(self.model, "generation_config", None), "eos_token_id", None)
+        ids.update(extra if isinstance(extra, list) else [extra])
+        return sorted(i for i in ids if i is not None)
+
     def encode(self, item) -> list[int]:
         """A prompt string, a message list, or a data record -> prompt token ids, built exactly
         like the prompt part of the training data (same template, same special-token prefix)."""
@@ -72,7 +79,7 @@ class Generator:
                     **enc, max_new_tokens=s.max_new_tokens, do_sample=not s.greedy,
                     temperature=s.temperature if not s.greedy else None,
                     top_p=s.top_p if not s.greedy else None,
-                    eos_token_id=self.tokenizer.eos_token_id, pad_token_id=self.tokenizer.pad_token_id)
+                    eos_token_id=self.stop_ids(), pad_token_id=self.tokenizer.pad_token_id)
             new = out[:, enc["input_ids"].shape[1]:]
             outputs += self.tokenizer.batch_decode(new, skip_special_tokens=True)
         return outputs

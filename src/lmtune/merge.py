@@ -44,7 +44,9 @@ def _check_finite(model) -> None:
 
 
 def _check_disk(out: Path, size: int) -> None:
-    parent = out.parent if out.parent.exists() else Path(".")
+    parent = out.absolute().parent
+    while not parent.exists():  # --out may name directories that do not exist yet
+        parent = parent.parent
     free = shutil.disk_usage(parent).free
     need = int(size * 1.1) + 50 * 2**20  # weights + tokenizer/metadata slack
     if free < need:
@@ -56,13 +58,21 @@ def _check_disk(out: Path, size: int) -> None:
 def merge(run_path: str, out: str, overwrite: bool = False, dtype: str = "fp32") -> MergeResult:
     from lmtune.runs import load_for_inference, open_path
 
+    if not Path(run_path).exists():
+        raise UserError(f"{run_path}: no such run or adapter directory",
+                        ["give the run directory `lmtune train` wrote (its output.dir) or an adapter directory"])
     loaded = open_path(run_path)
     if loaded.adapter_dir is None:
         raise UserError(f"{run_path}: has no adapter to merge (full fine-tuning already saved a whole model)",
                         ["use the run's model/ directory directly"])
     out_dir = Path(out)
-    if out_dir.exists() and any(out_dir.iterdir()) and not overwrite:
-        raise UserError(f"--out {out_dir} is not empty", ["choose another directory or pass --overwrite"])
+    _check_out(out_dir, Path(run_path), loaded, overwrite)
+    from lmtune.models import check_adapter_base, read_weight_shapes
+
+    check_adapter_base(loaded.adapter_dir, loaded.base_ref,
+                       allow_pickle=loaded.config is not None and loaded.config.model.allow_pickle)
+    if Path(loaded.base_ref).is_dir():  # the merged model has the base's tensors: size known before loading
+        _check_disk(out_dir, _bytes_of(read_weight_shapes(Path(loaded.base_ref)), dtype))
 
     diff_4bit = None
     was_qlora = loaded.config is not None and loaded.config.method == "qlora"
@@ -95,6 +105,32 @@ def merge(run_path: str, out: str, overwrite: bool = False, dtype: str = "fp32")
     out_dir.parent.mkdir(parents=True, exist_ok=True)
     replace_dir(staging, out_dir)
     return MergeResult(out_dir, diff, diff_4bit, size)
+
+
+def _check_out(out_dir: Path, run_path: Path, loaded, overwrite: bool) -> None:
+    """--out must be a new or empty directory (or --overwrite), and never the run, its adapter, or a
+    directory holding them: replacing it would delete what is being merged."""
+    if out_dir.exists() and not out_dir.is_dir():
+        raise UserError(f"--out {out_dir} exists and is not a directory", ["choose a directory path for --out"])
+    target = out_dir.resolve()
+    adapter = loaded.adapter_dir.resolve()
+    for p in (run_path.resolve(), adapter):
+        if target == p or p.is_relative_to(target) or (p == adapter and target.is_relative_to(adapter)):
+            raise UserError(f"--out {out_dir} would replace {p}, which the merge reads",
+                            ["write the merged model elsewhere, e.g. --out merged/ or a new folder inside the run"])
+    if out_dir.is_dir() and any(out_dir.iterdir()) and not overwrite:
+        raise UserError(f"--out {out_dir} is not empty", ["choose another directory or pass --overwrite"])
+
+
+def _bytes_of(shapes: dict[str, list[int]], dtype: str) -> int:
+    per = {"fp32": 4, "bf16": 2, "fp16": 2}[dtype]
+    total = 0
+    for shape in shapes.values():
+        n = 1
+        for d in shape:
+            n *= d
+        total += n
+    return total * per
 
 
 def model_card(loaded, diff: float, diff_4bit: float | None, run_path: str) -> str:

@@ -4,7 +4,9 @@ and tokenizer fixes (a pad token distinct from eos)."""
 
 from __future__ import annotations
 
+import json
 import os
+import re
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -21,25 +23,138 @@ def check_model_source(mcfg: ModelConfig) -> str:
     path = Path(ref)
     looks_local = path.is_absolute() or ref.startswith((".", "~")) or path.exists()
     if looks_local:
+        if not path.exists():
+            raise ConfigError(f"model.name_or_path: {ref} does not exist",
+                              ["give the directory of a saved model, a Hub id (org/name), or 'tiny'"])
         if not path.is_dir() or not (path / "config.json").is_file():
             raise ConfigError(f"model.name_or_path: {ref!r} is not a model directory (no config.json)",
                               ["give a directory saved with save_pretrained, a Hub id, or 'tiny'"])
         weights = [p.name for p in path.iterdir()]
         has_safe = any(n.endswith(".safetensors") for n in weights)
         pickles = [n for n in weights if n.endswith(PICKLE_SUFFIXES)]
-        if not has_safe and pickles and not mcfg.allow_pickle:
+        if not has_safe and not pickles:
+            raise ConfigError(f"model.name_or_path: {ref} has a config.json but no weight files",
+                              ["save the model with save_pretrained (model.safetensors), or fetch it again"])
+        if not has_safe and not mcfg.allow_pickle:
             raise ConfigError(
                 f"model.name_or_path: {ref} has only pickle weights ({', '.join(sorted(pickles)[:3])})",
                 ["pickle files can run arbitrary code when loaded; convert them to safetensors, or set "
                  "model.allow_pickle=true if you trust the source"])
         if (path / "config.json").is_file() and not mcfg.trust_remote_code:
-            import json
             auto_map = json.loads((path / "config.json").read_text()).get("auto_map")
             if auto_map:
                 raise ConfigError(f"model.name_or_path: {ref} needs custom code from the model repo "
                                   f"(auto_map: {', '.join(auto_map)})",
                                   ["set model.trust_remote_code=true only if you trust that code"])
+        if has_safe:
+            read_weight_shapes(path)  # a truncated or corrupt file fails here, before any loading
     return ref
+
+
+# ---------------------------------------------------------------- weights, read from headers only
+# A safetensors file is an 8-byte little-endian header length, a JSON header (name -> dtype, shape,
+# byte offsets), then the raw data. Reading the header alone gives every tensor's name and shape,
+# so names, shapes and truncation are checked in milliseconds, with no torch and no weights loaded.
+
+def _safetensors_header(file: Path) -> dict:
+    size = file.stat().st_size
+    try:
+        with open(file, "rb") as fh:
+            n = int.from_bytes(fh.read(8), "little")
+            if size < 8 or n > size - 8:
+                raise ValueError(f"header of {n} bytes in a {size}-byte file")
+            header = json.loads(fh.read(n))
+        end = max((t["data_offsets"][1] for k, t in header.items() if k != "__metadata__"), default=0)
+    except (ValueError, KeyError, TypeError, IndexError) as exc:
+        raise ConfigError(f"{file}: not a valid safetensors file ({exc})",
+                          ["the download or copy is broken: fetch the model again"]) from None
+    if size < 8 + n + end:
+        raise ConfigError(f"{file}: truncated ({size:,} bytes, the header says {8 + n + end:,})",
+                          ["the download or copy was cut short: fetch the model again"])
+    return {k: v for k, v in header.items() if k != "__metadata__"}
+
+
+def read_weight_shapes(model_dir: Path) -> dict[str, list[int]]:
+    """tensor name -> shape for every *.safetensors file in `model_dir` (empty when there are none)."""
+    shapes: dict[str, list[int]] = {}
+    for file in sorted(Path(model_dir).glob("*.safetensors")):
+        shapes.update({k: v["shape"] for k, v in _safetensors_header(file).items()})
+    return shapes
+
+
+def check_target_modules(ref: str, targets) -> None:
+    """lora.target_modules must name modules of the base (peft's rule: the full name, or its last
+    dotted parts); checked from the local weight names so a typo fails before the run dir exists."""
+    path = Path(ref)
+    if targets == "all-linear" or not path.is_dir():
+        return
+    modules = {name.rsplit(".", 1)[0] for name, shape in read_weight_shapes(path).items()
+               if name.endswith(".weight") and len(shape) == 2}
+    if not modules:
+        return
+    missing = [t for t in targets if not any(m == t or m.endswith(f".{t}") for m in modules)]
+    if missing:
+        names = sorted({m.rsplit(".", 1)[-1] for m in modules})
+        raise ConfigError(f"lora.target_modules: {', '.join(missing)} not found in {ref}",
+                          [f"modules with 2-D weights in this model: {', '.join(names)}",
+                           "fix the names, or use lora.target_modules=all-linear"])
+
+
+_LORA_KEY = re.compile(r"^(?:base_model\.model\.)?(?P<module>.+)\.(?P<part>lora_A|lora_B)(?:\.[^.]+)?\.weight$")
+
+
+def check_adapter_base(adapter_dir: Path, base_ref: str, allow_pickle: bool = False) -> None:
+    """Refuse a pickle adapter (unless allowed) and an adapter whose LoRA matrices do not fit the
+    base (trained on another model).
+
+    Linear weights are [out, in] and GPT-2's Conv1D [in, out]; lora_A is [r, in] and lora_B
+    [out, r]. Both files are read from their headers only."""
+    adapter_dir, base = Path(adapter_dir), Path(base_ref)
+    if not list(adapter_dir.glob("*.safetensors")):
+        pickles = sorted(p.name for p in adapter_dir.iterdir() if p.name.endswith(PICKLE_SUFFIXES))
+        if pickles and not allow_pickle:
+            raise UserError(f"{adapter_dir}: the adapter has only pickle weights ({', '.join(pickles[:3])})",
+                            ["pickle files can run arbitrary code when loaded; convert the adapter to "
+                             "safetensors, or set model.allow_pickle=true in the run's config if you trust it"])
+        return
+    if not base.is_dir():
+        return  # a Hub base: nothing local to compare with; peft checks shapes when it loads
+    base_shapes = read_weight_shapes(base)
+    if not base_shapes or _is_prequantized(base):
+        return
+    dims: dict[str, dict[str, int]] = {}
+    for key, shape in read_weight_shapes(adapter_dir).items():
+        m = _LORA_KEY.match(key)
+        if m and len(shape) == 2:
+            d = dims.setdefault(m["module"], {})
+            d["in" if m["part"] == "lora_A" else "out"] = shape[1] if m["part"] == "lora_A" else shape[0]
+    # Modules missing from the base are a mismatch only when none is found (another architecture);
+    # a few missing names can be checkpoint-key renames of transformers 5, which peft resolves.
+    found = {m: base_shapes[f"{m}.weight"] for m in dims if f"{m}.weight" in base_shapes}
+    problem = None
+    if dims and not found:
+        module = sorted(dims)[0]
+        problem = f"{module} is not a module of the base {base_ref}"
+    for module, shape in sorted(found.items()):
+        want = (dims[module].get("out"), dims[module].get("in"))
+        if tuple(shape) not in (want, want[::-1]):
+            problem = (f"{module} expects a weight of [{want[0]}, {want[1]}], "
+                       f"the base {base_ref} has {list(shape)}")
+            break
+    if problem:
+        raise UserError(f"{adapter_dir}: this adapter was trained on a different base model: {problem}",
+                        [f"the adapter records its base as {_recorded_base(adapter_dir)!r} (adapter_config.json "
+                         "base_model_name_or_path); use that base, or retrain the adapter on this one"])
+
+
+def _recorded_base(adapter_dir: Path) -> str | None:
+    cfg = adapter_dir / "adapter_config.json"
+    return json.loads(cfg.read_text()).get("base_model_name_or_path") if cfg.is_file() else None
+
+
+def _is_prequantized(model_dir: Path) -> bool:
+    cfg = model_dir / "config.json"
+    return cfg.is_file() and "quantization_config" in json.loads(cfg.read_text())
 
 
 @dataclass

@@ -16,6 +16,28 @@ from lmtune.errors import ConfigError
 COMPLETE_MARKER = "lmtune_complete"  # written last into a checkpoint; its absence means "partial"
 
 
+def checkpoint_manifest(ckpt: Path) -> dict[str, int]:
+    """Relative path -> size of every file in a checkpoint (the marker lists them)."""
+    return {str(f.relative_to(ckpt)): f.stat().st_size for f in sorted(ckpt.rglob("*"))
+            if f.is_file() and f.name != COMPLETE_MARKER}
+
+
+def checkpoint_is_complete(ckpt: Path) -> bool:
+    """The marker exists and every file it lists is still there with its size. The Trainer deletes
+    old checkpoints (save_total_limit) file by file, so a kill during that leaves a directory whose
+    marker survives while its weights are gone: the file list catches it."""
+    marker = ckpt / COMPLETE_MARKER
+    if not marker.is_file():
+        return False
+    try:
+        files = json.loads(marker.read_text(encoding="utf-8")).get("files")
+    except (ValueError, AttributeError):
+        return False
+    if files is None:  # a marker from before the file list: trust it
+        return True
+    return all((ckpt / name).is_file() and (ckpt / name).stat().st_size == size for name, size in files.items())
+
+
 def write_text(path: Path, text: str) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
@@ -53,6 +75,9 @@ class RunDir:
         self.root = Path(root).expanduser()
 
     def __truediv__(self, name: str) -> Path:
+        """A path inside the run; a name that would lead outside it (absolute, '..') is refused."""
+        if Path(name).is_absolute() or ".." in Path(name).parts:
+            raise ValueError(f"{name!r} would be written outside the run directory {self.root}")
         return self.root / name
 
     @property
@@ -66,44 +91,119 @@ class RunDir:
         return path
 
     def check_writable(self, overwrite: bool, resume: bool) -> None:
-        """Refuse to clobber a previous run; called before any heavy work."""
+        """Refuse to clobber a previous run, to write outside the run, or where writing will fail;
+        called before any heavy work, and creates nothing."""
         root = self.root
         if root.exists() and not root.is_dir():
-            raise ConfigError(f"output.dir: {root} exists and is not a directory")
+            raise ConfigError(f"output.dir: {root} exists and is not a directory",
+                              ["choose a directory path for output.dir"])
         if resume:
             if not root.is_dir():
                 raise ConfigError(f"--resume: run directory {root} does not exist",
                                   ["start a run first, or point output.dir at the run to resume"])
+            self.check_contained()
+            _probe_writable(root)
             return
         if root.is_dir() and any(root.iterdir()) and not overwrite:
             raise ConfigError(f"output.dir: {root} is not empty",
                               ["choose another output.dir, pass --resume to continue it, or set output.overwrite=true"])
+        if overwrite and root.is_symlink():
+            raise ConfigError(f"output.dir: {root} is a symlink; output.overwrite will not delete through it",
+                              [f"give the real path ({root.resolve()}) or another output.dir"])
         parent = root
-        while not parent.exists():
+        while not parent.exists() and not parent.is_symlink():
             parent = parent.parent
-        if not os.access(parent, os.W_OK):
-            raise ConfigError(f"output.dir: cannot write under {parent}", ["choose a directory you can write to"])
+        if not parent.is_dir():
+            raise ConfigError(f"output.dir: {parent} is not a directory, so {root} cannot be created under it",
+                              ["choose a path whose parents are directories"])
+        _probe_writable(parent)
+
+    def check_contained(self) -> None:
+        """Every path a run writes must stay inside it: a symlink in the run (or its checkpoints)
+        that points elsewhere would make a resumed run write there."""
+        real = self.root.resolve()
+        entries = list(self.root.iterdir())
+        if self.checkpoints.is_dir() and not self.checkpoints.is_symlink():
+            entries += list(self.checkpoints.iterdir())
+        for entry in entries:
+            if entry.is_symlink() and not entry.resolve().is_relative_to(real):
+                raise ConfigError(f"output.dir: {entry} is a symlink to {entry.resolve()}, outside the run "
+                                  "directory; lmtune writes only inside the run",
+                                  [f"replace the link by a real directory or file (rm {entry})"])
 
     def create(self, overwrite: bool) -> None:
-        if overwrite and self.root.is_dir():
-            shutil.rmtree(self.root)
-        self.root.mkdir(parents=True, exist_ok=True)
+        try:
+            if overwrite and self.root.is_dir():
+                shutil.rmtree(self.root)
+            self.root.mkdir(parents=True, exist_ok=True)
+        except OSError as exc:
+            raise ConfigError(f"output.dir: cannot create {self.root} ({exc.strerror})",
+                              ["choose a directory you can write to"]) from None
 
     def complete_checkpoints(self) -> list[Path]:
         """Checkpoints that finished writing, oldest first (partial ones are ignored)."""
         if not self.checkpoints.is_dir():
             return []
-        found = [p for p in self.checkpoints.glob("checkpoint-*") if (p / COMPLETE_MARKER).is_file()]
-        return sorted(found, key=lambda p: int(p.name.rsplit("-", 1)[-1]))
+        found = [p for p in self.checkpoints.glob("checkpoint-*") if _step(p) is not None and checkpoint_is_complete(p)]
+        return sorted(found, key=_step)
 
     def last_checkpoint(self) -> Path | None:
         done = self.complete_checkpoints()
         return done[-1] if done else None
 
     def remove_partial_checkpoints(self) -> list[str]:
+        """Delete checkpoints a kill interrupted (being written, or being rotated away), and the
+        temporary files of interrupted atomic writes; returns the checkpoint names."""
+        for tmp in self.root.glob(".*.tmp"):
+            tmp.unlink(missing_ok=True)
         if not self.checkpoints.is_dir():
             return []
-        partial = [p for p in self.checkpoints.glob("checkpoint-*") if not (p / COMPLETE_MARKER).is_file()]
+        partial = [p for p in self.checkpoints.glob("checkpoint-*") if p.is_dir() and not checkpoint_is_complete(p)]
         for p in partial:
             shutil.rmtree(p)
-        return [p.name for p in partial]
+        return sorted((p.name for p in partial), key=lambda n: _step(Path(n)) or 0)
+
+
+# What the checkpoints depend on: resuming with any of these changed would load weights of another
+# shape, feed other batches, or train another model under the same run name.
+RESUME_KEYS = ("model.name_or_path", "model.revision", "method", "lora", "quant", "data.task", "data.train",
+               "data.validation", "data.format", "data.template", "data.max_length", "data.packing",
+               "data.train_on_prompt", "data.dedupe", "data.val_split", "data.seed", "data.system_prompt",
+               "train.batch_size", "train.grad_accum", "train.seed")
+
+
+def resume_conflicts(saved: dict, new: dict) -> list[str]:
+    """`key: the run used X, now Y` for every RESUME_KEYS value that differs (sections: per key).
+    Keys the saved config lacks (an older lmtune) and sections the method does not use are skipped."""
+    missing = object()
+
+    def get(d, dotted):
+        for part in dotted.split("."):
+            d = d.get(part, missing) if isinstance(d, dict) else missing
+        return d
+
+    unused = {"full": ("lora", "quant"), "lora": ("quant",)}.get(new.get("method"), ())
+    out = []
+    for key in RESUME_KEYS:
+        old, cur = get(saved, key), get(new, key)
+        if old is missing or key in unused:
+            continue
+        if isinstance(old, dict) and isinstance(cur, dict):
+            out += [f"{key}.{k}: the run used {v!r}, now {cur.get(k)!r}" for k, v in old.items() if cur.get(k) != v]
+        elif old != cur:
+            out.append(f"{key}: the run used {old!r}, now {cur!r}")
+    return out
+
+
+def _step(ckpt: Path) -> int | None:
+    tail = ckpt.name.rsplit("-", 1)[-1]
+    return int(tail) if tail.isdigit() else None
+
+
+def _probe_writable(directory: Path) -> None:
+    """Create and remove a temporary directory: os.access says yes to root on read-only places."""
+    try:
+        Path(tempfile.mkdtemp(prefix=".lmtune-probe-", dir=directory)).rmdir()
+    except OSError as exc:
+        raise ConfigError(f"output.dir: cannot write under {directory} ({exc.strerror})",
+                          ["choose a directory you can write to"]) from None

@@ -60,6 +60,10 @@ def load_for_inference(loaded: Loaded, use_adapter: bool = True, quantized: bool
     cfg = loaded.config or _Config()
     cfg.model.name_or_path = loaded.base_ref
     check_model_source(cfg.model)
+    if use_adapter and loaded.adapter_dir is not None:
+        from lmtune.models import check_adapter_base
+
+        check_adapter_base(loaded.adapter_dir, loaded.base_ref, allow_pickle=cfg.model.allow_pickle)
     device = detect_device()
     tok_src = str(loaded.adapter_dir or loaded.model_dir or loaded.base_ref)
     tokenizer = load_tokenizer(tok_src, cfg.model)

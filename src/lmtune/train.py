@@ -34,9 +34,7 @@ def train(cfg: Config, resume: bool = False, quiet: bool = False) -> TrainResult
     started = time.time()
     _fit(trainer, run, resume)
     metrics = _save(cfg, run, setup, trainer, time.time() - started)
-    if not quiet:
-        print(f"trainable params: {setup.trainable:,} of {setup.total:,} "
-              f"({100 * setup.trainable / setup.total:.2f}%)")
+    _finish_on_main(cfg, run, setup, trainer, metrics, quiet)
     return TrainResult(run.root, setup.trainable, setup.total, metrics)
 
 
@@ -55,32 +53,53 @@ class _Setup:
 
 
 def preflight(cfg: Config, run: RunDir, resume: bool):
-    """Everything that can be checked before loading weights: output dir, model source, method support."""
-    from lmtune.models import check_model_source
+    """Everything that can be checked before loading weights: output dir, model source (and the
+    LoRA targets, from the weight headers), method support, rules that involve the data's shape.
+    Creates nothing: a failed check leaves no run directory behind."""
+    from lmtune.errors import ConfigError
+    from lmtune.models import check_model_source, check_target_modules
 
     run.check_writable(cfg.output.overwrite, resume)
+    if resume and (run / "config.yaml").is_file():
+        import yaml
+
+        from lmtune.rundir import resume_conflicts
+
+        conflicts = resume_conflicts(yaml.safe_load((run / "config.yaml").read_text()) or {}, cfg.to_dict())
+        if conflicts:
+            raise ConfigError(f"--resume: this config differs from {run / 'config.yaml'} in what the "
+                              "checkpoints depend on", conflicts + [
+                                  f"resume with the run's own config (lmtune train {run / 'config.yaml'} --resume), "
+                                  "or start a new run in another output.dir"])
     ref = check_model_source(cfg.model)
+    if cfg.method in ("lora", "qlora"):
+        check_target_modules(ref, cfg.lora.target_modules)
     if cfg.method == "qlora":
         from lmtune.methods.qlora_check import check_qlora_supported
 
         check_qlora_supported()
+    t = cfg.train
+    if t.load_best and t.eval_steps and t.save_steps and t.save_steps % t.eval_steps:
+        # the Trainer can only keep the best checkpoint if every save coincides with an evaluation
+        raise ConfigError(f"train.save_steps: {t.save_steps} must be a multiple of train.eval_steps "
+                          f"({t.eval_steps}) when train.load_best is on",
+                          [f"set train.save_steps={t.eval_steps * max(1, t.save_steps // t.eval_steps)}, "
+                           "or train.load_best=false"])
     return ref
 
 
 def _setup(cfg: Config, run: RunDir, resume: bool) -> _Setup:
     from lmtune import methods
-    from lmtune.data import prepare_datasets
     from lmtune.models import detect_device, load_model, load_tokenizer, resolve_precision, set_threads
 
-    ref = preflight(cfg, run, resume)
+    ref = _preflight_all_ranks(cfg, run, resume)
     set_threads(cfg.train.threads)
     device = detect_device()
     precision = resolve_precision(cfg.train.precision, device)
     tokenizer = load_tokenizer(ref, cfg.model)
-    data = prepare_datasets(cfg.data, tokenizer)  # raises DataError listing every bad record
+    data = _prepare_data(cfg, run, tokenizer, resume)  # raises DataError listing every bad record
     template = data.template
-    if not resume:
-        run.create(cfg.output.overwrite)
+    _seed(cfg.train.seed)  # LoRA/new-token init: same start on every rank and in every rerun
     model = load_model(ref, cfg, device, tokenizer, quantize=cfg.method == "qlora")
     model = methods.prepare(model, cfg)
     trainable, total = methods.count_parameters(model)
@@ -88,9 +107,45 @@ def _setup(cfg: Config, run: RunDir, resume: bool) -> _Setup:
     return _Setup(model, tokenizer, template, data, device, precision, trainable, total)
 
 
+def _preflight_all_ranks(cfg: Config, run: RunDir, resume: bool):
+    """In a launched worker: join the other ranks first (distributed.start), let every rank check,
+    then wait, so that no rank creates the run directory before all have checked it."""
+    from lmtune import distributed
+    from lmtune.models import detect_device
+
+    distributed.start(cfg, detect_device().kind)
+    ref = preflight(cfg, run, resume)
+    distributed.barrier()
+    return ref
+
+
+def _seed(seed: int) -> None:
+    """The Trainer seeds only when it starts, after the adapters were initialised; seed before."""
+    from transformers import set_seed
+
+    set_seed(seed)
+
+
+def _prepare_data(cfg: Config, run: RunDir, tokenizer, resume: bool):
+    """Tokenize once. One process: prepare, then create the run directory (bad data leaves none).
+    Several: each machine's first rank prepares and caches, the others read the cache."""
+    from lmtune import distributed
+    from lmtune.data import prepare_datasets
+
+    def create_run() -> None:
+        if not resume:
+            run.create(cfg.output.overwrite)
+
+    return distributed.prepare_data_once(run.root, lambda: prepare_datasets(cfg.data, tokenizer),
+                                         create_run, tokenizer)
+
+
 def _write_run_inputs(cfg: Config, run: RunDir, tokenizer, template, data) -> None:
+    from lmtune.distributed import is_main_process
     from lmtune.envinfo import collect_env
 
+    if not is_main_process():  # run files are rank 0's
+        return
     write_text(run / "config.yaml", cfg.to_yaml())
     write_json(run / "data_stats.json", data.stats)
     write_json(run / "template.json", template.to_dict())
@@ -111,9 +166,7 @@ def training_arguments(cfg: Config, run: RunDir, precision: str, device_kind: st
 
         raise ConfigError(f"train.save_steps: {t.save_steps} must be a multiple of train.eval_steps "
                           f"({t.eval_steps}) when train.load_best is on")
-    optimizer = t.optimizer
-    if optimizer == "auto":
-        optimizer = "paged_adamw_8bit" if (cfg.method == "qlora" and device_kind == "cuda") else "adamw_torch"
+    optimizer = choose_optimizer(cfg, device_kind)
     warmup = t.warmup_steps if t.warmup_steps > 0 else t.warmup_ratio
     os.environ["TENSORBOARD_LOGGING_DIR"] = str(run / "tensorboard")
     return SFTConfig(
@@ -156,7 +209,34 @@ def training_arguments(cfg: Config, run: RunDir, precision: str, device_kind: st
         dataloader_num_workers=0,
         remove_unused_columns=True,
         disable_tqdm=False,
+        **distributed_arguments(cfg, device_kind),
     )
+
+
+def distributed_arguments(cfg: Config, device_kind: str) -> dict:
+    """SFTConfig fields for DDP/FSDP/DeepSpeed (empty in a single process): lmtune/distributed.py."""
+    from lmtune.distributed import trainer_arguments
+
+    return trainer_arguments(cfg, device_kind)
+
+
+def choose_optimizer(cfg: Config, device_kind: str) -> str:
+    """auto: paged 8-bit AdamW for QLoRA on CUDA (the QLoRA paper's choice), AdamW elsewhere.
+    Paged optimizers page state to CPU memory on CUDA only; on CPU we say what runs instead."""
+    import sys
+
+    opt = cfg.train.optimizer
+    if opt == "auto":
+        if cfg.method == "qlora" and device_kind == "cuda":
+            return "paged_adamw_8bit"
+        if cfg.method == "qlora":
+            print("note: qlora on CPU trains with adamw_torch (32-bit); paged_adamw_8bit needs CUDA",
+                  file=sys.stderr)
+        return "adamw_torch"
+    if opt.startswith("paged_") and device_kind != "cuda":
+        print(f"note: {opt} pages optimizer state only on CUDA; on CPU bitsandbytes runs it unpaged",
+              file=sys.stderr)
+    return opt
 
 
 def _build_trainer(cfg: Config, run: RunDir, s: _Setup):
@@ -183,7 +263,7 @@ def _build_trainer(cfg: Config, run: RunDir, s: _Setup):
 def _fit(trainer, run: RunDir, resume: bool) -> None:
     checkpoint = None
     if resume:
-        dropped = run.remove_partial_checkpoints()
+        dropped = _remove_partial_checkpoints(run)
         if dropped:
             print(f"ignored partial checkpoints: {', '.join(dropped)}")
         checkpoint = run.last_checkpoint()
@@ -192,14 +272,29 @@ def _fit(trainer, run: RunDir, resume: bool) -> None:
         else:
             print(f"resuming from {checkpoint.name}")
     trainer.train(resume_from_checkpoint=str(checkpoint) if checkpoint else None)
-    guard = next(cb for cb in trainer.callback_handler.callbacks if type(cb).__name__ == "NonFiniteGuard")
-    if guard.bad:
+    # NonFiniteGuard sees logged loss/grad norm; MarkCheckpointComplete sees the weights it would mark.
+    guards = [cb for cb in trainer.callback_handler.callbacks
+              if type(cb).__name__ in ("NonFiniteGuard", "MarkCheckpointComplete")]
+    bad = next((cb.bad for cb in guards if cb.bad), None)
+    if bad:
         last = run.last_checkpoint()
         raise UserError(
-            f"training stopped at step {guard.bad['step']}: {guard.bad['key']} became {guard.bad['value']}",
+            f"training stopped at step {bad['step']}: {bad['key']} became {bad['value']}",
             ["likely causes: learning rate too high (lower train.learning_rate), fp16 overflow "
              "(use precision bf16 or fp32), or bad data",
-             f"last good checkpoint: {last}" if last else "no checkpoint was saved before the failure"])
+             f"last good checkpoint: {last} (its weights are finite; the final adapter/model was not written)"
+             if last else "no checkpoint was saved before the failure",
+             "start again with a lower train.learning_rate (a new output.dir, or output.overwrite=true): "
+             "--resume would restore the same learning-rate schedule"])
+
+
+def _remove_partial_checkpoints(run: RunDir) -> list[str]:
+    """Rank 0 deletes, the others wait (two ranks deleting one directory would race)."""
+    from lmtune import distributed
+
+    dropped = run.remove_partial_checkpoints() if distributed.is_main_process() else []
+    distributed.barrier()
+    return dropped
 
 
 # ---------------------------------------------------------------- save
@@ -208,11 +303,13 @@ def _save(cfg: Config, run: RunDir, s: _Setup, trainer, seconds: float) -> dict:
     """Final weights in plain HF layout (adapter/ or model/), then eval.json. Each directory is
     written to a staging name first and renamed, so it is either whole or absent."""
     name = "model" if cfg.method == "full" else "adapter"
-    staging = run.staging(name)
-    trainer.model.save_pretrained(str(staging), safe_serialization=True)
-    s.tokenizer.save_pretrained(str(staging))
-    write_json(staging / "lmtune_template.json", s.template.to_dict())
-    replace_dir(staging, run / name)
+    main = trainer.is_world_process_zero()
+    staging = run.staging(name) if main else run / f".{name}.staging"
+    _save_weights(trainer, staging)
+    if main:
+        s.tokenizer.save_pretrained(str(staging))
+        write_json(staging / "lmtune_template.json", s.template.to_dict())
+        replace_dir(staging, run / name)
     metrics = {"method": cfg.method, "trainable_params": s.trainable, "total_params": s.total,
                "train_seconds": round(seconds, 2), "global_step": trainer.state.global_step,
                "peak_memory_mb": _peak_memory_mb()}
@@ -223,8 +320,62 @@ def _save(cfg: Config, run: RunDir, s: _Setup, trainer, seconds: float) -> dict:
         ev = trainer.evaluate()
         metrics["eval_loss"] = ev["eval_loss"]
         metrics["eval_perplexity"] = math.exp(min(ev["eval_loss"], 50.0))
-    write_json(run / "train_summary.json", metrics)
+    if main:
+        write_json(run / "train_summary.json", metrics)
     return metrics
+
+
+def _save_weights(trainer, path: Path) -> None:
+    """One process or DDP: rank 0 saves the model it holds. FSDP/DeepSpeed: every rank joins
+    `trainer.save_model`, which gathers the shards into one HF-layout state dict that rank 0 writes."""
+    if trainer.is_fsdp_enabled or trainer.is_deepspeed_enabled:
+        trainer.save_model(str(path))
+    elif trainer.is_world_process_zero():
+        trainer.model.save_pretrained(str(path), safe_serialization=True)
+
+
+def _finish_on_main(cfg: Config, run: RunDir, s: _Setup, trainer, metrics: dict, quiet: bool) -> None:
+    """eval.json and report.html are rank 0's. With sharded weights (FSDP, ZeRO-3) no rank holds
+    the whole model, so the after-train evaluation is left to `lmtune eval RUN` (said, not hidden)."""
+    import dataclasses
+
+    from lmtune import distributed
+
+    if cfg.eval.after_train and distributed.shards_weights(cfg):
+        if distributed.is_main_process():
+            print(f"note: {cfg.distributed.backend} shards the weights: run `lmtune eval {run.root}` for "
+                  f"eval.json")
+        cfg = dataclasses.replace(cfg, eval=dataclasses.replace(cfg.eval, after_train=False))
+    distributed.dump_for_debug(trainer.model)  # tests compare ranks (LMTUNE_DEBUG_RANK_DUMP)
+    if distributed.is_main_process():
+        _finish(cfg, run, s, trainer, metrics, quiet)
+    distributed.finish(run.root)
+
+
+def _finish(cfg: Config, run: RunDir, s: _Setup, trainer, metrics: dict, quiet: bool) -> None:
+    """Evaluate base vs tuned (eval.json), write report.html, print the summary."""
+    summary = ""
+    if cfg.eval.after_train:
+        from lmtune.evaluate import final_evaluation
+        from lmtune.evaluate.summary import summarize
+
+        result = final_evaluation(cfg, run.root, trainer.model, s.tokenizer, s.template,
+                                  validation=s.data.validation, progress=not quiet)
+        summary = summarize(result)
+    if cfg.output.report:
+        from lmtune.report import write_report
+
+        write_report(run.root)
+    if quiet:
+        return
+    print(f"\ntrainable params: {s.trainable:,} of {s.total:,} ({100 * s.trainable / s.total:.2f}%), "
+          f"{cfg.method}, {metrics['global_step']} steps in {metrics['train_seconds']:.0f} s, "
+          f"peak memory {metrics['peak_memory_mb']:.0f} MB")
+    if summary:
+        print(summary)
+    name = "model" if cfg.method == "full" else "adapter"
+    print(f"artifacts: {run.root}/{name}/ (weights), eval.json, metrics.jsonl, tensorboard/"
+          + (", report.html" if cfg.output.report else ""))
 
 
 def _peak_memory_mb() -> float:

@@ -1,8 +1,17 @@
-"""`lmtune train CONFIG [key=value ...] [--resume]`."""
+"""`lmtune train CONFIG [key=value ...] [--resume] [--nproc N [--nnodes M --node-rank R --master-addr A]]`.
+
+With several processes (or backend fsdp/deepspeed) this command starts torchrun, which runs
+`lmtune train` once per process; see lmtune/distributed.py and docs/distributed.md.
+"""
 
 from __future__ import annotations
 
 import argparse
+import sys
+
+# CLI flag -> config key; a flag that is given overrides the config file
+LAUNCH_FLAGS = {"nproc": "distributed.nproc", "nnodes": "distributed.nnodes", "node_rank": "distributed.node_rank",
+                "master_addr": "distributed.master_addr", "master_port": "distributed.master_port"}
 
 
 def register(parser: argparse.ArgumentParser) -> None:
@@ -10,15 +19,53 @@ def register(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("overrides", nargs="*", help="key.sub=value overrides, e.g. train.epochs=1 lora.r=8")
     parser.add_argument("--resume", action="store_true", help="continue from the last complete checkpoint")
     parser.add_argument("--output", "-o", help="run directory (same as output.dir=...)")
+    group = parser.add_argument_group("several processes or machines (default: from the config's distributed section)")
+    group.add_argument("--nproc", type=int, metavar="N", help="processes on this machine (one per GPU; CPU: ddp workers)")
+    group.add_argument("--nnodes", type=int, metavar="M", help="number of machines")
+    group.add_argument("--node-rank", type=int, metavar="R", help="this machine's rank, 0..M-1")
+    group.add_argument("--master-addr", metavar="HOST", help="address of the rank-0 machine (multi-machine)")
+    group.add_argument("--master-port", type=int, metavar="PORT", help="port on the rank-0 machine (multi-machine)")
+
+
+def _overrides(args: argparse.Namespace) -> list[str]:
+    out = list(args.overrides) + ([f"output.dir={args.output}"] if args.output else [])
+    return out + [f"{key}={getattr(args, flag)}" for flag, key in LAUNCH_FLAGS.items()
+                  if getattr(args, flag) is not None]
 
 
 def run(args: argparse.Namespace) -> int:
+    from lmtune import distributed
     from lmtune.config import load_config
 
-    overrides = list(args.overrides) + ([f"output.dir={args.output}"] if args.output else [])
+    overrides = _overrides(args)
     cfg = load_config(args.config, overrides)
+    if distributed.needs_launch(cfg):
+        return _launch(args, cfg, overrides)
+    from lmtune.errors import UserError
     from lmtune.train import train
 
-    result = train(cfg, resume=args.resume)
-    print(f"run directory: {result.run_dir}")
+    main = distributed.is_main_process()
+    try:
+        result = train(cfg, resume=args.resume, quiet=not main)
+    except UserError as exc:
+        if main:
+            raise
+        print(f"[rank {distributed.rank()}] {exc.render()}", file=sys.stderr)
+        return 2
+    if main:
+        print(f"run directory: {result.run_dir}")
     return 0
+
+
+def _launch(args: argparse.Namespace, cfg, overrides: list[str]) -> int:
+    """Check what can be checked once (config, run dir, model, engine), then start the workers."""
+    from lmtune import distributed
+    from lmtune.rundir import RunDir
+    from lmtune.train import preflight
+
+    distributed.check_launch(cfg)
+    preflight(cfg, RunDir(cfg.output.dir), args.resume)
+    child = [args.config, *overrides] + (["--resume"] if args.resume else [])
+    if getattr(args, "debug", False):
+        child.append("--debug")
+    return distributed.launch(cfg, child)
