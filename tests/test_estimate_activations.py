@@ -1,0 +1,84 @@
+"""The activation rules count exactly what autograd saves: checked tensor by tensor with
+saved_tensors_hooks on tiny Llama, Qwen2 and Mistral models, for full fine-tuning and LoRA, in fp32
+and under bf16 autocast (on CPU, where dropout masks take the input's dtype)."""
+
+import pytest
+import torch
+
+from lmtune.estimate import RunSpec, shape_from_config
+from lmtune.estimate.lora import LoraSpec
+from lmtune.estimate.memory import activation_profile, resolve
+from estimate_helpers import build
+
+B, S = 2, 32
+ALL = "all-linear"
+
+# name: (method, precision, weights dtype, lora targets, lora dropout, adapter dtype override)
+MODES = {
+    "full-fp32": ("full", "fp32", "fp32", ALL, 0.0, None),
+    "lora-fp32-dropout": ("lora", "fp32", "fp32", ALL, 0.05, None),
+    "lora-fp32-nodropout": ("lora", "fp32", "fp32", ALL, 0.0, None),
+    "lora-qv": ("lora", "fp32", "fp32", ("q_proj", "v_proj"), 0.05, None),
+    "full-autocast-bf16": ("full", "bf16", "fp32", ALL, 0.0, None),
+    "lora-bf16-base-autocast": ("lora", "bf16", "bf16", ALL, 0.05, None),
+}
+
+
+def _saved_bytes(model, autocast: bool) -> int:
+    """Bytes of distinct storages autograd saves in one forward, parameters excluded."""
+    params = {p.untyped_storage().data_ptr() for p in model.parameters()}
+    seen: dict[int, int] = {}
+
+    def pack(t):
+        st = t.untyped_storage()
+        if st.data_ptr() not in params:
+            seen.setdefault(st.data_ptr(), st.nbytes())
+        return t
+
+    ids = torch.randint(0, 128, (B, S))
+    with torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t):
+        with torch.autocast("cpu", dtype=torch.bfloat16, enabled=autocast):
+            model(input_ids=ids, labels=ids)
+    return sum(seen.values())
+
+
+def _measure_layer(arch, method, precision, wdtype, targets, dropout) -> float:
+    """Saved bytes of one decoder layer: a 3-layer minus a 2-layer model of the same shape."""
+    from peft import LoraConfig, get_peft_model
+
+    out = []
+    for layers in (2, 3):
+        model, _ = build(arch, num_hidden_layers=layers)
+        model = model.to(torch.bfloat16 if wdtype == "bf16" else torch.float32).train()
+        if method == "lora":
+            tm = targets if targets == ALL else list(targets)
+            model = get_peft_model(model, LoraConfig(r=8, lora_alpha=16, lora_dropout=dropout, target_modules=tm))
+        out.append(_saved_bytes(model, precision == "bf16"))
+    return out[1] - out[0]
+
+
+# every mode on Llama; the two most different ones on Qwen2 (tied, biased qkv) and Mistral (1 kv head)
+COMBOS = [("llama", m) for m in sorted(MODES)] + [(a, m) for a in ("qwen2", "mistral")
+                                                   for m in ("lora-fp32-dropout", "full-autocast-bf16")]
+
+
+@pytest.mark.parametrize("arch,mode", COMBOS)
+def test_layer_activations_match_saved_tensors(arch, mode):
+    method, precision, wdtype, targets, dropout, _ = MODES[mode]
+    _, raw = build(arch)
+    shape = shape_from_config(raw, arch)
+    spec = RunSpec(method=method, seq_len=S, batch=B, precision=precision, weights_dtype=wdtype,
+                   lora=LoraSpec(r=8, targets=targets, dropout=dropout))
+    prof = activation_profile(shape, spec, resolve(shape, spec, "cpu"))
+    predicted = prof.per_token_layer * B * S + prof.static_layer
+    assert prof.exact
+    assert predicted == pytest.approx(_measure_layer(arch, method, precision, wdtype, targets, dropout), abs=64)
+
+
+def test_checkpointing_keeps_only_layer_inputs():
+    _, raw = build("llama")
+    shape = shape_from_config(raw, "llama")
+    spec = RunSpec(method="lora", seq_len=S, batch=B, precision="fp32", grad_ckpt=True)
+    prof = activation_profile(shape, spec, resolve(shape, spec, "cpu"))
+    assert prof.ckpt_token_layer == 4 * shape.hidden        # one fp32 hidden state per token
+    assert prof.ckpt_token_layer < prof.per_token_layer / 5
