@@ -1,0 +1,28 @@
+"""`lmtune compare RUN RUN ... [--markdown FILE] [--html FILE]`: runs side by side."""
+
+from __future__ import annotations
+
+import argparse
+
+
+def register(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("runs", nargs="+", help="run directories (evaluated with `lmtune eval` for the task column)")
+    parser.add_argument("--markdown", metavar="FILE", help="also write the table as markdown")
+    parser.add_argument("--html", metavar="FILE", help="also write the table as a standalone HTML page")
+
+
+def run(args: argparse.Namespace) -> int:
+    from pathlib import Path
+
+    from lmtune.compare import compare, to_html, to_markdown, to_text
+    from lmtune.rundir import write_text
+
+    rows, notes = compare(args.runs)
+    print(to_text(rows, notes), end="")
+    if args.markdown:
+        write_text(Path(args.markdown), to_markdown(rows, notes))
+        print(f"wrote {args.markdown}")
+    if args.html:
+        write_text(Path(args.html), to_html(rows, notes))
+        print(f"wrote {args.html}")
+    return 0

@@ -1,0 +1,48 @@
+"""`lmtune eval RUN [--test FILE ...] [--base] [--num-samples N]`: loss, task metrics, forgetting."""
+
+from __future__ import annotations
+
+import argparse
+
+
+def register(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("run", help="run directory written by `lmtune train`")
+    # SUPPRESS: the help text names the config key that supplies the default (argparse would say None)
+    none = argparse.SUPPRESS
+    parser.add_argument("--test", nargs="+", metavar="FILE", default=none,
+                        help="test files (any training format); default: data.test, else the bundled "
+                             "task's test split. Loss is then measured on these instead of validation")
+    parser.add_argument("--base", action="store_true",
+                        help="also evaluate the base model (adapter off; for full fine-tuning the "
+                             "original model.name_or_path) on the same prompts")
+    parser.add_argument("--num-samples", type=int, metavar="N", default=none,
+                        help="score only the first N test examples (default: eval.num_samples, else all)")
+    parser.add_argument("--max-new-tokens", type=int, metavar="N", default=none,
+                        help="tokens generated per answer (default: eval.max_new_tokens)")
+    parser.add_argument("--batch-size", type=int, metavar="N", default=none,
+                        help="prompts per generation/loss batch (default: train.eval_batch_size)")
+    parser.add_argument("--no-forgetting", action="store_true", help="skip the general-text probe")
+    parser.add_argument("--json", action="store_true", help="print eval.json instead of the summary")
+
+
+def run(args: argparse.Namespace) -> int:
+    import json
+
+    from lmtune.errors import UserError
+
+    opts = {k: getattr(args, k, None) for k in ("test", "num_samples", "max_new_tokens", "batch_size")}
+    for flag in ("num_samples", "max_new_tokens", "batch_size"):
+        value = opts[flag]
+        if value is not None and value < 1:
+            raise UserError(f"--{flag.replace('_', '-')}: got {value}, must be >= 1")
+    from lmtune.evaluate import EVAL_FILE, evaluate_run
+    from lmtune.evaluate.summary import summarize
+
+    result = evaluate_run(args.run, **opts, base=args.base, forgetting=False if args.no_forgetting else None,
+                          progress=not args.json)
+    if args.json:
+        print(json.dumps(result, indent=2))
+    else:
+        print(summarize(result))
+        print(f"wrote {args.run.rstrip('/')}/{EVAL_FILE}")
+    return 0

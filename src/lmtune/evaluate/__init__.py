@@ -1,0 +1,76 @@
+"""Evaluation: validation loss/perplexity, generation-based task metrics for the tuned model and its
+base on the same prompts, and the forgetting check. Results go to RUN/eval.json.
+
+    final_evaluation(cfg, run_dir, model, tokenizer, template)   what `lmtune train` calls at the end
+    evaluate_run(path, test=..., base=...)                        what `lmtune eval RUN` calls
+
+Modules: perplexity.py (loss on tokens or text), metrics.py (task scorers), forgetting.py (probe +
+verdict), run.py (the sequence and eval.json).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from lmtune.evaluate.forgetting import FORGOTTEN, OK, WARNING, ForgettingResult, verdict
+from lmtune.evaluate.run import EVAL_FILE, PREDICTIONS_FILE, EvalSettings, evaluate_model
+from lmtune.errors import DataError, UserError
+
+
+def final_evaluation(cfg, run_dir, model, tokenizer, template, validation=None,
+                     progress: bool = True) -> dict:
+    """Evaluate the model just trained (still in memory) and its base; writes RUN/eval.json.
+    `validation`: the tokenized validation dataset train already has (skips re-preparing it)."""
+    source = "validation split" if validation is not None else "none (the run has no validation data)"
+    settings = EvalSettings(base=True, progress=progress, loss_source=source)
+    return evaluate_model(cfg, run_dir, model, tokenizer, template, validation, settings)
+
+
+def evaluate_run(path: str | Path, test: list[str] | None = None, base: bool = False,
+                 num_samples: int | None = None, max_new_tokens: int | None = None,
+                 batch_size: int | None = None, forgetting: bool | None = None,
+                 progress: bool = True) -> dict:
+    """Load a run directory's final model and evaluate it; writes RUN/eval.json and returns it.
+    Loss is measured on the run's validation split (re-prepared exactly as train did), or on the
+    --test files when given."""
+    from lmtune.generate import Generator
+    from lmtune.runs import open_path
+
+    loaded = open_path(str(path))
+    if loaded.kind != "run" or loaded.config is None:
+        raise UserError(f"{path}: not a run directory",
+                        ["`lmtune eval` needs what `lmtune train` wrote (config.yaml + adapter/ or model/); "
+                         "for a bare adapter or model use `lmtune generate`"])
+    cfg = loaded.config
+    gen = Generator.load(str(path))
+    settings = EvalSettings(test=list(test) if test else None, base=base, num_samples=num_samples,
+                            max_new_tokens=max_new_tokens, batch_size=batch_size,
+                            forgetting=forgetting, progress=progress)
+    validation, settings.loss_source = loss_data(cfg, gen.tokenizer, gen.template, settings)
+    result = evaluate_model(cfg, path, gen.model, gen.tokenizer, gen.template, validation, settings)
+    return result
+
+
+def loss_data(cfg, tokenizer, template, settings: EvalSettings):
+    """(tokenized examples, description) to measure loss on: the --test files when given, else the
+    run's validation split rebuilt by the data pipeline. (None, reason) when neither is available."""
+    from lmtune.data import load_split, prepare_datasets, tokenize_examples
+
+    if settings.test:
+        loaded = load_split(list(settings.test), cfg.data.format, "test data")
+        tok = tokenize_examples(loaded.examples, template, tokenizer, cfg.data.max_length,
+                                cfg.data.train_on_prompt, desc="tokenizing test")
+        rows = [{"input_ids": i, "completion_mask": m} for i, m in zip(tok.input_ids, tok.completion_mask)]
+        return rows, f"test: {', '.join(settings.test)}"
+    try:
+        data = prepare_datasets(cfg.data, tokenizer, template)
+    except DataError as exc:   # training files moved or deleted since the run: say so, go on
+        return None, f"unavailable ({exc.args[0]})"
+    if data.validation is None:
+        return None, "none (data.val_split is 0 and no data.validation)"
+    return data.validation, "validation split"
+
+
+__all__ = ["EVAL_FILE", "FORGOTTEN", "OK", "PREDICTIONS_FILE", "WARNING", "EvalSettings",
+           "ForgettingResult", "evaluate_model", "evaluate_run", "final_evaluation", "loss_data",
+           "verdict"]

@@ -1,0 +1,245 @@
+"""One evaluation, top to bottom: validation loss -> task metrics (tuned, then base on the same
+prompts) -> forgetting probe -> eval.json + eval_predictions.jsonl in the run directory.
+
+The "base" is the model the run started from. For LoRA/QLoRA it is the same loaded model with the
+adapter switched off (peft's `disable_adapter()`), so base and tuned share weights, tokenizer and,
+for QLoRA, the 4-bit quantization: the comparison isolates what the adapter learned. A full
+fine-tune has no adapter to switch off, so the original base (config.yaml model.name_or_path) is
+loaded separately, after the tuned model is done with.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import time
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+from pathlib import Path
+
+from lmtune.config import Config
+from lmtune.evaluate import forgetting
+from lmtune.evaluate.metrics import Scores, get_scorer, score
+from lmtune.evaluate.perplexity import LossResult, dataset_loss, text_loss
+from lmtune.rundir import write_json, write_text
+
+EVAL_FILE = "eval.json"
+PREDICTIONS_FILE = "eval_predictions.jsonl"
+
+
+@dataclass
+class EvalSettings:
+    test: list[str] | None = None      # test files; None: data.test, else the bundled task's test split
+    base: bool = True                  # also generate with the base model on the same prompts
+    num_samples: int | None = None     # None: eval.num_samples from the config
+    max_new_tokens: int | None = None  # None: eval.max_new_tokens
+    batch_size: int | None = None      # None: train.eval_batch_size
+    forgetting: bool | None = None     # None: eval.forgetting_check
+    progress: bool = True
+    samples_kept: int = 5              # examples shown side by side in eval.json / the report
+    loss_source: str = "validation split"   # what the loss was measured on (or why it was not)
+
+
+@dataclass
+class TestSet:
+    source: str                        # file path(s) or a description
+    scorer: object                     # a lmtune.tasks Task
+    examples: list = field(default_factory=list)   # lmtune.data.Example
+
+
+def _log(settings: EvalSettings, msg: str) -> None:
+    if settings.progress:
+        print(f"[eval] {msg}", flush=True)
+
+
+# ---------------------------------------------------------------- model state
+
+@contextlib.contextmanager
+def inference_mode(model):
+    """eval() (no dropout) and the KV cache on for generation; both restored afterwards (SFTTrainer
+    turns use_cache off for training, which would make generation quadratic)."""
+    was_training = model.training
+    gen_cfg = getattr(model, "generation_config", None)
+    old_cache = getattr(gen_cfg, "use_cache", None)
+    model.eval()
+    if gen_cfg is not None:
+        gen_cfg.use_cache = True
+    try:
+        yield model
+    finally:
+        model.train(was_training)
+        if gen_cfg is not None:
+            gen_cfg.use_cache = old_cache
+
+
+@contextlib.contextmanager
+def base_model(model, cfg: Config, tokenizer):
+    """The model the run started from (see the module doc)."""
+    if hasattr(model, "disable_adapter"):
+        with model.disable_adapter(), inference_mode(model):
+            yield model
+        return
+    from lmtune.models import detect_device, load_model, resolve_model_path
+
+    device = detect_device()
+    base = load_model(resolve_model_path(cfg.model.name_or_path), cfg, device, tokenizer)
+    if device.kind == "cuda":
+        base = base.to("cuda")
+    try:
+        with inference_mode(base):
+            yield base
+    finally:
+        del base
+
+
+# ---------------------------------------------------------------- inputs
+
+def resolve_test_set(cfg: Config, settings: EvalSettings) -> TestSet | None:
+    """--test files, else data.test, else the bundled task's test split; None when there is none.
+    The run's task (data.task) picks the scorer; a user's own data gets exact match + ROUGE-L."""
+    from lmtune.data import load_split, resolve_files
+
+    paths = list(settings.test or []) or resolve_files(cfg.data)["test"]
+    if not paths:
+        return None
+    loaded = load_split(paths, cfg.data.format, "test data")
+    if loaded.format == "text":   # no prompt/answer split: nothing to generate, loss only
+        return None
+    examples = loaded.examples
+    limit = settings.num_samples or cfg.eval.num_samples
+    if limit:
+        examples = examples[:limit]
+    return TestSet(", ".join(str(p) for p in paths), get_scorer(cfg.data.task), examples)
+
+
+def prompt_text(example) -> str:
+    """What the user asked (last user turn), for side-by-side tables."""
+    turns = [m["content"] for m in example.prompt_messages() if m["role"] == "user"]
+    return turns[-1] if turns else (example.text or "")
+
+
+# ---------------------------------------------------------------- steps
+
+def _generate(model, tokenizer, template, test: TestSet, settings: EvalSettings, cfg: Config,
+              label: str) -> list[str]:
+    from lmtune.generate import GenerationSettings, Generator
+
+    gen = Generator(model, tokenizer, template)
+    gs = GenerationSettings(max_new_tokens=settings.max_new_tokens or cfg.eval.max_new_tokens,
+                            greedy=True, batch_size=settings.batch_size or cfg.train.eval_batch_size)
+    _log(settings, f"generating {len(test.examples)} answers ({label})")
+    return gen.generate(test.examples, gs, progress=settings.progress)
+
+
+def _probe_loss(model, tokenizer, cfg: Config, settings: EvalSettings, texts: list[str], label: str):
+    return text_loss(model, tokenizer, texts, forgetting.probe_max_length(model),
+                     settings.batch_size or cfg.train.eval_batch_size,
+                     desc=f"probe perplexity ({label})" if settings.progress else None)
+
+
+def _val_loss(model, validation, tokenizer, cfg: Config, settings: EvalSettings, label: str):
+    return dataset_loss(model, validation, tokenizer.pad_token_id, cfg.data.max_length,
+                        settings.batch_size or cfg.train.eval_batch_size,
+                        desc=f"validation loss ({label})" if settings.progress else None)
+
+
+@dataclass
+class _Side:
+    """Everything measured on one model (tuned or base)."""
+    validation: LossResult | None = None
+    generations: list[str] | None = None
+    answers: list[str] | None = None
+    scores: Scores | None = None
+    probe: LossResult | None = None
+
+
+def _measure(model, tokenizer, template, cfg, settings, validation, test, probe_texts, label) -> _Side:
+    side = _Side()
+    with inference_mode(model):
+        if validation is not None:
+            side.validation = _val_loss(model, validation, tokenizer, cfg, settings, label)
+        if test is not None and test.examples:
+            side.generations = _generate(model, tokenizer, template, test, settings, cfg, label)
+            refs = [ex.response for ex in test.examples]
+            side.answers, side.scores = score(test.scorer, side.generations, refs)
+        if probe_texts:
+            side.probe = _probe_loss(model, tokenizer, cfg, settings, probe_texts, label)
+    return side
+
+
+def evaluate_model(cfg: Config, run_dir: str | Path, model, tokenizer, template,
+                   validation=None, settings: EvalSettings | None = None) -> dict:
+    """Evaluate a loaded tuned model (and its base) and write eval.json into `run_dir`."""
+    settings = settings or EvalSettings()
+    started = time.time()
+    test = resolve_test_set(cfg, settings)
+    check_forgetting = cfg.eval.forgetting_check if settings.forgetting is None else settings.forgetting
+    probe_texts = forgetting.load_probe() if check_forgetting else []
+
+    tuned = _measure(model, tokenizer, template, cfg, settings, validation, test, probe_texts, "tuned")
+    base = None
+    if settings.base or probe_texts:
+        # Base generation only when asked; the probe's base perplexity is cheap and always needed.
+        base_test = test if settings.base else None
+        base_val = validation if settings.base else None
+        with base_model(model, cfg, tokenizer) as bm:
+            base = _measure(bm, tokenizer, template, cfg, settings, base_val, base_test, probe_texts, "base")
+
+    result = _assemble(cfg, run_dir, test, tuned, base, probe_texts, settings, time.time() - started)
+    _write(Path(run_dir), result, test, tuned, base)
+    return result
+
+
+# ---------------------------------------------------------------- results
+
+def _assemble(cfg, run_dir, test, tuned: _Side, base: _Side | None, probe_texts, settings, seconds) -> dict:
+    out: dict = {
+        "run": str(run_dir), "method": cfg.method, "base_model": cfg.model.name_or_path,
+        "evaluated_at": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+        "seconds": round(seconds, 1),
+        "settings": {"max_new_tokens": settings.max_new_tokens or cfg.eval.max_new_tokens,
+                     "num_samples": settings.num_samples or cfg.eval.num_samples, "greedy": True},
+        "validation": None, "task": None, "forgetting": None, "samples": [],
+    }
+    if tuned.validation is None:
+        out["validation_note"] = f"no loss measured: {settings.loss_source}"
+    else:
+        out["validation"] = {"source": settings.loss_source, "tuned": tuned.validation.to_dict(),
+                             "base": base.validation.to_dict() if base and base.validation else None}
+    if test is None:
+        out["task_note"] = ("no test prompts: pass --test FILE (alpaca, chat or prompt/completion records), "
+                            "or set data.test / data.task in the config")
+    elif tuned.scores is not None:
+        out["task"] = {"name": test.scorer.name, "source": test.source, "examples": len(test.examples),
+                       "primary": tuned.scores.primary, "metrics": list(test.scorer.metrics),
+                       "tuned": tuned.scores.values,
+                       "base": base.scores.values if base and base.scores else None}
+        out["samples"] = [_row(test, tuned, base, i) for i in range(min(settings.samples_kept, len(test.examples)))]
+    if probe_texts and base is not None and base.probe and tuned.probe:
+        out["forgetting"] = forgetting.compare_perplexity(
+            base.probe.perplexity, tuned.probe.perplexity, cfg.eval.forgetting_warn,
+            cfg.eval.forgetting_fail, tuned.probe.examples, tuned.probe.tokens, "general/probe.jsonl").to_dict()
+    return out
+
+
+def _row(test: TestSet, tuned: _Side, base: _Side | None, i: int) -> dict:
+    ex = test.examples[i]
+    row = {"index": i, "prompt": prompt_text(ex), "reference": ex.response,
+           "tuned": tuned.answers[i], "tuned_scores": tuned.scores.per_example[i]}
+    if base is not None and base.answers is not None:
+        row.update(base=base.answers[i], base_scores=base.scores.per_example[i])
+    return row
+
+
+def _write(run_dir: Path, result: dict, test, tuned: _Side, base: _Side | None) -> None:
+    import json
+
+    write_json(run_dir / EVAL_FILE, result)
+    if test is not None and tuned.answers is not None:
+        lines = []
+        for i in range(len(test.examples)):
+            row = _row(test, tuned, base, i)
+            row["tuned_raw"] = tuned.generations[i]
+            if base is not None and base.generations is not None:
+                row["base_raw"] = base.generations[i]
+            lines.append(json.dumps(row, ensure_ascii=False))
+        write_text(run_dir / PREDICTIONS_FILE, "\n".join(lines) + "\n")

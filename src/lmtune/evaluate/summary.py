@@ -1,0 +1,36 @@
+"""eval.json -> the few lines a terminal shows after `lmtune eval` or at the end of `lmtune train`."""
+
+from __future__ import annotations
+
+
+def _pct(x) -> str:
+    return "-" if x is None else f"{100 * x:.1f}%"
+
+
+def summarize(result: dict) -> str:
+    lines = []
+    val = result.get("validation")
+    if val:
+        t, b = val["tuned"], val.get("base")
+        base = f"   (base: loss {b['loss']:.4f}, perplexity {b['perplexity']:.2f})" if b else ""
+        lines.append(f"eval loss {t['loss']:.4f}, perplexity {t['perplexity']:.2f} "
+                     f"on {t['examples']} examples [{val.get('source', '')}]{base}")
+    elif result.get("validation_note"):
+        lines.append(result["validation_note"])
+    task = result.get("task")
+    if task:
+        lines.append(f"task {task['name']}: {task['examples']} test examples from {task['source']}")
+        width = max(len(m) for m in task["metrics"])
+        base = task.get("base") or {}
+        lines.append(f"  {'metric'.ljust(width)}  {'base':>7}  {'tuned':>7}")
+        for m in task["metrics"]:
+            star = " *" if m == task["primary"] else ""
+            lines.append(f"  {m.ljust(width)}  {_pct(base.get(m)):>7}  {_pct(task['tuned'].get(m)):>7}{star}")
+    elif result.get("task_note"):
+        lines.append(result["task_note"])
+    f = result.get("forgetting")
+    if f:
+        lines.append(f"forgetting: {f['verdict']}: general-text perplexity {f['base_perplexity']:.1f} -> "
+                     f"{f['tuned_perplexity']:.1f} (x{f['ratio']:.2f}; warn > x{f['warn_at']:g}, "
+                     f"forgotten > x{f['fail_at']:g})")
+    return "\n".join(lines)
