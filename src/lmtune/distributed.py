@@ -285,6 +285,21 @@ def _init_process_group(device_kind_: str, backend: str) -> None:
     PartialState(timeout=TIMEOUT)
 
 
+class RankStopped(UserError):
+    """This rank stops because another one failed on a user error (which that rank printed)."""
+
+
+def _any_rank(flag: bool) -> bool:
+    """True on every rank when `flag` is true on any (also a barrier)."""
+    import torch.distributed as dist
+
+    if not (dist.is_available() and dist.is_initialized()):
+        return flag
+    flags: list = [None] * dist.get_world_size()
+    dist.all_gather_object(flags, flag)
+    return any(flags)
+
+
 def barrier() -> None:
     import torch.distributed as dist
 
@@ -359,8 +374,15 @@ def prepare_data_once(run_root: Path, build: Callable[[], Any], create_run: Call
         data = build()
         create_run()
         return data
-    data = build() if is_local_main_process() else None
+    data, error = None, None
+    if is_local_main_process():
+        try:
+            data = build()
+        except UserError as exc:  # bad data: report it here, let the waiting ranks stop quietly
+            error = exc
     _built_data = data is not None
+    if _any_rank(error is not None):
+        raise error or RankStopped("stopped: another rank reported the problem above")
     if is_main_process():
         create_run()
     barrier()
@@ -418,9 +440,16 @@ def finish(run_root: Path) -> None:
         return
     if is_main_process():
         shutil.rmtree(Path(run_root) / DATA_CACHE, ignore_errors=True)
+    leave()
+
+
+def leave() -> None:
+    """Leave the process group (also on errors: a process exiting inside one aborts)."""
+    if "torch" not in sys.modules:
+        return
     import torch.distributed as dist
 
-    if dist.is_initialized():
+    if dist.is_available() and dist.is_initialized():
         dist.destroy_process_group()
 
 

@@ -233,7 +233,9 @@ def load_model(ref: str, cfg: Config, device: Device, tokenizer=None, quantize: 
         kwargs["attn_implementation"] = mcfg.attn_implementation
     if quantize:
         kwargs["quantization_config"] = quantization_config(cfg, device)
-        kwargs["device_map"] = {"": 0} if device.kind == "cuda" else {"": "cpu"}
+        # one GPU per process: under DDP each rank loads its 4-bit copy on its own device
+        local = int(os.environ.get("LOCAL_RANK", 0))
+        kwargs["device_map"] = {"": local} if device.kind == "cuda" else {"": "cpu"}
         # bitsandbytes' CPU backend runs 4-bit matmuls in fp32 compute; keep non-quantized parts there too.
         if device.kind == "cpu":
             kwargs["dtype"] = torch_dtype("fp32")

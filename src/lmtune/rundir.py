@@ -169,7 +169,8 @@ class RunDir:
 RESUME_KEYS = ("model.name_or_path", "model.revision", "method", "lora", "quant", "data.task", "data.train",
                "data.validation", "data.format", "data.template", "data.max_length", "data.packing",
                "data.train_on_prompt", "data.dedupe", "data.val_split", "data.seed", "data.system_prompt",
-               "train.batch_size", "train.grad_accum", "train.seed")
+               "train.batch_size", "train.grad_accum", "train.seed",
+               "distributed.nproc", "distributed.nnodes")  # process count changes the global batch
 
 
 def resume_conflicts(saved: dict, new: dict) -> list[str]:

@@ -374,8 +374,9 @@ def _finish(cfg: Config, run: RunDir, s: _Setup, trainer, metrics: dict, quiet: 
     if summary:
         print(summary)
     name = "model" if cfg.method == "full" else "adapter"
-    print(f"artifacts: {run.root}/{name}/ (weights), eval.json, metrics.jsonl, tensorboard/"
-          + (", report.html" if cfg.output.report else ""))
+    extras = ["eval.json"] if cfg.eval.after_train else []
+    extras += ["metrics.jsonl", "tensorboard/"] + (["report.html"] if cfg.output.report else [])
+    print(f"artifacts: {run.root}/{name}/ (weights), {', '.join(extras)}")
 
 
 def _peak_memory_mb() -> float:

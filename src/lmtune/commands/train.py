@@ -19,18 +19,22 @@ def register(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("overrides", nargs="*", help="key.sub=value overrides, e.g. train.epochs=1 lora.r=8")
     parser.add_argument("--resume", action="store_true", help="continue from the last complete checkpoint")
     parser.add_argument("--output", "-o", help="run directory (same as output.dir=...)")
-    group = parser.add_argument_group("several processes or machines (default: from the config's distributed section)")
-    group.add_argument("--nproc", type=int, metavar="N", help="processes on this machine (one per GPU; CPU: ddp workers)")
-    group.add_argument("--nnodes", type=int, metavar="M", help="number of machines")
-    group.add_argument("--node-rank", type=int, metavar="R", help="this machine's rank, 0..M-1")
-    group.add_argument("--master-addr", metavar="HOST", help="address of the rank-0 machine (multi-machine)")
-    group.add_argument("--master-port", type=int, metavar="PORT", help="port on the rank-0 machine (multi-machine)")
+    group = parser.add_argument_group(
+        "several processes or machines",
+        "each flag overrides the config's distributed.* key; see docs/distributed.md")
+    hide = argparse.SUPPRESS  # absent flag -> the config's value (and no misleading "default: None")
+    group.add_argument("--nproc", type=int, metavar="N", default=hide,
+                       help="processes on this machine: one per GPU, or CPU worker processes (ddp)")
+    group.add_argument("--nnodes", type=int, metavar="M", default=hide, help="number of machines")
+    group.add_argument("--node-rank", type=int, metavar="R", default=hide, help="this machine's index, 0..M-1")
+    group.add_argument("--master-addr", metavar="HOST", default=hide, help="address of machine 0 (several machines)")
+    group.add_argument("--master-port", type=int, metavar="PORT", default=hide, help="port on machine 0 (several machines)")
 
 
 def _overrides(args: argparse.Namespace) -> list[str]:
     out = list(args.overrides) + ([f"output.dir={args.output}"] if args.output else [])
     return out + [f"{key}={getattr(args, flag)}" for flag, key in LAUNCH_FLAGS.items()
-                  if getattr(args, flag) is not None]
+                  if getattr(args, flag, None) is not None]
 
 
 def run(args: argparse.Namespace) -> int:
@@ -48,9 +52,11 @@ def run(args: argparse.Namespace) -> int:
     try:
         result = train(cfg, resume=args.resume, quiet=not main)
     except UserError as exc:
+        distributed.leave()
         if main:
             raise
-        print(f"[rank {distributed.rank()}] {exc.render()}", file=sys.stderr)
+        if not isinstance(exc, distributed.RankStopped):  # the failing rank prints its own message
+            print(f"[rank {distributed.rank()}] {exc.render()}", file=sys.stderr)
         return 2
     if main:
         print(f"run directory: {result.run_dir}")
