@@ -171,3 +171,13 @@ def test_interactive_questions_with_defaults():
     assert got.few_shot_works is False and got.examples == 2500 and got.priority == "memory"
     assert len(asked) == 12          # 11 questions, one asked twice after "maybe"
     assert find_gpu("RTX 3090").name == "RTX 3090 24GB"
+
+
+def test_cpu_prefers_lora_over_qlora():
+    from lmtune.estimate.hardware import cpu_device, detect_devices
+
+    cpu = cpu_device(memory_gib=16, cores=2)
+    adv = advise(Answers(priority="memory", examples=3000), Context(SMALL, None, cpu, 1, 512))
+    assert adv.verdict == "lora"                     # 4-bit on CPU is slower than fp32 LoRA
+    dev, count = detect_devices()
+    assert count >= 1 and dev.memory_bytes > 0

@@ -107,3 +107,16 @@ def test_lora_count_equals_peft_on_real_shapes(name, spec):
         trainable, total = _peft_count(model, spec)
     assert count_lora(load_shape(name), spec).trainable == trainable
     assert load_shape(name).total_params + trainable == total
+
+
+def test_embedded_tiny_base_counts_match_its_weights():
+    from lmtune.estimate.models import _embedded_tiny
+
+    path = _embedded_tiny()
+    if not (path / "config.json").is_file():
+        pytest.skip("the embedded base is not built in this checkout")
+    from transformers import AutoModelForCausalLM
+
+    model = AutoModelForCausalLM.from_pretrained(str(path))
+    assert load_shape("tiny").total_params == sum(p.numel() for p in model.parameters())
+    assert count_lora(load_shape("tiny"), LoraSpec(r=16)).trainable == _peft_count(model, LoraSpec(r=16))[0]

@@ -38,6 +38,12 @@ class Numerics:
     autocast: bool
     resid: int         # residual stream = dtype of the embedding weights
     adapter: int = 4   # LoRA weights (peft upcasts to fp32; TRL casts QLoRA adapters to bf16)
+    quantized: bool = False   # bitsandbytes Linear4bit casts its output back to its input's dtype
+
+    @property
+    def base_out(self) -> int:
+        """Bytes of a base Linear's output: autocast's dtype, except 4-bit layers (input dtype)."""
+        return self.resid if (self.quantized or not self.autocast) else self.compute
 
     def mask_bytes(self, dropped_dtype: int) -> int:
         # CUDA's fused dropout keeps a bool mask; the CPU kernel multiplies by a noise tensor of the input dtype
@@ -97,7 +103,8 @@ def _norm(h: int, src: int, full: bool) -> float:
 def llama_profile(s: ModelShape, n: Numerics, t: Trainability, seq_len: int) -> ActivationProfile:
     h, i, qw, kvw = s.hidden, s.intermediate, s.q_width, s.kv_width
     p, rb = n.compute, n.resid
-    lin_out = p if n.autocast else rb
+    lin_out = n.base_out
+    attn_b = p if n.autocast else lin_out             # SDPA runs (and saves) in autocast's dtype
     ad = t.adapted
     total = 2 * _norm(h, rb, t.full) + (s.norms_per_layer - 2) * _norm(h, lin_out, t.full)
     # attention: q, k, v read the normed input (fused qkv_proj: one reader)
@@ -106,17 +113,17 @@ def llama_profile(s: ModelShape, n: Numerics, t: Trainability, seq_len: int) -> 
     q_b = p if n.autocast else max(lin_out, rb)       # RoPE multiplies by cos/sin in the residual dtype
     if s.attn_impl == "eager":
         # scores: softmax in fp32, cast back, probabilities @ v; k and v repeated to all heads
-        total += q_b * qw + 2 * lin_out * qw + (4 + lin_out) * s.heads * seq_len
+        total += q_b * qw + 2 * attn_b * qw + (4 + attn_b) * s.heads * seq_len
         if s.attention_dropout > 0:
-            total += (n.mask_bytes(lin_out) + lin_out) * s.heads * seq_len
+            total += (n.mask_bytes(attn_b) + attn_b) * s.heads * seq_len
     else:
         # SDPA/flash: q, k, v, output and the fp32 log-sum-exp; no s x s scores
-        total += q_b * qw + (q_b + lin_out) * kvw + 4 * s.heads
-    total += lin_out * qw                                           # attention output (o_proj input)
-    total += _input_cost(qw, lin_out, [(t.full, "o_proj" in ad)], n, t, already_saved=True)
+        total += q_b * qw + (q_b + attn_b) * kvw + 4 * s.heads
+    total += attn_b * qw                                            # attention output (o_proj input)
+    total += _input_cost(qw, attn_b, [(t.full, "o_proj" in ad)], n, t, already_saved=True)
     # gated MLP: gate output (activation input), activation output and up output (the product's inputs)
-    mlp_readers = ["gate_up_proj"] if "gate_up_proj" in {x.name.rsplit('.', 1)[-1] for x in s.linears} \
-        else ["gate_proj", "up_proj"]
+    fused_mlp = any(x.name.endswith(".gate_up_proj") for x in s.linears)
+    mlp_readers = [m for m in MLP_IN if (m == "gate_up_proj") == fused_mlp]
     total += _input_cost(h, rb, [(t.full, m in ad) for m in mlp_readers], n, t)
     total += 3 * lin_out * i
     total += _input_cost(i, lin_out, [(t.full, "down_proj" in ad)], n, t)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 
-from lmtune.estimate.core import Estimate
+from lmtune.estimate.core import MAX_BATCH, Estimate
 
 GIB = 1024 ** 3
 
@@ -59,7 +59,8 @@ def render_text(est: Estimate) -> str:
     for f in est.fits:
         fits = f.fits if f.fits != "no" or not f.fits_with_ckpt or r["grad_ckpt"] else "ckpt"
         cost = "-" if f.cost is None else f"${f.cost:,.2f}"
-        lines.append(f"  {f.device:16} {f.memory_gib:8.1f}G {f.peak_gib:8.2f}G {fits:>6} {f.max_batch:>10} "
+        top = f"{f.max_batch}+" if f.max_batch >= MAX_BATCH else str(f.max_batch)
+        lines.append(f"  {f.device:16} {f.memory_gib:8.1f}G {f.peak_gib:8.2f}G {fits:>6} {top:>10} "
                      f"{_hours(f.hours):>9} {cost:>9}")
     if any(f.fits == "no" and f.fits_with_ckpt for f in est.fits) and not r["grad_ckpt"]:
         lines.append("  ckpt: fits once --grad-ckpt is on")
