@@ -252,7 +252,7 @@ def _build_trainer(cfg: Config, run: RunDir, s: _Setup):
     callbacks = [MetricsJsonl(run / "metrics.jsonl"), NonFiniteGuard(), MarkCheckpointComplete()]
     if cfg.train.early_stopping_patience and has_eval:
         callbacks.append(EarlyStoppingCallback(early_stopping_patience=cfg.train.early_stopping_patience))
-    return SFTTrainer(
+    trainer = SFTTrainer(
         model=s.model,
         args=args,
         train_dataset=s.data.train,
@@ -260,6 +260,20 @@ def _build_trainer(cfg: Config, run: RunDir, s: _Setup):
         processing_class=s.tokenizer,
         callbacks=callbacks,
     )
+    if cfg.method == "qlora" and s.precision == "fp32":
+        _adapters_to_fp32(trainer.model)
+    return trainer
+
+
+def _adapters_to_fp32(model) -> None:
+    """TRL casts QLoRA adapters to bf16 (the QLoRA paper's choice on GPUs). With fp32 compute (CPU)
+    that only costs speed (no bf16 units here) and precision, so the adapters go back to fp32.
+    Runs before the optimizer exists, so its state is fp32 too."""
+    import torch
+
+    for name, p in model.named_parameters():
+        if p.requires_grad and p.dtype == torch.bfloat16:
+            p.data = p.data.to(torch.float32)
 
 
 def _fit(trainer, run: RunDir, resume: bool) -> None:
