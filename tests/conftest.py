@@ -7,3 +7,6 @@ os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
 os.environ.setdefault("HF_DATASETS_OFFLINE", "1")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
+# Before any test module imports torch: spinning OpenMP threads collapse on a shared CPU
+# (see lmtune/__init__.py for the measurement).
+os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
