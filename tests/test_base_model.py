@@ -154,7 +154,6 @@ def test_build_info_records_the_recipe(model):
 # --- the build script's parts -------------------------------------------------------------
 
 def test_pre_tokenizer_isolates_words_from_spaces_and_quotes():
-    from tokenizers import Tokenizer, models, trainers
     from base import tokenizer as T
     raw = T.train(["in Berlin in 1999", "city = 'Berlin'"] * 50, vocab_size=400)
     pieces = [p for p, _ in raw.pre_tokenizer.pre_tokenize_str("x = 'Berlin' in 1999")]

@@ -119,11 +119,11 @@ def readme(info: dict) -> str:
         f"{s['tokens_per_step']} tokens, lr {s['lr']}, cosine), "
         f"mixture {mix}; passes over each source: " +
         ", ".join(f"{k} {v}" for k, v in info["epochs"].items()),
-        f"- data: {d['stdlib_docs']['train']} stdlib docstrings/reference pages "
+        f"- data: {d['stdlib_docs']['train']} stdlib docstrings, comment paragraphs and reference pages "
         f"({tt['stdlib']:,} tokens) + {d['synth_docs']['train']:,} generated documents "
         f"({synth:,} tokens: prose and copying, SQL over library/sensor/flight/school/recipe "
         "tables, sentence-to-JSON); the bundled tasks' data is never used",
-        f"- held-out perplexity: {ppl['all']} overall; " +
+        f"- held-out perplexity ({s['seq_len']}-token windows): {ppl['all']} overall; " +
         ", ".join(f"{k} {v}" for k, v in ppl.items() if k != "all"),
         f"- built on {info['device']['name']} ({info['device']['type']}) in "
         f"{info['wall_time_s']['total_s']} s, seed {info['seed']}", "",

@@ -14,7 +14,6 @@ the real fine-tuning path (TRL) is lmtune's and is evaluated on the bundled task
 
 from __future__ import annotations
 
-import math
 import random
 import re
 import time
@@ -99,7 +98,7 @@ def generate_scores(model, tok, rows, max_new=48) -> dict:
     return {"exact_match": round(exact / len(rows), 3), "all_values_copied": round(slots / len(rows), 3)}
 
 
-def finetune(model, train, evals, pad_id, lr, steps, bs, seed, log) -> dict:
+def finetune(model, train, evals, pad_id, lr, steps, bs, seed) -> dict:
     torch.manual_seed(seed)
     params = [p for p in model.parameters() if p.requires_grad]
     opt = torch.optim.AdamW(params, lr=lr, weight_decay=0.0)
@@ -132,7 +131,6 @@ def _arm(base_dir: Path, pretrained: bool, method: str, seed: int):
 
 def run(base_dir: Path, seed: int, log: Callable[[dict], None], steps: int = 60,
         n_train: int = 256, n_eval: int = 64) -> dict:
-    torch.set_num_threads(max(1, torch.get_num_threads()))
     tok = AutoTokenizer.from_pretrained(base_dir)
     train_rows, eval_rows = make_pairs(seed, n_train, n_eval)
     train, evals = encode(tok, train_rows), encode(tok, eval_rows)
@@ -143,7 +141,7 @@ def run(base_dir: Path, seed: int, log: Callable[[dict], None], steps: int = 60,
             name = f"{method}_{'pretrained' if pretrained else 'random'}"
             model = _arm(base_dir, pretrained, method, seed)
             before = round(eval_loss(model, evals, tok.pad_token_id), 4)
-            res = finetune(model, train, evals, tok.pad_token_id, lr, steps, 16, seed, log)
+            res = finetune(model, train, evals, tok.pad_token_id, lr, steps, 16, seed)
             res |= {"eval_loss_before": before, "lr": lr} | generate_scores(model, tok, eval_rows)
             results[name] = res
             log({"check": name, **res})
