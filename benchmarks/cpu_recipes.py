@@ -82,9 +82,9 @@ def use_loss(trainer, kind: str | None) -> None:
     """Candidate CPU wins for the loss (TRL's default: a chunked fused LM head that also computes
     entropy and top-1 accuracy for its logs on every step):
       plain  transformers' stock path: logits at every position, cross-entropy inside the model
-      keep   the stock loss function, but the LM head runs only where a label is set (packed rows
-             are one padding-free row, so the positions are one index list): logits_to_keep +
-             shift_labels, both transformers' own forward arguments
+      keep   the model's own loss function, but the LM head runs only where a label is set (packed
+             rows are one padding-free row, so the positions are one index list: the forward's own
+             logits_to_keep argument; then model.loss_function with shift_labels)
     Same loss value in all three; only TRL's entropy/mean_token_accuracy logs disappear."""
     import types
 
@@ -99,19 +99,24 @@ def use_loss(trainer, kind: str | None) -> None:
 
 
 def _label_positions_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
+    """The model's own loss function on logits computed only where a label is set."""
     import torch
     from transformers import Trainer
 
     labels = inputs.get("labels")
     if labels is None or labels.shape[0] != 1:  # padded batches: the stock path
         return Trainer.compute_loss(self, model, inputs, return_outputs, num_items_in_batch)
-    inputs = {k: v for k, v in inputs.items() if k != "labels"}
     shift = torch.nn.functional.pad(labels[0, 1:], (0, 1), value=-100)  # position t predicts token t+1
     keep = (shift != -100).nonzero().flatten()
+    out = model(**{k: v for k, v in inputs.items() if k != "labels"}, logits_to_keep=keep)
+    base = self.accelerator.unwrap_model(model)
+    base = base.get_base_model() if hasattr(base, "get_base_model") else base
     target = shift[keep][None]
-    out = model(**inputs, logits_to_keep=keep, labels=target, shift_labels=target,
-                num_items_in_batch=num_items_in_batch)
-    return (out.loss, out) if return_outputs else out.loss
+    # normalise the way Trainer.training_step expects (it rescales for accumulation otherwise)
+    n = num_items_in_batch if self.model_accepts_loss_kwargs else None
+    loss = base.loss_function(logits=out.logits, labels=target, vocab_size=out.logits.shape[-1],
+                              shift_labels=target, num_items_in_batch=n)
+    return (loss, out) if return_outputs else loss
 
 
 def answer_items(tok, rows: list[dict], chat: bool) -> list[tuple[list[int], list[int]]]:

@@ -72,6 +72,11 @@ VARIANTS = {
                                                        "lora.dropout=0"], "loss": "keep"}),
     "lmtune-bs1-plain-drop0-t2": ("lmtune", {"overrides": ["train.batch_size=1", "train.grad_accum=4",
                                                            "lora.dropout=0"], "loss": "plain", "threads": 2}),
+    # glibc keeps freed memory (lmtune's train.keep_freed_memory, on by default): off for lmtune,
+    # on for TRL through the equivalent environment variables
+    "lmtune-bs1-nokeep": ("lmtune", {"overrides": ["train.batch_size=1", "train.grad_accum=4",
+                                                   "train.keep_freed_memory=false"]}),
+    "trl-keep": ("trl", {"env": {"MALLOC_MMAP_THRESHOLD_": "268435456", "MALLOC_TRIM_THRESHOLD_": "1073741824"}}),
     "lmtune-bs1-compile": ("lmtune", {"overrides": ["train.batch_size=1", "train.grad_accum=4"],
                                       "sft": {"torch_compile": True}}),
 }
@@ -111,7 +116,8 @@ def sample_train(work: Path, n: int, seed: int) -> Path:
 def run_child(job: Job, threads: int | None, timeout: int) -> dict:
     """Run `job` in a fresh interpreter; options["threads"] overrides --threads for this variant."""
     threads = job.options.get("threads", threads)
-    job = Job(**{**asdict(job), "options": {k: v for k, v in job.options.items() if k != "threads"}})
+    extra_env = job.options.get("env", {})
+    job = Job(**{**asdict(job), "options": {k: v for k, v in job.options.items() if k not in ("threads", "env")}})
     work = Path(job.work)
     work.mkdir(parents=True, exist_ok=True)
     spec, result = work / "job.json", work / "result.json"
@@ -121,6 +127,7 @@ def run_child(job: Job, threads: int | None, timeout: int) -> dict:
                TRANSFORMERS_VERBOSITY="error", PYTHONWARNINGS="ignore")
     if threads:
         env["OMP_NUM_THREADS"] = env["MKL_NUM_THREADS"] = str(threads)
+    env.update(extra_env)
     code = f"import sys; sys.path.insert(0, {str(HERE)!r}); import cpu_measure as m; " \
            f"sys.exit(m.child_main({str(spec)!r}, {str(result)!r}))"
     t0 = time.time()

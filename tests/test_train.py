@@ -140,3 +140,22 @@ def test_generate_uses_the_trained_template(lora_run):
     assert gen.tokenizer.decode(ids).endswith("### Instruction:\nCustomers in Oslo?\n\n### Response:\n")
     out = gen.generate(["Customers in Oslo?"], GenerationSettings(max_new_tokens=5))
     assert isinstance(out[0], str)
+
+
+@pytest.mark.parametrize("given, expect", [
+    (["train.save_steps=5"], ("steps", 5, "steps", 5)),        # save alone: evaluate at each save
+    (["train.eval_steps=4"], ("steps", 4, "steps", 4)),        # eval alone: save at each evaluation
+    ([], ("epoch", None, "epoch", None)),
+    (["train.save_steps=5", "train.load_best=false"], ("epoch", None, "steps", 5)),
+])
+def test_best_model_needs_an_evaluation_at_every_save(tmp_path, given, expect):
+    """The Trainer refuses load_best_model_at_end with eval per epoch and saves per step count
+    (a traceback after the model loaded); lmtune aligns the one count the user set."""
+    from lmtune.rundir import RunDir
+    from lmtune.train import training_arguments
+
+    cfg = load_config(None, ["data.task=sql", f"output.dir={tmp_path / 'run'}", *given])
+    args = training_arguments(cfg, RunDir(cfg.output.dir), "fp32", "cpu", has_eval=True)
+    got = (args.eval_strategy.value, args.eval_steps if args.eval_strategy.value == "steps" else None,
+           args.save_strategy.value, args.save_steps if args.save_strategy.value == "steps" else None)
+    assert got == expect

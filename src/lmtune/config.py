@@ -113,6 +113,8 @@ class TrainConfig:
     early_stopping_patience: int | None = _f(None, "stop after N evaluations without improvement", min=1)
     seed: int = _f(42, "seed for initialisation, shuffling and dropout", min=0)
     threads: int | None = _f(None, "CPU threads for torch (None: torch's default)", min=1)
+    keep_freed_memory: bool = _f(True, "CPU: keep memory torch frees for reuse instead of returning it to "
+                                       "the OS each step (faster steps, higher peak RSS; glibc only)")
 
 
 @dataclass
@@ -120,6 +122,7 @@ class EvalConfig:
     after_train: bool = _f(True, "at the end of train: validation loss, task metrics base vs tuned, forgetting")
     max_new_tokens: int = _f(128, "tokens generated per test prompt", min=1)
     num_samples: int | None = _f(None, "score only the first N test examples (None: all)", min=1)
+    few_shot: int = _f(0, "solved training examples shown before each test prompt (0: zero-shot)", min=0)
     forgetting_check: bool = _f(True, "perplexity on general text before vs after training")
     forgetting_warn: float = _f(1.5, "perplexity ratio after/before above which to warn", min=1.0)
     forgetting_fail: float = _f(3.0, "perplexity ratio above which the model has forgotten", min=1.0)

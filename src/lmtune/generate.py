@@ -50,9 +50,10 @@ class Generator:
     def encode(self, item) -> list[int]:
         """A prompt string, a message list, or a data record -> prompt token ids, built exactly
         like the prompt part of the training data (same template, same special-token prefix)."""
+        from lmtune.data.templates import Rendered
         from lmtune.data.tokenize import encode_prompt
 
-        if isinstance(item, str):
+        if isinstance(item, str) and not isinstance(item, Rendered):
             item = [{"role": "user", "content": item}]
         return encode_prompt(self.tokenizer, self.template, item)
 

@@ -95,6 +95,10 @@ def _setup(cfg: Config, run: RunDir, resume: bool) -> _Setup:
     ref = _preflight_all_ranks(cfg, run, resume)
     set_threads(cfg.train.threads)
     device = detect_device()
+    if device.kind == "cpu" and cfg.train.keep_freed_memory:
+        from lmtune.cpu_memory import keep_freed_memory
+
+        keep_freed_memory()
     precision = resolve_precision(cfg.train.precision, device)
     tokenizer = load_tokenizer(ref, cfg.model)
     data = _prepare_data(cfg, run, tokenizer, resume)  # raises DataError listing every bad record
@@ -159,13 +163,13 @@ def training_arguments(cfg: Config, run: RunDir, precision: str, device_kind: st
     from trl import SFTConfig
 
     t = cfg.train
-    per_epoch = "steps" if t.eval_steps else "epoch"
-    save_per = "steps" if t.save_steps else "epoch"
-    if t.load_best and has_eval and t.eval_steps and t.save_steps and t.save_steps % t.eval_steps:
-        from lmtune.errors import ConfigError
-
-        raise ConfigError(f"train.save_steps: {t.save_steps} must be a multiple of train.eval_steps "
-                          f"({t.eval_steps}) when train.load_best is on")
+    eval_steps, save_steps = t.eval_steps, t.save_steps
+    if t.load_best and has_eval:
+        # keeping the best checkpoint needs an evaluation at every save: one count set alone
+        # serves for both (preflight already refused counts that disagree)
+        eval_steps, save_steps = eval_steps or save_steps, save_steps or eval_steps
+    per_epoch = "steps" if eval_steps else "epoch"
+    save_per = "steps" if save_steps else "epoch"
     optimizer = choose_optimizer(cfg, device_kind)
     warmup = t.warmup_steps if t.warmup_steps > 0 else t.warmup_ratio
     os.environ["TENSORBOARD_LOGGING_DIR"] = str(run / "tensorboard")
@@ -191,9 +195,9 @@ def training_arguments(cfg: Config, run: RunDir, precision: str, device_kind: st
         logging_steps=t.logging_steps,
         logging_first_step=True,
         eval_strategy=per_epoch if has_eval else "no",
-        eval_steps=t.eval_steps,
+        eval_steps=eval_steps,
         save_strategy=save_per,
-        save_steps=t.save_steps,
+        save_steps=save_steps,
         save_total_limit=t.save_total_limit,
         load_best_model_at_end=t.load_best and has_eval,
         metric_for_best_model="eval_loss",

@@ -1,4 +1,5 @@
-"""`lmtune eval RUN [--test FILE ...] [--base] [--num-samples N]`: loss, task metrics, forgetting."""
+"""`lmtune eval RUN [--test FILE ...] [--base] [--few-shot K]`: loss, task metrics, forgetting.
+`lmtune eval MODEL --task sql [--few-shot K]`: a plain model on its own (the "before" score)."""
 
 from __future__ import annotations
 
@@ -6,7 +7,8 @@ import argparse
 
 
 def register(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("run", help="run directory written by `lmtune train`")
+    parser.add_argument("run", help="run directory written by `lmtune train`; or a model ('tiny', a "
+                                    "model directory, a Hub id) scored on its own with --task or --test")
     # SUPPRESS: the help text names the config key that supplies the default (argparse would say None)
     none = argparse.SUPPRESS
     parser.add_argument("--test", nargs="+", metavar="FILE", default=none,
@@ -21,6 +23,13 @@ def register(parser: argparse.ArgumentParser) -> None:
                         help="tokens generated per answer (default: eval.max_new_tokens)")
     parser.add_argument("--batch-size", type=int, metavar="N", default=none,
                         help="prompts per generation/loss batch (default: train.eval_batch_size)")
+    parser.add_argument("--few-shot", type=int, metavar="K", default=none,
+                        help="put K solved training examples before each test prompt (default: "
+                             "eval.few_shot, 0): is prompting alone enough?")
+    parser.add_argument("--task", metavar="NAME", default=none,
+                        help="for a plain model: the bundled task to score it on (sql, json)")
+    parser.add_argument("--out", metavar="DIR", default=none,
+                        help="for a plain model: write eval.json there (a run writes into itself)")
     parser.add_argument("--no-forgetting", action="store_true", help="skip the general-text probe")
     parser.add_argument("--json", action="store_true", help="print eval.json instead of the summary")
 
@@ -30,11 +39,12 @@ def run(args: argparse.Namespace) -> int:
 
     from lmtune.errors import UserError
 
-    opts = {k: getattr(args, k, None) for k in ("test", "num_samples", "max_new_tokens", "batch_size")}
-    for flag in ("num_samples", "max_new_tokens", "batch_size"):
-        value = opts[flag]
-        if value is not None and value < 1:
-            raise UserError(f"--{flag.replace('_', '-')}: got {value}, must be >= 1")
+    opts = {k: getattr(args, k, None)
+            for k in ("test", "num_samples", "max_new_tokens", "batch_size", "few_shot", "task", "out")}
+    for flag in ("num_samples", "max_new_tokens", "batch_size", "few_shot"):
+        value, least = opts[flag], 0 if flag == "few_shot" else 1
+        if value is not None and value < least:
+            raise UserError(f"--{flag.replace('_', '-')}: got {value}, must be >= {least}")
     from lmtune.evaluate import EVAL_FILE, evaluate_run
     from lmtune.evaluate.summary import summarize
 
@@ -44,5 +54,6 @@ def run(args: argparse.Namespace) -> int:
         print(json.dumps(result, indent=2))
     else:
         print(summarize(result))
-        print(f"wrote {args.run.rstrip('/')}/{EVAL_FILE}")
+        if result.get("run"):
+            print(f"wrote {result['run'].rstrip('/')}/{EVAL_FILE}")
     return 0

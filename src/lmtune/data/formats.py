@@ -56,9 +56,12 @@ class Example:
         return next((m["content"] for m in reversed(self.messages) if m["role"] == "assistant"), "")
 
     def prompt_messages(self) -> list[dict[str, str]]:
-        """The conversation up to (not including) the last assistant turn: what generation sees."""
+        """The conversation up to (not including) the final assistant answer: what generation sees.
+        A conversation that ends with a user turn (a chat in progress) is all prompt."""
         messages = self.messages or []
-        last = max((i for i, m in enumerate(messages) if m["role"] == "assistant"), default=len(messages))
+        if not messages or messages[-1]["role"] != "assistant":
+            return list(messages)
+        last = len(messages) - 1
         return messages[:last]
 
     def content_key(self) -> str:

@@ -98,6 +98,10 @@ def _trainable(messages: list[dict[str, str]]) -> list[dict[str, str]]:
     return messages[: last + 1]
 
 
+class Rendered(str):
+    """A prompt already in a template's layout (e.g. a few-shot prompt): tokenized as it is."""
+
+
 class Template:
     """Base class. `add_special_tokens`: whether tokenization adds the tokenizer's own prefix
     (e.g. Llama's bos); False for chat templates that write it themselves."""

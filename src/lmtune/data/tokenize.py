@@ -25,7 +25,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from lmtune.data.formats import Example
-from lmtune.data.templates import ModelTemplate, Template, TemplateError
+from lmtune.data.templates import ModelTemplate, Rendered, Template, TemplateError
 
 # Existing vocabulary entries that are safe padding (never eos); used before adding a new token.
 _PAD_CANDIDATES = ("<|pad|>", "<pad>", "[PAD]", "<|finetune_right_pad_id|>", "<|fim_pad|>")
@@ -186,6 +186,8 @@ def token_stats(result: TokenizeResult) -> dict[str, Any]:
 
 
 def encode_prompt(tokenizer: Any, template: Template, item: Any) -> list[int]:
-    """Token ids of a generation prompt, built exactly like the prompt part of training data."""
-    ids = list(tokenizer(template.render_prompt(item), add_special_tokens=False)["input_ids"])
+    """Token ids of a generation prompt, built exactly like the prompt part of training data.
+    A `Rendered` string (e.g. a few-shot prompt) is already in the template's layout."""
+    text = item if isinstance(item, Rendered) else template.render_prompt(item)
+    ids = list(tokenizer(text, add_special_tokens=False)["input_ids"])
     return (special_prefix(tokenizer) + ids) if template.add_special_tokens else ids

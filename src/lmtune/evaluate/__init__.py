@@ -29,26 +29,46 @@ def final_evaluation(cfg, run_dir, model, tokenizer, template, validation=None,
 def evaluate_run(path: str | Path, test: list[str] | None = None, base: bool = False,
                  num_samples: int | None = None, max_new_tokens: int | None = None,
                  batch_size: int | None = None, forgetting: bool | None = None,
-                 progress: bool = True) -> dict:
+                 progress: bool = True, few_shot: int | None = None, task: str | None = None,
+                 out: str | Path | None = None) -> dict:
     """Load a run directory's final model and evaluate it; writes RUN/eval.json and returns it.
     Loss is measured on the run's validation split (re-prepared exactly as train did), or on the
-    --test files when given."""
+    --test files when given. A plain model ('tiny', a model directory or Hub id) is evaluated on
+    its own on `task` or `test` (its "before" score); eval.json goes to `out` when given."""
     from lmtune.generate import Generator
     from lmtune.runs import open_path
 
     loaded = open_path(str(path))
-    if loaded.kind != "run" or loaded.config is None:
-        raise UserError(f"{path}: not a run directory",
-                        ["`lmtune eval` needs what `lmtune train` wrote (config.yaml + adapter/ or model/); "
-                         "for a bare adapter or model use `lmtune generate`"])
-    cfg = loaded.config
+    if loaded.kind == "run":
+        cfg, target = loaded.config, path
+    else:
+        cfg, target = _plain_model_config(str(path), loaded.kind, task, test), out
+        base, forgetting = False, False   # the model is its own base: nothing to compare
+    if task and loaded.kind == "run" and task != cfg.data.task:
+        raise UserError(f"--task {task}: {path} was trained on data.task={cfg.data.task}",
+                        ["score a run on other prompts with --test FILE"])
     gen = Generator.load(str(path))
     settings = EvalSettings(test=list(test) if test else None, base=base, num_samples=num_samples,
                             max_new_tokens=max_new_tokens, batch_size=batch_size,
-                            forgetting=forgetting, progress=progress)
+                            forgetting=forgetting, progress=progress, few_shot=few_shot,
+                            subject="run" if loaded.kind == "run" else "model")
     validation, settings.loss_source = loss_data(cfg, gen.tokenizer, gen.template, settings)
-    result = evaluate_model(cfg, path, gen.model, gen.tokenizer, gen.template, validation, settings)
-    return result
+    return evaluate_model(cfg, target, gen.model, gen.tokenizer, gen.template, validation, settings)
+
+
+def _plain_model_config(path: str, kind: str, task: str | None, test: list[str] | None):
+    """The config a bare model is evaluated under: its own name and the task (or test files)."""
+    from lmtune.config import from_dict
+
+    if kind == "adapter":
+        raise UserError(f"{path}: a bare adapter; `lmtune eval` takes a run directory or a model",
+                        ["evaluate the run that wrote it, or merge it first (`lmtune merge`)"])
+    if not task and not test:
+        raise UserError(f"{path}: not a run directory, so there is nothing to compare it with",
+                        ["to score a model on its own, name a bundled task or test files: "
+                         f"`lmtune eval {path} --task sql` or `lmtune eval {path} --test FILE`"])
+    raw = {"model": {"name_or_path": path}, "data": {"task": task} if task else {}}
+    return from_dict(raw, "--task")
 
 
 def loss_data(cfg, tokenizer, template, settings: EvalSettings):

@@ -18,6 +18,7 @@ from pathlib import Path
 
 from lmtune.config import Config
 from lmtune.evaluate import forgetting
+from lmtune.evaluate.few_shot import few_shot_prompts, load_shots
 from lmtune.evaluate.metrics import Scores, get_scorer, score
 from lmtune.evaluate.perplexity import LossResult, dataset_loss, text_loss
 from lmtune.rundir import write_json, write_text
@@ -31,6 +32,8 @@ class EvalSettings:
     test: list[str] | None = None      # test files; None: data.test, else the bundled task's test split
     base: bool = True                  # also generate with the base model on the same prompts
     num_samples: int | None = None     # None: eval.num_samples from the config
+    few_shot: int | None = None        # None: eval.few_shot (solved training examples in each prompt)
+    subject: str = "run"               # "model": a plain model scored on its own (its "before")
     max_new_tokens: int | None = None  # None: eval.max_new_tokens
     batch_size: int | None = None      # None: train.eval_batch_size
     forgetting: bool | None = None     # None: eval.forgetting_check
@@ -44,6 +47,7 @@ class TestSet:
     source: str                        # file path(s) or a description
     scorer: object                     # a lmtune.tasks Task
     examples: list = field(default_factory=list)   # lmtune.data.Example
+    shots: list = field(default_factory=list)      # few-shot examples put before each prompt
 
 
 def _log(settings: EvalSettings, msg: str) -> None:
@@ -108,7 +112,8 @@ def resolve_test_set(cfg: Config, settings: EvalSettings) -> TestSet | None:
     limit = settings.num_samples or cfg.eval.num_samples
     if limit:
         examples = examples[:limit]
-    return TestSet(", ".join(str(p) for p in paths), get_scorer(cfg.data.task), examples)
+    k = cfg.eval.few_shot if settings.few_shot is None else settings.few_shot
+    return TestSet(", ".join(str(p) for p in paths), get_scorer(cfg.data.task), examples, load_shots(cfg, k))
 
 
 def prompt_text(example) -> str:
@@ -126,8 +131,9 @@ def _generate(model, tokenizer, template, test: TestSet, settings: EvalSettings,
     gen = Generator(model, tokenizer, template)
     gs = GenerationSettings(max_new_tokens=settings.max_new_tokens or cfg.eval.max_new_tokens,
                             greedy=True, batch_size=settings.batch_size or cfg.train.eval_batch_size)
-    _log(settings, f"generating {len(test.examples)} answers ({label})")
-    return gen.generate(test.examples, gs, progress=settings.progress)
+    shots = f" with {len(test.shots)} shots" if test.shots else ""
+    _log(settings, f"generating {len(test.examples)} answers ({label}{shots})")
+    return gen.generate(few_shot_prompts(template, test.shots, test.examples), gs, progress=settings.progress)
 
 
 def _probe_loss(model, tokenizer, cfg: Config, settings: EvalSettings, texts: list[str], label: str):
@@ -166,7 +172,7 @@ def _measure(model, tokenizer, template, cfg, settings, validation, test, probe_
     return side
 
 
-def evaluate_model(cfg: Config, run_dir: str | Path, model, tokenizer, template,
+def evaluate_model(cfg: Config, run_dir: str | Path | None, model, tokenizer, template,
                    validation=None, settings: EvalSettings | None = None) -> dict:
     """Evaluate a loaded tuned model (and its base) and write eval.json into `run_dir`."""
     settings = settings or EvalSettings()
@@ -175,7 +181,8 @@ def evaluate_model(cfg: Config, run_dir: str | Path, model, tokenizer, template,
     check_forgetting = cfg.eval.forgetting_check if settings.forgetting is None else settings.forgetting
     probe_texts = forgetting.load_probe() if check_forgetting else []
 
-    tuned = _measure(model, tokenizer, template, cfg, settings, validation, test, probe_texts, "tuned")
+    label = "tuned" if settings.subject == "run" else "model"
+    tuned = _measure(model, tokenizer, template, cfg, settings, validation, test, probe_texts, label)
     base = None
     if settings.base or probe_texts:
         # Base generation only when asked; the probe's base perplexity is cheap and always needed.
@@ -185,7 +192,8 @@ def evaluate_model(cfg: Config, run_dir: str | Path, model, tokenizer, template,
             base = _measure(bm, tokenizer, template, cfg, settings, base_val, base_test, probe_texts, "base")
 
     result = _assemble(cfg, run_dir, test, tuned, base, probe_texts, settings, time.time() - started)
-    _write(Path(run_dir), result, test, tuned, base)
+    if run_dir is not None:   # None: a bare model evaluated without --out (printed only)
+        _write(Path(run_dir), result, test, tuned, base)
     return result
 
 
@@ -193,11 +201,13 @@ def evaluate_model(cfg: Config, run_dir: str | Path, model, tokenizer, template,
 
 def _assemble(cfg, run_dir, test, tuned: _Side, base: _Side | None, probe_texts, settings, seconds) -> dict:
     out: dict = {
-        "run": str(run_dir), "method": cfg.method, "base_model": cfg.model.name_or_path,
+        "run": None if run_dir is None else str(run_dir), "base_model": cfg.model.name_or_path,
+        "subject": settings.subject, "method": cfg.method if settings.subject == "run" else None,
         "evaluated_at": datetime.now(timezone.utc).isoformat(timespec="seconds"),
         "seconds": round(seconds, 1),
         "settings": {"max_new_tokens": settings.max_new_tokens or cfg.eval.max_new_tokens,
-                     "num_samples": settings.num_samples or cfg.eval.num_samples, "greedy": True},
+                     "num_samples": settings.num_samples or cfg.eval.num_samples, "greedy": True,
+                     "few_shot": len(test.shots) if test is not None else 0},
         "validation": None, "task": None, "forgetting": None, "samples": [],
     }
     if tuned.validation is None:

@@ -21,6 +21,15 @@ def summarize(result: dict) -> str:
     if task:
         lines.append(f"task {task['name']}: {task['examples']} test examples from {task['source']}")
         width = max(len(m) for m in task["metrics"])
+        shots = (result.get("settings") or {}).get("few_shot") or 0
+        if shots:
+            lines[-1] += f", {shots}-shot prompts"
+        if result.get("subject") == "model":   # a plain model on its own: one column
+            lines.append(f"  {'metric'.ljust(width)}  {'model':>7}")
+            for m in task["metrics"]:
+                star = " *" if m == task["primary"] else ""
+                lines.append(f"  {m.ljust(width)}  {_pct(task['tuned'].get(m)):>7}{star}")
+            return _with_forgetting(lines, result)
         base = task.get("base") or {}
         lines.append(f"  {'metric'.ljust(width)}  {'base':>7}  {'tuned':>7}")
         for m in task["metrics"]:
@@ -28,6 +37,10 @@ def summarize(result: dict) -> str:
             lines.append(f"  {m.ljust(width)}  {_pct(base.get(m)):>7}  {_pct(task['tuned'].get(m)):>7}{star}")
     elif result.get("task_note"):
         lines.append(result["task_note"])
+    return _with_forgetting(lines, result)
+
+
+def _with_forgetting(lines: list[str], result: dict) -> str:
     f = result.get("forgetting")
     if f:
         lines.append(f"forgetting: {f['verdict']}: general-text perplexity {f['base_perplexity']:.1f} -> "
