@@ -76,6 +76,9 @@ VARIANTS = {
     # on for TRL through the equivalent environment variables
     "lmtune-bs1-nokeep": ("lmtune", {"overrides": ["train.batch_size=1", "train.grad_accum=4",
                                                    "train.keep_freed_memory=false"]}),
+    "lmtune-bs1-m32": ("lmtune", {"overrides": ["train.batch_size=1", "train.grad_accum=4",
+                                                "train.keep_freed_memory=false"],
+                                  "env": {"MALLOC_MMAP_THRESHOLD_": "33554432", "MALLOC_TRIM_THRESHOLD_": "1073741824"}}),
     "trl-keep": ("trl", {"env": {"MALLOC_MMAP_THRESHOLD_": "268435456", "MALLOC_TRIM_THRESHOLD_": "1073741824"}}),
     "lmtune-bs1-compile": ("lmtune", {"overrides": ["train.batch_size=1", "train.grad_accum=4"],
                                       "sft": {"torch_compile": True}}),

@@ -35,6 +35,9 @@ RUNS = {
     "full-aggressive": ("full", ["train.learning_rate=5e-3", "train.epochs=1", "train.scheduler=constant",
                                  "train.warmup_ratio=0"]),
     "lora-lr1e-3": ("lora", ["train.learning_rate=1e-3"]),
+    # half the tokens, as many optimizer steps (148): is one epoch enough for the main job?
+    "lora-1ep-a4": ("lora", ["train.epochs=1", "train.grad_accum=4"]),
+    "lora-1ep-a4-lr4e-3": ("lora", ["train.epochs=1", "train.grad_accum=4", "train.learning_rate=4e-3"]),
 }
 
 

@@ -90,7 +90,8 @@ class TrainConfig:
     max_steps: int = _f(-1, "stop after this many optimizer steps (-1: use epochs)", min=-1)
     learning_rate: float | None = _f(None, "peak LR; default per method: full 2e-5, lora/qlora 2e-4",
                                      min=0.0, min_exclusive=True)
-    batch_size: int = _f(4, "examples (or packed rows) per device per step", min=1)
+    batch_size: int | None = _f(None, "examples (or packed rows) per device per micro-batch; None: 1 on "
+                                      "CPU (measured fastest, half the memory), 4 on GPUs", min=1)
     grad_accum: int = _f(4, "micro-batches per optimizer step", min=1)
     eval_batch_size: int = _f(8, "batch size for evaluation", min=1)
     warmup_ratio: float = _f(0.1, "share of steps spent warming up the LR", min=0.0, max=1.0)
