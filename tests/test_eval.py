@@ -213,3 +213,23 @@ def test_eval_cli(runs, capsys, tmp_path):
     assert main(["eval", str(tmp_path / "empty")]) == 2            # not a run: user error
     assert "not a run" in capsys.readouterr().err
     assert main(["eval", str(run), "--num-samples", "0"]) == 2
+
+
+def test_merged_generation_equals_unmerged_and_restores_weights(runs):
+    """Eval merges a LoRA adapter while generating (faster); answers must not change and the
+    weights must come back (up to float rounding) for the base measurement that follows."""
+    from lmtune.data import load_split
+    from lmtune.evaluate.run import inference_mode, merged_adapter
+    from lmtune.generate import GenerationSettings, Generator
+
+    gen = Generator.load(str(runs["gentle"]))
+    examples = load_split([task_files("sql")["test"]], "auto", "test").examples[:4]
+    settings = GenerationSettings(max_new_tokens=8, batch_size=2)
+    before = {n: p.detach().clone() for n, p in gen.model.named_parameters()}
+    with inference_mode(gen.model):
+        plain = gen.generate(examples, settings)
+        with merged_adapter(gen.model):
+            merged = gen.generate(examples, settings)
+    assert merged == plain
+    worst = max((p - before[n]).abs().max().item() for n, p in gen.model.named_parameters())
+    assert worst <= 1e-6

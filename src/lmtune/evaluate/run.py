@@ -76,6 +76,24 @@ def inference_mode(model):
 
 
 @contextlib.contextmanager
+def merged_adapter(model):
+    """A LoRA adapter merged into its weights while the model generates, unmerged afterwards.
+    Unmerged, every adapted layer runs two extra small matmuls per token through peft's Python
+    wrapper: tuned generation on the embedded base took 81 s against the base's 45 s for the same
+    200 prompts. Never for a 4-bit base (merging into NF4 weights would round the adapter away) or
+    a model without an adapter. Unmerging restores the weights up to float rounding (~1e-7)."""
+    mergeable = hasattr(model, "merge_adapter") and not any(
+        type(m).__name__ == "Linear4bit" for m in model.modules())
+    if mergeable:
+        model.merge_adapter()
+    try:
+        yield model
+    finally:
+        if mergeable:
+            model.unmerge_adapter()
+
+
+@contextlib.contextmanager
 def base_model(model, cfg: Config, tokenizer):
     """The model the run started from (see the module doc)."""
     if hasattr(model, "disable_adapter"):
@@ -158,13 +176,15 @@ class _Side:
     probe: LossResult | None = None
 
 
-def _measure(model, tokenizer, template, cfg, settings, validation, test, probe_texts, label) -> _Side:
+def _measure(model, tokenizer, template, cfg, settings, validation, test, probe_texts, label,
+             merge: bool = False) -> _Side:
     side = _Side()
     with inference_mode(model):
         if validation is not None:
             side.validation = _val_loss(model, validation, tokenizer, cfg, settings, label)
         if test is not None and test.examples:
-            side.generations = _generate(model, tokenizer, template, test, settings, cfg, label)
+            with merged_adapter(model) if merge else contextlib.nullcontext():
+                side.generations = _generate(model, tokenizer, template, test, settings, cfg, label)
             refs = [ex.response for ex in test.examples]
             side.answers, side.scores = score(test.scorer, side.generations, refs)
         if probe_texts:
@@ -182,7 +202,7 @@ def evaluate_model(cfg: Config, run_dir: str | Path | None, model, tokenizer, te
     probe_texts = forgetting.load_probe() if check_forgetting else []
 
     label = "tuned" if settings.subject == "run" else "model"
-    tuned = _measure(model, tokenizer, template, cfg, settings, validation, test, probe_texts, label)
+    tuned = _measure(model, tokenizer, template, cfg, settings, validation, test, probe_texts, label, merge=True)
     base = None
     if settings.base or probe_texts:
         # Base generation only when asked; the probe's base perplexity is cheap and always needed.
