@@ -118,6 +118,11 @@ class TrainConfig:
                                        "the OS each step (faster steps, higher peak RSS; glibc only)")
 
 
+    def micro_batch(self, device_kind: str) -> int:
+        """batch_size, or its default for the device: one packed row on CPU gave 1.32x the tokens/s
+        of four at half the peak RSS (benchmarks/README.md); GPUs want wider batches."""
+        return self.batch_size or (1 if device_kind == "cpu" else 4)
+
 @dataclass
 class EvalConfig:
     after_train: bool = _f(True, "at the end of train: validation loss, task metrics base vs tuned, forgetting")

@@ -159,7 +159,7 @@ def engine_problems(cfg, backend: str, device_kind: str) -> list[str]:
         if importlib.util.find_spec("deepspeed") is None:
             problems.append(f"distributed.backend: deepspeed is not installed; {INSTALL_DEEPSPEED}")
         problems += deepspeed_config_problems(deepspeed_config_path(cfg.distributed.deepspeed_config),
-                                              cfg.train.batch_size or 4, cfg.train.grad_accum)
+                                              cfg.train.micro_batch(device_kind), cfg.train.grad_accum)
     return problems
 
 

@@ -178,7 +178,7 @@ def training_arguments(cfg: Config, run: RunDir, precision: str, device_kind: st
         num_train_epochs=t.epochs,
         max_steps=t.max_steps,
         learning_rate=cfg.learning_rate,
-        per_device_train_batch_size=micro_batch_size(cfg, device_kind),
+        per_device_train_batch_size=t.micro_batch(device_kind),
         per_device_eval_batch_size=t.eval_batch_size,
         gradient_accumulation_steps=t.grad_accum,
         warmup_steps=warmup,
@@ -215,14 +215,6 @@ def training_arguments(cfg: Config, run: RunDir, precision: str, device_kind: st
         disable_tqdm=False,
         **distributed_arguments(cfg, device_kind),
     )
-
-
-def micro_batch_size(cfg: Config, device_kind: str) -> int:
-    """train.batch_size, or its default for the device. On CPU one packed row per micro-batch gave
-    1.45x the tokens/s of four at half the peak RSS (benchmarks/README.md); GPUs want wider batches."""
-    if cfg.train.batch_size:
-        return cfg.train.batch_size
-    return 1 if device_kind == "cpu" else 4
 
 
 def distributed_arguments(cfg: Config, device_kind: str) -> dict:

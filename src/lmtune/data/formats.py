@@ -59,10 +59,9 @@ class Example:
         """The conversation up to (not including) the final assistant answer: what generation sees.
         A conversation that ends with a user turn (a chat in progress) is all prompt."""
         messages = self.messages or []
-        if not messages or messages[-1]["role"] != "assistant":
-            return list(messages)
-        last = len(messages) - 1
-        return messages[:last]
+        if messages and messages[-1]["role"] == "assistant":
+            return messages[:-1]
+        return list(messages)
 
     def content_key(self) -> str:
         """A hash of the normalised content: equal for exact duplicates up to whitespace."""

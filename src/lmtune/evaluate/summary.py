@@ -24,23 +24,15 @@ def summarize(result: dict) -> str:
         shots = (result.get("settings") or {}).get("few_shot") or 0
         if shots:
             lines[-1] += f", {shots}-shot prompts"
-        if result.get("subject") == "model":   # a plain model on its own: one column
-            lines.append(f"  {'metric'.ljust(width)}  {'model':>7}")
-            for m in task["metrics"]:
-                star = " *" if m == task["primary"] else ""
-                lines.append(f"  {m.ljust(width)}  {_pct(task['tuned'].get(m)):>7}{star}")
-            return _with_forgetting(lines, result)
-        base = task.get("base") or {}
-        lines.append(f"  {'metric'.ljust(width)}  {'base':>7}  {'tuned':>7}")
+        # a plain model scored on its own has one column; a run has base and tuned
+        columns = ([("model", task["tuned"])] if result.get("subject") == "model"
+                   else [("base", task.get("base") or {}), ("tuned", task["tuned"])])
+        lines.append(f"  {'metric'.ljust(width)}" + "".join(f"  {name:>7}" for name, _ in columns))
         for m in task["metrics"]:
             star = " *" if m == task["primary"] else ""
-            lines.append(f"  {m.ljust(width)}  {_pct(base.get(m)):>7}  {_pct(task['tuned'].get(m)):>7}{star}")
+            lines.append(f"  {m.ljust(width)}" + "".join(f"  {_pct(v.get(m)):>7}" for _, v in columns) + star)
     elif result.get("task_note"):
         lines.append(result["task_note"])
-    return _with_forgetting(lines, result)
-
-
-def _with_forgetting(lines: list[str], result: dict) -> str:
     f = result.get("forgetting")
     if f:
         lines.append(f"forgetting: {f['verdict']}: general-text perplexity {f['base_perplexity']:.1f} -> "
