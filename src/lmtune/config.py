@@ -114,9 +114,20 @@ class TrainConfig:
     early_stopping_patience: int | None = _f(None, "stop after N evaluations without improvement", min=1)
     seed: int = _f(42, "seed for initialisation, shuffling and dropout", min=0)
     threads: int | None = _f(None, "CPU threads for torch (None: torch's default)", min=1)
+    lm_head: str = _f("auto", "how the loss runs the LM head: label_logits (the model's own head and "
+                              "cross-entropy, only where a label is set: 1.5x faster CPU steps), fused "
+                              "(TRL's chunked kernel: never holds full-vocabulary logits, logs entropy); "
+                              "auto: label_logits on CPU, fused on GPUs",
+                      choices=("auto", "label_logits", "fused"))
     keep_freed_memory: bool = _f(True, "CPU: keep memory torch frees for reuse instead of returning it to "
                                        "the OS each step (faster steps, higher peak RSS; glibc only)")
 
+
+    def lm_head_for(self, device_kind: str) -> str:
+        """lm_head, or its default for the device: GPUs keep TRL's memory-saving fused head."""
+        if self.lm_head != "auto":
+            return self.lm_head
+        return "label_logits" if device_kind == "cpu" else "fused"
 
     def micro_batch(self, device_kind: str) -> int:
         """batch_size, or its default for the device: one packed row on CPU gave 1.32x the tokens/s

@@ -217,6 +217,21 @@ def quantization_config(cfg: Config, device: Device):
     )
 
 
+def use_training_attention(model, cfg: Config, device: Device) -> str | None:
+    """Packed rows on CPU with no model.attn_implementation chosen: per-document SDPA
+    (lmtune/packed_attention.py), same results, 1.13x faster steps on the embedded base. Only for
+    training: generation and evaluation keep the model's default. Returns the kernel set, if any."""
+    if cfg.model.attn_implementation or not cfg.data.packing or device.kind != "cpu":
+        return None
+    if getattr(model.config, "_attn_implementation", None) != "sdpa":
+        return None        # eager/flex models, or remote code without SDPA: leave them alone
+    from lmtune.packed_attention import register
+
+    name = register()
+    model.set_attn_implementation(name)
+    return name
+
+
 def load_model(ref: str, cfg: Config, device: Device, tokenizer=None, quantize: bool = False):
     """Load the causal LM in the dtype the run trains in (fp32 master weights under mixed precision)."""
     from transformers import AutoModelForCausalLM

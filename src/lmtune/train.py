@@ -90,7 +90,8 @@ def preflight(cfg: Config, run: RunDir, resume: bool):
 
 def _setup(cfg: Config, run: RunDir, resume: bool) -> _Setup:
     from lmtune import methods
-    from lmtune.models import detect_device, load_model, load_tokenizer, resolve_precision, set_threads
+    from lmtune.models import (detect_device, load_model, load_tokenizer, resolve_precision, set_threads,
+                               use_training_attention)
 
     ref = _preflight_all_ranks(cfg, run, resume)
     set_threads(cfg.train.threads)
@@ -105,6 +106,7 @@ def _setup(cfg: Config, run: RunDir, resume: bool) -> _Setup:
     template = data.template
     _seed(cfg.train.seed)  # LoRA/new-token init: same start on every rank and in every rerun
     model = load_model(ref, cfg, device, tokenizer, quantize=cfg.method == "qlora")
+    use_training_attention(model, cfg, device)
     model = methods.prepare(model, cfg)
     trainable, total = methods.count_parameters(model)
     _write_run_inputs(cfg, run, tokenizer, template, data)
@@ -247,16 +249,17 @@ def choose_optimizer(cfg: Config, device_kind: str) -> str:
 
 def _build_trainer(cfg: Config, run: RunDir, s: _Setup):
     from transformers import EarlyStoppingCallback
-    from trl import SFTTrainer
 
     from lmtune.callbacks import MarkCheckpointComplete, MetricsJsonl, NonFiniteGuard
+    from lmtune.trainer import LmtuneSFTTrainer
 
     has_eval = s.data.validation is not None and len(s.data.validation) > 0
     args = training_arguments(cfg, run, s.precision, s.device.kind, has_eval)
     callbacks = [MetricsJsonl(run / "metrics.jsonl"), NonFiniteGuard(), MarkCheckpointComplete()]
     if cfg.train.early_stopping_patience and has_eval:
         callbacks.append(EarlyStoppingCallback(early_stopping_patience=cfg.train.early_stopping_patience))
-    trainer = SFTTrainer(
+    trainer = LmtuneSFTTrainer(
+        lm_head=cfg.train.lm_head_for(s.device.kind),
         model=s.model,
         args=args,
         train_dataset=s.data.train,

@@ -1,0 +1,149 @@
+"""The two CPU training fast paths give the results of the paths they replace:
+per-document attention for packed rows (lmtune/packed_attention.py) and the loss computed from
+logits at label positions only (lmtune/trainer.py, train.lm_head=label_logits)."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+from transformers import AutoModelForCausalLM
+
+import lmtune.train as lt
+from lmtune.config import load_config
+from lmtune.models import Device, use_training_attention
+from lmtune.packed_attention import NAME, register
+from lmtune.rundir import RunDir
+from tiny_models import model_config, save_tiny_model, write_alpaca
+
+DOCS = (10, 13, 7)   # three documents packed into one 30-token row
+
+
+def _packed_inputs(vocab: int, seed: int = 0) -> dict:
+    g = torch.Generator().manual_seed(seed)
+    ids = torch.randint(5, vocab, (1, sum(DOCS)), generator=g)
+    pos = torch.cat([torch.arange(n) for n in DOCS])[None]
+    cu = torch.tensor([0, *torch.tensor(DOCS).cumsum(0).tolist()], dtype=torch.int32)
+    return {"input_ids": ids, "position_ids": pos, "cu_seq_lens_q": cu, "cu_seq_lens_k": cu,
+            "max_length_q": max(DOCS), "max_length_k": max(DOCS)}
+
+
+def _model(arch: str, attn: str, **overrides):
+    torch.manual_seed(0)
+    cfg = model_config(arch, 300)
+    for k, v in overrides.items():
+        setattr(cfg, k, v)
+    return AutoModelForCausalLM.from_config(cfg, attn_implementation=attn).eval()
+
+
+def _logits_and_grads(model, inputs):
+    model.zero_grad()
+    out = model(**inputs, use_cache=False)   # as in training: transformers finds packing only without a cache
+    out.logits.square().mean().backward()   # any scalar of every position's output
+    return out.logits.detach(), [p.grad.clone() for p in model.parameters()]
+
+
+@pytest.mark.parametrize("arch", ["llama", "qwen2"])
+def test_packed_attention_equals_each_document_alone(arch):
+    register()
+    inputs = _packed_inputs(300)
+    model = _model(arch, NAME)
+    packed, _ = _logits_and_grads(model, inputs)
+    start = 0
+    for n in DOCS:   # ground truth: every document on its own, plain SDPA, no packing at all
+        alone = model(input_ids=inputs["input_ids"][:, start:start + n]).logits.detach()
+        torch.testing.assert_close(packed[:, start:start + n], alone, atol=1e-5, rtol=1e-5)
+        start += n
+
+
+def test_packed_attention_matches_sdpa_outputs_and_gradients():
+    register()
+    inputs = _packed_inputs(300)
+    ref_logits, ref_grads = _logits_and_grads(_model("llama", "sdpa"), inputs)
+    logits, grads = _logits_and_grads(_model("llama", NAME), inputs)
+    torch.testing.assert_close(logits, ref_logits, atol=1e-5, rtol=1e-5)
+    for g, ref in zip(grads, ref_grads):
+        torch.testing.assert_close(g, ref, atol=1e-6, rtol=1e-4)
+
+
+def test_packed_attention_falls_back_for_a_short_sliding_window_and_for_padded_batches():
+    register()
+    # Mistral with a 4-token window: documents are longer, so the model's own windowed mask must run
+    inputs = _packed_inputs(300)
+    ref = _model("mistral", "sdpa", sliding_window=4)(**inputs, use_cache=False).logits
+    got = _model("mistral", NAME, sliding_window=4)(**inputs, use_cache=False).logits
+    torch.testing.assert_close(got, ref, atol=1e-5, rtol=1e-5)
+    # two padded rows with an attention mask (no document boundaries): plain SDPA
+    ids = torch.randint(5, 300, (2, 12), generator=torch.Generator().manual_seed(1))
+    mask = torch.ones_like(ids)
+    mask[1, 8:] = 0
+    ref = _model("llama", "sdpa")(input_ids=ids, attention_mask=mask).logits
+    got = _model("llama", NAME)(input_ids=ids, attention_mask=mask).logits
+    torch.testing.assert_close(got[0], ref[0], atol=1e-5, rtol=1e-5)
+    torch.testing.assert_close(got[1, :8], ref[1, :8], atol=1e-5, rtol=1e-5)
+
+
+def test_packed_attention_is_chosen_only_for_packed_cpu_training(tmp_path):
+    model_dir = save_tiny_model(tmp_path / "base", "llama")
+
+    def chosen(*overrides, device="cpu"):
+        cfg = load_config(None, [f"model.name_or_path={model_dir}", "data.task=sql", *overrides])
+        model = AutoModelForCausalLM.from_pretrained(model_dir)
+        return use_training_attention(model, cfg, Device(device, False, device)), model
+
+    name, model = chosen("data.packing=true")
+    assert name == NAME and model.config._attn_implementation == NAME
+    assert chosen("data.packing=false")[0] is None
+    assert chosen("data.packing=true", device="cuda")[0] is None
+    assert chosen("data.packing=true", "model.attn_implementation=eager")[0] is None
+    # the kernel is a training-time choice: a saved model says nothing about it
+    model.save_pretrained(tmp_path / "saved")
+    assert "lmtune" not in (tmp_path / "saved" / "config.json").read_text()
+
+
+# ---------------------------------------------------------------- loss at label positions
+
+def _trainer(tmp_path, packing: bool):
+    model_dir = save_tiny_model(tmp_path / "base", "llama")
+    data = write_alpaca(tmp_path / "train.jsonl", 24)
+    cfg = load_config(None, [f"model.name_or_path={model_dir}", f"data.train={data}",
+                             f"output.dir={tmp_path / 'run'}", "data.val_split=0", "data.max_length=128",
+                             f"data.packing={str(packing).lower()}", "train.batch_size=2",
+                             "data.template=alpaca", "train.max_steps=1", "output.report=false",
+                             "lora.dropout=0"])   # no random masks: both paths see one network
+    run = RunDir(cfg.output.dir)
+    setup = lt._setup(cfg, run, resume=False)
+    return lt._build_trainer(cfg, run, setup)
+
+
+@pytest.mark.parametrize("packing", [True, False])
+def test_label_logits_loss_equals_trl_fused_loss_and_gradients(tmp_path, packing):
+    trainer = _trainer(tmp_path, packing)
+    assert trainer.lm_head == "label_logits"          # the CPU default
+    model = trainer.model
+    model.train()
+    batch = next(iter(trainer.get_train_dataloader()))
+    assert (batch["labels"] == -100).any() and (batch["labels"] != -100).any()
+    results = {}
+    for head in ("fused", "label_logits"):
+        trainer.lm_head = head
+        for n_items in (None, torch.tensor(50)):
+            model.zero_grad()
+            loss = trainer.compute_loss(model, dict(batch), num_items_in_batch=n_items)
+            loss.backward()
+            grads = [p.grad.clone() for p in model.parameters() if p.requires_grad]
+            results[head, n_items is None] = (loss.detach(), grads)
+    for normalised in (True, False):
+        ref_loss, ref_grads = results["fused", normalised]
+        loss, grads = results["label_logits", normalised]
+        torch.testing.assert_close(loss, ref_loss, atol=1e-5, rtol=1e-5)
+        assert any(g.abs().sum() > 0 for g in grads)
+        for g, ref in zip(grads, ref_grads):
+            torch.testing.assert_close(g, ref, atol=1e-6, rtol=1e-4)
+    assert trainer._metrics["train"]["mean_token_accuracy"]    # logged on both paths
+
+
+def test_lm_head_default_per_device():
+    cfg = load_config(None, ["data.task=sql"])
+    assert cfg.train.lm_head_for("cpu") == "label_logits"
+    assert cfg.train.lm_head_for("cuda") == "fused"
+    assert load_config(None, ["data.task=sql", "train.lm_head=fused"]).train.lm_head_for("cpu") == "fused"
