@@ -80,6 +80,10 @@ VARIANTS = {
                                                 "train.keep_freed_memory=false"],
                                   "env": {"MALLOC_MMAP_THRESHOLD_": "33554432", "MALLOC_TRIM_THRESHOLD_": "1073741824"}}),
     "trl-keep": ("trl", {"env": {"MALLOC_MMAP_THRESHOLD_": "268435456", "MALLOC_TRIM_THRESHOLD_": "1073741824"}}),
+    # the two CPU fast paths (on by default since they were measured), each turned off alone
+    "lmtune-fused": ("lmtune", {"overrides": ["train.lm_head=fused"]}),
+    "lmtune-sdpa": ("lmtune", {"overrides": ["model.attn_implementation=sdpa"]}),
+    "lmtune-t1": ("lmtune", {"threads": 1}),
     "lmtune-bs1-compile": ("lmtune", {"overrides": ["train.batch_size=1", "train.grad_accum=4"],
                                       "sft": {"torch_compile": True}}),
 }

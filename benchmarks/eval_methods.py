@@ -28,16 +28,20 @@ PRESET = str(ROOT / "configs" / "tiny-sql-{}.yaml")
 
 # name -> (preset, overrides). "full-aggressive" is deliberately too much: 10x the full preset's
 # learning rate, held constant, for one epoch (already flagged; see the README).
+# The LoRA preset trains with two DDP workers x grad_accum 4; the runs here are one process each
+# (two runs side by side with --parallel 2), with the same 8 packed rows per optimizer step.
+ONE = ["distributed.nproc=1", "train.grad_accum=8"]
 RUNS = {
     "full": ("full", []),
-    "lora": ("lora", []),
+    "lora": ("lora", ONE),
     "qlora": ("qlora", []),
     "full-aggressive": ("full", ["train.learning_rate=5e-3", "train.epochs=1", "train.scheduler=constant",
                                  "train.warmup_ratio=0"]),
-    "lora-lr1e-3": ("lora", ["train.learning_rate=1e-3"]),
+    "lora-lr1e-3": ("lora", [*ONE, "train.learning_rate=1e-3"]),
     # half the tokens, as many optimizer steps (148): is one epoch enough for the main job?
-    "lora-1ep-a4": ("lora", ["train.epochs=1", "train.grad_accum=4"]),
-    "lora-1ep-a4-lr4e-3": ("lora", ["train.epochs=1", "train.grad_accum=4", "train.learning_rate=4e-3"]),
+    "lora-1ep-a4": ("lora", ["distributed.nproc=1", "train.epochs=1", "train.grad_accum=4"]),
+    "lora-1ep-a4-lr4e-3": ("lora", ["distributed.nproc=1", "train.epochs=1", "train.grad_accum=4",
+                                    "train.learning_rate=4e-3"]),
 }
 
 
