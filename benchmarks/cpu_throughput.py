@@ -84,6 +84,10 @@ VARIANTS = {
     "lmtune-fused": ("lmtune", {"overrides": ["train.lm_head=fused"]}),
     "lmtune-sdpa": ("lmtune", {"overrides": ["model.attn_implementation=sdpa"]}),
     "lmtune-t1": ("lmtune", {"threads": 1}),
+    # every child imports torch before any recipe runs, so libgomp keeps its default waiting (threads
+    # spin a while before sleeping) for all recipes; `lmtune train` sets passive waiting before torch
+    # loads (lmtune/__init__.py). This variant runs lmtune as the command does.
+    "lmtune-cli": ("lmtune", {"env": {"OMP_WAIT_POLICY": "PASSIVE"}}),
     "lmtune-bs1-compile": ("lmtune", {"overrides": ["train.batch_size=1", "train.grad_accum=4"],
                                       "sft": {"torch_compile": True}}),
 }

@@ -147,3 +147,28 @@ def test_lm_head_default_per_device():
     assert cfg.train.lm_head_for("cpu") == "label_logits"
     assert cfg.train.lm_head_for("cuda") == "fused"
     assert load_config(None, ["data.task=sql", "train.lm_head=fused"]).train.lm_head_for("cpu") == "fused"
+
+
+# ---------------------------------------------------------------- threads per process
+
+def _threads_in_child(env_extra: dict, threads: str) -> int:
+    import os
+    import subprocess
+    import sys
+
+    env = {k: v for k, v in os.environ.items() if k not in ("OMP_NUM_THREADS", "OMP_WAIT_POLICY")}
+    env.update(env_extra)
+    code = (f"import lmtune; from lmtune.models import set_threads; import torch; "
+            f"n = set_threads({threads}); assert n == torch.get_num_threads(); print(n)")
+    out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, check=True)
+    return int(out.stdout.strip())
+
+
+def test_cpu_threads_default_to_one_per_process_under_passive_waiting():
+    import os
+
+    cores = len(os.sched_getaffinity(0))
+    assert _threads_in_child({}, "None") == 1                      # lmtune sets passive waiting itself
+    assert _threads_in_child({}, "3") == 3                         # train.threads wins
+    assert _threads_in_child({"OMP_WAIT_POLICY": "ACTIVE"}, "None") == cores   # spinning: torch's choice
+    assert _threads_in_child({"OMP_NUM_THREADS": "2"}, "None") == 2           # the user's env wins

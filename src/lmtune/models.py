@@ -236,6 +236,7 @@ def load_model(ref: str, cfg: Config, device: Device, tokenizer=None, quantize: 
     """Load the causal LM in the dtype the run trains in (fp32 master weights under mixed precision)."""
     from transformers import AutoModelForCausalLM
 
+    set_threads(cfg.train.threads)   # eval, generate and merge load through here too
     mcfg = cfg.model
     dtype = mcfg.dtype
     if dtype == "auto":
@@ -264,9 +265,20 @@ def load_model(ref: str, cfg: Config, device: Device, tokenizer=None, quantize: 
     return model
 
 
-def set_threads(threads: int | None) -> None:
-    if threads:
-        import torch
+def set_threads(threads: int | None) -> int:
+    """train.threads, or the CPU default: one thread per process while lmtune's passive OpenMP
+    waiting is in effect. Measured on 2 cores (benchmarks/README.md): with passive waiting a second
+    thread costs more in wake-ups than it gives, on a 5.5M and a 28M model alike (1,255 vs 1,665
+    and 378 vs 468 tokens/s); more cores are used through processes (--nproc N: 1.98x on 2 cores).
+    OMP_NUM_THREADS, an OMP_WAIT_POLICY other than passive, or a GPU leave torch's choice alone."""
+    import torch
 
-        torch.set_num_threads(threads)
-        os.environ.setdefault("OMP_NUM_THREADS", str(threads))
+    if threads is None:
+        keep = (torch.cuda.is_available() or "OMP_NUM_THREADS" in os.environ
+                or os.environ.get("OMP_WAIT_POLICY", "").upper() != "PASSIVE")
+        if keep:
+            return torch.get_num_threads()
+        threads = 1
+    torch.set_num_threads(threads)
+    os.environ.setdefault("OMP_NUM_THREADS", str(threads))
+    return threads
