@@ -237,6 +237,8 @@ def run_lmtune(job: Job) -> Trained:
     if sft:  # SFTConfig knobs lmtune's config does not expose (to measure candidate defaults)
         mapping = lt.training_arguments
         lt.training_arguments = lambda *a, **k: dataclasses.replace(mapping(*a, **k), **sft)
+    if job.options.get("end") == "newline":
+        _end_with_newline()
     setup = lt._setup(cfg, run, resume=False)
     trainer = lt._build_trainer(cfg, run, setup)
     use_loss(trainer, job.options.get("loss"))
@@ -247,6 +249,22 @@ def run_lmtune(job: Job) -> Trained:
     info = {"layout": f"lmtune template {setup.template.name}", "batch_size": cfg.train.batch_size,
             "grad_accum": cfg.train.grad_accum, "packing": cfg.data.packing, "lr": cfg.learning_rate}
     return Trained(trainer, setup.tokenizer, items, info)
+
+
+def _end_with_newline() -> None:
+    """Diagnostic: end every tokenized example as TRL's chat-template rendering does (the template's
+    trailing newline after the end-of-turn token, trained) instead of lmtune's appended eos."""
+    import lmtune.data.tokenize as tk
+
+    original = tk.tokenize_example
+
+    def patched(example, template, tokenizer, *args, **kwargs):
+        out = original(example, template, tokenizer, *args, **kwargs)
+        if out.input_ids and out.input_ids[-1] == tokenizer.eos_token_id:
+            out.input_ids[-1] = tokenizer("\n", add_special_tokens=False)["input_ids"][-1]
+        return out
+
+    tk.tokenize_example = patched
 
 
 RECIPES = {"seed": run_seed, "trl": run_trl, "lmtune": run_lmtune}

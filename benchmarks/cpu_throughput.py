@@ -84,6 +84,8 @@ VARIANTS = {
     "lmtune-fused": ("lmtune", {"overrides": ["train.lm_head=fused"]}),
     "lmtune-sdpa": ("lmtune", {"overrides": ["model.attn_implementation=sdpa"]}),
     "lmtune-t1": ("lmtune", {"threads": 1}),
+    # diagnostic for the eval-loss gap to TRL: examples end in "<|im_end|>\n" as in TRL's data
+    "lmtune-nl-end": ("lmtune", {"end": "newline"}),
     # every child imports torch before any recipe runs, so libgomp keeps its default waiting (threads
     # spin a while before sleeping) for all recipes; `lmtune train` sets passive waiting before torch
     # loads (lmtune/__init__.py). This variant runs lmtune as the command does.
