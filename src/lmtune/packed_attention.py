@@ -5,7 +5,7 @@ for it, so every layer computes all row-length x row-length scores and masks mos
 TRL's padding-free collator also passes the document boundaries (`cu_seq_lens_q`), so each
 document can run its own causal SDPA instead: the same result (a test compares outputs and
 gradients), a fraction of the work. Measured on the embedded base (512-token rows of about 3.4
-SQL examples): 1.13x faster training steps (benchmarks/README.md).
+SQL examples): 1.09x the training tokens/s (1.13x in a one-thread profile; benchmarks/README.md).
 
 On GPUs flash-attention kernels already take the boundaries natively, so lmtune enables this only
 on CPU (`lmtune.models.attention_for`). Anything unusual falls back to transformers' own SDPA
