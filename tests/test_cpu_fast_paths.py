@@ -95,6 +95,14 @@ def test_packed_attention_is_chosen_only_for_packed_cpu_training(tmp_path):
     assert chosen("data.packing=false")[0] is None
     assert chosen("data.packing=true", device="cuda")[0] is None
     assert chosen("data.packing=true", "model.attn_implementation=eager")[0] is None
+    # windowed layers keep the model's own masks (Qwen2-MoE builds its window only into the mask)
+    windowed = AutoModelForCausalLM.from_config(model_config("qwen2", 300), attn_implementation="sdpa")
+    windowed.config.use_sliding_window, windowed.config.sliding_window = True, 4
+    cfg = load_config(None, [f"model.name_or_path={model_dir}", "data.task=sql", "data.packing=true"])
+    assert use_training_attention(windowed, cfg, Device("cpu", False, "cpu")) is None
+    windowed.config.use_sliding_window = False
+    windowed.config.layer_types = ["sliding_attention", "full_attention"]
+    assert use_training_attention(windowed, cfg, Device("cpu", False, "cpu")) is None
     # the kernel is a training-time choice: a saved model says nothing about it
     model.save_pretrained(tmp_path / "saved")
     assert "lmtune" not in (tmp_path / "saved" / "config.json").read_text()

@@ -212,9 +212,19 @@ def check_launch(cfg) -> None:
         if d.nproc > gpus:  # NCCL cannot put two ranks on one GPU
             problems.append(f"distributed.nproc: {d.nproc} processes but {gpus} GPU(s) visible; use --nproc {gpus} "
                             f"(one process per GPU) or set CUDA_VISIBLE_DEVICES")
+            problems.append(f"to keep the rows per optimizer step, multiply train.grad_accum by the same factor "
+                            f"(e.g. --nproc {max(1, gpus)} train.grad_accum={cfg.train.grad_accum * d.nproc // max(1, gpus)})")
     if problems:
         raise UserError(f"cannot start {d.nproc} process(es) x {d.nnodes} machine(s), backend {backend} on {kind}",
                         problems)
+
+
+def _usable_cores() -> int:
+    """Cores this process may run on (affinity, e.g. taskset or a container's cpuset), not the host's."""
+    try:
+        return len(os.sched_getaffinity(0))
+    except AttributeError:   # not on Linux
+        return os.cpu_count() or 1
 
 
 def launch(cfg, child_argv: list[str], quiet: bool = False) -> int:
@@ -228,7 +238,7 @@ def launch(cfg, child_argv: list[str], quiet: bool = False) -> int:
     backend = resolve_backend(d.backend, d.nproc * d.nnodes)
     if device_kind() == "cpu" and "OMP_NUM_THREADS" not in os.environ:
         # torchrun would set 1; on CPU each worker may use its share of the cores
-        os.environ["OMP_NUM_THREADS"] = str(cfg.train.threads or max(1, (os.cpu_count() or 1) // d.nproc))
+        os.environ["OMP_NUM_THREADS"] = str(cfg.train.threads or max(1, _usable_cores() // d.nproc))
     args = torchrun_args(cfg, child_argv)
     if not quiet:
         print(f"launching {d.nproc} process(es) x {d.nnodes} machine(s), backend {backend}:\n"

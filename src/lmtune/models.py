@@ -225,11 +225,22 @@ def use_training_attention(model, cfg: Config, device: Device) -> str | None:
         return None
     if getattr(model.config, "_attn_implementation", None) != "sdpa":
         return None        # eager/flex models, or remote code without SDPA: leave them alone
+    if not _plain_causal_layers(model.config.get_text_config()):
+        return None
     from lmtune.packed_attention import register
 
     name = register()
     model.set_attn_implementation(name)
     return name
+
+
+def _plain_causal_layers(config) -> bool:
+    """Every layer full causal attention: no sliding window or chunk that lives only in the mask."""
+    if any(t != "full_attention" for t in (getattr(config, "layer_types", None) or [])):
+        return False
+    if getattr(config, "attention_chunk_size", None) or getattr(config, "use_sliding_window", False):
+        return False
+    return True
 
 
 def load_model(ref: str, cfg: Config, device: Device, tokenizer=None, quantize: bool = False):

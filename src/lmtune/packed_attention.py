@@ -8,9 +8,11 @@ gradients), a fraction of the work. Measured on the embedded base (512-token row
 SQL examples): 1.09x the training tokens/s (1.13x in a one-thread profile; benchmarks/README.md).
 
 On GPUs flash-attention kernels already take the boundaries natively, so lmtune enables this only
-on CPU (`lmtune.models.attention_for`). Anything unusual falls back to transformers' own SDPA
-path with the mask it built: several rows per batch, a KV cache (generation), a sliding window
-shorter than a document, an encoder (non-causal) module.
+on CPU, and only for models whose every layer is plain causal attention
+(`lmtune.models.use_training_attention`: models with sliding-window or chunked layers keep their
+own masks, some of which never reach the attention function). Anything unusual at run time falls
+back to transformers' own SDPA path with the mask it built: several rows per batch, a KV cache
+(generation), a sliding window shorter than a document, an encoder (non-causal) module, softcapping.
 """
 
 from __future__ import annotations
@@ -52,12 +54,12 @@ def _document_bounds(module, query, key, is_causal, kwargs) -> list[int] | None:
         return None        # not one padding-free packed row, or keys from a cache
     if is_causal is False or not getattr(module, "is_causal", True):
         return None
-    if kwargs.get("position_bias") is not None:
-        return None
+    if kwargs.get("position_bias") is not None or kwargs.get("softcap") is not None:
+        return None        # SDPA's own path handles (or refuses) these
     bounds = [int(b) for b in cu.tolist()]
     if bounds[0] != 0 or bounds[-1] != query.shape[2]:
         return None        # boundaries that do not describe this row
-    window = kwargs.get("sliding_window")
+    window = kwargs.get("sliding_window") or getattr(module, "sliding_window", None)
     if window is not None and max(e - s for s, e in zip(bounds[:-1], bounds[1:])) > window:
         return None        # a causal window shorter than a document needs the model's own mask
     return bounds

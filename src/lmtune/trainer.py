@@ -29,8 +29,12 @@ class LmtuneSFTTrainer(SFTTrainer):
 
     def _label_logits_apply(self, model, inputs, return_outputs: bool) -> bool:
         # anything TRL handles specially (MoE aux loss, label smoothing, a custom loss, callers
-        # that want full logits) keeps TRL's path
+        # that want full logits, the DFT loss, context/sequence parallelism with pre-shifted
+        # labels) keeps TRL's path
+        parallel = getattr(self.accelerator, "parallelism_config", None)
         return (self.lm_head == "label_logits" and not return_outputs and "labels" in inputs
+                and "shift_labels" not in inputs and self.args.loss_type == "nll"
+                and not (parallel is not None and getattr(parallel, "sp_enabled", False))
                 and not self.aux_loss_enabled and self.label_smoother is None
                 and self.compute_loss_func is None and self._takes_logits_to_keep)
 
@@ -42,8 +46,8 @@ class LmtuneSFTTrainer(SFTTrainer):
         # position t predicts token t+1; columns where no row has a label are never projected
         shifted = F.pad(labels[:, 1:], (0, 1), value=-100)
         keep = (shifted != -100).any(dim=0).nonzero().flatten()
-        forward = {k: v for k, v in inputs.items() if k != "labels"}
-        outputs = model(**forward, use_cache=False, logits_to_keep=keep)
+        forward = {**{k: v for k, v in inputs.items() if k != "labels"}, "use_cache": False}
+        outputs = model(**forward, logits_to_keep=keep)
         target = shifted[:, keep]
         logits = outputs.logits.float()
         mask = target != -100
