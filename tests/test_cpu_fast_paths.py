@@ -180,3 +180,18 @@ def test_cpu_threads_default_to_one_per_process_under_passive_waiting():
     assert _threads_in_child({}, "3") == 3                         # train.threads wins
     assert _threads_in_child({"OMP_WAIT_POLICY": "ACTIVE"}, "None") == cores   # spinning: torch's choice
     assert _threads_in_child({"OMP_NUM_THREADS": "2"}, "None") == 2           # the user's env wins
+
+
+def test_one_process_on_a_multicore_cpu_says_how_to_use_the_other_cores(tmp_path, capsys, monkeypatch):
+    import lmtune.distributed as dist
+
+    cfg = load_config(None, ["data.task=sql", "train.grad_accum=8"])
+    monkeypatch.setattr(dist, "usable_cores", lambda: 2)
+    lt._suggest_processes(cfg, "cpu", threads=1)
+    assert "--nproc 2 train.grad_accum=4" in capsys.readouterr().err
+    for device, threads, extra in (("cuda", 1, []), ("cpu", 2, []), ("cpu", 1, ["train.threads=1"])):
+        lt._suggest_processes(load_config(None, ["data.task=sql", *extra]), device, threads)
+        assert capsys.readouterr().err == ""      # GPUs, several threads, or threads chosen: nothing
+    monkeypatch.setattr(dist, "usable_cores", lambda: 1)
+    lt._suggest_processes(cfg, "cpu", threads=1)
+    assert capsys.readouterr().err == ""

@@ -219,7 +219,7 @@ def check_launch(cfg) -> None:
                         problems)
 
 
-def _usable_cores() -> int:
+def usable_cores() -> int:
     """Cores this process may run on (affinity, e.g. taskset or a container's cpuset), not the host's."""
     try:
         return len(os.sched_getaffinity(0))
@@ -238,7 +238,7 @@ def launch(cfg, child_argv: list[str], quiet: bool = False) -> int:
     backend = resolve_backend(d.backend, d.nproc * d.nnodes)
     if device_kind() == "cpu" and "OMP_NUM_THREADS" not in os.environ:
         # torchrun would set 1; on CPU each worker may use its share of the cores
-        os.environ["OMP_NUM_THREADS"] = str(cfg.train.threads or max(1, _usable_cores() // d.nproc))
+        os.environ["OMP_NUM_THREADS"] = str(cfg.train.threads or max(1, usable_cores() // d.nproc))
     args = torchrun_args(cfg, child_argv)
     if not quiet:
         print(f"launching {d.nproc} process(es) x {d.nnodes} machine(s), backend {backend}:\n"

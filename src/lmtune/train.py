@@ -94,8 +94,9 @@ def _setup(cfg: Config, run: RunDir, resume: bool) -> _Setup:
                                use_training_attention)
 
     ref = _preflight_all_ranks(cfg, run, resume)
-    set_threads(cfg.train.threads)
+    threads = set_threads(cfg.train.threads)
     device = detect_device()
+    _suggest_processes(cfg, device.kind, threads)
     if device.kind == "cpu" and cfg.train.keep_freed_memory:
         from lmtune.cpu_memory import keep_freed_memory
 
@@ -111,6 +112,23 @@ def _setup(cfg: Config, run: RunDir, resume: bool) -> _Setup:
     trainable, total = methods.count_parameters(model)
     _write_run_inputs(cfg, run, tokenizer, template, data)
     return _Setup(model, tokenizer, template, data, device, precision, trainable, total)
+
+
+def _suggest_processes(cfg: Config, device_kind: str, threads: int) -> None:
+    """One process on one thread of a multi-core CPU (the default) leaves cores idle: say how to
+    use them. Processes, not threads: a second passive thread costs more than it gives (models.py)."""
+    import sys
+
+    from lmtune.distributed import is_launched, usable_cores
+
+    cores = usable_cores()
+    if device_kind != "cpu" or threads != 1 or cfg.train.threads or is_launched() or cores < 2:
+        return
+    accum = cfg.train.grad_accum
+    how = (f"--nproc {cores} train.grad_accum={accum // cores}" if accum % cores == 0
+           else f"--nproc {cores} (and train.grad_accum divided by {cores})")
+    print(f"note: CPU training runs one thread per process; {how} uses all {cores} cores with the same "
+          f"rows per optimizer step (1.98x faster training measured on 2 cores)", file=sys.stderr)
 
 
 def _preflight_all_ranks(cfg: Config, run: RunDir, resume: bool):
