@@ -4,6 +4,7 @@ Llama from a LlamaConfig with a byte-level BPE tokenizer trained on the bundled 
     tiny        the embedded base (src/lmtune/assets/base/tiny), when it has been built
     random-5m   hidden 256, 4 layers, vocab 4096   (~5M params, DESIGN section 3's pilot shape)
     random-30m  hidden 512, 8 layers, GQA 8/4 heads, vocab 4096   (~27M params)
+    random-100m hidden 1024, 8 layers, GQA 16/8 heads, vocab 4096 (~97M params)
     DIR         any local model directory saved with save_pretrained
 
 Random models are saved once under the work directory (keyed by name and seed) and reused, so
@@ -24,6 +25,8 @@ SHAPES = {
                       num_attention_heads=4, num_key_value_heads=4),
     "random-30m": dict(hidden_size=512, intermediate_size=1408, num_hidden_layers=8,
                        num_attention_heads=8, num_key_value_heads=4),
+    "random-100m": dict(hidden_size=1024, intermediate_size=2816, num_hidden_layers=8,
+                        num_attention_heads=16, num_key_value_heads=8),
 }
 VOCAB = 4096
 SPECIALS = ["<|endoftext|>", "<|pad|>"]

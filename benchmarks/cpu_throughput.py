@@ -90,6 +90,7 @@ VARIANTS = {
     # spin a while before sleeping) for all recipes; `lmtune train` sets passive waiting before torch
     # loads (lmtune/__init__.py). This variant runs lmtune as the command does.
     "lmtune-cli": ("lmtune", {"env": {"OMP_WAIT_POLICY": "PASSIVE"}}),
+    "lmtune-cli-t2": ("lmtune", {"env": {"OMP_WAIT_POLICY": "PASSIVE"}, "threads": 2}),
     "lmtune-bs1-compile": ("lmtune", {"overrides": ["train.batch_size=1", "train.grad_accum=4"],
                                       "sft": {"torch_compile": True}}),
 }

@@ -159,7 +159,7 @@ def test_lm_head_default_per_device():
 
 # ---------------------------------------------------------------- threads per process
 
-def _threads_in_child(env_extra: dict, threads: str) -> int:
+def _threads_in_child(env_extra: dict, call: str) -> int:
     import os
     import subprocess
     import sys
@@ -167,19 +167,21 @@ def _threads_in_child(env_extra: dict, threads: str) -> int:
     env = {k: v for k, v in os.environ.items() if k not in ("OMP_NUM_THREADS", "OMP_WAIT_POLICY")}
     env.update(env_extra)
     code = (f"import lmtune; from lmtune.models import set_threads; import torch; "
-            f"n = set_threads({threads}); assert n == torch.get_num_threads(); print(n)")
+            f"n = set_threads({call}); assert n == torch.get_num_threads(); print(n)")
     out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, check=True)
     return int(out.stdout.strip())
 
 
-def test_cpu_threads_default_to_one_per_process_under_passive_waiting():
+def test_cpu_threads_default_to_one_per_process_for_small_models_under_passive_waiting():
     import os
 
     cores = len(os.sched_getaffinity(0))
-    assert _threads_in_child({}, "None") == 1                      # lmtune sets passive waiting itself
-    assert _threads_in_child({}, "3") == 3                         # train.threads wins
-    assert _threads_in_child({"OMP_WAIT_POLICY": "ACTIVE"}, "None") == cores   # spinning: torch's choice
-    assert _threads_in_child({"OMP_NUM_THREADS": "2"}, "None") == 2           # the user's env wins
+    assert _threads_in_child({}, "None, 256") == 1                 # lmtune sets passive waiting itself
+    assert _threads_in_child({}, "None, 1024") == cores            # wide models: several threads pay
+    assert _threads_in_child({}, "None") == cores                  # size unknown: torch's choice
+    assert _threads_in_child({}, "3, 256") == 3                    # train.threads wins
+    assert _threads_in_child({"OMP_WAIT_POLICY": "ACTIVE"}, "None, 256") == cores   # spinning
+    assert _threads_in_child({"OMP_NUM_THREADS": "2"}, "None, 256") == 2           # the user's env wins
 
 
 def test_one_process_on_a_multicore_cpu_says_how_to_use_the_other_cores(tmp_path, capsys, monkeypatch):

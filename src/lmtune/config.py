@@ -113,9 +113,10 @@ class TrainConfig:
     load_best: bool = _f(True, "end with the checkpoint of lowest validation loss")
     early_stopping_patience: int | None = _f(None, "stop after N evaluations without improvement", min=1)
     seed: int = _f(42, "seed for initialisation, shuffling and dropout", min=0)
-    threads: int | None = _f(None, "CPU threads for torch per process (None: 1 on CPU under lmtune's passive "
-                                   "OpenMP waiting, measured fastest; use --nproc N for N cores. "
-                                   "OMP_NUM_THREADS or OMP_WAIT_POLICY=ACTIVE: torch's choice)", min=1)
+    threads: int | None = _f(None, "CPU threads for torch per process (None: 1 for models with hidden size "
+                                   "under 1024 under lmtune's passive OpenMP waiting, measured fastest, "
+                                   "--nproc N for N cores; else torch's choice. OMP_NUM_THREADS or "
+                                   "OMP_WAIT_POLICY=ACTIVE: torch's choice)", min=1)
     lm_head: str = _f("auto", "how the loss runs the LM head: label_logits (the model's own head and "
                               "cross-entropy, only where a label is set: 1.4x the CPU tokens/s), fused "
                               "(TRL's chunked kernel: never holds full-vocabulary logits, logs entropy); "

@@ -90,13 +90,11 @@ def preflight(cfg: Config, run: RunDir, resume: bool):
 
 def _setup(cfg: Config, run: RunDir, resume: bool) -> _Setup:
     from lmtune import methods
-    from lmtune.models import (detect_device, load_model, load_tokenizer, resolve_precision, set_threads,
+    from lmtune.models import (detect_device, load_model, load_tokenizer, resolve_precision, torch_threads,
                                use_training_attention)
 
     ref = _preflight_all_ranks(cfg, run, resume)
-    threads = set_threads(cfg.train.threads)
     device = detect_device()
-    _suggest_processes(cfg, device.kind, threads)
     if device.kind == "cpu" and cfg.train.keep_freed_memory:
         from lmtune.cpu_memory import keep_freed_memory
 
@@ -106,7 +104,8 @@ def _setup(cfg: Config, run: RunDir, resume: bool) -> _Setup:
     data = _prepare_data(cfg, run, tokenizer, resume)  # raises DataError listing every bad record
     template = data.template
     _seed(cfg.train.seed)  # LoRA/new-token init: same start on every rank and in every rerun
-    model = load_model(ref, cfg, device, tokenizer, quantize=cfg.method == "qlora")
+    model = load_model(ref, cfg, device, tokenizer, quantize=cfg.method == "qlora")  # sets the threads
+    _suggest_processes(cfg, device.kind, torch_threads())
     use_training_attention(model, cfg, device)
     model = methods.prepare(model, cfg)
     trainable, total = methods.count_parameters(model)
