@@ -277,12 +277,6 @@ def load_model(ref: str, cfg: Config, device: Device, tokenizer=None, quantize: 
     return model
 
 
-def torch_threads() -> int:
-    import torch
-
-    return torch.get_num_threads()
-
-
 # Below this hidden size one thread beats several passive ones (per-op work too small to share).
 ONE_THREAD_BELOW_HIDDEN = 1024
 

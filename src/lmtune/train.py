@@ -89,9 +89,10 @@ def preflight(cfg: Config, run: RunDir, resume: bool):
 
 
 def _setup(cfg: Config, run: RunDir, resume: bool) -> _Setup:
+    import torch
+
     from lmtune import methods
-    from lmtune.models import (detect_device, load_model, load_tokenizer, resolve_precision, torch_threads,
-                               use_training_attention)
+    from lmtune.models import detect_device, load_model, load_tokenizer, resolve_precision, use_training_attention
 
     ref = _preflight_all_ranks(cfg, run, resume)
     device = detect_device()
@@ -105,7 +106,7 @@ def _setup(cfg: Config, run: RunDir, resume: bool) -> _Setup:
     template = data.template
     _seed(cfg.train.seed)  # LoRA/new-token init: same start on every rank and in every rerun
     model = load_model(ref, cfg, device, tokenizer, quantize=cfg.method == "qlora")  # sets the threads
-    _suggest_processes(cfg, device.kind, torch_threads())
+    _suggest_processes(cfg, device.kind, torch.get_num_threads())
     use_training_attention(model, cfg, device)
     model = methods.prepare(model, cfg)
     trainable, total = methods.count_parameters(model)

@@ -11,8 +11,6 @@ base on CPU (benchmarks/README.md). Entropy is not logged on this path; mean_tok
 
 from __future__ import annotations
 
-import inspect
-
 from trl import SFTTrainer
 
 
@@ -20,7 +18,10 @@ class LmtuneSFTTrainer(SFTTrainer):
     def __init__(self, *args, lm_head: str = "fused", **kwargs):
         super().__init__(*args, **kwargs)
         self.lm_head = lm_head
-        self._takes_logits_to_keep = accepts_logits_to_keep(self.model)
+        # transformers' own check of the forward signature (older remote code may lack the
+        # argument: TRL's path runs then); the model is not wrapped for DDP yet here
+        base = self.model.get_base_model() if hasattr(self.model, "get_base_model") else self.model
+        self._takes_logits_to_keep = getattr(base, "_supports_logits_to_keep", lambda: False)()
 
     def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
         if not self._label_logits_apply(model, inputs, return_outputs):
@@ -70,17 +71,10 @@ class LmtuneSFTTrainer(SFTTrainer):
             correct = self.accelerator.gather_for_metrics(((logits.argmax(-1) == target) & mask).sum()).sum()
         self._metrics[mode]["mean_token_accuracy"].append((correct / valid).item() if valid > 0 else 0.0)
         if mode == "train":
-            ids = inputs["attention_mask"] if "attention_mask" in inputs else inputs["input_ids"]
-            local = torch.tensor(int(ids.sum()) if "attention_mask" in inputs else ids.numel(),
-                                 device=ids.device)
+            # padded batches count their mask; padding-free packed rows count every position
+            attention = inputs.get("attention_mask")
+            ids = inputs["input_ids"]
+            local = attention.sum() if attention is not None else torch.tensor(ids.numel(), device=ids.device)
             self._total_train_tokens += self.accelerator.gather_for_metrics(local).sum().item() // self._tp_size
         self._metrics[mode]["num_tokens"] = [self._total_train_tokens]
 
-
-def accepts_logits_to_keep(model) -> bool:
-    """transformers' causal LMs take `logits_to_keep` (an int or an index tensor); older remote code
-    may not, and then TRL's path runs."""
-    base = model
-    while hasattr(base, "get_base_model") or hasattr(base, "module"):
-        base = base.get_base_model() if hasattr(base, "get_base_model") else base.module
-    return "logits_to_keep" in inspect.signature(type(base).forward).parameters
