@@ -48,3 +48,64 @@ def test_qlora_trains_and_merges_through_the_dequantized_base(tmp_path):
 
     merged = AutoModelForCausalLM.from_pretrained(str(tmp_path / "merged"))
     assert all(p.dtype == torch.float32 for p in merged.parameters())  # no 4-bit weights written
+
+
+# --- bitsandbytes' packed AVX512-BF16 CPU kernel (used for 4-bit inference on CPUs that have it)
+# takes only layers with out_features % 32 == 0 and in_features % blocksize == 0. A Llama with
+# hidden 64 and intermediate 96 has both kinds: every projection fits except down_proj (in 96).
+
+def _mixed_shape_4bit_model(tmp_path):
+    from transformers import AutoModelForCausalLM, LlamaConfig
+
+    from lmtune.models import detect_device, load_model
+
+    cfg = LlamaConfig(vocab_size=64, hidden_size=64, intermediate_size=96, num_hidden_layers=1,
+                      num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=64)
+    torch.manual_seed(0)
+    AutoModelForCausalLM.from_config(cfg).save_pretrained(str(tmp_path / "mixed"))
+    run_cfg = load_config(None, [f"model.name_or_path={tmp_path / 'mixed'}", "method=qlora",
+                                 "data.task=sql"])
+    return load_model(str(tmp_path / "mixed"), run_cfg, detect_device(), quantize=True)
+
+
+def test_cpu_4bit_kernel_shape_rule():
+    from lmtune.models import cpu_4bit_kernel_fits
+
+    assert cpu_4bit_kernel_fits(64, 64, 64)
+    assert cpu_4bit_kernel_fits(96, 128, 64)          # out 96 = 3 x 32
+    assert not cpu_4bit_kernel_fits(32, 96, 64)       # in 96 is not a whole number of blocks
+    assert not cpu_4bit_kernel_fits(48, 64, 64)       # out 48 is not a whole number of 32-row blocks
+    assert not cpu_4bit_kernel_fits(32, 32, 64)       # the tiny test model's layers
+
+
+def test_unfit_4bit_layers_leave_the_avx512_kernel_and_fit_ones_keep_it(tmp_path):
+    """On any CPU: with the flag bitsandbytes sets on AVX512-BF16 CPUs forced on, only the layers
+    whose shapes the kernel can't take are moved to the generic path."""
+    import bitsandbytes as bnb
+
+    from lmtune.models import keep_4bit_layers_off_unfit_cpu_kernel
+
+    model = _mixed_shape_4bit_model(tmp_path)
+    layers = {n: m for n, m in model.named_modules() if isinstance(m, bnb.nn.Linear4bit)}
+    assert len(layers) == 7
+    for m in layers.values():
+        m.support_avx512bf16_for_cpu = True
+    moved = keep_4bit_layers_off_unfit_cpu_kernel(model)
+    assert moved == ["model.layers.0.mlp.down_proj"]
+    assert {n for n, m in layers.items() if m.support_avx512bf16_for_cpu} == set(layers) - set(moved)
+
+
+def test_mixed_shape_4bit_model_evaluates_on_this_cpu(tmp_path):
+    """Where the CPU has AVX512-BF16 this runs the packed kernel for the fit layers and the generic
+    path for down_proj (without the routing it crashes); elsewhere every layer is generic. Either way
+    the no-grad logits match the training-mode (generic, gradient-enabled) forward's."""
+    model = _mixed_shape_4bit_model(tmp_path)
+    ids = torch.tensor([[1, 5, 9, 13, 17, 21]])
+    model.train()
+    reference = model(ids).logits.detach()
+    model.eval()
+    with torch.no_grad():
+        logits = model(ids).logits
+    assert torch.isfinite(logits).all()
+    # the packed kernel computes in bf16: agreement to bf16 precision, not bit for bit
+    assert torch.allclose(logits, reference, atol=5e-2, rtol=5e-2)

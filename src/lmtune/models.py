@@ -217,6 +217,35 @@ def quantization_config(cfg: Config, device: Device):
     )
 
 
+# bitsandbytes' AVX512-BF16 CPU kernel repacks a 4-bit weight in blocks of 32 output rows and reads
+# its scales per quantization block of the input: layers whose out_features is not a multiple of 32,
+# or whose in_features is not a multiple of the block size, crash inside bitsandbytes ("shape
+# '[32, 0]' is invalid ...") the first time they run without gradients (evaluation, generation).
+AVX512_BF16_ROWS = 32
+
+
+def cpu_4bit_kernel_fits(out_features: int, in_features: int, blocksize: int) -> bool:
+    """Whether bitsandbytes' packed AVX512-BF16 CPU kernel can take a 4-bit layer of this shape."""
+    return out_features % AVX512_BF16_ROWS == 0 and in_features % blocksize == 0
+
+
+def keep_4bit_layers_off_unfit_cpu_kernel(model) -> list[str]:
+    """Route 4-bit layers the packed CPU kernel can't take to bitsandbytes' generic CPU path (the one
+    every CPU without AVX512-BF16 uses): they stay 4-bit and give the same results. On CPUs without
+    AVX512-BF16 bitsandbytes never sets the flag, so this changes nothing. Returns the layers moved."""
+    import bitsandbytes as bnb
+
+    moved = []
+    for name, module in model.named_modules():
+        if not isinstance(module, bnb.nn.Linear4bit) or not getattr(module, "support_avx512bf16_for_cpu", False):
+            continue
+        blocksize = module.weight.quant_state.blocksize
+        if not cpu_4bit_kernel_fits(module.out_features, module.in_features, blocksize):
+            module.support_avx512bf16_for_cpu = False
+            moved.append(name)
+    return moved
+
+
 def use_training_attention(model, cfg: Config, device: Device) -> str | None:
     """Packed rows on CPU with no model.attn_implementation chosen: per-document SDPA
     (lmtune/packed_attention.py), same results, 1.09x the tokens/s on the embedded base. Only for
@@ -266,6 +295,8 @@ def load_model(ref: str, cfg: Config, device: Device, tokenizer=None, quantize: 
         if device.kind == "cpu":
             kwargs["dtype"] = torch_dtype("fp32")
     model = AutoModelForCausalLM.from_pretrained(ref, **kwargs)
+    if quantize and device.kind == "cpu":
+        keep_4bit_layers_off_unfit_cpu_kernel(model)
     # eval, generate and merge load through here too
     set_threads(cfg.train.threads, getattr(model.config.get_text_config(), "hidden_size", None))
     if tokenizer is not None and len(tokenizer) > model.get_input_embeddings().num_embeddings:
