@@ -58,7 +58,7 @@ def build_parser() -> argparse.ArgumentParser:
         p.add_argument("--debug", action="store_true", default=argparse.SUPPRESS,
                        help="show tracebacks for user errors")
         mod.register(p)
-        p.set_defaults(_run=mod.run)
+        p.set_defaults(_run=mod.run, _tuning=getattr(mod, "tuning", None))
     return parser
 
 
@@ -76,6 +76,10 @@ def main(argv: list[str] | None = None) -> int:
         parser.print_help()
         return 2
     try:
+        if args._tuning is not None:  # commands that run a model: CPU tuning before torch loads
+            from lmtune.cpu_tuning import apply
+
+            apply(args._tuning(args))
         return int(args._run(args) or 0)
     except UserError as exc:
         if getattr(args, "debug", False):

@@ -114,17 +114,18 @@ class TrainConfig:
     early_stopping_patience: int | None = _f(None, "stop after N evaluations without improvement", min=1)
     seed: int = _f(42, "seed for initialisation, shuffling and dropout", min=0)
     threads: int | None = _f(None, "CPU threads for torch per process (None: 1 for models with hidden size "
-                                   "under 1024 under lmtune's passive OpenMP waiting, measured fastest, "
-                                   "--nproc N for N cores; else torch's choice. OMP_NUM_THREADS or "
-                                   "OMP_WAIT_POLICY=ACTIVE: torch's choice)", min=1)
+                                   "under 1024 under passive OpenMP waiting, else torch's choice; "
+                                   "OMP_NUM_THREADS wins; lmtune/cpu_tuning.py)", min=1)
     lm_head: str = _f("auto", "how the loss runs the LM head: label_logits (the model's own head and "
-                              "cross-entropy, only where a label is set: 1.4x the CPU tokens/s), fused "
+                              "cross-entropy, only where a label is set: faster on CPU), fused "
                               "(TRL's chunked kernel: never holds full-vocabulary logits, logs entropy); "
                               "auto: label_logits on CPU, fused on GPUs",
                       choices=("auto", "label_logits", "fused"))
     keep_freed_memory: bool = _f(True, "CPU: keep memory torch frees for reuse instead of returning it to "
                                        "the OS each step (faster steps, higher peak RSS; glibc only)")
-
+    omp_wait_policy: str = _f("passive", "OpenMP threads waiting for work: passive (sleep; safe when other "
+                                         "jobs share the cores) or active (spin); OMP_WAIT_POLICY wins",
+                              choices=("passive", "active"))
 
     def lm_head_for(self, device_kind: str) -> str:
         """lm_head, or its default for the device: GPUs keep TRL's memory-saving fused head."""
@@ -133,8 +134,8 @@ class TrainConfig:
         return "label_logits" if device_kind == "cpu" else "fused"
 
     def micro_batch(self, device_kind: str) -> int:
-        """batch_size, or its default for the device: one packed row on CPU gave 1.32x the tokens/s
-        of four at half the peak RSS (benchmarks/README.md); GPUs want wider batches."""
+        """batch_size, or its default for the device: one packed row on CPU was faster than four at
+        half the peak RSS (benchmarks/README.md); GPUs want wider batches."""
         return self.batch_size or (1 if device_kind == "cpu" else 4)
 
 @dataclass

@@ -237,8 +237,10 @@ def launch(cfg, child_argv: list[str], quiet: bool = False) -> int:
     d = cfg.distributed
     backend = resolve_backend(d.backend, d.nproc * d.nnodes)
     if device_kind() == "cpu" and "OMP_NUM_THREADS" not in os.environ:
+        from lmtune.cpu_tuning import worker_threads
+
         # torchrun would set 1; on CPU each worker may use its share of the cores
-        os.environ["OMP_NUM_THREADS"] = str(cfg.train.threads or max(1, usable_cores() // d.nproc))
+        os.environ["OMP_NUM_THREADS"] = str(worker_threads(cfg, d.nproc, usable_cores()))
     args = torchrun_args(cfg, child_argv)
     if not quiet:
         print(f"launching {d.nproc} process(es) x {d.nnodes} machine(s), backend {backend}:\n"

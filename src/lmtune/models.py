@@ -266,8 +266,6 @@ def load_model(ref: str, cfg: Config, device: Device, tokenizer=None, quantize: 
         if device.kind == "cpu":
             kwargs["dtype"] = torch_dtype("fp32")
     model = AutoModelForCausalLM.from_pretrained(ref, **kwargs)
-    # eval, generate and merge load through here too
-    set_threads(cfg.train.threads, getattr(model.config.get_text_config(), "hidden_size", None))
     if tokenizer is not None and len(tokenizer) > model.get_input_embeddings().num_embeddings:
         model.resize_token_embeddings(len(tokenizer))
     if tokenizer is not None:
@@ -276,27 +274,3 @@ def load_model(ref: str, cfg: Config, device: Device, tokenizer=None, quantize: 
             model.generation_config.pad_token_id = tokenizer.pad_token_id
     return model
 
-
-# Below this hidden size one thread beats several passive ones (per-op work too small to share).
-ONE_THREAD_BELOW_HIDDEN = 1024
-
-
-def set_threads(threads: int | None, hidden_size: int | None = None) -> int:
-    """train.threads, or the CPU default under lmtune's passive OpenMP waiting: one thread per
-    process for models narrower than ONE_THREAD_BELOW_HIDDEN, torch's choice otherwise. Measured on
-    2 cores (benchmarks/README.md), one passive thread vs two: hidden 256 (5.5M) 1,665 vs 1,255
-    tokens/s, hidden 512 (28M) 468 vs 378, but hidden 1024 (97M) 123 vs 177. More cores for small
-    models come through processes (--nproc N: 1.98x on 2 cores). OMP_NUM_THREADS, an
-    OMP_WAIT_POLICY other than passive, or a GPU leave torch's choice alone."""
-    import torch
-
-    if threads is None:
-        keep = (torch.cuda.is_available() or "OMP_NUM_THREADS" in os.environ
-                or os.environ.get("OMP_WAIT_POLICY", "").upper() != "PASSIVE"
-                or hidden_size is None or hidden_size >= ONE_THREAD_BELOW_HIDDEN)
-        if keep:
-            return torch.get_num_threads()
-        threads = 1
-    torch.set_num_threads(threads)
-    os.environ.setdefault("OMP_NUM_THREADS", str(threads))
-    return threads

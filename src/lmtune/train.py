@@ -96,16 +96,12 @@ def _setup(cfg: Config, run: RunDir, resume: bool) -> _Setup:
 
     ref = _preflight_all_ranks(cfg, run, resume)
     device = detect_device()
-    if device.kind == "cpu" and cfg.train.keep_freed_memory:
-        from lmtune.cpu_memory import keep_freed_memory
-
-        keep_freed_memory()
     precision = resolve_precision(cfg.train.precision, device)
     tokenizer = load_tokenizer(ref, cfg.model)
     data = _prepare_data(cfg, run, tokenizer, resume)  # raises DataError listing every bad record
     template = data.template
     _seed(cfg.train.seed)  # LoRA/new-token init: same start on every rank and in every rerun
-    model = load_model(ref, cfg, device, tokenizer, quantize=cfg.method == "qlora")  # sets the threads
+    model = load_model(ref, cfg, device, tokenizer, quantize=cfg.method == "qlora")
     _suggest_processes(cfg, device.kind, torch.get_num_threads())
     use_training_attention(model, cfg, device)
     model = methods.prepare(model, cfg)
@@ -116,7 +112,8 @@ def _setup(cfg: Config, run: RunDir, resume: bool) -> _Setup:
 
 def _suggest_processes(cfg: Config, device_kind: str, threads: int) -> None:
     """One process on one thread of a multi-core CPU (the default) leaves cores idle: say how to
-    use them. Processes, not threads: a second passive thread costs more than it gives (models.py)."""
+    use them. Processes, not threads: a second passive thread costs more than it gives
+    (lmtune/cpu_tuning.py; the measurements are in benchmarks/README.md)."""
     import sys
 
     from lmtune.distributed import is_launched, usable_cores
@@ -128,7 +125,7 @@ def _suggest_processes(cfg: Config, device_kind: str, threads: int) -> None:
     how = (f"--nproc {cores} train.grad_accum={accum // cores}" if accum % cores == 0
            else f"--nproc {cores} (and train.grad_accum divided by {cores})")
     print(f"note: CPU training runs one thread per process; {how} uses all {cores} cores with the same "
-          f"rows per optimizer step (1.98x faster training measured on 2 cores)", file=sys.stderr)
+          f"rows per optimizer step", file=sys.stderr)
 
 
 def _preflight_all_ranks(cfg: Config, run: RunDir, resume: bool):

@@ -37,6 +37,18 @@ def _overrides(args: argparse.Namespace) -> list[str]:
                   if getattr(args, flag, None) is not None]
 
 
+def tuning(args: argparse.Namespace):
+    """CPU tuning for this process (applied by lmtune/cli.py before torch loads)."""
+    from lmtune import distributed
+    from lmtune.config import load_config
+    from lmtune.cpu_tuning import Target
+    from lmtune.data.tokenizer import resolve_model_path
+
+    cfg = load_config(args.config, _overrides(args))
+    return Target(cfg, resolve_model_path(cfg.model.name_or_path), training=True,
+                  launches=distributed.needs_launch(cfg))
+
+
 def run(args: argparse.Namespace) -> int:
     from lmtune import distributed
     from lmtune.config import load_config
