@@ -148,6 +148,9 @@ def test_label_logits_loss_equals_trl_fused_loss_and_gradients(tmp_path, packing
         for g, ref in zip(grads, ref_grads):
             torch.testing.assert_close(g, ref, atol=1e-6, rtol=1e-4)
     assert trainer._metrics["train"]["mean_token_accuracy"]    # logged on both paths
+    # one running token count (TRL's), advanced alike by both paths: 2 heads x 2 calls
+    tokens = int(batch["attention_mask"].sum()) if "attention_mask" in batch else batch["position_ids"].size(1)
+    assert trainer._metrics["train"]["num_tokens"] == [4 * tokens]
 
 
 def test_lm_head_default_per_device():
