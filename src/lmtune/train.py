@@ -384,7 +384,6 @@ def _finish_on_main(cfg: Config, run: RunDir, s: _Setup, trainer, metrics: dict,
             print(f"note: {cfg.distributed.backend} shards the weights: run `lmtune eval {run.root}` for "
                   f"eval.json")
         cfg = dataclasses.replace(cfg, eval=dataclasses.replace(cfg.eval, after_train=False))
-    distributed.dump_for_debug(trainer.model)  # tests compare ranks (LMTUNE_DEBUG_RANK_DUMP)
     if distributed.is_main_process():
         _finish(cfg, run, s, trainer, metrics, quiet)
     distributed.finish(run.root)
