@@ -93,6 +93,10 @@ class TrainConfig:
     batch_size: int | None = _f(None, "examples (or packed rows) per device per micro-batch; None: 1 on "
                                       "CPU (measured fastest, half the memory), 4 on GPUs", min=1)
     grad_accum: int = _f(4, "micro-batches per optimizer step", min=1)
+    rows_per_step: int | None = _f(None, "examples (or packed rows) per optimizer step over all processes; "
+                                         "when set, grad_accum is derived from it (rows_per_step / "
+                                         "(batch_size x processes)), so the step stays the same whatever "
+                                         "distributed.nproc resolves to", min=1)
     eval_batch_size: int = _f(8, "batch size for evaluation", min=1)
     warmup_ratio: float = _f(0.1, "share of steps spent warming up the LR", min=0.0, max=1.0)
     warmup_steps: int = _f(0, "warmup steps (overrides warmup_ratio when > 0)", min=0)
@@ -153,7 +157,9 @@ class EvalConfig:
 class DistributedConfig:
     backend: str = _f("none", "none (one process), ddp, fsdp or deepspeed",
                       choices=("none", "ddp", "fsdp", "deepspeed"))
-    nproc: int = _f(1, "processes per machine (GPUs, or CPU workers for ddp)", min=1)
+    nproc: int | str = _f(1, "processes per machine (GPUs, or CPU workers for ddp); auto: one per GPU, "
+                             "else one single-threaded worker per core for models below hidden size 1024 "
+                             "(else 1), as many as divide train.rows_per_step", min=1)
     nnodes: int = _f(1, "number of machines", min=1)
     node_rank: int = _f(0, "this machine's rank among nnodes", min=0)
     master_addr: str = _f("127.0.0.1", "address of the rank-0 machine")
@@ -317,6 +323,8 @@ def _check_cross(cfg: Config, problems: list[str]) -> None:
     if cfg.eval.forgetting_fail < cfg.eval.forgetting_warn:
         problems.append(f"eval.forgetting_fail: got {cfg.eval.forgetting_fail}, must be >= "
                         f"eval.forgetting_warn ({cfg.eval.forgetting_warn})")
+    if isinstance(cfg.distributed.nproc, str) and cfg.distributed.nproc != "auto":
+        problems.append(f"distributed.nproc: got {cfg.distributed.nproc!r}, expected a number >= 1 or auto")
     no_val = not cfg.data.validation and cfg.data.val_split == 0 and cfg.data.task is None
     if no_val and (cfg.train.eval_steps or cfg.train.early_stopping_patience):
         key = "train.eval_steps" if cfg.train.eval_steps else "train.early_stopping_patience"

@@ -41,7 +41,6 @@ class Target:
     cfg: Config
     model_ref: str
     training: bool = False     # keep_freed_memory applies to training only
-    launches: bool = False     # this process only starts workers: they tune themselves
 
 
 @dataclass(frozen=True)
@@ -54,16 +53,14 @@ class Applied:
 def apply(target: Target) -> Applied:
     """Set the three knobs for this process (see the module doc); returns what was set."""
     policy = set_wait_policy(target.cfg.train.omp_wait_policy)
-    if target.launches:
-        return Applied(policy, None, False)
     import torch  # after OMP_WAIT_POLICY: libgomp reads it when torch loads it
 
     gpu = torch.cuda.is_available()
     threads = default_threads(target.cfg.train.threads, model_hidden_size(target.model_ref, target.cfg),
                               gpu=gpu)
     if threads is not None:
+        # this process only: torchrun workers get their share from `worker_threads` instead
         torch.set_num_threads(threads)
-        os.environ.setdefault("OMP_NUM_THREADS", str(threads))  # child processes alike
     kept = False
     if target.training and not gpu and target.cfg.train.keep_freed_memory:
         kept = keep_freed_memory()

@@ -257,19 +257,25 @@ def launch(cfg, child_argv: list[str], quiet: bool = False) -> int:
 def start(cfg, device_kind_: str) -> None:
     """First thing a worker does: refuse what cannot run, write the real topology into `cfg`
     (so config.yaml records it), and join the process group used for the barriers below."""
+    from lmtune.process_count import set_grad_accum
+
     d = cfg.distributed
     if not is_launched():
+        if d.nproc == "auto":  # the Python API starts no workers
+            d.nproc = 1
         if d.nproc * d.nnodes > 1 or d.backend in ("fsdp", "deepspeed"):
             raise UserError(f"distributed.backend={d.backend} with {d.nproc * d.nnodes} process(es) needs a "
                             f"launcher, which the Python API does not start",
                             ["run `lmtune train CONFIG --nproc N` (it starts torchrun), or "
                              "`accelerate launch -m lmtune train CONFIG`"])
+        set_grad_accum(cfg, 1, device_kind_)
         return
     world = world_size()
     backend = resolve_backend(d.backend, world)
     check_engine(cfg, backend, device_kind_)
     local_world = _env_int("LOCAL_WORLD_SIZE", world) or 1
     d.backend, d.nproc, d.nnodes, d.node_rank = backend, local_world, max(1, world // local_world), node_rank()
+    set_grad_accum(cfg, world, device_kind_)
     _init_process_group(device_kind_, backend)
 
 

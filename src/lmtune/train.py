@@ -122,8 +122,11 @@ def _suggest_processes(cfg: Config, device_kind: str, threads: int) -> None:
     if device_kind != "cpu" or threads != 1 or cfg.train.threads or is_launched() or cores < 2:
         return
     accum = cfg.train.grad_accum
-    how = (f"--nproc {cores} train.grad_accum={accum // cores}" if accum % cores == 0
-           else f"--nproc {cores} (and train.grad_accum divided by {cores})")
+    if cfg.train.rows_per_step:   # grad_accum follows the process count (lmtune/process_count.py)
+        how = "--nproc auto"
+    else:
+        how = (f"--nproc {cores} train.grad_accum={accum // cores}" if accum % cores == 0
+               else f"--nproc {cores} (and train.grad_accum divided by {cores})")
     print(f"note: CPU training runs one thread per process; {how} uses all {cores} cores with the same "
           f"rows per optimizer step", file=sys.stderr)
 
