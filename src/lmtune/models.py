@@ -52,33 +52,29 @@ def check_model_source(mcfg: ModelConfig) -> str:
 
 
 # ---------------------------------------------------------------- weights, read from headers only
-# A safetensors file is an 8-byte little-endian header length, a JSON header (name -> dtype, shape,
-# byte offsets), then the raw data. Reading the header alone gives every tensor's name and shape,
-# so names, shapes and truncation are checked in milliseconds, with no torch and no weights loaded.
+# safetensors' safe_open reads a file's header alone (every tensor's name, dtype, shape and byte
+# range) and checks that the file covers those ranges, so names, shapes and truncation are checked
+# in milliseconds, with no torch and no weights loaded.
 
-def _safetensors_header(file: Path) -> dict:
-    size = file.stat().st_size
+def _weight_shapes(file: Path) -> dict[str, list[int]]:
+    from safetensors import SafetensorError, safe_open
+
     try:
-        with open(file, "rb") as fh:
-            n = int.from_bytes(fh.read(8), "little")
-            if size < 8 or n > size - 8:
-                raise ValueError(f"header of {n} bytes in a {size}-byte file")
-            header = json.loads(fh.read(n))
-        end = max((t["data_offsets"][1] for k, t in header.items() if k != "__metadata__"), default=0)
-    except (ValueError, KeyError, TypeError, IndexError) as exc:
+        with safe_open(str(file), framework="numpy") as fh:
+            return {name: fh.get_slice(name).get_shape() for name in fh.keys()}
+    except SafetensorError as exc:
+        if "not fully covered" in str(exc):
+            raise ConfigError(f"{file}: truncated ({file.stat().st_size:,} bytes, shorter than its header says)",
+                              ["the download or copy was cut short: fetch the model again"]) from None
         raise ConfigError(f"{file}: not a valid safetensors file ({exc})",
                           ["the download or copy is broken: fetch the model again"]) from None
-    if size < 8 + n + end:
-        raise ConfigError(f"{file}: truncated ({size:,} bytes, the header says {8 + n + end:,})",
-                          ["the download or copy was cut short: fetch the model again"])
-    return {k: v for k, v in header.items() if k != "__metadata__"}
 
 
 def read_weight_shapes(model_dir: Path) -> dict[str, list[int]]:
     """tensor name -> shape for every *.safetensors file in `model_dir` (empty when there are none)."""
     shapes: dict[str, list[int]] = {}
     for file in sorted(Path(model_dir).glob("*.safetensors")):
-        shapes.update({k: v["shape"] for k, v in _safetensors_header(file).items()})
+        shapes.update(_weight_shapes(file))
     return shapes
 
 
