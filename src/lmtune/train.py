@@ -313,9 +313,11 @@ def _fit(trainer, run: RunDir, resume: bool) -> None:
         else:
             print(f"resuming from {checkpoint.name}")
     trainer.train(resume_from_checkpoint=str(checkpoint) if checkpoint else None)
+    from lmtune.callbacks import MarkCheckpointComplete, NonFiniteGuard
+
     # NonFiniteGuard sees logged loss/grad norm; MarkCheckpointComplete sees the weights it would mark.
     guards = [cb for cb in trainer.callback_handler.callbacks
-              if type(cb).__name__ in ("NonFiniteGuard", "MarkCheckpointComplete")]
+              if isinstance(cb, (NonFiniteGuard, MarkCheckpointComplete))]
     bad = next((cb.bad for cb in guards if cb.bad), None)
     if bad:
         last = run.last_checkpoint()

@@ -82,8 +82,8 @@ def merged_adapter(model):
     wrapper: tuned generation on the embedded base took 81 s against the base's 45 s for the same
     200 prompts. Never for a 4-bit base (merging into NF4 weights would round the adapter away) or
     a model without an adapter. Unmerging restores the weights up to float rounding (~1e-7)."""
-    mergeable = hasattr(model, "merge_adapter") and not any(
-        type(m).__name__ == "Linear4bit" for m in model.modules())
+    # transformers marks a bitsandbytes 4-bit model (peft passes the attribute through)
+    mergeable = hasattr(model, "merge_adapter") and not getattr(model, "is_loaded_in_4bit", False)
     if mergeable:
         model.merge_adapter()
     try:
