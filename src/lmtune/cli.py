@@ -31,13 +31,6 @@ COMMANDS: dict[str, tuple[str, str]] = {
 }
 
 
-def _load(module: str):
-    try:
-        return importlib.import_module(f"lmtune.commands.{module}")
-    except ModuleNotFoundError as exc:  # a command not built yet in this checkout
-        if exc.name == f"lmtune.commands.{module}":
-            return None
-        raise
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -50,9 +43,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--debug", action="store_true", help="show tracebacks for user errors")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     for name, (module, help_text) in COMMANDS.items():
-        mod = _load(module)
-        if mod is None:
-            continue
+        mod = importlib.import_module(f"lmtune.commands.{module}")
         p = sub.add_parser(name, help=help_text, description=help_text,
                            formatter_class=argparse.ArgumentDefaultsHelpFormatter)
         p.add_argument("--debug", action="store_true", default=argparse.SUPPRESS,

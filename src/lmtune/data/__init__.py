@@ -21,8 +21,6 @@ from lmtune.data.templates import (
     Template,
     TemplateError,
     get_template,
-    load_template,
-    save_template,
     template_from_dict,
 )
 from lmtune.data.tokenize import encode_prompt, ensure_pad_token, tokenize_example, tokenize_examples
@@ -30,6 +28,6 @@ from lmtune.data.tokenize import encode_prompt, ensure_pad_token, tokenize_examp
 __all__ = [
     "FORMATS", "TEMPLATE_NAMES", "Example", "LoadedData", "PreparedData", "Segment", "Template",
     "TemplateError", "dedupe", "encode_prompt", "ensure_pad_token", "get_template", "load_examples",
-    "load_split", "load_template", "prepare_datasets", "resolve_files", "save_template",
+    "load_split", "prepare_datasets", "resolve_files",
     "split_train_validation", "template_from_dict", "tokenize_example", "tokenize_examples",
 ]
