@@ -21,7 +21,8 @@ import yaml
 from lmtune.errors import ConfigError
 
 METHODS = ("full", "lora", "qlora")
-# Starting learning rates per method (DESIGN; the seed uses 2e-5 for full and 2e-4..3e-4 for LoRA).
+# Starting learning rates per method (the usual starting points: 2e-5 for full fine-tuning,
+# 2e-4..3e-4 for LoRA).
 DEFAULT_LR = {"full": 2e-5, "lora": 2e-4, "qlora": 2e-4}
 
 
