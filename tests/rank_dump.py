@@ -27,9 +27,9 @@ def install(out: Path) -> None:
         built["data"] = True
         return prepare(*args, **kwargs)
 
-    def dumping_finish(cfg, run, setup, trainer, metrics, quiet):
+    def dumping_finish(cfg, run, setup, trainer, *rest):
         dump(trainer.model, cfg, out, built["data"])   # every rank: FSDP gathers (a collective)
-        return finish(cfg, run, setup, trainer, metrics, quiet)
+        return finish(cfg, run, setup, trainer, *rest)
 
     def worker_args(cfg, child_argv):                  # workers run this module, not lmtune
         args = torchrun_args(cfg, child_argv)

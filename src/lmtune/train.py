@@ -33,8 +33,8 @@ def train(cfg: Config, resume: bool = False, quiet: bool = False) -> TrainResult
     trainer = _build_trainer(cfg, run, setup)
     started = time.time()
     _fit(trainer, run, resume)
-    metrics = _save(cfg, run, setup, trainer, time.time() - started)
-    _finish_on_main(cfg, run, setup, trainer, metrics, quiet)
+    metrics, val = _save(cfg, run, setup, trainer, time.time() - started)
+    _finish_on_main(cfg, run, setup, trainer, metrics, quiet, val)
     return TrainResult(run.root, setup.trainable, setup.total, metrics)
 
 
@@ -342,9 +342,12 @@ def _remove_partial_checkpoints(run: RunDir) -> list[str]:
 
 # ---------------------------------------------------------------- save
 
-def _save(cfg: Config, run: RunDir, s: _Setup, trainer, seconds: float) -> dict:
-    """Final weights in plain HF layout (adapter/ or model/), then eval.json. Each directory is
-    written to a staging name first and renamed, so it is either whole or absent."""
+def _save(cfg: Config, run: RunDir, s: _Setup, trainer, seconds: float):
+    """Final weights in plain HF layout (adapter/ or model/), then train_summary.json; returns its
+    metrics and the validation loss (eval.json reuses it). Each directory is written to a staging
+    name first and renamed, so it is either whole or absent."""
+    from lmtune import distributed
+
     name = "model" if cfg.method == "full" else "adapter"
     main = trainer.is_world_process_zero()
     staging = run.staging(name) if main else run / f".{name}.staging"
@@ -359,13 +362,19 @@ def _save(cfg: Config, run: RunDir, s: _Setup, trainer, seconds: float) -> dict:
     train_losses = [h["loss"] for h in trainer.state.log_history if "loss" in h]
     if train_losses:
         metrics["final_train_loss"] = train_losses[-1]
-    if trainer.eval_dataset is not None:
-        ev = trainer.evaluate()
-        metrics["eval_loss"] = ev["eval_loss"]
-        metrics["eval_perplexity"] = math.exp(min(ev["eval_loss"], 50.0))
+    val = None
+    if trainer.eval_dataset is not None and distributed.shards_weights(cfg):
+        # no rank holds the whole model: the Trainer's loop (every rank); no eval.json follows
+        loss = trainer.evaluate()["eval_loss"]
+        metrics["eval_loss"], metrics["eval_perplexity"] = loss, math.exp(min(loss, 50.0))
+    elif trainer.eval_dataset is not None and main:
+        from lmtune.evaluate.run import validation_loss
+
+        val = validation_loss(trainer.model, s.data.validation, s.tokenizer, cfg)
+        metrics["eval_loss"], metrics["eval_perplexity"] = val.loss, val.perplexity
     if main:
         write_json(run / "train_summary.json", metrics)
-    return metrics
+    return metrics, val
 
 
 def _save_weights(trainer, path: Path) -> None:
@@ -377,7 +386,8 @@ def _save_weights(trainer, path: Path) -> None:
         trainer.model.save_pretrained(str(path), safe_serialization=True)
 
 
-def _finish_on_main(cfg: Config, run: RunDir, s: _Setup, trainer, metrics: dict, quiet: bool) -> None:
+def _finish_on_main(cfg: Config, run: RunDir, s: _Setup, trainer, metrics: dict, quiet: bool,
+                    val=None) -> None:
     """eval.json and report.html are rank 0's. With sharded weights (FSDP, ZeRO-3) no rank holds
     the whole model, so the after-train evaluation is left to `lmtune eval RUN` (said, not hidden)."""
     import dataclasses
@@ -390,11 +400,11 @@ def _finish_on_main(cfg: Config, run: RunDir, s: _Setup, trainer, metrics: dict,
                   f"eval.json")
         cfg = dataclasses.replace(cfg, eval=dataclasses.replace(cfg.eval, after_train=False))
     if distributed.is_main_process():
-        _finish(cfg, run, s, trainer, metrics, quiet)
+        _finish(cfg, run, s, trainer, metrics, quiet, val)
     distributed.finish(run.root)
 
 
-def _finish(cfg: Config, run: RunDir, s: _Setup, trainer, metrics: dict, quiet: bool) -> None:
+def _finish(cfg: Config, run: RunDir, s: _Setup, trainer, metrics: dict, quiet: bool, val=None) -> None:
     """Evaluate base vs tuned (eval.json), write report.html, print the summary."""
     summary = ""
     if cfg.eval.after_train:
@@ -402,7 +412,7 @@ def _finish(cfg: Config, run: RunDir, s: _Setup, trainer, metrics: dict, quiet: 
         from lmtune.evaluate.summary import summarize
 
         result = final_evaluation(cfg, run.root, trainer.model, s.tokenizer, s.template,
-                                  validation=s.data.validation, progress=not quiet)
+                                  validation=s.data.validation, progress=not quiet, validation_loss=val)
         summary = summarize(result)
     if cfg.output.report:
         from lmtune.report import write_report
