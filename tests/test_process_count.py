@@ -18,7 +18,7 @@ PRESET = Path(__file__).resolve().parent.parent / "configs" / "tiny-sql-lora.yam
 def _resolve(monkeypatch, gpus: int, cores: int, *overrides: str):
     monkeypatch.setattr(torch.cuda, "is_available", lambda: gpus > 0)
     monkeypatch.setattr(torch.cuda, "device_count", lambda: gpus)
-    monkeypatch.setattr(distributed, "usable_cores", lambda: cores)
+    monkeypatch.setattr(process_count, "usable_cores", lambda: cores)
     cfg = load_config(PRESET, list(overrides))
     process_count.resolve(cfg)
     t = cfg.train

@@ -31,6 +31,7 @@ from pathlib import Path
 from typing import Any, Callable
 
 from lmtune.errors import ConfigError, UserError
+from lmtune.process_count import usable_cores  # noqa: F401  (launch, and train's hint, use it)
 
 PRESETS = Path(__file__).parent / "presets"
 DEEPSPEED_PRESETS = {"zero2": PRESETS / "deepspeed" / "zero2.json", "zero3": PRESETS / "deepspeed" / "zero3.json"}
@@ -214,14 +215,6 @@ def check_launch(cfg) -> None:
     if problems:
         raise UserError(f"cannot start {d.nproc} process(es) x {d.nnodes} machine(s), backend {backend} on {kind}",
                         problems)
-
-
-def usable_cores() -> int:
-    """Cores this process may run on (affinity, e.g. taskset or a container's cpuset), not the host's."""
-    try:
-        return len(os.sched_getaffinity(0))
-    except AttributeError:   # not on Linux
-        return os.cpu_count() or 1
 
 
 def launch(cfg, child_argv: list[str], quiet: bool = False) -> int:

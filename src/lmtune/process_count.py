@@ -15,7 +15,17 @@ Both values are written into the config (config.yaml records what ran). Standard
 
 from __future__ import annotations
 
+import os
+
 from lmtune.errors import ConfigError
+
+
+def usable_cores() -> int:
+    """Cores this process may run on (affinity, e.g. taskset or a container's cpuset), not the host's."""
+    try:
+        return len(os.sched_getaffinity(0))
+    except AttributeError:   # not on Linux
+        return os.cpu_count() or 1
 
 
 def auto_nproc(cfg, gpus: int, cores: int, hidden_size: int | None) -> int:
@@ -58,7 +68,6 @@ def resolve(cfg) -> None:
 
     from lmtune.cpu_tuning import model_hidden_size
     from lmtune.data.tokenizer import resolve_model_path
-    from lmtune.distributed import usable_cores
 
     d = cfg.distributed
     gpus = torch.cuda.device_count() if torch.cuda.is_available() else 0
