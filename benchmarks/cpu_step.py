@@ -54,7 +54,7 @@ def time_variant(variant: str, rows: int, threads: int | None) -> tuple[float, f
     import lmtune.train as lt
     from lmtune.config import load_config
     from lmtune.cpu_tuning import Target, apply
-    from lmtune.data.tokenizer import resolve_model_path
+    from lmtune.models import resolve_model_path
     from lmtune.rundir import RunDir
 
     head, attention = variant.split("+")

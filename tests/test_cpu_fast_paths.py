@@ -1,6 +1,6 @@
 """The two CPU training fast paths give the results of the paths they replace:
 per-document attention for packed rows (lmtune/packed_attention.py) and the loss computed from
-logits at label positions only (lmtune/trainer.py, train.lm_head=label_logits)."""
+logits at label positions only (lmtune/sft_trainer.py, train.lm_head=label_logits)."""
 
 from __future__ import annotations
 

@@ -43,7 +43,7 @@ def test_the_cli_tunes_a_command_that_runs_a_model_before_torch_loads():
 
 
 def test_hidden_size_is_read_from_config_json(tmp_path):
-    from lmtune.data.tokenizer import resolve_model_path
+    from lmtune.models import resolve_model_path
 
     assert model_hidden_size(resolve_model_path("tiny")) == 256
     for name, config in (("llama", {"hidden_size": 512}), ("gpt2", {"n_embd": 768}),

@@ -131,7 +131,7 @@ def test_template_round_trips_through_template_json(tmp_path, tok_name, name):
     tokenizer = TOKENIZERS[tok_name]()
     [example] = _examples(tmp_path, [ALPACA])
     template = get_template(name, "alpaca", tokenizer, system_prompt="You are terse.")
-    path = tmp_path / "run" / "template.json"   # as train.py writes it and runs.py reads it
+    path = tmp_path / "run" / "template.json"   # as train.py writes it and inference_loading.py reads it
     path.parent.mkdir()
     write_json(path, template.to_dict())
     tokenizer.chat_template = None  # a changed tokenizer must not change a saved model template

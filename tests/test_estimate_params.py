@@ -99,7 +99,7 @@ def test_lora_count_equals_peft_on_real_shapes(name, spec):
     import torch
     from transformers import AutoConfig, AutoModelForCausalLM
 
-    from lmtune.estimate.models import preset_dir
+    from lmtune.estimate.shapes import preset_dir
 
     raw = json.loads((preset_dir() / f"{name}.json").read_text())
     with torch.device("meta"):
@@ -110,7 +110,7 @@ def test_lora_count_equals_peft_on_real_shapes(name, spec):
 
 
 def test_embedded_tiny_base_counts_match_its_weights():
-    from lmtune.estimate.models import _embedded_tiny
+    from lmtune.estimate.shapes import _embedded_tiny
 
     path = _embedded_tiny()
     if not (path / "config.json").is_file():

@@ -253,7 +253,7 @@ def choose_method(a: Answers, ctx: Context, seq_len: int) -> tuple[str | None, d
 def _fit(req, ctx: Context) -> dict:
     from lmtune.estimate.core import fit_on, largest_batch
     from lmtune.estimate.memory import memory_breakdown, resolve
-    from lmtune.estimate.models import load_shape
+    from lmtune.estimate.shapes import load_shape
 
     shape, spec = load_shape(req.model), req.run_spec()
     dev = ctx.device
@@ -271,7 +271,7 @@ def _fit(req, ctx: Context) -> dict:
 def propose(method: str, fit: dict, a: Answers, ctx: Context, seq_len: int, n: int) -> tuple[dict, dict]:
     """(hyperparameters, lmtune config dict) for the chosen method."""
     from lmtune.config import from_dict
-    from lmtune.estimate.models import model_reference
+    from lmtune.estimate.shapes import model_reference
 
     micro = fit["micro_batch"]
     accum = max(1, math.ceil(TARGET_BATCH / (micro * ctx.num_gpus)))

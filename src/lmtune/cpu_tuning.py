@@ -142,7 +142,7 @@ def keep_freed_memory(mmap_threshold: int = MMAP_THRESHOLD, trim_threshold: int 
 
 def target_for_path(path: str) -> Target:
     """eval, generate, merge: the run's config (or the defaults) and the base it loads."""
-    from lmtune.runs import open_path
+    from lmtune.inference_loading import open_path
 
     loaded = open_path(path)
     return Target(loaded.config or Config(), str(loaded.model_dir or loaded.base_ref))

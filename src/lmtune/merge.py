@@ -48,7 +48,7 @@ def _check_disk(out: Path, size: int) -> None:
 
 
 def merge(run_path: str, out: str, overwrite: bool = False, dtype: str = "fp32") -> MergeResult:
-    from lmtune.runs import load_for_inference, open_path
+    from lmtune.inference_loading import load_for_inference, open_path
 
     if not Path(run_path).exists():
         raise UserError(f"{run_path}: no such run or adapter directory",

@@ -67,7 +67,7 @@ def resolve(cfg) -> None:
     import torch
 
     from lmtune.cpu_tuning import model_hidden_size
-    from lmtune.data.tokenizer import resolve_model_path
+    from lmtune.models import resolve_model_path
 
     d = cfg.distributed
     gpus = torch.cuda.device_count() if torch.cuda.is_available() else 0

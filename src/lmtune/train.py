@@ -269,7 +269,7 @@ def _build_trainer(cfg: Config, run: RunDir, s: _Setup):
     from transformers import EarlyStoppingCallback
 
     from lmtune.callbacks import MarkCheckpointComplete, MetricsJsonl, NonFiniteGuard
-    from lmtune.trainer import LmtuneSFTTrainer
+    from lmtune.sft_trainer import LmtuneSFTTrainer
 
     has_eval = s.data.validation is not None and len(s.data.validation) > 0
     args = training_arguments(cfg, run, s.precision, s.device.kind, has_eval)

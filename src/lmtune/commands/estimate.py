@@ -77,7 +77,7 @@ def request_from_args(args: argparse.Namespace):
 def run(args: argparse.Namespace) -> int:
     if args.list:
         from lmtune.estimate.hardware import gpu_catalog
-        from lmtune.estimate.models import preset_names
+        from lmtune.estimate.shapes import preset_names
 
         print("models: " + ", ".join(preset_names()) + ", tiny")
         for d in gpu_catalog():

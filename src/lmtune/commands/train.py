@@ -51,7 +51,7 @@ def tuning(args: argparse.Namespace):
     """CPU tuning for this process (applied by lmtune/cli.py before torch loads)."""
     from lmtune.config import load_config
     from lmtune.cpu_tuning import Target
-    from lmtune.data.tokenizer import resolve_model_path
+    from lmtune.models import resolve_model_path
 
     cfg = load_config(args.config, _overrides(args))
     return Target(cfg, resolve_model_path(cfg.model.name_or_path), training=True)

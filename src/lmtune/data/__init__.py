@@ -5,7 +5,6 @@
     split.py      dedupe and the seeded train/validation split
     templates.py  alpaca, chatml, the model's chat template (and raw); saved with the run
     tokenize.py   token ids + completion mask (trained = answer + eos), pad token, statistics
-    tokenizer.py  torch-free tokenizer loading for `lmtune data check --model`
     prepare.py    DataConfig -> datasets.Dataset train/validation + stats (what train.py calls)
 
 Nothing here imports torch; `datasets`/`transformers` are imported only inside the functions

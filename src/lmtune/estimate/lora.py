@@ -14,7 +14,7 @@ import re
 from dataclasses import dataclass, field
 
 from lmtune.errors import UserError
-from lmtune.estimate.models import LinearInfo, ModelShape
+from lmtune.estimate.shapes import LinearInfo, ModelShape
 
 
 @dataclass(frozen=True)

@@ -37,7 +37,7 @@ def evaluate_run(path: str | Path, test: list[str] | None = None, base: bool = F
     --test files when given. A plain model ('tiny', a model directory or Hub id) is evaluated on
     its own on `task` or `test` (its "before" score); eval.json goes to `out` when given."""
     from lmtune.generate import Generator
-    from lmtune.runs import open_path
+    from lmtune.inference_loading import open_path
 
     loaded = open_path(str(path))
     if loaded.kind == "run":

@@ -20,8 +20,8 @@ import string
 from collections import Counter
 from pathlib import Path
 
-from lmtune.tasks.sql_db import SCHEMA, YEARS
-from lmtune.tasks.sql_templates import TEMPLATES, Template
+from task_gen.sql_db import SCHEMA, YEARS
+from task_gen.sql_templates import TEMPLATES, Template
 
 MAX_ROWS = 30
 _ORDER = re.compile(r" ORDER BY (.+?)(?= LIMIT \d+$|$)")
