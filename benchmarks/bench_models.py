@@ -2,7 +2,7 @@
 Llama from a LlamaConfig with a byte-level BPE tokenizer trained on the bundled SQL task text.
 
     tiny        the embedded base (src/lmtune/assets/base/tiny), when it has been built
-    random-5m   hidden 256, 4 layers, vocab 4096   (~5M params, DESIGN section 3's pilot shape)
+    random-5m   hidden 256, 4 layers, vocab 4096   (~5M params, the first prototype base's shape, docs/base-model.md)
     random-30m  hidden 512, 8 layers, GQA 8/4 heads, vocab 4096   (~27M params)
     random-100m hidden 1024, 8 layers, GQA 16/8 heads, vocab 4096 (~97M params)
     DIR         any local model directory saved with save_pretrained

@@ -225,6 +225,7 @@ LMTUNE_BENCH = [
 def run_lmtune(job: Job) -> Trained:
     import lmtune.train as lt
     from lmtune.config import load_config
+    from lmtune.cpu_tuning import Target, apply
     from lmtune.rundir import RunDir
 
     overrides = [f"model.name_or_path={job.model_dir}", f"data.train={job.train_file}",
@@ -232,6 +233,7 @@ def run_lmtune(job: Job) -> Trained:
                  f"data.max_length={job.max_length}", f"train.logging_steps={job.logging_steps}",
                  *LMTUNE_BENCH, *job.options.get("overrides", [])]
     cfg = load_config(None, overrides)
+    apply(Target(cfg, job.model_dir, training=True))   # threads and allocator as `lmtune train` sets them
     run = RunDir(cfg.output.dir)
     sft = job.options.get("sft")
     if sft:  # SFTConfig knobs lmtune's config does not expose (to measure candidate defaults)

@@ -33,7 +33,9 @@ def main(argv=None) -> None:
     ap.add_argument("--rounds", type=int, default=3)
     args = ap.parse_args(argv)
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
-    import lmtune  # noqa: F401  (sets lmtune's OpenMP waiting before torch loads, as the CLI does)
+    from lmtune.cpu_tuning import set_wait_policy
+
+    set_wait_policy("passive")  # before torch loads, as the CLI does (lmtune/cpu_tuning.py)
     import torch
 
     results: dict[str, list[tuple[float, float]]] = {}
@@ -51,6 +53,8 @@ def time_variant(variant: str, rows: int, threads: int | None) -> tuple[float, f
 
     import lmtune.train as lt
     from lmtune.config import load_config
+    from lmtune.cpu_tuning import Target, apply
+    from lmtune.models import resolve_model_path
     from lmtune.rundir import RunDir
 
     head, attention = variant.split("+")
@@ -62,6 +66,7 @@ def time_variant(variant: str, rows: int, threads: int | None) -> tuple[float, f
     if attention != "auto":
         overrides.append(f"model.attn_implementation={attention}")
     cfg = load_config(str(ROOT / "configs" / "tiny-sql-lora.yaml"), overrides)
+    apply(Target(cfg, resolve_model_path(cfg.model.name_or_path), training=True))  # as the CLI does
     run = RunDir(cfg.output.dir)
     trainer = lt._build_trainer(cfg, run, lt._setup(cfg, run, resume=False))
     model = trainer.model

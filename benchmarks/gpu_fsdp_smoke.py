@@ -36,10 +36,12 @@ def run(name: str, extra: list[str], work: Path, out: Path, steps: int) -> dict:
     dump = work / f"{name}-dump"
     flags = [a for a in extra if a.startswith("--") or a.isdigit()]
     overrides = [a for a in extra if a not in flags]
-    cmd = [sys.executable, "-m", "lmtune", "train", str(REPO / "benchmarks" / "ddp_scaling.yaml"),
+    # `lmtune train`, each rank dumping its tensors and whether they are sharded (tests/rank_dump.py)
+    cmd = [sys.executable, str(REPO / "tests" / "rank_dump.py"), str(dump), "train",
+           str(REPO / "benchmarks" / "ddp_scaling.yaml"),
            f"model.name_or_path={BASE}", f"output.dir={run_dir}", f"train.max_steps={steps}",
            "train.batch_size=4", "train.grad_accum=1", *overrides, *flags]
-    env = {**os.environ, "LMTUNE_DEBUG_RANK_DUMP": str(dump), "HF_HUB_OFFLINE": "1", "PYTHONUNBUFFERED": "1"}
+    env = {**os.environ, "HF_HUB_OFFLINE": "1", "PYTHONUNBUFFERED": "1"}
     started = time.time()
     done = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=300)
     (out / f"{name}.log").write_text(" ".join(cmd) + "\n\n" + done.stdout + "\n--- stderr ---\n" + done.stderr)

@@ -15,8 +15,9 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "src"))  # run from a checkout without installing
+sys.path.insert(0, str(ROOT / "scripts"))  # scripts/ -> the `task_gen` package
 
-from lmtune.tasks.build import DEFAULT_SEED, build_all  # noqa: E402
+from task_gen.build import DEFAULT_SEED, build_all  # noqa: E402
 
 
 def main(argv: list[str] | None = None) -> int:

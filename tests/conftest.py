@@ -8,5 +8,8 @@ os.environ.setdefault("HF_DATASETS_OFFLINE", "1")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
 # Before any test module imports torch: spinning OpenMP threads collapse on a shared CPU
-# (see lmtune/__init__.py for the measurement).
+# (benchmarks/README.md, "CPU tuning").
 os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+# The CLI gives the tiny test models one torch thread (lmtune/cpu_tuning.py); tests that train
+# in-process get the same (importing lmtune sets nothing).
+os.environ.setdefault("OMP_NUM_THREADS", "1")

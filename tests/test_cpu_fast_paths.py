@@ -1,6 +1,6 @@
 """The two CPU training fast paths give the results of the paths they replace:
 per-document attention for packed rows (lmtune/packed_attention.py) and the loss computed from
-logits at label positions only (lmtune/trainer.py, train.lm_head=label_logits)."""
+logits at label positions only (lmtune/sft_trainer.py, train.lm_head=label_logits)."""
 
 from __future__ import annotations
 
@@ -148,6 +148,9 @@ def test_label_logits_loss_equals_trl_fused_loss_and_gradients(tmp_path, packing
         for g, ref in zip(grads, ref_grads):
             torch.testing.assert_close(g, ref, atol=1e-6, rtol=1e-4)
     assert trainer._metrics["train"]["mean_token_accuracy"]    # logged on both paths
+    # one running token count (TRL's), advanced alike by both paths: 2 heads x 2 calls
+    tokens = int(batch["attention_mask"].sum()) if "attention_mask" in batch else batch["position_ids"].size(1)
+    assert trainer._metrics["train"]["num_tokens"] == [4 * tokens]
 
 
 def test_lm_head_default_per_device():
@@ -159,29 +162,40 @@ def test_lm_head_default_per_device():
 
 # ---------------------------------------------------------------- threads per process
 
-def _threads_in_child(env_extra: dict, call: str) -> int:
+def _threads_in_child(env_extra: dict, hidden: int | None, threads: int | None = None, tmp=None) -> int:
+    """torch's thread count after lmtune/cpu_tuning.py `apply`, in a fresh interpreter (as the CLI)."""
+    import json
     import os
     import subprocess
     import sys
 
+    ref = "nowhere/no-such-model"
+    if hidden is not None:
+        ref = str(tmp / f"h{hidden}")
+        os.makedirs(ref, exist_ok=True)
+        with open(os.path.join(ref, "config.json"), "w") as fh:
+            json.dump({"model_type": "llama", "hidden_size": hidden}, fh)
     env = {k: v for k, v in os.environ.items() if k not in ("OMP_NUM_THREADS", "OMP_WAIT_POLICY")}
     env.update(env_extra)
-    code = (f"import lmtune; from lmtune.models import set_threads; import torch; "
-            f"n = set_threads({call}); assert n == torch.get_num_threads(); print(n)")
+    over = [f"train.threads={threads}"] if threads else []
+    code = ("from lmtune.config import load_config; from lmtune.cpu_tuning import Target, apply; "
+            f"a = apply(Target(load_config(None, ['data.task=sql', *{over!r}]), {ref!r})); "
+            "import torch; assert a.threads in (None, torch.get_num_threads()); print(torch.get_num_threads())")
     out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, check=True)
     return int(out.stdout.strip())
 
 
-def test_cpu_threads_default_to_one_per_process_for_small_models_under_passive_waiting():
+def test_cpu_threads_default_to_one_per_process_for_small_models_under_passive_waiting(tmp_path):
     import os
 
     cores = len(os.sched_getaffinity(0))
-    assert _threads_in_child({}, "None, 256") == 1                 # lmtune sets passive waiting itself
-    assert _threads_in_child({}, "None, 1024") == cores            # wide models: several threads pay
-    assert _threads_in_child({}, "None") == cores                  # size unknown: torch's choice
-    assert _threads_in_child({}, "3, 256") == 3                    # train.threads wins
-    assert _threads_in_child({"OMP_WAIT_POLICY": "ACTIVE"}, "None, 256") == cores   # spinning
-    assert _threads_in_child({"OMP_NUM_THREADS": "2"}, "None, 256") == 2           # the user's env wins
+    t = tmp_path
+    assert _threads_in_child({}, 256, tmp=t) == 1                  # lmtune sets passive waiting itself
+    assert _threads_in_child({}, 1024, tmp=t) == cores             # wide models: several threads pay
+    assert _threads_in_child({}, None, tmp=t) == cores             # size unknown: torch's choice
+    assert _threads_in_child({}, 256, threads=3, tmp=t) == 3       # train.threads wins
+    assert _threads_in_child({"OMP_WAIT_POLICY": "ACTIVE"}, 256, tmp=t) == cores   # spinning
+    assert _threads_in_child({"OMP_NUM_THREADS": "2"}, 256, tmp=t) == 2            # the user's env wins
 
 
 def test_one_process_on_a_multicore_cpu_says_how_to_use_the_other_cores(tmp_path, capsys, monkeypatch):

@@ -142,7 +142,7 @@ def test_data_check_with_a_saved_tokenizer_imports_no_torch(tmp_path):
 
 
 def test_light_tokenizer_loader_matches_the_saved_tokenizer(tmp_path):
-    from lmtune.data.tokenizer import load_tokenizer
+    from lmtune.models import open_tokenizer as load_tokenizer
 
     original = tt.qwen_style()
     original.save_pretrained(tmp_path / "tok")

@@ -15,13 +15,12 @@ from lmtune.data import (
     ensure_pad_token,
     get_template,
     load_examples,
-    load_template,
-    save_template,
     template_from_dict,
     tokenize_example,
     tokenize_examples,
 )
 from lmtune.data.templates import TemplateError
+from lmtune.rundir import write_json
 
 ALPACA = {"instruction": "Give the capital of the country.", "input": "Portugal", "output": "Lisbon"}
 MULTI_TURN = [{"role": "user", "content": "What is 12 times 12?"}, {"role": "assistant", "content": "144."},
@@ -132,9 +131,11 @@ def test_template_round_trips_through_template_json(tmp_path, tok_name, name):
     tokenizer = TOKENIZERS[tok_name]()
     [example] = _examples(tmp_path, [ALPACA])
     template = get_template(name, "alpaca", tokenizer, system_prompt="You are terse.")
-    path = save_template(template, tmp_path / "run" / "template.json")
+    path = tmp_path / "run" / "template.json"   # as train.py writes it and inference_loading.py reads it
+    path.parent.mkdir()
+    write_json(path, template.to_dict())
     tokenizer.chat_template = None  # a changed tokenizer must not change a saved model template
-    again = load_template(path, tokenizer)
+    again = template_from_dict(json.loads(path.read_text(encoding="utf-8")), tokenizer)
     assert again.to_dict() == template.to_dict()
     assert again.render_prompt(example) == template.render_prompt(example)
     assert tokenize_example(example, again, tokenizer, 512) == tokenize_example(example, template, tokenizer, 512)

@@ -27,7 +27,7 @@ import yaml
 from safetensors.torch import load_file
 
 from lmtune.config import load_config
-from lmtune.distributed import DATA_CACHE, DUMP_ENV, PRESETS
+from lmtune.distributed import DATA_CACHE, PRESETS
 from lmtune.train import train
 from tiny_models import save_tiny_model, write_alpaca
 
@@ -50,11 +50,8 @@ def _config(root: Path, model_dir: Path, data: Path) -> Path:
     return path
 
 
-def _env(dump: Path | None = None) -> dict:
-    env = {**os.environ, "PYTHONUNBUFFERED": "1"}
-    if dump is not None:
-        env[DUMP_ENV] = str(dump)
-    return env
+def _env() -> dict:
+    return {**os.environ, "PYTHONUNBUFFERED": "1"}
 
 
 @pytest.fixture(scope="module")
@@ -62,8 +59,10 @@ def runs(tmp_path_factory):
     root = tmp_path_factory.mktemp("ddp")
     model_dir = save_tiny_model(root / "base", "llama")
     config = _config(root, model_dir, write_alpaca(root / "train.jsonl", 40))
-    proc = subprocess.Popen([sys.executable, "-m", "lmtune", "train", str(config), "--nproc", "2"],
-                            env=_env(root / "dump"), stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    # `lmtune train --nproc 2`, each rank dumping its tensors at the end (tests/rank_dump.py)
+    proc = subprocess.Popen([sys.executable, str(Path(__file__).parent / "rank_dump.py"), str(root / "dump"),
+                             "train", str(config), "--nproc", "2"],
+                            env=_env(), stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     # meanwhile, the reference: one process, the same global batch (1 x 2 instead of 2 x 1)
     single = train(load_config(config, ["train.batch_size=2", f"output.dir={root / 'single'}"]), quiet=True)
     out, _ = proc.communicate(timeout=600)

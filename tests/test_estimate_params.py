@@ -28,7 +28,7 @@ def test_preset_total_matches_published(name):
 
 def test_seed_lora_count_is_corrected():
     shape = load_shape("llama-2-7b")
-    # the seed prints 4,194,304 for r=16 on all seven projections; that is r=8 on q_proj and v_proj
+    # the tutorial figure in docs/estimate.md: 4,194,304 for r=16 on all seven projections; that is r=8 on q_proj and v_proj
     assert count_lora(shape, LoraSpec(r=16, targets=ALL_SEVEN)).trainable == 39_976_960
     assert count_lora(shape, LoraSpec(r=16)).trainable == 39_976_960          # all-linear = the same seven
     assert count_lora(shape, LoraSpec(r=8, targets=("q_proj", "v_proj"))).trainable == 4_194_304
@@ -99,7 +99,7 @@ def test_lora_count_equals_peft_on_real_shapes(name, spec):
     import torch
     from transformers import AutoConfig, AutoModelForCausalLM
 
-    from lmtune.estimate.models import preset_dir
+    from lmtune.estimate.shapes import preset_dir
 
     raw = json.loads((preset_dir() / f"{name}.json").read_text())
     with torch.device("meta"):
@@ -110,7 +110,7 @@ def test_lora_count_equals_peft_on_real_shapes(name, spec):
 
 
 def test_embedded_tiny_base_counts_match_its_weights():
-    from lmtune.estimate.models import _embedded_tiny
+    from lmtune.estimate.shapes import _embedded_tiny
 
     path = _embedded_tiny()
     if not (path / "config.json").is_file():

@@ -147,6 +147,9 @@ def test_train_ends_with_eval_json_for_the_bundled_task(runs):
     val = ev["validation"]
     assert val["source"] == "validation split" and val["tuned"]["examples"] > 0
     assert val["tuned"]["perplexity"] == pytest.approx(math.exp(val["tuned"]["loss"]), rel=1e-6)
+    # one validation loss per run: train_summary.json and eval.json carry the same number
+    summary = json.loads((runs["gentle"] / "train_summary.json").read_text())
+    assert (summary["eval_loss"], summary["eval_perplexity"]) == (val["tuned"]["loss"], val["tuned"]["perplexity"])
     task = ev["task"]
     assert task["name"] == "sql" and task["primary"] == "execution_accuracy"
     assert task["examples"] == 4 and task["source"].endswith("sql/test.jsonl")

@@ -17,7 +17,7 @@ from pathlib import Path
 import pytest
 import torch
 import yaml
-from safetensors.torch import load_file
+from safetensors.torch import load_file, save_file
 
 from lmtune.cli import main
 from lmtune.rundir import COMPLETE_MARKER, RunDir, checkpoint_is_complete
@@ -268,6 +268,17 @@ def merge_pickle_adapter(t, tmp):
             "or set model.allow_pickle=true")
 
 
+def merge_nan_adapter(t, tmp):
+    run = tmp / "nan-run"
+    shutil.copytree(t.run, run, ignore=shutil.ignore_patterns("checkpoints", "tensorboard"))
+    weights = run / "adapter" / "adapter_model.safetensors"
+    tensors = load_file(str(weights))
+    tensors[next(k for k in sorted(tensors) if "lora_B" in k)][0, 0] = float("nan")
+    save_file(tensors, str(weights))
+    return (["merge", str(run), "--out", str(tmp / "m")], "gives NaN or inf weights",
+            "retrain with a lower learning rate")
+
+
 def merge_missing_run(t, tmp):
     return (["merge", str(tmp / "nope"), "--out", str(tmp / "m")], f"{tmp / 'nope'}: no such run or adapter directory",
             "give the run directory")
@@ -309,7 +320,7 @@ def merge_out_contains_the_run(t, tmp):
 
 MERGE_CASES = {f.__name__.replace("_", "-"): f for f in (
     merge_wider_base, merge_other_architecture, merge_adapter_dir_other_base, merge_pickle_adapter,
-    merge_missing_run,
+    merge_nan_adapter, merge_missing_run,
     merge_full_run_has_no_adapter, merge_out_is_a_file, merge_out_not_empty, merge_out_is_the_run,
     merge_out_is_the_adapter, merge_out_contains_the_run)}
 

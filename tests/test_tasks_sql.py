@@ -6,11 +6,16 @@ import hashlib
 import json
 import sqlite3
 
+import sys
+from pathlib import Path
+
 import pytest
 
 from lmtune.tasks import get_task, task_files
 from lmtune.tasks.sql import ReadOnlyDB, extract_sql, normalize_sql
-from lmtune.tasks.sql_gen import is_fair
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "scripts"))   # scripts/task_gen/
+from task_gen.sql_gen import is_fair  # noqa: E402
 
 GOLD = "SELECT name FROM customers WHERE city = 'Berlin'"
 GOLD_ORDERED = "SELECT name FROM products WHERE category = 'Garden' ORDER BY price DESC"

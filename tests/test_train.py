@@ -111,7 +111,7 @@ def test_resume_matches_uninterrupted(lora_run, tmp_path):
 
 def test_reloaded_adapter_gives_same_logits_and_merge_matches(lora_run, tmp_path):
     from lmtune.merge import merge
-    from lmtune.runs import load_for_inference, open_path
+    from lmtune.inference_loading import load_for_inference, open_path
 
     _, _, res = lora_run
     model, tok = load_for_inference(open_path(str(res.run_dir)))

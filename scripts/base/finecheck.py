@@ -6,7 +6,7 @@ to a new schema; prompts are deduped between train and eval. Four arms, same dat
 x {full fine-tuning, LoRA r=16 on all linear layers}. Loss only on the assistant reply (the
 template's generation markers). Reported: training loss along the way, eval loss, greedy exact
 match, and how often every quoted value / number of the gold query appears in the prediction
-(the copying skill the pilot's base lacked).
+(the copying skill the first prototype base lacked; docs/base-model.md).
 
 The loop is a few lines of plain PyTorch so the four arms differ in nothing but the start point;
 the real fine-tuning path (TRL) is lmtune's and is evaluated on the bundled tasks by the lead.

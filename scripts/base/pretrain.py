@@ -65,7 +65,7 @@ def make_model(arch: Arch, tokenizer, seed: int) -> LlamaForCausalLM:
 
 
 def _autocast(device: torch.device):
-    # bf16 autocast on CUDA only: this CPU has no bf16 instructions (DESIGN section 3)
+    # bf16 autocast on CUDA only: this CPU has no bf16 instructions (lmtune/models.py resolve_precision)
     return torch.autocast("cuda", dtype=torch.bfloat16, enabled=device.type == "cuda")
 
 

@@ -1,6 +1,7 @@
 """Byte-level BPE tokenizer whose pre-tokenization makes copying possible.
 
-The pilot's GPT-2 pattern (` ?\\p{L}+`) glued the leading space (or quote) to a word, so
+The first prototype base's GPT-2 pattern (` ?\\p{L}+`, docs/base-model.md) glued the leading
+space (or quote) to a word, so
 `Berlin` in prose (" Berlin") and in SQL ("'Berlin'") became different tokens and a small model
 could not copy one into the other. Here every pre-token is ONE of: a run of letters, a single
 digit, a run of punctuation, a newline, or a run of other whitespace. A word therefore

@@ -1,5 +1,5 @@
-"""Should you fine-tune, and how? The seed tutorial's decision framework, applied to your answers,
-your data and your hardware, ending in a training config that `lmtune train` accepts.
+"""Should you fine-tune, and how? A decision framework (docs/estimate.md, "`lmtune advise`"), applied
+to your answers, your data and your hardware, ending in a training config that `lmtune train` accepts.
 
     Q1 can 2-10 examples in the prompt show the model the task?   yes -> in-context learning (ICL)
     Q2 is it mainly about external knowledge or documents?        yes -> RAG
@@ -9,7 +9,7 @@ your data and your hardware, ending in a training config that `lmtune train` acc
     Q6 which method fits your hardware? (priority: quality -> full first, balance -> LoRA first,
        memory -> QLoRA first; each candidate is checked with `lmtune.estimate` on this machine)
 
-The seed's "when not to fine-tune" conditions are asked too; each one warns, and the ones that make
+Its "when not to fine-tune" conditions are asked too; each one warns, and the ones that make
 fine-tuning the wrong tool (fast-changing knowledge, factual QA, no success metric) change the verdict.
 This module is pure logic over its inputs; lmtune/commands/advise.py does the asking and writing.
 """
@@ -153,7 +153,7 @@ class Context:
 
 
 def when_not_warnings(a: Answers, n: int | None) -> list[str]:
-    """The seed's 'when NOT to fine-tune' list, one warning per condition that holds."""
+    """The framework's 'when NOT to fine-tune' list, one warning per condition that holds."""
     w = []
     if n is not None and n < MIN_EXAMPLES:
         w.append(f"only {n} examples (< {MIN_EXAMPLES}): not enough for meaningful fine-tuning; use ICL")
@@ -253,7 +253,7 @@ def choose_method(a: Answers, ctx: Context, seq_len: int) -> tuple[str | None, d
 def _fit(req, ctx: Context) -> dict:
     from lmtune.estimate.core import fit_on, largest_batch
     from lmtune.estimate.memory import memory_breakdown, resolve
-    from lmtune.estimate.models import load_shape
+    from lmtune.estimate.shapes import load_shape
 
     shape, spec = load_shape(req.model), req.run_spec()
     dev = ctx.device
@@ -271,7 +271,7 @@ def _fit(req, ctx: Context) -> dict:
 def propose(method: str, fit: dict, a: Answers, ctx: Context, seq_len: int, n: int) -> tuple[dict, dict]:
     """(hyperparameters, lmtune config dict) for the chosen method."""
     from lmtune.config import from_dict
-    from lmtune.estimate.models import model_reference
+    from lmtune.estimate.shapes import model_reference
 
     micro = fit["micro_batch"]
     accum = max(1, math.ceil(TARGET_BATCH / (micro * ctx.num_gpus)))

@@ -31,13 +31,6 @@ COMMANDS: dict[str, tuple[str, str]] = {
 }
 
 
-def _load(module: str):
-    try:
-        return importlib.import_module(f"lmtune.commands.{module}")
-    except ModuleNotFoundError as exc:  # a command not built yet in this checkout
-        if exc.name == f"lmtune.commands.{module}":
-            return None
-        raise
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -50,15 +43,13 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--debug", action="store_true", help="show tracebacks for user errors")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     for name, (module, help_text) in COMMANDS.items():
-        mod = _load(module)
-        if mod is None:
-            continue
+        mod = importlib.import_module(f"lmtune.commands.{module}")
         p = sub.add_parser(name, help=help_text, description=help_text,
                            formatter_class=argparse.ArgumentDefaultsHelpFormatter)
         p.add_argument("--debug", action="store_true", default=argparse.SUPPRESS,
                        help="show tracebacks for user errors")
         mod.register(p)
-        p.set_defaults(_run=mod.run)
+        p.set_defaults(_run=mod.run, _tuning=getattr(mod, "tuning", None))
     return parser
 
 
@@ -76,6 +67,10 @@ def main(argv: list[str] | None = None) -> int:
         parser.print_help()
         return 2
     try:
+        if args._tuning is not None:  # commands that run a model: CPU tuning before torch loads
+            from lmtune.cpu_tuning import apply
+
+            apply(args._tuning(args))
         return int(args._run(args) or 0)
     except UserError as exc:
         if getattr(args, "debug", False):

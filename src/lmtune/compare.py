@@ -1,8 +1,8 @@
 """`lmtune compare RUN RUN ...`: several runs side by side, as a terminal table, markdown or HTML.
 
 Columns: method, trainable parameters, peak memory, train time, eval loss, the task's primary metric,
-that metric as a percentage of the full fine-tuning run's (the seed's "LoRA reaches 95-99% of full"
-claim, measured), and the forgetting verdict. Reads only run-directory files (no torch).
+that metric as a percentage of the full fine-tuning run's (the common "LoRA reaches 95-99% of
+full" claim, measured; README.md "Full vs LoRA vs QLoRA"), and the forgetting verdict. Reads only run-directory files (no torch).
 """
 
 from __future__ import annotations

@@ -21,7 +21,8 @@ import yaml
 from lmtune.errors import ConfigError
 
 METHODS = ("full", "lora", "qlora")
-# Starting learning rates per method (DESIGN; the seed uses 2e-5 for full and 2e-4..3e-4 for LoRA).
+# Starting learning rates per method (the usual starting points: 2e-5 for full fine-tuning,
+# 2e-4..3e-4 for LoRA).
 DEFAULT_LR = {"full": 2e-5, "lora": 2e-4, "qlora": 2e-4}
 
 
@@ -93,6 +94,10 @@ class TrainConfig:
     batch_size: int | None = _f(None, "examples (or packed rows) per device per micro-batch; None: 1 on "
                                       "CPU (measured fastest, half the memory), 4 on GPUs", min=1)
     grad_accum: int = _f(4, "micro-batches per optimizer step", min=1)
+    rows_per_step: int | None = _f(None, "examples (or packed rows) per optimizer step over all processes; "
+                                         "when set, grad_accum is derived from it (rows_per_step / "
+                                         "(batch_size x processes)), so the step stays the same whatever "
+                                         "distributed.nproc resolves to", min=1)
     eval_batch_size: int = _f(8, "batch size for evaluation", min=1)
     warmup_ratio: float = _f(0.1, "share of steps spent warming up the LR", min=0.0, max=1.0)
     warmup_steps: int = _f(0, "warmup steps (overrides warmup_ratio when > 0)", min=0)
@@ -114,17 +119,18 @@ class TrainConfig:
     early_stopping_patience: int | None = _f(None, "stop after N evaluations without improvement", min=1)
     seed: int = _f(42, "seed for initialisation, shuffling and dropout", min=0)
     threads: int | None = _f(None, "CPU threads for torch per process (None: 1 for models with hidden size "
-                                   "under 1024 under lmtune's passive OpenMP waiting, measured fastest, "
-                                   "--nproc N for N cores; else torch's choice. OMP_NUM_THREADS or "
-                                   "OMP_WAIT_POLICY=ACTIVE: torch's choice)", min=1)
+                                   "under 1024 under passive OpenMP waiting, else torch's choice; "
+                                   "OMP_NUM_THREADS wins; lmtune/cpu_tuning.py)", min=1)
     lm_head: str = _f("auto", "how the loss runs the LM head: label_logits (the model's own head and "
-                              "cross-entropy, only where a label is set: 1.4x the CPU tokens/s), fused "
+                              "cross-entropy, only where a label is set: faster on CPU), fused "
                               "(TRL's chunked kernel: never holds full-vocabulary logits, logs entropy); "
                               "auto: label_logits on CPU, fused on GPUs",
                       choices=("auto", "label_logits", "fused"))
     keep_freed_memory: bool = _f(True, "CPU: keep memory torch frees for reuse instead of returning it to "
                                        "the OS each step (faster steps, higher peak RSS; glibc only)")
-
+    omp_wait_policy: str = _f("passive", "OpenMP threads waiting for work: passive (sleep; safe when other "
+                                         "jobs share the cores) or active (spin); OMP_WAIT_POLICY wins",
+                              choices=("passive", "active"))
 
     def lm_head_for(self, device_kind: str) -> str:
         """lm_head, or its default for the device: GPUs keep TRL's memory-saving fused head."""
@@ -133,8 +139,8 @@ class TrainConfig:
         return "label_logits" if device_kind == "cpu" else "fused"
 
     def micro_batch(self, device_kind: str) -> int:
-        """batch_size, or its default for the device: one packed row on CPU gave 1.32x the tokens/s
-        of four at half the peak RSS (benchmarks/README.md); GPUs want wider batches."""
+        """batch_size, or its default for the device: one packed row on CPU was faster than four at
+        half the peak RSS (benchmarks/README.md); GPUs want wider batches."""
         return self.batch_size or (1 if device_kind == "cpu" else 4)
 
 @dataclass
@@ -152,7 +158,9 @@ class EvalConfig:
 class DistributedConfig:
     backend: str = _f("none", "none (one process), ddp, fsdp or deepspeed",
                       choices=("none", "ddp", "fsdp", "deepspeed"))
-    nproc: int = _f(1, "processes per machine (GPUs, or CPU workers for ddp)", min=1)
+    nproc: int | str = _f(1, "processes per machine (GPUs, or CPU workers for ddp); auto: one per GPU, "
+                             "else one single-threaded worker per core for models below hidden size 1024 "
+                             "(else 1), as many as divide train.rows_per_step", min=1)
     nnodes: int = _f(1, "number of machines", min=1)
     node_rank: int = _f(0, "this machine's rank among nnodes", min=0)
     master_addr: str = _f("127.0.0.1", "address of the rank-0 machine")
@@ -316,6 +324,8 @@ def _check_cross(cfg: Config, problems: list[str]) -> None:
     if cfg.eval.forgetting_fail < cfg.eval.forgetting_warn:
         problems.append(f"eval.forgetting_fail: got {cfg.eval.forgetting_fail}, must be >= "
                         f"eval.forgetting_warn ({cfg.eval.forgetting_warn})")
+    if isinstance(cfg.distributed.nproc, str) and cfg.distributed.nproc != "auto":
+        problems.append(f"distributed.nproc: got {cfg.distributed.nproc!r}, expected a number >= 1 or auto")
     no_val = not cfg.data.validation and cfg.data.val_split == 0 and cfg.data.task is None
     if no_val and (cfg.train.eval_steps or cfg.train.early_stopping_patience):
         key = "train.eval_steps" if cfg.train.eval_steps else "train.early_stopping_patience"

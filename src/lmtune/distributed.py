@@ -31,13 +31,11 @@ from pathlib import Path
 from typing import Any, Callable
 
 from lmtune.errors import ConfigError, UserError
+from lmtune.process_count import usable_cores  # noqa: F401  (launch, and train's hint, use it)
 
 PRESETS = Path(__file__).parent / "presets"
 DEEPSPEED_PRESETS = {"zero2": PRESETS / "deepspeed" / "zero2.json", "zero3": PRESETS / "deepspeed" / "zero3.json"}
 DATA_CACHE = ".data_cache"          # inside the run directory; removed when training ends
-DUMP_ENV = "LMTUNE_DEBUG_RANK_DUMP"  # tests: each rank saves its trainable tensors here at the end
-_built_data = False                  # did this rank tokenize (True on one rank per machine)
-_backend_in_use = "none"             # what `start` resolved (for the dump)
 TIMEOUT = timedelta(seconds=1800)    # the Trainer's ddp_timeout default; rank 0 may tokenize meanwhile
 INSTALL_DEEPSPEED = ("install it on the GPU machines: pip install deepspeed (it compiles CUDA ops at "
                      "first use, so a CUDA toolkit matching torch must be present)")
@@ -219,14 +217,6 @@ def check_launch(cfg) -> None:
                         problems)
 
 
-def usable_cores() -> int:
-    """Cores this process may run on (affinity, e.g. taskset or a container's cpuset), not the host's."""
-    try:
-        return len(os.sched_getaffinity(0))
-    except AttributeError:   # not on Linux
-        return os.cpu_count() or 1
-
-
 def launch(cfg, child_argv: list[str], quiet: bool = False) -> int:
     """Run the workers under torchrun in this process (its agent watches them); returns an exit
     code: 0 ok, 2 when the first failing rank failed on a user error (its message is above), else 1.
@@ -237,8 +227,10 @@ def launch(cfg, child_argv: list[str], quiet: bool = False) -> int:
     d = cfg.distributed
     backend = resolve_backend(d.backend, d.nproc * d.nnodes)
     if device_kind() == "cpu" and "OMP_NUM_THREADS" not in os.environ:
+        from lmtune.cpu_tuning import worker_threads
+
         # torchrun would set 1; on CPU each worker may use its share of the cores
-        os.environ["OMP_NUM_THREADS"] = str(cfg.train.threads or max(1, usable_cores() // d.nproc))
+        os.environ["OMP_NUM_THREADS"] = str(worker_threads(cfg, d.nproc, usable_cores()))
     args = torchrun_args(cfg, child_argv)
     if not quiet:
         print(f"launching {d.nproc} process(es) x {d.nnodes} machine(s), backend {backend}:\n"
@@ -258,21 +250,25 @@ def launch(cfg, child_argv: list[str], quiet: bool = False) -> int:
 def start(cfg, device_kind_: str) -> None:
     """First thing a worker does: refuse what cannot run, write the real topology into `cfg`
     (so config.yaml records it), and join the process group used for the barriers below."""
+    from lmtune.process_count import set_grad_accum
+
     d = cfg.distributed
     if not is_launched():
+        if d.nproc == "auto":  # the Python API starts no workers
+            d.nproc = 1
         if d.nproc * d.nnodes > 1 or d.backend in ("fsdp", "deepspeed"):
             raise UserError(f"distributed.backend={d.backend} with {d.nproc * d.nnodes} process(es) needs a "
                             f"launcher, which the Python API does not start",
                             ["run `lmtune train CONFIG --nproc N` (it starts torchrun), or "
                              "`accelerate launch -m lmtune train CONFIG`"])
+        set_grad_accum(cfg, 1, device_kind_)
         return
     world = world_size()
     backend = resolve_backend(d.backend, world)
     check_engine(cfg, backend, device_kind_)
-    global _backend_in_use
-    _backend_in_use = backend
     local_world = _env_int("LOCAL_WORLD_SIZE", world) or 1
     d.backend, d.nproc, d.nnodes, d.node_rank = backend, local_world, max(1, world // local_world), node_rank()
+    set_grad_accum(cfg, world, device_kind_)
     _init_process_group(device_kind_, backend)
 
 
@@ -301,20 +297,19 @@ class RankStopped(UserError):
 
 def _any_rank(flag: bool) -> bool:
     """True on every rank when `flag` is true on any (also a barrier)."""
-    import torch.distributed as dist
-
-    if not (dist.is_available() and dist.is_initialized()):
+    if not is_launched():
         return flag
-    flags: list = [None] * dist.get_world_size()
-    dist.all_gather_object(flags, flag)
-    return any(flags)
+    from accelerate.utils import gather_object
+
+    return any(gather_object([flag]))
 
 
 def barrier() -> None:
-    import torch.distributed as dist
+    """Wait for every rank (nothing to wait for in one process)."""
+    if is_launched():
+        from accelerate import PartialState
 
-    if dist.is_available() and dist.is_initialized():
-        dist.barrier()
+        PartialState().wait_for_everyone()   # the state `start` initialized
 
 
 def trainer_arguments(cfg, device_kind_: str) -> dict[str, Any]:
@@ -379,7 +374,6 @@ def prepare_data_once(run_root: Path, build: Callable[[], Any], create_run: Call
     Several: the first rank of each machine builds while the others wait; global rank 0 creates the
     run directory; each machine's first rank saves the tokenized data; every rank reads it back,
     so TRL's packing `map` is cached on disk and runs once per machine as well."""
-    global _built_data
     if world_size() == 1:
         data = build()
         create_run()
@@ -390,7 +384,6 @@ def prepare_data_once(run_root: Path, build: Callable[[], Any], create_run: Call
             data = build()
         except UserError as exc:  # bad data: report it here, let the waiting ranks stop quietly
             error = exc
-    _built_data = data is not None
     if _any_rank(error is not None):
         raise error or RankStopped("stopped: another rank reported the problem above")
     if is_main_process():
@@ -430,18 +423,6 @@ def _load_data(path: Path, tokenizer, own=None):
 
 # ---------------------------------------------------------------- end of training
 
-def dump_for_debug(model) -> None:
-    """Tests: with LMTUNE_DEBUG_RANK_DUMP=DIR every rank saves its trainable tensors and a note
-    (rank, who tokenized, pid, sharded or not). Call on every rank: FSDP gathers (a collective)."""
-    if not os.environ.get(DUMP_ENV):
-        return
-    out = Path(os.environ[DUMP_ENV])
-    dump_trainable(model, out / f"rank{rank()}.safetensors")
-    (out / f"rank{rank()}.json").write_text(json.dumps(
-        {"rank": rank(), "world_size": world_size(), "built_data": _built_data, "pid": os.getpid(),
-         "backend": _backend_in_use, "sharded": _sharded(model)}))
-
-
 def finish(run_root: Path) -> None:
     """After the last collective (training, the final evaluate): rank 0 drops the data cache once
     its own after-train work is done; every rank leaves the process group. No barrier here: rank 0
@@ -462,20 +443,3 @@ def leave() -> None:
     if dist.is_available() and dist.is_initialized():
         dist.destroy_process_group()
 
-
-def dump_trainable(model, path: Path) -> None:
-    """Save this rank's trainable tensors (the unwrapped model's names)."""
-    from safetensors.torch import save_file
-
-    tensors = {}
-    for name, p in model.named_parameters():
-        if p.requires_grad:  # FSDP2 holds DTensor shards: gather the full tensor (a collective)
-            full = p.full_tensor() if hasattr(p, "full_tensor") else p
-            tensors[name] = full.detach().cpu().contiguous()
-    path.parent.mkdir(parents=True, exist_ok=True)
-    save_file(tensors, str(path))
-
-
-def _sharded(model) -> bool:
-    """True when the parameters are FSDP2 DTensor shards (what the GPU smoke test checks)."""
-    return any(type(p).__name__ == "DTensor" for p in model.parameters())

@@ -30,7 +30,7 @@ class Generator:
     @classmethod
     def load(cls, path: str, use_adapter: bool = True) -> "Generator":
         from lmtune.data.templates import get_template, template_from_dict
-        from lmtune.runs import load_for_inference, open_path
+        from lmtune.inference_loading import load_for_inference, open_path
 
         loaded = open_path(path)
         model, tokenizer = load_for_inference(loaded, use_adapter=use_adapter)

@@ -3,12 +3,13 @@
 A 4-bit (QLoRA) base is never merged into: the base is reloaded in 16/32-bit and the adapter is
 merged there. Adding the low-rank update to NF4 weights and re-quantizing would round it away.
 Before writing, merged logits are compared with base+adapter logits, non-finite weights are
-refused, and free disk space is checked. The output appears whole or not at all.
+refused (peft's safe_merge), and free disk space is checked. The output appears whole or not at all.
 """
 
 from __future__ import annotations
 
 import json
+import math
 import shutil
 from dataclasses import dataclass
 from pathlib import Path
@@ -34,15 +35,6 @@ def _logits(model, ids):
         return model(input_ids=ids.to(model.device)).logits.float().cpu()
 
 
-def _check_finite(model) -> None:
-    import torch
-
-    bad = [n for n, p in model.state_dict().items() if p.is_floating_point() and not torch.isfinite(p).all()]
-    if bad:
-        raise UserError(f"merged weights contain NaN or inf in {len(bad)} tensors (e.g. {bad[0]})",
-                        ["the adapter is broken (a diverged run?); retrain with a lower learning rate"])
-
-
 def _check_disk(out: Path, size: int) -> None:
     parent = out.absolute().parent
     while not parent.exists():  # --out may name directories that do not exist yet
@@ -56,7 +48,7 @@ def _check_disk(out: Path, size: int) -> None:
 
 
 def merge(run_path: str, out: str, overwrite: bool = False, dtype: str = "fp32") -> MergeResult:
-    from lmtune.runs import load_for_inference, open_path
+    from lmtune.inference_loading import load_for_inference, open_path
 
     if not Path(run_path).exists():
         raise UserError(f"{run_path}: no such run or adapter directory",
@@ -84,9 +76,14 @@ def merge(run_path: str, out: str, overwrite: bool = False, dtype: str = "fp32")
         qmodel, _ = load_for_inference(loaded, use_adapter=True, quantized=True)
         diff_4bit = float((_logits(qmodel, ids) - before).abs().max())
         del qmodel
-    merged = model.merge_and_unload()
+    try:  # safe_merge: peft checks each merged weight for NaN/inf before it replaces the original
+        merged = model.merge_and_unload(safe_merge=True)
+    except ValueError as exc:
+        if "NaN" not in str(exc):
+            raise
+        raise UserError(f"merging {loaded.adapter_dir} gives NaN or inf weights ({exc})",
+                        ["the adapter is broken (a diverged run?); retrain with a lower learning rate"]) from None
     diff = float((_logits(merged, ids) - before).abs().max())
-    _check_finite(merged)
     if dtype != "fp32":
         from lmtune.models import torch_dtype
 
@@ -124,13 +121,7 @@ def _check_out(out_dir: Path, run_path: Path, loaded, overwrite: bool) -> None:
 
 def _bytes_of(shapes: dict[str, list[int]], dtype: str) -> int:
     per = {"fp32": 4, "bf16": 2, "fp16": 2}[dtype]
-    total = 0
-    for shape in shapes.values():
-        n = 1
-        for d in shape:
-            n *= d
-        total += n
-    return total * per
+    return sum(math.prod(shape) for shape in shapes.values()) * per
 
 
 def model_card(loaded, diff: float, diff_4bit: float | None, run_path: str) -> str:

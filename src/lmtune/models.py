@@ -9,12 +9,69 @@ import os
 import re
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from lmtune.config import Config, ModelConfig
-from lmtune.data.tokenizer import resolve_model_path
 from lmtune.errors import ConfigError, UserError
 
 PICKLE_SUFFIXES = (".bin", ".pt", ".pth", ".ckpt", ".pkl")
+
+
+# ---------------------------------------------------------------- names and tokenizer files (no torch)
+EMBEDDED = ("tiny",)
+
+
+def embedded_model_dir(name: str) -> Path:
+    """Where the embedded base `name` lives inside the package."""
+    return Path(__file__).resolve().parent / "assets" / "base" / name
+
+
+def resolve_model_path(name_or_path: str) -> str:
+    """'tiny' -> the embedded directory (error when it has not been built); else unchanged."""
+    if name_or_path in EMBEDDED:
+        path = embedded_model_dir(name_or_path)
+        if not (path / "tokenizer_config.json").is_file() and not (path / "tokenizer.json").is_file():
+            raise UserError(f"the embedded '{name_or_path}' base is not built in this checkout ({path})",
+                            ["build it with scripts/build_base.py, or pass --model DIR"])
+        return str(path)
+    return name_or_path
+
+
+def open_tokenizer(name_or_path: str, revision: str | None = None, trust_remote_code: bool = False) -> Any:
+    """Tokenizer for a local directory, the embedded 'tiny' base, or a Hub id (cached), as saved
+    (`load_tokenizer` adds the pad-token fix training needs). A local directory loads torch-free:
+    `AutoTokenizer` imports torch (seconds), so the class named in tokenizer_config.json is taken
+    from the `transformers` package directly (its lazy loader imports only that module)."""
+    path = resolve_model_path(name_or_path)
+    local = Path(path).expanduser()
+    if not local.is_dir() and (local.is_absolute() or path.startswith((".", "~"))):
+        raise UserError(f"model directory not found: {path}",
+                        ["pass an existing model directory, a cached Hub id (org/name), or 'tiny'"])
+    try:
+        if local.is_dir() and not trust_remote_code:
+            return _load_local(local)
+        from transformers import AutoTokenizer
+
+        return AutoTokenizer.from_pretrained(path, revision=revision, trust_remote_code=trust_remote_code)
+    except (OSError, ValueError) as exc:
+        raise UserError(f"cannot load a tokenizer from {name_or_path!r}",
+                        [f"{type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}",
+                         "pass a local model directory (with tokenizer.json) or a cached Hub id"]) from None
+
+
+def _load_local(path: Path) -> Any:
+    import transformers
+
+    config_file = path / "tokenizer_config.json"
+    config = json.loads(config_file.read_text(encoding="utf-8")) if config_file.is_file() else {}
+    name = config.get("tokenizer_class") or "PreTrainedTokenizerFast"
+    cls = getattr(transformers, name, None) or getattr(transformers, name.removesuffix("Fast"), None)
+    if cls is None:  # an unknown class name: the generic tokenizers-backed class reads tokenizer.json
+        cls = transformers.PreTrainedTokenizerFast
+    return cls.from_pretrained(str(path))
+
+
+# ---------------------------------------------------------------- checks before loading
 
 
 def check_model_source(mcfg: ModelConfig) -> str:
@@ -52,33 +109,29 @@ def check_model_source(mcfg: ModelConfig) -> str:
 
 
 # ---------------------------------------------------------------- weights, read from headers only
-# A safetensors file is an 8-byte little-endian header length, a JSON header (name -> dtype, shape,
-# byte offsets), then the raw data. Reading the header alone gives every tensor's name and shape,
-# so names, shapes and truncation are checked in milliseconds, with no torch and no weights loaded.
+# safetensors' safe_open reads a file's header alone (every tensor's name, dtype, shape and byte
+# range) and checks that the file covers those ranges, so names, shapes and truncation are checked
+# in milliseconds, with no torch and no weights loaded.
 
-def _safetensors_header(file: Path) -> dict:
-    size = file.stat().st_size
+def _weight_shapes(file: Path) -> dict[str, list[int]]:
+    from safetensors import SafetensorError, safe_open
+
     try:
-        with open(file, "rb") as fh:
-            n = int.from_bytes(fh.read(8), "little")
-            if size < 8 or n > size - 8:
-                raise ValueError(f"header of {n} bytes in a {size}-byte file")
-            header = json.loads(fh.read(n))
-        end = max((t["data_offsets"][1] for k, t in header.items() if k != "__metadata__"), default=0)
-    except (ValueError, KeyError, TypeError, IndexError) as exc:
+        with safe_open(str(file), framework="numpy") as fh:
+            return {name: fh.get_slice(name).get_shape() for name in fh.keys()}
+    except SafetensorError as exc:
+        if "not fully covered" in str(exc):
+            raise ConfigError(f"{file}: truncated ({file.stat().st_size:,} bytes, shorter than its header says)",
+                              ["the download or copy was cut short: fetch the model again"]) from None
         raise ConfigError(f"{file}: not a valid safetensors file ({exc})",
                           ["the download or copy is broken: fetch the model again"]) from None
-    if size < 8 + n + end:
-        raise ConfigError(f"{file}: truncated ({size:,} bytes, the header says {8 + n + end:,})",
-                          ["the download or copy was cut short: fetch the model again"])
-    return {k: v for k, v in header.items() if k != "__metadata__"}
 
 
 def read_weight_shapes(model_dir: Path) -> dict[str, list[int]]:
     """tensor name -> shape for every *.safetensors file in `model_dir` (empty when there are none)."""
     shapes: dict[str, list[int]] = {}
     for file in sorted(Path(model_dir).glob("*.safetensors")):
-        shapes.update({k: v["shape"] for k, v in _safetensors_header(file).items()})
+        shapes.update(_weight_shapes(file))
     return shapes
 
 
@@ -194,9 +247,8 @@ def load_tokenizer(ref: str, mcfg: ModelConfig):
     """Load the tokenizer and give it a pad token distinct from eos (padding with eos would mask
     eos out of the loss, and the model would never learn to stop)."""
     from lmtune.data.tokenize import ensure_pad_token
-    from lmtune.data.tokenizer import load_tokenizer as _load
 
-    tok = _load(ref, mcfg.revision, mcfg.trust_remote_code)
+    tok = open_tokenizer(ref, mcfg.revision, mcfg.trust_remote_code)
     ensure_pad_token(tok)
     return tok
 
@@ -297,8 +349,6 @@ def load_model(ref: str, cfg: Config, device: Device, tokenizer=None, quantize: 
     model = AutoModelForCausalLM.from_pretrained(ref, **kwargs)
     if quantize and device.kind == "cpu":
         keep_4bit_layers_off_unfit_cpu_kernel(model)
-    # eval, generate and merge load through here too
-    set_threads(cfg.train.threads, getattr(model.config.get_text_config(), "hidden_size", None))
     if tokenizer is not None and len(tokenizer) > model.get_input_embeddings().num_embeddings:
         model.resize_token_embeddings(len(tokenizer))
     if tokenizer is not None:
@@ -307,27 +357,3 @@ def load_model(ref: str, cfg: Config, device: Device, tokenizer=None, quantize: 
             model.generation_config.pad_token_id = tokenizer.pad_token_id
     return model
 
-
-# Below this hidden size one thread beats several passive ones (per-op work too small to share).
-ONE_THREAD_BELOW_HIDDEN = 1024
-
-
-def set_threads(threads: int | None, hidden_size: int | None = None) -> int:
-    """train.threads, or the CPU default under lmtune's passive OpenMP waiting: one thread per
-    process for models narrower than ONE_THREAD_BELOW_HIDDEN, torch's choice otherwise. Measured on
-    2 cores (benchmarks/README.md), one passive thread vs two: hidden 256 (5.5M) 1,665 vs 1,255
-    tokens/s, hidden 512 (28M) 468 vs 378, but hidden 1024 (97M) 123 vs 177. More cores for small
-    models come through processes (--nproc N: 1.98x on 2 cores). OMP_NUM_THREADS, an
-    OMP_WAIT_POLICY other than passive, or a GPU leave torch's choice alone."""
-    import torch
-
-    if threads is None:
-        keep = (torch.cuda.is_available() or "OMP_NUM_THREADS" in os.environ
-                or os.environ.get("OMP_WAIT_POLICY", "").upper() != "PASSIVE"
-                or hidden_size is None or hidden_size >= ONE_THREAD_BELOW_HIDDEN)
-        if keep:
-            return torch.get_num_threads()
-        threads = 1
-    torch.set_num_threads(threads)
-    os.environ.setdefault("OMP_NUM_THREADS", str(threads))
-    return threads

@@ -1,5 +1,5 @@
-"""The run directory (DESIGN section 5) and atomic writes: every file is written under a temporary
-name in the same directory and renamed into place, so a killed run never leaves a half-written
+"""The run directory (layout: docs/architecture.md) and atomic writes: every file is written
+under a temporary name in the same directory and renamed into place, so a killed run never leaves a half-written
 file that looks complete."""
 
 from __future__ import annotations

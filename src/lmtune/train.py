@@ -33,8 +33,8 @@ def train(cfg: Config, resume: bool = False, quiet: bool = False) -> TrainResult
     trainer = _build_trainer(cfg, run, setup)
     started = time.time()
     _fit(trainer, run, resume)
-    metrics = _save(cfg, run, setup, trainer, time.time() - started)
-    _finish_on_main(cfg, run, setup, trainer, metrics, quiet)
+    metrics, val = _save(cfg, run, setup, trainer, time.time() - started)
+    _finish_on_main(cfg, run, setup, trainer, metrics, quiet, val)
     return TrainResult(run.root, setup.trainable, setup.total, metrics)
 
 
@@ -96,16 +96,12 @@ def _setup(cfg: Config, run: RunDir, resume: bool) -> _Setup:
 
     ref = _preflight_all_ranks(cfg, run, resume)
     device = detect_device()
-    if device.kind == "cpu" and cfg.train.keep_freed_memory:
-        from lmtune.cpu_memory import keep_freed_memory
-
-        keep_freed_memory()
     precision = resolve_precision(cfg.train.precision, device)
     tokenizer = load_tokenizer(ref, cfg.model)
     data = _prepare_data(cfg, run, tokenizer, resume)  # raises DataError listing every bad record
     template = data.template
     _seed(cfg.train.seed)  # LoRA/new-token init: same start on every rank and in every rerun
-    model = load_model(ref, cfg, device, tokenizer, quantize=cfg.method == "qlora")  # sets the threads
+    model = load_model(ref, cfg, device, tokenizer, quantize=cfg.method == "qlora")
     _suggest_processes(cfg, device.kind, torch.get_num_threads())
     use_training_attention(model, cfg, device)
     model = methods.prepare(model, cfg)
@@ -116,7 +112,8 @@ def _setup(cfg: Config, run: RunDir, resume: bool) -> _Setup:
 
 def _suggest_processes(cfg: Config, device_kind: str, threads: int) -> None:
     """One process on one thread of a multi-core CPU (the default) leaves cores idle: say how to
-    use them. Processes, not threads: a second passive thread costs more than it gives (models.py)."""
+    use them. Processes, not threads: a second passive thread costs more than it gives
+    (lmtune/cpu_tuning.py; the measurements are in benchmarks/README.md)."""
     import sys
 
     from lmtune.distributed import is_launched, usable_cores
@@ -125,10 +122,13 @@ def _suggest_processes(cfg: Config, device_kind: str, threads: int) -> None:
     if device_kind != "cpu" or threads != 1 or cfg.train.threads or is_launched() or cores < 2:
         return
     accum = cfg.train.grad_accum
-    how = (f"--nproc {cores} train.grad_accum={accum // cores}" if accum % cores == 0
-           else f"--nproc {cores} (and train.grad_accum divided by {cores})")
+    if cfg.train.rows_per_step:   # grad_accum follows the process count (lmtune/process_count.py)
+        how = "--nproc auto"
+    else:
+        how = (f"--nproc {cores} train.grad_accum={accum // cores}" if accum % cores == 0
+               else f"--nproc {cores} (and train.grad_accum divided by {cores})")
     print(f"note: CPU training runs one thread per process; {how} uses all {cores} cores with the same "
-          f"rows per optimizer step (1.98x faster training measured on 2 cores)", file=sys.stderr)
+          f"rows per optimizer step", file=sys.stderr)
 
 
 def _preflight_all_ranks(cfg: Config, run: RunDir, resume: bool):
@@ -269,7 +269,7 @@ def _build_trainer(cfg: Config, run: RunDir, s: _Setup):
     from transformers import EarlyStoppingCallback
 
     from lmtune.callbacks import MarkCheckpointComplete, MetricsJsonl, NonFiniteGuard
-    from lmtune.trainer import LmtuneSFTTrainer
+    from lmtune.sft_trainer import LmtuneSFTTrainer
 
     has_eval = s.data.validation is not None and len(s.data.validation) > 0
     args = training_arguments(cfg, run, s.precision, s.device.kind, has_eval)
@@ -313,9 +313,11 @@ def _fit(trainer, run: RunDir, resume: bool) -> None:
         else:
             print(f"resuming from {checkpoint.name}")
     trainer.train(resume_from_checkpoint=str(checkpoint) if checkpoint else None)
+    from lmtune.callbacks import MarkCheckpointComplete, NonFiniteGuard
+
     # NonFiniteGuard sees logged loss/grad norm; MarkCheckpointComplete sees the weights it would mark.
     guards = [cb for cb in trainer.callback_handler.callbacks
-              if type(cb).__name__ in ("NonFiniteGuard", "MarkCheckpointComplete")]
+              if isinstance(cb, (NonFiniteGuard, MarkCheckpointComplete))]
     bad = next((cb.bad for cb in guards if cb.bad), None)
     if bad:
         last = run.last_checkpoint()
@@ -340,9 +342,12 @@ def _remove_partial_checkpoints(run: RunDir) -> list[str]:
 
 # ---------------------------------------------------------------- save
 
-def _save(cfg: Config, run: RunDir, s: _Setup, trainer, seconds: float) -> dict:
-    """Final weights in plain HF layout (adapter/ or model/), then eval.json. Each directory is
-    written to a staging name first and renamed, so it is either whole or absent."""
+def _save(cfg: Config, run: RunDir, s: _Setup, trainer, seconds: float):
+    """Final weights in plain HF layout (adapter/ or model/), then train_summary.json; returns its
+    metrics and the validation loss (eval.json reuses it). Each directory is written to a staging
+    name first and renamed, so it is either whole or absent."""
+    from lmtune import distributed
+
     name = "model" if cfg.method == "full" else "adapter"
     main = trainer.is_world_process_zero()
     staging = run.staging(name) if main else run / f".{name}.staging"
@@ -357,13 +362,19 @@ def _save(cfg: Config, run: RunDir, s: _Setup, trainer, seconds: float) -> dict:
     train_losses = [h["loss"] for h in trainer.state.log_history if "loss" in h]
     if train_losses:
         metrics["final_train_loss"] = train_losses[-1]
-    if trainer.eval_dataset is not None:
-        ev = trainer.evaluate()
-        metrics["eval_loss"] = ev["eval_loss"]
-        metrics["eval_perplexity"] = math.exp(min(ev["eval_loss"], 50.0))
+    val = None
+    if trainer.eval_dataset is not None and distributed.shards_weights(cfg):
+        # no rank holds the whole model: the Trainer's loop (every rank); no eval.json follows
+        loss = trainer.evaluate()["eval_loss"]
+        metrics["eval_loss"], metrics["eval_perplexity"] = loss, math.exp(min(loss, 50.0))
+    elif trainer.eval_dataset is not None and main:
+        from lmtune.evaluate.run import validation_loss
+
+        val = validation_loss(trainer.model, s.data.validation, s.tokenizer, cfg)
+        metrics["eval_loss"], metrics["eval_perplexity"] = val.loss, val.perplexity
     if main:
         write_json(run / "train_summary.json", metrics)
-    return metrics
+    return metrics, val
 
 
 def _save_weights(trainer, path: Path) -> None:
@@ -375,7 +386,8 @@ def _save_weights(trainer, path: Path) -> None:
         trainer.model.save_pretrained(str(path), safe_serialization=True)
 
 
-def _finish_on_main(cfg: Config, run: RunDir, s: _Setup, trainer, metrics: dict, quiet: bool) -> None:
+def _finish_on_main(cfg: Config, run: RunDir, s: _Setup, trainer, metrics: dict, quiet: bool,
+                    val=None) -> None:
     """eval.json and report.html are rank 0's. With sharded weights (FSDP, ZeRO-3) no rank holds
     the whole model, so the after-train evaluation is left to `lmtune eval RUN` (said, not hidden)."""
     import dataclasses
@@ -387,13 +399,12 @@ def _finish_on_main(cfg: Config, run: RunDir, s: _Setup, trainer, metrics: dict,
             print(f"note: {cfg.distributed.backend} shards the weights: run `lmtune eval {run.root}` for "
                   f"eval.json")
         cfg = dataclasses.replace(cfg, eval=dataclasses.replace(cfg.eval, after_train=False))
-    distributed.dump_for_debug(trainer.model)  # tests compare ranks (LMTUNE_DEBUG_RANK_DUMP)
     if distributed.is_main_process():
-        _finish(cfg, run, s, trainer, metrics, quiet)
+        _finish(cfg, run, s, trainer, metrics, quiet, val)
     distributed.finish(run.root)
 
 
-def _finish(cfg: Config, run: RunDir, s: _Setup, trainer, metrics: dict, quiet: bool) -> None:
+def _finish(cfg: Config, run: RunDir, s: _Setup, trainer, metrics: dict, quiet: bool, val=None) -> None:
     """Evaluate base vs tuned (eval.json), write report.html, print the summary."""
     summary = ""
     if cfg.eval.after_train:
@@ -401,7 +412,7 @@ def _finish(cfg: Config, run: RunDir, s: _Setup, trainer, metrics: dict, quiet: 
         from lmtune.evaluate.summary import summarize
 
         result = final_evaluation(cfg, run.root, trainer.model, s.tokenizer, s.template,
-                                  validation=s.data.validation, progress=not quiet)
+                                  validation=s.data.validation, progress=not quiet, validation_loss=val)
         summary = summarize(result)
     if cfg.output.report:
         from lmtune.report import write_report

@@ -1,4 +1,4 @@
-"""`lmtune advise`: should you fine-tune, and how? Asks the seed's decision questions (or reads them
+"""`lmtune advise`: should you fine-tune, and how? Asks the decision questions of lmtune/advise.py (or reads them
 from flags / an answers file), reads your data and hardware, and writes a config for `lmtune train`."""
 
 from __future__ import annotations

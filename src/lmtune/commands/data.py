@@ -106,11 +106,11 @@ def _template_report(args: argparse.Namespace, data_format: str, examples: list)
 
 def _tokenizer(model: str) -> tuple[Any, str]:
     """(tokenizer, "") or (None, why not) when the embedded base is not built in this checkout."""
-    from lmtune.data.tokenizer import EMBEDDED, embedded_model_dir, load_tokenizer
+    from lmtune.models import EMBEDDED, embedded_model_dir, open_tokenizer
 
     if model in EMBEDDED and not (embedded_model_dir(model) / "tokenizer.json").is_file():
         return None, f"not counted: the embedded '{model}' base is not built yet (scripts/build_base.py)"
-    return load_tokenizer(model), ""
+    return open_tokenizer(model), ""
 
 
 def _token_report(args: argparse.Namespace, template: Any, tokenizer: Any, examples: list) -> list[str]:

@@ -51,7 +51,7 @@ def register(p: argparse.ArgumentParser) -> None:
                    help="weights dtype (auto: what lmtune train loads: fp32 for full, 16-bit base for lora on GPU)")
     p.add_argument("--no-double-quant", action="store_true", help="qlora without double quantization")
     p.add_argument("--loss", choices=("fused", "plain"), default="fused",
-                   help="fused: TRL's chunked LM head (lmtune train); plain: full logits (Trainer, the seed)")
+                   help="fused: TRL's chunked LM head (lmtune train); plain: full logits (transformers' Trainer)")
     p.add_argument("--fsdp", action="store_true", help="shard weights, gradients and optimizer over --num-gpus")
     p.add_argument("--dataset-size", type=int, default=None, help="training examples")
     p.add_argument("--tokens-per-example", type=int, default=None, help="mean tokens per example (default: seq-len)")
@@ -77,7 +77,7 @@ def request_from_args(args: argparse.Namespace):
 def run(args: argparse.Namespace) -> int:
     if args.list:
         from lmtune.estimate.hardware import gpu_catalog
-        from lmtune.estimate.models import preset_names
+        from lmtune.estimate.shapes import preset_names
 
         print("models: " + ", ".join(preset_names()) + ", tiny")
         for d in gpu_catalog():

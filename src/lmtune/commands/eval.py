@@ -34,6 +34,13 @@ def register(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--json", action="store_true", help="print eval.json instead of the summary")
 
 
+def tuning(args: argparse.Namespace):
+    """CPU tuning for this process (applied by lmtune/cli.py before torch loads)."""
+    from lmtune.cpu_tuning import target_for_path
+
+    return target_for_path(args.run)
+
+
 def run(args: argparse.Namespace) -> int:
     import json
 

@@ -47,6 +47,13 @@ def _read_prompts(path: str) -> list:
     return items
 
 
+def tuning(args: argparse.Namespace):
+    """CPU tuning for this process (applied by lmtune/cli.py before torch loads)."""
+    from lmtune.cpu_tuning import target_for_path
+
+    return target_for_path(args.model)
+
+
 def run(args: argparse.Namespace) -> int:
     from lmtune.generate import GenerationSettings, Generator
 

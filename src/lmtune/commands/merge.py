@@ -12,6 +12,13 @@ def register(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--overwrite", action="store_true", help="replace a non-empty --out")
 
 
+def tuning(args: argparse.Namespace):
+    """CPU tuning for this process (applied by lmtune/cli.py before torch loads)."""
+    from lmtune.cpu_tuning import target_for_path
+
+    return target_for_path(args.run)
+
+
 def run(args: argparse.Namespace) -> int:
     from lmtune.merge import merge
 

@@ -23,12 +23,22 @@ def register(parser: argparse.ArgumentParser) -> None:
         "several processes or machines",
         "each flag overrides the config's distributed.* key; see docs/distributed.md")
     hide = argparse.SUPPRESS  # absent flag -> the config's value (and no misleading "default: None")
-    group.add_argument("--nproc", type=int, metavar="N", default=hide,
-                       help="processes on this machine: one per GPU, or CPU worker processes (ddp)")
+    group.add_argument("--nproc", type=_nproc, metavar="N", default=hide,
+                       help="processes on this machine: one per GPU, or CPU worker processes (ddp); "
+                            "auto: as distributed.nproc=auto")
     group.add_argument("--nnodes", type=int, metavar="M", default=hide, help="number of machines")
     group.add_argument("--node-rank", type=int, metavar="R", default=hide, help="this machine's index, 0..M-1")
     group.add_argument("--master-addr", metavar="HOST", default=hide, help="address of machine 0 (several machines)")
     group.add_argument("--master-port", type=int, metavar="PORT", default=hide, help="port on machine 0 (several machines)")
+
+
+def _nproc(text: str) -> int | str:
+    if text == "auto":
+        return text
+    try:
+        return int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a number or auto, got {text!r}") from None
 
 
 def _overrides(args: argparse.Namespace) -> list[str]:
@@ -37,12 +47,26 @@ def _overrides(args: argparse.Namespace) -> list[str]:
                   if getattr(args, flag, None) is not None]
 
 
+def tuning(args: argparse.Namespace):
+    """CPU tuning for this process (applied by lmtune/cli.py before torch loads)."""
+    from lmtune.config import load_config
+    from lmtune.cpu_tuning import Target
+    from lmtune.models import resolve_model_path
+
+    cfg = load_config(args.config, _overrides(args))
+    return Target(cfg, resolve_model_path(cfg.model.name_or_path), training=True)
+
+
 def run(args: argparse.Namespace) -> int:
     from lmtune import distributed
     from lmtune.config import load_config
 
     overrides = _overrides(args)
     cfg = load_config(args.config, overrides)
+    if not distributed.is_launched():  # a worker takes its count from the launcher (distributed.start)
+        from lmtune.process_count import resolve
+
+        resolve(cfg)
     if distributed.needs_launch(cfg):
         return _launch(args, cfg, overrides)
     from lmtune.errors import UserError

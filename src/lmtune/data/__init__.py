@@ -5,7 +5,6 @@
     split.py      dedupe and the seeded train/validation split
     templates.py  alpaca, chatml, the model's chat template (and raw); saved with the run
     tokenize.py   token ids + completion mask (trained = answer + eos), pad token, statistics
-    tokenizer.py  torch-free tokenizer loading for `lmtune data check --model`
     prepare.py    DataConfig -> datasets.Dataset train/validation + stats (what train.py calls)
 
 Nothing here imports torch; `datasets`/`transformers` are imported only inside the functions
@@ -21,8 +20,6 @@ from lmtune.data.templates import (
     Template,
     TemplateError,
     get_template,
-    load_template,
-    save_template,
     template_from_dict,
 )
 from lmtune.data.tokenize import encode_prompt, ensure_pad_token, tokenize_example, tokenize_examples
@@ -30,6 +27,6 @@ from lmtune.data.tokenize import encode_prompt, ensure_pad_token, tokenize_examp
 __all__ = [
     "FORMATS", "TEMPLATE_NAMES", "Example", "LoadedData", "PreparedData", "Segment", "Template",
     "TemplateError", "dedupe", "encode_prompt", "ensure_pad_token", "get_template", "load_examples",
-    "load_split", "load_template", "prepare_datasets", "resolve_files", "save_template",
+    "load_split", "prepare_datasets", "resolve_files",
     "split_train_validation", "template_from_dict", "tokenize_example", "tokenize_examples",
 ]

@@ -32,7 +32,8 @@ def dedupe(examples: list[Example], keep_samples: int = 5) -> DedupeResult:
 
 def drop_overlap(validation: list[Example], train: list[Example]) -> tuple[list[Example], int]:
     """Remove validation examples that also appear in train: they would make the
-    validation loss look better than it is (the pilot found 178 of 200 test prompts in train)."""
+    validation loss look better than it is (an early bundled SQL task had 178 of
+    its 200 test prompts in train)."""
     train_keys = {ex.content_key() for ex in train}
     kept = [ex for ex in validation if ex.content_key() not in train_keys]
     return kept, len(validation) - len(kept)

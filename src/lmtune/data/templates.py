@@ -14,12 +14,8 @@ generation and evaluation reload exactly the one the model was trained with.
 
 from __future__ import annotations
 
-import json
-import os
 import re
-import tempfile
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
 from lmtune.data.formats import Example, guess_format, to_example
@@ -330,21 +326,3 @@ def template_from_dict(data: dict[str, Any], tokenizer: Any = None) -> Template:
         raise ValueError(f"unknown template {name!r} in saved template data")
     return cls(system_prompt=data.get("system_prompt"))
 
-
-Template.from_dict = staticmethod(template_from_dict)  # type: ignore[attr-defined]
-
-
-def save_template(template: Template, path: str | Path) -> Path:
-    """Write template.json atomically (temp file + rename: a killed run leaves no half file)."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=".template.", suffix=".tmp")
-    with os.fdopen(fd, "w", encoding="utf-8") as f:
-        json.dump(template.to_dict(), f, indent=2, ensure_ascii=False)
-        f.write("\n")
-    os.replace(tmp, path)
-    return path
-
-
-def load_template(path: str | Path, tokenizer: Any = None) -> Template:
-    return template_from_dict(json.loads(Path(path).read_text(encoding="utf-8")), tokenizer)

@@ -9,7 +9,7 @@ and time and cost from FLOPs. Pure arithmetic over the config: no peft, no Train
 from lmtune.estimate.core import Estimate, EstimateRequest, Fit, estimate, largest_batch
 from lmtune.estimate.lora import LoraSpec, count_lora
 from lmtune.estimate.memory import MemoryBreakdown, RunSpec, memory_breakdown
-from lmtune.estimate.models import ModelShape, load_shape, preset_names, shape_from_config
+from lmtune.estimate.shapes import ModelShape, load_shape, preset_names, shape_from_config
 
 __all__ = ["Estimate", "EstimateRequest", "Fit", "LoraSpec", "MemoryBreakdown", "ModelShape", "RunSpec",
            "count_lora", "estimate", "largest_batch", "load_shape", "memory_breakdown", "preset_names",

@@ -24,7 +24,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from lmtune.estimate.models import ModelShape
+from lmtune.estimate.shapes import ModelShape
 
 ATTN_IN = ("q_proj", "k_proj", "v_proj", "qkv_proj")
 MLP_IN = ("gate_proj", "up_proj", "gate_up_proj")

@@ -8,7 +8,7 @@ from lmtune.errors import UserError
 from lmtune.estimate.hardware import GIB, Device, cpu_device, custom_gpu, find_gpu, gpu_catalog, with_overrides
 from lmtune.estimate.lora import LoraSpec
 from lmtune.estimate.memory import OPTIMIZERS, MemoryBreakdown, RunSpec, memory_breakdown, resolve
-from lmtune.estimate.models import ModelShape, load_shape
+from lmtune.estimate.shapes import ModelShape, load_shape
 from lmtune.estimate.speed import Speed, speed
 
 MAX_BATCH = 4096

@@ -9,11 +9,12 @@ biases. tests/test_estimate_lora.py checks these counts against peft's `get_nb_t
 
 from __future__ import annotations
 
+import math
 import re
 from dataclasses import dataclass, field
 
 from lmtune.errors import UserError
-from lmtune.estimate.models import LinearInfo, ModelShape
+from lmtune.estimate.shapes import LinearInfo, ModelShape
 
 
 @dataclass(frozen=True)
@@ -74,10 +75,4 @@ def count_lora(shape: ModelShape, spec: LoraSpec) -> LoraCount:
         tensors += [s for n, s in shape.param_shapes if n.endswith("bias")]
     elif spec.bias == "lora_only":
         tensors += [(lin.bias,) for lin in adapted if lin.bias]
-    total = 0
-    for s in tensors:
-        n = 1
-        for d in s:
-            n *= d
-        total += n
-    return LoraCount(total, adapted, tensors)
+    return LoraCount(sum(math.prod(s) for s in tensors), adapted, tensors)

@@ -19,7 +19,7 @@ from dataclasses import dataclass, field
 
 from lmtune.estimate.activations import Numerics, Trainability, profile
 from lmtune.estimate.lora import LoraSpec, count_lora
-from lmtune.estimate.models import ModelShape
+from lmtune.estimate.shapes import ModelShape
 
 GIB = 1024 ** 3
 DTYPE_BYTES = {"fp32": 4, "bf16": 2, "fp16": 2}

@@ -20,7 +20,7 @@ import math
 from dataclasses import dataclass
 
 from lmtune.estimate.hardware import Device
-from lmtune.estimate.models import ModelShape
+from lmtune.estimate.shapes import ModelShape
 
 QLORA_SLOWDOWN = 1.25        # assumed, see module doc
 MULTI_GPU_EFFICIENCY = 0.9   # assumed data-parallel scaling beyond one GPU

@@ -18,11 +18,12 @@ from lmtune.errors import DataError, UserError
 
 
 def final_evaluation(cfg, run_dir, model, tokenizer, template, validation=None,
-                     progress: bool = True) -> dict:
+                     progress: bool = True, validation_loss=None) -> dict:
     """Evaluate the model just trained (still in memory) and its base; writes RUN/eval.json.
-    `validation`: the tokenized validation dataset train already has (skips re-preparing it)."""
+    `validation`: the tokenized validation dataset train already has (skips re-preparing it);
+    `validation_loss`: the tuned model's loss on it, measured already for train_summary.json."""
     source = "validation split" if validation is not None else "none (the run has no validation data)"
-    settings = EvalSettings(base=True, progress=progress, loss_source=source)
+    settings = EvalSettings(base=True, progress=progress, loss_source=source, tuned_validation=validation_loss)
     return evaluate_model(cfg, run_dir, model, tokenizer, template, validation, settings)
 
 
@@ -36,7 +37,7 @@ def evaluate_run(path: str | Path, test: list[str] | None = None, base: bool = F
     --test files when given. A plain model ('tiny', a model directory or Hub id) is evaluated on
     its own on `task` or `test` (its "before" score); eval.json goes to `out` when given."""
     from lmtune.generate import Generator
-    from lmtune.runs import open_path
+    from lmtune.inference_loading import open_path
 
     loaded = open_path(str(path))
     if loaded.kind == "run":

@@ -40,6 +40,7 @@ class EvalSettings:
     progress: bool = True
     samples_kept: int = 5              # examples shown side by side in eval.json / the report
     loss_source: str = "validation split"   # what the loss was measured on (or why it was not)
+    tuned_validation: LossResult | None = None   # measured already (by train, `validation_loss`): reused
 
 
 @dataclass
@@ -82,8 +83,8 @@ def merged_adapter(model):
     wrapper: tuned generation on the embedded base took 81 s against the base's 45 s for the same
     200 prompts. Never for a 4-bit base (merging into NF4 weights would round the adapter away) or
     a model without an adapter. Unmerging restores the weights up to float rounding (~1e-7)."""
-    mergeable = hasattr(model, "merge_adapter") and not any(
-        type(m).__name__ == "Linear4bit" for m in model.modules())
+    # transformers marks a bitsandbytes 4-bit model (peft passes the attribute through)
+    mergeable = hasattr(model, "merge_adapter") and not getattr(model, "is_loaded_in_4bit", False)
     if mergeable:
         model.merge_adapter()
     try:
@@ -166,6 +167,12 @@ def _val_loss(model, validation, tokenizer, cfg: Config, settings: EvalSettings,
                         desc=f"validation loss ({label})" if settings.progress else None)
 
 
+def validation_loss(model, validation, tokenizer, cfg: Config, progress: bool = False) -> LossResult:
+    """The validation loss eval.json reports, for train_summary.json too (one path, one number)."""
+    with inference_mode(model):
+        return _val_loss(model, validation, tokenizer, cfg, EvalSettings(progress=progress), "tuned")
+
+
 @dataclass
 class _Side:
     """Everything measured on one model (tuned or base)."""
@@ -202,7 +209,10 @@ def evaluate_model(cfg: Config, run_dir: str | Path | None, model, tokenizer, te
     probe_texts = forgetting.load_probe() if check_forgetting else []
 
     label = "tuned" if settings.subject == "run" else "model"
-    tuned = _measure(model, tokenizer, template, cfg, settings, validation, test, probe_texts, label, merge=True)
+    measured = settings.tuned_validation
+    tuned = _measure(model, tokenizer, template, cfg, settings, validation if measured is None else None,
+                     test, probe_texts, label, merge=True)
+    tuned.validation = measured or tuned.validation
     base = None
     if settings.base or probe_texts:
         # Base generation only when asked; the probe's base perplexity is cheap and always needed.

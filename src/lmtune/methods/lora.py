@@ -32,8 +32,12 @@ def attach(model, cfg: Config):
     except ValueError as exc:  # peft: "Target modules {...} not found in the base model"
         if "not found" not in str(exc) and "Target module" not in str(exc):
             raise
-        names = sorted({n.rsplit(".", 1)[-1] for n, m in model.named_modules() if type(m).__name__ in
-                        ("Linear", "Conv1D", "Linear4bit")})
+        import torch
+        from transformers.pytorch_utils import Conv1D
+
+        # bitsandbytes' Linear4bit/Linear8bitLt are torch Linear subclasses; GPT-2 uses Conv1D
+        names = sorted({n.rsplit(".", 1)[-1] for n, m in model.named_modules()
+                        if isinstance(m, (torch.nn.Linear, Conv1D))})
         raise ConfigError(f"lora.target_modules: {cfg.lora.target_modules} not found in this model",
                           [f"linear layers in this model: {', '.join(names)}", "or use all-linear"]) from None
 

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import functools
 import json
+import math
 import re
 from dataclasses import dataclass, field
 from importlib import resources
@@ -101,11 +102,6 @@ class ModelShape:
     def kv_width(self) -> int:
         return self.kv_heads * self.head_dim
 
-    @property
-    def head_params(self) -> int:
-        """Output embedding parameters not shared with the input embedding."""
-        return 0 if self.tied else sum(lin.weight_params + lin.bias for lin in self.linears if lin.is_head)
-
     def layer_params(self) -> int:
         """Parameters of one decoder layer (the mean; layers are identical in the supported families)."""
         inside = sum(_numel(s) for n, s in self.param_shapes if _layer_of(n) is not None)
@@ -113,10 +109,7 @@ class ModelShape:
 
 
 def _numel(shape: tuple[int, ...]) -> int:
-    out = 1
-    for d in shape:
-        out *= d
-    return out
+    return math.prod(shape)
 
 
 def _layer_of(name: str) -> int | None:

@@ -1,4 +1,5 @@
-"""Build every bundled task file from one seed (called by scripts/build_tasks.py).
+"""Build every bundled task file from one seed (called by scripts/build_tasks.py; this package is
+build-time only, see scripts/task_gen/__init__.py).
 
     <out>/sql/db.sqlite, <out>/sql/{train,validation,test}.jsonl     alpaca records
     <out>/json/{train,validation,test}.jsonl                         chat `messages` records
@@ -17,7 +18,7 @@ import os
 import random
 from pathlib import Path
 
-from lmtune.tasks import json_gen, probe_gen, sql_db, sql_gen
+from task_gen import json_gen, probe_gen, sql_db, sql_gen
 
 DEFAULT_SEED = 20261128
 SPLITS = {"test": 200, "validation": 200, "train": 2000}  # test first: stable if train grows

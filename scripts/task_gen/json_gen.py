@@ -10,7 +10,7 @@ from __future__ import annotations
 import json
 import random
 
-from lmtune.tasks.vocab import CITIES, CONTAINERS, FIRST_NAMES, ITEMS, LAST_NAMES
+from task_gen.vocab import CITIES, CONTAINERS, FIRST_NAMES, ITEMS, LAST_NAMES
 
 FIELDS = ("name", "age", "city", "product", "quantity")
 SYSTEM = ('Extract the order as a JSON object with the keys "name", "age", "city", "product" and '

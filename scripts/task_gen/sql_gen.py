@@ -1,7 +1,7 @@
 """Generate the text-to-SQL examples: sample a template and slot values, run the gold query, keep
 it only if it is a fair test, deduplicate, split.
 
-Fair means (the pilot's pitfalls, DESIGN section 4):
+Fair means (each rule closes a way an earlier version of this task could be gamed):
 - the gold query returns 1..MAX_ROWS rows with at least one non-NULL, non-zero value, and not
   just the single value 1, so an empty or do-nothing prediction (`SELECT 1`) can never match it;
 - its result does not depend on SQLite's arbitrary row order (ties under ORDER BY ... LIMIT):
@@ -20,8 +20,8 @@ import string
 from collections import Counter
 from pathlib import Path
 
-from lmtune.tasks.sql_db import SCHEMA, YEARS
-from lmtune.tasks.sql_templates import TEMPLATES, Template
+from task_gen.sql_db import SCHEMA, YEARS
+from task_gen.sql_templates import TEMPLATES, Template
 
 MAX_ROWS = 30
 _ORDER = re.compile(r" ORDER BY (.+?)(?= LIMIT \d+$|$)")

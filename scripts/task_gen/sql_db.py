@@ -14,7 +14,7 @@ import random
 import sqlite3
 from pathlib import Path
 
-from lmtune.tasks.vocab import CITIES, FIRST_NAMES, LAST_NAMES, PRODUCTS
+from task_gen.vocab import CITIES, FIRST_NAMES, LAST_NAMES, PRODUCTS
 
 N_CUSTOMERS = 160
 N_ORDERS = 600
