@@ -125,3 +125,39 @@ def test_merge_refuses_a_real_mismatch_and_writes_nothing(adapter, tmp_path, mon
     err = capsys.readouterr().err
     assert "logits differ from base+adapter by" in err and "tolerance" in err and "nothing was written" in err
     assert not (tmp_path / "merged").exists() and not (tmp_path / ".merged.staging").exists()
+
+
+# ---------------------------------------------------------------- load_best
+
+def test_load_best_ends_with_the_best_checkpoints_weights(tmp_path):
+    """Full fine-tune at a constant learning rate high enough that the validation loss gets worse
+    after the first step (5.67, 6.80, 6.99 here): the best checkpoint is not the last one."""
+    import json
+
+    from safetensors.torch import load_file
+
+    from lmtune.train import train
+    from tiny_models import write_alpaca
+
+    base = save_tiny_model(tmp_path / "base", "llama")
+    data = write_alpaca(tmp_path / "train.jsonl", 24)
+    out = tmp_path / "run"
+    cfg = load_config(None, [f"model.name_or_path={base}", f"data.train={data}", f"output.dir={out}",
+                             "method=full", "data.val_split=0.25", "data.max_length=96", "data.template=alpaca",
+                             "train.max_steps=3", "train.batch_size=2", "train.grad_accum=1",
+                             "train.learning_rate=0.3", "train.scheduler=constant", "train.warmup_ratio=0", "train.logging_steps=1",
+                             "train.eval_steps=1", "train.save_steps=1", "train.save_total_limit=5",
+                             "train.load_best=true", "train.threads=1", "output.report=false",
+                             "eval.after_train=false"])
+    result = train(cfg, quiet=True)
+    evals: dict[int, float] = {}  # the first evaluation at each step (_save evaluates again at the end)
+    for row in map(json.loads, (out / "metrics.jsonl").read_text().splitlines()):
+        if "eval_loss" in row:
+            evals.setdefault(row["step"], row["eval_loss"])
+    best = min(evals, key=evals.get)
+    assert best != 3 and evals[3] > evals[best] + 0.1  # the premise: the last checkpoint is worse
+    final = load_file(str(out / "model" / "model.safetensors"))
+    for step, expect_equal in ((best, True), (3, False)):
+        saved = load_file(str(out / "checkpoints" / f"checkpoint-{step}" / "model.safetensors"))
+        assert all(torch.equal(final[k], saved[k]) for k in saved) is expect_equal, step
+    assert result.metrics["eval_loss"] == pytest.approx(evals[best], abs=1e-5)
