@@ -149,6 +149,12 @@ def test_huge_learning_rate_stops_at_the_first_non_finite_log(trained, tmp_path,
     rows = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
     bad = next(r for r in rows if not all(math.isfinite(r.get(k, 0.0)) for k in ("loss", "grad_norm")))
     assert bad["step"] == step
+    # the log guard stopped it (the save-time weight check would name a weight), the run went no
+    # further, and nothing was saved at or after that step, not even an unmarked checkpoint
+    assert f"training stopped at step {step}: loss became" in err or \
+        f"training stopped at step {step}: grad_norm became" in err
+    assert max(r["step"] for r in rows) == step
+    assert all(int(p.name.split("-")[1]) < step for p in (out / "checkpoints").glob("checkpoint-*"))
 
 
 def test_non_finite_weights_are_never_marked_even_between_logs(trained, tmp_path, capsys):

@@ -18,6 +18,10 @@ from lmtune.errors import UserError
 from lmtune.rundir import replace_dir, write_json, write_text
 
 PROBE_TEXT = "SELECT name FROM customers WHERE city = 'Berlin'; The quick brown fox jumps over the lazy dog."
+# Largest |merged - (base + adapter)| logit difference accepted, relative to the largest |logit|
+# (at least 1): a correct merge differs only by float rounding (~1e-7 in fp32 on the test models);
+# a 16-bit base rounds W + BA to 8 (bf16) or 11 (fp16) mantissa bits.
+MERGE_TOLERANCE = {"float32": 1e-3, "float16": 1e-2, "bfloat16": 5e-2}
 
 
 @dataclass
@@ -33,6 +37,17 @@ def _logits(model, ids):
 
     with torch.no_grad():
         return model(input_ids=ids.to(model.device)).logits.float().cpu()
+
+
+def _check_logits(diff: float, before, merged) -> None:
+    """Refuse a merged model whose logits differ from base+adapter beyond MERGE_TOLERANCE."""
+    dtype = str(next(merged.parameters()).dtype).removeprefix("torch.")
+    limit = MERGE_TOLERANCE.get(dtype, MERGE_TOLERANCE["bfloat16"]) * max(1.0, float(before.abs().max()))
+    if not diff <= limit:  # NaN included
+        raise UserError(f"the merged model's logits differ from base+adapter by {diff:.3g} (tolerance {limit:.3g} "
+                        f"in {dtype}): the merge is wrong, nothing was written",
+                        ["check that the adapter was trained on this base (adapter_config.json "
+                         "base_model_name_or_path) and that peft is the pinned version"])
 
 
 def _check_disk(out: Path, size: int) -> None:
@@ -84,6 +99,7 @@ def merge(run_path: str, out: str, overwrite: bool = False, dtype: str = "fp32")
         raise UserError(f"merging {loaded.adapter_dir} gives NaN or inf weights ({exc})",
                         ["the adapter is broken (a diverged run?); retrain with a lower learning rate"]) from None
     diff = float((_logits(merged, ids) - before).abs().max())
+    _check_logits(diff, before, merged)
     if dtype != "fp32":
         from lmtune.models import torch_dtype
 

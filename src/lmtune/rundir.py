@@ -154,8 +154,9 @@ class RunDir:
         found = [p for p in self.checkpoints.glob("checkpoint-*") if _step(p) is not None and checkpoint_is_complete(p)]
         return sorted(found, key=_step)
 
-    def last_checkpoint(self) -> Path | None:
-        done = self.complete_checkpoints()
+    def last_checkpoint(self, max_step: int | None = None) -> Path | None:
+        """The newest complete checkpoint (at or before `max_step` when given)."""
+        done = [c for c in self.complete_checkpoints() if max_step is None or _step(c) <= max_step]
         return done[-1] if done else None
 
     def remove_partial_checkpoints(self) -> list[str]:

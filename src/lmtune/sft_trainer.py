@@ -29,6 +29,17 @@ class LmtuneSFTTrainer(SFTTrainer):
         base = self.model.get_base_model() if hasattr(self.model, "get_base_model") else self.model
         self._takes_logits_to_keep = getattr(base, "_supports_logits_to_keep", lambda: False)()
 
+    def _init_training_state(self, max_steps, num_update_steps_per_epoch, num_train_epochs,
+                             resume_from_checkpoint, trial):
+        """transformers checks max_steps only after an optimizer step: resumed from a checkpoint
+        saved at max_steps in the middle of an epoch (a run killed after its last checkpoint, before
+        the final save), it would train one step more. Nothing is left then: zero epochs to run."""
+        epochs_trained, steps_skipped = super()._init_training_state(
+            max_steps, num_update_steps_per_epoch, num_train_epochs, resume_from_checkpoint, trial)
+        if resume_from_checkpoint is not None and self.state.global_step >= max_steps:
+            return num_train_epochs, 0
+        return epochs_trained, steps_skipped
+
     def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
         if not self._label_logits_apply(model, inputs, return_outputs):
             return super().compute_loss(model, inputs, return_outputs, num_items_in_batch)

@@ -29,13 +29,50 @@ class TrainResult:
 def train(cfg: Config, resume: bool = False, quiet: bool = False) -> TrainResult:
     """Fine-tune according to `cfg`; returns where everything went and the final metrics."""
     run = RunDir(cfg.output.dir)
+    finished = _finished_run(cfg, run, quiet) if resume else None
+    if finished is not None:
+        return finished
     setup = _setup(cfg, run, resume)                       # checks, data, model: fail before training
     trainer = _build_trainer(cfg, run, setup)
     started = time.time()
-    _fit(trainer, run, resume)
+    _fit(trainer, run, resume, cfg.train.max_steps)
     metrics, val = _save(cfg, run, setup, trainer, time.time() - started)
     _finish_on_main(cfg, run, setup, trainer, metrics, quiet, val)
     return TrainResult(run.root, setup.trainable, setup.total, metrics)
+
+
+def _stop_at(cfg: Config) -> dict:
+    """What ends training: max_steps when set (epochs are then ignored), else epochs. Recorded in
+    train_summary.json so that --resume can tell a finished run from one to continue or extend."""
+    t = cfg.train
+    return {"max_steps": t.max_steps} if t.max_steps > 0 else {"epochs": t.epochs}
+
+
+def _finished_run(cfg: Config, run: RunDir, quiet: bool) -> TrainResult | None:
+    """--resume of a run whose final weights and train_summary.json were written for this config's
+    stopping point: say so and train nothing (a raised max_steps/epochs continues it instead)."""
+    import json
+
+    name = "model" if cfg.method == "full" else "adapter"
+    summary_path = run / "train_summary.json"
+    if not (summary_path.is_file() and (run / name).is_dir()):
+        return None
+    try:
+        summary = json.loads(summary_path.read_text(encoding="utf-8"))
+    except ValueError:
+        return None
+    stop_at = summary.get("stop_at")
+    if stop_at is None:  # a summary from before stop_at was recorded: only max_steps can be compared
+        done = cfg.train.max_steps > 0 and summary.get("global_step") == cfg.train.max_steps
+    else:
+        done = stop_at == _stop_at(cfg)
+    if not done:
+        return None
+    if not quiet:
+        print(f"{run.root} already finished training: {name}/ holds step {summary.get('global_step')} "
+              f"(train_summary.json); nothing to train. To train longer, raise train.max_steps or "
+              f"train.epochs and --resume again; to start over, use another output.dir or output.overwrite=true")
+    return TrainResult(run.root, summary.get("trainable_params", 0), summary.get("total_params", 0), summary)
 
 
 # ---------------------------------------------------------------- setup
@@ -71,6 +108,8 @@ def preflight(cfg: Config, run: RunDir, resume: bool):
                               "checkpoints depend on", conflicts + [
                                   f"resume with the run's own config (lmtune train {run / 'config.yaml'} --resume), "
                                   "or start a new run in another output.dir"])
+    if resume:
+        _check_resume_steps(run, cfg.train.max_steps)
     ref = check_model_source(cfg.model)
     if cfg.method in ("lora", "qlora"):
         check_target_modules(ref, cfg.lora.target_modules)
@@ -86,6 +125,19 @@ def preflight(cfg: Config, run: RunDir, resume: bool):
                           [f"set train.save_steps={t.eval_steps * max(1, t.save_steps // t.eval_steps)}, "
                            "or train.load_best=false"])
     return ref
+
+
+def _check_resume_steps(run: RunDir, max_steps: int) -> None:
+    """A run resumes from a checkpoint at or before train.max_steps; one whose checkpoints are all
+    past it cannot end there (nothing untrains a step)."""
+    from lmtune.errors import ConfigError
+
+    last = run.last_checkpoint()
+    if max_steps > 0 and last is not None and run.last_checkpoint(max_step=max_steps) is None:
+        raise ConfigError(f"--resume: every complete checkpoint is past train.max_steps={max_steps} "
+                          f"(the last is {last})",
+                          [f"set train.max_steps to at least the step of a checkpoint in {run.checkpoints}, "
+                           "or start a new run in another output.dir"])
 
 
 def _setup(cfg: Config, run: RunDir, resume: bool) -> _Setup:
@@ -301,17 +353,8 @@ def _adapters_to_fp32(model) -> None:
             p.data = p.data.to(torch.float32)
 
 
-def _fit(trainer, run: RunDir, resume: bool) -> None:
-    checkpoint = None
-    if resume:
-        dropped = _remove_partial_checkpoints(run)
-        if dropped:
-            print(f"ignored partial checkpoints: {', '.join(dropped)}")
-        checkpoint = run.last_checkpoint()
-        if checkpoint is None:
-            print("no complete checkpoint to resume from: starting from step 0")
-        else:
-            print(f"resuming from {checkpoint.name}")
+def _fit(trainer, run: RunDir, resume: bool, max_steps: int) -> None:
+    checkpoint = _resume_checkpoint(run, max_steps) if resume else None
     trainer.train(resume_from_checkpoint=str(checkpoint) if checkpoint else None)
     from lmtune.callbacks import MarkCheckpointComplete, NonFiniteGuard
 
@@ -329,6 +372,20 @@ def _fit(trainer, run: RunDir, resume: bool) -> None:
              if last else "no checkpoint was saved before the failure",
              "start again with a lower train.learning_rate (a new output.dir, or output.overwrite=true): "
              "--resume would restore the same learning-rate schedule"])
+
+
+def _resume_checkpoint(run: RunDir, max_steps: int) -> Path | None:
+    """The last complete checkpoint at or before train.max_steps (the run ends exactly there: one
+    saved at max_steps trains nothing more, see LmtuneSFTTrainer._init_training_state)."""
+    dropped = _remove_partial_checkpoints(run)
+    if dropped:
+        print(f"ignored partial checkpoints: {', '.join(dropped)}")
+    checkpoint = run.last_checkpoint(max_step=max_steps if max_steps > 0 else None)
+    if checkpoint is None:
+        print("no complete checkpoint to resume from: starting from step 0")
+    else:
+        print(f"resuming from {checkpoint.name}")
+    return checkpoint
 
 
 def _remove_partial_checkpoints(run: RunDir) -> list[str]:
@@ -358,7 +415,7 @@ def _save(cfg: Config, run: RunDir, s: _Setup, trainer, seconds: float):
         replace_dir(staging, run / name)
     metrics = {"method": cfg.method, "trainable_params": s.trainable, "total_params": s.total,
                "train_seconds": round(seconds, 2), "global_step": trainer.state.global_step,
-               "peak_memory_mb": _peak_memory_mb()}
+               "stop_at": _stop_at(cfg), "peak_memory_mb": _peak_memory_mb()}
     train_losses = [h["loss"] for h in trainer.state.log_history if "loss" in h]
     if train_losses:
         metrics["final_train_loss"] = train_losses[-1]

@@ -1,0 +1,94 @@
+#!/usr/bin/env bash
+# Mutation testing of lmtune's critical modules with mutmut (pinned in the dev extras): every
+# module is mutated on its own and checked only against its fast, targeted tests (the table below).
+# Not run in CI: a small module takes minutes, train/data/estimate much longer.
+#
+#   scripts/mutation.sh                      # every module in the table
+#   scripts/mutation.sh tasks/sql methods/lora
+#   MUTATION_JOBS=2 scripts/mutation.sh estimate/activations
+#
+# Each module runs in its own copy of the tree under $MUTATION_WORK/<module> (default .mutation/,
+# git-ignored), so runs never touch src/ and can go in parallel. Afterwards, in that directory:
+#   mutmut results            # survivors and the rest
+#   mutmut show NAME          # the diff of one mutant
+# The score printed is killed / (all mutants that ran); timeouts are counted apart, never as kills.
+set -euo pipefail
+
+ROOT=$(cd "$(dirname "$0")/.." && pwd)
+PYTHON=${PYTHON:-$ROOT/.venv/bin/python}
+[ -x "$PYTHON" ] || PYTHON=python
+MUTMUT=${MUTMUT:-$(dirname "$PYTHON")/mutmut}
+[ -x "$MUTMUT" ] || MUTMUT=mutmut
+WORK=${MUTATION_WORK:-$ROOT/.mutation}
+JOBS=${MUTATION_JOBS:-1}   # 1 by default: the suite's tests are CPU-bound
+
+# module -> "source files (globs relative to the repo) | test selection (pytest node ids or files)"
+declare -A MODULES=(
+  [tasks/sql]="src/lmtune/tasks/sql.py | tests/test_tasks_sql.py tests/test_sql_sandbox_layers.py"
+  [evaluate/forgetting]="src/lmtune/evaluate/forgetting.py | tests/test_eval.py::test_verdict_on_both_sides_of_each_threshold tests/test_eval.py::test_verdict_follows_configured_thresholds tests/test_critical_settings.py::test_forgetting_thresholds_from_the_config_decide_the_verdict"
+  [estimate/activations]="src/lmtune/estimate/activations.py | tests/test_estimate_activations.py"
+  [methods/lora]="src/lmtune/methods/lora.py | tests/test_critical_settings.py::test_lora_rank_alpha_and_rslora_reach_the_peft_modules"
+  [methods]="src/lmtune/methods/*.py | tests/test_critical_settings.py tests/test_train.py tests/test_qlora.py"
+  [merge]="src/lmtune/merge.py | tests/test_critical_settings.py tests/test_reliability_runs.py"
+  [rundir]="src/lmtune/rundir.py | tests/test_resume.py tests/test_reliability_runs.py"
+  [train]="src/lmtune/train.py src/lmtune/sft_trainer.py src/lmtune/callbacks.py | tests/test_resume.py tests/test_train.py tests/test_reliability_runs.py tests/test_critical_settings.py"
+  [data]="src/lmtune/data/*.py | tests/test_data_errors.py tests/test_data_packing.py tests/test_data_pipeline.py tests/test_data_templates.py"
+  [evaluate]="src/lmtune/evaluate/*.py | tests/test_eval.py tests/test_eval_few_shot.py tests/test_critical_settings.py"
+  [estimate]="src/lmtune/estimate/*.py | tests/test_estimate_activations.py tests/test_estimate_memory.py tests/test_estimate_params.py"
+)
+
+run_module() {
+  local key=$1 spec=${MODULES[$1]}
+  local sources=${spec%%|*} tests=${spec#*|}
+  local dir="$WORK/${key//\//_}"
+  # a fresh copy of the tree; MUTATION_KEEP=1 keeps mutmut's earlier results (only what changed reruns)
+  [ "${MUTATION_KEEP:-0}" = 1 ] || rm -rf "$dir"
+  mkdir -p "$dir"
+  rm -rf "$dir/src" "$dir/tests" "$dir/scripts"
+  cp -a "$ROOT/src" "$ROOT/tests" "$ROOT/scripts" "$ROOT/pyproject.toml" "$dir/"
+  find "$dir" -name __pycache__ -prune -exec rm -rf {} +
+  {
+    echo "[mutmut]"
+    echo "source_paths = src"
+    echo "only_mutate ="
+    for s in $sources; do echo "    $s"; done
+    echo "pytest_add_cli_args_test_selection ="
+    for t in $tests; do echo "    $t"; done
+    echo "pytest_add_cli_args ="
+    echo "    -p"
+    echo "    no:cacheprovider"
+    echo "    -q"
+    # torch is not fork-safe once its thread pools exist: fork each mutant from a clean server
+    echo "process_isolation = forkserver"
+    echo "timeout_multiplier = 30.0"
+  } > "$dir/setup.cfg"
+  echo "== $key: mutating $sources"
+  echo "   tests: $tests"
+  (cd "$dir" && env -u PYTHONPATH HF_HUB_OFFLINE=1 TOKENIZERS_PARALLELISM=false \
+     "$MUTMUT" run --max-children "$JOBS" >"$dir/run.log" 2>&1) || echo "   mutmut exited $? (see $dir/run.log)"
+  (cd "$dir" && env -u PYTHONPATH "$MUTMUT" results --all true >"$dir/results.txt" 2>&1) || true
+  "$PYTHON" - "$key" "$dir/results.txt" <<'EOF'
+import collections, sys
+key, path = sys.argv[1], sys.argv[2]
+counts = collections.Counter()
+for line in open(path, encoding="utf-8"):
+    name, sep, status = line.strip().rpartition(": ")
+    if sep and "__mutmut_" in name:
+        counts[status.strip()] += 1
+ran = sum(v for k, v in counts.items() if k not in ("not checked", "skipped"))
+killed = counts["killed"]
+score = 100.0 * killed / ran if ran else 0.0
+detail = ", ".join(f"{k} {v}" for k, v in sorted(counts.items()))
+print(f"   {key}: {killed}/{ran} killed = {score:.1f}%  ({detail})")
+EOF
+}
+
+keys=("$@")
+[ ${#keys[@]} -eq 0 ] && keys=("${!MODULES[@]}")
+for key in "${keys[@]}"; do
+  if [ -z "${MODULES[$key]+x}" ]; then
+    echo "unknown module $key; known: ${!MODULES[*]}" >&2
+    exit 2
+  fi
+  run_module "$key"
+done
