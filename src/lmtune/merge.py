@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from lmtune.errors import UserError
-from lmtune.rundir import replace_dir, write_json, write_text
+from lmtune.rundir import replace_dir, write_json, write_output_marker, write_text
 
 PROBE_TEXT = "SELECT name FROM customers WHERE city = 'Berlin'; The quick brown fox jumps over the lazy dog."
 
@@ -102,15 +102,19 @@ def merge(run_path: str, out: str, overwrite: bool = False, dtype: str = "fp32")
     if loaded.template:
         write_json(staging / "lmtune_template.json", loaded.template)
     write_text(staging / "README.md", model_card(loaded, diff, diff_4bit, run_path))
+    write_output_marker(staging, "merged")
     out_dir.parent.mkdir(parents=True, exist_ok=True)
     replace_dir(staging, out_dir)
     return MergeResult(out_dir, diff, diff_4bit, size)
 
 
 def _check_out(out_dir: Path, run_path: Path, loaded, overwrite: bool) -> None:
-    """--out must be a new or empty directory (or --overwrite), and never the run, its adapter, or a
-    directory holding them: replacing it would delete what is being merged."""
-    if out_dir.exists() and not out_dir.is_dir():
+    """--out must be a new or empty directory, or (with --overwrite) one lmtune wrote; never the run,
+    its adapter, the base, the current directory or a directory holding them: replacing it would
+    delete what is being merged (rundir.check_new_output_dir)."""
+    from lmtune.rundir import check_new_output_dir
+
+    if out_dir.exists() and not out_dir.is_dir() and not out_dir.is_symlink():
         raise UserError(f"--out {out_dir} exists and is not a directory", ["choose a directory path for --out"])
     target = out_dir.resolve()
     adapter = loaded.adapter_dir.resolve()
@@ -118,8 +122,10 @@ def _check_out(out_dir: Path, run_path: Path, loaded, overwrite: bool) -> None:
         if target == p or p.is_relative_to(target) or (p == adapter and target.is_relative_to(adapter)):
             raise UserError(f"--out {out_dir} would replace {p}, which the merge reads",
                             ["write the merged model elsewhere, e.g. --out merged/ or a new folder inside the run"])
-    if out_dir.is_dir() and any(out_dir.iterdir()) and not overwrite:
-        raise UserError(f"--out {out_dir} is not empty", ["choose another directory or pass --overwrite"])
+    inputs = [Path.cwd(), run_path, loaded.adapter_dir]
+    if Path(loaded.base_ref).exists():
+        inputs.append(Path(loaded.base_ref))
+    check_new_output_dir(out_dir, "--out", overwrite, inputs, "choose another directory or pass --overwrite")
 
 
 def _bytes_of(shapes: dict[str, list[int]], dtype: str) -> int:

@@ -59,7 +59,9 @@ def preflight(cfg: Config, run: RunDir, resume: bool):
     from lmtune.errors import ConfigError
     from lmtune.models import check_model_source, check_target_modules
 
-    run.check_writable(cfg.output.overwrite, resume)
+    from lmtune.rundir import run_inputs
+
+    run.check_writable(cfg.output.overwrite, resume, run_inputs(cfg))
     if resume and (run / "config.yaml").is_file():
         import yaml
 
