@@ -103,3 +103,53 @@ def _can_write(directory: Path) -> bool:
     os.close(fd)
     os.unlink(tmp)
     return True
+
+
+# ---------------------------------------------------------------- a run's inputs, before training
+
+def run_test_files(cfg) -> None:
+    """data.test is read only after training (eval): read and validate it now instead, so a missing
+    or broken test file stops the run before hours of training, not after."""
+    if not cfg.data.test:
+        return
+    from lmtune.data import load_split
+
+    load_split(list(cfg.data.test), cfg.data.format, "test data (data.test)")
+
+
+POSITION_KEYS = ("max_position_embeddings", "n_positions", "max_sequence_length", "seq_length", "n_ctx")
+
+
+def model_positions(ref: str, revision: str | None = None) -> tuple[int | None, str]:
+    """(longest sequence the model's position embeddings cover, where that was read), from its
+    config.json alone; (None, "") when the config names none or cannot be read without a download."""
+    import json
+
+    local = Path(ref).expanduser() / "config.json"
+    try:
+        if local.is_file():
+            raw, where = json.loads(local.read_text(encoding="utf-8")), str(local)
+        else:
+            from transformers import AutoConfig
+
+            raw, where = AutoConfig.from_pretrained(ref, revision=revision).to_dict(), f"{ref} config"
+    except Exception:  # noqa: BLE001 - an unreadable config is reported by the model checks/loader
+        return None, ""
+    for node in (raw, raw.get("text_config") or {}):
+        for key in POSITION_KEYS:
+            if isinstance(node.get(key), int) and node[key] > 0:
+                return node[key], f"{key} in {where}"
+    return None, ""
+
+
+def max_length_fits(cfg, ref: str) -> None:
+    """data.max_length beyond the model's positions would index past its position table (a crash
+    mid-run) or silently run a RoPE model out of the range it was trained on: refuse it."""
+    from lmtune.errors import ConfigError
+
+    positions, where = model_positions(ref, cfg.model.revision)
+    if positions is not None and cfg.data.max_length > positions:
+        raise ConfigError(f"data.max_length: {cfg.data.max_length} is longer than the model's "
+                          f"{positions} positions ({where})",
+                          [f"set data.max_length={positions} or less (longer examples are truncated, counted "
+                           "in data_stats.json)"])

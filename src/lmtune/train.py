@@ -74,6 +74,10 @@ def preflight(cfg: Config, run: RunDir, resume: bool):
                                   f"resume with the run's own config (lmtune train {run / 'config.yaml'} --resume), "
                                   "or start a new run in another output.dir"])
     ref = check_model_source(cfg.model)
+    from lmtune.checks import max_length_fits, run_test_files
+
+    max_length_fits(cfg, ref)
+    run_test_files(cfg)
     if cfg.method in ("lora", "qlora"):
         check_target_modules(ref, cfg.lora.target_modules)
     if cfg.method == "qlora":
