@@ -109,6 +109,7 @@ def _setup(cfg: Config, run: RunDir, resume: bool) -> _Setup:
     precision = resolve_precision(cfg.train.precision, device)
     tokenizer = load_tokenizer(ref, cfg.model)
     data = _prepare_data(cfg, run, tokenizer, resume)  # raises DataError listing every bad record
+    _say_data(data.stats)
     template = data.template
     _seed(cfg.train.seed)  # LoRA/new-token init: same start on every rank and in every rerun
     model = load_model(ref, cfg, device, tokenizer, quantize=cfg.method == "qlora")  # sets the threads
@@ -118,6 +119,16 @@ def _setup(cfg: Config, run: RunDir, resume: bool) -> _Setup:
     trainable, total = methods.count_parameters(model)
     _write_run_inputs(cfg, run, tokenizer, template, data)
     return _Setup(model, tokenizer, template, data, device, precision, trainable, total)
+
+
+def _say_data(stats: dict) -> None:
+    import sys
+
+    from lmtune.data.prepare import summary_line
+    from lmtune.distributed import is_main_process
+
+    if is_main_process():
+        print(summary_line(stats), file=sys.stderr)
 
 
 def _suggest_processes(cfg: Config, device_kind: str, threads: int) -> None:
@@ -274,7 +285,9 @@ def choose_optimizer(cfg: Config, device_kind: str) -> str:
 def _build_trainer(cfg: Config, run: RunDir, s: _Setup):
     from transformers import EarlyStoppingCallback
 
-    from lmtune.callbacks import MarkCheckpointComplete, MetricsJsonl, NonFiniteGuard
+    from transformers.trainer_callback import PrinterCallback, ProgressCallback
+
+    from lmtune.callbacks import ConsoleProgress, MarkCheckpointComplete, MetricsJsonl, NonFiniteGuard
     from lmtune.trainer import LmtuneSFTTrainer
 
     has_eval = s.data.validation is not None and len(s.data.validation) > 0
@@ -291,6 +304,9 @@ def _build_trainer(cfg: Config, run: RunDir, s: _Setup):
         processing_class=s.tokenizer,
         callbacks=callbacks,
     )
+    for default in (ProgressCallback, PrinterCallback):  # ConsoleProgress replaces the raw-dict printer
+        trainer.remove_callback(default)
+    trainer.add_callback(ConsoleProgress())
     if cfg.method == "qlora" and s.precision == "fp32":
         _adapters_to_fp32(trainer.model)
     return trainer

@@ -37,6 +37,8 @@ def register(parser: argparse.ArgumentParser) -> None:
     check.add_argument("--samples", type=int, default=1, metavar="K", help="rendered samples to show")
     check.add_argument("--debug", action="store_true", default=argparse.SUPPRESS,
                        help="show tracebacks for user errors")
+    check.add_argument("--verbose", action="store_true", default=argparse.SUPPRESS,
+                       help="show the libraries' warnings and log lines")
 
 
 def run(args: argparse.Namespace) -> int:

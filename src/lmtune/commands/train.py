@@ -48,9 +48,16 @@ def run(args: argparse.Namespace) -> int:
     from lmtune.errors import UserError
     from lmtune.train import train
 
+    from lmtune.callbacks import ConsoleProgress
+
+    ConsoleProgress.current = None  # set when training starts: the Ctrl-C message needs to know
     main = distributed.is_main_process()
     try:
         result = train(cfg, resume=args.resume, quiet=not main)
+    except KeyboardInterrupt:
+        if main:
+            print(interrupted_message(args, cfg), file=sys.stderr)
+        return 130
     except UserError as exc:
         distributed.leave()
         if main:
@@ -61,6 +68,37 @@ def run(args: argparse.Namespace) -> int:
     if main:
         print(f"run directory: {result.run_dir}")
     return 0
+
+
+def resume_command(args: argparse.Namespace) -> str:
+    """The command line that continues this run: the same config, overrides and flags, plus --resume."""
+    import shlex
+
+    argv = ["lmtune", "train", args.config, *args.overrides]
+    if args.output:
+        argv += ["--output", args.output]
+    for flag in LAUNCH_FLAGS:
+        if getattr(args, flag, None) is not None:
+            argv += [f"--{flag.replace('_', '-')}", str(getattr(args, flag))]
+    return shlex.join(argv + ["--resume"])
+
+
+def interrupted_message(args: argparse.Namespace, cfg) -> str:
+    """Ctrl-C: where training stood, the command that resumes it and the checkpoint it will use."""
+    from lmtune.callbacks import ConsoleProgress
+    from lmtune.rundir import RunDir
+
+    progress = ConsoleProgress.current
+    ConsoleProgress.current = None
+    run = RunDir(cfg.output.dir)
+    if progress is None or not run.root.is_dir():
+        return "stopped before training began; nothing to resume: run the same command again"
+    ckpt = run.last_checkpoint()
+    uses = (f"it continues from {ckpt} (step {ckpt.name.rsplit('-', 1)[-1]})" if ckpt else
+            "no checkpoint was complete yet, so it starts again from step 0 (checkpoints: train.save_steps, "
+            "else once per epoch)")
+    return (f"\nstopped at step {progress.step} of {progress.max_steps}; resume with:\n"
+            f"  {resume_command(args)}\n{uses}")
 
 
 def _launch(args: argparse.Namespace, cfg, overrides: list[str]) -> int:
@@ -74,4 +112,6 @@ def _launch(args: argparse.Namespace, cfg, overrides: list[str]) -> int:
     child = [args.config, *overrides] + (["--resume"] if args.resume else [])
     if getattr(args, "debug", False):
         child.append("--debug")
+    if getattr(args, "verbose", False):
+        child.append("--verbose")
     return distributed.launch(cfg, child)
