@@ -69,8 +69,9 @@ class MarkCheckpointComplete(TrainerCallback):
     with its size (see rundir.checkpoint_is_complete). A checkpoint whose trainable weights are not
     finite gets no marker and stops training: resume must never pick a diverged state."""
 
-    def __init__(self):
+    def __init__(self, card=None):
         self.bad: dict | None = None
+        self.card = card  # state -> README.md text, written before the marker lists the files
 
     def on_save(self, args, state, control, model=None, **kwargs):
         bad = _non_finite_parameter(model)
@@ -83,6 +84,8 @@ class MarkCheckpointComplete(TrainerCallback):
             return
         ckpt = Path(args.output_dir) / f"checkpoint-{state.global_step}"
         if state.is_world_process_zero and ckpt.is_dir():
+            if self.card is not None:
+                write_text(ckpt / "README.md", self.card(state))
             write_text(ckpt / COMPLETE_MARKER,
                        json.dumps({"step": state.global_step, "files": checkpoint_manifest(ckpt)}, indent=1))
 

@@ -8,7 +8,6 @@ refused, and free disk space is checked. The output appears whole or not at all.
 
 from __future__ import annotations
 
-import json
 import shutil
 from dataclasses import dataclass
 from pathlib import Path
@@ -140,25 +139,19 @@ def _bytes_of(shapes: dict[str, list[int]], dtype: str) -> int:
 
 
 def model_card(loaded, diff: float, diff_4bit: float | None, run_path: str) -> str:
-    cfg = loaded.config
-    summary = {}
-    for name in ("train_summary.json", "eval.json"):
-        p = Path(run_path) / name
-        if p.is_file():
-            summary.update(json.loads(p.read_text()))
-    lines = ["---", "library_name: transformers", "tags: [lmtune, merged-lora]", "---", "",
-             "# Merged model", "", f"Base model: `{loaded.base_ref}`", ""]
-    if cfg is not None:
-        data = cfg.data.task or ", ".join(cfg.data.train)
-        lines += [f"Method: {cfg.method} (r={cfg.lora.r}, alpha={cfg.lora.alpha}, "
-                  f"targets={cfg.lora.target_modules})", f"Data: {data}",
-                  f"Epochs: {cfg.train.epochs}, learning rate: {cfg.learning_rate}", ""]
-    if summary:
-        lines += ["## Metrics", ""] + [f"- {k}: {v}" for k, v in summary.items()
-                                       if isinstance(v, (int, float, str))] + [""]
-    lines += ["## Merge check", "", f"Max |logit difference| merged vs base+adapter: {diff:.3g}"]
+    """The merged model's README.md: the run's card (base, method, data, the steps and epochs that
+    ran, metrics; lmtune/artifacts.py) plus the merge check."""
+    from lmtune.artifacts import model_card as card, read_json
+
+    check = ["## Merge check", "", f"Max |logit difference| merged vs base+adapter: {diff:.3g}"]
     if diff_4bit is not None:
-        lines.append(f"Max |logit difference| merged vs 4-bit base+adapter: {diff_4bit:.3g} "
+        check.append(f"Max |logit difference| merged vs 4-bit base+adapter: {diff_4bit:.3g} "
                      "(the merge uses the dequantized base; see lmtune docs on QLoRA merging)")
-    lines += ["", "Load it with plain transformers: `AutoModelForCausalLM.from_pretrained(<this dir>)`.", ""]
-    return "\n".join(lines)
+    check.append("")
+    if loaded.config is None:  # a bare adapter directory: no run to describe
+        return "\n".join(["---", "library_name: transformers", "tags: [lmtune, merged]", "---", "",
+                          "# lmtune merged model", "", f"Base model: `{loaded.base_ref}`", "", *check,
+                          "Load it with plain transformers: `AutoModelForCausalLM.from_pretrained(<this dir>)`.", ""])
+    summary = read_json(Path(run_path) / "train_summary.json") or {}
+    return card("merged model", loaded.config, summary.get("global_step", 0), summary.get("epochs"), summary,
+                read_json(Path(run_path) / "eval.json"), extra=check)

@@ -116,6 +116,9 @@ def _setup(cfg: Config, run: RunDir, resume: bool) -> _Setup:
     _suggest_processes(cfg, device.kind, torch.get_num_threads())
     use_training_attention(model, cfg, device)
     model = methods.prepare(model, cfg)
+    from lmtune.artifacts import record_base
+
+    record_base(model, cfg.model.name_or_path)  # adapter_config.json: 'tiny' or the Hub id, not a path
     trainable, total = methods.count_parameters(model)
     _write_run_inputs(cfg, run, tokenizer, template, data)
     return _Setup(model, tokenizer, template, data, device, precision, trainable, total)
@@ -287,12 +290,13 @@ def _build_trainer(cfg: Config, run: RunDir, s: _Setup):
 
     from transformers.trainer_callback import PrinterCallback, ProgressCallback
 
+    from lmtune.artifacts import checkpoint_card
     from lmtune.callbacks import ConsoleProgress, MarkCheckpointComplete, MetricsJsonl, NonFiniteGuard
     from lmtune.trainer import LmtuneSFTTrainer
 
     has_eval = s.data.validation is not None and len(s.data.validation) > 0
     args = training_arguments(cfg, run, s.precision, s.device.kind, has_eval)
-    callbacks = [MetricsJsonl(run / "metrics.jsonl"), NonFiniteGuard(), MarkCheckpointComplete()]
+    callbacks = [MetricsJsonl(run / "metrics.jsonl"), NonFiniteGuard(), MarkCheckpointComplete(checkpoint_card(cfg))]
     if cfg.train.early_stopping_patience and has_eval:
         callbacks.append(EarlyStoppingCallback(early_stopping_patience=cfg.train.early_stopping_patience))
     trainer = LmtuneSFTTrainer(
@@ -375,6 +379,7 @@ def _save(cfg: Config, run: RunDir, s: _Setup, trainer, seconds: float) -> dict:
         replace_dir(staging, run / name)
     metrics = {"method": cfg.method, "trainable_params": s.trainable, "total_params": s.total,
                "train_seconds": round(seconds, 2), "global_step": trainer.state.global_step,
+               "epochs": round(trainer.state.epoch or 0.0, 4),
                "peak_memory_mb": _peak_memory_mb()}
     train_losses = [h["loss"] for h in trainer.state.log_history if "loss" in h]
     if train_losses:
@@ -385,7 +390,15 @@ def _save(cfg: Config, run: RunDir, s: _Setup, trainer, seconds: float) -> dict:
         metrics["eval_perplexity"] = math.exp(min(ev["eval_loss"], 50.0))
     if main:
         write_json(run / "train_summary.json", metrics)
+        _write_card(cfg, run)
     return metrics
+
+
+def _write_card(cfg: Config, run: RunDir) -> None:
+    from lmtune.artifacts import write_run_card
+
+    write_run_card(cfg, run.root)
+
 
 
 def _save_weights(trainer, path: Path) -> None:
@@ -425,13 +438,15 @@ def _finish(cfg: Config, run: RunDir, s: _Setup, trainer, metrics: dict, quiet: 
         result = final_evaluation(cfg, run.root, trainer.model, s.tokenizer, s.template,
                                   validation=s.data.validation, progress=not quiet)
         summary = summarize(result)
+        _write_card(cfg, run)  # now with the task metrics
     if cfg.output.report:
         from lmtune.report import write_report
 
         write_report(run.root)
     if quiet:
         return
-    print(f"\ntrainable params: {s.trainable:,} of {s.total:,} ({100 * s.trainable / s.total:.2f}%), "
+    print(f"\ntrainable params: {s.trainable:,} ({100 * s.trainable / s.total:.2f}% of the base model's "
+          f"{s.total:,}, tied embeddings counted once), "
           f"{cfg.method}, {metrics['global_step']} steps in {metrics['train_seconds']:.0f} s, "
           f"peak memory {metrics['peak_memory_mb']:.0f} MB")
     if summary:
