@@ -180,3 +180,18 @@ def test_eval_out_refuses_a_users_directory(tmp_path, capsys):
     _refused(["eval", "tiny", "--task", "sql", "--out", str(mine)], capsys,
              f"--out: {mine} was not written by lmtune")
     assert _tree(tmp_path) == before
+
+
+def test_a_run_stopped_before_writing_anything_can_start_again(tmp_path):
+    """Ctrl-C between creating the run directory and the first file leaves only the marker: the
+    same command must start again without output.overwrite; one more file and it is a run."""
+    from lmtune.errors import ConfigError
+    from lmtune.rundir import RunDir
+
+    run = RunDir(tmp_path / "run")
+    run.create(overwrite=False)
+    assert [p.name for p in run.root.iterdir()] == [OUTPUT_MARKER]
+    run.check_writable(overwrite=False, resume=False)
+    (run.root / "config.yaml").write_text("{}\n")
+    with pytest.raises(ConfigError, match="is not empty"):
+        run.check_writable(overwrite=False, resume=False)

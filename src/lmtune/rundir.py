@@ -194,7 +194,7 @@ class RunDir:
             self.check_contained()
             _probe_writable(root)
             return
-        if root.is_dir() and any(root.iterdir()) and not overwrite:
+        if root.is_dir() and _holds_more_than_the_marker(root) and not overwrite:
             raise ConfigError(f"output.dir: {root} is not empty",
                               ["choose another output.dir, pass --resume to continue it, or set output.overwrite=true"])
         if overwrite and root.is_symlink():
@@ -226,7 +226,7 @@ class RunDir:
 
     def create(self, overwrite: bool) -> None:
         try:
-            if overwrite and self.root.is_dir() and any(self.root.iterdir()):
+            if overwrite and self.root.is_dir() and _holds_more_than_the_marker(self.root):
                 shutil.rmtree(self.root)  # check_writable made sure it is lmtune's and holds no input
             self.root.mkdir(parents=True, exist_ok=True)
             write_output_marker(self.root, "run")
@@ -288,6 +288,12 @@ def resume_conflicts(saved: dict, new: dict) -> list[str]:
         elif old != cur:
             out.append(f"{key}: the run used {old!r}, now {cur!r}")
     return out
+
+
+def _holds_more_than_the_marker(directory: Path) -> bool:
+    """A run stopped between creating its directory and writing into it left only the marker:
+    that counts as empty (the same command may start again)."""
+    return any(p.name != OUTPUT_MARKER for p in directory.iterdir())
 
 
 def _step(ckpt: Path) -> int | None:

@@ -44,7 +44,11 @@ def run(args: argparse.Namespace) -> int:
     overrides = _overrides(args)
     cfg = load_config(args.config, overrides)
     if distributed.needs_launch(cfg):
-        return _launch(args, cfg, overrides)
+        try:
+            return _launch(args, cfg, overrides)
+        except KeyboardInterrupt:  # torchrun stops the workers; the checkpoints say where they were
+            print(interrupted_message(args, cfg), file=sys.stderr)
+            return 130
     from lmtune.errors import UserError
     from lmtune.train import train
 
@@ -91,14 +95,22 @@ def interrupted_message(args: argparse.Namespace, cfg) -> str:
     progress = ConsoleProgress.current
     ConsoleProgress.current = None
     run = RunDir(cfg.output.dir)
-    if progress is None or not run.root.is_dir():
+    if not (run / "config.yaml").is_file():  # no run directory yet (or not this run's): start over
         return "stopped before training began; nothing to resume: run the same command again"
     ckpt = run.last_checkpoint()
     uses = (f"it continues from {ckpt} (step {ckpt.name.rsplit('-', 1)[-1]})" if ckpt else
             "no checkpoint was complete yet, so it starts again from step 0 (checkpoints: train.save_steps, "
             "else once per epoch)")
-    return (f"\nstopped at step {progress.step} of {progress.max_steps}; resume with:\n"
-            f"  {resume_command(args)}\n{uses}")
+    where = f"at step {progress.step} of {progress.max_steps}" if progress is not None else "before the first step"
+    if progress is None and distributed_run(cfg):
+        where = "(the workers' last step is in metrics.jsonl)"
+    return f"\nstopped {where}; resume with:\n  {resume_command(args)}\n{uses}"
+
+
+def distributed_run(cfg) -> bool:
+    from lmtune import distributed
+
+    return distributed.needs_launch(cfg)
 
 
 def _launch(args: argparse.Namespace, cfg, overrides: list[str]) -> int:
