@@ -43,8 +43,10 @@ def model_config(arch: str, vocab_size: int):
     """A ~100k-parameter config of `arch` (2 layers, hidden 32)."""
     import transformers as tf
 
+    # 512 positions: data.max_length's default fits (train refuses a max_length beyond the model's
+    # positions); RoPE models hold no weights per position, so this changes no tensor
     common = dict(vocab_size=vocab_size, num_hidden_layers=2, num_attention_heads=4,
-                  max_position_embeddings=256, tie_word_embeddings=False)
+                  max_position_embeddings=512, tie_word_embeddings=False)
     if arch == "gpt2":
         return tf.GPT2Config(vocab_size=vocab_size, n_embd=32, n_layer=2, n_head=4, n_positions=256)
     cls = {"llama": tf.LlamaConfig, "qwen2": tf.Qwen2Config, "mistral": tf.MistralConfig,

@@ -1,12 +1,15 @@
-"""Trainer callbacks: metrics.jsonl, a stop on NaN/inf, and the checkpoint-complete marker."""
+"""Trainer callbacks: metrics.jsonl, a stop on NaN/inf, the checkpoint-complete marker, and the
+console's progress bar."""
 
 from __future__ import annotations
 
 import json
 import math
+import time
 from pathlib import Path
 
 from transformers import TrainerCallback
+from transformers.trainer_callback import ProgressCallback
 
 from lmtune.rundir import COMPLETE_MARKER, checkpoint_manifest, write_text
 
@@ -66,8 +69,9 @@ class MarkCheckpointComplete(TrainerCallback):
     with its size (see rundir.checkpoint_is_complete). A checkpoint whose trainable weights are not
     finite gets no marker and stops training: resume must never pick a diverged state."""
 
-    def __init__(self):
+    def __init__(self, card=None):
         self.bad: dict | None = None
+        self.card = card  # state -> README.md text, written before the marker lists the files
 
     def on_save(self, args, state, control, model=None, **kwargs):
         bad = _non_finite_parameter(model)
@@ -80,6 +84,8 @@ class MarkCheckpointComplete(TrainerCallback):
             return
         ckpt = Path(args.output_dir) / f"checkpoint-{state.global_step}"
         if state.is_world_process_zero and ckpt.is_dir():
+            if self.card is not None:
+                write_text(ckpt / "README.md", self.card(state))
             write_text(ckpt / COMPLETE_MARKER,
                        json.dumps({"step": state.global_step, "files": checkpoint_manifest(ckpt)}, indent=1))
 
@@ -107,3 +113,57 @@ def _non_finite_parameter(model) -> str | None:
         if p.requires_grad and not torch.isfinite(p.detach()).all():
             return name
     return None
+
+
+class ConsoleProgress(ProgressCallback):
+    """The Trainer's bars (one for training, one per evaluation) with loss, learning rate and tokens/s
+    on the training bar (tqdm adds the ETA), instead of each log dict printed over the bar. An
+    evaluation prints one line. metrics.jsonl and TensorBoard get every value as before. `step` is
+    the last finished optimizer step (the Ctrl-C message names it)."""
+
+    current: "ConsoleProgress | None" = None  # the running trainer's, for the Ctrl-C message
+
+    def __init__(self):
+        super().__init__()
+        self.step = 0
+        self.max_steps = 0
+        self._tokens: tuple[float, float] | None = None  # (time, num_tokens) at the previous log
+
+    def on_train_begin(self, args, state, control, **kwargs):
+        from tqdm.auto import tqdm
+
+        self.step, self.max_steps = state.global_step, state.max_steps
+        self.current_step = state.global_step
+        ConsoleProgress.current = self
+        if state.is_world_process_zero:  # a resumed run starts its bar where it stands
+            self.training_bar = tqdm(total=state.max_steps, initial=state.global_step, desc="train",
+                                     dynamic_ncols=True)
+
+    def on_step_end(self, args, state, control, **kwargs):
+        self.step = state.global_step
+        super().on_step_end(args, state, control, **kwargs)
+
+    def on_prediction_step(self, args, state, control, eval_dataloader=None, **kwargs):
+        from tqdm.auto import tqdm
+        from transformers.trainer_utils import has_length
+
+        if state.is_world_process_zero and has_length(eval_dataloader) and self.prediction_bar is None:
+            self.prediction_bar = tqdm(total=len(eval_dataloader), desc="eval", leave=False, dynamic_ncols=True)
+        super().on_prediction_step(args, state, control, eval_dataloader=eval_dataloader, **kwargs)
+
+    def on_log(self, args, state, control, logs=None, **kwargs):
+        bar = self.training_bar
+        if not state.is_world_process_zero or not logs or bar is None:
+            return
+        if "loss" in logs:
+            post = {"loss": f"{logs['loss']:.4f}", "lr": f"{logs.get('learning_rate', 0.0):.2e}"}
+            now, seen = time.monotonic(), logs.get("num_tokens")
+            if seen is not None:
+                if self._tokens is not None and now > self._tokens[0] and seen >= self._tokens[1]:
+                    post["tok/s"] = f"{(seen - self._tokens[1]) / (now - self._tokens[0]):.0f}"
+                self._tokens = (now, seen)
+            bar.set_postfix(post, refresh=True)
+        elif "eval_loss" in logs:
+            loss = logs["eval_loss"]
+            bar.write(f"step {state.global_step}: validation loss {loss:.4f} "
+                      f"(perplexity {math.exp(min(loss, 50.0)):.2f})")

@@ -40,14 +40,17 @@ def build_parser() -> argparse.ArgumentParser:
         formatter_class=argparse.ArgumentDefaultsHelpFormatter,
     )
     parser.add_argument("--version", action="version", version=f"lmtune {__version__}")
-    parser.add_argument("--debug", action="store_true", help="show tracebacks for user errors")
+    parser.add_argument("--debug", action="store_true", help="show tracebacks for user errors (and library warnings)")
+    parser.add_argument("--verbose", action="store_true", help="show the libraries' warnings and log lines")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     for name, (module, help_text) in COMMANDS.items():
         mod = importlib.import_module(f"lmtune.commands.{module}")
         p = sub.add_parser(name, help=help_text, description=help_text,
                            formatter_class=argparse.ArgumentDefaultsHelpFormatter)
         p.add_argument("--debug", action="store_true", default=argparse.SUPPRESS,
-                       help="show tracebacks for user errors")
+                       help="show tracebacks for user errors (and library warnings)")
+        p.add_argument("--verbose", action="store_true", default=argparse.SUPPRESS,
+                       help="show the libraries' warnings and log lines")
         mod.register(p)
         p.set_defaults(_run=mod.run, _tuning=getattr(mod, "tuning", None))
     return parser
@@ -66,6 +69,9 @@ def main(argv: list[str] | None = None) -> int:
     if not getattr(args, "_run", None):
         parser.print_help()
         return 2
+    from lmtune.console import configure
+
+    configure(verbose=getattr(args, "verbose", False) or getattr(args, "debug", False))
     try:
         if args._tuning is not None:  # commands that run a model: CPU tuning before torch loads
             from lmtune.cpu_tuning import apply

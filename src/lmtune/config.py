@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import dataclasses
 import difflib
+import math
 import types
 import typing
 from dataclasses import dataclass, field
@@ -187,6 +188,7 @@ class Config:
     eval: EvalConfig = field(default_factory=EvalConfig)
     distributed: DistributedConfig = field(default_factory=DistributedConfig)
     output: OutputConfig = field(default_factory=OutputConfig)
+    source = None  # the YAML file it was read from (not a field: not saved, not validated)
 
     @property
     def learning_rate(self) -> float:
@@ -267,6 +269,9 @@ def _check_range(key: str, value: Any, meta: dict, problems: list[str]) -> None:
         return
     if not isinstance(value, (int, float)) or isinstance(value, bool):
         return
+    if not math.isfinite(value):  # NaN compares false with every bound, inf passes a lone min
+        problems.append(f"{key}: got {value!r}, must be a finite number")
+        return
     lo, hi = meta.get("min"), meta.get("max")
     if lo is not None and (value < lo or (meta.get("min_exclusive") and value == lo)):
         op = ">" if meta.get("min_exclusive") else ">="
@@ -321,6 +326,9 @@ def _check_cross(cfg: Config, problems: list[str]) -> None:
         cfg.lora.target_modules = [cfg.lora.target_modules]
     if cfg.data.task is None and not cfg.data.train:
         problems.append("data.train: no training data; set data.train to a file or data.task to sql/json")
+    if cfg.train.max_steps == 0:
+        problems.append("train.max_steps: got 0, which trains nothing; use -1 (train for train.epochs) or a "
+                        "positive step count")
     if cfg.eval.forgetting_fail < cfg.eval.forgetting_warn:
         problems.append(f"eval.forgetting_fail: got {cfg.eval.forgetting_fail}, must be >= "
                         f"eval.forgetting_warn ({cfg.eval.forgetting_warn})")
@@ -368,6 +376,9 @@ def _merge(base: dict, extra: dict) -> dict:
 
 def read_yaml(path: str | Path) -> dict[str, Any]:
     path = Path(path)
+    if path.is_dir():
+        raise ConfigError(f"{path}: is a directory, expected a YAML config file",
+                          ["pass the path of a YAML file, e.g. configs/tiny-sql-lora.yaml"])
     if not path.is_file():
         raise ConfigError(f"config file not found: {path}", ["pass the path of a YAML file, e.g. configs/tiny-sql-lora.yaml"])
     try:
@@ -402,7 +413,9 @@ def load_config(path: str | Path | None = None, overrides: list[str] | None = No
     """YAML file (optional) + overrides -> validated Config. Raises ConfigError listing every problem."""
     raw = read_yaml(path) if path else {}
     raw = _merge(raw, parse_overrides(overrides or []))
-    return from_dict(raw, str(path) if path else "config")
+    cfg = from_dict(raw, str(path) if path else "config")
+    cfg.source = str(path) if path else None
+    return cfg
 
 
 def explain(cls: type = Config, prefix: str = "") -> list[tuple[str, str, str]]:

@@ -37,7 +37,7 @@ def open_path(path: str) -> Loaded:
         return Loaded("run", str(p / "model"), None, p / "model", cfg, template)
     if (p / "adapter_config.json").is_file():
         base = json.loads((p / "adapter_config.json").read_text())["base_model_name_or_path"]
-        return Loaded("adapter", base, p, None, None, _read_json(p / "lmtune_template.json"))
+        return Loaded("adapter", resolve_model_path(base), p, None, None, _read_json(p / "lmtune_template.json"))
     if p.is_dir() and (p / "config.json").is_file():
         return Loaded("model", str(p), None, p, None, _read_json(p / "lmtune_template.json"))
     if p.exists():

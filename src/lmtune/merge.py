@@ -8,14 +8,13 @@ refused (peft's safe_merge), and free disk space is checked. The output appears 
 
 from __future__ import annotations
 
-import json
 import math
 import shutil
 from dataclasses import dataclass
 from pathlib import Path
 
 from lmtune.errors import UserError
-from lmtune.rundir import replace_dir, write_json, write_text
+from lmtune.rundir import replace_dir, write_json, write_output_marker, write_text
 
 PROBE_TEXT = "SELECT name FROM customers WHERE city = 'Berlin'; The quick brown fox jumps over the lazy dog."
 # Largest |merged - (base + adapter)| logit difference accepted, relative to the largest |logit|
@@ -115,15 +114,19 @@ def merge(run_path: str, out: str, overwrite: bool = False, dtype: str = "fp32")
     if loaded.template:
         write_json(staging / "lmtune_template.json", loaded.template)
     write_text(staging / "README.md", model_card(loaded, diff, diff_4bit, run_path))
+    write_output_marker(staging, "merged")
     out_dir.parent.mkdir(parents=True, exist_ok=True)
     replace_dir(staging, out_dir)
     return MergeResult(out_dir, diff, diff_4bit, size)
 
 
 def _check_out(out_dir: Path, run_path: Path, loaded, overwrite: bool) -> None:
-    """--out must be a new or empty directory (or --overwrite), and never the run, its adapter, or a
-    directory holding them: replacing it would delete what is being merged."""
-    if out_dir.exists() and not out_dir.is_dir():
+    """--out must be a new or empty directory, or (with --overwrite) one lmtune wrote; never the run,
+    its adapter, the base, the current directory or a directory holding them: replacing it would
+    delete what is being merged (rundir.check_new_output_dir)."""
+    from lmtune.rundir import check_new_output_dir
+
+    if out_dir.exists() and not out_dir.is_dir() and not out_dir.is_symlink():
         raise UserError(f"--out {out_dir} exists and is not a directory", ["choose a directory path for --out"])
     target = out_dir.resolve()
     adapter = loaded.adapter_dir.resolve()
@@ -131,8 +134,10 @@ def _check_out(out_dir: Path, run_path: Path, loaded, overwrite: bool) -> None:
         if target == p or p.is_relative_to(target) or (p == adapter and target.is_relative_to(adapter)):
             raise UserError(f"--out {out_dir} would replace {p}, which the merge reads",
                             ["write the merged model elsewhere, e.g. --out merged/ or a new folder inside the run"])
-    if out_dir.is_dir() and any(out_dir.iterdir()) and not overwrite:
-        raise UserError(f"--out {out_dir} is not empty", ["choose another directory or pass --overwrite"])
+    inputs = [Path.cwd(), run_path, loaded.adapter_dir]
+    if Path(loaded.base_ref).exists():
+        inputs.append(Path(loaded.base_ref))
+    check_new_output_dir(out_dir, "--out", overwrite, inputs, "choose another directory or pass --overwrite")
 
 
 def _bytes_of(shapes: dict[str, list[int]], dtype: str) -> int:
@@ -141,25 +146,19 @@ def _bytes_of(shapes: dict[str, list[int]], dtype: str) -> int:
 
 
 def model_card(loaded, diff: float, diff_4bit: float | None, run_path: str) -> str:
-    cfg = loaded.config
-    summary = {}
-    for name in ("train_summary.json", "eval.json"):
-        p = Path(run_path) / name
-        if p.is_file():
-            summary.update(json.loads(p.read_text()))
-    lines = ["---", "library_name: transformers", "tags: [lmtune, merged-lora]", "---", "",
-             "# Merged model", "", f"Base model: `{loaded.base_ref}`", ""]
-    if cfg is not None:
-        data = cfg.data.task or ", ".join(cfg.data.train)
-        lines += [f"Method: {cfg.method} (r={cfg.lora.r}, alpha={cfg.lora.alpha}, "
-                  f"targets={cfg.lora.target_modules})", f"Data: {data}",
-                  f"Epochs: {cfg.train.epochs}, learning rate: {cfg.learning_rate}", ""]
-    if summary:
-        lines += ["## Metrics", ""] + [f"- {k}: {v}" for k, v in summary.items()
-                                       if isinstance(v, (int, float, str))] + [""]
-    lines += ["## Merge check", "", f"Max |logit difference| merged vs base+adapter: {diff:.3g}"]
+    """The merged model's README.md: the run's card (base, method, data, the steps and epochs that
+    ran, metrics; lmtune/artifacts.py) plus the merge check."""
+    from lmtune.artifacts import model_card as card, read_json
+
+    check = ["## Merge check", "", f"Max |logit difference| merged vs base+adapter: {diff:.3g}"]
     if diff_4bit is not None:
-        lines.append(f"Max |logit difference| merged vs 4-bit base+adapter: {diff_4bit:.3g} "
+        check.append(f"Max |logit difference| merged vs 4-bit base+adapter: {diff_4bit:.3g} "
                      "(the merge uses the dequantized base; see lmtune docs on QLoRA merging)")
-    lines += ["", "Load it with plain transformers: `AutoModelForCausalLM.from_pretrained(<this dir>)`.", ""]
-    return "\n".join(lines)
+    check.append("")
+    if loaded.config is None:  # a bare adapter directory: no run to describe
+        return "\n".join(["---", "library_name: transformers", "tags: [lmtune, merged]", "---", "",
+                          "# lmtune merged model", "", f"Base model: `{loaded.base_ref}`", "", *check,
+                          "Load it with plain transformers: `AutoModelForCausalLM.from_pretrained(<this dir>)`.", ""])
+    summary = read_json(Path(run_path) / "train_summary.json") or {}
+    return card("merged model", loaded.config, summary.get("global_step", 0), summary.get("epochs"), summary,
+                read_json(Path(run_path) / "eval.json"), extra=check)

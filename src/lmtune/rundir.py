@@ -14,6 +14,9 @@ from typing import Any
 from lmtune.errors import ConfigError
 
 COMPLETE_MARKER = "lmtune_complete"  # written last into a checkpoint; its absence means "partial"
+# Written into every directory lmtune creates (a run, a merged model, an eval --out): only a directory
+# carrying it may be replaced by output.overwrite / --overwrite. Anything else is the user's.
+OUTPUT_MARKER = ".lmtune-output"
 
 
 def checkpoint_manifest(ckpt: Path) -> dict[str, int]:
@@ -75,6 +78,85 @@ def replace_dir(staging: Path, final: Path) -> None:
         shutil.rmtree(old)
 
 
+def write_output_marker(directory: Path, kind: str) -> None:
+    from lmtune import __version__
+
+    write_json(directory / OUTPUT_MARKER, {"written_by": "lmtune", "kind": kind, "version": __version__})
+
+
+def is_lmtune_output(directory: Path) -> bool:
+    try:
+        return json.loads((directory / OUTPUT_MARKER).read_text(encoding="utf-8")).get("written_by") == "lmtune"
+    except (OSError, ValueError, AttributeError):
+        return False
+
+
+def check_replaceable(directory: Path, inputs: list[Path], label: str, fix: str) -> None:
+    """Refuse to delete `directory` unless lmtune wrote it (its marker) and it holds none of this
+    command's inputs (the config, data, model, the current directory: each equal to it or inside it).
+    `label` names the setting (output.dir, --out); `fix` says how to get going."""
+    if directory.is_symlink():
+        raise ConfigError(f"{label}: {directory} is a symlink; lmtune will not delete through it",
+                          [f"give the real path ({directory.resolve()}) or another directory"])
+    real = directory.resolve()
+    for given in inputs:
+        path = Path(given).expanduser().resolve()
+        if path == real or path.is_relative_to(real):
+            what = "the current directory" if path == Path.cwd().resolve() and given == Path.cwd() else str(given)
+            raise ConfigError(f"{label}: {directory} holds {what}, an input of this command; replacing "
+                              "the directory would delete it", [fix])
+    if any(directory.iterdir()) and not is_lmtune_output(directory):
+        raise ConfigError(f"{label}: {directory} was not written by lmtune (no {OUTPUT_MARKER} marker), so "
+                          "lmtune will not delete what it holds", [fix])
+
+
+def run_inputs(cfg) -> list[Path]:
+    """What a run reads and a replaced output.dir must not hold: the config file, data files, a local
+    model directory, and the current directory."""
+    paths = [Path.cwd()]
+    source = getattr(cfg, "source", None)
+    if source:
+        paths.append(Path(source))
+    paths += [Path(p) for p in (*cfg.data.train, *cfg.data.validation, *cfg.data.test)]
+    model = Path(cfg.model.name_or_path).expanduser()
+    if model.exists():
+        paths.append(model)
+    return paths
+
+
+def probe_writable(directory: Path, label: str) -> None:
+    """Create and remove a temporary directory: os.access says yes to root on read-only places."""
+    try:
+        Path(tempfile.mkdtemp(prefix=".lmtune-probe-", dir=directory)).rmdir()
+    except OSError as exc:
+        raise ConfigError(f"{label}: cannot write under {directory} ({exc.strerror})",
+                          ["choose a directory you can write to"]) from None
+
+
+def check_new_output_dir(out: Path, label: str, overwrite: bool, inputs: list[Path], fix: str) -> None:
+    """An output directory a command is about to (re)write: not '.', not a symlink, not a file, empty
+    or lmtune's own (with overwrite), holding no input, under a writable parent. Creates nothing."""
+    if out.is_symlink():
+        raise ConfigError(f"{label} {out} is a symlink; lmtune writes only to real directories",
+                          [f"give the real path ({out.resolve()}) or a new directory"])
+    if out.exists() and not out.is_dir():
+        raise ConfigError(f"{label} {out} exists and is not a directory", [f"choose a directory path for {label}"])
+    if out.absolute() == Path.cwd().absolute() or Path.cwd().resolve().is_relative_to(out.resolve()):
+        raise ConfigError(f"{label} {out} is the current directory (or holds it); lmtune writes a new "
+                          "directory and replaces it whole", [f"name a new directory, e.g. {label} merged"])
+    if out.is_dir() and any(out.iterdir()):
+        if not overwrite:
+            raise ConfigError(f"{label} {out} is not empty", [fix])
+        check_replaceable(out, inputs, label, "choose another directory")
+    parent = out.absolute().parent
+    while not parent.exists() and not parent.is_symlink():
+        parent = parent.parent
+    if not parent.is_dir():
+        raise ConfigError(f"{label} {parent} is not a directory, so {out} cannot be created under it",
+                          ["choose a path whose parents are directories"])
+    probe_writable(parent, label)
+
+
 class RunDir:
     """Paths of one run. Nothing is created until `create()`."""
 
@@ -97,9 +179,10 @@ class RunDir:
             shutil.rmtree(path)
         return path
 
-    def check_writable(self, overwrite: bool, resume: bool) -> None:
+    def check_writable(self, overwrite: bool, resume: bool, inputs: list[Path] = ()) -> None:
         """Refuse to clobber a previous run, to write outside the run, or where writing will fail;
-        called before any heavy work, and creates nothing."""
+        called before any heavy work, and creates nothing. `inputs`: what the run reads (run_inputs);
+        overwrite replaces only a directory lmtune created that holds none of them."""
         root = self.root
         if root.exists() and not root.is_dir():
             raise ConfigError(f"output.dir: {root} exists and is not a directory",
@@ -111,12 +194,15 @@ class RunDir:
             self.check_contained()
             _probe_writable(root)
             return
-        if root.is_dir() and any(root.iterdir()) and not overwrite:
+        if root.is_dir() and _holds_more_than_the_marker(root) and not overwrite:
             raise ConfigError(f"output.dir: {root} is not empty",
                               ["choose another output.dir, pass --resume to continue it, or set output.overwrite=true"])
         if overwrite and root.is_symlink():
             raise ConfigError(f"output.dir: {root} is a symlink; output.overwrite will not delete through it",
                               [f"give the real path ({root.resolve()}) or another output.dir"])
+        if overwrite and root.is_dir():
+            check_replaceable(root, list(inputs), "output.dir",
+                              "choose another output.dir (a new directory), or move your files out of it")
         parent = root
         while not parent.exists() and not parent.is_symlink():
             parent = parent.parent
@@ -140,9 +226,10 @@ class RunDir:
 
     def create(self, overwrite: bool) -> None:
         try:
-            if overwrite and self.root.is_dir():
-                shutil.rmtree(self.root)
+            if overwrite and self.root.is_dir() and _holds_more_than_the_marker(self.root):
+                shutil.rmtree(self.root)  # check_writable made sure it is lmtune's and holds no input
             self.root.mkdir(parents=True, exist_ok=True)
+            write_output_marker(self.root, "run")
         except OSError as exc:
             raise ConfigError(f"output.dir: cannot create {self.root} ({exc.strerror})",
                               ["choose a directory you can write to"]) from None
@@ -204,15 +291,16 @@ def resume_conflicts(saved: dict, new: dict) -> list[str]:
     return out
 
 
+def _holds_more_than_the_marker(directory: Path) -> bool:
+    """A run stopped between creating its directory and writing into it left only the marker:
+    that counts as empty (the same command may start again)."""
+    return any(p.name != OUTPUT_MARKER for p in directory.iterdir())
+
+
 def _step(ckpt: Path) -> int | None:
     tail = ckpt.name.rsplit("-", 1)[-1]
     return int(tail) if tail.isdigit() else None
 
 
 def _probe_writable(directory: Path) -> None:
-    """Create and remove a temporary directory: os.access says yes to root on read-only places."""
-    try:
-        Path(tempfile.mkdtemp(prefix=".lmtune-probe-", dir=directory)).rmdir()
-    except OSError as exc:
-        raise ConfigError(f"output.dir: cannot write under {directory} ({exc.strerror})",
-                          ["choose a directory you can write to"]) from None
+    probe_writable(directory, "output.dir")

@@ -96,7 +96,9 @@ def preflight(cfg: Config, run: RunDir, resume: bool):
     from lmtune.errors import ConfigError
     from lmtune.models import check_model_source, check_target_modules
 
-    run.check_writable(cfg.output.overwrite, resume)
+    from lmtune.rundir import run_inputs
+
+    run.check_writable(cfg.output.overwrite, resume, run_inputs(cfg))
     if resume and (run / "config.yaml").is_file():
         import yaml
 
@@ -111,6 +113,10 @@ def preflight(cfg: Config, run: RunDir, resume: bool):
     if resume:
         _check_resume_steps(run, cfg.train.max_steps)
     ref = check_model_source(cfg.model)
+    from lmtune.checks import max_length_fits, run_test_files
+
+    max_length_fits(cfg, ref)
+    run_test_files(cfg)
     if cfg.method in ("lora", "qlora"):
         check_target_modules(ref, cfg.lora.target_modules)
     if cfg.method == "qlora":
@@ -151,15 +157,29 @@ def _setup(cfg: Config, run: RunDir, resume: bool) -> _Setup:
     precision = resolve_precision(cfg.train.precision, device)
     tokenizer = load_tokenizer(ref, cfg.model)
     data = _prepare_data(cfg, run, tokenizer, resume)  # raises DataError listing every bad record
+    _say_data(data.stats)
     template = data.template
     _seed(cfg.train.seed)  # LoRA/new-token init: same start on every rank and in every rerun
     model = load_model(ref, cfg, device, tokenizer, quantize=cfg.method == "qlora")
     _suggest_processes(cfg, device.kind, torch.get_num_threads())
     use_training_attention(model, cfg, device)
     model = methods.prepare(model, cfg)
+    from lmtune.artifacts import record_base
+
+    record_base(model, cfg.model.name_or_path)  # adapter_config.json: 'tiny' or the Hub id, not a path
     trainable, total = methods.count_parameters(model)
     _write_run_inputs(cfg, run, tokenizer, template, data)
     return _Setup(model, tokenizer, template, data, device, precision, trainable, total)
+
+
+def _say_data(stats: dict) -> None:
+    import sys
+
+    from lmtune.data.prepare import summary_line
+    from lmtune.distributed import is_main_process
+
+    if is_main_process():
+        print(summary_line(stats), file=sys.stderr)
 
 
 def _suggest_processes(cfg: Config, device_kind: str, threads: int) -> None:
@@ -320,12 +340,15 @@ def choose_optimizer(cfg: Config, device_kind: str) -> str:
 def _build_trainer(cfg: Config, run: RunDir, s: _Setup):
     from transformers import EarlyStoppingCallback
 
-    from lmtune.callbacks import MarkCheckpointComplete, MetricsJsonl, NonFiniteGuard
+    from transformers.trainer_callback import PrinterCallback, ProgressCallback
+
+    from lmtune.artifacts import checkpoint_card
+    from lmtune.callbacks import ConsoleProgress, MarkCheckpointComplete, MetricsJsonl, NonFiniteGuard
     from lmtune.sft_trainer import LmtuneSFTTrainer
 
     has_eval = s.data.validation is not None and len(s.data.validation) > 0
     args = training_arguments(cfg, run, s.precision, s.device.kind, has_eval)
-    callbacks = [MetricsJsonl(run / "metrics.jsonl"), NonFiniteGuard(), MarkCheckpointComplete()]
+    callbacks = [MetricsJsonl(run / "metrics.jsonl"), NonFiniteGuard(), MarkCheckpointComplete(checkpoint_card(cfg))]
     if cfg.train.early_stopping_patience and has_eval:
         callbacks.append(EarlyStoppingCallback(early_stopping_patience=cfg.train.early_stopping_patience))
     trainer = LmtuneSFTTrainer(
@@ -337,6 +360,9 @@ def _build_trainer(cfg: Config, run: RunDir, s: _Setup):
         processing_class=s.tokenizer,
         callbacks=callbacks,
     )
+    for default in (ProgressCallback, PrinterCallback):  # ConsoleProgress replaces the raw-dict printer
+        trainer.remove_callback(default)
+    trainer.add_callback(ConsoleProgress())
     if cfg.method == "qlora" and s.precision == "fp32":
         _adapters_to_fp32(trainer.model)
     return trainer
@@ -415,6 +441,7 @@ def _save(cfg: Config, run: RunDir, s: _Setup, trainer, seconds: float):
         replace_dir(staging, run / name)
     metrics = {"method": cfg.method, "trainable_params": s.trainable, "total_params": s.total,
                "train_seconds": round(seconds, 2), "global_step": trainer.state.global_step,
+               "epochs": round(trainer.state.epoch or 0.0, 4),
                "stop_at": _stop_at(cfg), "peak_memory_mb": _peak_memory_mb()}
     train_losses = [h["loss"] for h in trainer.state.log_history if "loss" in h]
     if train_losses:
@@ -431,7 +458,15 @@ def _save(cfg: Config, run: RunDir, s: _Setup, trainer, seconds: float):
         metrics["eval_loss"], metrics["eval_perplexity"] = val.loss, val.perplexity
     if main:
         write_json(run / "train_summary.json", metrics)
+        _write_card(cfg, run)
     return metrics, val
+
+
+def _write_card(cfg: Config, run: RunDir) -> None:
+    from lmtune.artifacts import write_run_card
+
+    write_run_card(cfg, run.root)
+
 
 
 def _save_weights(trainer, path: Path) -> None:
@@ -471,13 +506,15 @@ def _finish(cfg: Config, run: RunDir, s: _Setup, trainer, metrics: dict, quiet: 
         result = final_evaluation(cfg, run.root, trainer.model, s.tokenizer, s.template,
                                   validation=s.data.validation, progress=not quiet, validation_loss=val)
         summary = summarize(result)
+        _write_card(cfg, run)  # now with the task metrics
     if cfg.output.report:
         from lmtune.report import write_report
 
         write_report(run.root)
     if quiet:
         return
-    print(f"\ntrainable params: {s.trainable:,} of {s.total:,} ({100 * s.trainable / s.total:.2f}%), "
+    print(f"\ntrainable params: {s.trainable:,} ({100 * s.trainable / s.total:.2f}% of the base model's "
+          f"{s.total:,}, tied embeddings counted once), "
           f"{cfg.method}, {metrics['global_step']} steps in {metrics['train_seconds']:.0f} s, "
           f"peak memory {metrics['peak_memory_mb']:.0f} MB")
     if summary:

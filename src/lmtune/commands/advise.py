@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import argparse
 import sys
+from pathlib import Path
 
 from lmtune.commands.estimate import _bool
 
@@ -20,6 +21,7 @@ def register(p: argparse.ArgumentParser) -> None:
     p.add_argument("--num-gpus", type=int, default=None, help="GPUs (default: detected)")
     p.add_argument("--seq-len", type=int, default=None, help="max_length (default: from your data's lengths)")
     p.add_argument("--out", default="advised.yaml", help="where to write the training config")
+    p.add_argument("--overwrite", action="store_true", help="replace an existing --out file")
     p.add_argument("--output-dir", default="runs/advised", help="run directory named in the config")
     p.add_argument("--answers", default=None, help="YAML file with the answers (keys: see --list-questions)")
     p.add_argument("--yes", action="store_true", help="non-interactive: unanswered questions take their defaults")
@@ -109,6 +111,7 @@ def run(args: argparse.Namespace) -> int:
         for key, question, kind in QUESTIONS:
             print(f"{key:22} {kind:6} {question}")
         return 0
+    check_args(args)
     answers = collect_answers(args)
     device, gpus = hardware(args)
     data = summarize_data(args.data) if args.data else None
@@ -127,9 +130,28 @@ def run(args: argparse.Namespace) -> int:
     return 0
 
 
+def check_args(args: argparse.Namespace) -> None:
+    """Numbers and paths before any work: the answers file, the data, where the config goes."""
+    from pathlib import Path
+
+    from lmtune import checks
+
+    checks.number("--gpu-mem", args.gpu_mem, min=0, min_exclusive=True)
+    checks.number("--num-gpus", args.num_gpus, min=1)
+    checks.number("--seq-len", args.seq_len, min=8)
+    checks.number("--examples", args.examples, min=0)
+    if args.answers:
+        checks.input_file(args.answers, "--answers", text=True)
+    for d in args.data:
+        if not Path(d).is_dir():
+            checks.input_file(d, "--data")
+    checks.output_file(args.out, "--out", overwrite=args.overwrite)
+
+
 def _write(path: str, config: dict, advice) -> None:
     import yaml
 
+    from lmtune.rundir import write_text
+
     header = f"# lmtune train {path}\n# written by `lmtune advise` (verdict: {advice.verdict})\n"
-    with open(path, "w", encoding="utf-8") as f:
-        f.write(header + yaml.safe_dump(config, sort_keys=False))
+    write_text(Path(path), header + yaml.safe_dump(config, sort_keys=False))

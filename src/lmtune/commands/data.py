@@ -37,6 +37,8 @@ def register(parser: argparse.ArgumentParser) -> None:
     check.add_argument("--samples", type=int, default=1, metavar="K", help="rendered samples to show")
     check.add_argument("--debug", action="store_true", default=argparse.SUPPRESS,
                        help="show tracebacks for user errors")
+    check.add_argument("--verbose", action="store_true", default=argparse.SUPPRESS,
+                       help="show the libraries' warnings and log lines")
 
 
 def run(args: argparse.Namespace) -> int:
@@ -51,8 +53,10 @@ def check(args: argparse.Namespace) -> int:
     from lmtune.data.split import conflicting_prompts, dedupe
     from lmtune.errors import DataError, UserError
 
-    if args.max_length < 8:
-        raise UserError(f"--max-length: got {args.max_length}, must be >= 8")
+    from lmtune import checks
+
+    checks.number("--max-length", args.max_length, min=8)
+    checks.number("--samples", args.samples, min=0)
     if args.template == "model" and not args.model:
         raise UserError("--template model needs the model's tokenizer", ["add --model DIR (or --model tiny)"])
     loaded = load_examples(args.files, args.format)

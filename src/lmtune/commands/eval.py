@@ -52,6 +52,7 @@ def run(args: argparse.Namespace) -> int:
         value, least = opts[flag], 0 if flag == "few_shot" else 1
         if value is not None and value < least:
             raise UserError(f"--{flag.replace('_', '-')}: got {value}, must be >= {least}")
+    check_paths(args.run, opts)
     from lmtune.evaluate import EVAL_FILE, evaluate_run
     from lmtune.evaluate.summary import summarize
 
@@ -64,3 +65,30 @@ def run(args: argparse.Namespace) -> int:
         if result.get("run"):
             print(f"wrote {result['run'].rstrip('/')}/{EVAL_FILE}")
     return 0
+
+
+def check_paths(target: str, opts: dict) -> None:
+    """Before any model loads: the run (or model) path, the --test files, where eval.json goes."""
+    from pathlib import Path
+
+    from lmtune import checks
+    from lmtune.commands.generate import _check_model
+    from lmtune.errors import UserError
+    from lmtune.rundir import check_new_output_dir
+
+    _check_model(target)
+    p = Path(target).expanduser()
+    is_run = (p / "config.yaml").is_file()
+    for f in opts["test"] or []:
+        if Path(f).is_dir():
+            checks.input_dir(f, "--test")
+        else:
+            checks.input_file(f, "--test", text=not f.endswith(".parquet"))
+    if opts["out"] is not None:
+        if is_run:
+            raise UserError(f"--out: {target} is a run directory, and a run's eval.json goes into the run",
+                            ["drop --out (it is for a plain model)"])
+        check_new_output_dir(Path(opts["out"]), "--out", True, [Path.cwd(), p, *map(Path, opts["test"] or [])],
+                             "choose a new or empty directory")
+    if is_run:
+        checks.writable_dir(p, "eval:")

@@ -19,6 +19,7 @@ def register(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--no-adapter", action="store_true", help="generate with the run's base model only")
     parser.add_argument("--out", help="write {prompt, output} JSONL here (with --file)")
+    parser.add_argument("--overwrite", action="store_true", help="replace an existing --out file")
 
 
 def _read_prompts(path: str) -> list:
@@ -54,9 +55,53 @@ def tuning(args: argparse.Namespace):
     return target_for_path(args.model)
 
 
+def check_args(args: argparse.Namespace) -> list | None:
+    """Every flag and path, before the model loads; returns the prompts read from --file."""
+    from lmtune import checks
+    from lmtune.errors import UserError
+
+    checks.number("--max-new-tokens", args.max_new_tokens, min=1)
+    checks.number("--seed", args.seed, min=0)
+    checks.number("--temperature", args.temperature, min=0)
+    checks.number("--top-p", args.top_p, min=0, min_exclusive=True, max=1)
+    if args.sample and args.temperature == 0:
+        raise UserError("--sample with --temperature 0: sampling needs a temperature > 0",
+                        ["drop --sample for greedy decoding, or give --temperature 0.7"])
+    if args.out and not args.file:
+        raise UserError("--out writes the outputs of --file prompts", ["add --file prompts.jsonl, or drop --out"])
+    if args.prompt is not None and not args.prompt.strip():
+        raise UserError("--prompt: empty", ["give the text to complete, e.g. --prompt 'Hello'"])
+    items = None
+    if args.file:
+        checks.input_file(args.file, "--file", text=True)
+        items = _read_prompts(args.file)
+        if not items:
+            raise UserError(f"--file {args.file}: no prompts (the file is empty)", ["one JSON prompt per line"])
+    if args.out:
+        checks.output_file(args.out, "--out", overwrite=args.overwrite)
+    _check_model(args.model)
+    return items
+
+
+def _check_model(model: str) -> None:
+    """A path that is not there: say so now (a Hub id or 'tiny' is resolved when loading)."""
+    from pathlib import Path
+
+    from lmtune.errors import UserError
+
+    p = Path(model).expanduser()
+    if p.exists() and not p.is_dir():
+        raise UserError(f"{model}: is a file; expected a run, adapter or model directory",
+                        ["give the directory `lmtune train` wrote, an adapter or a model directory"])
+    if not p.exists() and (model.startswith((".", "/", "~")) or model.count("/") > 1 or "\\" in model):
+        raise UserError(f"{model}: no such run, adapter or model directory",
+                        ["check the path, or give 'tiny' or a Hub id (org/name)"])
+
+
 def run(args: argparse.Namespace) -> int:
     from lmtune.generate import GenerationSettings, Generator
 
+    items = check_args(args)
     settings = GenerationSettings(max_new_tokens=args.max_new_tokens, greedy=not args.sample,
                                   temperature=args.temperature, top_p=args.top_p, seed=args.seed)
     gen = Generator.load(args.model, use_adapter=not args.no_adapter)
@@ -64,13 +109,17 @@ def run(args: argparse.Namespace) -> int:
         print(gen.generate([args.prompt], settings)[0])
         return 0
     if args.file:
-        items = _read_prompts(args.file)
         outputs = gen.generate(items, settings, progress=True)
-        sink = open(args.out, "w", encoding="utf-8") if args.out else sys.stdout
-        for item, out in zip(items, outputs):
-            sink.write(json.dumps({"prompt": item, "output": out}, ensure_ascii=False) + "\n")
+        lines = "".join(json.dumps({"prompt": item, "output": out}, ensure_ascii=False) + "\n"
+                        for item, out in zip(items, outputs))
         if args.out:
-            sink.close()
+            from pathlib import Path
+
+            from lmtune.rundir import write_text
+
+            write_text(Path(args.out), lines)  # whole or absent
+        else:
+            sys.stdout.write(lines)
         return 0
     return _chat(gen, settings)
 

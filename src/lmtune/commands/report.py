@@ -10,7 +10,11 @@ def register(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from lmtune.report import write_report
+    from lmtune import checks
+    from lmtune.report import load_run, write_report
 
+    run = checks.input_dir(args.run, "report:", "run directory")
+    load_run(run)  # a run directory at all? (reads only its small JSON files)
+    checks.writable_dir(run, "report:")
     print(f"wrote {write_report(args.run)}")
     return 0

@@ -68,13 +68,24 @@ def run(args: argparse.Namespace) -> int:
 
         resolve(cfg)
     if distributed.needs_launch(cfg):
-        return _launch(args, cfg, overrides)
+        try:
+            return _launch(args, cfg, overrides)
+        except KeyboardInterrupt:  # torchrun stops the workers; the checkpoints say where they were
+            print(interrupted_message(args, cfg), file=sys.stderr)
+            return 130
     from lmtune.errors import UserError
     from lmtune.train import train
 
+    from lmtune.callbacks import ConsoleProgress
+
+    ConsoleProgress.current = None  # set when training starts: the Ctrl-C message needs to know
     main = distributed.is_main_process()
     try:
         result = train(cfg, resume=args.resume, quiet=not main)
+    except KeyboardInterrupt:
+        if main:
+            print(interrupted_message(args, cfg), file=sys.stderr)
+        return 130
     except UserError as exc:
         distributed.leave()
         if main:
@@ -85,6 +96,45 @@ def run(args: argparse.Namespace) -> int:
     if main:
         print(f"run directory: {result.run_dir}")
     return 0
+
+
+def resume_command(args: argparse.Namespace) -> str:
+    """The command line that continues this run: the same config, overrides and flags, plus --resume."""
+    import shlex
+
+    argv = ["lmtune", "train", args.config, *args.overrides]
+    if args.output:
+        argv += ["--output", args.output]
+    for flag in LAUNCH_FLAGS:
+        if getattr(args, flag, None) is not None:
+            argv += [f"--{flag.replace('_', '-')}", str(getattr(args, flag))]
+    return shlex.join(argv + ["--resume"])
+
+
+def interrupted_message(args: argparse.Namespace, cfg) -> str:
+    """Ctrl-C: where training stood, the command that resumes it and the checkpoint it will use."""
+    from lmtune.callbacks import ConsoleProgress
+    from lmtune.rundir import RunDir
+
+    progress = ConsoleProgress.current
+    ConsoleProgress.current = None
+    run = RunDir(cfg.output.dir)
+    if not (run / "config.yaml").is_file():  # no run directory yet (or not this run's): start over
+        return "stopped before training began; nothing to resume: run the same command again"
+    ckpt = run.last_checkpoint()
+    uses = (f"it continues from {ckpt} (step {ckpt.name.rsplit('-', 1)[-1]})" if ckpt else
+            "no checkpoint was complete yet, so it starts again from step 0 (checkpoints: train.save_steps, "
+            "else once per epoch)")
+    where = f"at step {progress.step} of {progress.max_steps}" if progress is not None else "before the first step"
+    if progress is None and distributed_run(cfg):
+        where = "(the workers' last step is in metrics.jsonl)"
+    return f"\nstopped {where}; resume with:\n  {resume_command(args)}\n{uses}"
+
+
+def distributed_run(cfg) -> bool:
+    from lmtune import distributed
+
+    return distributed.needs_launch(cfg)
 
 
 def _launch(args: argparse.Namespace, cfg, overrides: list[str]) -> int:
@@ -98,4 +148,6 @@ def _launch(args: argparse.Namespace, cfg, overrides: list[str]) -> int:
     child = [args.config, *overrides] + (["--resume"] if args.resume else [])
     if getattr(args, "debug", False):
         child.append("--debug")
+    if getattr(args, "verbose", False):
+        child.append("--verbose")
     return distributed.launch(cfg, child)

@@ -130,3 +130,27 @@ def _dedupe(examples: list, enabled: bool, stats: dict[str, Any], split: str) ->
     result = dedupe(examples)
     stats.setdefault("duplicates_removed", {})[split] = result.removed
     return result.kept
+
+
+def summary_line(stats: dict[str, Any]) -> str:
+    """One line on what training will see and what was dropped on the way (duplicates, examples
+    truncated at max_length, examples that lost their whole answer), from data_stats.json's numbers."""
+    records = stats.get("records", {}).get("train", 0)
+    examples = stats.get("examples", {})
+    tokens = stats.get("tokens", {}).get("train", {})
+    dropped = []
+    dup = stats.get("duplicates_removed", {}).get("train", 0)
+    if dup:
+        dropped.append(f"{dup} duplicate{'s' if dup != 1 else ''} dropped")
+    if tokens.get("truncated"):
+        cut = f"{tokens['truncated']} truncated at data.max_length {stats.get('max_length')}"
+        if tokens.get("dropped"):
+            cut += f", {tokens['dropped']} of them dropped (no answer token left)"
+        dropped.append(cut)
+    val = examples.get("validation", 0)
+    line = f"data: {records} training records -> {examples.get('train', 0)} training examples"
+    line += f", {val} validation" if val else ""
+    line += f" ({'; '.join(dropped)})" if dropped else ""
+    if dropped and examples.get("train", 0) + val < records / 2:
+        line += "; fewer than half the records remain: see lmtune data check"
+    return line

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from dataclasses import asdict, dataclass, field, replace
 
 from lmtune.errors import UserError
@@ -52,10 +53,23 @@ class EstimateRequest:
             problems.append(f"--optimizer: got {self.optimizer!r}, allowed: auto, {', '.join(OPTIMIZERS)}")
         if self.loss not in ("fused", "plain"):
             problems.append(f"--loss: got {self.loss!r}, allowed: fused, plain")
-        if self.dataset_size is not None and self.dataset_size < 1:
-            problems.append(f"--dataset-size: got {self.dataset_size}, must be >= 1")
-        if self.epochs <= 0:
-            problems.append(f"--epochs: got {self.epochs}, must be > 0")
+        for key in ("dataset_size", "tokens_per_example"):
+            if getattr(self, key) is not None and getattr(self, key) < 1:
+                problems.append(f"--{key.replace('_', '-')}: got {getattr(self, key)}, must be >= 1")
+        # (flag, value, lowest, lowest excluded, highest); NaN and inf are refused for every one
+        for flag, value, lo, excl, hi in (("--epochs", self.epochs, 0, True, None),
+                                          ("--lora-dropout", self.lora_dropout, 0, False, 0.9),
+                                          ("--gpu-mem", self.gpu_mem, 0, True, None),
+                                          ("--price-per-hour", self.price_per_hour, 0, False, None),
+                                          ("--mfu", self.mfu, 0, True, 1)):
+            if value is None:
+                continue
+            if not math.isfinite(value):
+                problems.append(f"{flag}: got {value}, must be a finite number")
+            elif value < lo or (excl and value == lo):
+                problems.append(f"{flag}: got {value}, must be {'>' if excl else '>='} {lo}")
+            elif hi is not None and value > hi:
+                problems.append(f"{flag}: got {value}, must be <= {hi}")
         if problems:
             raise UserError("invalid estimate options", problems)
 

@@ -35,7 +35,8 @@ def render_text(est: Estimate) -> str:
         f"model      {m['source']} ({m['model_type']}, {m['layers']} layers, hidden {m['hidden']}, vocab {m['vocab']:,})",
         f"run        {method}{lora}, {r['batch']} x {r['seq_len']} tokens per micro-batch, "
         f"grad accumulation {r['grad_accum']}, gradient checkpointing {'on' if r['grad_ckpt'] else 'off'}",
-        f"params     {m['total_params']:,} total, {m['trainable_params']:,} trainable ({m['trainable_pct']:.3f}%)",
+        f"params     {m['total_params']:,} in the base model (tied embeddings once; what lmtune train reports), "
+        f"{m['trainable_params']:,} trainable ({m['trainable_pct']:.3f}% of the base)",
         "",
         f"memory per device on {est.device} (optimizer {est.optimizer})",
     ]

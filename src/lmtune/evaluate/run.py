@@ -271,9 +271,17 @@ def _row(test: TestSet, tuned: _Side, base: _Side | None, i: int) -> dict:
 
 
 def _write(run_dir: Path, result: dict, test, tuned: _Side, base: _Side | None) -> None:
+    """predictions.jsonl, then eval.json last: eval.json is what says "evaluated", so the old one goes
+    first and a kill between the two leaves no eval.json beside new predictions (each file is
+    atomic). A directory eval creates (--out) gets lmtune's marker, so a later eval may rewrite it."""
     import json
 
-    write_json(run_dir / EVAL_FILE, result)
+    from lmtune.rundir import write_output_marker
+
+    if not run_dir.exists() or not any(run_dir.iterdir()):
+        run_dir.mkdir(parents=True, exist_ok=True)
+        write_output_marker(run_dir, "eval")
+    (run_dir / EVAL_FILE).unlink(missing_ok=True)
     if test is not None and tuned.answers is not None:
         lines = []
         for i in range(len(test.examples)):
@@ -283,3 +291,6 @@ def _write(run_dir: Path, result: dict, test, tuned: _Side, base: _Side | None) 
                 row["base_raw"] = base.generations[i]
             lines.append(json.dumps(row, ensure_ascii=False))
         write_text(run_dir / PREDICTIONS_FILE, "\n".join(lines) + "\n")
+    else:   # predictions of an earlier eval would sit beside a result they do not belong to
+        (run_dir / PREDICTIONS_FILE).unlink(missing_ok=True)
+    write_json(run_dir / EVAL_FILE, result)

@@ -22,8 +22,7 @@ def prepare(model, cfg: Config):
 
 
 def count_parameters(model) -> tuple[int, int]:
-    """(trainable, total) as peft counts them (4-bit weights count as their real element number)."""
-    if hasattr(model, "get_nb_trainable_parameters"):
-        return model.get_nb_trainable_parameters()
-    trainable = sum(p.numel() for p in model.parameters() if p.requires_grad)
-    return trainable, sum(p.numel() for p in model.parameters())
+    """(trainable, base parameters): see lmtune.artifacts.count_parameters."""
+    from lmtune.artifacts import count_parameters as count
+
+    return count(model)
