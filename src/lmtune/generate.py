@@ -29,16 +29,11 @@ class Generator:
 
     @classmethod
     def load(cls, path: str, use_adapter: bool = True) -> "Generator":
-        from lmtune.data.templates import get_template, template_from_dict
         from lmtune.runs import load_for_inference, open_path
 
         loaded = open_path(path)
         model, tokenizer = load_for_inference(loaded, use_adapter=use_adapter)
-        if loaded.template:
-            template = template_from_dict(loaded.template, tokenizer)
-        else:  # a plain model: its own chat template, else ChatML
-            template = get_template("auto", "chat", tokenizer)
-        return cls(model, tokenizer, template)
+        return cls(model, tokenizer, template_for(loaded, tokenizer))
 
     def stop_ids(self) -> list[int]:
         """eos plus the model's own extra stop ids (e.g. ChatML's <|im_end|> in generation_config)."""
@@ -46,6 +41,26 @@ class Generator:
         extra = getattr(getattr(self.model, "generation_config", None), "eos_token_id", None)
         ids.update(extra if isinstance(extra, list) else [extra])
         return sorted(i for i in ids if i is not None)
+
+    def stop_texts(self) -> list[str]:
+        """Every stop as text: the stop ids' tokens, then the template's stop strings. The server,
+        the GGUF metadata and the Ollama Modelfile all take their stops from here."""
+        tokens = [self.tokenizer.convert_ids_to_tokens(i) for i in self.stop_ids()]
+        return list(dict.fromkeys([*tokens, *self.template.stop_strings]))
+
+    def cut_at_stop(self, text: str, extra: tuple[str, ...] = ()) -> tuple[str, bool]:
+        """(text up to the first template or `extra` stop string, whether one was found).
+        Stop strings that are special tokens never reach decoded text; text ones (alpaca's next
+        "### Instruction:") do when the model runs on into a new example."""
+        cut = min((i for i in (text.find(s) for s in (*self.template.stop_strings, *extra) if s) if i >= 0),
+                  default=-1)
+        return (text[:cut], True) if cut >= 0 else (text, False)
+
+    def generate_kwargs(self, s: GenerationSettings) -> dict:
+        """Decoding arguments for model.generate (shared with the server's batched calls)."""
+        return dict(do_sample=not s.greedy, temperature=s.temperature if not s.greedy else None,
+                    top_p=s.top_p if not s.greedy else None,
+                    eos_token_id=self.stop_ids(), pad_token_id=self.tokenizer.pad_token_id)
 
     def encode(self, item) -> list[int]:
         """A prompt string, a message list, or a data record -> prompt token ids, built exactly
@@ -76,11 +91,17 @@ class Generator:
             enc = self.tokenizer.pad({"input_ids": chunk}, return_tensors="pt", padding=True)
             enc = {k: v.to(self.model.device) for k, v in enc.items()}
             with torch.no_grad():
-                out = self.model.generate(
-                    **enc, max_new_tokens=s.max_new_tokens, do_sample=not s.greedy,
-                    temperature=s.temperature if not s.greedy else None,
-                    top_p=s.top_p if not s.greedy else None,
-                    eos_token_id=self.stop_ids(), pad_token_id=self.tokenizer.pad_token_id)
+                out = self.model.generate(**enc, max_new_tokens=s.max_new_tokens, **self.generate_kwargs(s))
             new = out[:, enc["input_ids"].shape[1]:]
-            outputs += self.tokenizer.batch_decode(new, skip_special_tokens=True)
+            outputs += [self.cut_at_stop(t)[0] for t in self.tokenizer.batch_decode(new, skip_special_tokens=True)]
         return outputs
+
+
+def template_for(loaded, tokenizer):
+    """The template a loaded run/adapter/model generates with: the one it trained with, else
+    (a plain model) its own chat template, else ChatML."""
+    from lmtune.data.templates import get_template, template_from_dict
+
+    if loaded.template:
+        return template_from_dict(loaded.template, tokenizer)
+    return get_template("auto", "chat", tokenizer)
