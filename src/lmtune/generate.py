@@ -37,16 +37,10 @@ class Generator:
 
     def stop_ids(self) -> list[int]:
         """eos plus the model's own extra stop ids (e.g. ChatML's <|im_end|> in generation_config)."""
-        ids = {self.tokenizer.eos_token_id}
-        extra = getattr(getattr(self.model, "generation_config", None), "eos_token_id", None)
-        ids.update(extra if isinstance(extra, list) else [extra])
-        return sorted(i for i in ids if i is not None)
+        return stop_ids_of(self.tokenizer, getattr(self.model, "generation_config", None))
 
     def stop_texts(self) -> list[str]:
-        """Every stop as text: the stop ids' tokens, then the template's stop strings. The server,
-        the GGUF metadata and the Ollama Modelfile all take their stops from here."""
-        tokens = [self.tokenizer.convert_ids_to_tokens(i) for i in self.stop_ids()]
-        return list(dict.fromkeys([*tokens, *self.template.stop_strings]))
+        return stop_texts_of(self.tokenizer, self.stop_ids(), self.template)
 
     def cut_at_stop(self, text: str, extra: tuple[str, ...] = ()) -> tuple[str, bool]:
         """(text up to the first template or `extra` stop string, whether one was found).
@@ -95,6 +89,21 @@ class Generator:
             new = out[:, enc["input_ids"].shape[1]:]
             outputs += [self.cut_at_stop(t)[0] for t in self.tokenizer.batch_decode(new, skip_special_tokens=True)]
         return outputs
+
+
+def stop_ids_of(tokenizer, generation_config) -> list[int]:
+    """eos plus the generation config's extra eos ids (readable without loading the model)."""
+    ids = {tokenizer.eos_token_id}
+    extra = getattr(generation_config, "eos_token_id", None)
+    ids.update(extra if isinstance(extra, list) else [extra])
+    return sorted(i for i in ids if i is not None)
+
+
+def stop_texts_of(tokenizer, stop_ids: list[int], template) -> list[str]:
+    """Every stop as text: the stop ids' tokens, then the template's stop strings. The server,
+    the GGUF metadata and the Ollama Modelfile all take their stops from here."""
+    tokens = [tokenizer.convert_ids_to_tokens(i) for i in stop_ids]
+    return list(dict.fromkeys([*tokens, *template.stop_strings]))
 
 
 def template_for(loaded, tokenizer):

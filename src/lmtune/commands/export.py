@@ -1,0 +1,31 @@
+"""`lmtune export RUN --format gguf [--quant q8_0] --out DIR`: GGUF + Ollama Modelfile."""
+
+from __future__ import annotations
+
+import argparse
+
+
+def register(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("run", help="run directory, adapter, merged/full model directory or 'tiny'")
+    parser.add_argument("--format", default="gguf", choices=("gguf",), help="output format")
+    parser.add_argument("--quant", default="q8_0", choices=("f32", "f16", "bf16", "q8_0", "q4_0"),
+                        help="GGUF tensor type (norms and other 1-D tensors stay f32)")
+    parser.add_argument("--out", required=True, help="directory for model-QUANT.gguf and Modelfile")
+    parser.add_argument("--overwrite", action="store_true",
+                        help="write into a non-empty --out (replaces only the files export writes)")
+    parser.add_argument("--pre-tokenizer", default=None,
+                        help="tokenizer.ggml.pre name for llama.cpp (default: gpt-2 for GPT-2's byte-level "
+                             "split, else 'default')")
+
+
+def run(args: argparse.Namespace) -> int:
+    from lmtune.export import export
+
+    res = export(args.run, args.out, fmt=args.format, quant=args.quant, overwrite=args.overwrite,
+                 pre_tokenizer=args.pre_tokenizer)
+    s = res.summary
+    print(f"gguf: {res.gguf} ({res.size_bytes / 2**20:.1f} MiB, {res.quant}, {s['tensors']} tensors, "
+          f"vocab {s['vocab']}, {s['merges']} merges, pre-tokenizer {s['pre_tokenizer']})")
+    print(f"modelfile: {res.modelfile} (template {s['template']}; stops {', '.join(map(repr, s['stops']))})")
+    print(f"ollama: cd {res.gguf.parent} && ollama create NAME -f Modelfile && ollama run NAME")
+    return 0
