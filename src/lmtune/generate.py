@@ -36,8 +36,12 @@ class Generator:
         return cls(model, tokenizer, template_for(loaded, tokenizer))
 
     def stop_ids(self) -> list[int]:
-        """eos plus the model's own extra stop ids (e.g. ChatML's <|im_end|> in generation_config)."""
-        return stop_ids_of(self.tokenizer, getattr(self.model, "generation_config", None))
+        """eos, the model's own extra stop ids (e.g. <|im_end|> in generation_config) and the special
+        token the template puts after every trained answer (computed once)."""
+        if getattr(self, "_stop_ids", None) is None:
+            self._stop_ids = stop_ids_of(self.tokenizer, getattr(self.model, "generation_config", None),
+                                         self.template)
+        return self._stop_ids
 
     def stop_texts(self) -> list[str]:
         return stop_texts_of(self.tokenizer, self.stop_ids(), self.template)
@@ -91,12 +95,36 @@ class Generator:
         return outputs
 
 
-def stop_ids_of(tokenizer, generation_config) -> list[int]:
-    """eos plus the generation config's extra eos ids (readable without loading the model)."""
+def stop_ids_of(tokenizer, generation_config, template=None) -> list[int]:
+    """eos, the generation config's extra eos ids and the template's answer end (readable without
+    loading the model, for export)."""
     ids = {tokenizer.eos_token_id}
     extra = getattr(generation_config, "eos_token_id", None)
     ids.update(extra if isinstance(extra, list) else [extra])
+    if template is not None:
+        ids.update(answer_end_ids(tokenizer, template))
     return sorted(i for i in ids if i is not None)
+
+
+def answer_end_ids(tokenizer, template) -> list[int]:
+    """The special token that training puts right after an answer (e.g. <|im_end|> in a model's own
+    ChatML-like template, trained before eos): a model that learned to emit it is done there."""
+    from lmtune.data.formats import Example
+    from lmtune.data.templates import TemplateError
+    from lmtune.data.tokenize import tokenize_example
+
+    answer = "4"
+    probe = Example("<stop probe>", "chat", messages=[{"role": "user", "content": "2+2?"},
+                                                      {"role": "assistant", "content": answer}])
+    try:
+        tok = tokenize_example(probe, template, tokenizer, max_length=4096)
+    except TemplateError:  # e.g. the raw template takes no conversations
+        return []
+    trained = [i for i, m in zip(tok.input_ids, tok.completion_mask) if m]
+    for k in range(1, len(trained)):
+        if tokenizer.decode(trained[:k]) == answer:
+            return [trained[k]] if trained[k] in tokenizer.all_special_ids else []
+    return []
 
 
 def stop_texts_of(tokenizer, stop_ids: list[int], template) -> list[str]:

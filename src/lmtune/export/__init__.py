@@ -96,7 +96,7 @@ def _write(model_dir: Path, loaded, out_dir: Path, gguf_name: str, quant: str, n
         gen_cfg = GenerationConfig.from_pretrained(str(model_dir))
     except OSError:  # no generation_config.json: eos alone
         gen_cfg = None
-    stops = stop_texts_of(tokenizer, stop_ids_of(tokenizer, gen_cfg), template)
+    stops = stop_texts_of(tokenizer, stop_ids_of(tokenizer, gen_cfg, template), template)
     final = out_dir / gguf_name
     tmp = out_dir / f".{gguf_name}.tmp"
     try:

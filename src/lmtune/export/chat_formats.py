@@ -10,8 +10,12 @@ chat templates with trim_blocks, which would eat a newline after a block tag.
 from __future__ import annotations
 
 import json
+import re
 
 NL = "{{ '\\n' }}"
+# {% generation %} blocks mark trained tokens for TRL; runtimes other than transformers do not know
+# the tag. An always-true `if` with the same whitespace control renders the same text everywhere.
+_GENERATION = re.compile(r"\{%(-?)\s*(end)?generation\s*(-?)%\}")
 
 
 def _jinja_str(text: str) -> str:
@@ -47,7 +51,8 @@ def jinja_chat_template(template) -> str:
     """The template as a Jinja chat template (messages, add_generation_prompt)."""
     name = template.name
     if name == "model":
-        return template.chat_template
+        return _GENERATION.sub(lambda m: "{%" + m[1] + (" endif " if m[2] else " if true ") + m[3] + "%}",
+                               template.chat_template)
     if name == "chatml":
         return _chatml_jinja(template.system_prompt)
     if name == "alpaca":
@@ -67,12 +72,66 @@ _PROBES = [
     [{"role": "system", "content": "Be brief."}, {"role": "user", "content": "Name a city."}],
     [{"role": "user", "content": "a\nb"}, {"role": "assistant", "content": "c"}, {"role": "user", "content": "d"}],
 ]
+_A, _B, _C = "\ue000A\ue000", "\ue000B\ue000", "\ue000C\ue000"  # private-use markers: never in a template
+
+
+def _split(text: str, *marks: str) -> list[str] | None:
+    """text around each mark, in order; None when a mark is missing or repeated."""
+    pieces = []
+    for mark in marks:
+        if text.count(mark) != 1:
+            return None
+        head, text = text.split(mark)
+        pieces.append(head)
+    return pieces + [text]
+
+
+def role_layout(template) -> tuple[str, dict[str, tuple[str, str]], str] | None:
+    """A model chat template that wraps each message as prefix(role) + content + suffix(role),
+    after a fixed head and before a generation prompt: (head, {role: (prefix, suffix)}, generation
+    prompt), read off renders of marker conversations. None for any other shape."""
+    def render(messages, gen):
+        return template.apply(messages, tokenize=False, add_generation_prompt=gen)
+
+    try:
+        x = _split(render([{"role": "user", "content": _A}, {"role": "assistant", "content": _B},
+                           {"role": "user", "content": _C}], True), _A, _B, _C)
+        y = _split(render([{"role": "user", "content": _A}], False), _A)
+        z = _split(render([{"role": "user", "content": _A}, {"role": "assistant", "content": _B}], False), _A, _B)
+        w = _split(render([{"role": "system", "content": _A}, {"role": "user", "content": _B}], True), _A, _B)
+    except Exception:  # e.g. a template that refuses a system message or a lone user turn
+        return None
+    if None in (x, y, z) or not x[3].startswith(y[1]) or not x[1].startswith(y[1]) or not x[2].startswith(z[2]):
+        return None
+    s_user, s_asst = y[1], z[2]
+    p_asst, p_user, gen = x[1][len(s_user):], x[2][len(s_asst):], x[3][len(s_user):]
+    if not x[0].endswith(p_user):
+        return None
+    head = x[0][:len(x[0]) - len(p_user)]
+    roles = {"user": (p_user, s_user), "assistant": (p_asst, s_asst)}
+    if w is not None and w[0].startswith(head) and w[1].endswith(p_user):
+        roles["system"] = (w[0][len(head):], w[1][:len(w[1]) - len(p_user)])
+    return head, roles, gen
+
+
+def _layout_go(head: str, roles: dict[str, tuple[str, str]], gen: str) -> str | None:
+    parts = [head, "{{ range .Messages }}"]
+    for role, (prefix, suffix) in roles.items():
+        parts.append(f'{{{{ if eq .Role "{role}" }}}}{prefix}{{{{ .Content }}}}{suffix}{{{{ end }}}}')
+    go = "".join(parts) + "{{ end }}" + gen
+    pieces = [head, gen, *(p for pair in roles.values() for p in pair)]
+    return None if any("{{" in p or '"""' in p for p in pieces) else go
+
+
+def _render_layout(head, roles, gen, messages) -> str:
+    return head + "".join(roles[m["role"]][0] + m["content"] + roles[m["role"]][1] for m in messages) + gen
 
 
 def ollama_template(template) -> tuple[str | None, str]:
     """(Go template or None, the layout it follows). A model's own Jinja template is translated
-    only when it renders like ChatML on probe conversations; otherwise None (Ollama then falls
-    back to its own detection from the GGUF's chat template)."""
+    when it is role-wrapped (role_layout) or renders like ChatML, checked on probe conversations
+    against lmtune's own rendering; otherwise None (Ollama then falls back to its own detection
+    from the GGUF's chat template)."""
     from lmtune.data.templates import ChatMLTemplate
 
     if template.name == "chatml":
@@ -81,12 +140,23 @@ def ollama_template(template) -> tuple[str | None, str]:
         return OLLAMA_ALPACA, "alpaca"
     if template.name == "raw":
         return OLLAMA_RAW, "raw"
-    chatml = ChatMLTemplate(system_prompt=template.system_prompt)
-    try:
-        same = all(template.render_prompt(p) == chatml.render_prompt(p) for p in _PROBES)
-    except Exception:  # the model's template rejects a probe (e.g. no system role): not ChatML
-        same = False
-    return (OLLAMA_CHATML, "chatml") if same else (None, "model")
+
+    def same_as(render) -> bool:
+        try:
+            return all(template.render_prompt(p) == render(template._with_system(p)) for p in _PROBES)
+        except Exception:  # the model's template rejects a probe (e.g. no system role)
+            return False
+
+    layout = role_layout(template)
+    if layout is not None and set(layout[1]) >= {"system", "user", "assistant"} \
+            and same_as(lambda msgs: _render_layout(*layout, msgs)):
+        go = _layout_go(*layout)
+        if go is not None:
+            return go, "role-wrapped"
+    chatml = ChatMLTemplate()
+    if same_as(chatml.render_prompt):
+        return OLLAMA_CHATML, "chatml"
+    return None, "model"
 
 
 def modelfile(gguf_name: str, template, stops: list[str], context: int) -> str:
