@@ -124,7 +124,7 @@ def test_adapter_is_merged_before_export(tmp_path):
         np.testing.assert_allclose(np.asarray(t.data).reshape(want.shape), want, atol=1e-6, rtol=0)
     base_q = AutoModelForCausalLM.from_pretrained(str(base)).state_dict()["model.layers.0.self_attn.q_proj.weight"]
     assert not torch.allclose(state["model.layers.0.self_attn.q_proj.weight"], base_q)  # the adapter counted
-    assert sorted(p.name for p in (tmp_path / "out").iterdir()) == ["Modelfile", "model-f32.gguf"]
+    assert sorted(p.name for p in (tmp_path / "out").iterdir()) == ["Modelfile", "chat_template.jinja", "model-f32.gguf"]
 
 
 def test_bad_input_exits_2_and_out_dir_rules(tmp_path, capsys):
@@ -152,5 +152,5 @@ def test_bad_input_exits_2_and_out_dir_rules(tmp_path, capsys):
     assert cli(["export", str(odd), "--quant", "f16", "--out", str(out)]) == 2
     assert "is not empty" in capsys.readouterr().err
     assert cli(["export", str(odd), "--quant", "f16", "--out", str(out), "--overwrite"]) == 0
-    assert sorted(p.name for p in out.iterdir()) == ["Modelfile", "model-f16.gguf", "notes.txt"]
+    assert sorted(p.name for p in out.iterdir()) == ["Modelfile", "chat_template.jinja", "model-f16.gguf", "notes.txt"]
     assert (out / "notes.txt").read_text() == "mine"

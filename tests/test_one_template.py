@@ -88,6 +88,7 @@ def test_same_prompt_and_stops_everywhere(exported, name):
     fields = {k: v.contents() for k, v in reader.fields.items() if k.startswith(("tokenizer.", "lmtune."))}
     env = ImmutableSandboxedEnvironment(trim_blocks=True, lstrip_blocks=True)
     gguf_template = env.from_string(fields["tokenizer.chat_template"])
+    assert (res.gguf.parent / "chat_template.jinja").read_text() == fields["tokenizer.chat_template"]
     go_template, go_system, modelfile_stops = _modelfile(res.modelfile)
     for conversation in CASES[name]:
         train_prompt, after_answer = _training(gen, conversation)

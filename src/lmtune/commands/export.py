@@ -27,5 +27,6 @@ def run(args: argparse.Namespace) -> int:
     print(f"gguf: {res.gguf} ({res.size_bytes / 2**20:.1f} MiB, {res.quant}, {s['tensors']} tensors, "
           f"vocab {s['vocab']}, {s['merges']} merges, pre-tokenizer {s['pre_tokenizer']})")
     print(f"modelfile: {res.modelfile} (template {s['template']}; stops {', '.join(map(repr, s['stops']))})")
+    print(f"chat template: {res.gguf.parent / 'chat_template.jinja'} (e.g. vllm serve MERGED --chat-template it)")
     print(f"ollama: cd {res.gguf.parent} && ollama create NAME -f Modelfile && ollama run NAME")
     return 0

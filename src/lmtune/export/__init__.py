@@ -1,9 +1,10 @@
 """`lmtune export RUN --format gguf`: the merged model as GGUF plus an Ollama Modelfile, both
-carrying the run's own template and stops.
+carrying the run's own template and stops, and the template as chat_template.jinja (for
+`vllm serve --chat-template` or any runtime that takes a Jinja chat template).
 
 A run with an adapter is merged first through lmtune.merge (the same checks as `lmtune merge`) into
 a temporary folder inside --out that is removed afterwards. --out must be new or empty; with
---overwrite only the files export writes (the .gguf and Modelfile) are replaced, nothing else in
+--overwrite only the files export writes (the .gguf, Modelfile, chat_template.jinja) are replaced, nothing else in
 the folder is touched. Files appear whole or not at all (temp name + rename).
 """
 
@@ -52,7 +53,7 @@ def export(run_path: str, out: str, fmt: str = "gguf", quant: str = "q8_0", over
     loaded = open_path(run_path)
     out_dir = Path(out)
     gguf_name = f"model-{quant}.gguf"
-    _check_out(out_dir, overwrite, [gguf_name, "Modelfile"])
+    _check_out(out_dir, overwrite, [gguf_name, "Modelfile", "chat_template.jinja"])
     out_dir.mkdir(parents=True, exist_ok=True)
     scratch = out_dir / ".lmtune-export.merge"
     try:
@@ -97,14 +98,16 @@ def _write(model_dir: Path, loaded, out_dir: Path, gguf_name: str, quant: str, n
     except OSError:  # no generation_config.json: eos alone
         gen_cfg = None
     stops = stop_texts_of(tokenizer, stop_ids_of(tokenizer, gen_cfg, template), template)
+    chat_template = jinja_chat_template(template)
     final = out_dir / gguf_name
     tmp = out_dir / f".{gguf_name}.tmp"
     try:
-        summary = write_gguf(model_dir, tmp, quant, jinja_chat_template(template), stops, name, pre_tokenizer)
+        summary = write_gguf(model_dir, tmp, quant, chat_template, stops, name, pre_tokenizer)
         os.replace(tmp, final)
     finally:
         tmp.unlink(missing_ok=True)
     context = read_config(model_dir)["max_position_embeddings"]
     write_text(out_dir / "Modelfile", modelfile(gguf_name, template, stops, context))
+    write_text(out_dir / "chat_template.jinja", chat_template)
     return ExportResult(final, out_dir / "Modelfile", quant, final.stat().st_size,
                         {**summary, "template": template.name, "stops": stops})
