@@ -28,6 +28,8 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "merge": ("merge", "merge an adapter into a standalone model"),
     "report": ("report", "write report.html for a run"),
     "compare": ("compare", "compare several runs side by side"),
+    "serve": ("serve", "serve runs or models over an OpenAI-compatible HTTP API"),
+    "export": ("export", "export a run as GGUF (llama.cpp) with an Ollama Modelfile"),
 }
 
 

@@ -29,23 +29,36 @@ class Generator:
 
     @classmethod
     def load(cls, path: str, use_adapter: bool = True) -> "Generator":
-        from lmtune.data.templates import get_template, template_from_dict
         from lmtune.inference_loading import load_for_inference, open_path
 
         loaded = open_path(path)
         model, tokenizer = load_for_inference(loaded, use_adapter=use_adapter)
-        if loaded.template:
-            template = template_from_dict(loaded.template, tokenizer)
-        else:  # a plain model: its own chat template, else ChatML
-            template = get_template("auto", "chat", tokenizer)
-        return cls(model, tokenizer, template)
+        return cls(model, tokenizer, template_for(loaded, tokenizer))
 
     def stop_ids(self) -> list[int]:
-        """eos plus the model's own extra stop ids (e.g. ChatML's <|im_end|> in generation_config)."""
-        ids = {self.tokenizer.eos_token_id}
-        extra = getattr(getattr(self.model, "generation_config", None), "eos_token_id", None)
-        ids.update(extra if isinstance(extra, list) else [extra])
-        return sorted(i for i in ids if i is not None)
+        """eos, the model's own extra stop ids (e.g. <|im_end|> in generation_config) and the special
+        token the template puts after every trained answer (computed once)."""
+        if getattr(self, "_stop_ids", None) is None:
+            self._stop_ids = stop_ids_of(self.tokenizer, getattr(self.model, "generation_config", None),
+                                         self.template)
+        return self._stop_ids
+
+    def stop_texts(self) -> list[str]:
+        return stop_texts_of(self.tokenizer, self.stop_ids(), self.template)
+
+    def cut_at_stop(self, text: str, extra: tuple[str, ...] = ()) -> tuple[str, bool]:
+        """(text up to the first template or `extra` stop string, whether one was found).
+        Stop strings that are special tokens never reach decoded text; text ones (alpaca's next
+        "### Instruction:") do when the model runs on into a new example."""
+        cut = min((i for i in (text.find(s) for s in (*self.template.stop_strings, *extra) if s) if i >= 0),
+                  default=-1)
+        return (text[:cut], True) if cut >= 0 else (text, False)
+
+    def generate_kwargs(self, s: GenerationSettings) -> dict:
+        """Decoding arguments for model.generate (shared with the server's batched calls)."""
+        return dict(do_sample=not s.greedy, temperature=s.temperature if not s.greedy else None,
+                    top_p=s.top_p if not s.greedy else None,
+                    eos_token_id=self.stop_ids(), pad_token_id=self.tokenizer.pad_token_id)
 
     def encode(self, item) -> list[int]:
         """A prompt string, a message list, or a data record -> prompt token ids, built exactly
@@ -76,11 +89,56 @@ class Generator:
             enc = self.tokenizer.pad({"input_ids": chunk}, return_tensors="pt", padding=True)
             enc = {k: v.to(self.model.device) for k, v in enc.items()}
             with torch.no_grad():
-                out = self.model.generate(
-                    **enc, max_new_tokens=s.max_new_tokens, do_sample=not s.greedy,
-                    temperature=s.temperature if not s.greedy else None,
-                    top_p=s.top_p if not s.greedy else None,
-                    eos_token_id=self.stop_ids(), pad_token_id=self.tokenizer.pad_token_id)
+                out = self.model.generate(**enc, max_new_tokens=s.max_new_tokens, **self.generate_kwargs(s))
             new = out[:, enc["input_ids"].shape[1]:]
-            outputs += self.tokenizer.batch_decode(new, skip_special_tokens=True)
+            outputs += [self.cut_at_stop(t)[0] for t in self.tokenizer.batch_decode(new, skip_special_tokens=True)]
         return outputs
+
+
+def stop_ids_of(tokenizer, generation_config, template=None) -> list[int]:
+    """eos, the generation config's extra eos ids and the template's answer end (readable without
+    loading the model, for export)."""
+    ids = {tokenizer.eos_token_id}
+    extra = getattr(generation_config, "eos_token_id", None)
+    ids.update(extra if isinstance(extra, list) else [extra])
+    if template is not None:
+        ids.update(answer_end_ids(tokenizer, template))
+    return sorted(i for i in ids if i is not None)
+
+
+def answer_end_ids(tokenizer, template) -> list[int]:
+    """The special token that training puts right after an answer (e.g. <|im_end|> in a model's own
+    ChatML-like template, trained before eos): a model that learned to emit it is done there."""
+    from lmtune.data.formats import Example
+    from lmtune.data.templates import TemplateError
+    from lmtune.data.tokenize import tokenize_example
+
+    answer = "4"
+    probe = Example("<stop probe>", "chat", messages=[{"role": "user", "content": "2+2?"},
+                                                      {"role": "assistant", "content": answer}])
+    try:
+        tok = tokenize_example(probe, template, tokenizer, max_length=4096)
+    except TemplateError:  # e.g. the raw template takes no conversations
+        return []
+    trained = [i for i, m in zip(tok.input_ids, tok.completion_mask) if m]
+    for k in range(1, len(trained)):
+        if tokenizer.decode(trained[:k]) == answer:
+            return [trained[k]] if trained[k] in tokenizer.all_special_ids else []
+    return []
+
+
+def stop_texts_of(tokenizer, stop_ids: list[int], template) -> list[str]:
+    """Every stop as text: the stop ids' tokens, then the template's stop strings. The server,
+    the GGUF metadata and the Ollama Modelfile all take their stops from here."""
+    tokens = [tokenizer.convert_ids_to_tokens(i) for i in stop_ids]
+    return list(dict.fromkeys([*tokens, *template.stop_strings]))
+
+
+def template_for(loaded, tokenizer):
+    """The template a loaded run/adapter/model generates with: the one it trained with, else
+    (a plain model) its own chat template, else ChatML."""
+    from lmtune.data.templates import get_template, template_from_dict
+
+    if loaded.template:
+        return template_from_dict(loaded.template, tokenizer)
+    return get_template("auto", "chat", tokenizer)

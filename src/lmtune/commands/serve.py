@@ -1,0 +1,60 @@
+"""`lmtune serve RUN_OR_MODEL [RUN ...]`: an OpenAI-compatible HTTP API (chat, completions, SSE)."""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+
+
+def register(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("models", nargs="+", metavar="RUN_OR_MODEL",
+                        help="run directory, adapter, merged/base model directory or 'tiny'; several runs "
+                             "or adapters over one base are served together (a request's model field "
+                             "picks one by its directory name)")
+    parser.add_argument("--host", default="127.0.0.1", help="address to listen on (0.0.0.0: every interface)")
+    parser.add_argument("--port", type=int, default=8000)
+    parser.add_argument("--api-key", default=None,
+                        help="require 'Authorization: Bearer KEY' (or set $LMTUNE_API_KEY); none: no key")
+    parser.add_argument("--max-batch", type=int, default=16,
+                        help="most waiting requests joined into one generate call (1: one at a time)")
+    parser.add_argument("--max-tokens", type=int, default=512,
+                        help="answer length when a request gives no max_tokens (always capped by the context)")
+
+
+def tuning(args: argparse.Namespace):
+    """CPU tuning for this process (applied by lmtune/cli.py before torch loads), from the first
+    model's config and base, as for generate."""
+    from lmtune.cpu_tuning import target_for_path
+
+    return target_for_path(args.models[0])
+
+
+def run(args: argparse.Namespace) -> int:
+    from lmtune.errors import UserError
+    from lmtune.serve.server import bind
+
+    args.api_key = args.api_key or os.environ.get("LMTUNE_API_KEY") or None
+    if args.max_batch < 1 or args.max_tokens < 1:
+        raise UserError("--max-batch and --max-tokens must be at least 1")
+    sock = bind(args.host, args.port)  # before loading: a busy port fails in a second, not after a load
+    from lmtune.serve.app import create_app
+    from lmtune.serve.engine import Engine
+    from lmtune.serve.models import load_served
+    from lmtune.serve.server import make_server
+
+    served = load_served(args.models)
+    engine = Engine(served, max_batch=args.max_batch)
+    app = create_app(engine, api_key=args.api_key, default_max_tokens=args.max_tokens)
+    host, port = sock.getsockname()[:2]
+    print(f"serving {', '.join(served)} at http://{host}:{port}/v1"
+          + (" (API key required)" if args.api_key else ""), file=sys.stderr)
+    if args.host not in ("127.0.0.1", "localhost", "::1") and not args.api_key:
+        print(f"warning: listening on {args.host} without --api-key: anyone who reaches this port can use "
+              "the model", file=sys.stderr)
+    try:
+        make_server(app).run(sockets=[sock])
+    finally:
+        engine.close()
+        sock.close()
+    return 0

@@ -1,0 +1,1 @@
+"""`lmtune serve`: an OpenAI-compatible HTTP server over runs and models (see app.py, engine.py)."""

@@ -1,0 +1,178 @@
+"""The OpenAI-compatible HTTP API (FastAPI): /v1/models, /v1/chat/completions, /v1/completions,
+/health. Prompts go through the served run's own template (Generator.encode, as `lmtune generate`);
+generation goes through the batching Engine. Streams are OpenAI chunk events over SSE ending with
+`data: [DONE]`; the first chat chunk carries the role and an empty content (clients expect it)."""
+
+from __future__ import annotations
+
+import asyncio
+import hmac
+import json
+import time
+import uuid
+
+from fastapi import Depends, FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse
+from sse_starlette import EventSourceResponse
+from starlette.exceptions import HTTPException
+
+from lmtune.generate import GenerationSettings
+from lmtune.serve.engine import Engine, Job
+from lmtune.serve.protocol import APIError, ChatRequest, CompletionRequest, chat_messages, stops_of
+
+
+def create_app(engine: Engine, api_key: str | None = None, default_max_tokens: int = 512) -> FastAPI:
+    app = FastAPI(title="lmtune serve", docs_url=None, redoc_url=None)
+
+    def check_key(request: Request) -> None:
+        if api_key is None:
+            return
+        given = request.headers.get("authorization", "")
+        token = given[7:] if given.lower().startswith("bearer ") else ""
+        if not hmac.compare_digest(token.encode(), api_key.encode()):
+            raise APIError(401, "missing or incorrect API key: send 'Authorization: Bearer KEY' with the "
+                                "key given to lmtune serve --api-key", code="invalid_api_key",
+                           kind="authentication_error")
+
+    @app.exception_handler(APIError)
+    async def _api_error(request: Request, exc: APIError):
+        return JSONResponse(exc.body(), status_code=exc.status)
+
+    @app.exception_handler(RequestValidationError)
+    async def _invalid(request: Request, exc: RequestValidationError):
+        errors = exc.errors()
+        if any(e.get("type") == "json_invalid" for e in errors):
+            return JSONResponse(APIError(400, "the request body is not valid JSON").body(), status_code=400)
+        parts = [f"{'.'.join(str(x) for x in e['loc'] if x != 'body')}: {e['msg']}" for e in errors]
+        param = ".".join(str(x) for x in errors[0]["loc"] if x != "body") if errors else None
+        return JSONResponse(APIError(422, "; ".join(parts), param or None).body(), status_code=422)
+
+    @app.exception_handler(HTTPException)
+    async def _http(request: Request, exc: HTTPException):
+        message = f"{request.method} {request.url.path}: {exc.detail}"
+        return JSONResponse(APIError(exc.status_code, message).body(), status_code=exc.status_code)
+
+    @app.get("/health")
+    async def health():
+        return {"status": "ok", "models": sorted(engine.served), "generate_calls": engine.calls,
+                "requests": engine.rows}
+
+    @app.get("/v1/models", dependencies=[Depends(check_key)])
+    async def models():
+        return {"object": "list", "data": [{"id": s.name, "object": "model", "created": s.created,
+                                            "owned_by": "lmtune"} for s in engine.served.values()]}
+
+    @app.post("/v1/chat/completions", dependencies=[Depends(check_key)])
+    async def chat(req: ChatRequest):
+        served = _served(engine, req.model)
+        messages = chat_messages(req)
+        job = _job(served, req, messages, req.max_completion_tokens or req.max_tokens or default_max_tokens)
+        return await _respond(engine, job, req, chat=True)
+
+    @app.post("/v1/completions", dependencies=[Depends(check_key)])
+    async def completions(req: CompletionRequest):
+        served = _served(engine, req.model)
+        prompts = [req.prompt] if isinstance(req.prompt, str) else req.prompt
+        if len(prompts) != 1:
+            raise APIError(400, f"prompt: one prompt per request, got {len(prompts)}; send them as "
+                                "separate (concurrent) requests, which the server batches", "prompt")
+        if req.echo:
+            raise APIError(400, "echo is not supported", "echo")
+        job = _job(served, req, prompts[0], req.max_tokens or default_max_tokens)
+        return await _respond(engine, job, req, chat=False)
+
+    return app
+
+
+def _served(engine: Engine, name: str):
+    if name not in engine.served:
+        raise APIError(404, f"the model {name!r} does not exist; this server has: {', '.join(sorted(engine.served))}",
+                       "model", "model_not_found")
+    return engine.served[name]
+
+
+def _job(served, req, prompt, requested: int) -> Job:
+    """Render and tokenize the prompt as `lmtune generate` does; cap max_tokens by the context."""
+    from lmtune.data.templates import TemplateError
+
+    if req.n != 1:
+        raise APIError(400, f"n: only n=1 is supported, got {req.n}", "n")
+    try:
+        ids = served.gen.encode(prompt)
+    except TemplateError as exc:
+        raise APIError(400, f"{served.name}'s template cannot render this prompt: {exc}",
+                       "messages" if isinstance(prompt, list) else "prompt") from None
+    room = served.context - len(ids)
+    if room <= 0:
+        raise APIError(400, f"the prompt is {len(ids)} tokens; {served.name} takes {served.context} tokens "
+                            "in all (prompt + answer); shorten the prompt",
+                       "messages" if isinstance(prompt, list) else "prompt", "context_length_exceeded")
+    greedy = not req.temperature
+    settings = GenerationSettings(greedy=greedy, temperature=req.temperature or 1.0,
+                                  top_p=req.top_p if req.top_p is not None else 1.0, seed=req.seed or 0)
+    return Job(served.name, ids, min(requested, room), settings, stops_of(req))
+
+
+def _usage(job: Job) -> dict:
+    n = len(job.prompt_ids)
+    return {"prompt_tokens": n, "completion_tokens": job.completion_tokens, "total_tokens": n + job.completion_tokens}
+
+
+async def _respond(engine: Engine, job: Job, req, chat: bool):
+    loop = asyncio.get_running_loop()
+    events: asyncio.Queue = asyncio.Queue()
+    job.callback = lambda text, finish, error: loop.call_soon_threadsafe(events.put_nowait, (text, finish, error))
+    head = {"id": f"{'chatcmpl' if chat else 'cmpl'}-{uuid.uuid4().hex}", "created": int(time.time()),
+            "model": job.model}
+    engine.submit(job)
+    if not req.stream:
+        while True:
+            _, finish, error = await events.get()
+            if error:
+                raise APIError(500, f"generation failed: {error}", kind="server_error")
+            if finish:
+                break
+        choice = ({"index": 0, "message": {"role": "assistant", "content": job.text}} if chat
+                  else {"index": 0, "text": job.text})
+        return {**head, "object": "chat.completion" if chat else "text_completion",
+                "choices": [{**choice, "finish_reason": job.finish_reason, "logprobs": None}], "usage": _usage(job)}
+    usage = bool(req.stream_options and req.stream_options.include_usage)
+    return EventSourceResponse(_stream(job, events, head, chat, usage), ping=None)
+
+
+async def _stream(job: Job, events: asyncio.Queue, head: dict, chat: bool, usage: bool):
+    obj = "chat.completion.chunk" if chat else "text_completion"
+
+    def chunk(text: str | None, finish: str | None, role: bool = False) -> dict:
+        if chat:
+            delta = {} if text is None else {"content": text}
+            if role:
+                delta = {"role": "assistant", **delta}
+            choice = {"index": 0, "delta": delta}
+        else:
+            choice = {"index": 0, "text": text or ""}
+        body = {**head, "object": obj, "choices": [{**choice, "finish_reason": finish, "logprobs": None}]}
+        if usage:
+            body["usage"] = None
+        return {"data": json.dumps(body, ensure_ascii=False)}
+
+    try:
+        if chat:
+            yield chunk("", None, role=True)
+        while True:
+            text, finish, error = await events.get()
+            if error:
+                yield {"data": json.dumps(APIError(500, f"generation failed: {error}", kind="server_error").body())}
+                break
+            if text:
+                yield chunk(text, None)
+            if finish:
+                yield chunk(None if chat else "", finish)
+                if usage:
+                    yield {"data": json.dumps({**head, "object": obj, "choices": [], "usage": _usage(job)})}
+                break
+        yield {"data": "[DONE]"}
+    finally:
+        if job.finish_reason is None:
+            job.cancelled = True  # the client went away: its row stops at the next token
