@@ -28,6 +28,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "merge": ("merge", "merge an adapter into a standalone model"),
     "report": ("report", "write report.html for a run"),
     "compare": ("compare", "compare several runs side by side"),
+    "sweep": ("sweep", "hyperparameter search over a config (Optuna): trials are ordinary runs"),
 }
 
 

@@ -26,11 +26,12 @@ class TrainResult:
     metrics: dict = field(default_factory=dict)
 
 
-def train(cfg: Config, resume: bool = False, quiet: bool = False) -> TrainResult:
-    """Fine-tune according to `cfg`; returns where everything went and the final metrics."""
+def train(cfg: Config, resume: bool = False, quiet: bool = False, callbacks: list | None = None) -> TrainResult:
+    """Fine-tune according to `cfg`; returns where everything went and the final metrics.
+    `callbacks`: extra transformers TrainerCallbacks (the sweep's pruning report, lmtune/sweep/trial.py)."""
     run = RunDir(cfg.output.dir)
     setup = _setup(cfg, run, resume)                       # checks, data, model: fail before training
-    trainer = _build_trainer(cfg, run, setup)
+    trainer = _build_trainer(cfg, run, setup, callbacks or [])
     started = time.time()
     _fit(trainer, run, resume)
     metrics = _save(cfg, run, setup, trainer, time.time() - started)
@@ -265,7 +266,7 @@ def choose_optimizer(cfg: Config, device_kind: str) -> str:
     return opt
 
 
-def _build_trainer(cfg: Config, run: RunDir, s: _Setup):
+def _build_trainer(cfg: Config, run: RunDir, s: _Setup, extra_callbacks: list = ()):
     from transformers import EarlyStoppingCallback
 
     from lmtune.callbacks import MarkCheckpointComplete, MetricsJsonl, NonFiniteGuard
@@ -276,6 +277,7 @@ def _build_trainer(cfg: Config, run: RunDir, s: _Setup):
     callbacks = [MetricsJsonl(run / "metrics.jsonl"), NonFiniteGuard(), MarkCheckpointComplete()]
     if cfg.train.early_stopping_patience and has_eval:
         callbacks.append(EarlyStoppingCallback(early_stopping_patience=cfg.train.early_stopping_patience))
+    callbacks += list(extra_callbacks)
     trainer = LmtuneSFTTrainer(
         lm_head=cfg.train.lm_head_for(s.device.kind),
         model=s.model,
