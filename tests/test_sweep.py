@@ -78,6 +78,7 @@ def test_grid_sweep_failed_trial_best_yaml_and_resume(setup, tmp_path, capsys):
             "--out", str(out), "--no-test"]
     assert main(argv) == 0
     printed = capsys.readouterr().out
+    assert "grid, 4 trials" in printed
     study = _study(out)
     states = sorted(t.state.name for t in study.trials)
     assert len(study.trials) == 4 and states.count("FAIL") == 2

@@ -92,6 +92,8 @@ def _check_out(spec, own_storage: bool) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    import optuna
+
     from lmtune.sweep.study import counted, load_study, open_storage, recover_interrupted
     from lmtune.sweep.trial import work
 
@@ -117,7 +119,7 @@ def run(args: argparse.Namespace) -> int:
     for n in recover_interrupted(study):
         print(f"trial {n} was interrupted (its worker stopped): its parameters run again")
     done = counted(study)
-    kind = "grid" if type(study.sampler).__name__ == "GridSampler" else "TPE"
+    kind = "grid" if isinstance(study.sampler, optuna.samplers.GridSampler) else "TPE"
     print(f"sweep {spec.study_name}: {kind}, {spec.trials} trials ({done} already in the study), "
           f"{args.parallel} worker(s), metric {spec.metric} on validation; storage {spec.storage}", flush=True)
     if done < spec.trials:

@@ -113,7 +113,8 @@ def write_best_yaml(spec: SweepSpec, best) -> Path:
 
 
 def evaluate_winner(spec: SweepSpec, best) -> dict | None:
-    """The winner on the test split (tuned vs base, forgetting), once: DIR/best_test/eval.json.
+    """The winner on the test split (task metrics and forgetting; the base's answers are the same
+    for every trial, so they are not generated again), once: DIR/best_test/eval.json.
     Skipped when that file already holds this trial's score (a rerun of a finished sweep)."""
     run_dir = Path(best.user_attrs.get("run_dir", ""))
     out = spec.out / BEST_TEST
@@ -132,7 +133,7 @@ def evaluate_winner(spec: SweepSpec, best) -> dict | None:
     if not test_files:
         return None
     gen = Generator.load(str(run_dir))
-    settings = EvalSettings(test=test_files, base=True, progress=True)
+    settings = EvalSettings(test=test_files, base=False, progress=True)
     validation, settings.loss_source = loss_data(cfg, gen.tokenizer, gen.template, settings)
     out.mkdir(parents=True, exist_ok=True)
     result = evaluate_model(cfg, out, gen.model, gen.tokenizer, gen.template, validation, settings)
