@@ -109,6 +109,16 @@ def describe(t) -> str:
     return f"trial {t.number} {state}: {what} ({params})"
 
 
+def _reset_peak_rss() -> None:
+    """Trials share a worker process, and its peak RSS (what train_summary.json reports on CPU) would
+    carry the largest earlier trial's peak: Linux resets the high-water mark on request."""
+    try:
+        with open("/proc/self/clear_refs", "w") as fh:
+            fh.write("5")
+    except OSError:
+        pass
+
+
 @contextlib.contextmanager
 def _log_to(path: Path):
     """A trial's progress bars and notes go to its log file; the terminal gets one line per trial."""
@@ -130,6 +140,7 @@ def work(spec: SweepSpec, storage, sampler_seed: int) -> int:
             break
         trial = study.ask()
         trial.set_user_attr("worker", worker_id())
+        _reset_peak_rss()
         try:
             with _log_to(spec.out / "logs" / f"trial-{trial.number:04d}.log"):
                 value = run_trial(trial, spec)
