@@ -30,6 +30,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "compare": ("compare", "compare several runs side by side"),
     "serve": ("serve", "serve runs or models over an OpenAI-compatible HTTP API"),
     "export": ("export", "export a run as GGUF (llama.cpp) with an Ollama Modelfile"),
+    "sweep": ("sweep", "hyperparameter search over a config (Optuna): trials are ordinary runs"),
 }
 
 

@@ -48,6 +48,17 @@ class ModelConfig:
 
 
 @dataclass
+class ReplayConfig:
+    ratio: float = _f(0.0, "general examples mixed into the training split per training example "
+                           "(0.25: one for every four); never into validation or test. 0: off",
+                      min=0.0, max=10.0)
+    source: str = _f("general", "general (bundled general text, not the forgetting probe), self (the base "
+                                "model's own greedy answers to bundled general prompts, generated before "
+                                "training), or a file of examples in any training format")
+    max_new_tokens: int = _f(96, "source self: tokens generated per answer", min=1)
+
+
+@dataclass
 class DataConfig:
     task: str | None = _f(None, "bundled task (sql, json): fills train/validation/test and the metric",
                           choices=(None, "sql", "json"))
@@ -65,6 +76,7 @@ class DataConfig:
     dedupe: bool = _f(True, "drop exact duplicate examples (count reported)")
     system_prompt: str | None = _f(None, "system message added to every example without one")
     seed: int = _f(42, "seed for the train/validation split", min=0)
+    replay: ReplayConfig = field(default_factory=ReplayConfig)
 
 
 @dataclass
@@ -329,6 +341,9 @@ def _check_cross(cfg: Config, problems: list[str]) -> None:
     if cfg.train.max_steps == 0:
         problems.append("train.max_steps: got 0, which trains nothing; use -1 (train for train.epochs) or a "
                         "positive step count")
+    replay = cfg.data.replay
+    if replay.ratio > 0 and replay.source not in ("general", "self") and not Path(replay.source).exists():
+        problems.append(f"data.replay.source: {replay.source!r} is not general, self or an existing file")
     if cfg.eval.forgetting_fail < cfg.eval.forgetting_warn:
         problems.append(f"eval.forgetting_fail: got {cfg.eval.forgetting_fail}, must be >= "
                         f"eval.forgetting_warn ({cfg.eval.forgetting_warn})")

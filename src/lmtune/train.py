@@ -26,14 +26,15 @@ class TrainResult:
     metrics: dict = field(default_factory=dict)
 
 
-def train(cfg: Config, resume: bool = False, quiet: bool = False) -> TrainResult:
-    """Fine-tune according to `cfg`; returns where everything went and the final metrics."""
+def train(cfg: Config, resume: bool = False, quiet: bool = False, callbacks: list | None = None) -> TrainResult:
+    """Fine-tune according to `cfg`; returns where everything went and the final metrics.
+    `callbacks`: extra transformers TrainerCallbacks (the sweep's pruning report, lmtune/sweep/trial.py)."""
     run = RunDir(cfg.output.dir)
     finished = _finished_run(cfg, run, quiet) if resume else None
     if finished is not None:
         return finished
     setup = _setup(cfg, run, resume)                       # checks, data, model: fail before training
-    trainer = _build_trainer(cfg, run, setup)
+    trainer = _build_trainer(cfg, run, setup, callbacks or [])
     started = time.time()
     _fit(trainer, run, resume, cfg.train.max_steps)
     metrics, val = _save(cfg, run, setup, trainer, time.time() - started)
@@ -161,6 +162,7 @@ def _setup(cfg: Config, run: RunDir, resume: bool) -> _Setup:
     template = data.template
     _seed(cfg.train.seed)  # LoRA/new-token init: same start on every rank and in every rerun
     model = load_model(ref, cfg, device, tokenizer, quantize=cfg.method == "qlora")
+    _add_replay(cfg, run, data, model, tokenizer, device, resume)   # data.replay: the base is loaded, untouched
     _suggest_processes(cfg, device.kind, torch.get_num_threads())
     use_training_attention(model, cfg, device)
     model = methods.prepare(model, cfg)
@@ -180,6 +182,48 @@ def _say_data(stats: dict) -> None:
 
     if is_main_process():
         print(summary_line(stats), file=sys.stderr)
+
+
+def _add_replay(cfg: Config, run: RunDir, data, model, tokenizer, device, resume: bool) -> None:
+    """data.replay (lmtune/data/replay.py): rank 0 draws the replay examples (for `self`, the base
+    just loaded answers the bundled prompts) into RUN/replay.jsonl; every rank reads that file and
+    adds the examples to the training split only."""
+    r = cfg.data.replay
+    if r.ratio <= 0:
+        return
+    import json
+
+    import datasets
+
+    from lmtune import distributed
+    from lmtune.data import replay
+
+    path = run / replay.REPLAY_FILE
+    if distributed.is_main_process() and not (resume and path.is_file()):
+        n = replay.replay_count(r.ratio, data.stats["examples"]["train"])
+        answer = lambda prompts: _base_answers(cfg, model, tokenizer, data.template, device, prompts)  # noqa: E731
+        records = replay.draw_records(r.source, n, cfg.data.seed, answer)
+        write_text(path, "".join(json.dumps(x, ensure_ascii=False) + "\n" for x in records))
+    distributed.barrier()
+    records = [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines()]
+    cols = replay.tokenize_replay(records, data.template, tokenizer, cfg.data.max_length)
+    extra = datasets.Dataset.from_dict(cols, features=data.train.features)
+    data.train = datasets.concatenate_datasets([data.train, extra])
+    data.stats["replay"] = {"source": r.source, "ratio": r.ratio, "examples": len(extra),
+                            "tokens": sum(len(x) for x in cols["input_ids"]), "file": replay.REPLAY_FILE}
+
+
+def _base_answers(cfg: Config, model, tokenizer, template, device, prompts: list[str]) -> list[str]:
+    """Greedy answers of the untouched base, through the run's template (data.replay.source self)."""
+    from lmtune.evaluate.run import inference_mode
+    from lmtune.generate import GenerationSettings, Generator
+
+    if device.kind == "cuda" and model.device.type != "cuda":
+        model.to("cuda")
+    settings = GenerationSettings(max_new_tokens=cfg.data.replay.max_new_tokens, greedy=True,
+                                  batch_size=cfg.train.eval_batch_size)
+    with inference_mode(model):
+        return Generator(model, tokenizer, template).generate(prompts, settings)
 
 
 def _suggest_processes(cfg: Config, device_kind: str, threads: int) -> None:
@@ -337,7 +381,7 @@ def choose_optimizer(cfg: Config, device_kind: str) -> str:
     return opt
 
 
-def _build_trainer(cfg: Config, run: RunDir, s: _Setup):
+def _build_trainer(cfg: Config, run: RunDir, s: _Setup, extra_callbacks: list = ()):
     from transformers import EarlyStoppingCallback
 
     from transformers.trainer_callback import PrinterCallback, ProgressCallback
@@ -351,6 +395,7 @@ def _build_trainer(cfg: Config, run: RunDir, s: _Setup):
     callbacks = [MetricsJsonl(run / "metrics.jsonl"), NonFiniteGuard(), MarkCheckpointComplete(checkpoint_card(cfg))]
     if cfg.train.early_stopping_patience and has_eval:
         callbacks.append(EarlyStoppingCallback(early_stopping_patience=cfg.train.early_stopping_patience))
+    callbacks += list(extra_callbacks)
     trainer = LmtuneSFTTrainer(
         lm_head=cfg.train.lm_head_for(s.device.kind),
         model=s.model,

@@ -1,0 +1,179 @@
+"""`lmtune sweep`: bad input exits 2 before any trial; a grid sweep of real tiny trainings leaves
+trial runs, a results table, best.yaml that trains as is, sweep.html; pruning on validation loss;
+a failing trial is recorded and the sweep goes on; a killed two-worker sweep on one SQLite study
+resumes without re-running finished trials."""
+
+from __future__ import annotations
+
+import base64
+import os
+import re
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import optuna
+import pytest
+import yaml
+
+from lmtune.cli import main
+from lmtune.config import load_config
+from tiny_models import save_tiny_model, write_alpaca
+
+SRC = Path(__file__).resolve().parent.parent / "src"
+
+
+@pytest.fixture(scope="module")
+def setup(tmp_path_factory):
+    root = tmp_path_factory.mktemp("sweep")
+    base = save_tiny_model(root / "base", "llama")
+    data = write_alpaca(root / "train.jsonl", 40)
+    cfg = {"model": {"name_or_path": str(base)},
+           "data": {"train": [str(data)], "val_split": 0.2, "max_length": 96, "template": "alpaca"},
+           "method": "lora",
+           "train": {"max_steps": 4, "batch_size": 2, "grad_accum": 1, "learning_rate": 5e-3,
+                     "logging_steps": 1, "eval_steps": 2, "save_total_limit": 1, "load_best": False,
+                     "warmup_ratio": 0},
+           "output": {"report": False}}
+    path = root / "cfg.yaml"
+    path.write_text(yaml.safe_dump(cfg))
+    return root, path
+
+
+def _study(out: Path):
+    return optuna.load_study(study_name=out.name, storage=f"sqlite:///{out / 'study.db'}")
+
+
+@pytest.mark.parametrize("param, expect", [
+    ("lora.rr=2,4", "unknown config key (did you mean 'lora.r'?)"),
+    ("train.learning_rate=1e-3:1e-4", "must be below hi"),
+    ("train.learning_rate=0:1e-3:log", "log range must stay above 0"),
+    ("lora.r=0,8", "lora.r: got 0, must be >= 1"),
+    ("output.dir=a,b", "the sweep sets output.* for each trial itself"),
+])
+def test_bad_param_exits_2_before_any_trial(setup, tmp_path, capsys, param, expect):
+    _, cfg = setup
+    out = tmp_path / "sw"
+    assert main(["sweep", str(cfg), "--param", param, "--trials", "2", "--out", str(out)]) == 2
+    assert expect in capsys.readouterr().err
+    assert not out.exists()
+
+
+def test_storage_that_cannot_be_opened_exits_2(setup, tmp_path, capsys):
+    _, cfg = setup
+    out = tmp_path / "sw"
+    for url in ("sqlite:////no/such/dir/study.db", "nosuchdb://x"):
+        assert main(["sweep", str(cfg), "--param", "lora.r=2,4", "--out", str(out), "--storage", url]) == 2
+        assert "cannot open the study storage" in capsys.readouterr().err
+        assert not out.exists()
+
+
+def test_grid_sweep_failed_trial_best_yaml_and_resume(setup, tmp_path, capsys):
+    _, cfg = setup
+    out = tmp_path / "grid"
+    # [nope] passes the config schema but names no module of the model: that trial fails at preflight
+    argv = ["sweep", str(cfg), "--param", "lora.r=2,4", "--param", "lora.target_modules=all-linear,[nope]",
+            "--out", str(out), "--no-test"]
+    assert main(argv) == 0
+    printed = capsys.readouterr().out
+    assert "grid, 4 trials" in printed
+    study = _study(out)
+    states = sorted(t.state.name for t in study.trials)
+    assert len(study.trials) == 4 and states.count("FAIL") == 2
+    for t in study.trials:
+        if t.state.name == "FAIL":
+            assert t.params["lora.target_modules"] == "[nope]" and "nope" in t.user_attrs["fail_reason"]
+        else:   # selection on validation loss, recorded with the trial's own run directory
+            assert t.value == pytest.approx(yaml.safe_load((Path(t.user_attrs["run_dir"]) / "train_summary.json")
+                                                           .read_text())["eval_loss"])
+    assert {(t.params["lora.r"], t.params["lora.target_modules"]) for t in study.trials} == \
+        {(r, m) for r in (2, 4) for m in ("all-linear", "[nope]")}   # the whole grid, once each
+    best = study.best_trial
+    assert f"best: trial {best.number}" in printed
+    # best.yaml trains as is: the user's config plus the winning values, its own output dir
+    cfg_best = load_config(out / "best.yaml")
+    assert cfg_best.lora.r == best.params["lora.r"] and cfg_best.output.dir == str(out / "best")
+    assert cfg_best.eval.after_train is True
+    table = (out / "results.md").read_text()
+    assert table.count("| trial-000") == 4 and "eval_loss (validation)" in table and "fail" in table
+    page = (out / "sweep.html").read_text()
+    assert "http://" not in page and "https://" not in page
+    pngs = re.findall(r'src="data:image/png;base64,([^"]+)"', page)
+    assert len(pngs) >= 3 and all(base64.b64decode(p)[:4] == b"\x89PNG" for p in pngs)
+    assert "[nope]" in page and "lora.target_modules" in page
+    # a rerun finds every trial done: nothing is trained again
+    stamp = {p: p.stat().st_mtime_ns for p in out.glob("trial-*/train_summary.json")}
+    assert main(argv) == 0
+    assert "4 already in the study" in capsys.readouterr().out
+    assert len(_study(out).trials) == 4
+    assert stamp == {p: p.stat().st_mtime_ns for p in out.glob("trial-*/train_summary.json")}
+
+
+def test_pruned_on_validation_loss(setup, tmp_path):
+    _, cfg = setup
+    out = tmp_path / "prune"
+    out.mkdir()
+    # three finished trials whose validation loss was far lower at the same steps: the median
+    # pruner stops the real trial at its first evaluation (step 2 of 4)
+    study = optuna.create_study(storage=f"sqlite:///{out / 'study.db'}", study_name=out.name)
+    dist = optuna.distributions.FloatDistribution(1e-3, 5e-3, log=True)
+    for lr in (1e-3, 2e-3, 3e-3):
+        study.add_trial(optuna.trial.create_trial(params={"train.learning_rate": lr},
+                                                  distributions={"train.learning_rate": dist},
+                                                  value=0.01, intermediate_values={2: 0.01, 4: 0.01}))
+    assert main(["sweep", str(cfg), "--param", "train.learning_rate=1e-3:5e-3:log", "--trials", "4",
+                 "--out", str(out), "--no-test"]) == 0
+    t = _study(out).trials[3]
+    assert t.state.name == "PRUNED" and list(t.intermediate_values) == [2]
+    assert "pruned at step 2" in t.user_attrs["prune_reason"]
+    run = Path(t.user_attrs["run_dir"])
+    assert (run / "config.yaml").is_file() and not (run / "adapter").exists()
+
+
+def _lmtune(*args, **kw):
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(SRC), os.environ.get("PYTHONPATH", "")])}
+    return subprocess.Popen([sys.executable, "-m", "lmtune", *args], env=env, start_new_session=True, **kw)
+
+
+@pytest.mark.slow
+def test_two_workers_on_one_sqlite_study_killed_and_resumed(setup, tmp_path, capsys):
+    _, cfg = setup
+    out = tmp_path / "par"
+    args = ["sweep", str(cfg), "--param", "train.learning_rate=1e-3:5e-3:log", "--param", "lora.r=2,4",
+            "--trials", "5", "--out", str(out), "--no-prune", "--no-test"]
+    proc = _lmtune(*args, "--parallel", "2", stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.time() + 240
+    done = []
+    while time.time() < deadline and len(done) < 2:
+        time.sleep(0.5)
+        if (out / "study.db").is_file():
+            try:
+                done = [t for t in _study(out).trials if t.state.name == "COMPLETE"]
+            except Exception:   # the study is still being created
+                done = []
+    os.killpg(proc.pid, signal.SIGKILL)      # the driver and both workers, mid-sweep
+    proc.wait()
+    assert len(done) >= 2, "two trials should have finished before the kill"
+    before = _study(out).trials
+    workers = {t.user_attrs["worker"] for t in before}
+    assert len(workers) == 2                 # two processes worked on the one SQLite study
+    finished = {t.number: t.params for t in before if t.state.is_finished()}
+    cut = {t.number: t.params for t in before if t.state.name == "RUNNING"}
+    assert cut, "the kill should land while a worker trains a trial"
+    stamp = {p: p.stat().st_mtime_ns for p in out.glob("trial-*/train_summary.json")}
+
+    assert main(args) == 0                   # resume in this process
+    printed = capsys.readouterr().out
+    after = _study(out).trials
+    for n in cut:
+        assert f"trial {n} was interrupted" in printed
+        assert after[n].state.name == "FAIL" and after[n].user_attrs["interrupted"]
+        assert any(t.user_attrs.get("retry_of") == n and t.params == cut[n] and t.state.name == "COMPLETE"
+                   for t in after)
+    counted = [t for t in after if not t.user_attrs.get("interrupted")]
+    assert len(counted) == 5 and all(t.state.name == "COMPLETE" for t in counted)
+    for n, params in finished.items():       # finished trials were not run again
+        assert after[n].params == params and after[n].state.name == "COMPLETE"
+    assert all(p.stat().st_mtime_ns == m for p, m in stamp.items())
