@@ -16,7 +16,7 @@ from lmtune.errors import ConfigError
 COMPLETE_MARKER = "lmtune_complete"  # written last into a checkpoint; its absence means "partial"
 # Written into every directory lmtune creates (a run, a merged model, an eval --out): only a directory
 # carrying it may be replaced by output.overwrite / --overwrite. Anything else is the user's.
-OUTPUT_MARKER = ".lmtune-output"
+OUTPUT_MARKER = "lmtune_output.json"
 
 
 def checkpoint_manifest(ckpt: Path) -> dict[str, int]:
