@@ -141,8 +141,13 @@ def keep_freed_memory(mmap_threshold: int = MMAP_THRESHOLD, trim_threshold: int 
 
 
 def target_for_path(path: str) -> Target:
-    """eval, generate, merge: the run's config (or the defaults) and the base it loads."""
+    """eval, generate, merge: the run's config (or the defaults) and the base it loads. A path that
+    can't be opened gets the defaults: the command's own checks then say what is wrong with it."""
+    from lmtune.errors import UserError
     from lmtune.inference_loading import open_path
 
-    loaded = open_path(path)
+    try:
+        loaded = open_path(path)
+    except UserError:
+        return Target(Config(), path)
     return Target(loaded.config or Config(), str(loaded.model_dir or loaded.base_ref))
