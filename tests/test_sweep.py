@@ -109,6 +109,13 @@ def test_grid_sweep_failed_trial_best_yaml_and_resume(setup, tmp_path, capsys):
     assert "4 already in the study" in capsys.readouterr().out
     assert len(_study(out).trials) == 4
     assert stamp == {p: p.stat().st_mtime_ns for p in out.glob("trial-*/train_summary.json")}
+    # the same command after the config file changed would mix two searches: refused, exit 2
+    cfg.write_text(cfg.read_text() + "\n")
+    try:
+        assert main(argv) == 2
+        assert "config_sha256" in capsys.readouterr().err
+    finally:
+        cfg.write_text(cfg.read_text()[:-1])
 
 
 def test_pruned_on_validation_loss(setup, tmp_path):

@@ -38,8 +38,12 @@ class SweepSpec:
 
     def settings(self) -> dict:
         """What must not change when a sweep resumes (a study mixing two searches compares nothing)."""
-        return {"config": self.config, "overrides": list(self.overrides), "metric": self.metric,
-                "params": [p.spec for p in self.params]}
+        import hashlib
+
+        # the file's content too: a config edited mid-sweep would make best.yaml differ from the trials
+        digest = hashlib.sha256(Path(self.config).read_bytes()).hexdigest()[:16]
+        return {"config": self.config, "config_sha256": digest, "overrides": list(self.overrides),
+                "metric": self.metric, "params": [p.spec for p in self.params]}
 
 
 def worker_id() -> str:
