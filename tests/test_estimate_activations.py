@@ -133,3 +133,15 @@ def test_phi_formula_is_within_15_percent_of_saved_tensors_in_fp32(mode):
 def test_generic_formula_under_autocast(arch):
     predicted, measured = _generic_case(arch, "full-autocast-bf16")
     assert predicted == pytest.approx(measured, rel=0.15)
+
+
+@pytest.mark.xfail(strict=True, reason="known gap: Phi-3 (fused qkv_proj/gate_up_proj) keeps one more "
+                   "hidden-size fp32 tensor per token and layer than the Llama rules count (measured 5% low)")
+def test_phi3_full_fine_tuning_matches_saved_tensors():
+    method, precision, wdtype, targets, dropout, _ = MODES["full-fp32"]
+    _, raw = build("phi3")
+    shape = shape_from_config(raw, "phi3")
+    spec = RunSpec(method=method, seq_len=S, batch=B, precision=precision, weights_dtype=wdtype)
+    prof = activation_profile(shape, spec, resolve(shape, spec, "cpu"))
+    predicted = prof.per_token_layer * B * S + prof.static_layer
+    assert predicted == pytest.approx(_measure_layer("phi3", method, precision, wdtype, targets, dropout), abs=64)
