@@ -41,11 +41,15 @@ def test_the_bundled_probe_loads_capped():
     (LlamaConfig(max_position_embeddings=256), 256),
     (LlamaConfig(max_position_embeddings=4096), 512),
     (GPT2Config(n_positions=128), 128),
+    (SimpleNamespace(n_positions=64), 64),            # remote-code configs may name only n_positions
+    (SimpleNamespace(max_position_embeddings=1), 1),  # any positive limit counts
+    (SimpleNamespace(max_position_embeddings=0), 512),  # 0: unknown
     (None, 512),
 ])
 def test_probe_length_is_512_or_less_where_the_model_has_fewer_positions(config, expected):
     assert PROBE_MAX_TOKENS == 512
     assert probe_max_length(SimpleNamespace(config=config)) == expected
+    assert probe_max_length(object()) == 512  # no config at all
 
 
 def test_ratio_and_explanation():
@@ -54,9 +58,13 @@ def test_ratio_and_explanation():
     assert r.explain() == ("warning: probe perplexity 20.0 -> 50.0 (x2.50; warn above x1.5, forgotten above x3): "
                            "general text became noticeably harder to predict")
     assert r.to_dict()["passages"] == 4 and r.to_dict()["tokens"] == 120
+    assert r.to_dict()["probe"] == "general/probe.jsonl"
     ok = compare_perplexity(20.0, 21.0, 1.5, 3.0, 1, 1, "p")
-    assert ok.explain().startswith("ok: ") and "as predictable as before" in ok.explain()
+    assert ok.explain() == ("ok: probe perplexity 20.0 -> 21.0 (x1.05; warn above x1.5, forgotten above x3): "
+                            "general text is as predictable as before")
     gone = compare_perplexity(20.0, 100.0, 1.5, 3.0, 1, 1, "p")
-    assert gone.verdict == "forgotten" and "lost much of its general ability" in gone.explain()
+    assert gone.explain().endswith("): the model has lost much of its general ability")
+    perfect = compare_perplexity(1.0, 1.2, 1.5, 3.0, 1, 1, "p")  # perplexity 1: a perfect base
+    assert perfect.ratio == pytest.approx(1.2) and perfect.verdict == "ok"
     broken = compare_perplexity(0.0, 10.0, 1.5, 3.0, 1, 1, "p")
     assert math.isnan(broken.ratio) and broken.verdict == "forgotten"
