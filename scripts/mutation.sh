@@ -24,10 +24,10 @@ JOBS=${MUTATION_JOBS:-1}   # 1 by default: the suite's tests are CPU-bound
 
 # module -> "source files (globs relative to the repo) | test selection (pytest node ids or files)"
 declare -A MODULES=(
-  [tasks/sql]="src/lmtune/tasks/sql.py | tests/test_tasks_sql.py tests/test_sql_sandbox_layers.py"
-  [evaluate/forgetting]="src/lmtune/evaluate/forgetting.py | tests/test_eval.py::test_verdict_on_both_sides_of_each_threshold tests/test_eval.py::test_verdict_follows_configured_thresholds tests/test_critical_settings.py::test_forgetting_thresholds_from_the_config_decide_the_verdict"
+  [tasks/sql]="src/lmtune/tasks/sql.py | tests/test_tasks_sql.py tests/test_sql_sandbox_layers.py tests/test_sql_units.py"
+  [evaluate/forgetting]="src/lmtune/evaluate/forgetting.py | tests/test_forgetting_units.py tests/test_eval.py::test_verdict_on_both_sides_of_each_threshold tests/test_eval.py::test_verdict_follows_configured_thresholds tests/test_critical_settings.py::test_forgetting_thresholds_from_the_config_decide_the_verdict"
   [estimate/activations]="src/lmtune/estimate/activations.py | tests/test_estimate_activations.py"
-  [methods/lora]="src/lmtune/methods/lora.py | tests/test_critical_settings.py::test_lora_rank_alpha_and_rslora_reach_the_peft_modules"
+  [methods/lora]="src/lmtune/methods/lora.py | tests/test_critical_settings.py::test_lora_rank_alpha_and_rslora_reach_the_peft_modules tests/test_critical_settings.py::test_lora_bias_dora_and_checkpointing_reach_peft tests/test_critical_settings.py::test_lora_targets_missing_from_the_model_are_a_config_error"
   [methods]="src/lmtune/methods/*.py | tests/test_critical_settings.py tests/test_train.py tests/test_qlora.py"
   [merge]="src/lmtune/merge.py | tests/test_critical_settings.py tests/test_reliability_runs.py"
   [rundir]="src/lmtune/rundir.py | tests/test_resume.py tests/test_reliability_runs.py"

@@ -60,7 +60,44 @@ def test_lora_rank_alpha_and_rslora_reach_the_peft_modules(tmp_path, rslora, sca
         assert m.r["default"] == 4 and m.lora_alpha["default"] == 16
         assert m.scaling["default"] == pytest.approx(scaling)
         assert m.lora_A["default"].weight.shape[0] == 4 and m.lora_B["default"].weight.shape[1] == 4
-        assert m.lora_dropout["default"].p == 0.25
+        assert m.lora_dropout["default"].p == 0.25 and not m.use_dora["default"]
+    assert type(model).__name__ == "PeftModelForCausalLM"  # task_type CAUSAL_LM
+    assert model.peft_config["default"].bias == "none"
+    assert not model.get_input_embeddings()(torch.tensor([[1, 2]])).requires_grad  # no checkpointing hook
+
+
+def test_lora_bias_dora_and_checkpointing_reach_peft(tmp_path):
+    from peft.tuners.lora import LoraLayer
+    from transformers import AutoModelForCausalLM
+
+    from lmtune import methods
+
+    base = save_tiny_model(tmp_path / "base", "gpt2")  # GPT-2's Conv1D layers have biases
+    cfg = load_config(None, [f"model.name_or_path={base}", "data.task=sql", "method=lora", "lora.r=2",
+                             "lora.use_dora=true", "lora.bias=all", "train.gradient_checkpointing=true"])
+    model = methods.prepare(AutoModelForCausalLM.from_pretrained(str(base)), cfg)
+    assert all(m.use_dora["default"] for m in model.modules() if isinstance(m, LoraLayer))
+    biases = [p for n, p in model.named_parameters() if n.endswith(".bias")]
+    assert biases and all(p.requires_grad for p in biases)
+    # checkpointed blocks need inputs that require grad although the embeddings are frozen
+    emb = model.get_input_embeddings()(torch.tensor([[1, 2, 3]]))
+    assert emb.requires_grad
+
+
+def test_lora_targets_missing_from_the_model_are_a_config_error(tmp_path):
+    from transformers import AutoModelForCausalLM
+
+    from lmtune import methods
+    from lmtune.errors import ConfigError
+
+    base = save_tiny_model(tmp_path / "base", "llama")
+    cfg = load_config(None, [f"model.name_or_path={base}", "data.task=sql", "method=lora",
+                             "lora.target_modules=[nonexistent_proj]"])
+    with pytest.raises(ConfigError) as err:
+        methods.prepare(AutoModelForCausalLM.from_pretrained(str(base)), cfg)
+    text = err.value.render()
+    assert "lora.target_modules: ['nonexistent_proj'] not found in this model" in text
+    assert "linear layers in this model: down_proj, gate_proj, k_proj, lm_head, o_proj, q_proj, up_proj, v_proj" in text
 
 
 # ---------------------------------------------------------------- forgetting verdict from the config

@@ -82,3 +82,66 @@ def test_checkpointing_keeps_only_layer_inputs():
     prof = activation_profile(shape, spec, resolve(shape, spec, "cpu"))
     assert prof.ckpt_token_layer == 4 * shape.hidden        # one fp32 hidden state per token
     assert prof.ckpt_token_layer < prof.per_token_layer / 5
+
+
+# ---------------------------------------------------------------- the generic (GPT-2, Phi) formula
+
+def _generic_case(arch, mode, **config):
+    method, precision, wdtype, targets, dropout, _ = MODES[mode]
+    _, raw = build(arch, **config)
+    shape = shape_from_config(raw, arch)
+    spec = RunSpec(method=method, seq_len=S, batch=B, precision=precision, weights_dtype=wdtype,
+                   lora=LoraSpec(r=8, targets=targets, dropout=dropout))
+    prof = activation_profile(shape, spec, resolve(shape, spec, "cpu"))
+    assert not prof.exact
+    layers = "n_layer" if arch == "gpt2" else "num_hidden_layers"
+    out = []
+    for n in (2, 3):
+        from peft import LoraConfig, get_peft_model
+
+        model, _ = build(arch, **config, **{layers: n})
+        model = model.to(torch.bfloat16 if wdtype == "bf16" else torch.float32).train()
+        if method == "lora":
+            model = get_peft_model(model, LoraConfig(r=8, lora_alpha=16, lora_dropout=dropout, target_modules=targets))
+        out.append(_saved_bytes(model, precision == "bf16"))
+    return prof.per_token_layer * B * S + prof.static_layer, out[1] - out[0]
+
+
+FP32_MODES = ("full-fp32", "lora-fp32-dropout", "lora-fp32-nodropout")
+
+
+@pytest.mark.parametrize("act", ["gelu_new", "gelu"])
+@pytest.mark.parametrize("mode", FP32_MODES)
+def test_gpt2_formula_matches_saved_tensors_in_fp32(mode, act):
+    """Every term counts: attention (with its s x s scores: GPT-2 has attention dropout), MLP with
+    the activation as transformers writes it, LayerNorm statistics, dropout masks, LoRA per module."""
+    predicted, measured = _generic_case("gpt2", mode, activation_function=act)
+    assert predicted == pytest.approx(measured, abs=64)
+
+
+@pytest.mark.parametrize("mode", FP32_MODES)
+def test_phi_formula_is_within_15_percent_of_saved_tensors_in_fp32(mode):
+    """Phi runs attention and MLP in parallel on one normed input, which the generic formula counts
+    as two (and LoRA dropout then copies it per module): measured 1-11% apart."""
+    predicted, measured = _generic_case("phi", mode)
+    assert predicted == pytest.approx(measured, rel=0.15)
+
+
+@pytest.mark.xfail(strict=True, reason="known gap: under bf16 autocast the generic formula counts every "
+                   "activation at 2 bytes; LayerNorm and the residual stream stay fp32 (measured 33-43% low)")
+@pytest.mark.parametrize("arch", ["gpt2", "phi"])
+def test_generic_formula_under_autocast(arch):
+    predicted, measured = _generic_case(arch, "full-autocast-bf16")
+    assert predicted == pytest.approx(measured, rel=0.15)
+
+
+@pytest.mark.xfail(strict=True, reason="known gap: Phi-3 (fused qkv_proj/gate_up_proj) keeps one more "
+                   "hidden-size fp32 tensor per token and layer than the Llama rules count (measured 5% low)")
+def test_phi3_full_fine_tuning_matches_saved_tensors():
+    method, precision, wdtype, targets, dropout, _ = MODES["full-fp32"]
+    _, raw = build("phi3")
+    shape = shape_from_config(raw, "phi3")
+    spec = RunSpec(method=method, seq_len=S, batch=B, precision=precision, weights_dtype=wdtype)
+    prof = activation_profile(shape, spec, resolve(shape, spec, "cpu"))
+    predicted = prof.per_token_layer * B * S + prof.static_layer
+    assert predicted == pytest.approx(_measure_layer("phi3", method, precision, wdtype, targets, dropout), abs=64)

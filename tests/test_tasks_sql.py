@@ -5,6 +5,7 @@ from __future__ import annotations
 import hashlib
 import json
 import sqlite3
+from pathlib import Path
 
 import sys
 from pathlib import Path
@@ -82,9 +83,13 @@ WRITES = [
 
 @pytest.mark.parametrize("pred", WRITES)
 def test_non_select_scores_zero_and_db_unchanged(task, pred):
-    before = sha(task.files["db"])
     assert one(task, pred) == {"execution_accuracy": 0.0, "exact_match": 0.0, "executable": 0.0}
-    assert sha(task.files["db"]) == before
+    # The original cannot change (queries run on a private copy), so check the copy the query ran on
+    with ReadOnlyDB(task.files["db"]) as db:
+        copy = Path(db._tmp.name) / db.db_path.name
+        before = sha(copy)
+        assert db.run(pred) is None
+        assert sha(copy) == before
 
 
 def test_attach_and_vacuum_into_cannot_create_files(task, tmp_path):

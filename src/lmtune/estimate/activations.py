@@ -26,6 +26,8 @@ from dataclasses import dataclass
 
 from lmtune.estimate.shapes import ModelShape
 
+# transformers' tanh-approximation GELU as separate ops (GPT-2, Phi): 0.5*x*(1+tanh(c*(x+0.044715*x^3)))
+DECOMPOSED_GELU = ("gelu_new",)
 ATTN_IN = ("q_proj", "k_proj", "v_proj", "qkv_proj")
 MLP_IN = ("gate_proj", "up_proj", "gate_up_proj")
 
@@ -155,11 +157,17 @@ def generic_profile(s: ModelShape, n: Numerics, t: Trainability, seq_len: int) -
     mask = n.mask_bytes(p) if s.hidden_dropout > 0 else 0
     per = 5 * p * h + mask * h          # attention: qkv input, q, k, v, projection input, dropout mask
     per += p * h + 2 * p * i + mask * h  # MLP: fc1 input, activation input, fc2 input, dropout mask
-    per += 2 * p * h                     # two LayerNorm inputs
+    if s.extra.get("hidden_act") in DECOMPOSED_GELU:
+        per += 3 * p * i                 # written out in Python ops: x^3, tanh and 0.5*x are kept too
+    per += s.norms_per_layer * (p * h + 8)   # LayerNorm inputs and their fp32 mean and rstd
     if s.attn_impl == "eager" or s.attention_dropout > 0:
         per += (2 * p + n.mask_bytes(p)) * s.heads * seq_len   # softmax output, dropout output and mask
     a_in = p if n.autocast else n.adapter
-    per += len(t.adapted) * ((n.mask_bytes(n.adapter) + a_in) * h * (t.lora_dropout > 0) + t.r * a_in)
+    # per adapted module of a layer (GPT-2 has two c_proj, one reading the MLP's wider activation):
+    # lora_A's output, and with dropout its mask (the dropped copy takes the place of the module
+    # input counted above, which the frozen base no longer keeps)
+    widths = [lin.in_features for lin in s.linears if lin.layer == 0 and lin.name.rsplit(".", 1)[-1] in t.adapted]
+    per += sum(n.mask_bytes(n.adapter) * w * (t.lora_dropout > 0) + t.r * a_in for w in widths)
     return ActivationProfile(per, 0.0, n.resid * h, _head_token(s, n, t), exact=False)
 
 

@@ -249,4 +249,5 @@ def _assemble(model, cfg, source, linears, shapes, tied) -> ModelShape:
         attention_dropout=float(getattr(cfg, "attention_dropout", None) or getattr(cfg, "attn_pdrop", 0) or 0),
         hidden_dropout=float(getattr(cfg, "resid_pdrop", None) or getattr(cfg, "hidden_dropout", 0) or 0),
         final_logit_softcapping=getattr(cfg, "final_logit_softcapping", None),
+        extra={"hidden_act": str(getattr(cfg, "hidden_act", None) or getattr(cfg, "activation_function", None) or "")},
     )
