@@ -89,7 +89,7 @@ def test_relative_data_paths_resolve_against_the_config_folder(tmp_path, monkeyp
     cfg = load_config(config, ["data.validation=val.jsonl"])
     assert cfg.data.train == [str(train)]
     assert cfg.data.test == [str(tmp_path / "project" / "data" / "test.jsonl"), "/abs/t.jsonl"]
-    assert cfg.data.validation == ["val.jsonl"]   # command-line paths: the working directory's
+    assert cfg.data.validation == [str(elsewhere / "val.jsonl")]   # command line: the working directory
     monkeypatch.chdir(tmp_path / "project")
     assert load_config("configs/run.yaml").data.train == [str(train)]
 

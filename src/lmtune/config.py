@@ -410,8 +410,8 @@ DATA_PATH_KEYS = ("train", "validation", "test")
 
 def rebase_data_paths(raw: dict[str, Any], folder: Path) -> dict[str, Any]:
     """Relative data.train/validation/test paths in a config file are relative to the file's folder
-    (so `lmtune train configs/x.yaml` works from any directory): made absolute here. Paths given
-    as command-line overrides stay relative to the working directory."""
+    (so `lmtune train configs/x.yaml` works from any directory); on the command line, relative to
+    the working directory. Both are made absolute here, so the run's config.yaml runs anywhere."""
     data = raw.get("data")
     if not isinstance(data, dict):
         return raw
@@ -431,7 +431,7 @@ def load_config(path: str | Path | None = None, overrides: list[str] | None = No
     """YAML file (optional) + overrides -> validated Config. Raises ConfigError listing every problem.
     Relative data paths in the file resolve against its folder (rebase_data_paths)."""
     raw = rebase_data_paths(read_yaml(path), Path(path).resolve().parent) if path else {}
-    raw = _merge(raw, parse_overrides(overrides or []))
+    raw = _merge(raw, rebase_data_paths(parse_overrides(overrides or []), Path.cwd()))
     return from_dict(raw, str(path) if path else "config")
 
 
