@@ -79,7 +79,8 @@ def study(args) -> None:
     results = out / "results.jsonl"
     done = {(r["task"], r["method"], r["point"]) for r in _read(results)}
     # point by point across the tasks (auto everywhere first): a study cut short still covers them all
-    for method, lr, epochs in points(args.methods):
+    chosen = [p for i, p in enumerate(points(args.methods)) if args.points is None or i in args.points]
+    for method, lr, epochs in chosen:
         for task in args.tasks:
             point = "auto" if lr == "auto" else f"lr={lr} ep={epochs}"
             if (task, method, point) in done:
@@ -129,8 +130,12 @@ def main() -> None:
     ap.add_argument("--out", default="build/auto-study")
     ap.add_argument("--tasks", default=",".join(TASKS), help="comma-separated task names")
     ap.add_argument("--methods", default="lora,full")
+    ap.add_argument("--points", default=None, help="comma-separated indices into the point list of each "
+                    "method (0: auto, 1-4: the grid, cheap first); e.g. 2 runs one grid point on every task "
+                    "(a second process can run other points side by side)")
     ap.add_argument("--table", action="store_true", help="print the markdown table of OUT/results.jsonl")
     args = ap.parse_args()
+    args.points = None if args.points is None else {int(i) for i in args.points.split(",")}
     args.tasks, args.methods = args.tasks.split(","), args.methods.split(",")
     if args.table:
         print(table(args))

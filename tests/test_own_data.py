@@ -114,6 +114,7 @@ def test_train_data_without_yaml_scores_a_heldout_split(tmp_path, capsys):
     assert len(held) == 12 and sum(trained_on.values()) == 48
     report = (run / "report.html").read_text()
     assert HELDOUT_FILE in report and ev["samples"][0]["prompt"] in report   # sample answers shown
+    assert "<li>warning: the test split has 12 examples" in report
     # the printed config is a YAML that runs as written: resolved numbers, no auto
     printed = out.out.split("and run `lmtune train FILE`:", 1)[1].split("run directory:")[0]
     saved = tmp_path / "saved.yaml"
