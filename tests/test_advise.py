@@ -94,11 +94,11 @@ def test_checkpointing_turned_on_when_needed():
 
 
 def test_hyperparameters_come_from_the_auto_rule():
-    # advise and train share lmtune.hparams: Qwen2.5-0.5B is 896 wide -> full 2e-5 x 4096/896
+    # advise and train share lmtune.hparams: Qwen2.5-0.5B is 896 wide -> 2e-4 x (4096/896)^0.83
     full_adv = advise(Answers(priority="quality"), ctx(n=5000))
     lora_adv = advise(Answers(), ctx(n=5000))
     full, lora = full_adv.hyperparameters, lora_adv.hyperparameters
-    assert full["learning_rate"] == 9.1e-5 and lora["learning_rate"] == 9.1e-4
+    assert full["learning_rate"] == 7.1e-5 and lora["learning_rate"] == 7.1e-4
     # 5,000 examples -> 4,560 after the test (200) and validation (5%) splits: 4 epochs by count;
     # no token count here, so a row per example: 285 steps per epoch at 16 rows, above the step floor
     assert lora["epochs"] == 4.0 and any("4,560 examples" in line for line in lora_adv.auto)
