@@ -77,15 +77,15 @@ def study(args) -> None:
     if not tasks_dir.is_dir():
         write_tasks(tasks_dir)
     results = out / "results.jsonl"
-    done = {(r["task"], r["method"], r["point"]) for r in _read(results)}
     # point by point across the tasks (auto everywhere first): a study cut short still covers them all
     chosen = [p for i, p in enumerate(points(args.methods)) if args.points is None or i in args.points]
     for method, lr, epochs in chosen:
         for task in args.tasks:
             point = "auto" if lr == "auto" else f"lr={lr} ep={epochs}"
-            if (task, method, point) in done:
-                continue
             run_dir = out / "runs" / task / f"{method}-{point.replace(' ', '-').replace('=', '')}"
+            done = {(r["task"], r["method"], r["point"]) for r in _read(results)}
+            if (task, method, point) in done or run_dir.is_dir():   # done, or another process runs it
+                continue
             row = {"task": task, "method": method, "point": point,
                    **run_point(tasks_dir / task, run_dir, method, lr, epochs)}
             print(json.dumps(row), flush=True)
@@ -97,31 +97,36 @@ def _read(path: Path) -> list[dict]:
     return [json.loads(x) for x in path.read_text().splitlines() if x.strip()] if path.is_file() else []
 
 
+def _cell(r: dict) -> str:
+    """`100% x1.11`: exact match and the forgetting ratio (probe perplexity after / before)."""
+    ratio = f" x{r['forgetting_ratio']:.2f}" if r.get("forgetting_ratio") else ""
+    return f"{100 * r['exact_match']:.0f}%{ratio}"
+
+
 def table(args) -> str:
+    """One row per task and method: auto vs the best grid point (exact match, then forgetting)."""
     rows = [r for r in _read(Path(args.out) / "results.jsonl") if "error" not in r]
-    lines = ["| task (train examples) | method | auto: lr, epochs (steps) | auto EM | best grid EM (point) "
-             "| auto / best | forgetting auto / best | all points EM | wall s (all points) |",
-             "|---|---|---|---:|---:|---:|---|---|---:|"]
+    lines = ["| task (train file) | method | auto: lr x epochs (steps) | auto EM, forgetting | best grid point "
+             "| auto / best EM | verdict auto / best | every grid point (lr x epochs: EM, forgetting) "
+             "| wall s, all points |",
+             "|---|---|---|---|---|---:|---|---|---:|"]
     for task in TASKS:
         for method in ("lora", "full", "qlora"):
             mine = [r for r in rows if r["task"] == task and r["method"] == method]
             auto = next((r for r in mine if r["point"] == "auto"), None)
             grid = [r for r in mine if r["point"] != "auto"]
-            if auto is None and not grid:
+            if not mine:
                 continue
             best = max(grid, key=lambda r: (r["exact_match"], -VERDICT_RANK[r["forgetting"]]), default=None)
             ratio = (f"{auto['exact_match'] / best['exact_match']:.2f}" if auto and best and best["exact_match"]
-                     else ("n/a" if not best else "-"))
-            pts = ", ".join(f"{r['point'].replace('lr=', '').replace(' ep=', 'x')}: {100 * r['exact_match']:.0f}"
-                            for r in grid)
-            wall = sum(r["wall_s"] for r in mine)
-            lines.append(
-                f"| {task} ({TASKS[task][1]}) | {method} | "
-                + (f"{auto['lr']:.2g}, {auto['epochs']:g} ({auto['steps']}) | {100 * auto['exact_match']:.1f}% | "
-                   if auto else "not run | - | ")
-                + (f"{100 * best['exact_match']:.1f}% ({best['point']}) | " if best else "not run | ")
-                + f"{ratio} | {(auto or {}).get('forgetting', '-')} / {(best or {}).get('forgetting', '-')} | "
-                + f"{pts} | {wall:.0f} |")
+                     else "-")
+            pts = ", ".join(f"{r['point'].replace('lr=', '').replace(' ep=', ' x ')}: {_cell(r)}" for r in grid)
+            auto_cols = (f"{auto['lr']:.1e} x {auto['epochs']:g} ({auto['steps']}) | {_cell(auto)} | " if auto
+                         else "not run | - | ")
+            best_col = f"{best['point'].replace('lr=', '').replace(' ep=', ' x ')}: {_cell(best)}" if best else "not run"
+            verdicts = f"{(auto or {}).get('forgetting', '-')} / {(best or {}).get('forgetting', '-')}"
+            lines.append(f"| {task} ({TASKS[task][1]}) | {method} | {auto_cols}{best_col} | {ratio} | {verdicts} | "
+                         f"{pts or '-'} | {sum(r['wall_s'] for r in mine):.0f} |")
     return "\n".join(lines)
 
 
