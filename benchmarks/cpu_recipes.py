@@ -219,6 +219,8 @@ LMTUNE_BENCH = [
     # what the benchmark needs, not tuning: one epoch, no checkpoint/eval/report inside the timed loop
     "train.epochs=1", "train.load_best=false", "train.save_steps=1000000", "data.val_split=0",
     "output.report=false", "output.overwrite=true", "eval.forgetting_check=false",
+    # as measured before train.learning_rate/epochs defaulted to auto and train held out a test split
+    "train.learning_rate=2e-4", "data.test_size=0",
 ]
 
 

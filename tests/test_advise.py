@@ -7,7 +7,7 @@ import json
 import pytest
 import yaml
 
-from lmtune.advise import Answers, Context, DataSummary, advise, answers_from_dict, epochs_for, summarize_data
+from lmtune.advise import Answers, Context, DataSummary, advise, answers_from_dict, summarize_data
 from lmtune.cli import main
 from lmtune.commands.advise import collect_answers, register
 from lmtune.config import load_config
@@ -93,13 +93,19 @@ def test_checkpointing_turned_on_when_needed():
     assert adv.verdict == "qlora" and adv.hyperparameters["gradient_checkpointing"] is True
 
 
-def test_hyperparameters_follow_the_seed():
-    assert [epochs_for(n) for n in (800, 5000, 60_000, 500_000)] == [5.0, 3.0, 2.0, 1.0]
-    full = advise(Answers(priority="quality"), ctx(n=5000)).hyperparameters
-    lora = advise(Answers(), ctx(n=5000)).hyperparameters
-    assert full["learning_rate"] == 2e-5 and lora["learning_rate"] == 2e-4
+def test_hyperparameters_come_from_the_auto_rule():
+    # advise and train share lmtune.hparams: Qwen2.5-0.5B is 896 wide -> 2e-4 x (4096/896)^0.83
+    full_adv = advise(Answers(priority="quality"), ctx(n=5000))
+    lora_adv = advise(Answers(), ctx(n=5000))
+    full, lora = full_adv.hyperparameters, lora_adv.hyperparameters
+    assert full["learning_rate"] == 7.1e-5 and lora["learning_rate"] == 7.1e-4
+    # 5,000 examples -> 4,560 after the test (200) and validation (5%) splits: 4 epochs by count;
+    # no token count here, so a row per example: 285 steps per epoch at 16 rows, above the step floor
+    assert lora["epochs"] == 4.0 and any("4,560 examples" in line for line in lora_adv.auto)
     assert lora["warmup_ratio"] == 0.1 and (lora["lora_r"], lora["lora_alpha"]) == (16, 32)
-    assert lora["batch_size"] * lora["grad_accum"] == lora["effective_batch"] >= 16
+    # the per-device batch `lmtune train` picks on a GPU (4) and its grad_accum (4)
+    assert (lora["batch_size"], lora["grad_accum"], lora["effective_batch"]) == (4, 4, 16)
+    assert lora_adv.config["train"]["learning_rate"] == "auto" == lora_adv.config["train"]["epochs"]
 
 
 def _write_data(path, n, dupes=0):

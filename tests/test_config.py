@@ -29,10 +29,14 @@ def test_defaults_and_overrides(tmp_path):
     assert cfg.model.trust_remote_code is False and cfg.model.allow_pickle is False
 
 
-def test_learning_rate_default_per_method():
+def test_learning_rate_and_epochs_default_to_auto():
+    cfg = load_config(None, ["data.task=sql"])
+    assert cfg.train.learning_rate == "auto" and cfg.train.epochs == "auto"
+    with pytest.raises(ConfigError, match="train.learning_rate: auto is resolved"):
+        cfg.learning_rate  # noqa: B018 - only lmtune.hparams turns auto into a number
     # literal values: a loop over DEFAULT_LR itself would pass with the table's entries swapped
-    for method, lr in (("full", 2e-5), ("lora", 2e-4), ("qlora", 2e-4)):
-        assert load_config(None, ["data.task=sql", f"method={method}"]).learning_rate == lr
+    for method, lr in (("full", 2e-5), ("lora", 2e-4), ("qlora", 2e-4)):   # null: the pre-auto default
+        assert load_config(None, ["data.task=sql", f"method={method}", "train.learning_rate=null"]).learning_rate == lr
     assert set(DEFAULT_LR) == {"full", "lora", "qlora"}
 
 
@@ -41,7 +45,7 @@ def test_all_problems_reported_together(tmp_path):
                                    "data:\n  task: sql\n  format: xml\n")
     assert "methd: unknown key (did you mean 'method'?)" in problems[0]
     assert any(p.startswith("train.lr: unknown key (did you mean 'train.learning_rate'?)") for p in problems)
-    assert "train.epochs: got 'many' (str), expected a number" in problems
+    assert "train.epochs: got 'many' (str), expected a number or auto" in problems
     assert "lora.r: got 0, must be >= 1" in problems
     assert any(p.startswith("data.format: got 'xml', allowed: auto, alpaca, chat") for p in problems)
     assert len(problems) == 5
@@ -76,7 +80,7 @@ def test_override_syntax_error():
 def test_cli_config_show_exit_codes(tmp_path, capsys):
     assert main(["config", "show", "data.task=sql", "lora.r=8"]) == 0
     out = capsys.readouterr().out
-    assert "r: 8" in out and "task: sql" in out and "learning_rate: null" in out
+    assert "r: 8" in out and "task: sql" in out and "learning_rate: auto" in out
     assert main(["config", "show", "data.task=sql", "lora.rank=8"]) == 2
     err = capsys.readouterr().err
     assert err.startswith("error: ") and "lora.rank: unknown key" in err and "Traceback" not in err

@@ -83,7 +83,8 @@ def test_prepare_datasets_returns_trl_ready_columns_and_stats(tmp_path):
     cfg = DataConfig(train=[ALPACA_FILE], val_split=0.2, seed=3, max_length=256)
     data = prepare_datasets(cfg, tokenizer)
     assert data.train.column_names == ["input_ids", "completion_mask"]
-    assert (len(data.train), len(data.validation)) == (11, 3)  # 16 records - 2 duplicates, 20% held out
+    # 16 records - 2 duplicates = 14; 2 held out as the test split (data/holdout.py), 20% of 12 validate
+    assert (len(data.train), len(data.validation), len(data.test_examples)) == (10, 2, 2)
     s = data.stats
     assert (s["format"], s["template"], s["duplicates_removed"]) == ("alpaca", "alpaca", {"train": 2})
     tokens = s["tokens"]["train"]

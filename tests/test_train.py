@@ -154,7 +154,8 @@ def test_best_model_needs_an_evaluation_at_every_save(tmp_path, given, expect):
     from lmtune.rundir import RunDir
     from lmtune.train import training_arguments
 
-    cfg = load_config(None, ["data.task=sql", f"output.dir={tmp_path / 'run'}", *given])
+    cfg = load_config(None, ["data.task=sql", f"output.dir={tmp_path / 'run'}", *given,
+                             "train.learning_rate=1e-3", "train.epochs=1"])  # auto: resolved by train()
     args = training_arguments(cfg, RunDir(cfg.output.dir), "fp32", "cpu", has_eval=True)
     got = (args.eval_strategy.value, args.eval_steps if args.eval_strategy.value == "steps" else None,
            args.save_strategy.value, args.save_steps if args.save_strategy.value == "steps" else None)

@@ -27,8 +27,6 @@ VERDICTS = ("icl", "rag", "not-yet", "full", "lora", "qlora")
 PRIORITIES = ("quality", "balance", "memory")
 CANDIDATES = {"quality": ("full", "lora", "qlora"), "balance": ("lora", "qlora", "full"),
               "memory": ("qlora", "lora")}
-LEARNING_RATES = {"full": 2e-5, "lora": 2e-4, "qlora": 2e-4}   # seed: 2e-5 full; 1e-4..3e-4 adapters
-TARGET_BATCH = 16                                               # seed: effective batch 16-32
 MIN_EXAMPLES, GOOD_EXAMPLES = 500, 1000
 
 
@@ -100,10 +98,13 @@ class DataSummary:
     tokens_p50: int            # approximate tokens per example (characters / 4)
     tokens_p95: int
     tokens_max: int
+    tokens_total: int | None = None   # all examples, with the model's template when it could be loaded
+    tokens_exact: bool = False         # counted with the model's tokenizer (else characters / 4)
 
 
-def summarize_data(paths: list[str]) -> DataSummary:
-    """Size, duplicates and lengths of the user's dataset, through lmtune.data's own loader."""
+def summarize_data(paths: list[str], model: str | None = None) -> DataSummary:
+    """Size, duplicates and lengths of the user's dataset, through lmtune.data's own loader.
+    With `model`, lengths are counted with its tokenizer and template, as `train` will."""
     from lmtune.data import dedupe, load_examples
     from lmtune.data.split import conflicting_prompts
 
@@ -112,11 +113,29 @@ def summarize_data(paths: list[str]) -> DataSummary:
         raise UserError(f"--data: not found: {', '.join(missing)}", ["pass a JSONL/JSON/CSV/Parquet file or a directory"])
     loaded = load_examples(paths)
     kept = dedupe(loaded.examples)
-    # tokens ~ characters / 4 for English BPE vocabularies: good enough to pick a max_length bucket
-    lengths = sorted(max(1, _chars(ex) // 4) for ex in kept.kept) or [0]
+    counted = _token_lengths(kept.kept, loaded.format, model) if model else None
+    # else tokens ~ characters / 4 for English BPE vocabularies: good enough to pick a max_length bucket
+    lengths = sorted(counted or [max(1, _chars(ex) // 4) for ex in kept.kept]) or [0]
     pick = lambda q: lengths[min(len(lengths) - 1, int(q * len(lengths)))]  # noqa: E731
     return DataSummary(list(paths), len(kept.kept), loaded.records, kept.removed,
-                       conflicting_prompts(kept.kept), len(loaded.problems), pick(0.5), pick(0.95), lengths[-1])
+                       conflicting_prompts(kept.kept), len(loaded.problems), pick(0.5), pick(0.95), lengths[-1],
+                       sum(lengths), counted is not None)
+
+
+def _token_lengths(examples: list, fmt: str | None, model: str) -> list[int] | None:
+    """Token count of each example as train renders it; None when the tokenizer is not available
+    here (a Hub model that is not cached, a preset without a local copy)."""
+    from lmtune.data import get_template, tokenize_examples
+    from lmtune.data.tokenizer import load_tokenizer
+    from lmtune.estimate.models import model_reference
+
+    try:
+        tokenizer = load_tokenizer(model_reference(model))
+        template = get_template("auto", fmt or "chat", tokenizer)
+        tok = tokenize_examples(examples, template, tokenizer, 1 << 20)
+    except Exception:  # noqa: BLE001 - any failure falls back to the character estimate
+        return None
+    return [len(ids) for ids in tok.input_ids] or None
 
 
 def _chars(ex) -> int:
@@ -135,6 +154,7 @@ class Advice:
     hyperparameters: dict = field(default_factory=dict)
     estimate: dict = field(default_factory=dict)  # peak GiB, device, max batch, time, cost
     config: dict | None = None                    # a validated lmtune config (for fine-tune verdicts)
+    auto: list[str] = field(default_factory=list)  # what train.learning_rate/epochs: auto resolve to
 
     @property
     def fine_tune(self) -> bool:
@@ -210,15 +230,6 @@ def decide_framework(a: Answers, n: int | None) -> tuple[str | None, list[str]]:
     return None, [f"{n:,} examples for a style/behaviour/reasoning task, prompting exhausted: fine-tune"]
 
 
-def epochs_for(n: int) -> float:
-    """Seed: 5-10 epochs below 1K examples (overfitting risk), 3-5 typical, 1-2 above 50K."""
-    if n < 1000:
-        return 5.0
-    if n < 50_000:
-        return 3.0
-    return 2.0 if n < 200_000 else 1.0
-
-
 def pick_seq_len(ctx: Context) -> int:
     if ctx.seq_len:
         return ctx.seq_len
@@ -260,7 +271,7 @@ def _fit(req, ctx: Context) -> dict:
     best = largest_batch(shape, spec, dev)
     if best < 1:
         return {"max_batch": 0}
-    micro = 1 << int(math.log2(min(best, TARGET_BATCH)))
+    micro = train_micro_batch(dev.kind, best)
     spec = dataclasses.replace(spec, batch=micro)
     mem = memory_breakdown(shape, spec, dev.kind)
     fit = fit_on(shape, spec, dev, req, resolve(shape, spec, dev.kind).lora_params)
@@ -268,21 +279,57 @@ def _fit(req, ctx: Context) -> dict:
             "device": dev.name, "memory_gib": round(dev.memory_gib, 2), "hours": fit.hours, "cost": fit.cost}
 
 
-def propose(method: str, fit: dict, a: Answers, ctx: Context, seq_len: int, n: int) -> tuple[dict, dict]:
-    """(hyperparameters, lmtune config dict) for the chosen method."""
-    from lmtune.config import from_dict
-    from lmtune.estimate.shapes import model_reference
+def train_micro_batch(device_kind: str, largest: int) -> int:
+    """The per-device batch `lmtune train` picks on this device (train.batch_size unset), or the
+    largest power of two below it that fits."""
+    from lmtune.config import TrainConfig
+
+    default = TrainConfig().micro_batch(device_kind)
+    return default if largest >= default else 1 << int(math.log2(max(1, largest)))
+
+
+def train_data_size(ctx: Context, n: int, seq_len: int):
+    """The hparams.DataSize train will see: what is left after the held-out test split and the
+    validation split (data/holdout.py, the data.val_split default)."""
+    from lmtune.config import DataConfig
+    from lmtune.data.holdout import heldout_size
+    from lmtune.hparams import DataSize
+
+    left = n - heldout_size(n)
+    left -= round(left * DataConfig().val_split)
+    d = ctx.data
+    if d is None or not d.tokens_total or not d.examples:
+        return DataSize(left, None, seq_len, True)
+    per = d.tokens_total / d.examples
+    half = seq_len // 2   # examples over half a row fill a packed row alone: all, a tail, or none
+    long = left if d.tokens_p50 > half else (left // 20 if d.tokens_p95 > half else 0)
+    return DataSize(left, int(per * left), seq_len, True, long)
+
+
+def propose(method: str, fit: dict, a: Answers, ctx: Context, seq_len: int, n: int
+            ) -> tuple[dict, dict, list[str]]:
+    """(hyperparameters, lmtune config dict, one line per auto value and why) for the chosen method.
+    The config says `auto` for learning rate and epochs: train resolves them with the same function
+    (lmtune.hparams.resolve) on the exact token counts; the numbers here are what that gives now."""
+    from lmtune.config import TrainConfig, from_dict
+    from lmtune.estimate.shapes import load_shape, model_reference
+    from lmtune.hparams import AUTO, Batch, ModelSize, resolve
 
     micro = fit["micro_batch"]
-    accum = max(1, math.ceil(TARGET_BATCH / (micro * ctx.num_gpus)))
-    hp = {"method": method, "learning_rate": LEARNING_RATES[method], "epochs": epochs_for(n),
+    default = TrainConfig()
+    accum = max(1, math.ceil(default.micro_batch(ctx.device.kind) * default.grad_accum / micro))
+    shape = load_shape(ctx.model)
+    auto = resolve(AUTO, AUTO, -1, method, ModelSize(shape.hidden, shape.total_params),
+                   train_data_size(ctx, n, seq_len), Batch(micro, accum, ctx.num_gpus))
+    hp = {"method": method, "learning_rate": auto.learning_rate, "epochs": auto.epochs,
           "warmup_ratio": 0.1, "batch_size": micro, "grad_accum": accum,
           "effective_batch": micro * accum * ctx.num_gpus, "max_length": seq_len,
           "gradient_checkpointing": fit["grad_ckpt"]}
+    paths = [str(Path(p).resolve()) for p in ctx.data.paths] if ctx.data else ["train.jsonl"]
     cfg = {"model": {"name_or_path": model_reference(ctx.model)},
-           "data": {"train": ctx.data.paths if ctx.data else ["train.jsonl"], "max_length": seq_len},
+           "data": {"train": paths, "max_length": seq_len},
            "method": method,
-           "train": {"epochs": hp["epochs"], "learning_rate": hp["learning_rate"], "batch_size": micro,
+           "train": {"epochs": AUTO, "learning_rate": AUTO, "batch_size": micro,
                      "grad_accum": accum, "warmup_ratio": 0.1, "gradient_checkpointing": fit["grad_ckpt"]},
            "output": {"dir": ctx.output_dir}}
     if method != "full":
@@ -290,7 +337,7 @@ def propose(method: str, fit: dict, a: Answers, ctx: Context, seq_len: int, n: i
         hp.update(lora_r=16, lora_alpha=32, lora_dropout=dropout)
         cfg["lora"] = {"r": 16, "alpha": 32, "dropout": dropout, "target_modules": "all-linear"}
     from_dict(cfg, "advised config")   # raises ConfigError if anything is off: never write a bad config
-    return hp, cfg
+    return hp, cfg, auto.lines
 
 
 def advise(a: Answers, ctx: Context) -> Advice:
@@ -309,5 +356,5 @@ def advise(a: Answers, ctx: Context) -> Advice:
            "qlora": "QLoRA: a 4-bit base leaves the most memory free"}[method]
     reasons.append(f"{why} ({fit['peak_gib']} GiB peak of {fit['memory_gib']} GiB on {fit['device']}, "
                    f"micro-batch {fit['micro_batch']}, up to {fit['max_batch']})")
-    hp, cfg = propose(method, fit, a, ctx, seq_len, n)
-    return Advice(method, reasons, warnings, hp, fit, cfg)
+    hp, cfg, auto = propose(method, fit, a, ctx, seq_len, n)
+    return Advice(method, reasons, warnings, hp, fit, cfg, auto)

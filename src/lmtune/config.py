@@ -11,6 +11,7 @@ from __future__ import annotations
 import dataclasses
 import difflib
 import math
+import os
 import types
 import typing
 from dataclasses import dataclass, field
@@ -22,15 +23,16 @@ import yaml
 from lmtune.errors import ConfigError
 
 METHODS = ("full", "lora", "qlora")
-# Starting learning rates per method (the usual starting points: 2e-5 for full fine-tuning,
-# 2e-4..3e-4 for LoRA).
+# What `learning_rate: null` meant before `auto` (configs and runs written by older lmtune versions).
 DEFAULT_LR = {"full": 2e-5, "lora": 2e-4, "qlora": 2e-4}
 
 
 def _f(default: Any, doc: str, *, choices: tuple | None = None, min: float | None = None,
        max: float | None = None, min_exclusive: bool = False) -> Any:
-    """A dataclass field with its doc, choices and range in metadata."""
-    meta = {"doc": doc, "choices": choices, "min": min, "max": max, "min_exclusive": min_exclusive}
+    """A dataclass field with its doc, choices and range in metadata; a default of "auto" makes
+    "auto" the one word a numeric field accepts."""
+    meta = {"doc": doc, "choices": choices, "min": min, "max": max, "min_exclusive": min_exclusive,
+            "auto": default == "auto" and choices is None}
     if isinstance(default, (list, dict)):
         return field(default_factory=lambda d=default: type(d)(d), metadata=meta)
     return field(default=default, metadata=meta)
@@ -67,6 +69,8 @@ class DataConfig:
     test: list[str] = _f([], "test files for generation metrics in `lmtune eval`")
     val_split: float = _f(0.05, "share of train held out for validation when no file is given",
                           min=0.0, max=0.5)
+    test_size: int | None = _f(None, "examples of train held out as the test split when there is no "
+                                     "data.test and no data.task (None: 10%, 20..200; 0: none)", min=0)
     format: str = _f("auto", "record format", choices=("auto", "alpaca", "chat", "prompt_completion", "text"))
     template: str = _f("auto", "prompt template: auto uses the model's chat template if it has one",
                        choices=("auto", "alpaca", "chatml", "model"))
@@ -100,10 +104,13 @@ class QuantConfig:
 
 @dataclass
 class TrainConfig:
-    epochs: float = _f(3.0, "passes over the training data", min=0.0, min_exclusive=True)
+    epochs: float | str = _f("auto", "passes over the training data; auto: from the example count with "
+                                     "a floor on optimizer steps (lmtune/hparams.py)",
+                             min=0.0, min_exclusive=True)
     max_steps: int = _f(-1, "stop after this many optimizer steps (-1: use epochs)", min=-1)
-    learning_rate: float | None = _f(None, "peak LR; default per method: full 2e-5, lora/qlora 2e-4",
-                                     min=0.0, min_exclusive=True)
+    learning_rate: float | str | None = _f("auto", "peak LR; auto: from the method and the model's width "
+                                                   "(lmtune/hparams.py; 2e-4 for LoRA at 7-8B)",
+                                           min=0.0, min_exclusive=True)
     batch_size: int | None = _f(None, "examples (or packed rows) per device per micro-batch; None: 1 on "
                                       "CPU (measured fastest, half the memory), 4 on GPUs", min=1)
     grad_accum: int = _f(4, "micro-batches per optimizer step", min=1)
@@ -204,8 +211,13 @@ class Config:
 
     @property
     def learning_rate(self) -> float:
-        """The effective learning rate: the configured one, else the method's default."""
-        return self.train.learning_rate or DEFAULT_LR[self.method]
+        """The effective learning rate: the configured (or resolved) one; null in a config written
+        before `auto` existed means the method's old default."""
+        lr = self.train.learning_rate
+        if isinstance(lr, str):
+            raise ConfigError("train.learning_rate: auto is resolved when the model and data are loaded",
+                              ["lmtune.hparams.resolve_for_run fills it in; or set a number"])
+        return lr or DEFAULT_LR[self.method]
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
@@ -274,6 +286,10 @@ def _coerce(value: Any, tp: Any) -> tuple[bool, Any]:
 
 
 def _check_range(key: str, value: Any, meta: dict, problems: list[str]) -> None:
+    if meta.get("auto") and isinstance(value, str):   # a number, or the word auto (lmtune/hparams.py)
+        if value != "auto":
+            problems.append(f"{key}: got {value!r} (str), expected a number or auto")
+        return
     choices = meta.get("choices")
     if choices is not None and value not in choices:
         allowed = ", ".join("null" if c is None else str(c) for c in choices)
@@ -424,10 +440,33 @@ def from_dict(raw: dict[str, Any], source: str = "config") -> Config:
     return cfg
 
 
+DATA_PATH_KEYS = ("train", "validation", "test")
+
+
+def rebase_data_paths(raw: dict[str, Any], folder: Path) -> dict[str, Any]:
+    """Relative data.train/validation/test paths in a config file are relative to the file's folder
+    (so `lmtune train configs/x.yaml` works from any directory); on the command line, relative to
+    the working directory. Both are made absolute here, so the run's config.yaml runs anywhere."""
+    data = raw.get("data")
+    if not isinstance(data, dict):
+        return raw
+    data = dict(data)
+    for key in DATA_PATH_KEYS:
+        value = data.get(key)
+        items = [value] if isinstance(value, str) else value
+        if not isinstance(items, list):
+            continue
+        fixed = [os.path.normpath(folder / os.path.expanduser(p)) if isinstance(p, str) and p
+                 and not os.path.isabs(os.path.expanduser(p)) else p for p in items]
+        data[key] = fixed[0] if isinstance(value, str) else fixed
+    return {**raw, "data": data}
+
+
 def load_config(path: str | Path | None = None, overrides: list[str] | None = None) -> Config:
-    """YAML file (optional) + overrides -> validated Config. Raises ConfigError listing every problem."""
-    raw = read_yaml(path) if path else {}
-    raw = _merge(raw, parse_overrides(overrides or []))
+    """YAML file (optional) + overrides -> validated Config. Raises ConfigError listing every problem.
+    Relative data paths in the file resolve against its folder (rebase_data_paths)."""
+    raw = rebase_data_paths(read_yaml(path), Path(path).resolve().parent) if path else {}
+    raw = _merge(raw, rebase_data_paths(parse_overrides(overrides or []), Path.cwd()))
     cfg = from_dict(raw, str(path) if path else "config")
     cfg.source = str(path) if path else None
     return cfg

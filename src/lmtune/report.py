@@ -285,7 +285,10 @@ def _flatten(obj: Any, prefix: str = "") -> list[tuple[str, str]]:
 def section_data(run: RunData) -> str:
     if not run.data_stats:
         return '<p class="muted">No data_stats.json in this run.</p>'
-    return H.table(["statistic", "value"], _flatten(run.data_stats))
+    stats = dict(run.data_stats)
+    warnings = stats.pop("warnings", None) or []   # the data pipeline's (lmtune/data/holdout.py)
+    listed = "".join(f"<li>warning: {H.esc(w)}</li>" for w in warnings)
+    return (f"<ul>{listed}</ul>" if listed else "") + H.table(["statistic", "value"], _flatten(stats))
 
 
 CONFIG_KEYS = ("model.name_or_path", "method", "data.task", "data.train", "data.template", "data.max_length",

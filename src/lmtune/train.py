@@ -164,6 +164,7 @@ def _setup(cfg: Config, run: RunDir, resume: bool) -> _Setup:
     model = load_model(ref, cfg, device, tokenizer, quantize=cfg.method == "qlora")
     _add_replay(cfg, run, data, model, tokenizer, device, resume)   # data.replay: the base is loaded, untouched
     _suggest_processes(cfg, device.kind, torch.get_num_threads())
+    _own_data_defaults(cfg, run, model, data, device.kind)  # auto -> numbers, held-out test split
     use_training_attention(model, cfg, device)
     model = methods.prepare(model, cfg)
     from lmtune.artifacts import record_base
@@ -245,6 +246,26 @@ def _suggest_processes(cfg: Config, device_kind: str, threads: int) -> None:
                else f"--nproc {cores} (and train.grad_accum divided by {cores})")
     print(f"note: CPU training runs one thread per process; {how} uses all {cores} cores with the same "
           f"rows per optimizer step", file=sys.stderr)
+
+
+def _own_data_defaults(cfg: Config, run: RunDir, model, data, device_kind: str) -> None:
+    """Auto hyperparameters from this model and data (lmtune/hparams.py), in place, before
+    config.yaml is written. Rank 0 writes the held-out test split (data/holdout.py) that the
+    final evaluation scores, prints the data pipeline's warnings and what auto chose."""
+    import sys
+
+    from lmtune import distributed
+    from lmtune.data.holdout import HELDOUT_FILE, write_heldout
+    from lmtune.hparams import resolve_for_run
+
+    main = distributed.is_main_process()
+    if main:
+        for warning in data.stats.get("warnings", []):
+            print(f"warning: {warning}", file=sys.stderr)
+        if getattr(data, "test_examples", None):
+            write_heldout(run / HELDOUT_FILE, data.test_examples)
+    resolve_for_run(cfg, model, data.train, device_kind, distributed.world_size(),
+                    say=print if main else (lambda line: None))
 
 
 def _preflight_all_ranks(cfg: Config, run: RunDir, resume: bool):

@@ -25,7 +25,8 @@ def register(p: argparse.ArgumentParser) -> None:
     p.add_argument("--output-dir", default="runs/advised", help="run directory named in the config")
     p.add_argument("--answers", default=None, help="YAML file with the answers (keys: see --list-questions)")
     p.add_argument("--yes", action="store_true", help="non-interactive: unanswered questions take their defaults")
-    p.add_argument("--force", action="store_true", help="write a config even when the verdict is not to fine-tune")
+    p.add_argument("--force", action="store_true", help="write a config even when the verdict is not to fine-tune, "
+                   "and replace an existing --out file")
     p.add_argument("--list-questions", action="store_true", help="print the questions and their answer keys")
     q = p.add_argument_group("answers (flags override the answers file)")
     q.add_argument("--few-shot-works", type=_bool, default=None, metavar="BOOL")
@@ -99,6 +100,9 @@ def render(advice) -> str:
     if advice.hyperparameters:
         lines.append("starting hyperparameters:")
         lines += [f"  {k:24} {v}" for k, v in advice.hyperparameters.items()]
+    if advice.auto:
+        lines.append("auto values (the config says auto; train resolves them the same way on its exact token counts):")
+        lines += [f"  {line}" for line in advice.auto]
     if advice.estimate.get("hours") is not None:
         lines.append(f"estimated time {advice.estimate['hours']:.2f} h, cost ${advice.estimate['cost']:.2f}")
     return "\n".join(lines)
@@ -114,7 +118,7 @@ def run(args: argparse.Namespace) -> int:
     check_args(args)
     answers = collect_answers(args)
     device, gpus = hardware(args)
-    data = summarize_data(args.data) if args.data else None
+    data = summarize_data(args.data, args.model) if args.data else None
     ctx = Context(args.model, data, device, gpus, args.seq_len, args.output_dir)
     advice = advise(answers, ctx)
     print(render(advice))
@@ -123,7 +127,7 @@ def run(args: argparse.Namespace) -> int:
         n = data.examples if data else (answers.examples or 0)
         method, fit, _ = choose_method(answers, ctx, pick_seq_len(ctx))
         if method:
-            _, config = propose(method, fit, answers, ctx, pick_seq_len(ctx), n)
+            _, config, advice.auto = propose(method, fit, answers, ctx, pick_seq_len(ctx), n)
     if config is not None:
         _write(args.out, config, advice)
         print(f"wrote {args.out}; next: lmtune train {args.out}")
@@ -149,9 +153,19 @@ def check_args(args: argparse.Namespace) -> None:
 
 
 def _write(path: str, config: dict, advice) -> None:
+    """Atomically (temp + rename). Data paths are absolute, so the file works from any folder;
+    the auto keys carry, as comments, what they resolve to now."""
+    from pathlib import Path
+
     import yaml
 
     from lmtune.rundir import write_text
 
     header = f"# lmtune train {path}\n# written by `lmtune advise` (verdict: {advice.verdict})\n"
-    write_text(Path(path), header + yaml.safe_dump(config, sort_keys=False))
+    body = yaml.safe_dump(config, sort_keys=False)
+    notes = {line.split(":", 1)[0].split(".")[-1]: line.split(" -> ", 1)[-1] for line in advice.auto}
+    out = []
+    for line in body.splitlines():
+        key = line.strip().split(":", 1)[0]
+        out.append(f"{line}  # now: {notes[key]}" if line.strip().endswith(": auto") and key in notes else line)
+    write_text(Path(path), header + "\n".join(out) + "\n")

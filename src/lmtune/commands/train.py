@@ -1,5 +1,8 @@
 """`lmtune train CONFIG [key=value ...] [--resume] [--nproc N [--nnodes M --node-rank R --master-addr A]]`.
 
+`lmtune train --data FILE [key=value ...]` needs no YAML: the embedded base (or
+model.name_or_path=...), the auto hyperparameters, and at the end the config it ran, to save.
+
 With several processes (or backend fsdp/deepspeed) this command starts torchrun, which runs
 `lmtune train` once per process; see lmtune/distributed.py and docs/distributed.md.
 """
@@ -15,8 +18,12 @@ LAUNCH_FLAGS = {"nproc": "distributed.nproc", "nnodes": "distributed.nnodes", "n
 
 
 def register(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("config", help="YAML config (see configs/); `lmtune config show --explain` lists every key")
+    parser.add_argument("config", nargs="?", help="YAML config (see configs/); `lmtune config show --explain` "
+                                                  "lists every key. Optional with --data")
     parser.add_argument("overrides", nargs="*", help="key.sub=value overrides, e.g. train.epochs=1 lora.r=8")
+    parser.add_argument("--data", action="append", metavar="FILE", help="a training file or directory (same as "
+                        "data.train=...; repeat for several); "
+                        "with no CONFIG: the embedded base, auto hyperparameters, defaults for the rest")
     parser.add_argument("--resume", action="store_true", help="continue from the last complete checkpoint")
     parser.add_argument("--output", "-o", help="run directory (same as output.dir=...)")
     group = parser.add_argument_group(
@@ -41,8 +48,24 @@ def _nproc(text: str) -> int | str:
         raise argparse.ArgumentTypeError(f"expected a number or auto, got {text!r}") from None
 
 
+def _split_config(args: argparse.Namespace) -> None:
+    """`lmtune train --data F train.epochs=2`: argparse takes the first override for CONFIG.
+    Idempotent (tuning and run both call it); a config or --data is required."""
+    from lmtune.errors import UserError
+
+    if args.config and "=" in args.config and not args.config.endswith((".yaml", ".yml")):
+        args.overrides.insert(0, args.config)
+        args.config = None
+    if not args.config and not getattr(args, "data", None):
+        raise UserError("lmtune train: give a config file or --data FILE",
+                        ["lmtune train configs/tiny-sql-lora.yaml", "lmtune train --data my.jsonl"])
+
+
 def _overrides(args: argparse.Namespace) -> list[str]:
-    out = list(args.overrides) + ([f"output.dir={args.output}"] if args.output else [])
+    import json
+
+    data = [f"data.train={json.dumps(list(args.data))}"] if getattr(args, "data", None) else []
+    out = data + list(args.overrides) + ([f"output.dir={args.output}"] if args.output else [])
     return out + [f"{key}={getattr(args, flag)}" for flag, key in LAUNCH_FLAGS.items()
                   if getattr(args, flag, None) is not None]
 
@@ -53,6 +76,7 @@ def tuning(args: argparse.Namespace):
     from lmtune.cpu_tuning import Target
     from lmtune.models import resolve_model_path
 
+    _split_config(args)
     cfg = load_config(args.config, _overrides(args))
     return Target(cfg, resolve_model_path(cfg.model.name_or_path), training=True)
 
@@ -61,6 +85,7 @@ def run(args: argparse.Namespace) -> int:
     from lmtune import distributed
     from lmtune.config import load_config
 
+    _split_config(args)
     overrides = _overrides(args)
     cfg = load_config(args.config, overrides)
     if not distributed.is_launched():  # a worker takes its count from the launcher (distributed.start)
@@ -94,6 +119,8 @@ def run(args: argparse.Namespace) -> int:
             print(f"[rank {distributed.rank()}] {exc.render()}", file=sys.stderr)
         return 2
     if main:
+        if not args.config:
+            _print_config(cfg, result.run_dir)
         print(f"run directory: {result.run_dir}")
     return 0
 
@@ -102,7 +129,8 @@ def resume_command(args: argparse.Namespace) -> str:
     """The command line that continues this run: the same config, overrides and flags, plus --resume."""
     import shlex
 
-    argv = ["lmtune", "train", args.config, *args.overrides]
+    source = [args.config] if args.config else [a for d in args.data for a in ("--data", d)]
+    argv = ["lmtune", "train", *source, *args.overrides]
     if args.output:
         argv += ["--output", args.output]
     for flag in LAUNCH_FLAGS:
@@ -137,6 +165,28 @@ def distributed_run(cfg) -> bool:
     return distributed.needs_launch(cfg)
 
 
+def _print_config(cfg, run_dir) -> None:
+    """The keys this run set (differences from the defaults, auto values resolved): a YAML to save."""
+    import yaml
+
+    from lmtune.config import Config
+
+    def diff(new: dict, old: dict) -> dict:
+        out = {}
+        for k, v in new.items():
+            if isinstance(v, dict):
+                sub = diff(v, old.get(k, {}))
+                if sub:
+                    out[k] = sub
+            elif v != old.get(k):
+                out[k] = v
+        return out
+
+    text = yaml.safe_dump(diff(cfg.to_dict(), Config().to_dict()), sort_keys=False)
+    print(f"\nthe config this run used (the full one is {run_dir}/config.yaml); save it as a file "
+          f"and run `lmtune train FILE`:\n\n{text}")
+
+
 def _launch(args: argparse.Namespace, cfg, overrides: list[str]) -> int:
     """Check what can be checked once (config, run dir, model, engine), then start the workers."""
     from lmtune import distributed
@@ -145,7 +195,7 @@ def _launch(args: argparse.Namespace, cfg, overrides: list[str]) -> int:
 
     distributed.check_launch(cfg)
     preflight(cfg, RunDir(cfg.output.dir), args.resume)
-    child = [args.config, *overrides] + (["--resume"] if args.resume else [])
+    child = ([args.config] if args.config else []) + overrides + (["--resume"] if args.resume else [])
     if getattr(args, "debug", False):
         child.append("--debug")
     if getattr(args, "verbose", False):

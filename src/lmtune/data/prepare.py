@@ -8,10 +8,11 @@ them to SFTTrainer with `SFTConfig(completion_only_loss=True)` (see tokenize.py 
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from lmtune.data.formats import LoadedData, load_examples
+from lmtune.data.holdout import hold_out
 from lmtune.data.split import conflicting_prompts, dedupe, drop_overlap, split_train_validation
 from lmtune.data.templates import Template, get_template
 from lmtune.data.tokenize import tokenize_examples
@@ -29,6 +30,7 @@ class PreparedData:
     validation: "datasets.Dataset | None"
     template: Template
     stats: dict[str, Any]  # written to the run as data_stats.json
+    test_examples: list = field(default_factory=list)  # held out of train (holdout.py), not tokenized
 
 
 def resolve_files(data_cfg: "DataConfig") -> dict[str, list[str]]:
@@ -68,6 +70,7 @@ def prepare_datasets(data_cfg: "DataConfig", tokenizer: Any, template: Template 
     (auto resolved against the data format and the tokenizer); the one used is in the result.
     Call `ensure_pad_token(tokenizer)` before (models.py), so the run saves the final tokenizer."""
     splits, fmt, stats = _load_and_split(data_cfg)
+    held_out = splits.pop("test")
     template = template or get_template(data_cfg.template, fmt, tokenizer, data_cfg.system_prompt)
     stats.update(template=template.name, max_length=data_cfg.max_length,
                  train_on_prompt=data_cfg.train_on_prompt, examples={}, tokens={})
@@ -76,7 +79,7 @@ def prepare_datasets(data_cfg: "DataConfig", tokenizer: Any, template: Template 
         raise DataError("no training examples left after truncation",
                         [f"data.max_length: {data_cfg.max_length} leaves no answer token in any example; "
                          f"raise it"])
-    return PreparedData(out["train"], out.get("validation"), template, stats)
+    return PreparedData(out["train"], out.get("validation"), template, stats, held_out)
 
 
 def _load_and_split(data_cfg: "DataConfig") -> tuple[dict[str, list], str, dict[str, Any]]:
@@ -90,6 +93,7 @@ def _load_and_split(data_cfg: "DataConfig") -> tuple[dict[str, list], str, dict[
                          f"use one format for both"])
     stats: dict[str, Any] = {"format": train.format, "files": files, "records": {"train": train.records}}
     train_kept = _dedupe(train.examples, data_cfg.dedupe, stats, "train")
+    train_kept, held_out = _hold_out_test(train_kept, files, data_cfg, train.format, stats)
     if val is None:
         train_ex, val_ex = split_train_validation(train_kept, data_cfg.val_split, data_cfg.seed)
         stats["split"] = {"val_split": data_cfg.val_split, "seed": data_cfg.seed}
@@ -99,7 +103,35 @@ def _load_and_split(data_cfg: "DataConfig") -> tuple[dict[str, list], str, dict[
         val_ex, overlap = drop_overlap(_dedupe(val.examples, data_cfg.dedupe, stats, "validation"), train_ex)
         stats["validation_in_train_removed"] = overlap
     stats["conflicting_prompts"] = conflicting_prompts(train_ex)
-    return {"train": train_ex, "validation": val_ex}, train.format, stats
+    stats["warnings"] = _warnings(data_cfg, files, train_ex, val_ex, held_out, stats)
+    return {"train": train_ex, "validation": val_ex, "test": held_out}, train.format, stats
+
+
+def _hold_out_test(train: list, files: dict, data_cfg: "DataConfig", fmt: str | None,
+                   stats: dict[str, Any]) -> tuple[list, list]:
+    """No test files and no bundled task: keep a seeded test split out of training (holdout.py)."""
+    from lmtune.data.holdout import heldout_size
+
+    if files["test"] or fmt == "text":   # text has no prompt/answer to score
+        return train, []
+    size = heldout_size(len(train), data_cfg.test_size)
+    stats["test_split"] = {"held_out": size, "of": len(train), "seed": data_cfg.seed}
+    return hold_out(train, size, data_cfg.seed)
+
+
+def _warnings(data_cfg: "DataConfig", files: dict, train: list, validation: list, held_out: list,
+              stats: dict[str, Any]) -> list[str]:
+    from lmtune.data.holdout import prompts_in_train, split_warnings
+
+    if files["test"]:
+        test = load_split(files["test"], data_cfg.format, "test data").examples
+    else:
+        test = held_out
+    scoreable = stats.get("format") != "text"   # text has no answers to generate: no test needed
+    count = len(test) if (files["test"] or held_out) else (None if scoreable else 0)
+    overlap = prompts_in_train(test, train + validation)
+    stats["test_prompts_in_train"] = overlap
+    return split_warnings(data_cfg, stats, len(validation), count, overlap)
 
 
 def _tokenize_splits(splits: dict[str, list], data_cfg: "DataConfig", tokenizer: Any, template: Template,

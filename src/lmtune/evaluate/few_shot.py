@@ -17,8 +17,9 @@ from lmtune.data.templates import ChatMLTemplate, ModelTemplate, Rendered, Templ
 from lmtune.errors import UserError
 
 
-def load_shots(cfg, k: int) -> list[Example]:
-    """The first k examples of the run's training data (data.train, else the bundled task's)."""
+def load_shots(cfg, k: int, exclude: set[str] | frozenset[str] = frozenset()) -> list[Example]:
+    """The first k examples of the run's training data (data.train, else the bundled task's),
+    skipping those whose content_key is in `exclude` (a test split held out of data.train)."""
     from lmtune.data import load_split, resolve_files
 
     if k <= 0:
@@ -28,7 +29,7 @@ def load_shots(cfg, k: int) -> list[Example]:
         raise UserError(f"--few-shot {k}: no training examples to take shots from",
                         ["set data.task (a bundled task) or data.train in the config"])
     examples = load_split(paths, cfg.data.format, "few-shot examples").examples
-    shots = [ex for ex in examples if ex.format != "text"][:k]
+    shots = [ex for ex in examples if ex.format != "text" and ex.content_key() not in exclude][:k]
     if len(shots) < k:
         raise UserError(f"--few-shot {k}: the training data has only {len(shots)} usable examples")
     return shots

@@ -116,12 +116,19 @@ def base_model(model, cfg: Config, tokenizer):
 
 # ---------------------------------------------------------------- inputs
 
-def resolve_test_set(cfg: Config, settings: EvalSettings) -> TestSet | None:
-    """--test files, else data.test, else the bundled task's test split; None when there is none.
+def resolve_test_set(cfg: Config, settings: EvalSettings, run_dir: str | Path | None = None) -> TestSet | None:
+    """--test files, else data.test, else the bundled task's test split, else the test split train
+    held out of the training data (RUN/heldout_test.jsonl); None when there is none.
     The run's task (data.task) picks the scorer; a user's own data gets exact match + ROUGE-L."""
     from lmtune.data import load_split, resolve_files
+    from lmtune.data.holdout import HELDOUT_FILE
 
     paths = list(settings.test or []) or resolve_files(cfg.data)["test"]
+    source = None
+    heldout = Path(run_dir) / HELDOUT_FILE if run_dir is not None and settings.subject == "run" else None
+    if not paths and heldout is not None and heldout.is_file():
+        paths = [str(heldout)]
+        source = f"{heldout} (held out of data.train, never trained on)"
     if not paths:
         return None
     loaded = load_split(paths, cfg.data.format, "test data")
@@ -132,7 +139,9 @@ def resolve_test_set(cfg: Config, settings: EvalSettings) -> TestSet | None:
     if limit:
         examples = examples[:limit]
     k = cfg.eval.few_shot if settings.few_shot is None else settings.few_shot
-    return TestSet(", ".join(str(p) for p in paths), get_scorer(cfg.data.task), examples, load_shots(cfg, k))
+    exclude = {ex.content_key() for ex in loaded.examples} if source else frozenset()
+    return TestSet(source or ", ".join(str(p) for p in paths), get_scorer(cfg.data.task), examples,
+                   load_shots(cfg, k, exclude))
 
 
 def prompt_text(example) -> str:
@@ -204,7 +213,7 @@ def evaluate_model(cfg: Config, run_dir: str | Path | None, model, tokenizer, te
     """Evaluate a loaded tuned model (and its base) and write eval.json into `run_dir`."""
     settings = settings or EvalSettings()
     started = time.time()
-    test = resolve_test_set(cfg, settings)
+    test = resolve_test_set(cfg, settings, run_dir)
     check_forgetting = cfg.eval.forgetting_check if settings.forgetting is None else settings.forgetting
     probe_texts = forgetting.load_probe() if check_forgetting else []
 

@@ -1,0 +1,199 @@
+"""`train.learning_rate: auto` and `train.epochs: auto`: one rule, used by `lmtune train` (on the
+prepared data and the loaded model) and by `lmtune advise` (on the data summary and the model's
+config). Standard library only.
+
+Learning rate, from the method and the model's width (hidden size):
+
+    lora/qlora:  2e-4 x (4096 / hidden) ** 0.83    (2e-4 at hidden 4096, 2e-3 at hidden 256)
+    full:        lora's / 10                       (LoRA's best rate is ~10x full's and nearly
+                                                    independent of rank: "LoRA Without Regret")
+
+Anchors: at hidden 4096 (Llama 3.1 8B, Mistral 7B) LoRA gets 2e-4, the QLoRA paper's rate for
+7B/13B, and full 2e-5, the seed's; at hidden 8192 (65-70B) LoRA gets 1.1e-4 (the QLoRA paper: 1e-4
+for 33B/65B). On the embedded base (hidden 256) LoRA gets 2e-3, the rate measured best there: on a
+held-out chat task LoRA 2e-3 for 6 epochs reached 98% exact match with forgetting ok, LoRA 2e-4
+24%; 3.2e-3 (a first version of this rule, exponent 1) made the general-text perplexity 15x worse
+on one of the study's tasks (benchmarks/README.md). Width and not parameter count: the update size
+a layer tolerates shrinks with its fan-in (the muP argument); the exponent is the one that joins
+the two anchors.
+
+Epochs, from the number of examples (the seed's guidance), then a floor on optimizer steps:
+
+    examples      < 1K   1K-10K   10K-50K   50K-200K   >= 200K
+    epochs           5        4         3          2         1
+
+    then at least MIN_STEPS optimizer steps (more epochs, up to MAX_EPOCHS, the seed's upper end),
+    since a small file in packed rows is only a few steps per epoch: 1,500 short chat examples are
+    ~20 steps per epoch at the CPU defaults, and 2 epochs of them (~40 steps) reached 26% where
+    6 epochs (~130 steps) reached 98%.
+
+An explicit number in the config wins; `train.max_steps` > 0 wins over epochs.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+
+AUTO = "auto"
+REF_HIDDEN = 4096           # Llama 2/3 7-8B, Mistral 7B
+LORA_LR_AT_REF = 2e-4       # the QLoRA paper's 7B/13B rate
+LORA_FACTOR = 10.0          # LoRA's rate / full fine-tuning's
+# 2e-4 at hidden 4096 -> 2e-3 (measured best) at hidden 256: 10x over 16x the width
+WIDTH_EXPONENT = math.log(10) / math.log(16)
+MIN_STEPS = 120
+MAX_EPOCHS = 10
+EPOCHS_BY_EXAMPLES = ((1_000, 5), (10_000, 4), (50_000, 3), (200_000, 2))  # (below, epochs); else 1
+
+
+@dataclass(frozen=True)
+class ModelSize:
+    hidden: int
+    params: int | None = None
+
+
+@dataclass(frozen=True)
+class DataSize:
+    examples: int
+    tokens: int | None        # tokens in one epoch of training data; None: not known (no file read)
+    max_length: int = 512
+    packing: bool = True
+    long_examples: int = 0    # examples longer than half of max_length: each fills a packed row alone
+
+
+@dataclass(frozen=True)
+class Batch:
+    micro: int = 1            # examples or packed rows per device per micro-batch
+    accum: int = 1
+    processes: int = 1
+
+    @property
+    def rows_per_step(self) -> int:
+        return self.micro * self.accum * self.processes
+
+
+@dataclass
+class Resolved:
+    learning_rate: float
+    epochs: float
+    steps_per_epoch: int | None = None
+    lines: list[str] = field(default_factory=list)   # one `key: value (reason)` line per auto key
+
+
+def is_auto(value) -> bool:
+    return isinstance(value, str) and value.strip().lower() == AUTO
+
+
+def _round(x: float) -> float:
+    return float(f"{x:.2g}")
+
+
+def learning_rate_for(method: str, model: ModelSize) -> tuple[float, str]:
+    """(learning rate, reason) for `method` on a model of this width."""
+    hidden = max(32, int(model.hidden))
+    lora = LORA_LR_AT_REF * (REF_HIDDEN / hidden) ** WIDTH_EXPONENT
+    size = f"hidden {hidden}" + (f", {_params(model.params)} params" if model.params else "")
+    rule = f"2e-4 x (4096/{hidden})^{WIDTH_EXPONENT:.2f}"
+    if method == "full":
+        return _round(lora / LORA_FACTOR), f"full fine-tuning, {size}: LoRA's {rule} / {LORA_FACTOR:g}"
+    return _round(lora), f"{method}, {size}: {rule}"
+
+
+def _params(n: int) -> str:
+    return f"{n / 1e9:.1f}B" if n >= 1e9 else f"{n / 1e6:.1f}M"
+
+
+def rows_per_epoch(data: DataSize) -> tuple[int, bool]:
+    """(training rows per epoch, estimated?). Unpacked: one per example. Packed: the tokens fill rows
+    of max_length (best-fit packing leaves little room), but an example over half a row takes one alone."""
+    if not data.packing or data.tokens is None:
+        return data.examples, data.packing
+    return max(1, math.ceil(data.tokens / data.max_length), data.long_examples), False
+
+
+def steps_per_epoch(data: DataSize, batch: Batch) -> int:
+    rows, _ = rows_per_epoch(data)
+    micro_batches = math.ceil(rows / max(1, batch.micro * batch.processes))
+    return max(1, math.ceil(micro_batches / max(1, batch.accum)))
+
+
+def seed_epochs(examples: int) -> int:
+    for below, epochs in EPOCHS_BY_EXAMPLES:
+        if examples < below:
+            return epochs
+    return 1
+
+
+def epochs_for(data: DataSize, batch: Batch) -> tuple[int, int, str]:
+    """(epochs, optimizer steps per epoch, reason)."""
+    per_epoch = steps_per_epoch(data, batch)
+    base = seed_epochs(data.examples)
+    floor = math.ceil(MIN_STEPS / per_epoch)
+    epochs = max(base, min(MAX_EPOCHS, floor))
+    rows, unknown = rows_per_epoch(data)
+    what = "examples" if not data.packing else ("examples (token count unknown)" if unknown else "packed rows")
+    why = (f"{data.examples:,} examples -> {base} by example count; {rows:,} {what} / "
+           f"{batch.rows_per_step} per step = {per_epoch} steps per epoch")
+    if epochs > base:
+        capped = " (capped)" if floor > MAX_EPOCHS else ""
+        why += f" -> {epochs} for at least {MIN_STEPS} optimizer steps{capped}"
+    return epochs, per_epoch, why + f" ({epochs * per_epoch:,} steps)"
+
+
+def resolve(learning_rate, epochs, max_steps: int, method: str, model: ModelSize | None,
+            data: DataSize | None, batch: Batch) -> Resolved:
+    """The values `train` runs with. Explicit values pass through; auto ones are computed.
+    Raises ConfigError naming the key when an auto value cannot be computed."""
+    from lmtune.errors import ConfigError
+
+    lines = []
+    if is_auto(learning_rate):
+        if model is None:
+            raise ConfigError("train.learning_rate: auto needs the model's width (hidden size)",
+                              ["set train.learning_rate to a number, or name a model whose config.json "
+                               "can be read"])
+        learning_rate, why = learning_rate_for(method, model)
+        lines.append(f"train.learning_rate: auto -> {learning_rate:.1e} ({why})")
+    per_epoch = steps_per_epoch(data, batch) if data is not None else None
+    if is_auto(epochs):
+        stop = max_steps is not None and max_steps > 0
+        if data is None or data.examples <= 0:
+            if not stop:
+                raise ConfigError("train.epochs: auto needs the training data (its examples and tokens)",
+                                  ["give the data (data.train, or --data for `lmtune advise`), or set "
+                                   "train.epochs to a number"])
+            epochs, why = 1, "no data to size it"
+        else:
+            epochs, per_epoch, why = epochs_for(data, batch)
+        wins = f"; train.max_steps={max_steps} wins, training stops there" if stop else ""
+        lines.append(f"train.epochs: auto -> {epochs} ({why}{wins})")
+    return Resolved(float(learning_rate), float(epochs), per_epoch, lines)
+
+
+def data_size_of(train_dataset, max_length: int, packing: bool) -> DataSize:
+    """DataSize of a tokenized training split (the `input_ids` column)."""
+    lengths = [len(ids) for ids in train_dataset["input_ids"]]
+    return DataSize(len(lengths), sum(lengths), max_length, packing,
+                    sum(1 for n in lengths if n > max_length // 2))
+
+
+def model_size_of(model) -> ModelSize | None:
+    config = getattr(model, "config", None)
+    hidden = getattr(config, "hidden_size", None)
+    if not hidden:
+        return None
+    return ModelSize(int(hidden), int(sum(p.numel() for p in model.parameters())))
+
+
+def resolve_for_run(cfg, model, train_dataset, device_kind: str, processes: int = 1,
+                    say=print) -> Resolved:
+    """Resolve the run's auto values in place (cfg.train), before config.yaml is written and the
+    Trainer is built; `say` gets one line per resolved key."""
+    t = cfg.train
+    batch = Batch(t.micro_batch(device_kind), t.grad_accum, processes)
+    data = data_size_of(train_dataset, cfg.data.max_length, cfg.data.packing) if train_dataset is not None else None
+    out = resolve(t.learning_rate, t.epochs, t.max_steps, cfg.method, model_size_of(model), data, batch)
+    t.learning_rate, t.epochs = out.learning_rate, out.epochs
+    for line in out.lines:
+        say(line)
+    return out

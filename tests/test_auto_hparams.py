@@ -1,0 +1,99 @@
+"""train.learning_rate: auto and train.epochs: auto (lmtune/hparams.py): the rule at published
+anchors and on the embedded base, explicit values winning, clear errors, and the resolved values
+reaching the Trainer and the run's config.yaml."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+import yaml
+
+from lmtune.config import load_config
+from lmtune.errors import ConfigError
+from lmtune.hparams import Batch, DataSize, ModelSize, epochs_for, learning_rate_for, resolve
+from tiny_models import save_tiny_model, write_alpaca
+
+
+@pytest.mark.parametrize("method, hidden, lr", [
+    ("lora", 4096, 2e-4),     # Llama 3.1 8B / Mistral 7B: the QLoRA paper's 7B/13B rate
+    ("qlora", 5120, 1.7e-4),  # 13B: still about 2e-4
+    ("qlora", 8192, 1.1e-4),  # 65-70B: about the QLoRA paper's 33B/65B rate (1e-4)
+    ("full", 4096, 2e-5),     # the seed's full fine-tuning rate at 7B
+    ("lora", 3584, 2.2e-4),   # Qwen2.5 7B
+    ("lora", 256, 2e-3),      # the embedded base: 2e-3 x 6 epochs reached 98% on the issue's task
+    ("full", 256, 2e-4),      # LoRA's / 10
+])
+def test_learning_rate_anchors(method, hidden, lr):
+    got, why = learning_rate_for(method, ModelSize(hidden, 7_000_000_000))
+    assert got == lr and f"hidden {hidden}" in why
+
+
+def test_lora_is_ten_times_full_at_every_width():
+    for hidden in (256, 896, 2048, 4096, 8192):
+        lora = learning_rate_for("lora", ModelSize(hidden))[0]
+        full = learning_rate_for("full", ModelSize(hidden))[0]
+        assert lora == pytest.approx(10 * full, rel=0.06)
+    # twice the width, 2^0.83 = 1.78x lower: 2e-4 at 4096 -> 3.6e-4 at 2048
+    assert learning_rate_for("lora", ModelSize(2048))[0] == 3.6e-4
+
+
+@pytest.mark.parametrize("data, batch, epochs, per_epoch", [
+    # 60K examples of ~200 tokens on a GPU (16 rows of 512 per step): the seed's 2 epochs
+    (DataSize(60_000, 12_000_000, 512), Batch(4, 4, 1), 2, 1465),
+    # 5K examples of ~300 tokens in rows of 2048: 4 epochs by count, already above the floor
+    (DataSize(5_000, 1_500_000, 2048), Batch(4, 4, 1), 4, 46),
+    # the issue's task: 1.5K short chat examples on CPU (4 rows of 512): 22 steps/epoch -> 6 epochs,
+    # the run that reached 98% there
+    (DataSize(1_500, 45_000, 512), Batch(1, 4, 1), 6, 22),
+    # 200 examples: 4 steps per epoch; the floor wants 30 epochs, capped at 10
+    (DataSize(200, 8_000, 512), Batch(1, 4, 1), 10, 4),
+    # unpacked: one row per example; 2 processes halve the steps per epoch
+    (DataSize(800, 40_000, 512, packing=False), Batch(2, 4, 2), 5, 50),
+])
+def test_epochs_from_examples_and_steps(data, batch, epochs, per_epoch):
+    got, steps, why = epochs_for(data, batch)
+    assert (got, steps) == (epochs, per_epoch), why
+
+
+def test_explicit_values_and_max_steps_win():
+    model, data, batch = ModelSize(256), DataSize(1_500, 45_000, 512), Batch(1, 4, 1)
+    out = resolve(5e-4, 2.0, -1, "full", model, data, batch)
+    assert (out.learning_rate, out.epochs, out.lines) == (5e-4, 2.0, [])
+    out = resolve("auto", "auto", 30, "lora", model, data, batch)
+    assert out.learning_rate == 2e-3 and out.epochs == 6.0
+    assert "train.max_steps=30 wins" in out.lines[1]
+
+
+def test_unresolvable_auto_names_the_key():
+    with pytest.raises(ConfigError, match="train.epochs: auto needs the training data"):
+        resolve(2e-4, "auto", -1, "lora", ModelSize(256), None, Batch())
+    with pytest.raises(ConfigError, match="train.learning_rate: auto needs the model's width"):
+        resolve("auto", 3.0, -1, "lora", None, DataSize(10, 100), Batch())
+
+
+def test_resolved_values_reach_the_trainer_and_config_yaml(tmp_path, capsys):
+    from lmtune.train import train
+
+    model_dir = save_tiny_model(tmp_path / "base", "llama")   # hidden 32
+    data = write_alpaca(tmp_path / "train.jsonl", 40)
+    cfg = load_config(None, [f"model.name_or_path={model_dir}", f"data.train={data}",
+                             f"output.dir={tmp_path / 'run'}", "data.max_length=96", "data.val_split=0",
+                             "train.batch_size=16", "train.grad_accum=1", "train.scheduler=constant",
+                             "train.warmup_ratio=0", "train.logging_steps=1", "train.load_best=false",
+                             "train.save_steps=1000",
+                             "output.report=false", "eval.after_train=false"])
+    train(cfg, quiet=True)
+    printed = capsys.readouterr().out
+    # hidden 32: 2e-4 x (4096/32)^0.83 = 1.1e-2; 40 examples -> one step per epoch, so the step
+    # floor asks for more epochs than the cap allows: 10
+    assert "train.learning_rate: auto -> 1.1e-02 (lora, hidden 32" in printed
+    assert "train.epochs: auto -> 10 (" in printed
+    saved = yaml.safe_load((tmp_path / "run" / "config.yaml").read_text())
+    assert saved["train"]["learning_rate"] == 0.011 and saved["train"]["epochs"] == 10.0
+    logs = [json.loads(x) for x in (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()]
+    lrs = {round(r["learning_rate"], 6) for r in logs if "learning_rate" in r}
+    assert lrs == {0.011}                       # constant schedule: the Trainer ran the resolved rate
+    assert max(r.get("epoch", 0) for r in logs) == pytest.approx(10.0)
+    # the saved config runs as written: numbers now, not auto
+    assert load_config(tmp_path / "run" / "config.yaml").learning_rate == 0.011
