@@ -149,7 +149,7 @@ def check_args(args: argparse.Namespace) -> None:
     for d in args.data:
         if not Path(d).is_dir():
             checks.input_file(d, "--data")
-    checks.output_file(args.out, "--out", overwrite=args.overwrite)
+    checks.output_file(args.out, "--out", overwrite=args.overwrite or args.force)
 
 
 def _write(path: str, config: dict, advice) -> None:
