@@ -59,7 +59,8 @@ def project(tmp_path_factory) -> Path:
 
 def _config(root: Path, out: str, **train) -> Path:
     cfg = {"model": {"name_or_path": str(root / "base")},
-           "data": {"train": [str(root / "train.jsonl")], "val_split": 0.0, "max_length": 40, "template": "alpaca"},
+           "data": {"train": [str(root / "train.jsonl")], "val_split": 0.0, "test_size": 0, "max_length": 40,
+                    "template": "alpaca"},
            "train": {"max_steps": 4, "batch_size": 2, "grad_accum": 1, "threads": 1, "logging_steps": 1,
                      "load_best": False, **train},
            "eval": {"after_train": False, "forgetting_check": False},

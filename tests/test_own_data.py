@@ -141,7 +141,7 @@ def test_advise_never_overwrites_without_force(tmp_path, capsys):
     out = tmp_path / "advised.yaml"
     out.write_text("# mine\n")
     assert _advise(tmp_path, out) == 2
-    assert "the file exists" in capsys.readouterr().err and out.read_text() == "# mine\n"
+    assert "already exists" in capsys.readouterr().err and out.read_text() == "# mine\n"
     assert _advise(tmp_path, out, "--force") == 0
     assert load_config(out).method == "lora"
 

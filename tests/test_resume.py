@@ -64,8 +64,8 @@ def _plant(monkeypatch, callback: TrainerCallback) -> None:
     """Add `callback` (after lmtune's own, so it sees their work done) to the next run's Trainer."""
     real = train_module._build_trainer
 
-    def build(cfg, run, setup):
-        trainer = real(cfg, run, setup)
+    def build(cfg, run, setup, *extra):
+        trainer = real(cfg, run, setup, *extra)
         trainer.add_callback(callback)
         return trainer
 

@@ -126,8 +126,8 @@ def _token_lengths(examples: list, fmt: str | None, model: str) -> list[int] | N
     """Token count of each example as train renders it; None when the tokenizer is not available
     here (a Hub model that is not cached, a preset without a local copy)."""
     from lmtune.data import get_template, tokenize_examples
-    from lmtune.data.tokenizer import load_tokenizer
-    from lmtune.estimate.models import model_reference
+    from lmtune.estimate.shapes import model_reference
+    from lmtune.models import open_tokenizer as load_tokenizer
 
     try:
         tokenizer = load_tokenizer(model_reference(model))

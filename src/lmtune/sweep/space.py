@@ -75,7 +75,9 @@ def _field_type(key: str) -> Any:
 
 
 def _numeric_kind(tp: Any) -> str | None:
-    members = set(typing.get_args(tp)) - {type(None)} or {tp}
+    # `float | str` is a number that may also say `auto` (train.learning_rate, train.epochs): a range
+    # of it is a range of numbers
+    members = set(typing.get_args(tp)) - {type(None), str} or {tp}
     if members == {int}:
         return "int"
     if members == {float}:
