@@ -151,18 +151,20 @@ def test_two_workers_on_one_sqlite_study_killed_and_resumed(setup, tmp_path, cap
     args = ["sweep", str(cfg), "--param", "train.learning_rate=1e-3:5e-3:log", "--param", "lora.r=2,4",
             "--trials", "5", "--out", str(out), "--no-prune", "--no-test"]
     proc = _lmtune(*args, "--parallel", "2", stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    deadline = time.time() + 240
-    done = []
-    while time.time() < deadline and len(done) < 2:
-        time.sleep(0.5)
-        if (out / "study.db").is_file():
-            try:
-                done = [t for t in _study(out).trials if t.state.name == "COMPLETE"]
-            except Exception:   # the study is still being created
-                done = []
+    deadline = time.time() + 300
+    ready = False   # a trial finished, both workers have taken one, and one is training now
+    while time.time() < deadline and not ready:
+        time.sleep(0.2)
+        try:
+            trials = _study(out).trials
+        except Exception:   # the study is still being created
+            continue
+        states = [t.state.name for t in trials]
+        ready = ("COMPLETE" in states and "RUNNING" in states
+                 and len({t.user_attrs.get("worker") for t in trials} - {None}) == 2)
     os.killpg(proc.pid, signal.SIGKILL)      # the driver and both workers, mid-sweep
     proc.wait()
-    assert len(done) >= 2, "two trials should have finished before the kill"
+    assert ready, "a trial should have finished and another be running before the kill"
     before = _study(out).trials
     workers = {t.user_attrs["worker"] for t in before}
     assert len(workers) == 2                 # two processes worked on the one SQLite study
@@ -184,3 +186,22 @@ def test_two_workers_on_one_sqlite_study_killed_and_resumed(setup, tmp_path, cap
     for n, params in finished.items():       # finished trials were not run again
         assert after[n].params == params and after[n].state.name == "COMPLETE"
     assert all(p.stat().st_mtime_ns == m for p, m in stamp.items())
+
+
+def test_grid_points_are_queued_once_so_parallel_workers_never_repeat_one(setup):
+    from lmtune.sweep.space import parse_params
+    from lmtune.sweep.study import enqueue_grid
+
+    _, cfg = setup
+    params = parse_params(["lora.r=2,4", "lora.use_rslora=true,false"], str(cfg), [])
+    study = optuna.create_study()
+    assert enqueue_grid(study, params) == 4
+    assert enqueue_grid(study, params) == 0          # a second driver (another machine) adds nothing
+    # two workers asking at the same time get two different points
+    a, b = study.ask(), study.ask()
+    pa = {p.key: p.suggest(a) for p in params}
+    pb = {p.key: p.suggest(b) for p in params}
+    assert pa != pb
+    queued = [t.params or t.system_attrs["fixed_params"] for t in study.get_trials(deepcopy=False)]
+    assert sorted(map(str, queued)) == sorted(str({"lora.r": r, "lora.use_rslora": u})
+                                              for r in (2, 4) for u in (True, False))

@@ -94,7 +94,7 @@ def _check_out(spec, own_storage: bool) -> None:
 def run(args: argparse.Namespace) -> int:
     import optuna
 
-    from lmtune.sweep.study import counted, load_study, open_storage, recover_interrupted
+    from lmtune.sweep.study import counted, enqueue_grid, load_study, open_storage, recover_interrupted
     from lmtune.sweep.trial import work
 
     spec = _spec(args)
@@ -118,6 +118,7 @@ def run(args: argparse.Namespace) -> int:
         raise
     for n in recover_interrupted(study):
         print(f"trial {n} was interrupted (its worker stopped): its parameters run again")
+    enqueue_grid(study, spec.params)
     done = counted(study)
     kind = "grid" if isinstance(study.sampler, optuna.samplers.GridSampler) else "TPE"
     print(f"sweep {spec.study_name}: {kind}, {spec.trials} trials ({done} already in the study), "

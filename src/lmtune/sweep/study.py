@@ -110,13 +110,19 @@ def _grid_sampler(grid: dict, seed: int):
 
 
 def _alive(pid: int) -> bool:
+    """The process exists and is not a zombie (a killed worker whose parent died too may wait
+    unreaped, e.g. in a container whose init does not reap)."""
     try:
         os.kill(pid, 0)
     except ProcessLookupError:
         return False
     except PermissionError:
         return True
-    return True
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return True       # no /proc (not Linux): trust the signal check
+    return stat.rpartition(")")[2].split()[0] != "Z"
 
 
 def recover_interrupted(study) -> list[int]:
@@ -148,3 +154,27 @@ def counted(study) -> int:
 
     return sum(1 for t in study.get_trials(deepcopy=False)
                if t.state != TrialState.WAITING and not t.user_attrs.get("interrupted"))
+
+
+def enqueue_grid(study, params: list[Param]) -> int:
+    """Queue every grid point the study has not seen yet. Workers then take queued trials, which
+    the storage hands to one worker each: Optuna's GridSampler alone lets two workers that start
+    together draw the same point (measured: both workers of a 2-point grid trained lora.r=64)."""
+    import itertools
+
+    from lmtune.sweep.space import grid_space
+
+    grid = grid_space(params)
+    if grid is None:
+        return 0
+    # a queued trial keeps its parameters in system_attrs until a worker takes it
+    seen = [t.params or t.system_attrs.get("fixed_params", {}) for t in study.get_trials(deepcopy=False)
+            if not t.user_attrs.get("interrupted")]
+    added = 0
+    for values in itertools.product(*grid.values()):
+        point = dict(zip(grid, values))
+        if point not in seen:
+            study.enqueue_trial(point, skip_if_exists=True)
+            added += 1
+    return added
+
