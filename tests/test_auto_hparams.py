@@ -46,8 +46,8 @@ def test_lora_is_ten_times_full_at_every_width():
     # the task: 1.5K short chat examples on CPU (4 rows of 512): 22 steps/epoch -> 6 epochs,
     # the run that reached 98% there
     (DataSize(1_500, 45_000, 512), Batch(1, 4, 1), 6, 22),
-    # 200 examples: 4 steps per epoch; the floor wants 30 epochs, capped at 6
-    (DataSize(200, 8_000, 512), Batch(1, 4, 1), 6, 4),
+    # 200 examples: 4 steps per epoch; the floor wants 30 epochs, capped at 10
+    (DataSize(200, 8_000, 512), Batch(1, 4, 1), 10, 4),
     # unpacked: one row per example; 2 processes halve the steps per epoch
     (DataSize(800, 40_000, 512, packing=False), Batch(2, 4, 2), 5, 50),
 ])
@@ -86,14 +86,14 @@ def test_resolved_values_reach_the_trainer_and_config_yaml(tmp_path, capsys):
     train(cfg, quiet=True)
     printed = capsys.readouterr().out
     # hidden 32: 2e-4 x (4096/32)^0.83 = 1.1e-2; 40 examples -> one step per epoch, so the step
-    # floor asks for more epochs than the cap allows: 6
+    # floor asks for more epochs than the cap allows: 10
     assert "train.learning_rate: auto -> 1.1e-02 (lora, hidden 32" in printed
-    assert "train.epochs: auto -> 6 (" in printed and "(capped)" in printed
+    assert "train.epochs: auto -> 10 (" in printed
     saved = yaml.safe_load((tmp_path / "run" / "config.yaml").read_text())
-    assert saved["train"]["learning_rate"] == 0.011 and saved["train"]["epochs"] == 6.0
+    assert saved["train"]["learning_rate"] == 0.011 and saved["train"]["epochs"] == 10.0
     logs = [json.loads(x) for x in (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()]
     lrs = {round(r["learning_rate"], 6) for r in logs if "learning_rate" in r}
     assert lrs == {0.011}                       # constant schedule: the Trainer ran the resolved rate
-    assert max(r.get("epoch", 0) for r in logs) == pytest.approx(6.0)
+    assert max(r.get("epoch", 0) for r in logs) == pytest.approx(10.0)
     # the saved config runs as written: numbers now, not auto
     assert load_config(tmp_path / "run" / "config.yaml").learning_rate == 0.011

@@ -22,11 +22,10 @@ Epochs, from the number of examples (the seed's guidance), then a floor on optim
     examples      < 1K   1K-10K   10K-50K   50K-200K   >= 200K
     epochs           5        4         3          2         1
 
-    then at least MIN_STEPS optimizer steps (more epochs, up to MAX_EPOCHS), since a small file in
-    packed rows is only a few steps per epoch: 1,500 short chat examples are ~20 steps per epoch at
-    the CPU defaults, and 2 epochs of them (~40 steps) reached 26% where 6 epochs (~130 steps)
-    reached 98%. The cap is 6, not the seed's 10: on the study's 250-example initials task, LoRA
-    for 10 epochs reached 100% but made general-text perplexity 3.5x worse ("forgotten").
+    then at least MIN_STEPS optimizer steps (more epochs, up to MAX_EPOCHS, the seed's upper end),
+    since a small file in packed rows is only a few steps per epoch: 1,500 short chat examples are
+    ~20 steps per epoch at the CPU defaults, and 2 epochs of them (~40 steps) reached 26% where
+    6 epochs (~130 steps) reached 98%.
 
 An explicit number in the config wins; `train.max_steps` > 0 wins over epochs.
 """
@@ -43,7 +42,7 @@ LORA_FACTOR = 10.0          # LoRA's rate / full fine-tuning's
 # 2e-4 at hidden 4096 -> 2e-3 (measured best) at hidden 256: 10x over 16x the width
 WIDTH_EXPONENT = math.log(10) / math.log(16)
 MIN_STEPS = 120
-MAX_EPOCHS = 6             # 10 (the seed's upper end) made LoRA forget on a 250-example study task
+MAX_EPOCHS = 10
 EPOCHS_BY_EXAMPLES = ((1_000, 5), (10_000, 4), (50_000, 3), (200_000, 2))  # (below, epochs); else 1
 
 
