@@ -57,11 +57,11 @@ def _overrides(args: argparse.Namespace) -> list[str]:
 def run(args: argparse.Namespace) -> int:
     from lmtune import distributed
     from lmtune.config import load_config
-
     from lmtune.errors import UserError
 
     _split_config(args)
-    if not args.config and not getattr(args, "data", None):
+    given = {o.split("=", 1)[0] for o in args.overrides}   # a launched worker gets data.train=[...]
+    if not args.config and not getattr(args, "data", None) and not given & {"data.train", "data.task"}:
         raise UserError("lmtune train: give a config file or --data FILE",
                         ["lmtune train configs/tiny-sql-lora.yaml", "lmtune train --data my.jsonl"])
     overrides = _overrides(args)
