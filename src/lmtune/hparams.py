@@ -12,8 +12,9 @@ Anchors: at hidden 4096 (Llama 3.1 8B, Mistral 7B) LoRA gets 2e-4, the QLoRA pap
 7B/13B, and full 2e-5, the seed's; at hidden 8192 (65-70B) LoRA gets 1.1e-4 (the QLoRA paper: 1e-4
 for 33B/65B). On the embedded base (hidden 256) LoRA gets 2e-3, the rate measured best there: on a
 held-out chat task LoRA 2e-3 for 6 epochs reached 98% exact match with forgetting ok, LoRA 2e-4
-24%; 3.2e-3 (a first version of this rule, exponent 1) made the general-text perplexity 15x worse
-on one of the study's tasks (benchmarks/README.md). Width and not parameter count: the update size
+24%; 3.2e-3 for 12 epochs (a first version of this rule: exponent 1, a 150-step floor, up to 20
+epochs) made the general-text perplexity 15x worse on one of the study's tasks, 2e-3 for 10 epochs
+3.5x (benchmarks/README.md). Width and not parameter count: the update size
 a layer tolerates shrinks with its fan-in (the muP argument); the exponent is the one that joins
 the two anchors.
 

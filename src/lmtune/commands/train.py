@@ -56,7 +56,8 @@ def _split_config(args: argparse.Namespace) -> None:
     if args.config and "=" in args.config and not args.config.endswith((".yaml", ".yml")):
         args.overrides.insert(0, args.config)
         args.config = None
-    if not args.config and not getattr(args, "data", None):
+    given = {o.split("=", 1)[0] for o in args.overrides}   # a launched worker gets data.train=[...]
+    if not args.config and not getattr(args, "data", None) and not given & {"data.train", "data.task"}:
         raise UserError("lmtune train: give a config file or --data FILE",
                         ["lmtune train configs/tiny-sql-lora.yaml", "lmtune train --data my.jsonl"])
 
