@@ -6,6 +6,7 @@
 #   scripts/mutation.sh                      # every module in the table
 #   scripts/mutation.sh tasks/sql methods/lora
 #   MUTATION_JOBS=2 scripts/mutation.sh estimate/activations
+#   MUTATION_ONLY='*x_generic_profile__mutmut_*' scripts/mutation.sh estimate/activations  # one function
 #
 # Each module runs in its own copy of the tree under $MUTATION_WORK/<module> (default .mutation/,
 # git-ignored), so runs never touch src/ and can go in parallel. Afterwards, in that directory:
@@ -65,7 +66,7 @@ run_module() {
   echo "== $key: mutating $sources"
   echo "   tests: $tests"
   (cd "$dir" && env -u PYTHONPATH HF_HUB_OFFLINE=1 TOKENIZERS_PARALLELISM=false \
-     "$MUTMUT" run --max-children "$JOBS" >"$dir/run.log" 2>&1) || echo "   mutmut exited $? (see $dir/run.log)"
+     "$MUTMUT" run --max-children "$JOBS" ${MUTATION_ONLY:+"$MUTATION_ONLY"} >"$dir/run.log" 2>&1) || echo "   mutmut exited $? (see $dir/run.log)"
   (cd "$dir" && env -u PYTHONPATH "$MUTMUT" results --all true >"$dir/results.txt" 2>&1) || true
   "$PYTHON" - "$key" "$dir/results.txt" <<'EOF'
 import collections, sys

@@ -85,20 +85,24 @@ def test_lora_bias_dora_and_checkpointing_reach_peft(tmp_path):
     assert emb.requires_grad
 
 
-def test_lora_targets_missing_from_the_model_are_a_config_error(tmp_path):
+@pytest.mark.parametrize("arch, layers", [
+    ("llama", "down_proj, gate_proj, k_proj, lm_head, o_proj, q_proj, up_proj, v_proj"),
+    ("gpt2", "c_attn, c_fc, c_proj, lm_head"),   # transformers' Conv1D layers are listed too
+])
+def test_lora_targets_missing_from_the_model_are_a_config_error(tmp_path, arch, layers):
     from transformers import AutoModelForCausalLM
 
     from lmtune import methods
     from lmtune.errors import ConfigError
 
-    base = save_tiny_model(tmp_path / "base", "llama")
+    base = save_tiny_model(tmp_path / "base", arch)
     cfg = load_config(None, [f"model.name_or_path={base}", "data.task=sql", "method=lora",
                              "lora.target_modules=[nonexistent_proj]"])
     with pytest.raises(ConfigError) as err:
         methods.prepare(AutoModelForCausalLM.from_pretrained(str(base)), cfg)
     text = err.value.render()
     assert "lora.target_modules: ['nonexistent_proj'] not found in this model" in text
-    assert "linear layers in this model: down_proj, gate_proj, k_proj, lm_head, o_proj, q_proj, up_proj, v_proj" in text
+    assert f"linear layers in this model: {layers}" in text and "or use all-linear" in text
 
 
 # ---------------------------------------------------------------- forgetting verdict from the config
