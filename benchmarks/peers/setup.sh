@@ -25,13 +25,24 @@ for peer in "${PEERS[@]}"; do
   fi
   rm -rf "$venv"
   "$PY" -m venv "$venv"
-  "$venv/bin/pip" install --quiet --upgrade "pip==24.3.1" || true
   if [ ! -f "$wheels/.complete" ] || ! cmp -s "$req" "$wheels/.complete"; then
     mkdir -p "$wheels"
-    "$venv/bin/pip" download --quiet -d "$wheels" -r "$req"
+    "$venv/bin/pip" download --quiet --no-deps -d "$wheels" -r "$req"
     cp "$req" "$wheels/.complete"
   fi
-  "$venv/bin/pip" install --quiet --no-index --find-links "$wheels" -r "$req"
+  # the list is complete (every dependency pinned), so no resolver and no index
+  "$venv/bin/pip" install --quiet --no-deps --no-index --find-links "$wheels" -r "$req"
+  if [ "$peer" = llamafactory ]; then
+    # see llamafactory.txt: no torchaudio build exists for torch 2.13; text training never calls it
+    site="$("$venv/bin/python" -c 'import sysconfig; print(sysconfig.get_paths()["purelib"])')"
+    mkdir -p "$site/torchaudio"
+    cat > "$site/torchaudio/__init__.py" <<'PY'
+"""Stub written by lmtune's benchmarks/peers/setup.sh: PyPI has no torchaudio for torch 2.13, and
+LLaMA-Factory imports it at module level only for audio inputs, which the benchmark never uses."""
+def __getattr__(name):
+    raise ImportError(f"torchaudio.{name}: torchaudio is a stub in this benchmark environment")
+PY
+  fi
   "$venv/bin/pip" freeze > "$venv/freeze.txt"
   cp "$req" "$venv/.complete"
   echo "$peer: installed into $venv ($(wc -l < "$venv/freeze.txt") packages, see freeze.txt)"
