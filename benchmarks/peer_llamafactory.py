@@ -8,6 +8,7 @@ command, and measures what cpu_measure.py measures for the in-process recipes:
   tokens      non-padding positions (attention mask != 0) of the rows LLaMA-Factory trained on, read
               from the tokenized dataset it saves (`tokenized_path`); one epoch trains each row once
   train_s     its own `train_runtime` (the wall time of Trainer.train(), from trainer_state/all_results)
+  train_cpu_s CPU seconds of the process over those train_s seconds (CpuClock: /proc sampling)
   peak RSS    ru_maxrss of the llamafactory-cli process (RUSAGE_CHILDREN: imports, data, training)
   eval_loss   cpu_measure.response_loss on the same validation examples, in the layout it trained on:
               base + its saved adapter, loaded here with peft
@@ -116,18 +117,18 @@ def run_job(job) -> dict:
     config.write_text(yaml.safe_dump(settings, sort_keys=False), encoding="utf-8")
     env = {k: v for k, v in os.environ.items() if not k.startswith(("PYTHON", "VIRTUAL_ENV"))}
     env.update(PATH=f"{VENV / 'bin'}:{env.get('PATH', '')}", HF_HUB_OFFLINE="1", DISABLE_VERSION_CHECK="1",
-               TOKENIZERS_PARALLELISM="false", LLAMAFACTORY_VERBOSITY="WARN")
+               PYTHONUNBUFFERED="1", TOKENIZERS_PARALLELISM="false", LLAMAFACTORY_VERBOSITY="WARN")
     started = time.time()
-    proc = subprocess.run([str(cli), "train", str(config)], env=env, capture_output=True, text=True,
-                          cwd=str(work))
+    rc, log, cpu = _run_sampled([str(cli), "train", str(config)], env, work)
     wall = time.time() - started
-    (work / "llamafactory.log").write_text(proc.stdout + proc.stderr, encoding="utf-8")
-    if proc.returncode != 0:
-        raise SystemExit("llamafactory-cli failed:\n" + "\n".join((proc.stderr or proc.stdout).splitlines()[-15:]))
+    (work / "llamafactory.log").write_text(log, encoding="utf-8")
+    if rc != 0:
+        raise SystemExit("llamafactory-cli failed:\n" + "\n".join(log.splitlines()[-15:]))
     peak_kib = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss
     res = _results(work / "out")
     tokens, slots, rows = useful_tokens(work / "tokenized")
     train_s = res["train_runtime"] or wall
+    train_cpu = cpu.train_seconds(train_s)
     loss, n_eval = _score(job, work / "out", answer_items, read_jsonl, response_loss)
     return {
         "label": job.label, "recipe": job.recipe, "model": Path(job.model_dir).name,
@@ -135,7 +136,8 @@ def run_job(job) -> dict:
         "batches": rows, "tokens": tokens, "slots": slots, "loss_tokens": None,
         "pad_share": round(1 - tokens / slots, 3) if slots else None,
         "train_s": round(train_s, 2), "setup_s": round(wall - train_s, 2), "wall_s": round(wall, 2),
-        "tokens_per_s": round(tokens / train_s, 1), "train_cpu_s": None, "tokens_per_cpu_s": None,
+        "tokens_per_s": round(tokens / train_s, 1), "train_cpu_s": train_cpu and round(train_cpu, 2),
+        "tokens_per_cpu_s": round(tokens / train_cpu, 1) if train_cpu else None,
         "peak_rss_mb": round(peak_kib / 1024, 1), "eval_loss": round(loss, 4),
         "final_train_loss": res["losses"][-1] if res["losses"] else None, "eval_examples": n_eval,
         "info": {"layout": "tokenizer chat template (parse_template)", "yaml": str(config),
@@ -143,6 +145,60 @@ def run_job(job) -> dict:
                                              "gradient_accumulation_steps", "cutoff_len")}},
         "options": job.options,
     }
+
+
+class CpuClock:
+    """CPU seconds (user + system) of a running process, sampled from /proc every 0.1 s, and the
+    moment Trainer.train() returned (its "'train_runtime'" log line): the CPU time of the training
+    loop is the CPU spent in the train_runtime seconds before that line (cpu_measure.py measures
+    the in-process recipes around trainer.train() the same way)."""
+
+    def __init__(self, pid: int):
+        self.pid, self.samples, self.end, self._stop = pid, [], None, False
+        self._tick = os.sysconf("SC_CLK_TCK")
+
+    def now(self) -> float | None:
+        try:
+            fields = Path(f"/proc/{self.pid}/stat").read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            return None
+        return (int(fields[11]) + int(fields[12])) / self._tick   # utime + stime
+
+    def run(self) -> None:
+        while not self._stop:
+            cpu = self.now()
+            if cpu is not None:
+                self.samples.append((time.time(), cpu))
+            time.sleep(0.1)
+
+    def mark_end(self) -> None:
+        self.end = (time.time(), self.now())
+
+    def train_seconds(self, train_runtime: float) -> float | None:
+        if not self.end or self.end[1] is None or not self.samples:
+            return None
+        start = self.end[0] - train_runtime
+        before = [cpu for t, cpu in self.samples if t <= start]
+        return self.end[1] - (before[-1] if before else self.samples[0][1])
+
+
+def _run_sampled(cmd: list[str], env: dict, cwd: Path) -> tuple[int, str, CpuClock]:
+    import threading
+
+    proc = subprocess.Popen(cmd, env=env, cwd=str(cwd), stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                            text=True, bufsize=1)
+    clock = CpuClock(proc.pid)
+    sampler = threading.Thread(target=clock.run, daemon=True)
+    sampler.start()
+    lines = []
+    for line in proc.stdout:
+        if clock.end is None and "'train_runtime'" in line:
+            clock.mark_end()
+        lines.append(line)
+    rc = proc.wait()
+    clock._stop = True
+    sampler.join()
+    return rc, "".join(lines), clock
 
 
 def _score(job, adapter: Path, answer_items, read_jsonl, response_loss) -> tuple[float, int]:
