@@ -34,6 +34,7 @@ from __future__ import annotations
 import json
 import os
 import resource
+import shutil
 import subprocess
 import time
 from pathlib import Path
@@ -110,8 +111,8 @@ def run_job(job) -> dict:
     if not cli.is_file():
         raise SystemExit(f"{cli} is missing: run bash benchmarks/peers/setup.sh llamafactory")
     work = Path(job.work)
-    for old in ("tokenized", "out"):
-        subprocess.run(["rm", "-rf", str(work / old)], check=True)
+    for old in ("tokenized", "out"):   # this harness's own outputs from an earlier run
+        shutil.rmtree(work / old, ignore_errors=True)
     settings = yaml_settings(job, work, write_data(job, work / "data"))
     config = work / "llamafactory.yaml"
     config.write_text(yaml.safe_dump(settings, sort_keys=False), encoding="utf-8")
