@@ -115,6 +115,11 @@ def run_job(job: Job) -> dict:
 
 def child_main(spec_file: str, result_file: str) -> int:
     job = Job(**json.loads(Path(spec_file).read_text()))
-    row = run_job(job)
+    if job.recipe == "llamafactory":   # its own CLI in its own venv (peer_llamafactory.py)
+        from peer_llamafactory import run_job as run_peer
+
+        row = run_peer(job)
+    else:
+        row = run_job(job)
     Path(result_file).write_text(json.dumps(row))
     return 0

@@ -41,6 +41,12 @@ VARIANTS = {
     "seed": ("seed", {}),
     "trl": ("trl", {}),                                                    # packing bfd, batch 1 x 4
     "lmtune": ("lmtune", {}),                                              # lmtune's defaults
+    # LLaMA-Factory 0.9.5 through llamafactory-cli in its own venv (benchmarks/peers/setup.sh):
+    # neat_packing, batch 1 x 4; -t1 with one OpenMP thread; -pack with plain packing (attention
+    # across the packed examples, no 4-D mask)
+    "llamafactory": ("llamafactory", {}),
+    "llamafactory-t1": ("llamafactory", {"threads": 1}),
+    "llamafactory-pack": ("llamafactory", {"neat_packing": False, "packing": True}),
     # padding-free without packing: TRL wants max_length=None (no example here is near 512)
     "trl-pf4": ("trl", {"packing": False, "padding_free": True, "max_length": None,
                         "per_device_train_batch_size": 4, "gradient_accumulation_steps": 4}),
@@ -172,7 +178,7 @@ def medians(rows: list[dict]) -> list[dict]:
     for (model, label), rs in groups.items():
         m = dict(rs[0], rounds=len(rs))
         for key in ("tokens_per_s", "tokens_per_cpu_s", "train_s", "process_s", "peak_rss_mb", "eval_cpu_s"):
-            m[key] = statistics.median(r.get(key, 0) for r in rs)
+            m[key] = statistics.median(r.get(key) or 0 for r in rs)
         out.append(m)
     return out
 
@@ -188,8 +194,9 @@ def table(rows: list[dict]) -> str:
         seed, trl = same.get("seed", {}), same.get("trl", {})
         vs = lambda o: (f"{ratio(r['tokens_per_s'], o.get('tokens_per_s'))} / "  # noqa: E731
                         f"{ratio(r['tokens_per_cpu_s'], o.get('tokens_per_cpu_s'))}")
+        cpu = f"{r['tokens_per_cpu_s']:,.0f}" if r.get("tokens_per_cpu_s") else "-"
         lines.append(
-            f"| {r['model']} | {r['label']} | {r['steps']} | {r['tokens_per_s']:,.0f} | {r['tokens_per_cpu_s']:,.0f} | "
+            f"| {r['model']} | {r['label']} | {r['steps']} | {r['tokens_per_s']:,.0f} | {cpu} | "
             f"{vs(seed)} | {vs(trl)} | {r['train_s']:.1f} | {r.get('process_s', 0):.1f} | {r['peak_rss_mb']:,.0f} | "
             f"{ratio(r['peak_rss_mb'], seed.get('peak_rss_mb'))} | {r['pad_share']:.2f} | {r['eval_loss']:.3f} |")
     for r in rows:
@@ -205,7 +212,15 @@ def targets(rows: list[dict]) -> list[str]:
     agg = medians(rows)
     for model in sorted({r["model"] for r in agg}):
         by = {r["label"]: r for r in agg if r["model"] == model}
-        lm, seed, trl = by.get("lmtune"), by.get("seed"), by.get("trl")
+        lm, seed, trl, lf = by.get("lmtune"), by.get("seed"), by.get("trl"), by.get("llamafactory")
+        if lm and lf:   # CPU time of LLaMA-Factory's loop: sampled from /proc (peer_llamafactory.py)
+            w, m = lm["tokens_per_s"] / lf["tokens_per_s"], lm["peak_rss_mb"] / lf["peak_rss_mb"]
+            c = lm["tokens_per_cpu_s"] / lf["tokens_per_cpu_s"] if lf.get("tokens_per_cpu_s") else w
+            ok = min(w, c) >= 1.5 and lm["eval_loss"] <= lf["eval_loss"]
+            out.append(f"{model}: lmtune/llamafactory tokens/s {w:.2f}x wall, {c:.2f}x CPU-time; eval loss "
+                       f"{lm['eval_loss']:.3f} vs "
+                       f"{lf['eval_loss']:.3f} (target >= 1.5x at equal or lower loss: {'met' if ok else 'NOT met'}); "
+                       f"peak RSS {m:.2f}x (target <= 0.6: {'met' if m <= 0.6 else 'NOT met'})")
         if lm and seed:
             w, c = lm["tokens_per_s"] / seed["tokens_per_s"], lm["tokens_per_cpu_s"] / seed["tokens_per_cpu_s"]
             m = lm["peak_rss_mb"] / seed["peak_rss_mb"]

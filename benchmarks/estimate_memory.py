@@ -53,6 +53,8 @@ CASES = [
     ("small-lora-ckpt", "small", "lora", 256, 4, True, "fused"),
     ("small-lora-plainloss", "small", "lora", 256, 4, False, "plain"),
     ("small-qlora", "small", "qlora", 256, 4, False, "fused"),
+    ("small-qlora-bf16", "small", "qlora", 256, 4, True, "fused"),
+    ("small-qlora-bf16-peft", "small", "qlora", 256, 4, True, "fused"),
     ("small-qwen2-lora", "small-qwen2", "lora", 512, 2, False, "fused"),
     ("small-qwen2-full", "small-qwen2", "full", 512, 2, False, "fused"),
 ]
@@ -69,6 +71,10 @@ GPU_CASES = [
     ("gpu-1b-lora-plainloss", "1b", "lora", 2048, 4, False, "plain"),
 ]
 STEPS = 2   # step 1 allocates the optimizer states; step 2 is the steady state
+# QLoRA the way it runs on a bf16 GPU, here on CPU: 4-bit linears with bf16 storage and compute, the rest
+# of the base in bf16, bf16 autocast. "-bf16" prepares it with lmtune.methods.prepare (embeddings, norms,
+# head stay bf16), "-bf16-peft" with peft's prepare_model_for_kbit_training (all of them upcast to fp32).
+BF16_QLORA = {"small-qlora-bf16": "lmtune", "small-qlora-bf16-peft": "peft"}
 
 
 # ---------------------------------------------------------------- child: one measured run
@@ -130,14 +136,25 @@ def child(case: dict) -> dict:
                      "data": {"task": "sql"},
                      "train": {"gradient_checkpointing": case["grad_ckpt"], "batch_size": case["batch"]}})
     device = detect_device()
-    model = load_model(case["model_dir"], cfg, device, quantize=case["method"] == "qlora")
+    bf16 = case.get("prepare") is not None
+    if bf16:
+        model = _load_bf16_4bit(case["model_dir"], cfg, device)
+    else:
+        model = load_model(case["model_dir"], cfg, device, quantize=case["method"] == "qlora")
     if cuda and case["method"] != "qlora":
         model.to("cuda")
     if case["loss"] == "fused":
         add_fused_lm_head(model, outputs=("log_probs", "entropy", "is_top1"))   # as SFTTrainer does
     if case["grad_ckpt"]:
         model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
-    model = prepare(model, cfg)
+    if case.get("prepare") == "peft":
+        from peft import prepare_model_for_kbit_training
+
+        from lmtune.methods.lora import attach
+
+        model = attach(prepare_model_for_kbit_training(model, use_gradient_checkpointing=False), cfg)
+    else:
+        model = prepare(model, cfg)
     if case["method"] == "qlora":   # SFTTrainer casts QLoRA adapters to bf16
         for p in model.parameters():
             if p.requires_grad:
@@ -152,7 +169,8 @@ def child(case: dict) -> dict:
         opt = torch.optim.AdamW(params, lr=1e-5)   # adamw_torch: foreach on CUDA, per tensor on CPU
     dev = "cuda" if cuda else "cpu"
     vocab = model.config.vocab_size
-    autocast = torch.autocast("cuda", dtype=torch.bfloat16) if cuda else torch.autocast("cpu", enabled=False)
+    autocast = (torch.autocast("cuda", dtype=torch.bfloat16) if cuda else
+                torch.autocast("cpu", dtype=torch.bfloat16, enabled=bf16))
     if cuda:
         torch.cuda.synchronize()
         torch.cuda.reset_peak_memory_stats()
@@ -186,6 +204,21 @@ def child(case: dict) -> dict:
     return result
 
 
+def _load_bf16_4bit(model_dir: str, cfg, device):
+    """The CUDA path of lmtune.models.load_model for QLoRA (4-bit linears, bf16 storage, compute and
+    non-quantized parts), which load_model replaces by fp32 on CPU."""
+    import dataclasses
+
+    import torch
+    from transformers import AutoModelForCausalLM
+
+    from lmtune.models import quantization_config
+
+    cfg = dataclasses.replace(cfg, quant=dataclasses.replace(cfg.quant, compute_dtype="bf16"))
+    return AutoModelForCausalLM.from_pretrained(model_dir, dtype=torch.bfloat16, device_map={"": "cpu"},
+                                                quantization_config=quantization_config(cfg, device))
+
+
 # ---------------------------------------------------------------- parent: cases, predictions, output
 
 def save_model(name: str, root: Path) -> Path:
@@ -207,8 +240,11 @@ def predict(model_dir: Path, case: dict, device_kind: str) -> dict:
     from lmtune.estimate import RunSpec, load_shape, memory_breakdown
     from lmtune.estimate.lora import LoraSpec
 
+    dtypes = {}
+    if case.get("prepare"):   # bf16 QLoRA on CPU: lmtune keeps the non-4-bit parts bf16, peft makes them fp32
+        dtypes = {"precision": "bf16", "weights_dtype": "bf16" if case["prepare"] == "lmtune" else "fp32"}
     spec = RunSpec(method=case["method"], seq_len=case["seq_len"], batch=case["batch"],
-                   grad_ckpt=case["grad_ckpt"], lora=LoraSpec(), loss=case["loss"])
+                   grad_ckpt=case["grad_ckpt"], lora=LoraSpec(), loss=case["loss"], **dtypes)
     mem = memory_breakdown(load_shape(str(model_dir)), spec, device_kind)
     return {"predicted_peak_bytes": mem.peak, "predicted_tensor_bytes": mem.peak - mem.overhead,
             # what is allocated after setup (weights and quantization constants exist before)
@@ -253,6 +289,8 @@ def repredict(path: str, root: Path) -> None:
         old = json.loads(line)
         spec = next(c for c in CASES + GPU_CASES if c[0] == old["name"])
         case = dict(zip(("name", "model", "method", "seq_len", "batch", "grad_ckpt", "loss"), spec))
+        if case["name"] in BF16_QLORA:
+            case["prepare"] = BF16_QLORA[case["name"]]
         measured = {k: old[k] for k in keys if k in old}
         print(json.dumps(compare(case, measured, save_model(case["model"], root))), flush=True)
 
@@ -261,6 +299,8 @@ def run_case(name, model, method, seq_len, batch, grad_ckpt, loss, root: Path) -
     model_dir = save_model(model, root)
     case = {"name": name, "model": model, "model_dir": str(model_dir), "method": method, "seq_len": seq_len,
             "batch": batch, "grad_ckpt": grad_ckpt, "loss": loss}
+    if name in BF16_QLORA:
+        case["prepare"] = BF16_QLORA[name]
     env = dict(os.environ, HF_HUB_OFFLINE="1", TOKENIZERS_PARALLELISM="false", TRANSFORMERS_VERBOSITY="error",
                PYTHONWARNINGS="ignore")
     proc = subprocess.run([sys.executable, __file__, "--child", json.dumps(case)], capture_output=True,

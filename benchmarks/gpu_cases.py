@@ -1,14 +1,21 @@
 """One GPU-suite case, run in its own process: build a random-init Llama from a config (no
 downloads), train a few steps with the case's recipe, measure tokens/s, peak memory and MFU.
 
-Recipes mirror what lmtune runs (lmtune.models / methods / train):
-    peft-padded  the seed's recipe: transformers Trainer + peft LoRA, every example padded to
-                 seq_len, labels = input_ids (what DataCollatorForLanguageModeling(mlm=False) gives)
-    trl-packed   TRL SFTTrainer on pre-tokenized input_ids + completion_mask, packing bfd
+Recipes:
+    peft-padded  HF + PEFT, the seed's recipe: transformers Trainer + peft LoRA, every example padded
+                 to seq_len, labels = input_ids (what DataCollatorForLanguageModeling(mlm=False) gives)
+    trl-packed   TRL SFTTrainer at its best: pre-tokenized input_ids + completion_mask, packing bfd
                  (padding-free), completion-only loss; `liger` adds use_liger_kernel
+    lmtune       lmtune's own pieces: lmtune.methods.prepare (QLoRA: embeddings, norms and head stay
+                 bf16), lmtune.trainer.LmtuneSFTTrainer, the optimizer lmtune picks on CUDA
+                 (adamw_torch_fused; paged_adamw_8bit for QLoRA), packing bfd as above
+    unsloth      Unsloth's FastLanguageModel (its own environment: --unsloth-site first on the
+                 path), LoRA through FastLanguageModel.get_peft_model (dropout 0, its fast path), TRL's
+                 SFTTrainer as Unsloth patches it, packing bfd as above
     methods      lora: 16-bit frozen base, fp32 adapters, bf16 autocast; full: fp32 master weights,
-                 bf16 autocast; qlora: NF4 + double quant, bf16 compute, prepare_model_for_kbit_training,
-                 paged_adamw_8bit (lmtune's CUDA default for qlora)
+                 bf16 autocast; qlora: NF4 + double quant, bf16 compute and storage; peft-padded and
+                 trl-packed prepare it with peft's prepare_model_for_kbit_training (non-4-bit parts to
+                 fp32), paged_adamw_8bit (lmtune's CUDA default for qlora)
 
 MFU (model FLOPs utilisation) counts only useful tokens (padding is waste, not work):
     full   6 N + 12 L d T       per token (Chowdhery et al. 2022, PaLM, appendix B; the nanoGPT
@@ -44,13 +51,14 @@ SHAPES = {
                   num_key_value_heads=2, vocab_size=512, tie_word_embeddings=False),
 }
 LORA = dict(r=16, lora_alpha=32, lora_dropout=0.05, target_modules="all-linear", task_type="CAUSAL_LM")
+SEVEN = ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"]   # = all-linear in a Llama
 
 
 @dataclasses.dataclass
 class Case:
     name: str
     shape: str
-    recipe: str = "trl-packed"       # trl-packed | peft-padded
+    recipe: str = "trl-packed"       # trl-packed | peft-padded | lmtune | unsloth
     method: str = "lora"             # full | lora | qlora
     liger: bool = False
     batch: int = 8                   # micro-batch: packed rows (trl) or padded examples (peft)
@@ -115,6 +123,8 @@ def build_model(c: Case, device: str):
     torch.manual_seed(c.seed)
     cuda = device == "cuda"
     dtype = torch.bfloat16 if (cuda and c.method != "full") else torch.float32
+    if c.recipe == "unsloth":
+        return _unsloth_model(c, cfg), cfg
     if c.method == "qlora":
         return _quantized(c, cfg, device), cfg
     with torch.device(device):
@@ -122,19 +132,29 @@ def build_model(c: Case, device: str):
     return model, cfg
 
 
-def _quantized(c: Case, cfg, device: str):
-    """QLoRA needs from_pretrained: save the random bf16 model once, reload it in 4-bit."""
+def _saved(c: Case, cfg, device: str) -> Path:
+    """The random model saved once per shape (bf16 on CUDA) with a tokenizer, for from_pretrained."""
     import torch
-    from transformers import AutoModelForCausalLM, BitsAndBytesConfig
+    from transformers import AutoModelForCausalLM
 
     path = Path(c.work) / f"{c.shape}-seed{c.seed}"
     if not (path / "config.json").is_file():
         with torch.device(device):
             tmp = AutoModelForCausalLM.from_config(cfg, dtype=torch.bfloat16 if device == "cuda" else torch.float32)
         tmp.save_pretrained(str(path), safe_serialization=True)
+        tiny_tokenizer().save_pretrained(str(path))
         del tmp
         if device == "cuda":
             torch.cuda.empty_cache()
+    return path
+
+
+def _quantized(c: Case, cfg, device: str):
+    """QLoRA needs from_pretrained: save the random bf16 model once, reload it in 4-bit."""
+    import torch
+    from transformers import AutoModelForCausalLM, BitsAndBytesConfig
+
+    path = _saved(c, cfg, device)
     compute = torch.bfloat16 if device == "cuda" else torch.float32
     bnb = BitsAndBytesConfig(load_in_4bit=True, bnb_4bit_quant_type="nf4", bnb_4bit_use_double_quant=True,
                              bnb_4bit_compute_dtype=compute, bnb_4bit_quant_storage=compute)
@@ -144,6 +164,28 @@ def _quantized(c: Case, cfg, device: str):
     if device == "cuda":
         torch.cuda.reset_peak_memory_stats()  # the bf16 copy written to disk is not part of the run
     return model
+
+
+def _unsloth_model(c: Case, cfg):
+    """Unsloth's loader and LoRA (CUDA only). unsloth was imported first (child_main)."""
+    import torch
+    from unsloth import FastLanguageModel
+
+    path = _saved(c, cfg, "cuda")
+    model, _ = FastLanguageModel.from_pretrained(model_name=str(path), max_seq_length=c.seq_len,
+                                                 dtype=torch.bfloat16, load_in_4bit=c.method == "qlora")
+    torch.cuda.reset_peak_memory_stats()
+    return FastLanguageModel.get_peft_model(
+        model, r=LORA["r"], lora_alpha=LORA["lora_alpha"], lora_dropout=0.0, target_modules=SEVEN,
+        use_gradient_checkpointing=False, random_state=c.seed)
+
+
+def _lmtune_config(c: Case):
+    sys.path.insert(0, str(REPO / "src"))
+    from lmtune.config import from_dict
+
+    return from_dict({"model": {"name_or_path": str(Path(c.work) / "model")}, "method": c.method,
+                      "data": {"task": "sql"}, "train": {"batch_size": c.batch, "grad_accum": c.grad_accum}})
 
 
 class Counter:
@@ -181,9 +223,10 @@ def _train_dataset(c: Case, vocab: int, rows_needed: int):
     """Enough synthetic examples for every micro-batch of the run (plus slack)."""
     from datasets import Dataset
 
-    per_row = max(1, c.seq_len // ((c.min_len + c.max_len) // 2)) if c.recipe == "trl-packed" else 1
+    packed = c.recipe != "peft-padded"
+    per_row = max(1, c.seq_len // ((c.min_len + c.max_len) // 2)) if packed else 1
     ids, masks = synthetic_examples(c, vocab, int(rows_needed * per_row * 1.3) + 8)
-    if c.recipe == "trl-packed":
+    if packed:
         return Dataset.from_dict({"input_ids": ids, "completion_mask": masks}), ids
     pad = lambda seq, v: seq[: c.seq_len] + [v] * max(0, c.seq_len - len(seq))  # noqa: E731
     return Dataset.from_dict({
@@ -201,12 +244,18 @@ def build_trainer(c: Case, model, cfg, device: str, dropped: list[str]):
     total_steps = c.warmup_steps + c.steps
     data, ids = _train_dataset(c, cfg.vocab_size, total_steps * c.batch * c.grad_accum)
     optim = "paged_adamw_8bit" if (c.method == "qlora" and cuda) else "adamw_torch"
+    if c.recipe == "lmtune" and c.method != "qlora" and cuda:
+        optim = "adamw_torch_fused"      # lmtune.train.choose_optimizer on CUDA
     common = dict(output_dir=str(Path(c.work) / "out" / c.name), max_steps=total_steps, learning_rate=1e-4,
                   per_device_train_batch_size=c.batch, gradient_accumulation_steps=c.grad_accum,
                   warmup_steps=0, logging_steps=1, save_strategy="no", eval_strategy="no", report_to="none",
                   bf16=cuda, use_cpu=not cuda, activation_checkpointing=False, optim=optim, seed=c.seed,
                   dataloader_num_workers=0, disable_tqdm=True, use_liger_kernel=c.liger)
-    if c.method != "full":
+    if c.recipe == "lmtune" and c.method != "full":
+        from lmtune.methods import prepare
+
+        model = prepare(model, _lmtune_config(c))
+    elif c.method != "full" and c.recipe != "unsloth":     # unsloth: get_peft_model in _unsloth_model
         model = _attach_lora(c, model)
     if c.recipe == "peft-padded":
         from transformers import Trainer, TrainingArguments, default_data_collator
@@ -218,7 +267,12 @@ def build_trainer(c: Case, model, cfg, device: str, dropped: list[str]):
 
         args = make_args(SFTConfig, dropped, **common, max_length=c.seq_len, packing=True,
                          packing_strategy="bfd", completion_only_loss=True)
-        trainer = SFTTrainer(model=model, args=args, train_dataset=data, processing_class=tiny_tokenizer())
+        cls = SFTTrainer
+        if c.recipe == "lmtune":
+            from lmtune.trainer import LmtuneSFTTrainer
+
+            cls = lambda **kw: LmtuneSFTTrainer(lm_head="fused", **kw)  # noqa: E731  (CUDA default)
+        trainer = cls(model=model, args=args, train_dataset=data, processing_class=tiny_tokenizer())
     del torch
     return trainer, ids
 
@@ -262,8 +316,10 @@ def predicted_memory(c: Case, cfg, device: str) -> dict | None:
         return {"error": f"{type(exc).__name__}: {exc}"[:200]}
     try:
         shape = shape_from_config(cfg.to_dict(), f"{c.shape} config")
+        # peft's prepare_model_for_kbit_training keeps QLoRA's non-4-bit parts in fp32; lmtune in bf16
+        wdtype = "fp32" if (c.method == "qlora" and c.recipe in ("peft-padded", "trl-packed")) else "auto"
         spec = RunSpec(method=c.method, seq_len=c.seq_len, batch=c.batch, grad_accum=c.grad_accum,
-                       lora=LoraSpec(r=LORA["r"], dropout=LORA["lora_dropout"]),
+                       lora=LoraSpec(r=LORA["r"], dropout=LORA["lora_dropout"]), weights_dtype=wdtype,
                        loss="plain" if c.recipe == "peft-padded" else "fused")
         mem = memory_breakdown(shape, spec, device)
         return {"peak_gib": round(mem.peak / 2**30, 3),
@@ -276,7 +332,8 @@ def versions() -> dict:
     import importlib.metadata as md
 
     out = {}
-    for name in ("torch", "transformers", "peft", "trl", "accelerate", "datasets", "bitsandbytes", "liger-kernel"):
+    for name in ("torch", "transformers", "peft", "trl", "accelerate", "datasets", "bitsandbytes", "liger-kernel",
+                 "unsloth", "unsloth_zoo"):
         try:
             out[name] = md.version(name)
         except md.PackageNotFoundError:
@@ -328,6 +385,8 @@ def run_case(c: Case) -> dict:
 
 def child_main(spec: str, out_file: str) -> int:
     case = Case(**json.loads(spec))
+    if case.recipe == "unsloth":
+        import unsloth  # noqa: F401  (Unsloth patches transformers, peft and trl: import it first)
     row = run_case(case)
     Path(out_file).write_text(json.dumps(row))
     return 0

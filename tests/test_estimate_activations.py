@@ -145,3 +145,40 @@ def test_phi3_full_fine_tuning_matches_saved_tensors():
     prof = activation_profile(shape, spec, resolve(shape, spec, "cpu"))
     predicted = prof.per_token_layer * B * S + prof.static_layer
     assert predicted == pytest.approx(_measure_layer("phi3", method, precision, wdtype, targets, dropout), abs=64)
+
+
+def _qlora_layer_bytes(tmp_path, upcast: bool) -> int:
+    """Saved bytes of one decoder layer of a 4-bit (bf16 storage/compute) LoRA model under bf16
+    autocast, adapters in bf16 as TRL casts them; `upcast`: prepared by peft's
+    prepare_model_for_kbit_training (non-4-bit parts to fp32) instead of lmtune's preparation."""
+    from peft import LoraConfig, get_peft_model, prepare_model_for_kbit_training
+    from transformers import AutoModelForCausalLM, BitsAndBytesConfig
+
+    q = BitsAndBytesConfig(load_in_4bit=True, bnb_4bit_quant_type="nf4", bnb_4bit_use_double_quant=True,
+                           bnb_4bit_compute_dtype=torch.bfloat16, bnb_4bit_quant_storage=torch.bfloat16)
+    out = []
+    for layers in (2, 3):
+        model, _ = build("llama", num_hidden_layers=layers)
+        model.save_pretrained(tmp_path / str(layers))
+        model = AutoModelForCausalLM.from_pretrained(tmp_path / str(layers), quantization_config=q,
+                                                     dtype=torch.bfloat16, device_map={"": "cpu"})
+        if upcast:
+            model = prepare_model_for_kbit_training(model, use_gradient_checkpointing=False)
+        model = get_peft_model(model, LoraConfig(r=8, lora_alpha=16, lora_dropout=0.05, target_modules=ALL))
+        for p in model.parameters():
+            if p.requires_grad:
+                p.data = p.data.to(torch.bfloat16)
+        out.append(_saved_bytes(model.train(), autocast=True))
+    return out[1] - out[0]
+
+
+@pytest.mark.parametrize("upcast", [False, True], ids=["lmtune-bf16", "peft-fp32-upcast"])
+def test_qlora_layer_activations_match_saved_tensors(tmp_path, upcast):
+    # the residual stream takes the embeddings' dtype: bf16 with lmtune's preparation, fp32 after peft's
+    _, raw = build("llama")
+    shape = shape_from_config(raw, "llama")
+    spec = RunSpec(method="qlora", seq_len=S, batch=B, precision="bf16", weights_dtype="fp32" if upcast else "bf16",
+                   lora=LoraSpec(r=8, targets=ALL, dropout=0.05))
+    prof = activation_profile(shape, spec, resolve(shape, spec, "cpu"))
+    predicted = prof.per_token_layer * B * S + prof.static_layer
+    assert predicted == pytest.approx(_qlora_layer_bytes(tmp_path, upcast), abs=64)

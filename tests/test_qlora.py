@@ -109,3 +109,48 @@ def test_mixed_shape_4bit_model_evaluates_on_this_cpu(tmp_path):
     assert torch.isfinite(logits).all()
     # the packed kernel computes in bf16: agreement to bf16 precision, not bit for bit
     assert torch.allclose(logits, reference, atol=5e-2, rtol=5e-2)
+
+
+def _load_4bit(model_dir, dtype):
+    """Load the base the way lmtune.models.load_model does on a GPU: 4-bit linears, the rest in `dtype`
+    (quantization storage and compute dtype too). On CPU, load_model itself always picks fp32."""
+    from transformers import AutoModelForCausalLM, BitsAndBytesConfig
+
+    q = BitsAndBytesConfig(load_in_4bit=True, bnb_4bit_quant_type="nf4", bnb_4bit_use_double_quant=True,
+                           bnb_4bit_compute_dtype=dtype, bnb_4bit_quant_storage=dtype)
+    return AutoModelForCausalLM.from_pretrained(str(model_dir), quantization_config=q, dtype=dtype,
+                                                device_map={"": "cpu"})
+
+
+def _not_4bit(model):
+    import bitsandbytes as bnb
+
+    four_bit = {id(m.weight) for m in model.modules() if isinstance(m, bnb.nn.Linear4bit)}
+    return {n: p.dtype for n, p in model.named_parameters() if id(p) not in four_bit and "lora_" not in n}
+
+
+def test_qlora_keeps_embeddings_head_and_residual_stream_in_bf16(tmp_path):
+    from lmtune.methods import prepare
+
+    cfg = _cfg(tmp_path, "train.gradient_checkpointing=true")
+    model = prepare(_load_4bit(cfg.model.name_or_path, torch.bfloat16), cfg)
+    kept = _not_4bit(model)
+    assert any("embed_tokens" in n for n in kept) and any("lm_head" in n for n in kept)
+    assert set(kept.values()) == {torch.bfloat16}         # peft's kbit preparation made all of these fp32
+    assert not any(p.requires_grad for n, p in model.named_parameters() if "lora_" not in n)
+    seen = []
+    layer = model.get_base_model().model.layers[0]
+    layer.register_forward_hook(lambda mod, args, out: seen.append((out[0] if isinstance(out, tuple) else out).dtype))
+    ids = torch.randint(0, 300, (1, 8))
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        out = model(input_ids=ids)
+    assert seen == [torch.bfloat16]                        # the residual stream between layers
+    assert out.logits.requires_grad                        # input grads on: checkpointed blocks keep a graph
+
+
+def test_qlora_fp16_base_still_upcasts_for_stability(tmp_path):
+    from lmtune.methods import prepare
+
+    cfg = _cfg(tmp_path)
+    model = prepare(_load_4bit(cfg.model.name_or_path, torch.float16), cfg)
+    assert set(_not_4bit(model).values()) == {torch.float32}   # an fp16 residual stream can overflow

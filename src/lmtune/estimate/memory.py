@@ -7,8 +7,9 @@
 
 The dtype policy mirrors lmtune.models.load_model and the methods: full fine-tuning keeps fp32 master
 weights (bf16 autocast on GPU); LoRA freezes a 16-bit base on GPU (fp32 on CPU) with fp32 adapters
-(peft's autocast_adapter_dtype); QLoRA stores Linear weights in 4-bit, and peft's
-prepare_model_for_kbit_training casts every other parameter (embeddings, norms, lm_head) to fp32;
+(peft's autocast_adapter_dtype); QLoRA stores Linear weights in 4-bit and keeps every other parameter
+(embeddings, norms, lm_head) and so the residual stream in the dtype it loaded, bf16 on a bf16 GPU
+(lmtune/methods/qlora.py), fp32 for an fp16 base (peft's prepare_model_for_kbit_training) and on CPU;
 TRL's SFTTrainer casts QLoRA adapters to bf16.
 """
 
@@ -98,10 +99,14 @@ def resolve(shape: ModelShape, spec: RunSpec, device_kind: str) -> Resolved:
         wb = DTYPE_BYTES[spec.weights_dtype]
     elif spec.method == "lora" and device_kind == "cuda":
         wb = p                              # frozen base in 16-bit (lmtune.models.load_model)
+    elif spec.method == "qlora" and precision == "bf16":
+        wb = 2                              # non-4-bit parts stay bf16 (lmtune/methods/qlora.py)
     else:
-        wb = 4                              # fp32 master weights; QLoRA's non-4-bit parts are fp32
+        wb = 4                              # fp32 master weights; QLoRA's non-4-bit parts on CPU
+    if spec.method == "qlora" and spec.weights_dtype == "fp16":
+        wb = 4                              # an fp16 base goes through peft's fp32 upcast
     autocast = p == 2
-    resid = 4 if spec.method == "qlora" else wb
+    resid = wb                              # the residual stream has the embeddings' dtype
     adapter = 2 if spec.method == "qlora" else 4
     num = Numerics(device_kind, p if autocast else (resid if spec.method != "full" else wb), autocast,
                    resid, adapter, quantized=spec.method == "qlora")
@@ -149,7 +154,7 @@ def weight_bytes(shape: ModelShape, spec: RunSpec, r: Resolved) -> tuple[int, in
     if spec.method != "qlora":
         return shape.total_params * r.weight_bytes, 0, adapters
     quantized = sum(l.weight_params for l in shape.linears if not l.is_head and not l.conv1d)
-    base = int(quantized * NF4_BITS / 8) + (shape.total_params - quantized) * 4
+    base = int(quantized * NF4_BITS / 8) + (shape.total_params - quantized) * r.weight_bytes
     consts = int(quantized * QUANT_CONST_BITS[spec.double_quant] / 8)
     return base, consts, adapters
 
@@ -176,8 +181,7 @@ def _loss_buffers(shape: ModelShape, r: Resolved, tokens: int, spec: RunSpec) ->
     buf += tokens * h * (4 + n.resid)
     if spec.method == "full":
         buf += v * h * 4
-    head_bytes = 4 if spec.method == "qlora" else r.weight_bytes   # lm_head storage dtype
-    if n.autocast and head_bytes != pc:
+    if n.autocast and r.weight_bytes != pc:     # lm_head stored wider than the compute dtype
         buf += min(v, 32768) * h * pc
     return buf
 
