@@ -241,7 +241,7 @@ def pick_seq_len(ctx: Context) -> int:
 
 def choose_method(a: Answers, ctx: Context, seq_len: int) -> tuple[str | None, dict, list[str]]:
     """Q6: the first candidate for the priority that fits this hardware, with its micro-batch."""
-    from lmtune.estimate import EstimateRequest, estimate
+    from lmtune.estimate import EstimateRequest
 
     order = CANDIDATES["memory" if a.tight_budget and a.priority == "quality" else a.priority]
     if a.tight_budget:

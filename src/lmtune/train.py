@@ -15,6 +15,7 @@ from pathlib import Path
 
 from lmtune.config import Config
 from lmtune.errors import UserError
+from lmtune.resume import stop_at_of
 from lmtune.rundir import RunDir, replace_dir, write_json, write_text
 
 
@@ -30,9 +31,11 @@ def train(cfg: Config, resume: bool = False, quiet: bool = False, callbacks: lis
     """Fine-tune according to `cfg`; returns where everything went and the final metrics.
     `callbacks`: extra transformers TrainerCallbacks (the sweep's pruning report, lmtune/sweep/trial.py)."""
     run = RunDir(cfg.output.dir)
-    finished = _finished_run(cfg, run, quiet) if resume else None
+    from lmtune import resume as resuming
+
+    finished = resuming.finished_summary(cfg, run, quiet) if resume else None
     if finished is not None:
-        return finished
+        return TrainResult(run.root, finished.get("trainable_params", 0), finished.get("total_params", 0), finished)
     setup = _setup(cfg, run, resume)                       # checks, data, model: fail before training
     trainer = _build_trainer(cfg, run, setup, callbacks or [])
     started = time.time()
@@ -40,40 +43,6 @@ def train(cfg: Config, resume: bool = False, quiet: bool = False, callbacks: lis
     metrics, val = _save(cfg, run, setup, trainer, time.time() - started)
     _finish_on_main(cfg, run, setup, trainer, metrics, quiet, val)
     return TrainResult(run.root, setup.trainable, setup.total, metrics)
-
-
-def _stop_at(cfg: Config) -> dict:
-    """What ends training: max_steps when set (epochs are then ignored), else epochs. Recorded in
-    train_summary.json so that --resume can tell a finished run from one to continue or extend."""
-    t = cfg.train
-    return {"max_steps": t.max_steps} if t.max_steps > 0 else {"epochs": t.epochs}
-
-
-def _finished_run(cfg: Config, run: RunDir, quiet: bool) -> TrainResult | None:
-    """--resume of a run whose final weights and train_summary.json were written for this config's
-    stopping point: say so and train nothing (a raised max_steps/epochs continues it instead)."""
-    import json
-
-    name = "model" if cfg.method == "full" else "adapter"
-    summary_path = run / "train_summary.json"
-    if not (summary_path.is_file() and (run / name).is_dir()):
-        return None
-    try:
-        summary = json.loads(summary_path.read_text(encoding="utf-8"))
-    except ValueError:
-        return None
-    stop_at = summary.get("stop_at")
-    if stop_at is None:  # a summary from before stop_at was recorded: only max_steps can be compared
-        done = cfg.train.max_steps > 0 and summary.get("global_step") == cfg.train.max_steps
-    else:
-        done = stop_at == _stop_at(cfg)
-    if not done:
-        return None
-    if not quiet:
-        print(f"{run.root} already finished training: {name}/ holds step {summary.get('global_step')} "
-              f"(train_summary.json); nothing to train. To train longer, raise train.max_steps or "
-              f"train.epochs and --resume again; to start over, use another output.dir or output.overwrite=true")
-    return TrainResult(run.root, summary.get("trainable_params", 0), summary.get("total_params", 0), summary)
 
 
 # ---------------------------------------------------------------- setup
@@ -112,7 +81,9 @@ def preflight(cfg: Config, run: RunDir, resume: bool):
                                   f"resume with the run's own config (lmtune train {run / 'config.yaml'} --resume), "
                                   "or start a new run in another output.dir"])
     if resume:
-        _check_resume_steps(run, cfg.train.max_steps)
+        from lmtune.resume import check_resume_steps
+
+        check_resume_steps(run, cfg.train.max_steps)
     ref = check_model_source(cfg.model)
     from lmtune.checks import max_length_fits, run_test_files
 
@@ -134,19 +105,6 @@ def preflight(cfg: Config, run: RunDir, resume: bool):
     return ref
 
 
-def _check_resume_steps(run: RunDir, max_steps: int) -> None:
-    """A run resumes from a checkpoint at or before train.max_steps; one whose checkpoints are all
-    past it cannot end there (nothing untrains a step)."""
-    from lmtune.errors import ConfigError
-
-    last = run.last_checkpoint()
-    if max_steps > 0 and last is not None and run.last_checkpoint(max_step=max_steps) is None:
-        raise ConfigError(f"--resume: every complete checkpoint is past train.max_steps={max_steps} "
-                          f"(the last is {last})",
-                          [f"set train.max_steps to at least the step of a checkpoint in {run.checkpoints}, "
-                           "or start a new run in another output.dir"])
-
-
 def _setup(cfg: Config, run: RunDir, resume: bool) -> _Setup:
     import torch
 
@@ -162,7 +120,9 @@ def _setup(cfg: Config, run: RunDir, resume: bool) -> _Setup:
     template = data.template
     _seed(cfg.train.seed)  # LoRA/new-token init: same start on every rank and in every rerun
     model = load_model(ref, cfg, device, tokenizer, quantize=cfg.method == "qlora")
-    _add_replay(cfg, run, data, model, tokenizer, device, resume)   # data.replay: the base is loaded, untouched
+    from lmtune.replay_setup import add_replay
+
+    add_replay(cfg, run, data, model, tokenizer, device, resume)   # data.replay: the base is loaded, untouched
     _suggest_processes(cfg, device.kind, torch.get_num_threads())
     _own_data_defaults(cfg, run, model, data, device.kind)  # auto -> numbers, held-out test split
     use_training_attention(model, cfg, device)
@@ -183,48 +143,6 @@ def _say_data(stats: dict) -> None:
 
     if is_main_process():
         print(summary_line(stats), file=sys.stderr)
-
-
-def _add_replay(cfg: Config, run: RunDir, data, model, tokenizer, device, resume: bool) -> None:
-    """data.replay (lmtune/data/replay.py): rank 0 draws the replay examples (for `self`, the base
-    just loaded answers the bundled prompts) into RUN/replay.jsonl; every rank reads that file and
-    adds the examples to the training split only."""
-    r = cfg.data.replay
-    if r.ratio <= 0:
-        return
-    import json
-
-    import datasets
-
-    from lmtune import distributed
-    from lmtune.data import replay
-
-    path = run / replay.REPLAY_FILE
-    if distributed.is_main_process() and not (resume and path.is_file()):
-        n = replay.replay_count(r.ratio, data.stats["examples"]["train"])
-        answer = lambda prompts: _base_answers(cfg, model, tokenizer, data.template, device, prompts)  # noqa: E731
-        records = replay.draw_records(r.source, n, cfg.data.seed, answer)
-        write_text(path, "".join(json.dumps(x, ensure_ascii=False) + "\n" for x in records))
-    distributed.barrier()
-    records = [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines()]
-    cols = replay.tokenize_replay(records, data.template, tokenizer, cfg.data.max_length)
-    extra = datasets.Dataset.from_dict(cols, features=data.train.features)
-    data.train = datasets.concatenate_datasets([data.train, extra])
-    data.stats["replay"] = {"source": r.source, "ratio": r.ratio, "examples": len(extra),
-                            "tokens": sum(len(x) for x in cols["input_ids"]), "file": replay.REPLAY_FILE}
-
-
-def _base_answers(cfg: Config, model, tokenizer, template, device, prompts: list[str]) -> list[str]:
-    """Greedy answers of the untouched base, through the run's template (data.replay.source self)."""
-    from lmtune.evaluate.run import inference_mode
-    from lmtune.generate import GenerationSettings, Generator
-
-    if device.kind == "cuda" and model.device.type != "cuda":
-        model.to("cuda")
-    settings = GenerationSettings(max_new_tokens=cfg.data.replay.max_new_tokens, greedy=True,
-                                  batch_size=cfg.train.eval_batch_size)
-    with inference_mode(model):
-        return Generator(model, tokenizer, template).generate(prompts, settings)
 
 
 def _suggest_processes(cfg: Config, device_kind: str, threads: int) -> None:
@@ -446,7 +364,9 @@ def _adapters_to_fp32(model) -> None:
 
 
 def _fit(trainer, run: RunDir, resume: bool, max_steps: int) -> None:
-    checkpoint = _resume_checkpoint(run, max_steps) if resume else None
+    from lmtune.resume import resume_checkpoint
+
+    checkpoint = resume_checkpoint(run, max_steps) if resume else None
     trainer.train(resume_from_checkpoint=str(checkpoint) if checkpoint else None)
     from lmtune.callbacks import MarkCheckpointComplete, NonFiniteGuard
 
@@ -464,29 +384,6 @@ def _fit(trainer, run: RunDir, resume: bool, max_steps: int) -> None:
              if last else "no checkpoint was saved before the failure",
              "start again with a lower train.learning_rate (a new output.dir, or output.overwrite=true): "
              "--resume would restore the same learning-rate schedule"])
-
-
-def _resume_checkpoint(run: RunDir, max_steps: int) -> Path | None:
-    """The last complete checkpoint at or before train.max_steps (the run ends exactly there: one
-    saved at max_steps trains nothing more, see LmtuneSFTTrainer._init_training_state)."""
-    dropped = _remove_partial_checkpoints(run)
-    if dropped:
-        print(f"ignored partial checkpoints: {', '.join(dropped)}")
-    checkpoint = run.last_checkpoint(max_step=max_steps if max_steps > 0 else None)
-    if checkpoint is None:
-        print("no complete checkpoint to resume from: starting from step 0")
-    else:
-        print(f"resuming from {checkpoint.name}")
-    return checkpoint
-
-
-def _remove_partial_checkpoints(run: RunDir) -> list[str]:
-    """Rank 0 deletes, the others wait (two ranks deleting one directory would race)."""
-    from lmtune import distributed
-
-    dropped = run.remove_partial_checkpoints() if distributed.is_main_process() else []
-    distributed.barrier()
-    return dropped
 
 
 # ---------------------------------------------------------------- save
@@ -508,7 +405,7 @@ def _save(cfg: Config, run: RunDir, s: _Setup, trainer, seconds: float):
     metrics = {"method": cfg.method, "trainable_params": s.trainable, "total_params": s.total,
                "train_seconds": round(seconds, 2), "global_step": trainer.state.global_step,
                "epochs": round(trainer.state.epoch or 0.0, 4),
-               "stop_at": _stop_at(cfg), "peak_memory_mb": _peak_memory_mb()}
+               "stop_at": stop_at_of(cfg), "peak_memory_mb": _peak_memory_mb()}
     train_losses = [h["loss"] for h in trainer.state.log_history if "loss" in h]
     if train_losses:
         metrics["final_train_loss"] = train_losses[-1]
