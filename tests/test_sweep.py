@@ -162,6 +162,13 @@ def test_two_workers_on_one_sqlite_study_killed_and_resumed(setup, tmp_path, cap
         states = [t.state.name for t in trials]
         ready = ("COMPLETE" in states and "RUNNING" in states
                  and len({t.user_attrs.get("worker") for t in trials} - {None}) == 2)
+        if ready:
+            # freeze every process, then look again: a tiny trial can finish between the look
+            # above and the kill, which would leave no trial to interrupt
+            os.killpg(proc.pid, signal.SIGSTOP)
+            ready = "RUNNING" in [t.state.name for t in _study(out).trials]
+            if not ready:
+                os.killpg(proc.pid, signal.SIGCONT)
     os.killpg(proc.pid, signal.SIGKILL)      # the driver and both workers, mid-sweep
     proc.wait()
     assert ready, "a trial should have finished and another be running before the kill"
