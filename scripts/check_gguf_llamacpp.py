@@ -1,14 +1,15 @@
 """Check an exported GGUF in llama.cpp itself: greedy tokens from llama-cpp-python vs transformers
 on the same prompt token ids, per quant.
 
-    pip install --no-deps --target /tmp/llamacpp llama-cpp-python   # builds llama.cpp from source
-    PYTHONPATH=src:/tmp/llamacpp python scripts/check_gguf_llamacpp.py tiny --quants f32,f16,q8_0,q4_0
+    pip install --no-deps --target /tmp/llamacpp llama-cpp-python==0.3.36   # builds llama.cpp (~7 min, 2 cores)
+    pip install --target /tmp/llamadeps diskcache==5.6.3                      # its one runtime import
+    PYTHONPATH=src:/tmp/llamacpp:/tmp/llamadeps python scripts/check_gguf_llamacpp.py tiny --quants f32,f16,q8_0,q4_0
 
 Prompts are rendered by the run's template and tokenized by transformers; llama.cpp gets the ids,
 not the text, so a pre-tokenizer that llama.cpp does not know (the embedded base's) cannot blur the
 comparison of the weights. Both sides decode greedily for --max-tokens tokens without stopping.
 Prints one JSON line per quant: sequences identical, and tokens equal before the first difference.
-Not run yet: building llama.cpp did not fit the shared 2-core development machine (README, Deploy).
+Results (README, Deploy): f32/f16 identical on every prompt; benchmarks/results/gguf_llamacpp.jsonl.
 """
 
 from __future__ import annotations
