@@ -30,9 +30,11 @@ Epochs, from the number of examples (the seed's guidance), then a floor on optim
 
 An explicit number in the config wins; `train.max_steps` > 0 wins over epochs.
 
-Known gap (the study in benchmarks/README.md): there is a floor on optimizer steps but no ceiling.
-1,000 examples that each fill a row alone get 5 epochs = 1,190 steps at 2e-3 on the embedded base,
-and LoRA then forgot general text (perplexity x834) where 1e-3 for 3 epochs did not.
+Known gap (the study in benchmarks/README.md and README.md): 1,000 examples that each fill a row
+alone get 5 epochs = 1,190 steps at 2e-3 on the embedded base, and LoRA then forgot general text
+(perplexity x834) where 1e-3 for 3 epochs (714 steps) gave a warning (x1.69). Fewer epochs at 2e-3
+do not fix it (476 steps: x6.64), so what is missing is a learning rate that falls as the optimizer
+steps grow on small, high-rate models, without moving the 7B anchors; not built yet.
 """
 
 from __future__ import annotations
