@@ -99,10 +99,9 @@ def run(args: argparse.Namespace) -> int:
         except KeyboardInterrupt:  # torchrun stops the workers; the checkpoints say where they were
             print(interrupted_message(args, cfg), file=sys.stderr)
             return 130
+    from lmtune.callbacks import ConsoleProgress
     from lmtune.errors import UserError
     from lmtune.train import train
-
-    from lmtune.callbacks import ConsoleProgress
 
     ConsoleProgress.current = None  # set when training starts: the Ctrl-C message needs to know
     main = distributed.is_main_process()
