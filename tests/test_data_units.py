@@ -38,6 +38,8 @@ def test_dedupe_keeps_the_first_copy_and_names_a_few_duplicates():
     assert res.first_duplicates == [("f.jsonl:9", "f.jsonl:1"), ("f.jsonl:10", "f.jsonl:1")]
     assert dedupe(exs).first_duplicates[-1] == ("f.jsonl:11", "f.jsonl:2")  # 5 by default
     assert dedupe(exs, keep_samples=0).first_duplicates == []
+    many = [_ex(1, source=f"f.jsonl:{i}") for i in range(8)]
+    assert len(dedupe(many).first_duplicates) == 5 and dedupe(many).removed == 7
     assert dedupe([]).removed == 0
 
 
@@ -102,6 +104,8 @@ def test_hold_out_draws_with_its_own_seeded_stream():
     assert test == [exs[i] for i in sorted(order[:3])] and train == [e for e in exs if e not in test]
     assert hold_out(exs, 0, 4) == (exs, []) and hold_out(exs, -1, 4) == (exs, [])
     assert hold_out(exs, 0, 4)[0] is not exs
+    train, [one] = hold_out(exs, 1, 4)
+    assert one == exs[order[0]] and len(train) == 11
 
 
 def test_prompts_in_train_counts_test_prompts_asked_in_training():
@@ -146,6 +150,9 @@ def test_split_warnings_each_with_its_numbers():
     assert small == ("the test split has 3 examples (< 20): one answer moves exact match by 33 points; give "
                      "data.test with more examples")
     assert split_warnings(_data(), {}, 0, 19, 0)[0].startswith("the test split has 19 examples")
+    assert split_warnings(_data(), {}, 0, 1, 0) == [
+        "the test split has 1 examples (< 20): one answer moves exact match by 100 points; give data.test with "
+        "more examples"]
     assert split_warnings(_data(), {}, 0, 0, 0) == []
     [overlap] = split_warnings(_data(), {}, 0, 40, 5)
     assert overlap == ("5 of 40 test prompts also appear in the training data: the test score partly measures "
