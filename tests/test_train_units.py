@@ -50,6 +50,9 @@ def test_metrics_on_resume_keep_rows_up_to_the_checkpoint_and_drop_a_cut_line(tm
     before = path.read_text()
     MetricsJsonl(path).on_train_begin(None, _state(0, zero=False), TrainerControl())  # other ranks never touch it
     assert path.read_text() == before
+    path.write_text('{"step": 1}\nnot json\n{"note": "no step"}\n{"step": 1, "loss": 2.0}\n')
+    MetricsJsonl(path).on_train_begin(None, _state(0), TrainerControl())  # a bad line is skipped, not the end
+    assert path.read_text() == '{"note": "no step"}\n'  # a row without a step counts as step 0
     MetricsJsonl(tmp_path / "none.jsonl").on_train_begin(None, _state(2), TrainerControl())
     assert not (tmp_path / "none.jsonl").exists()
 
@@ -179,7 +182,9 @@ def test_progress_bar_only_on_rank_zero_and_the_eval_bar_sized_to_the_loader():
     bar = ConsoleProgress()
     bar.on_train_begin(SimpleNamespace(), _state(0), TrainerControl())
     bar.on_prediction_step(SimpleNamespace(), _state(0), TrainerControl(), eval_dataloader=[1, 2, 3])
-    assert bar.prediction_bar.total == 3 and bar.prediction_bar.n == 1 and not bar.prediction_bar.leave
+    assert bar.prediction_bar.total == 3 and bar.prediction_bar.n == 1 and bar.prediction_bar.leave is False
+    assert bar.prediction_bar.desc == "eval" and bar.training_bar.desc == "train"
+    assert callable(bar.prediction_bar.dynamic_ncols) and callable(bar.training_bar.dynamic_ncols)
     first = bar.prediction_bar
     bar.on_prediction_step(SimpleNamespace(), _state(0), TrainerControl(), eval_dataloader=[1, 2, 3])
     assert bar.prediction_bar is first and first.n == 2
