@@ -32,11 +32,9 @@ declare -A MODULES=(
   [methods]="src/lmtune/methods/__init__.py src/lmtune/methods/full.py src/lmtune/methods/qlora.py src/lmtune/methods/qlora_check.py | tests/test_methods_units.py tests/test_qlora.py::test_qlora_keeps_embeddings_head_and_residual_stream_in_bf16 tests/test_qlora.py::test_qlora_fp16_base_still_upcasts_for_stability"
   [merge]="src/lmtune/merge.py | tests/test_merge_units.py tests/test_critical_settings.py::test_merge_reports_a_tiny_difference_and_writes_the_model tests/test_critical_settings.py::test_merge_refuses_a_real_mismatch_and_writes_nothing"
   [rundir]="src/lmtune/rundir.py | tests/test_rundir_units.py"
-  [train/callbacks]="src/lmtune/callbacks.py src/lmtune/resume.py | tests/test_train_units.py"
-  [train]="src/lmtune/train.py src/lmtune/sft_trainer.py | tests/test_resume.py tests/test_train.py tests/test_reliability_runs.py tests/test_critical_settings.py"
+  [train]="src/lmtune/train.py src/lmtune/sft_trainer.py src/lmtune/callbacks.py | tests/test_resume.py tests/test_train.py tests/test_reliability_runs.py tests/test_critical_settings.py"
   [data]="src/lmtune/data/*.py | tests/test_data_errors.py tests/test_data_packing.py tests/test_data_pipeline.py tests/test_data_templates.py"
-  [evaluate]="src/lmtune/evaluate/perplexity.py src/lmtune/evaluate/metrics.py src/lmtune/evaluate/summary.py src/lmtune/evaluate/few_shot.py | tests/test_eval_units.py tests/test_eval_few_shot.py::test_chat_template_gets_one_conversation_with_the_shots_answered tests/test_eval_few_shot.py::test_single_turn_layout_repeats_whole_training_examples tests/test_eval_few_shot.py::test_zero_shots_leave_the_prompts_alone tests/test_eval.py::test_labels_follow_the_completion_mask"
-  [evaluate/run]="src/lmtune/evaluate/run.py src/lmtune/evaluate/__init__.py | tests/test_eval_run_units.py tests/test_critical_settings.py::test_forgetting_thresholds_from_the_config_decide_the_verdict"
+  [evaluate]="src/lmtune/evaluate/*.py | tests/test_eval.py tests/test_eval_few_shot.py tests/test_critical_settings.py"
   [estimate]="src/lmtune/estimate/*.py | tests/test_estimate_activations.py tests/test_estimate_memory.py tests/test_estimate_params.py"
 )
 

@@ -58,6 +58,10 @@ def tiny(tmp_path_factory):
     (run / "config.yaml").write_text(cfg.to_yaml())
     (run / "template.json").write_text(json.dumps(TEMPLATE))
     (run / "train_summary.json").write_text(json.dumps({"global_step": 7, "epochs": 1.5, "final_train_loss": 2.25}))
+    (run / "eval.json").write_text(json.dumps({
+        "task": {"name": "sql", "primary": "execution_accuracy", "examples": 8,
+                 "tuned": {"execution_accuracy": 0.5}, "base": {"execution_accuracy": 0.25}},
+        "forgetting": {"verdict": "ok"}}))
     n_base = sum(p.numel() for p in AutoModelForCausalLM.from_pretrained(str(base)).parameters())
     return SimpleNamespace(root=root, base=base, adapter=adapter, run=run, n_base=n_base)
 
@@ -217,6 +221,8 @@ def test_merged_card_of_a_run_says_what_ran(tiny):
     assert "# lmtune merged model" in card and "tags: [lmtune, lora, merged]" in card
     assert "- training run: 7 optimizer steps, 1.5 epochs (what ran" in card
     assert "## Merge check\n\nMax |logit difference| merged vs base+adapter: 2e-07\n" in card
+    assert ("## Metrics\n\n- final_train_loss: 2.25\n- sql execution_accuracy: 0.5 tuned vs 0.25 base "
+            "(8 test examples)\n- forgetting check: ok\n") in card  # train_summary.json and eval.json
     (tiny.root / "norun").mkdir(exist_ok=True)
     shutil.copy(tiny.run / "config.yaml", tiny.root / "norun" / "config.yaml")
     assert "- training run: 0 optimizer steps (what ran" in model_card(loaded, 2e-7, None, str(tiny.root / "norun"))
