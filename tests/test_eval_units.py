@@ -169,6 +169,8 @@ def test_summary_without_base_loss_with_shots_and_for_a_plain_model():
         "task sql: 20 test examples from sql/test.jsonl, 3-shot prompts",
         "  metric                model",
         "  execution_accuracy    55.0% *"]
+    r = _result(validation=None, settings={"few_shot": 2}, forgetting=None)
+    assert summarize(r).split("\n")[0] == "task sql: 20 test examples from sql/test.jsonl, 2-shot prompts"
     r = _result(settings=None, forgetting=None, validation=None)
     r["task"]["base"] = None
     assert summarize(r).split("\n")[1:] == [
