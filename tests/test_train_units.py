@@ -67,7 +67,7 @@ def test_guard_stops_at_the_first_non_finite_value_without_saving(key, value):
     assert guard.bad is None and not control.should_training_stop
     control.should_save = True
     guard.on_log(None, _state(5), control, logs={key: value, "learning_rate": 1e-3})
-    assert control.should_training_stop and not control.should_save
+    assert control.should_training_stop and control.should_save is False
     assert guard.bad["step"] == 5 and guard.bad["key"] == key
     assert guard.bad["value"] == value or (math.isnan(value) and math.isnan(guard.bad["value"]))
     guard.on_log(None, _state(6), control, logs={"loss": float("inf")})  # the first one is kept
@@ -154,9 +154,23 @@ def test_progress_bar_starts_where_the_run_stands_and_shows_loss_lr_and_tokens_p
     assert bar.training_bar.postfix == "loss=1.0000, lr=0.00e+00, tok/s=1000"
     bar.on_log(args, _state(7), control, logs={"loss": 1.0, "num_tokens": 2000.0})  # counter went back: no rate
     assert "tok/s" not in bar.training_bar.postfix
+    clock = iter([103.0, 103.0, 104.0])
+    bar.on_log(args, _state(8), control, logs={"loss": 1.0, "num_tokens": 2500.0})
+    bar.on_log(args, _state(8), control, logs={"loss": 1.0, "num_tokens": 2600.0})  # same instant: no rate
+    assert "tok/s" not in bar.training_bar.postfix
+    bar.on_log(args, _state(9), control, logs={"loss": 1.0, "num_tokens": 2600.0})  # no new tokens: 0/s
+    assert bar.training_bar.postfix.endswith("tok/s=0")
     bar.on_step_end(args, _state(7), control)
     assert bar.step == 7 and bar.training_bar.n == 7
     bar.on_train_end(args, _state(7), control)
+
+
+def test_progress_bar_redraws_with_the_new_loss_at_once(capsys):
+    bar = ConsoleProgress()
+    bar.on_train_begin(SimpleNamespace(), _state(0), TrainerControl())
+    capsys.readouterr()
+    bar.on_log(None, _state(1), TrainerControl(), logs={"loss": 3.21, "learning_rate": 1e-3})
+    assert "loss=3.2100, lr=1.00e-03" in capsys.readouterr().err
 
 
 def test_progress_bar_prints_one_line_per_evaluation(capsys):
@@ -269,6 +283,13 @@ def test_resume_picks_the_last_complete_checkpoint_at_or_before_max_steps(tmp_pa
 def test_resume_refuses_when_every_checkpoint_is_past_max_steps(tmp_path):
     run = RunDir(tmp_path)
     check_resume_steps(run, 3)  # no checkpoints: fine
+    _complete(tmp_path, 2)
+    check_resume_steps(run, 2)
+    with pytest.raises(ConfigError, match="past train.max_steps=1 "):
+        check_resume_steps(run, 1)
+    import shutil
+
+    shutil.rmtree(tmp_path / "checkpoints")
     for step in (4, 6):
         _complete(tmp_path, step)
     check_resume_steps(run, 4)
