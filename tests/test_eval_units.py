@@ -131,6 +131,32 @@ def test_text_loss_predicts_every_token_after_the_first_truncated(tiny):
     assert text_loss(model, tok, texts, 6, 2, desc="probe").loss == pytest.approx(res.loss, rel=1e-6)
 
 
+def test_progress_bars_are_named(tiny, capsys):
+    model, tok = tiny
+    capsys.readouterr()
+    text_loss(model, tok, ["The quick brown fox"], 16, desc="probe perplexity (tuned)")
+    dataset_loss(model, [{"input_ids": [1, 2, 3]}], tok.pad_token_id, 8, desc="validation loss (base)")
+    err = capsys.readouterr().err
+    assert "probe perplexity (tuned)" in err and "validation loss (base)" in err
+
+
+def test_text_loss_predicts_the_token_after_a_bos_too():
+    """A tokenizer that adds <s> (Llama style): the first text token is predicted from it."""
+    from tiny_models import model_config
+    from tiny_tokenizers import llama_style
+
+    tok = llama_style()
+    tok.pad_token = tok.eos_token
+    torch.manual_seed(0)
+    model = AutoModelForCausalLM.from_config(model_config("llama", len(tok))).eval()
+    texts = ["Hello, how are you?", "SELECT name FROM customers"]
+    ids = tok(texts)["input_ids"]
+    assert all(i[0] == tok.bos_token_id for i in ids)
+    res = text_loss(model, tok, texts, max_length=64)
+    nll, n = _by_hand(model, [(i, i) for i in ids])
+    assert res.tokens == n == sum(len(i) - 1 for i in ids) and res.loss == pytest.approx(nll / n, rel=1e-5)
+
+
 # ---------------------------------------------------------------- summary.py
 
 def _result(**over):
@@ -244,6 +270,7 @@ def test_load_shots_from_a_bundled_task_and_never_from_plain_text(tmp_path):
     with pytest.raises(UserError, match="--few-shot 1: the training data has only 0 usable examples"):
         load_shots(cfg, 1)
     cfg.data.train = []  # a config without training data (load_config itself refuses one)
+    assert load_shots(cfg, 0) == []  # zero shots reads nothing
     with pytest.raises(UserError) as info:
         load_shots(cfg, 2)
     assert info.value.render() == ("error: --few-shot 2: no training examples to take shots from\n"
@@ -265,6 +292,23 @@ def test_a_chat_shot_loses_its_system_turn_and_the_test_keeps_its_own():
                       "<|im_start|>user\nq3<|im_end|>\n<|im_start|>assistant\n")
     [no_system] = few_shot_prompts(ChatMLTemplate(), shots, [_ex("q3", "a3")])
     assert no_system.startswith("<|im_start|>user\nq1<|im_end|>")
+    later = Example(source="t", format="chat", messages=[
+        {"role": "user", "content": "first"}, {"role": "system", "content": "mid"},
+        {"role": "user", "content": "second"}, {"role": "assistant", "content": "x"}])
+    [prompt] = few_shot_prompts(ChatMLTemplate(), shots[1:], [later])
+    assert prompt == ("<|im_start|>user\nq2<|im_end|>\n<|im_start|>assistant\na2<|im_end|>\n"
+                      "<|im_start|>user\nfirst<|im_end|>\n<|im_start|>system\nmid<|im_end|>\n"
+                      "<|im_start|>user\nsecond<|im_end|>\n<|im_start|>assistant\n")
+
+
+def test_single_turn_shots_lose_trailing_whitespace_only():
+    template = AlpacaTemplate()
+    shot = Example(source="t", format="alpaca", messages=[{"role": "user", "content": "q"},
+                                                          {"role": "assistant", "content": "  a \n"}],
+                   fields={"instruction": "q", "input": "", "output": "  a \n"})
+    [prompt] = few_shot_prompts(template, [shot], [_ex("q2", "a2")])
+    assert prompt == template.render(shot).rstrip() + "\n\n" + template.render_prompt(_ex("q2", "a2"))
+    assert template.render(shot) != template.render(shot).rstrip()
 
 
 def test_the_models_own_template_also_gets_a_conversation():
