@@ -138,6 +138,43 @@ def test_a_checkpoint_with_non_finite_trainable_weights_gets_no_marker_and_stops
     assert cb.bad["step"] == 5 and cb.bad["key"] == "weight 1.bias" and math.isnan(cb.bad["value"])
 
 
+@pytest.fixture
+def one_rank_group(tmp_path):
+    """A real torch.distributed group of one process (gloo): the all-reduce path of on_save runs."""
+    import torch.distributed as dist
+
+    dist.init_process_group("gloo", init_method=f"file://{tmp_path / 'rendezvous'}", rank=0, world_size=1)
+    try:
+        yield dist
+    finally:
+        dist.destroy_process_group()
+
+
+def test_under_a_process_group_the_ranks_vote_on_non_finite_weights(tmp_path, one_rank_group, monkeypatch):
+    from lmtune.callbacks import _on_any_rank
+
+    model = torch.nn.Linear(2, 2)
+    assert _on_any_rank(False, model) is False and _on_any_rank(True, model) is True
+    assert _on_any_rank(True, None) is True and _on_any_rank(False, None) is False
+    ckpt = _checkpoint(tmp_path, 4)
+    args = SimpleNamespace(output_dir=str(tmp_path))
+    cb, control = MarkCheckpointComplete(), TrainerControl()
+    cb.on_save(args, _state(4), control, model=model)
+    assert (ckpt / COMPLETE_MARKER).exists() and cb.bad is None
+    seen = []
+
+    def another_rank_is_bad(t, op):  # what all_reduce(MAX) returns when another rank voted 1
+        seen.append((t.device.type, t.tolist(), op))
+        t.fill_(1.0)
+
+    monkeypatch.setattr(one_rank_group, "all_reduce", another_rank_is_bad)
+    (ckpt / COMPLETE_MARKER).unlink()
+    cb.on_save(args, _state(4), control, model=model)
+    assert seen == [("cpu", [0.0], one_rank_group.ReduceOp.MAX)]
+    assert cb.bad["key"] == "weight (on another rank)" and control.should_training_stop
+    assert not (ckpt / COMPLETE_MARKER).exists()
+
+
 # ---------------------------------------------------------------- ConsoleProgress
 
 def test_progress_bar_starts_where_the_run_stands_and_shows_loss_lr_and_tokens_per_second(monkeypatch):
@@ -271,13 +308,28 @@ def test_resume_picks_the_last_complete_checkpoint_at_or_before_max_steps(tmp_pa
     for step in (2, 4, 6):
         _complete(tmp_path, step)
     (tmp_path / "checkpoints" / "checkpoint-8").mkdir()  # partial: a kill while it was written
+    (tmp_path / "checkpoints" / "checkpoint-7").mkdir()
     assert resume_checkpoint(run, 5).name == "checkpoint-4"
-    assert capsys.readouterr().out == "ignored partial checkpoints: checkpoint-8\nresuming from checkpoint-4\n"
+    assert capsys.readouterr().out == ("ignored partial checkpoints: checkpoint-7, checkpoint-8\n"
+                                       "resuming from checkpoint-4\n")
     assert not (tmp_path / "checkpoints" / "checkpoint-8").exists()
     assert resume_checkpoint(run, 6).name == "checkpoint-6"
     assert resume_checkpoint(run, 0).name == "checkpoint-6"    # epochs: no step limit
     assert resume_checkpoint(run, -1).name == "checkpoint-6"
     assert capsys.readouterr().out == "resuming from checkpoint-6\n" * 3
+
+
+def test_resume_at_max_steps_one_and_only_rank_zero_deletes(tmp_path, capsys, monkeypatch):
+    from lmtune import distributed
+
+    for step in (1, 2):
+        _complete(tmp_path, step)
+    assert resume_checkpoint(RunDir(tmp_path), 1).name == "checkpoint-1"
+    (tmp_path / "checkpoints" / "checkpoint-3").mkdir()
+    monkeypatch.setattr(distributed, "is_main_process", lambda: False)  # another rank: never deletes
+    assert resume_checkpoint(RunDir(tmp_path), 2).name == "checkpoint-2"
+    assert (tmp_path / "checkpoints" / "checkpoint-3").is_dir()
+    assert "ignored partial" not in capsys.readouterr().out
 
 
 def test_resume_refuses_when_every_checkpoint_is_past_max_steps(tmp_path):
