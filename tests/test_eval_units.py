@@ -72,11 +72,12 @@ def test_sequence_loss_equals_cross_entropy_by_hand_whatever_the_batching(tiny):
             ([50, 51, 52], [50, 51, 52]),
             ([60, 61, 62, 63, 64], [IGNORE, IGNORE, IGNORE, IGNORE, 64]),
             ([70, 71], [70, IGNORE]),                 # nothing predicted after the first token: dropped
-            ([80, 81, 82, 83], [IGNORE, 81, IGNORE, 83])]
+            ([80, 81, 82, 83], [IGNORE, 81, IGNORE, 83]),
+            ([90, 91, 92], [IGNORE, 91, IGNORE])]     # only the second token is predicted: kept
     nll, n = _by_hand(model, [r for i, r in enumerate(rows) if i != 3])
     for batch in (1, 2, 8):
         res = sequence_loss(model, rows, tok.pad_token_id, batch_size=batch)
-        assert (res.tokens, res.examples) == (n, 4) and n == 5 + 2 + 1 + 2
+        assert (res.tokens, res.examples) == (n, 5) and n == 5 + 2 + 1 + 2 + 1
         assert res.loss == pytest.approx(nll / n, rel=1e-5)
         assert res.perplexity == pytest.approx(math.exp(nll / n), rel=1e-5)
     assert sequence_loss(model, rows, tok.pad_token_id, 2, desc="loss").loss == pytest.approx(nll / n, rel=1e-5)
@@ -260,6 +261,16 @@ def test_load_shots_takes_the_first_k_skipping_the_held_out_ones(tmp_path):
     with pytest.raises(UserError) as info:
         load_shots(cfg, 4, held)
     assert info.value.render() == "error: --few-shot 4: the training data has only 3 usable examples"
+
+
+def test_bad_training_records_are_reported_as_few_shot_examples(tmp_path):
+    from lmtune.errors import DataError
+
+    train = _write(tmp_path / "train.jsonl", [_alpaca(0), {"instruction": "", "input": "", "output": "x"}])
+    cfg = load_config(None, [f"data.train={train}", "data.format=alpaca"])
+    with pytest.raises(DataError) as info:
+        load_shots(cfg, 1)
+    assert "in the few-shot examples" in info.value.args[0]
 
 
 def test_load_shots_from_a_bundled_task_and_never_from_plain_text(tmp_path):
