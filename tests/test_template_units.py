@@ -139,3 +139,22 @@ def test_answers_that_cannot_be_located_are_refused(template, turns):
     assert str(info.value) == ("the model's chat template renders earlier turns differently once later turns "
                                "follow, so the answer cannot be located; use a template with {% generation %} "
                                "markers or chatml")
+
+
+def test_model_template_keeps_its_system_prompt_and_knows_its_generation_markers():
+    tok = build_tokenizer()  # ChatML with {% generation %} markers
+    template = ModelTemplate(tok, system_prompt="S")
+    assert template.system_prompt == "S" and template.has_generation_markers is True
+    prompt = template.render_prompt("hi")
+    assert prompt.startswith("<|im_start|>system\nS<|im_end|>") and prompt.endswith("<|im_start|>assistant\n")
+    assert _model(LINES).has_generation_markers is False
+
+
+def test_model_template_refuses_text_records_and_reports_template_errors():
+    with pytest.raises(TemplateError) as info:
+        _model(LINES).segments(Example(source="s", format="text", text="t"))
+    assert str(info.value) == "text records have no turns; use format text (raw)"
+    strict = "{% if messages[0]['role'] != 'system' %}{{ raise_exception('a system turn first') }}{% endif %}"
+    with pytest.raises(TemplateError) as info:
+        _model(strict).render_prompt("hi")
+    assert str(info.value) == "the model's chat template rejected this conversation: a system turn first"
