@@ -7,6 +7,7 @@
 #   scripts/mutation.sh tasks/sql methods/lora
 #   MUTATION_JOBS=2 scripts/mutation.sh estimate/activations
 #   MUTATION_ONLY='*x_generic_profile__mutmut_*' scripts/mutation.sh estimate/activations  # one function
+#   MUTATION_ONLY='*x__assemble__mutmut_* *x__row__mutmut_*' scripts/mutation.sh evaluate/run  # several
 #
 # Each module runs in its own copy of the tree under $MUTATION_WORK/<module> (default .mutation/,
 # git-ignored), so runs never touch src/ and can go in parallel. Afterwards, in that directory:
@@ -29,30 +30,39 @@ declare -A MODULES=(
   [evaluate/forgetting]="src/lmtune/evaluate/forgetting.py | tests/test_forgetting_units.py tests/test_eval.py::test_verdict_on_both_sides_of_each_threshold tests/test_eval.py::test_verdict_follows_configured_thresholds tests/test_critical_settings.py::test_forgetting_thresholds_from_the_config_decide_the_verdict"
   [estimate/activations]="src/lmtune/estimate/activations.py | tests/test_estimate_activations.py"
   [methods/lora]="src/lmtune/methods/lora.py | tests/test_critical_settings.py::test_lora_rank_alpha_and_rslora_reach_the_peft_modules tests/test_critical_settings.py::test_lora_bias_dora_and_checkpointing_reach_peft tests/test_critical_settings.py::test_lora_targets_missing_from_the_model_are_a_config_error"
-  [methods]="src/lmtune/methods/*.py | tests/test_critical_settings.py tests/test_train.py tests/test_qlora.py"
-  [merge]="src/lmtune/merge.py | tests/test_critical_settings.py tests/test_reliability_runs.py"
-  [rundir]="src/lmtune/rundir.py | tests/test_resume.py tests/test_reliability_runs.py"
-  [train]="src/lmtune/train.py src/lmtune/sft_trainer.py src/lmtune/callbacks.py | tests/test_resume.py tests/test_train.py tests/test_reliability_runs.py tests/test_critical_settings.py"
+  [methods]="src/lmtune/methods/__init__.py src/lmtune/methods/full.py src/lmtune/methods/qlora.py src/lmtune/methods/qlora_check.py | tests/test_methods_units.py tests/test_qlora.py::test_qlora_keeps_embeddings_head_and_residual_stream_in_bf16 tests/test_qlora.py::test_qlora_fp16_base_still_upcasts_for_stability"
+  [merge]="src/lmtune/merge.py | tests/test_merge_units.py tests/test_critical_settings.py::test_merge_reports_a_tiny_difference_and_writes_the_model tests/test_critical_settings.py::test_merge_refuses_a_real_mismatch_and_writes_nothing"
+  [rundir]="src/lmtune/rundir.py | tests/test_rundir_units.py"
+  [train/callbacks]="src/lmtune/callbacks.py src/lmtune/resume.py | tests/test_train_units.py"
+  [train]="src/lmtune/train.py src/lmtune/sft_trainer.py | tests/test_resume.py tests/test_train.py tests/test_reliability_runs.py tests/test_critical_settings.py"
+  [data/split]="src/lmtune/data/split.py src/lmtune/data/holdout.py | tests/test_data_units.py"
+  [data/formats]="src/lmtune/data/formats.py src/lmtune/data/templates.py | tests/test_template_units.py tests/test_data_errors.py tests/test_data_templates.py tests/test_data_units.py tests/test_eval_few_shot.py::test_chat_template_gets_one_conversation_with_the_shots_answered tests/test_eval_few_shot.py::test_single_turn_layout_repeats_whole_training_examples tests/test_eval_few_shot.py::test_a_chat_in_progress_is_all_prompt"
   [data]="src/lmtune/data/*.py | tests/test_data_errors.py tests/test_data_packing.py tests/test_data_pipeline.py tests/test_data_templates.py"
-  [evaluate]="src/lmtune/evaluate/*.py | tests/test_eval.py tests/test_eval_few_shot.py tests/test_critical_settings.py"
+  [evaluate]="src/lmtune/evaluate/perplexity.py src/lmtune/evaluate/metrics.py src/lmtune/evaluate/summary.py src/lmtune/evaluate/few_shot.py | tests/test_eval_units.py tests/test_eval_few_shot.py::test_chat_template_gets_one_conversation_with_the_shots_answered tests/test_eval_few_shot.py::test_single_turn_layout_repeats_whole_training_examples tests/test_eval_few_shot.py::test_zero_shots_leave_the_prompts_alone tests/test_eval.py::test_labels_follow_the_completion_mask"
+  [evaluate/run]="src/lmtune/evaluate/run.py src/lmtune/evaluate/__init__.py | tests/test_eval_run_units.py tests/test_critical_settings.py::test_forgetting_thresholds_from_the_config_decide_the_verdict"
   [estimate]="src/lmtune/estimate/*.py | tests/test_estimate_activations.py tests/test_estimate_memory.py tests/test_estimate_params.py"
 )
 
 run_module() {
-  local key=$1 spec=${MODULES[$1]}
+  local key=$1 spec=${MODULES[$1]} only=()
+  # MUTATION_ONLY: mutant name patterns separated by spaces (mutmut's own globs, never the shell's)
+  read -r -a only <<<"${MUTATION_ONLY:-}"
   local sources=${spec%%|*} tests=${spec#*|}
   local dir="$WORK/${key//\//_}"
   # a fresh copy of the tree; MUTATION_KEEP=1 keeps mutmut's earlier results (only what changed reruns)
   [ "${MUTATION_KEEP:-0}" = 1 ] || rm -rf "$dir"
   mkdir -p "$dir"
-  rm -rf "$dir/src" "$dir/tests" "$dir/scripts"
-  cp -a "$ROOT/src" "$ROOT/tests" "$ROOT/scripts" "$ROOT/pyproject.toml" "$dir/"
+  rm -rf "$dir/src" "$dir/tests" "$dir/scripts" "$dir/examples" "$dir/configs"
+  cp -a "$ROOT/src" "$ROOT/tests" "$ROOT/scripts" "$ROOT/examples" "$ROOT/configs" "$ROOT/pyproject.toml" "$dir/"
   find "$dir" -name __pycache__ -prune -exec rm -rf {} +
   {
     echo "[mutmut]"
     echo "source_paths = src"
     echo "only_mutate ="
     for s in $sources; do echo "    $s"; done
+    echo "also_copy ="   # tests read example data files and configs by path
+    echo "    examples"
+    echo "    configs"
     echo "pytest_add_cli_args_test_selection ="
     for t in $tests; do echo "    $t"; done
     echo "pytest_add_cli_args ="
@@ -66,7 +76,7 @@ run_module() {
   echo "== $key: mutating $sources"
   echo "   tests: $tests"
   (cd "$dir" && env -u PYTHONPATH HF_HUB_OFFLINE=1 TOKENIZERS_PARALLELISM=false \
-     "$MUTMUT" run --max-children "$JOBS" ${MUTATION_ONLY:+"$MUTATION_ONLY"} >"$dir/run.log" 2>&1) || echo "   mutmut exited $? (see $dir/run.log)"
+     "$MUTMUT" run --max-children "$JOBS" "${only[@]}" >"$dir/run.log" 2>&1) || echo "   mutmut exited $? (see $dir/run.log)"
   (cd "$dir" && env -u PYTHONPATH "$MUTMUT" results --all true >"$dir/results.txt" 2>&1) || true
   "$PYTHON" - "$key" "$dir/results.txt" <<'EOF'
 import collections, sys

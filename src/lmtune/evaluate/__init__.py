@@ -68,8 +68,13 @@ def _plain_model_config(path: str, kind: str, task: str | None, test: list[str] 
         raise UserError(f"{path}: not a run directory, so there is nothing to compare it with",
                         ["to score a model on its own, name a bundled task or test files: "
                          f"`lmtune eval {path} --task sql` or `lmtune eval {path} --test FILE`"])
-    raw = {"model": {"name_or_path": path}, "data": {"task": task} if task else {}}
-    return from_dict(raw, "--task")
+    # A config needs training data to validate: the test files stand in, then are taken out again
+    # so that nothing (few-shot shots) ever reads them as training examples.
+    raw = {"model": {"name_or_path": path}, "data": {"task": task} if task else {"train": list(test)}}
+    cfg = from_dict(raw, "--task")
+    if not task:
+        cfg.data.train = []
+    return cfg
 
 
 def loss_data(cfg, tokenizer, template, settings: EvalSettings):

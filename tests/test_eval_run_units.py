@@ -1,0 +1,313 @@
+"""lmtune/evaluate/run.py and evaluate/__init__.py on a tiny LoRA model built in the test (no
+training): the model-state context managers, which test set is used, and one whole evaluate_model
+call checked against generations and losses computed here by other paths (lmtune.generate,
+perplexity.text_loss). The mutation run of lmtune/evaluate/run.py uses these (scripts/mutation.sh)."""
+
+from __future__ import annotations
+
+import json
+from types import SimpleNamespace
+
+import pytest
+import torch
+
+from lmtune.config import load_config
+from lmtune.data.formats import Example
+from lmtune.data.holdout import HELDOUT_FILE
+from lmtune.data.templates import AlpacaTemplate
+from lmtune.errors import UserError
+from lmtune.evaluate import final_evaluation, loss_data
+from lmtune.evaluate import _plain_model_config
+from lmtune.evaluate import forgetting
+from lmtune.evaluate.perplexity import LossResult, text_loss
+from lmtune.evaluate.run import (EVAL_FILE, PREDICTIONS_FILE, EvalSettings, base_model, evaluate_model,
+                                 inference_mode, merged_adapter, prompt_text, resolve_test_set)
+from lmtune.generate import GenerationSettings, Generator
+from lmtune.rundir import OUTPUT_MARKER
+from tiny_models import save_tiny_model
+
+# Imported here, not only where used: a mutation run forks every mutant's tests from one process
+# that collected this module, so these imports are paid once.
+import peft.tuners.lora  # noqa: E402,F401
+import transformers.models.llama.modeling_llama  # noqa: E402,F401
+from peft import LoraConfig, get_peft_model  # noqa: E402
+from transformers import AutoModelForCausalLM, AutoTokenizer  # noqa: E402
+
+PROBE = ["The quick brown fox jumps over the lazy dog.", "How many orders were placed in 2021?"]
+
+
+def _alpaca(i):
+    return {"instruction": f"List the customers of city {i}", "input": "", "output": f"SELECT name {i}"}
+
+
+@pytest.fixture(scope="module")
+def tiny(tmp_path_factory):
+    root = tmp_path_factory.mktemp("eval-run")
+    base = save_tiny_model(root / "base", "llama")
+    tok = AutoTokenizer.from_pretrained(str(base))
+    torch.manual_seed(0)
+    model = get_peft_model(AutoModelForCausalLM.from_pretrained(str(base)),
+                           LoraConfig(r=4, lora_alpha=16, target_modules="all-linear", task_type="CAUSAL_LM"))
+    with torch.no_grad():
+        for name, p in model.named_parameters():
+            if "lora_B" in name:
+                p.normal_(0, 1.0)  # an adapter that changes what the model says
+    for name, recs in (("train", [_alpaca(i) for i in range(4)]), ("test", [_alpaca(i) for i in range(10, 13)])):
+        (root / f"{name}.jsonl").write_text("".join(json.dumps(r) + "\n" for r in recs))
+    return SimpleNamespace(root=root, base=base, tok=tok, model=model.eval(), template=AlpacaTemplate())
+
+
+def _cfg(tiny, *extra):
+    return load_config(None, [f"model.name_or_path={tiny.base}", f"data.train={tiny.root / 'train.jsonl'}",
+                              "data.format=alpaca", "data.template=alpaca", "eval.max_new_tokens=4",
+                              "train.eval_batch_size=2", *extra])
+
+
+def _generate(model, tiny, items):
+    gen = Generator(model, tiny.tok, tiny.template)
+    return gen.generate(items, GenerationSettings(max_new_tokens=4, greedy=True, batch_size=2))
+
+
+# ---------------------------------------------------------------- model state
+
+def test_inference_mode_sets_eval_and_cache_then_restores_both(tiny):
+    model = tiny.model
+    model.train()
+    model.generation_config.use_cache = False
+    with inference_mode(model) as m:
+        assert m is model and not model.training and model.generation_config.use_cache is True
+    assert model.training and model.generation_config.use_cache is False
+    model.eval()
+    with inference_mode(torch.nn.Linear(2, 2)) as lin:  # no generation_config: fine
+        assert not lin.training
+
+
+def _merged_flags(model):
+    return {m.merged for m in model.modules() if isinstance(m, peft.tuners.lora.LoraLayer)}
+
+
+def test_merged_adapter_merges_for_generation_only(tiny):
+    before = {n: p.clone() for n, p in tiny.model.named_parameters()}
+    with merged_adapter(tiny.model):
+        assert _merged_flags(tiny.model) == {True}
+    assert _merged_flags(tiny.model) == {False}
+    assert all(torch.allclose(p, before[n], atol=1e-6) for n, p in tiny.model.named_parameters())
+    tiny.model.is_loaded_in_4bit = True  # transformers' flag on a bitsandbytes 4-bit model
+    try:
+        with merged_adapter(tiny.model):
+            assert _merged_flags(tiny.model) == {False}
+    finally:
+        del tiny.model.is_loaded_in_4bit
+    with merged_adapter(torch.nn.Linear(2, 2)):  # no adapter: nothing to do
+        pass
+
+
+def test_base_model_is_the_adapter_switched_off_or_the_original_reloaded(tiny):
+    ids = torch.tensor([[5, 6, 7, 8]])
+    plain = AutoModelForCausalLM.from_pretrained(str(tiny.base)).eval()
+    with torch.no_grad():
+        want, tuned = plain(ids).logits, tiny.model(ids).logits
+        assert (tuned - want).abs().max() > 1e-2
+        with base_model(tiny.model, None, tiny.tok) as bm:
+            assert torch.allclose(bm(ids).logits, want, atol=1e-5) and not bm.training
+        assert torch.allclose(tiny.model(ids).logits, tuned)  # the adapter is back on
+        full = AutoModelForCausalLM.from_pretrained(str(tiny.base))
+        with torch.no_grad():
+            full.model.embed_tokens.weight.add_(1.0)  # "trained": differs from the base on disk
+        with base_model(full, _cfg(tiny), tiny.tok) as bm:
+            assert bm is not full and not bm.training
+            assert torch.allclose(bm(ids).logits, want, atol=1e-5)
+
+
+# ---------------------------------------------------------------- which test set
+
+def test_test_set_from_test_files_data_test_or_the_bundled_task(tiny, tmp_path):
+    test = str(tiny.root / "test.jsonl")
+    ts = resolve_test_set(_cfg(tiny), EvalSettings(test=[test]))
+    assert ts.source == test and [e.response for e in ts.examples] == ["SELECT name 10", "SELECT name 11",
+                                                                       "SELECT name 12"]
+    assert ts.scorer.name == "generic" and ts.shots == []
+    ts = resolve_test_set(_cfg(tiny, f"data.test={test}", "eval.num_samples=2", "eval.few_shot=1"), EvalSettings())
+    assert len(ts.examples) == 2 and [s.response for s in ts.shots] == ["SELECT name 0"]
+    ts = resolve_test_set(_cfg(tiny, f"data.test={test}", "eval.num_samples=2"), EvalSettings(num_samples=3, few_shot=2))
+    assert len(ts.examples) == 3 and len(ts.shots) == 2
+    ts = resolve_test_set(_cfg(tiny, f"data.test={test}", "eval.few_shot=2"), EvalSettings(few_shot=0))
+    assert ts.shots == []
+    sql = resolve_test_set(load_config(None, ["data.task=sql", "eval.num_samples=3"]), EvalSettings())
+    assert sql.scorer.name == "sql" and len(sql.examples) == 3 and sql.source.endswith(".jsonl")
+    assert resolve_test_set(_cfg(tiny), EvalSettings(), run_dir=tmp_path) is None
+    (tmp_path / "t.jsonl").write_text('{"text": "plain text only"}\n')
+    assert resolve_test_set(_cfg(tiny, "data.format=auto"), EvalSettings(test=[str(tmp_path / "t.jsonl")])) is None
+
+
+def test_the_held_out_split_is_used_for_a_run_and_kept_out_of_the_shots(tiny, tmp_path):
+    (tmp_path / HELDOUT_FILE).write_text("".join(json.dumps(_alpaca(i)) + "\n" for i in (0, 1)))
+    ts = resolve_test_set(_cfg(tiny, "eval.few_shot=2"), EvalSettings(), run_dir=tmp_path)
+    assert ts.source == f"{tmp_path / HELDOUT_FILE} (held out of data.train, never trained on)"
+    assert [e.response for e in ts.examples] == ["SELECT name 0", "SELECT name 1"]
+    assert [s.response for s in ts.shots] == ["SELECT name 2", "SELECT name 3"]
+    assert resolve_test_set(_cfg(tiny), EvalSettings(subject="model"), run_dir=tmp_path) is None
+    test = str(tiny.root / "test.jsonl")
+    assert resolve_test_set(_cfg(tiny), EvalSettings(test=[test]), run_dir=tmp_path).source == test
+
+
+def test_prompt_text_is_the_last_user_turn():
+    chat = Example(source="t", format="chat", messages=[
+        {"role": "user", "content": "a"}, {"role": "assistant", "content": "b"},
+        {"role": "user", "content": "c"}, {"role": "assistant", "content": "d"}])
+    assert prompt_text(chat) == "c"
+    assert prompt_text(Example(source="t", format="text", text="plain")) == "plain"
+    assert prompt_text(Example(source="t", format="text")) == ""
+
+
+# ---------------------------------------------------------------- evaluate_model
+
+def _probe(monkeypatch):
+    monkeypatch.setattr(forgetting, "load_probe", lambda *a, **k: list(PROBE))
+
+
+def test_evaluate_model_scores_tuned_and_base_on_the_same_prompts(tiny, tmp_path, monkeypatch):
+    _probe(monkeypatch)
+    test = str(tiny.root / "test.jsonl")
+    cfg = _cfg(tiny, f"data.test={test}", "eval.forgetting_warn=1.2", "eval.forgetting_fail=9")
+    validation = [{"input_ids": [5, 6, 7, 8, 9], "completion_mask": [0, 0, 1, 1, 1]}]
+    result = evaluate_model(cfg, tmp_path, tiny.model, tiny.tok, tiny.template, validation,
+                            EvalSettings(progress=False, samples_kept=2))
+    examples = resolve_test_set(cfg, EvalSettings()).examples
+    tuned_raw = _generate(tiny.model, tiny, examples)
+    with tiny.model.disable_adapter():
+        base_raw = _generate(tiny.model, tiny, examples)
+        base_probe = text_loss(tiny.model, tiny.tok, PROBE, 512, 2)
+    tuned_probe = text_loss(tiny.model, tiny.tok, PROBE, 512, 2)
+    assert tuned_raw != base_raw
+    assert result["run"] == str(tmp_path) and result["base_model"] == str(tiny.base)
+    assert (result["subject"], result["method"]) == ("run", "lora")
+    assert result["settings"] == {"max_new_tokens": 4, "num_samples": cfg.eval.num_samples, "greedy": True,
+                                  "few_shot": 0}
+    assert result["validation"]["source"] == "validation split"
+    assert result["validation"]["tuned"]["tokens"] == 3 and result["validation"]["base"]["tokens"] == 3
+    assert result["validation"]["tuned"]["loss"] != result["validation"]["base"]["loss"]
+    task = result["task"]
+    assert (task["name"], task["source"], task["examples"], task["primary"]) == ("generic", test, 3, "rouge_l")
+    assert task["metrics"] == ["exact_match", "rouge_l"] and set(task["tuned"]) == set(task["base"]) == {
+        "exact_match", "rouge_l"}
+    f = result["forgetting"]
+    assert f["base_perplexity"] == pytest.approx(base_probe.perplexity, rel=1e-5)
+    assert f["tuned_perplexity"] == pytest.approx(tuned_probe.perplexity, rel=1e-5)
+    assert (f["warn_at"], f["fail_at"], f["passages"], f["tokens"]) == (1.2, 9, 2, tuned_probe.tokens)
+    assert f["probe"] == "general/probe.jsonl"
+    assert [s["index"] for s in result["samples"]] == [0, 1]
+    assert result["samples"][0]["prompt"] == "List the customers of city 10"
+    rows = [json.loads(line) for line in (tmp_path / PREDICTIONS_FILE).read_text().splitlines()]
+    assert [r["tuned_raw"] for r in rows] == tuned_raw and [r["base_raw"] for r in rows] == base_raw
+    assert [r["reference"] for r in rows] == ["SELECT name 10", "SELECT name 11", "SELECT name 12"]
+    assert rows[0]["tuned"] == tuned_raw[0].strip() and rows[0]["base"] == base_raw[0].strip()
+    assert set(rows[0]["tuned_scores"]) == {"exact_match", "rouge_l"}
+    assert result["samples"] == [{k: v for k, v in r.items() if not k.endswith("_raw")} for r in rows[:2]]
+    assert json.loads((tmp_path / EVAL_FILE).read_text()) == result
+    assert not (tmp_path / OUTPUT_MARKER).exists() or list(tmp_path.iterdir())
+
+
+def test_without_base_generation_the_probe_still_measures_the_base(tiny, tmp_path, monkeypatch):
+    _probe(monkeypatch)
+    cfg = _cfg(tiny, f"data.test={tiny.root / 'test.jsonl'}", "eval.num_samples=1")
+    done = LossResult(1.0, 2.718, 10, 2)
+    result = evaluate_model(cfg, tmp_path / "out", tiny.model, tiny.tok, tiny.template, [{"input_ids": [1, 2, 3]}],
+                            EvalSettings(base=False, progress=False, tuned_validation=done, few_shot=1))
+    assert result["validation"]["tuned"] == done.to_dict() and result["validation"]["base"] is None
+    assert result["task"]["base"] is None and result["task"]["examples"] == 1
+    assert result["settings"]["few_shot"] == 1 and result["settings"]["num_samples"] == 1
+    assert result["forgetting"]["verdict"] in ("ok", "warning", "forgotten")
+    row = json.loads((tmp_path / "out" / PREDICTIONS_FILE).read_text())
+    assert "base" not in row and "base_raw" not in row and "base_scores" not in row
+    assert json.loads((tmp_path / "out" / OUTPUT_MARKER).read_text())["kind"] == "eval"  # a new --out dir
+
+
+def test_nothing_to_measure_writes_notes_and_removes_old_predictions(tiny, tmp_path, monkeypatch, capsys):
+    monkeypatch.setattr(forgetting, "load_probe", lambda *a, **k: pytest.fail("the probe was read"))
+    (tmp_path / "keep.txt").write_text("x")
+    (tmp_path / PREDICTIONS_FILE).write_text("old\n")
+    (tmp_path / EVAL_FILE).write_text("{}")
+    result = evaluate_model(_cfg(tiny, "eval.forgetting_check=false"), tmp_path, tiny.model, tiny.tok, tiny.template,
+                            None, EvalSettings(base=False, loss_source="none (no split)"))
+    assert result["validation"] is None and result["validation_note"] == "no loss measured: none (no split)"
+    assert result["task"] is None and result["task_note"].startswith("no test prompts: pass --test FILE")
+    assert result["forgetting"] is None and result["samples"] == [] and result["settings"]["few_shot"] == 0
+    assert not (tmp_path / PREDICTIONS_FILE).exists() and not (tmp_path / OUTPUT_MARKER).exists()
+    assert json.loads((tmp_path / EVAL_FILE).read_text()) == result
+    assert capsys.readouterr().out == ""  # nothing generated, nothing logged
+    assert evaluate_model(_cfg(tiny, "eval.forgetting_check=false"), None, tiny.model, tiny.tok, tiny.template,
+                          None, EvalSettings(base=False, progress=False))["run"] is None
+
+
+def test_progress_lines_name_the_side_and_the_shots(tiny, tmp_path, monkeypatch, capsys):
+    _probe(monkeypatch)
+    cfg = _cfg(tiny, f"data.test={tiny.root / 'test.jsonl'}", "eval.num_samples=1", "eval.forgetting_check=false")
+    evaluate_model(cfg, tmp_path, tiny.model, tiny.tok, tiny.template, None, EvalSettings(few_shot=2))
+    out = capsys.readouterr().out
+    assert "[eval] generating 1 answers (tuned with 2 shots)\n" in out
+    assert "[eval] generating 1 answers (base with 2 shots)\n" in out
+    evaluate_model(cfg, tmp_path, tiny.model, tiny.tok, tiny.template, None,
+                   EvalSettings(base=False, subject="model"))
+    assert "[eval] generating 1 answers (model)\n" in capsys.readouterr().out
+
+
+# ---------------------------------------------------------------- evaluate/__init__.py
+
+def test_final_evaluation_names_where_the_loss_came_from(tiny, tmp_path, monkeypatch):
+    _probe(monkeypatch)
+    cfg = _cfg(tiny, "eval.forgetting_check=false")
+    r = final_evaluation(cfg, tmp_path, tiny.model, tiny.tok, tiny.template, [{"input_ids": [1, 2, 3, 4]}],
+                         progress=False)
+    assert r["validation"]["source"] == "validation split" and r["validation"]["base"]["tokens"] == 3
+    r = final_evaluation(cfg, tmp_path, tiny.model, tiny.tok, tiny.template, progress=False,
+                         validation_loss=LossResult(1.0, 2.7, 5, 1))
+    assert r["validation"]["tuned"]["tokens"] == 5 and r["validation"]["source"].startswith("none (the run has")
+    r = final_evaluation(cfg, tmp_path, tiny.model, tiny.tok, tiny.template, progress=False)
+    assert r["validation_note"] == "no loss measured: none (the run has no validation data)"
+
+
+def test_a_plain_model_needs_a_task_or_test_files_and_never_an_adapter():
+    with pytest.raises(UserError) as info:
+        _plain_model_config("m", "adapter", "sql", None)
+    assert info.value.render() == ("error: m: a bare adapter; `lmtune eval` takes a run directory or a model\n"
+                                   "  evaluate the run that wrote it, or merge it first (`lmtune merge`)")
+    with pytest.raises(UserError) as info:
+        _plain_model_config("m", "model", None, None)
+    assert info.value.render() == (
+        "error: m: not a run directory, so there is nothing to compare it with\n  to score a model on its own, "
+        "name a bundled task or test files: `lmtune eval m --task sql` or `lmtune eval m --test FILE`")
+    cfg = _plain_model_config("m", "model", "sql", None)
+    assert (cfg.model.name_or_path, cfg.data.task) == ("m", "sql")
+    cfg = _plain_model_config("m", "model", None, ["t.jsonl"])
+    assert cfg.data.task is None and cfg.data.train == []  # the test file is never training data
+
+
+def test_a_plain_model_is_scored_on_test_files_alone(tiny, tmp_path, monkeypatch):
+    """`lmtune eval MODEL --test FILE` without --task: it used to stop at a config error
+    ("data.train: no training data"); --few-shot then has no training data to take shots from."""
+    from lmtune.cli import main
+
+    monkeypatch.chdir(tmp_path)
+    test = str(tiny.root / "test.jsonl")
+    assert main(["eval", str(tiny.base), "--test", test, "--out", "ev", "--max-new-tokens", "2"]) == 0
+    result = json.loads((tmp_path / "ev" / EVAL_FILE).read_text())
+    assert result["subject"] == "model" and result["task"]["examples"] == 3 and result["forgetting"] is None
+    assert result["validation"]["source"] == f"test: {test}"
+    assert main(["eval", str(tiny.base), "--test", test, "--few-shot", "1", "--out", "ev2"]) == 2
+
+
+def test_loss_data_from_test_files_the_validation_split_or_a_reason(tiny, tmp_path):
+    test = str(tiny.root / "test.jsonl")
+    rows, what = loss_data(_cfg(tiny), tiny.tok, tiny.template, EvalSettings(test=[test]))
+    assert what == f"test: {test}" and len(rows) == 3
+    assert set(rows[0]) == {"input_ids", "completion_mask"} and 0 < sum(rows[0]["completion_mask"]) < len(
+        rows[0]["input_ids"])
+    assert loss_data(_cfg(tiny, "data.val_split=0"), tiny.tok, tiny.template, EvalSettings()) == (
+        None, "none (data.val_split is 0 and no data.validation)")
+    val, what = loss_data(_cfg(tiny, f"data.validation={test}"), tiny.tok, tiny.template, EvalSettings())
+    assert what == "validation split" and len(val) == 3
+    cfg = _cfg(tiny, f"data.validation={test}")
+    cfg.data.train = [str(tmp_path / "moved.jsonl")]
+    rows, what = loss_data(cfg, tiny.tok, tiny.template, EvalSettings())
+    assert rows is None and what.startswith("unavailable (")

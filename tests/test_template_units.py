@@ -1,0 +1,160 @@
+"""lmtune/data/formats.py and templates.py details the pipeline tests pass over: prompt/completion
+and text records as loaded from a file, a template saved and rebuilt, the raw template, and how
+the model's own chat template locates each answer (or refuses when it cannot). Literal expected
+values; the mutation run of these modules uses them (scripts/mutation.sh)."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from lmtune.data.formats import Example, load_examples
+from lmtune.data.templates import (AlpacaTemplate, ChatMLTemplate, ModelTemplate, RawTemplate, Segment,
+                                   TemplateError, template_from_dict)
+from tiny_models import build_tokenizer
+
+
+def _file(tmp_path, records, name="d.jsonl"):
+    path = tmp_path / name
+    path.write_text("".join(json.dumps(r) + "\n" for r in records))
+    return str(path)
+
+
+# ---------------------------------------------------------------- formats.py
+
+def test_prompt_completion_records_become_one_user_and_one_assistant_turn(tmp_path):
+    path = _file(tmp_path, [{"prompt": "P1", "completion": "C1", "id": 7},
+                            {"prompt": " ", "completion": "C2"}, {"completion": "C3"}])
+    loaded = load_examples([path], "prompt_completion")
+    [ex] = loaded.examples
+    assert (ex.source, ex.format) == (f"{path}:1", "prompt_completion")
+    assert ex.messages == [{"role": "user", "content": "P1"}, {"role": "assistant", "content": "C1"}]
+    assert ex.fields == {"prompt": "P1", "completion": "C1", "id": 7}
+    assert ex.response == "C1" and ex.prompt_messages() == [{"role": "user", "content": "P1"}]
+    assert loaded.problems == [f"{path}:2: empty string (prompt)", f"{path}:3: missing field (prompt)"]
+
+
+def test_text_records_keep_their_fields_and_source(tmp_path):
+    path = _file(tmp_path, [{"text": "hello world", "meta": 1}])
+    [ex] = load_examples([path], "text").examples
+    assert (ex.source, ex.format, ex.text, ex.messages) == (f"{path}:1", "text", "hello world", None)
+    assert ex.fields == {"text": "hello world", "meta": 1}
+
+
+# ---------------------------------------------------------------- saved templates
+
+@pytest.mark.parametrize("cls, name, stops", [(AlpacaTemplate, "alpaca", ["\n### Instruction:"]),
+                                              (ChatMLTemplate, "chatml", ["<|im_end|>"]), (RawTemplate, "raw", [])])
+def test_a_template_is_saved_and_rebuilt(cls, name, stops):
+    saved = cls(system_prompt="Be brief.").to_dict()
+    assert saved == {"name": name, "version": 1, "system_prompt": "Be brief.", "stop_strings": stops}
+    again = template_from_dict(saved)
+    assert type(again) is cls and again.system_prompt == "Be brief."
+    assert repr(again) == f"{cls.__name__}({saved})"
+
+
+def test_a_model_template_needs_its_tokenizer_and_unknown_names_are_refused():
+    tok = build_tokenizer()
+    saved = ModelTemplate(tok, system_prompt="S").to_dict()
+    assert saved["name"] == "model" and saved["chat_template"] == tok.get_chat_template()
+    assert template_from_dict(saved, tok).chat_template == saved["chat_template"]
+    with pytest.raises(ValueError) as info:
+        template_from_dict(saved)
+    assert str(info.value) == "a 'model' template needs the tokenizer to render"
+    with pytest.raises(ValueError) as info:
+        template_from_dict({"name": "vicuna"})
+    assert str(info.value) == "unknown template 'vicuna' in saved template data"
+
+
+def test_chatml_prompt_of_an_empty_conversation_is_the_assistant_header():
+    assert ChatMLTemplate().render_prompt([]) == "<|im_start|>assistant\n"
+    assert ChatMLTemplate(system_prompt="S").render_prompt([]) == (
+        "<|im_start|>system\nS<|im_end|>\n<|im_start|>assistant\n")
+
+
+# ---------------------------------------------------------------- raw
+
+def _pc(prompt, completion):
+    return Example(source="s", format="prompt_completion", fields={"prompt": prompt, "completion": completion},
+                   messages=[{"role": "user", "content": prompt}, {"role": "assistant", "content": completion}])
+
+
+def test_raw_template_trains_text_whole_and_only_the_completion():
+    raw = RawTemplate()
+    assert raw.segments(Example(source="s", format="text", text="all of it")) == [Segment("all of it", True)]
+    assert raw.segments(Example(source="s", format="text")) == [Segment("", True)]
+    assert raw.segments(_pc("Q: ", "A")) == [Segment("Q: ", False), Segment("A", True)]
+    assert raw.render_prompt(_pc("Q: ", "A")) == "Q: "
+    assert raw.render_prompt(Example(source="s", format="text", text="t")) == ""
+    assert raw.render_prompt("as is") == "as is"
+    alpaca = Example(source="s", format="alpaca", fields={"instruction": "i", "input": "", "output": "o"},
+                     messages=[{"role": "user", "content": "i"}, {"role": "assistant", "content": "o"}])
+    for call in (raw.segments, raw.render_prompt):
+        with pytest.raises(TemplateError) as info:
+            call(alpaca)
+        assert str(info.value) == "alpaca records need a template (alpaca, chatml or model), not raw"
+
+
+# ---------------------------------------------------------------- the model's own template
+
+PLAIN = "{% for m in messages %}{{ m['content'] }}{% endfor %}"
+LINES = ("{% for m in messages %}{{ m['role'] }}:{{ m['content'] }}\n{% endfor %}"
+         "{% if add_generation_prompt %}assistant:{% endif %}")
+# the generation prompt is not how an assistant turn starts
+OTHER_HEADER = ("{% for m in messages %}{{ m['role'] }}:{{ m['content'] }}\n{% endfor %}"
+                "{% if add_generation_prompt %}bot:{% endif %}")
+# the last assistant turn gets an end marker only while it is last
+LAST_MARKED = ("{% for m in messages %}{{ m['role'] }}:{{ m['content'] }}"
+               "{% if loop.last and m['role'] == 'assistant' %}<end>{% endif %}\n{% endfor %}"
+               "{% if add_generation_prompt %}assistant:{% endif %}")
+
+
+def _chat(*turns):
+    roles = ["user", "assistant"] * len(turns)
+    return Example(source="s", format="chat", messages=[{"role": r, "content": c} for r, c in zip(roles, turns)])
+
+
+def _model(template):
+    return ModelTemplate(build_tokenizer(chat_template=False), chat_template=template)
+
+
+def test_model_template_segments_are_prompt_answer_prompt():
+    segs = _model(LINES).segments(_chat("u", "a", "q", "b"))
+    assert segs == [Segment("user:u\nassistant:", False), Segment("a", True), Segment("\nuser:q\nassistant:", False),
+                    Segment("b", True), Segment("\n", False)]
+
+
+def test_answers_that_follow_each_other_without_markup_are_found():
+    ex = Example(source="s", format="chat", messages=[
+        {"role": "user", "content": "u"}, {"role": "assistant", "content": "a"}, {"role": "assistant", "content": "b"}])
+    assert _model(PLAIN).segments(ex) == [Segment("u", False), Segment("ab", True)]
+
+
+@pytest.mark.parametrize("template, turns", [(OTHER_HEADER, ("u", "a")), (LAST_MARKED, ("u", "a", "q", "b")),
+                                             (PLAIN, ("u", "  "))])
+def test_answers_that_cannot_be_located_are_refused(template, turns):
+    with pytest.raises(TemplateError) as info:
+        _model(template).segments(_chat(*turns))
+    assert str(info.value) == ("the model's chat template renders earlier turns differently once later turns "
+                               "follow, so the answer cannot be located; use a template with {% generation %} "
+                               "markers or chatml")
+
+
+def test_model_template_keeps_its_system_prompt_and_knows_its_generation_markers():
+    tok = build_tokenizer()  # ChatML with {% generation %} markers
+    template = ModelTemplate(tok, system_prompt="S")
+    assert template.system_prompt == "S" and template.has_generation_markers is True
+    prompt = template.render_prompt("hi")
+    assert prompt.startswith("<|im_start|>system\nS<|im_end|>") and prompt.endswith("<|im_start|>assistant\n")
+    assert _model(LINES).has_generation_markers is False
+
+
+def test_model_template_refuses_text_records_and_reports_template_errors():
+    with pytest.raises(TemplateError) as info:
+        _model(LINES).segments(Example(source="s", format="text", text="t"))
+    assert str(info.value) == "text records have no turns; use format text (raw)"
+    strict = "{% if messages[0]['role'] != 'system' %}{{ raise_exception('a system turn first') }}{% endif %}"
+    with pytest.raises(TemplateError) as info:
+        _model(strict).render_prompt("hi")
+    assert str(info.value) == "the model's chat template rejected this conversation: a system turn first"

@@ -1,0 +1,355 @@
+"""lmtune/callbacks.py and lmtune/resume.py called directly, with the Trainer's own state and
+control objects and real files: metrics.jsonl rows and their cleanup on resume, the NaN/inf stop,
+the checkpoint marker, the progress bar's postfix, and which checkpoint --resume picks or refuses.
+No training: the mutation run of the training modules uses these (scripts/mutation.sh)."""
+
+from __future__ import annotations
+
+import json
+import math
+from pathlib import Path
+from types import SimpleNamespace
+
+import pytest
+import torch
+from transformers.trainer_callback import TrainerControl, TrainerState
+
+from lmtune.callbacks import ConsoleProgress, MarkCheckpointComplete, MetricsJsonl, NonFiniteGuard
+from lmtune.config import load_config
+from lmtune.errors import ConfigError
+from lmtune.resume import check_resume_steps, finished_summary, resume_checkpoint, stop_at_of
+from lmtune.rundir import COMPLETE_MARKER, RunDir, checkpoint_is_complete, checkpoint_manifest
+
+
+def _state(step=0, epoch=None, zero=True, max_steps=10):
+    return TrainerState(global_step=step, epoch=epoch, is_world_process_zero=zero, max_steps=max_steps)
+
+
+# ---------------------------------------------------------------- MetricsJsonl
+
+def test_metrics_rows_carry_step_epoch_and_eval_perplexity(tmp_path):
+    cb, path = MetricsJsonl(tmp_path / "metrics.jsonl"), tmp_path / "metrics.jsonl"
+    cb.on_log(None, _state(3, 0.123456), TrainerControl(), logs={"loss": 1.5, "learning_rate": 1e-4})
+    cb.on_log(None, _state(4, None), TrainerControl(), logs={"eval_loss": 2.0})
+    cb.on_log(None, _state(5, 1.0), TrainerControl(), logs={"eval_loss": 80.0})
+    cb.on_log(None, _state(6, 1.0), TrainerControl(), logs={})          # nothing logged: no row
+    cb.on_log(None, _state(6, 1.0, zero=False), TrainerControl(), logs={"loss": 1.0})  # other ranks: no row
+    rows = [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines()]
+    assert rows == [{"step": 3, "epoch": 0.1235, "loss": 1.5, "learning_rate": 1e-4},
+                    {"step": 4, "epoch": 0.0, "eval_loss": 2.0, "eval_perplexity": math.exp(2.0)},
+                    {"step": 5, "epoch": 1.0, "eval_loss": 80.0, "eval_perplexity": math.exp(50.0)}]
+
+
+def test_metrics_on_resume_keep_rows_up_to_the_checkpoint_and_drop_a_cut_line(tmp_path):
+    path = tmp_path / "metrics.jsonl"
+    lines = [{"step": 1, "loss": 3.0}, {"step": 2, "loss": 2.0}, {"note": "no step"}, {"step": 3, "loss": 1.0},
+             {"step": 2, "train_runtime": 9.0}]
+    path.write_text("".join(json.dumps(r) + "\n" for r in lines) + '{"step": 4, "lo', encoding="utf-8")
+    MetricsJsonl(path).on_train_begin(None, _state(2), TrainerControl())
+    assert path.read_text(encoding="utf-8") == "".join(json.dumps(r) + "\n" for r in lines[:3])
+    before = path.read_text()
+    MetricsJsonl(path).on_train_begin(None, _state(0, zero=False), TrainerControl())  # other ranks never touch it
+    assert path.read_text() == before
+    path.write_text('{"step": 1}\nnot json\n{"note": "no step"}\n{"step": 1, "loss": 2.0}\n')
+    MetricsJsonl(path).on_train_begin(None, _state(0), TrainerControl())  # a bad line is skipped, not the end
+    assert path.read_text() == '{"note": "no step"}\n'  # a row without a step counts as step 0
+    MetricsJsonl(tmp_path / "none.jsonl").on_train_begin(None, _state(2), TrainerControl())
+    assert not (tmp_path / "none.jsonl").exists()
+
+
+# ---------------------------------------------------------------- NonFiniteGuard
+
+@pytest.mark.parametrize("key", ["loss", "grad_norm", "eval_loss"])
+@pytest.mark.parametrize("value", [float("nan"), float("inf"), float("-inf")])
+def test_guard_stops_at_the_first_non_finite_value_without_saving(key, value):
+    guard, control = NonFiniteGuard(), TrainerControl()
+    guard.on_log(None, _state(4), control, logs={"loss": 1.0, "grad_norm": 0.5})
+    assert guard.bad is None and not control.should_training_stop
+    control.should_save = True
+    guard.on_log(None, _state(5), control, logs={key: value, "learning_rate": 1e-3})
+    assert control.should_training_stop and control.should_save is False
+    assert guard.bad["step"] == 5 and guard.bad["key"] == key
+    assert guard.bad["value"] == value or (math.isnan(value) and math.isnan(guard.bad["value"]))
+    guard.on_log(None, _state(6), control, logs={"loss": float("inf")})  # the first one is kept
+    assert guard.bad["step"] == 5
+
+
+def test_guard_reports_the_first_bad_key_in_order_and_ignores_empty_logs():
+    guard, control = NonFiniteGuard(), TrainerControl()
+    guard.on_log(None, _state(1), control, logs=None)
+    guard.on_log(None, _state(1), control, logs={"learning_rate": float("nan")})  # not a watched value
+    assert guard.bad is None and not control.should_training_stop
+    guard.on_log(None, _state(2), control, logs={"eval_loss": float("inf"), "grad_norm": float("nan")})
+    assert guard.bad["key"] == "grad_norm"
+    guard = NonFiniteGuard()
+    guard.on_log(None, _state(2), control, logs={"grad_norm": torch.tensor(float("nan"))})  # a tensor norm
+    assert guard.bad["key"] == "grad_norm" and math.isnan(guard.bad["value"])
+
+
+# ---------------------------------------------------------------- MarkCheckpointComplete
+
+def _checkpoint(tmp_path, step):
+    ckpt = tmp_path / f"checkpoint-{step}"
+    ckpt.mkdir()
+    (ckpt / "adapter_model.safetensors").write_bytes(b"w" * 40)
+    (ckpt / "trainer_state.json").write_text("{}")
+    return ckpt
+
+
+def test_marker_lists_every_file_after_the_card(tmp_path):
+    ckpt = _checkpoint(tmp_path, 7)
+    cb = MarkCheckpointComplete(card=lambda state: f"card at step {state.global_step}\n")
+    control = TrainerControl()
+    cb.on_save(SimpleNamespace(output_dir=str(tmp_path)), _state(7), control, model=torch.nn.Linear(2, 2))
+    marker = json.loads((ckpt / COMPLETE_MARKER).read_text())
+    assert marker == {"step": 7, "files": checkpoint_manifest(ckpt)}
+    assert set(marker["files"]) == {"adapter_model.safetensors", "trainer_state.json", "README.md"}
+    assert (ckpt / "README.md").read_text() == "card at step 7\n"
+    assert (ckpt / COMPLETE_MARKER).read_text().startswith('{\n "step": 7')  # indent=1
+    assert checkpoint_is_complete(ckpt) and cb.bad is None and not control.should_training_stop
+
+
+def test_marker_without_card_other_ranks_and_missing_directories(tmp_path):
+    ckpt = _checkpoint(tmp_path, 3)
+    args = SimpleNamespace(output_dir=str(tmp_path))
+    MarkCheckpointComplete().on_save(args, _state(3, zero=False), TrainerControl(), model=None)
+    assert not (ckpt / COMPLETE_MARKER).exists()
+    MarkCheckpointComplete().on_save(args, _state(4), TrainerControl(), model=None)  # no checkpoint-4
+    assert not (tmp_path / "checkpoint-4").exists()
+    MarkCheckpointComplete().on_save(args, _state(3), TrainerControl(), model=None)
+    assert sorted(p.name for p in ckpt.iterdir()) == sorted([COMPLETE_MARKER, "adapter_model.safetensors",
+                                                             "trainer_state.json"])
+
+
+def test_a_checkpoint_with_non_finite_trainable_weights_gets_no_marker_and_stops(tmp_path):
+    ckpt = _checkpoint(tmp_path, 5)
+    model = torch.nn.Sequential(torch.nn.Linear(2, 2), torch.nn.Linear(2, 2))
+    with torch.no_grad():
+        model[0].weight.fill_(float("nan"))
+    model[0].weight.requires_grad_(False)       # frozen: not checked
+    cb, control = MarkCheckpointComplete(), TrainerControl()
+    cb.on_save(SimpleNamespace(output_dir=str(tmp_path)), _state(5), control, model=model)
+    assert (ckpt / COMPLETE_MARKER).exists() and cb.bad is None  # frozen NaN weights are not trained ones
+    with torch.no_grad():
+        model[1].bias[1] = float("inf")
+    (ckpt / COMPLETE_MARKER).unlink()
+    cb.on_save(SimpleNamespace(output_dir=str(tmp_path)), _state(5), control, model=model)
+    assert not (ckpt / COMPLETE_MARKER).exists() and control.should_training_stop
+    assert cb.bad["step"] == 5 and cb.bad["key"] == "weight 1.bias" and math.isnan(cb.bad["value"])
+
+
+@pytest.fixture
+def one_rank_group(tmp_path):
+    """A real torch.distributed group of one process (gloo): the all-reduce path of on_save runs."""
+    import torch.distributed as dist
+
+    dist.init_process_group("gloo", init_method=f"file://{tmp_path / 'rendezvous'}", rank=0, world_size=1)
+    try:
+        yield dist
+    finally:
+        dist.destroy_process_group()
+
+
+def test_under_a_process_group_the_ranks_vote_on_non_finite_weights(tmp_path, one_rank_group, monkeypatch):
+    from lmtune.callbacks import _on_any_rank
+
+    model = torch.nn.Linear(2, 2)
+    assert _on_any_rank(False, model) is False and _on_any_rank(True, model) is True
+    assert _on_any_rank(True, None) is True and _on_any_rank(False, None) is False
+    ckpt = _checkpoint(tmp_path, 4)
+    args = SimpleNamespace(output_dir=str(tmp_path))
+    cb, control = MarkCheckpointComplete(), TrainerControl()
+    cb.on_save(args, _state(4), control, model=model)
+    assert (ckpt / COMPLETE_MARKER).exists() and cb.bad is None
+    seen = []
+
+    def another_rank_is_bad(t, op):  # what all_reduce(MAX) returns when another rank voted 1
+        seen.append((t.device.type, t.tolist(), op))
+        t.fill_(1.0)
+
+    monkeypatch.setattr(one_rank_group, "all_reduce", another_rank_is_bad)
+    (ckpt / COMPLETE_MARKER).unlink()
+    cb.on_save(args, _state(4), control, model=model)
+    assert seen == [("cpu", [0.0], one_rank_group.ReduceOp.MAX)]
+    assert cb.bad["key"] == "weight (on another rank)" and control.should_training_stop
+    assert not (ckpt / COMPLETE_MARKER).exists()
+
+
+# ---------------------------------------------------------------- ConsoleProgress
+
+def test_progress_bar_starts_where_the_run_stands_and_shows_loss_lr_and_tokens_per_second(monkeypatch):
+    bar = ConsoleProgress()
+    args, control = SimpleNamespace(), TrainerControl()
+    bar.on_train_begin(args, _state(4, max_steps=10), control)
+    assert ConsoleProgress.current is bar and (bar.step, bar.max_steps) == (4, 10)
+    assert (bar.training_bar.total, bar.training_bar.n) == (10, 4)
+    clock = iter([100.0, 102.0, 102.0])
+    monkeypatch.setattr("lmtune.callbacks.time.monotonic", lambda: next(clock))
+    bar.on_log(args, _state(5), control, logs={"loss": 1.23456, "learning_rate": 2e-4, "num_tokens": 1000.0})
+    assert bar.training_bar.postfix == "loss=1.2346, lr=2.00e-04"  # no rate from one point
+    bar.on_log(args, _state(6), control, logs={"loss": 1.0, "num_tokens": 3000.0})
+    assert bar.training_bar.postfix == "loss=1.0000, lr=0.00e+00, tok/s=1000"
+    bar.on_log(args, _state(7), control, logs={"loss": 1.0, "num_tokens": 2000.0})  # counter went back: no rate
+    assert "tok/s" not in bar.training_bar.postfix
+    clock = iter([103.0, 103.0, 104.0])
+    bar.on_log(args, _state(8), control, logs={"loss": 1.0, "num_tokens": 2500.0})
+    bar.on_log(args, _state(8), control, logs={"loss": 1.0, "num_tokens": 2600.0})  # same instant: no rate
+    assert "tok/s" not in bar.training_bar.postfix
+    bar.on_log(args, _state(9), control, logs={"loss": 1.0, "num_tokens": 2600.0})  # no new tokens: 0/s
+    assert bar.training_bar.postfix.endswith("tok/s=0")
+    bar.on_step_end(args, _state(7), control)
+    assert bar.step == 7 and bar.training_bar.n == 7
+    bar.on_train_end(args, _state(7), control)
+
+
+def test_progress_bar_redraws_with_the_new_loss_at_once(capsys):
+    bar = ConsoleProgress()
+    bar.on_train_begin(SimpleNamespace(), _state(0), TrainerControl())
+    capsys.readouterr()
+    bar.on_log(None, _state(1), TrainerControl(), logs={"loss": 3.21, "learning_rate": 1e-3})
+    assert "loss=3.2100, lr=1.00e-03" in capsys.readouterr().err
+
+
+def test_progress_bar_prints_one_line_per_evaluation(capsys):
+    bar = ConsoleProgress()
+    bar.on_train_begin(SimpleNamespace(), _state(0), TrainerControl())
+    writes = []
+    bar.training_bar.write = writes.append
+    bar.on_log(None, _state(3), TrainerControl(), logs={"eval_loss": 2.0})
+    bar.on_log(None, _state(4), TrainerControl(), logs={"eval_loss": 99.0})
+    bar.on_log(None, _state(4), TrainerControl(), logs={"train_runtime": 1.0})  # neither: nothing
+    assert writes == ["step 3: validation loss 2.0000 (perplexity 7.39)",
+                      f"step 4: validation loss 99.0000 (perplexity {math.exp(50):.2f})"]
+    bar.on_log(None, _state(5, zero=False), TrainerControl(), logs={"eval_loss": 1.0})
+    bar.on_log(None, _state(5), TrainerControl(), logs=None)
+    assert len(writes) == 2
+
+
+def test_progress_bar_only_on_rank_zero_and_the_eval_bar_sized_to_the_loader():
+    bar = ConsoleProgress()
+    bar.on_train_begin(SimpleNamespace(), _state(2, zero=False), TrainerControl())
+    assert bar.training_bar is None and bar.step == 2
+    bar.on_log(None, _state(3, zero=False), TrainerControl(), logs={"loss": 1.0})  # no bar: nothing, no error
+    bar = ConsoleProgress()
+    bar.on_train_begin(SimpleNamespace(), _state(0), TrainerControl())
+    bar.on_prediction_step(SimpleNamespace(), _state(0), TrainerControl(), eval_dataloader=[1, 2, 3])
+    assert bar.prediction_bar.total == 3 and bar.prediction_bar.n == 1 and bar.prediction_bar.leave is False
+    assert bar.prediction_bar.desc == "eval" and bar.training_bar.desc == "train"
+    assert callable(bar.prediction_bar.dynamic_ncols) and callable(bar.training_bar.dynamic_ncols)
+    first = bar.prediction_bar
+    bar.on_prediction_step(SimpleNamespace(), _state(0), TrainerControl(), eval_dataloader=[1, 2, 3])
+    assert bar.prediction_bar is first and first.n == 2
+
+
+# ---------------------------------------------------------------- resume.py
+
+def _cfg(*extra):
+    return load_config(None, ["data.task=sql", "method=lora", *extra])
+
+
+def test_stop_at_is_max_steps_when_set_else_epochs():
+    assert stop_at_of(_cfg("train.max_steps=6")) == {"max_steps": 6}
+    assert stop_at_of(_cfg("train.max_steps=-1", "train.epochs=2.5")) == {"epochs": 2.5}
+    assert stop_at_of(_cfg("train.max_steps=1")) == {"max_steps": 1}
+
+
+def _finished(tmp_path, summary, weights="adapter"):
+    (tmp_path / weights).mkdir(parents=True, exist_ok=True)
+    (tmp_path / "train_summary.json").write_text(summary if isinstance(summary, str) else json.dumps(summary))
+    return RunDir(tmp_path)
+
+
+def test_a_finished_run_is_recognised_by_its_stopping_point(tmp_path, capsys):
+    run = _finished(tmp_path, {"global_step": 6, "stop_at": {"max_steps": 6}})
+    assert finished_summary(_cfg("train.max_steps=6"), run, quiet=True)["global_step"] == 6
+    assert capsys.readouterr().out == ""
+    assert finished_summary(_cfg("train.max_steps=8"), run, quiet=True) is None       # extended: continue
+    assert finished_summary(_cfg("train.max_steps=-1", "train.epochs=1"), run, quiet=True) is None
+    assert finished_summary(_cfg("train.max_steps=6"), run, quiet=False)["global_step"] == 6
+    assert capsys.readouterr().out == (
+        f"{tmp_path} already finished training: adapter/ holds step 6 (train_summary.json); nothing to train. "
+        "To train longer, raise train.max_steps or train.epochs and --resume again; to start over, use another "
+        "output.dir or output.overwrite=true\n")
+    run = _finished(tmp_path, {"global_step": 30, "stop_at": {"epochs": 2.0}})
+    assert finished_summary(_cfg("train.max_steps=-1", "train.epochs=2"), run, quiet=True) is not None
+
+
+def test_a_summary_from_before_stop_at_compares_max_steps_only(tmp_path):
+    run = _finished(tmp_path, {"global_step": 6})
+    assert finished_summary(_cfg("train.max_steps=6"), run, True) is not None
+    assert finished_summary(_cfg("train.max_steps=7"), run, True) is None
+    run = _finished(tmp_path, {"global_step": 0})
+    assert finished_summary(_cfg("train.max_steps=-1", "train.epochs=1"), run, True) is None
+
+
+def test_not_finished_without_the_weights_or_a_readable_summary(tmp_path):
+    cfg = _cfg("train.max_steps=6")
+    done = {"global_step": 6, "stop_at": {"max_steps": 6}}
+    assert finished_summary(cfg, _finished(tmp_path / "a", done, weights="model"), True) is None  # lora: adapter/
+    full = _cfg("method=full", "train.max_steps=6")
+    assert finished_summary(full, _finished(tmp_path / "b", done, weights="model"), True) is not None
+    assert finished_summary(full, _finished(tmp_path / "c", done, weights="adapter"), True) is None
+    assert finished_summary(cfg, _finished(tmp_path / "d", '{"global_step": 6, "stop', "adapter"), True) is None
+    (tmp_path / "e" / "adapter").mkdir(parents=True)
+    assert finished_summary(cfg, RunDir(tmp_path / "e"), True) is None
+
+
+def _complete(root: Path, step: int) -> None:
+    ckpt = root / "checkpoints" / f"checkpoint-{step}"
+    ckpt.mkdir(parents=True)
+    (ckpt / "w.bin").write_bytes(b"x" * step)
+    (ckpt / COMPLETE_MARKER).write_text(json.dumps({"files": checkpoint_manifest(ckpt)}))
+
+
+def test_resume_picks_the_last_complete_checkpoint_at_or_before_max_steps(tmp_path, capsys):
+    run = RunDir(tmp_path)
+    assert resume_checkpoint(run, 5) is None
+    assert capsys.readouterr().out == "no complete checkpoint to resume from: starting from step 0\n"
+    for step in (2, 4, 6):
+        _complete(tmp_path, step)
+    (tmp_path / "checkpoints" / "checkpoint-8").mkdir()  # partial: a kill while it was written
+    (tmp_path / "checkpoints" / "checkpoint-7").mkdir()
+    assert resume_checkpoint(run, 5).name == "checkpoint-4"
+    assert capsys.readouterr().out == ("ignored partial checkpoints: checkpoint-7, checkpoint-8\n"
+                                       "resuming from checkpoint-4\n")
+    assert not (tmp_path / "checkpoints" / "checkpoint-8").exists()
+    assert resume_checkpoint(run, 6).name == "checkpoint-6"
+    assert resume_checkpoint(run, 0).name == "checkpoint-6"    # epochs: no step limit
+    assert resume_checkpoint(run, -1).name == "checkpoint-6"
+    assert capsys.readouterr().out == "resuming from checkpoint-6\n" * 3
+
+
+def test_resume_at_max_steps_one_and_only_rank_zero_deletes(tmp_path, capsys, monkeypatch):
+    from lmtune import distributed
+
+    for step in (1, 2):
+        _complete(tmp_path, step)
+    assert resume_checkpoint(RunDir(tmp_path), 1).name == "checkpoint-1"
+    (tmp_path / "checkpoints" / "checkpoint-3").mkdir()
+    monkeypatch.setattr(distributed, "is_main_process", lambda: False)  # another rank: never deletes
+    assert resume_checkpoint(RunDir(tmp_path), 2).name == "checkpoint-2"
+    assert (tmp_path / "checkpoints" / "checkpoint-3").is_dir()
+    assert "ignored partial" not in capsys.readouterr().out
+
+
+def test_resume_refuses_when_every_checkpoint_is_past_max_steps(tmp_path):
+    run = RunDir(tmp_path)
+    check_resume_steps(run, 3)  # no checkpoints: fine
+    _complete(tmp_path, 2)
+    check_resume_steps(run, 2)
+    with pytest.raises(ConfigError, match="past train.max_steps=1 "):
+        check_resume_steps(run, 1)
+    import shutil
+
+    shutil.rmtree(tmp_path / "checkpoints")
+    for step in (4, 6):
+        _complete(tmp_path, step)
+    check_resume_steps(run, 4)
+    check_resume_steps(run, 0)
+    check_resume_steps(run, -1)
+    with pytest.raises(ConfigError) as info:
+        check_resume_steps(run, 3)
+    assert info.value.render() == (
+        f"error: --resume: every complete checkpoint is past train.max_steps=3 (the last is "
+        f"{tmp_path / 'checkpoints' / 'checkpoint-6'})\n  set train.max_steps to at least the step of a checkpoint "
+        f"in {tmp_path / 'checkpoints'}, or start a new run in another output.dir")
