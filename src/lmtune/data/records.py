@@ -1,0 +1,197 @@
+"""Validate a split's files in one streaming pass into an Arrow file of valid records.
+
+The scale form of `formats.load_examples`: the same per-record functions (`guess_format`,
+`to_example`), the same problems in the same order (`file:line: what (field)`), the same format
+detection (majority, mixed formats, whole files in another format, tabular schemas), but records
+go, batch by batch, to an Arrow IPC file on disk (columns `source` and `record`: the record as
+JSON) while only two 16-byte hashes per example stay in memory (content and prompt keys, as
+`Example.content_key` / `prompt_key` compute them) for dedupe, splits and overlap checks.
+`ScannedSplit.examples(rows)` turns rows back into `Example`s with `to_example`, exactly as loaded.
+"""
+
+from __future__ import annotations
+
+import json
+from array import array
+from collections import Counter
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from lmtune.data.formats import Example, _check_schemas, guess_format, sort_problems, to_example
+from lmtune.data.readers import FileInfo, ReadResult, Record
+from lmtune.data.stream import iter_record_batches
+
+_SCHEMA = None  # pyarrow schema, built on first use (pyarrow is imported lazily)
+
+
+def _schema():
+    global _SCHEMA
+    if _SCHEMA is None:
+        import pyarrow as pa
+
+        _SCHEMA = pa.schema([("source", pa.string()), ("record", pa.large_string())])
+    return _SCHEMA
+
+
+def digest16(hex_key: str) -> bytes:
+    return bytes.fromhex(hex_key)[:16]
+
+
+@dataclass
+class ScannedSplit:
+    """A split's valid examples: rows of `path` (file order) and their keys, plus what
+    `LoadedData` reports (format, records read, problems, files)."""
+
+    path: Path | None
+    format: str | None
+    records: int
+    problems: list[str]
+    files: list[FileInfo]
+    rows: np.ndarray                      # row numbers in `path` of the valid examples
+    keys: np.ndarray                      # S16 content key per valid example
+    prompt_keys: np.ndarray               # S16 prompt key per valid example
+    _table: Any = field(default=None, repr=False)
+
+    def __len__(self) -> int:
+        return len(self.rows)
+
+    def table(self):
+        """The Arrow file, memory-mapped (nothing is read until a column is used)."""
+        if self._table is None:
+            import pyarrow as pa
+
+            self._table = pa.ipc.open_file(pa.memory_map(str(self.path))).read_all()
+        return self._table
+
+    def sources(self, positions) -> list[str]:
+        rows = np.asarray(self.rows[np.asarray(positions, dtype=np.int64)], dtype=np.int64)
+        return self.table().column("source").take(rows).to_pylist()
+
+    def examples(self, positions) -> list[Example]:
+        """Examples number `positions` (0-based among the valid examples), rebuilt exactly as
+        `load_examples` built them."""
+        if len(positions) == 0:
+            return []
+        rows = self.table().take(np.asarray(self.rows[np.asarray(positions)], dtype=np.int64))
+        out = []
+        for source, text in zip(rows.column("source").to_pylist(), rows.column("record").to_pylist()):
+            example, _ = to_example(Record(source, json.loads(text), ""), self.format)
+            out.append(example)
+        return out
+
+
+class _Pending:
+    """What the pass keeps until the format is known: per record, its sequence number, file,
+    guess; for invalid records their problems, for valid ones a row in the Arrow file."""
+
+    def __init__(self):
+        self.bad: list[tuple[int, str, str | None, str, list[str]]] = []  # seq, file, guess, source, problems
+        self.guess_counts: Counter = Counter()
+        self.per_file: dict[str, Counter] = {}
+        self.row_seq = array("q")            # compact: a million rows cost megabytes, not objects
+        self.row_file: list[str] = []        # (shared string objects: one pointer per row)
+        self.row_guess: list[str | None] = []
+        self.keys, self.prompt_keys = bytearray(), bytearray()
+
+
+def scan(paths: list[str], format: str, out_path: Path) -> ScannedSplit:
+    """Read and validate `paths` (see the module doc); never raises on bad data."""
+    import pyarrow as pa
+
+    read, pending, seq = ReadResult(), _Pending(), 0
+    with pa.OSFile(str(out_path), "wb") as sink, pa.ipc.new_file(sink, _schema()) as writer:
+        for batch in iter_record_batches(paths, read):
+            sources, texts = [], []
+            for record in batch:
+                _one(record, seq, format, pending, sources, texts)
+                seq += 1
+            if sources:
+                writer.write_batch(pa.record_batch([pa.array(sources, pa.string()),
+                                                    pa.array(texts, pa.large_string())], schema=_schema()))
+    return _finish(read, pending, format, out_path)
+
+
+def _one(record: Record, seq: int, format: str, pending: _Pending, sources: list, texts: list) -> None:
+    guess = guess_format(record.value)
+    pending.per_file.setdefault(record.file, Counter())[guess] += 1
+    if guess:
+        pending.guess_counts[guess] += 1
+    target = guess if format == "auto" else format
+    if target is None:
+        keys = ", ".join(list(record.value)[:8]) or "none"
+        pending.bad.append((seq, record.file, None, record.source, [
+            f"{record.source}: unknown record format, keys: {keys} (expected instruction/output, "
+            f"messages, conversations, prompt/completion or text)"]))
+        return
+    example, problems = to_example(record, target)
+    if example is None:
+        pending.bad.append((seq, record.file, guess, record.source, problems))
+        return
+    pending.row_seq.append(seq)
+    pending.row_file.append(record.file)
+    pending.row_guess.append(guess)
+    content, prompt = example.keys()
+    pending.keys += digest16(content)
+    pending.prompt_keys += digest16(prompt)
+    sources.append(record.source)
+    texts.append(json.dumps(record.value, ensure_ascii=False, default=str))
+
+
+def _finish(read: ReadResult, pending: _Pending, format: str, out_path: Path) -> ScannedSplit:
+    auto = format == "auto"
+    fmt = format if not auto else (pending.guess_counts.most_common(1)[0][0] if pending.guess_counts else None)
+    problems = list(read.problems)
+    skip = _check_schemas(read.files, fmt, problems) if fmt else set()
+    if auto and fmt:
+        skip |= _other_format_files(pending.per_file, fmt, problems)
+    per_record: list[tuple[int, list[str]]] = []
+    for seq, file, guess, source, record_problems in pending.bad:
+        if file in skip:
+            continue
+        if auto and guess is not None and guess != fmt:
+            record_problems = [_mixed(source, guess, fmt)]
+        per_record.append((seq, record_problems))
+    valid, mixed = [], []
+    for i, (file, guess) in enumerate(zip(pending.row_file, pending.row_guess)):
+        if file not in skip:
+            (mixed if auto and guess != fmt else valid).append(i)
+    if mixed:
+        sources = _sources(out_path, mixed)
+        per_record += [(pending.row_seq[i], [_mixed(src, pending.row_guess[i], fmt)])
+                       for i, src in zip(mixed, sources)]
+    per_record.sort(key=lambda t: t[0])
+    problems += [p for _, ps in per_record for p in ps]
+    rows = np.asarray(valid, dtype=np.int64)
+    keys = np.frombuffer(bytes(pending.keys), dtype="S16")[rows]
+    prompt_keys = np.frombuffer(bytes(pending.prompt_keys), dtype="S16")[rows]
+    records = sum(f.records for f in read.files)
+    return ScannedSplit(out_path, fmt, records, sort_problems(problems, read.files), read.files, rows,
+                        keys, prompt_keys)
+
+
+def _sources(path: Path, rows: list[int]) -> list[str]:
+    import pyarrow as pa
+
+    table = pa.ipc.open_file(pa.memory_map(str(path))).read_all()
+    return table.column("source").take(np.asarray(rows, dtype=np.int64)).to_pylist()
+
+
+def _mixed(source: str, guess: str, fmt: str) -> str:
+    return (f"{source}: mixed formats: this record is {guess}, most records are {fmt} (use one format "
+            f"per dataset)")
+
+
+def _other_format_files(per_file: dict[str, Counter], fmt: str, problems: list[str]) -> set[str]:
+    """formats._other_format_files, from the counts the pass kept (a whole file in another format
+    is one problem, not one per record)."""
+    other = set()
+    for file, counts in per_file.items():
+        if len(counts) == 1 and next(iter(counts)) not in (fmt, None):
+            n, kind = sum(counts.values()), next(iter(counts))
+            problems.append(f"{file}: mixed formats: all {n} records of this file are {kind}, most "
+                            f"records are {fmt} (use one format per dataset)")
+            other.add(file)
+    return other
