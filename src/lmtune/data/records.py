@@ -21,8 +21,9 @@ from typing import Any
 import numpy as np
 
 from lmtune.data.formats import Example, _check_schemas, guess_format, sort_problems, to_example
-from lmtune.data.readers import FileInfo, ReadResult, Record
-from lmtune.data.stream import iter_record_batches
+from lmtune.data.parallel import cores, ordered_map
+from lmtune.data.readers import FileInfo, ReadResult, Record, _decode_lines, _read_jsonl
+from lmtune.data.stream import BLOCK_BYTES, Block, End, Records, iter_units
 
 _SCHEMA = None  # pyarrow schema, built on first use (pyarrow is imported lazily)
 
@@ -83,11 +84,12 @@ class ScannedSplit:
         return out
 
 
-class _Pending:
-    """What the pass keeps until the format is known: per record, its sequence number, file,
-    guess; for invalid records their problems, for valid ones a row in the Arrow file."""
+class _Part:
+    """What scanning one unit found; parts are merged in order (`_Pending.add`). Per record: its
+    ordering number, file, guess; invalid records keep their problems, valid ones become rows."""
 
-    def __init__(self):
+    def __init__(self, name: str = ""):
+        self.name, self.read_problems, self.records_read = name, [], 0
         self.bad: list[tuple[int, str, str | None, str, list[str]]] = []  # seq, file, guess, source, problems
         self.guess_counts: Counter = Counter()
         self.per_file: dict[str, Counter] = {}
@@ -95,26 +97,106 @@ class _Pending:
         self.row_file: list[str] = []        # (shared string objects: one pointer per row)
         self.row_guess: list[str | None] = []
         self.keys, self.prompt_keys = bytearray(), bytearray()
+        self.batch = None                    # the valid records as an Arrow record batch
 
 
-def scan(paths: list[str], format: str, out_path: Path) -> ScannedSplit:
-    """Read and validate `paths` (see the module doc); never raises on bad data."""
+class _Pending(_Part):
+    """All parts so far, plus the files in reading order."""
+
+    def __init__(self):
+        super().__init__()
+        self.files: list[FileInfo] = []
+        self.file_records: Counter = Counter()
+        self.file_read_problems: Counter = Counter()
+
+    def add(self, part: "_Part | End", writer) -> None:
+        if isinstance(part, End):
+            self._end(part)
+            return
+        self.read_problems += part.read_problems
+        self.file_records[part.name] += part.records_read
+        self.file_read_problems[part.name] += len(part.read_problems)
+        self.bad += part.bad
+        self.guess_counts.update(part.guess_counts)
+        for file, counts in part.per_file.items():
+            self.per_file.setdefault(file, Counter()).update(counts)
+        self.row_seq += part.row_seq
+        self.row_file += part.row_file
+        self.row_guess += part.row_guess
+        self.keys += part.keys
+        self.prompt_keys += part.prompt_keys
+        if part.batch is not None:
+            writer.write_batch(part.batch)
+
+    def _end(self, end: End) -> None:
+        info = end.info
+        if end.streamed:
+            info.records = self.file_records[info.path]
+            if info.records == 0 and not self.file_read_problems[info.path]:
+                self.read_problems.append(f"{info.path}: empty file (no records)")
+        else:
+            self.read_problems += end.problems
+        self.files.append(info)
+
+
+_JOB: dict[str, Any] = {}
+
+
+def scan(paths: list[str], format: str, out_path: Path, procs: int | None = None) -> ScannedSplit:
+    """Read and validate `paths` (see the module doc); never raises on bad data. JSON Lines blocks
+    are scanned in `procs` processes (default: by the data's size and the cores)."""
     import pyarrow as pa
 
-    read, pending, seq = ReadResult(), _Pending(), 0
+    early: list[str] = []
+    pending = _Pending()
+    procs = _procs(paths) if procs is None else procs
+    _JOB["format"] = format
     with pa.OSFile(str(out_path), "wb") as sink, pa.ipc.new_file(sink, _schema()) as writer:
-        for batch in iter_record_batches(paths, read):
-            sources, texts = [], []
-            for record in batch:
-                _one(record, seq, format, pending, sources, texts)
-                seq += 1
-            if sources:
-                writer.write_batch(pa.record_batch([pa.array(sources, pa.string()),
-                                                    pa.array(texts, pa.large_string())], schema=_schema()))
+        for part in ordered_map(_scan_unit, iter_units(paths, early), procs):
+            pending.add(part, writer)
+    read = ReadResult(problems=early + pending.read_problems, files=pending.files)
     return _finish(read, pending, format, out_path)
 
 
-def _one(record: Record, seq: int, format: str, pending: _Pending, sources: list, texts: list) -> None:
+def _procs(paths: list[str]) -> int:
+    from lmtune.data.readers import _expand
+
+    size = sum(f.stat().st_size for p in paths for f in _expand(Path(p), []))
+    return min(cores(), 8) if size > 3 * BLOCK_BYTES else 1
+
+
+def _scan_unit(unit: Block | Records | End) -> _Part | End:
+    if isinstance(unit, End):
+        return unit
+    format = _JOB["format"]
+    if isinstance(unit, Records):
+        return _scan_records(unit.records, unit.seq, format, _Part())
+    part = _Part(unit.name)
+    lines, bad = _decode_lines(unit.data, unit.name, part.read_problems, start=unit.start)
+    read = ReadResult(problems=part.read_problems)
+    part.records_read = _read_jsonl(unit.name, lines, bad, read, start=unit.start).records
+    return _scan_records(read.records, unit.seq - unit.start, format, part)
+
+
+def _scan_records(records: list[Record], seq0: int, format: str, part: _Part) -> _Part:
+    """Validate each record (seq: seq0 + its line for blocks, + its index otherwise)."""
+    import pyarrow as pa
+
+    sources, texts = [], []
+    for i, record in enumerate(records):
+        seq = seq0 + (_line(record.source) if part.name else i)
+        _one(record, seq, format, part, sources, texts)
+    if sources:
+        part.batch = pa.record_batch([pa.array(sources, pa.string()), pa.array(texts, pa.large_string())],
+                                     schema=_schema())
+    return part
+
+
+def _line(source: str) -> int:
+    return int(source.rsplit(":", 1)[1])
+
+
+def _one(record: Record, seq: int, format: str, pending: _Part, sources: list, texts: list) -> None:
     guess = guess_format(record.value)
     pending.per_file.setdefault(record.file, Counter())[guess] += 1
     if guess:
@@ -141,6 +223,7 @@ def _one(record: Record, seq: int, format: str, pending: _Pending, sources: list
 
 
 def _finish(read: ReadResult, pending: _Pending, format: str, out_path: Path) -> ScannedSplit:
+    """The format, the problems in load_examples' order, and the valid rows."""
     auto = format == "auto"
     fmt = format if not auto else (pending.guess_counts.most_common(1)[0][0] if pending.guess_counts else None)
     problems = list(read.problems)

@@ -1,45 +1,69 @@
-"""Records from data files in batches, without holding a whole file in memory.
+"""Data files as a stream of work units, without holding a whole file in memory.
 
-JSON Lines files (and JSON Lines saved under a .json name) are read in blocks of whole lines and
-parsed by the same functions as readers.py (`_decode_lines`, `_read_jsonl`), with the line numbers
-carried across blocks, so every record keeps its `file:LINE` and every problem reads exactly as
-`read_paths` reports it. CSV/TSV, JSON arrays and Parquet are read whole by readers.py, as before,
-then handed out in the same batches: only JSON Lines scale past memory.
+JSON Lines files (and JSON Lines saved under a .json name) become blocks of whole lines, each
+tagged with the number of its first line, that records.py parses with readers.py's own functions
+(`_decode_lines`, `_read_jsonl`) in worker processes, so every record keeps its `file:LINE` and
+every problem reads exactly as `read_paths` reports it. CSV/TSV, JSON arrays and Parquet are
+read whole by readers.py, as before, then handed out in batches: only JSON Lines scale past memory.
+Each file ends with an `End` unit carrying its FileInfo, so the consumer can keep files in order.
 """
 
 from __future__ import annotations
 
 from collections.abc import Iterator
+from dataclasses import dataclass, field
 from pathlib import Path
 
-from lmtune.data.readers import (
-    _BOM,
-    FileInfo,
-    ReadResult,
-    Record,
-    _decode_lines,
-    _expand,
-    _read_file,
-    _read_jsonl,
-)
+from lmtune.data.readers import _BOM, FileInfo, ReadResult, Record, _expand, _read_file
 
-BLOCK_BYTES = 8 << 20   # bytes read at once from a JSON Lines file
-BATCH = 10_000          # records handed out at once for the other file types
+BLOCK_BYTES = 4 << 20   # bytes per block of a JSON Lines file (~25,000 short records)
+BATCH = 10_000          # records per unit for the other file types
 
 
-def iter_record_batches(paths: list[str], result: ReadResult) -> Iterator[list[Record]]:
-    """Records in reading order (directories expanded as `read_paths` does), in batches. Problems
-    and `FileInfo`s go to `result` as `read_paths` would write them; `result.records` stays empty.
-    Exhaust the iterator: a file's FileInfo is appended after its last batch."""
+@dataclass
+class Block:
+    name: str
+    data: bytes
+    start: int       # number of the block's first line
+    seq: int         # ordering number of the block's first line among all units
+
+
+@dataclass
+class Records:
+    records: list[Record]
+    seq: int
+
+
+@dataclass
+class End:
+    """A file is done: its FileInfo (records counted by the consumer for blocks) and, for files
+    read whole, the problems reading found (`streamed`: False)."""
+
+    info: FileInfo
+    streamed: bool
+    problems: list[str] = field(default_factory=list)
+
+
+def iter_units(paths: list[str], problems: list[str]) -> Iterator[Block | Records | End]:
+    """Units in reading order (directories expanded as `read_paths` does); problems found while
+    expanding the paths (file not found, ...) go to `problems`."""
+    seq = 0
     for path in paths:
-        for file in _expand(Path(path), result.problems):
+        for file in _expand(Path(path), problems):
             if _is_json_lines(file):
-                yield from _stream_json_lines(file, result)
+                last = 1
+                for block, start, lines in _blocks(file):
+                    yield Block(str(file), block, start, seq + start)
+                    last = start + lines
+                seq += last + 1
+                yield End(FileInfo(str(file), "jsonl" if file.suffix.lower() == ".jsonl" else "json"), True)
                 continue
-            _read_file(file, result)
-            records, result.records = result.records, []
-            for start in range(0, len(records), BATCH):
-                yield records[start:start + BATCH]
+            read = ReadResult()
+            _read_file(file, read)
+            for begin in range(0, len(read.records), BATCH):
+                yield Records(read.records[begin:begin + BATCH], seq + begin)
+            seq += len(read.records)
+            yield End(read.files[0], False, read.problems)
 
 
 def _is_json_lines(path: Path) -> bool:
@@ -53,35 +77,24 @@ def _is_json_lines(path: Path) -> bool:
     with path.open("rb") as f:
         head = f.read(1 << 16)
     head = head[len(_BOM):] if head.startswith(_BOM) else head
-    text = head.decode("utf-8", errors="replace").lstrip()
-    return text.startswith("{")
+    return head.decode("utf-8", errors="replace").lstrip().startswith("{")
 
 
-def _blocks(path: Path) -> Iterator[bytes]:
-    """The file's bytes in pieces that end at a newline (the last piece may not)."""
-    rest = b""
+def _count_lines(block: bytes) -> int:
+    return len(block.splitlines())   # the lines `_decode_lines` will number
+
+
+def _blocks(path: Path) -> Iterator[tuple[bytes, int, int]]:
+    """(bytes, number of the first line, lines) in pieces that end at a newline (the last may not)."""
+    rest, line = b"", 1
     with path.open("rb") as f:
         while chunk := f.read(BLOCK_BYTES):
             buf = rest + chunk
             cut = buf.rfind(b"\n") + 1
             rest = buf[cut:]
             if cut:
-                yield buf[:cut]
+                lines = _count_lines(buf[:cut])
+                yield buf[:cut], line, lines
+                line += lines
     if rest:
-        yield rest
-
-
-def _stream_json_lines(path: Path, result: ReadResult) -> Iterator[list[Record]]:
-    name = str(path)
-    info = FileInfo(name, "jsonl" if path.suffix.lower() == ".jsonl" else "json")
-    problems_before, line = len(result.problems), 1
-    for block in _blocks(path):
-        lines, bad = _decode_lines(block, name, result.problems, start=line)
-        part = ReadResult(problems=result.problems, bad_sources=result.bad_sources)
-        info.records += _read_jsonl(name, lines, bad, part, start=line).records
-        line += len(lines)
-        if part.records:
-            yield part.records
-    result.files.append(info)
-    if info.records == 0 and len(result.problems) == problems_before:
-        result.problems.append(f"{path}: empty file (no records)")
+        yield rest, line, _count_lines(rest)

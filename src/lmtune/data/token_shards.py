@@ -19,6 +19,8 @@ from typing import Any
 
 import numpy as np
 
+from lmtune.data.parallel import cores, ordered_map
+
 TASK_SIZE = 20_000
 BATCH = 1_000
 _JOB: dict[str, Any] = {}  # what the forked workers need; set just before the pool starts
@@ -57,10 +59,10 @@ class ShardResult:
 
 
 def num_proc(n: int) -> int:
-    """Processes worth starting for n examples on this machine's cores (fork only: Linux)."""
-    if n < 2 * TASK_SIZE or not hasattr(os, "sched_getaffinity"):
+    """Processes worth starting for n examples on this machine's cores."""
+    if n < 2 * TASK_SIZE:
         return 1
-    return max(1, min(len(os.sched_getaffinity(0)), -(-n // TASK_SIZE), 8))
+    return max(1, min(cores(), -(-n // TASK_SIZE), 8))
 
 
 def tokenize_to_arrow(split: Any, positions: np.ndarray, template: Any, tokenizer: Any, max_length: int,
@@ -77,23 +79,13 @@ def tokenize_to_arrow(split: Any, positions: np.ndarray, template: Any, tokenize
     total, procs = ShardResult(), num_proc(len(positions))
     bar = _progress(len(positions), f"tokenizing {name}", progress)
     try:
-        for part in _run(tasks, procs):
+        for part in ordered_map(_task, tasks, procs):
             total.add(part, keep_samples)
             bar.update(len(part.full_lengths) + len(part.problems))
     finally:
         bar.close()
         _JOB.clear()
     return total
-
-
-def _run(tasks: list, procs: int):
-    if procs <= 1 or len(tasks) <= 1:
-        yield from map(_task, tasks)
-        return
-    import multiprocessing
-
-    with multiprocessing.get_context("fork").Pool(procs) as pool:
-        yield from pool.imap(_task, tasks)
 
 
 def _progress(n: int, desc: str, enabled: bool):
