@@ -40,13 +40,41 @@ def register(parser: argparse.ArgumentParser) -> None:
                        help="show tracebacks for user errors")
     check.add_argument("--verbose", action="store_true", default=argparse.SUPPRESS,
                        help="show the libraries' warnings and log lines")
+    cached = sub.add_parser("cache", help="list (or --clear) lmtune's cache of prepared data",
+                            description="lmtune caches the tokenized data of each run (keyed by the data files, "
+                                        "tokenizer, template and data settings) so a rerun or --resume skips the "
+                                        "work. Where: $LMTUNE_CACHE_DIR/data, else $XDG_CACHE_HOME/lmtune/data, "
+                                        "else ~/.cache/lmtune/data. data.cache=false turns it off for a run.")
+    cached.add_argument("--clear", action="store_true", help="remove every entry lmtune wrote there")
 
 
 def run(args: argparse.Namespace) -> int:
-    if getattr(args, "data_command", None) != "check":
-        print("usage: lmtune data check FILE... (see lmtune data check --help)")
+    command = getattr(args, "data_command", None)
+    if command == "cache":
+        return cache_command(args)
+    if command != "check":
+        print("usage: lmtune data check FILE... | lmtune data cache [--clear] (see --help)")
         return 2
     return check(args)
+
+
+def cache_command(args: argparse.Namespace) -> int:
+    """List lmtune's cache of prepared data; --clear removes the entries lmtune wrote (only those:
+    directories with lmtune's meta.json), nothing else in the directory."""
+    import shutil
+
+    from lmtune.data import cache
+
+    entries = cache.entries()
+    sizes = [cache.size_bytes(e) for e in entries]
+    print(f"data cache: {cache.cache_root()} ({len(entries)} entries, {sum(sizes) / 1e6:.1f} MB)")
+    for entry, size in zip(entries, sizes):
+        print(f"  {entry.name}  {size / 1e6:.1f} MB")
+    if args.clear:
+        for entry in entries:
+            shutil.rmtree(entry)
+        print(f"removed {len(entries)} entries")
+    return 0
 
 
 def check(args: argparse.Namespace) -> int:
