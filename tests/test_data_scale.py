@@ -51,8 +51,12 @@ def _assert_same(new, ref, max_length: int):
 
 @pytest.mark.parametrize("task,template", [("sql", "auto"), ("sql", "alpaca"), ("json", "auto")])
 def test_bundled_tasks_identical_to_the_list_pipeline(tokenizer, task, template):
+    from lmtune.hparams import _row_lengths
+
     cfg = _cfg(task=task, template=template, cache=False)
-    _assert_same(prepare_datasets(cfg, tokenizer), reference_prepare(cfg, tokenizer), cfg.max_length)
+    new, ref = prepare_datasets(cfg, tokenizer), reference_prepare(cfg, tokenizer)
+    _assert_same(new, ref, cfg.max_length)
+    assert _row_lengths(new.train) == [len(ids) for ids in ref.train["input_ids"]]   # hparams' sizes
 
 
 def _chat_file(path, n=300, seed=0):
