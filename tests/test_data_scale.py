@@ -186,3 +186,23 @@ def test_bad_records_reported_with_file_and_line_through_blocks_and_workers(toke
     with pytest.raises(DataError) as err:
         prepare_datasets(_cfg(train=[str(path)], cache=False), tokenizer)
     assert err.value.problems == one.problems
+
+
+def test_cache_clear_removes_only_lmtune_entries_and_an_unwritable_cache_is_skipped(tokenizer, tmp_path,
+                                                                                    monkeypatch, capsys):
+    from lmtune.cli import main
+
+    monkeypatch.setenv("LMTUNE_CACHE_DIR", str(tmp_path / "cache"))
+    path = _chat_file(tmp_path / "chat.jsonl", n=30)
+    prepare_datasets(_cfg(train=[str(path)]), tokenizer)
+    foreign = cache.cache_root() / "not-lmtune"
+    foreign.mkdir()
+    (foreign / "keep.txt").write_text("mine")
+    assert main(["data", "cache"]) == 0 and "1 entries" in capsys.readouterr().out
+    assert main(["data", "cache", "--clear"]) == 0
+    assert cache.entries() == [] and (foreign / "keep.txt").read_text() == "mine"
+    blocker = tmp_path / "a-file"
+    blocker.write_text("")
+    monkeypatch.setenv("LMTUNE_CACHE_DIR", str(blocker))           # cannot hold a directory
+    data = prepare_datasets(_cfg(train=[str(path)]), tokenizer)
+    assert len(data.train) and "not writable" in capsys.readouterr().err

@@ -48,16 +48,21 @@ def prepare_arrow(data_cfg: "DataConfig", tokenizer: Any, template: Template | N
         print(f"data: prepared data reused from the cache {entry} (data.cache=false rebuilds it)",
               file=sys.stderr)
         return _load(entry, data_cfg, tokenizer, template)
-    build = cache.new_build_dir(key)
+    try:
+        build = cache.new_build_dir(key)
+    except OSError as exc:   # e.g. a read-only home: prepare without the cache
+        print(f"warning: data cache {cache.cache_root()} not writable ({exc}); set LMTUNE_CACHE_DIR",
+              file=sys.stderr)
+        key, build = None, cache.new_build_dir(None)
     try:
         meta = _build(data_cfg, files, tokenizer, template, build)
+        entry = cache.publish(build, key, meta) if key else build
     except BaseException:
         cache.discard(build)
         raise
     if key is None:   # no cache: the files live until this process ends
         atexit.register(cache.discard, build)
-        return _load(build, data_cfg, tokenizer, template)
-    return _load(cache.publish(build, key, meta), data_cfg, tokenizer, template)
+    return _load(entry, data_cfg, tokenizer, template)
 
 
 def _load(entry: Path, data_cfg: "DataConfig", tokenizer: Any, template: Template | None) -> "PreparedData":
