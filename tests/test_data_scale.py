@@ -206,3 +206,19 @@ def test_cache_clear_removes_only_lmtune_entries_and_an_unwritable_cache_is_skip
     monkeypatch.setenv("LMTUNE_CACHE_DIR", str(blocker))           # cannot hold a directory
     data = prepare_datasets(_cfg(train=[str(path)]), tokenizer)
     assert len(data.train) and "not writable" in capsys.readouterr().err
+
+
+def test_parquet_streams_by_row_group_with_the_same_rows_and_problems(tokenizer, tmp_path, monkeypatch):
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    from lmtune.data.formats import load_examples
+
+    monkeypatch.setattr(stream, "BATCH", 7)
+    rows = {"instruction": [f"q{i}" for i in range(50)], "output": [f"a{i % 20}" if i != 33 else " " for i in range(50)]}
+    path = tmp_path / "d.parquet"
+    pq.write_table(pa.table(rows), path, row_group_size=16)
+    split = scan([str(path)], "auto", tmp_path / "r.arrow", procs=1)
+    ref = load_examples([str(path)])
+    assert split.problems == ref.problems == [f"{path}:row 33: empty string (output)"]
+    assert split.examples(np.arange(len(split))) == ref.examples and split.records == ref.records == 50
