@@ -50,9 +50,13 @@ def _assert_same(new, ref, max_length: int):
 
 
 @pytest.mark.parametrize("task,template", [("sql", "auto"), ("sql", "alpaca"), ("json", "auto")])
-def test_bundled_tasks_identical_to_the_list_pipeline(tokenizer, task, template):
+def test_bundled_tasks_identical_to_the_list_pipeline(tokenizer, task, template, monkeypatch):
     from lmtune.hparams import _row_lengths
 
+    from lmtune.data import records
+
+    if task == "json":
+        monkeypatch.setattr(records, "MEMORY_BYTES", -1)   # the records through an Arrow file
     cfg = _cfg(task=task, template=template, cache=False)
     new, ref = prepare_datasets(cfg, tokenizer), reference_prepare(cfg, tokenizer)
     _assert_same(new, ref, cfg.max_length)
@@ -168,7 +172,12 @@ def test_cache_hits_on_rerun_and_misses_when_an_input_changes(tokenizer, tmp_pat
     assert "reused" not in capsys.readouterr().err and len(no_cache.train) == len(prepare_datasets(cfg, tokenizer).train)
 
 
-def test_bad_records_reported_with_file_and_line_through_blocks_and_workers(tokenizer, tmp_path, monkeypatch):
+@pytest.mark.parametrize("arrow", [False, True])
+def test_bad_records_reported_with_file_and_line_through_blocks_and_workers(tokenizer, tmp_path, monkeypatch,
+                                                                            arrow):
+    from lmtune.data import records
+
+    monkeypatch.setattr(records, "MEMORY_BYTES", -1 if arrow else 1 << 30)   # records on disk or in memory
     rows = [json.dumps({"instruction": f"q{i}", "output": f"a{i}"}) for i in range(3000)]
     rows[10] = '{"instruction": "q", "output": ""}'
     rows[1500] = '{"instruction": "q", "output": 3'

@@ -1,10 +1,12 @@
-"""Validate a split's files in one streaming pass into an Arrow file of valid records.
+"""Validate a split's files in one streaming pass into a store of valid records.
 
 The scale form of `formats.load_examples`: the same per-record functions (`guess_format`,
 `to_example`), the same problems in the same order (`file:line: what (field)`), the same format
 detection (majority, mixed formats, whole files in another format, tabular schemas), but records
 go, batch by batch, to an Arrow IPC file on disk (columns `source` and `record`: the record as
-JSON) while only two 16-byte hashes per example stay in memory (content and prompt keys, as
+JSON; files under MEMORY_BYTES keep these two lists in memory instead, which spares a small
+`lmtune data check` the import of pyarrow and pandas) while only two 16-byte hashes per example
+stay in memory (content and prompt keys, as
 `Example.content_key` / `prompt_key` compute them) for dedupe, splits and overlap checks.
 `ScannedSplit.examples(rows)` turns rows back into `Example`s with `to_example`, exactly as loaded.
 """
@@ -14,7 +16,7 @@ from __future__ import annotations
 import json
 from array import array
 from collections import Counter
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -41,47 +43,81 @@ def digest16(hex_key: str) -> bytes:
     return bytes.fromhex(hex_key)[:16]
 
 
+class MemoryStore:
+    """The valid records of a small scan, kept as two lists (no Arrow, no pandas import)."""
+
+    def __init__(self):
+        self.sources: list[str] = []
+        self.texts: list[str] = []
+
+    def add(self, batch) -> None:
+        self.sources += batch[0]
+        self.texts += batch[1]
+
+    def close(self) -> None:
+        pass
+
+    def get(self, rows: np.ndarray) -> tuple[list[str], list[str]]:
+        return [self.sources[i] for i in rows.tolist()], [self.texts[i] for i in rows.tolist()]
+
+
+class ArrowStore:
+    """The valid records of a large scan in an Arrow IPC file, memory-mapped when read."""
+
+    def __init__(self, path: Path):
+        import pyarrow as pa
+
+        self.path, self._table = path, None
+        self.sink = pa.OSFile(str(path), "wb")
+        self.writer = pa.ipc.new_file(self.sink, _schema())
+
+    def add(self, batch) -> None:
+        self.writer.write_batch(batch)
+
+    def close(self) -> None:
+        self.writer.close()
+        self.sink.close()
+
+    def get(self, rows: np.ndarray) -> tuple[list[str], list[str]]:
+        import pyarrow as pa
+
+        if self._table is None:
+            self._table = pa.ipc.open_file(pa.memory_map(str(self.path))).read_all()
+        taken = self._table.take(pa.array(rows, pa.int64()))
+        return taken.column("source").to_pylist(), taken.column("record").to_pylist()
+
+
 @dataclass
 class ScannedSplit:
-    """A split's valid examples: rows of `path` (file order) and their keys, plus what
+    """A split's valid examples: rows of `store` (file order) and their keys, plus what
     `LoadedData` reports (format, records read, problems, files)."""
 
-    path: Path | None
+    store: Any
     format: str | None
     records: int
     problems: list[str]
     files: list[FileInfo]
-    rows: np.ndarray                      # row numbers in `path` of the valid examples
+    rows: np.ndarray                      # row numbers in `store` of the valid examples
     keys: np.ndarray                      # S16 content key per valid example
     prompt_keys: np.ndarray               # S16 prompt key per valid example
-    _table: Any = field(default=None, repr=False)
 
     def __len__(self) -> int:
         return len(self.rows)
 
-    def table(self):
-        """The Arrow file, memory-mapped (nothing is read until a column is used)."""
-        if self._table is None:
-            import pyarrow as pa
-
-            self._table = pa.ipc.open_file(pa.memory_map(str(self.path))).read_all()
-        return self._table
+    def _rows(self, positions) -> np.ndarray:
+        return np.asarray(self.rows[np.asarray(positions, dtype=np.int64)], dtype=np.int64)
 
     def sources(self, positions) -> list[str]:
-        rows = np.asarray(self.rows[np.asarray(positions, dtype=np.int64)], dtype=np.int64)
-        return self.table().column("source").take(rows).to_pylist()
+        return self.store.get(self._rows(positions))[0]
 
     def examples(self, positions) -> list[Example]:
         """Examples number `positions` (0-based among the valid examples), rebuilt exactly as
         `load_examples` built them."""
         if len(positions) == 0:
             return []
-        rows = self.table().take(np.asarray(self.rows[np.asarray(positions)], dtype=np.int64))
-        out = []
-        for source, text in zip(rows.column("source").to_pylist(), rows.column("record").to_pylist()):
-            example, _ = to_example(Record(source, json.loads(text), ""), self.format)
-            out.append(example)
-        return out
+        sources, texts = self.store.get(self._rows(positions))
+        return [to_example(Record(source, json.loads(text), ""), self.format)[0]
+                for source, text in zip(sources, texts)]
 
 
 class _Part:
@@ -97,7 +133,7 @@ class _Part:
         self.row_file: list[str] = []        # (shared string objects: one pointer per row)
         self.row_guess: list[str | None] = []
         self.keys, self.prompt_keys = bytearray(), bytearray()
-        self.batch = None                    # the valid records as an Arrow record batch
+        self.batch = None                    # the valid records: an Arrow batch, or (sources, texts)
 
 
 class _Pending(_Part):
@@ -109,7 +145,7 @@ class _Pending(_Part):
         self.file_records: Counter = Counter()
         self.file_read_problems: Counter = Counter()
 
-    def add(self, part: "_Part | End", writer) -> None:
+    def add(self, part: "_Part | End", store) -> None:
         if isinstance(part, End):
             self._end(part)
             return
@@ -126,7 +162,7 @@ class _Pending(_Part):
         self.keys += part.keys
         self.prompt_keys += part.prompt_keys
         if part.batch is not None:
-            writer.write_batch(part.batch)
+            store.add(part.batch)
 
     def _end(self, end: End) -> None:
         info = end.info
@@ -140,29 +176,32 @@ class _Pending(_Part):
 
 
 _JOB: dict[str, Any] = {}
+MEMORY_BYTES = 32 << 20   # input files up to this size keep their valid records in memory
 
 
 def scan(paths: list[str], format: str, out_path: Path, procs: int | None = None) -> ScannedSplit:
     """Read and validate `paths` (see the module doc); never raises on bad data. JSON Lines blocks
-    are scanned in `procs` processes (default: by the data's size and the cores)."""
-    import pyarrow as pa
-
+    are scanned in `procs` processes (default: by the data's size and the cores). Records of more
+    than MEMORY_BYTES of files go to an Arrow file at `out_path`, smaller ones stay in memory."""
+    size = _size(paths)
+    procs = (min(cores(), 8) if size > 3 * BLOCK_BYTES else 1) if procs is None else procs
     early: list[str] = []
     pending = _Pending()
-    procs = _procs(paths) if procs is None else procs
-    _JOB["format"] = format
-    with pa.OSFile(str(out_path), "wb") as sink, pa.ipc.new_file(sink, _schema()) as writer:
+    _JOB.update(format=format, arrow=size > MEMORY_BYTES)
+    store = ArrowStore(out_path) if _JOB["arrow"] else MemoryStore()
+    try:
         for part in ordered_map(_scan_unit, iter_units(paths, early), procs):
-            pending.add(part, writer)
+            pending.add(part, store)
+    finally:
+        store.close()
     read = ReadResult(problems=early + pending.read_problems, files=pending.files)
-    return _finish(read, pending, format, out_path)
+    return _finish(read, pending, format, store)
 
 
-def _procs(paths: list[str]) -> int:
+def _size(paths: list[str]) -> int:
     from lmtune.data.readers import _expand
 
-    size = sum(f.stat().st_size for p in paths for f in _expand(Path(p), []))
-    return min(cores(), 8) if size > 3 * BLOCK_BYTES else 1
+    return sum(f.stat().st_size for p in paths for f in _expand(Path(p), []))
 
 
 def _scan_unit(unit: Block | Records | End) -> _Part | End:
@@ -180,15 +219,18 @@ def _scan_unit(unit: Block | Records | End) -> _Part | End:
 
 def _scan_records(records: list[Record], seq0: int, format: str, part: _Part) -> _Part:
     """Validate each record (seq: seq0 + its line for blocks, + its index otherwise)."""
-    import pyarrow as pa
+    if _JOB["arrow"]:
+        import pyarrow as pa
 
     sources, texts = [], []
     for i, record in enumerate(records):
         seq = seq0 + (_line(record.source) if part.name else i)
         _one(record, seq, format, part, sources, texts)
-    if sources:
+    if sources and _JOB["arrow"]:
         part.batch = pa.record_batch([pa.array(sources, pa.string()), pa.array(texts, pa.large_string())],
                                      schema=_schema())
+    elif sources:
+        part.batch = (sources, texts)
     return part
 
 
@@ -222,7 +264,7 @@ def _one(record: Record, seq: int, format: str, pending: _Part, sources: list, t
     texts.append(json.dumps(record.value, ensure_ascii=False, default=str))
 
 
-def _finish(read: ReadResult, pending: _Pending, format: str, out_path: Path) -> ScannedSplit:
+def _finish(read: ReadResult, pending: _Pending, format: str, store) -> ScannedSplit:
     """The format, the problems in load_examples' order, and the valid rows."""
     auto = format == "auto"
     fmt = format if not auto else (pending.guess_counts.most_common(1)[0][0] if pending.guess_counts else None)
@@ -242,7 +284,7 @@ def _finish(read: ReadResult, pending: _Pending, format: str, out_path: Path) ->
         if file not in skip:
             (mixed if auto and guess != fmt else valid).append(i)
     if mixed:
-        sources = _sources(out_path, mixed)
+        sources = store.get(np.asarray(mixed, dtype=np.int64))[0]
         per_record += [(pending.row_seq[i], [_mixed(src, pending.row_guess[i], fmt)])
                        for i, src in zip(mixed, sources)]
     per_record.sort(key=lambda t: t[0])
@@ -251,15 +293,8 @@ def _finish(read: ReadResult, pending: _Pending, format: str, out_path: Path) ->
     keys = np.frombuffer(bytes(pending.keys), dtype="S16")[rows]
     prompt_keys = np.frombuffer(bytes(pending.prompt_keys), dtype="S16")[rows]
     records = sum(f.records for f in read.files)
-    return ScannedSplit(out_path, fmt, records, sort_problems(problems, read.files), read.files, rows,
+    return ScannedSplit(store, fmt, records, sort_problems(problems, read.files), read.files, rows,
                         keys, prompt_keys)
-
-
-def _sources(path: Path, rows: list[int]) -> list[str]:
-    import pyarrow as pa
-
-    table = pa.ipc.open_file(pa.memory_map(str(path))).read_all()
-    return table.column("source").take(np.asarray(rows, dtype=np.int64)).to_pylist()
 
 
 def _mixed(source: str, guess: str, fmt: str) -> str:
