@@ -98,14 +98,16 @@ def test_templates_identical_to_the_list_pipeline(tokenizer, tmp_path, template,
     _assert_same(new, ref, max_length)
 
 
-def test_alpaca_with_validation_and_test_files(tokenizer, tmp_path):
+@pytest.mark.parametrize("files", [("val", "test"), ()])
+@pytest.mark.parametrize("settings", [{}, {"dedupe": False, "val_split": 0.0, "test_size": 5, "seed": 3}])
+def test_alpaca_with_files_and_settings(tokenizer, tmp_path, files, settings):
     rows = [{"instruction": f"Q {i % 150}", "input": "x" * (i % 3), "output": f"A {i % 140}"} for i in range(400)]
     for name, part in (("train", rows[:300]), ("val", rows[250:350]), ("test", rows[340:])):
         (tmp_path / f"{name}.jsonl").write_text("".join(json.dumps(r) + "\n" for r in part))
-    cfg = _cfg(train=[str(tmp_path / "train.jsonl")], validation=[str(tmp_path / "val.jsonl")],
-               test=[str(tmp_path / "test.jsonl")], template="alpaca", cache=False)
+    given = {"validation" if f == "val" else f: [str(tmp_path / f"{f}.jsonl")] for f in files}
+    cfg = _cfg(train=[str(tmp_path / "train.jsonl")], template="alpaca", cache=False, **given, **settings)
     new, ref = prepare_datasets(cfg, tokenizer), reference_prepare(cfg, tokenizer)
-    assert ref.stats["validation_in_train_removed"] and ref.stats["conflicting_prompts"]
+    assert ref.stats["conflicting_prompts"] and (ref.stats.get("validation_in_train_removed") or not files)
     _assert_same(new, ref, cfg.max_length)
 
 
