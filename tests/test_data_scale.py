@@ -176,7 +176,7 @@ def test_cache_hits_on_rerun_and_misses_when_an_input_changes(tokenizer, tmp_pat
 
 @pytest.mark.parametrize("arrow", [False, True])
 def test_bad_records_reported_with_file_and_line_through_blocks_and_workers(tokenizer, tmp_path, monkeypatch,
-                                                                            arrow):
+                                                                            capsys, arrow):
     from lmtune.data import records
 
     monkeypatch.setattr(records, "MEMORY_BYTES", -1 if arrow else 1 << 30)   # records on disk or in memory
@@ -197,6 +197,12 @@ def test_bad_records_reported_with_file_and_line_through_blocks_and_workers(toke
     with pytest.raises(DataError) as err:
         prepare_datasets(_cfg(train=[str(path)], cache=False), tokenizer)
     assert err.value.problems == one.problems
+    from lmtune.cli import main
+
+    monkeypatch.setattr(records, "BLOCK_BYTES", 4096)             # the CLI's scan in two processes too
+    assert main(["data", "check", str(path)]) == 2
+    shown = capsys.readouterr().err
+    assert all(f"  {p}" in shown for p in one.problems)
 
 
 def test_cache_clear_removes_only_lmtune_entries_and_an_unwritable_cache_is_skipped(tokenizer, tmp_path,
