@@ -239,3 +239,21 @@ def test_parquet_streams_by_row_group_with_the_same_rows_and_problems(tokenizer,
     ref = load_examples([str(path)])
     assert split.problems == ref.problems == [f"{path}:row 33: empty string (output)"]
     assert split.examples(np.arange(len(split))) == ref.examples and split.records == ref.records == 50
+
+
+def test_a_directory_of_jsonl_csv_and_json_array_files(tokenizer, tmp_path):
+    import csv
+
+    folder = tmp_path / "data"
+    folder.mkdir()
+    rows = [{"prompt": f"p{i} ", "completion": f"c{i % 9}"} for i in range(90)]
+    (folder / "a.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows[:30]))
+    with (folder / "b.csv").open("w", newline="") as f:
+        writer = csv.DictWriter(f, fieldnames=["prompt", "completion"])
+        writer.writeheader()
+        writer.writerows(rows[30:60])
+    (folder / "c.json").write_text(json.dumps(rows[55:90]))
+    cfg = _cfg(train=[str(folder)], cache=False)
+    new, ref = prepare_datasets(cfg, tokenizer), reference_prepare(cfg, tokenizer)
+    assert ref.stats["duplicates_removed"]["train"] == 5 and ref.template.name == "raw"
+    _assert_same(new, ref, cfg.max_length)
