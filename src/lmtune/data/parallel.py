@@ -26,7 +26,7 @@ def ordered_map(fn: Callable[[Any], Any], tasks: Iterable, procs: int, ahead: in
     import multiprocessing
 
     ahead = ahead or 2 * procs
-    with multiprocessing.get_context("fork").Pool(procs) as pool:
+    with multiprocessing.get_context("fork").Pool(procs, initializer=_one_thread_tokenizers) as pool:
         pending: deque = deque()
         for task in tasks:
             pending.append(pool.apply_async(fn, (task,)))
@@ -34,3 +34,9 @@ def ordered_map(fn: Callable[[Any], Any], tasks: Iterable, procs: int, ahead: in
                 yield pending.popleft().get()
         while pending:
             yield pending.popleft().get()
+
+
+def _one_thread_tokenizers() -> None:
+    """Each worker is one of the parallel units already; the Rust tokenizer must not start its own
+    threads there (nor warn that it was forked after the parent used them)."""
+    os.environ["TOKENIZERS_PARALLELISM"] = "false"
