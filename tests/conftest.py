@@ -13,3 +13,13 @@ os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 # The CLI gives the tiny test models one torch thread (lmtune/cpu_tuning.py); tests that train
 # in-process get the same (importing lmtune sets nothing).
 os.environ.setdefault("OMP_NUM_THREADS", "1")
+# lmtune's data cache (lmtune/data/cache.py) goes to a temporary directory for the session, never
+# to the user's ~/.cache; subprocesses (the CLI) inherit the variable.
+if "LMTUNE_CACHE_DIR" not in os.environ:
+    import atexit
+    import shutil
+    import tempfile
+
+    _CACHE = tempfile.mkdtemp(prefix="lmtune-test-cache-")
+    os.environ["LMTUNE_CACHE_DIR"] = _CACHE
+    atexit.register(shutil.rmtree, _CACHE, True)

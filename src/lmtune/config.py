@@ -80,6 +80,8 @@ class DataConfig:
     dedupe: bool = _f(True, "drop exact duplicate examples (count reported)")
     system_prompt: str | None = _f(None, "system message added to every example without one")
     seed: int = _f(42, "seed for the train/validation split", min=0)
+    cache: bool = _f(True, "reuse prepared (tokenized) data from lmtune's cache when the data files, tokenizer, "
+                           "template and data settings are unchanged (README: the data cache)")
     replay: ReplayConfig = field(default_factory=ReplayConfig)
 
 

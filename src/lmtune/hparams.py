@@ -179,9 +179,20 @@ def resolve(learning_rate, epochs, max_steps: int, method: str, model: ModelSize
 
 def data_size_of(train_dataset, max_length: int, packing: bool) -> DataSize:
     """DataSize of a tokenized training split (the `input_ids` column)."""
-    lengths = [len(ids) for ids in train_dataset["input_ids"]]
+    lengths = _row_lengths(train_dataset)
     return DataSize(len(lengths), sum(lengths), max_length, packing,
                     sum(1 for n in lengths if n > max_length // 2))
+
+
+def _row_lengths(train_dataset) -> list[int]:
+    """Tokens per row, from the Arrow column's list lengths when the dataset is a plain table
+    (a million memory-mapped rows would otherwise become a million Python lists, row by row)."""
+    table = getattr(train_dataset, "data", None)
+    if table is not None and getattr(train_dataset, "_indices", None) is None:
+        import pyarrow.compute as pc
+
+        return pc.list_value_length(table.column("input_ids")).to_numpy(zero_copy_only=False).tolist()
+    return [len(ids) for ids in train_dataset["input_ids"]]
 
 
 def model_size_of(model) -> ModelSize | None:

@@ -3,7 +3,8 @@
 Prints the detected format, record/example counts, duplicates, a rendered sample with the trained
 part marked, and (with --model) token lengths, truncation and the share of trained tokens. Every
 bad record is listed as `file:line: what is wrong (field)` and the exit code is 2.
-Without --model nothing heavy is imported (no torch, no transformers).
+Without --model nothing heavy is imported (no torch, no transformers). Large files are read as a
+stream and checked in parallel (lmtune/data/records.py, token_shards.py); nothing is cached.
 """
 
 from __future__ import annotations
@@ -39,49 +40,88 @@ def register(parser: argparse.ArgumentParser) -> None:
                        help="show tracebacks for user errors")
     check.add_argument("--verbose", action="store_true", default=argparse.SUPPRESS,
                        help="show the libraries' warnings and log lines")
+    cached = sub.add_parser("cache", help="list (or --clear) lmtune's cache of prepared data",
+                            description="lmtune caches the tokenized data of each run (keyed by the data files, "
+                                        "tokenizer, template and data settings) so a rerun or --resume skips the "
+                                        "work. Where: $LMTUNE_CACHE_DIR/data, else $XDG_CACHE_HOME/lmtune/data, "
+                                        "else ~/.cache/lmtune/data. data.cache=false turns it off for a run.")
+    cached.add_argument("--clear", action="store_true", help="remove every entry lmtune wrote there")
 
 
 def run(args: argparse.Namespace) -> int:
-    if getattr(args, "data_command", None) != "check":
-        print("usage: lmtune data check FILE... (see lmtune data check --help)")
+    command = getattr(args, "data_command", None)
+    if command == "cache":
+        return cache_command(args)
+    if command != "check":
+        print("usage: lmtune data check FILE... | lmtune data cache [--clear] (see --help)")
         return 2
     return check(args)
 
 
+def cache_command(args: argparse.Namespace) -> int:
+    """List lmtune's cache of prepared data; --clear removes the entries lmtune wrote (only those:
+    directories with lmtune's meta.json), nothing else in the directory."""
+    import shutil
+
+    from lmtune.data import cache
+
+    entries = cache.entries()
+    sizes = [cache.size_bytes(e) for e in entries]
+    print(f"data cache: {cache.cache_root()} ({len(entries)} entries, {sum(sizes) / 1e6:.1f} MB)")
+    for entry, size in zip(entries, sizes):
+        print(f"  {entry.name}  {size / 1e6:.1f} MB")
+    if args.clear:
+        for entry in entries:
+            shutil.rmtree(entry)
+        print(f"removed {len(entries)} entries")
+    return 0
+
+
 def check(args: argparse.Namespace) -> int:
-    from lmtune.data.formats import load_examples
-    from lmtune.data.split import conflicting_prompts, dedupe
-    from lmtune.errors import DataError, UserError
+    import tempfile
+    from pathlib import Path
 
     from lmtune import checks
+    from lmtune.errors import UserError
 
     checks.number("--max-length", args.max_length, min=8)
     checks.number("--samples", args.samples, min=0)
     if args.template == "model" and not args.model:
         raise UserError("--template model needs the model's tokenizer", ["add --model DIR (or --model tiny)"])
-    loaded = load_examples(args.files, args.format)
-    problems = list(loaded.problems)
+    with tempfile.TemporaryDirectory(prefix="lmtune-check-") as tmp:
+        return _check(args, Path(tmp))
+
+
+def _check(args: argparse.Namespace, tmp) -> int:
+    """Scan (records.py: streamed, in parallel for large files), then report; the records live in
+    an Arrow file under `tmp` while the report is made (arrow_pipeline.py's position arithmetic)."""
+    from lmtune.data.arrow_pipeline import conflicting_prompts, dedupe_positions, first_duplicates
+    from lmtune.data.records import scan
+    from lmtune.errors import DataError
+
+    split = scan(args.files, args.format, tmp / "records.arrow")
+    problems = list(split.problems)
     print(", ".join(args.files))
     detected = "detected" if args.format == "auto" else "given"
-    _row("format", f"{loaded.format or 'unknown'} ({detected})")
-    _row("records", f"{loaded.records} read, {len(loaded.examples)} valid")
-    deduped = dedupe(loaded.examples)
-    example = f" (e.g. {deduped.first_duplicates[0][0]} repeats {deduped.first_duplicates[0][1]})" \
-        if deduped.first_duplicates else ""
-    _row("duplicates", f"{deduped.removed}, dropped in training: equal up to whitespace{example}")
-    _row("examples", f"{len(deduped.kept)} after dropping duplicates")
-    conflicts = conflicting_prompts(deduped.kept)
+    _row("format", f"{split.format or 'unknown'} ({detected})")
+    _row("records", f"{split.records} read, {len(split)} valid")
+    kept = dedupe_positions(split, True, {}, "check")
+    first = first_duplicates(split, 1)
+    example = f" (e.g. {first[0][0]} repeats {first[0][1]})" if first else ""
+    _row("duplicates", f"{len(split) - len(kept)}, dropped in training: equal up to whitespace{example}")
+    _row("examples", f"{len(kept)} after dropping duplicates")
+    conflicts = conflicting_prompts(split, kept)
     if conflicts:
         _row("conflicts", f"{conflicts} prompts appear with different answers")
-    if deduped.kept:
-        problems += _template_report(args, loaded.format, deduped.kept)
+    if len(kept):
+        problems += _template_report(args, split, kept)
     if problems:
         n = len(problems)
-        raise DataError(f"{n} problem{'s' if n != 1 else ''} in {loaded.records} records; fix each line "
+        raise DataError(f"{n} problem{'s' if n != 1 else ''} in {split.records} records; fix each line "
                         f"below", problems)
-    if not deduped.kept:
+    if not len(kept):
         raise DataError("no examples", [f"{', '.join(args.files)}: no records found"])
-    print(f"ok: {len(deduped.kept)} examples, no problems")
+    print(f"ok: {len(kept)} examples, no problems")
     return 0
 
 
@@ -89,10 +129,11 @@ def _row(label: str, value: str) -> None:
     print(f"  {label:<12}{value}")
 
 
-def _template_report(args: argparse.Namespace, data_format: str, examples: list) -> list[str]:
+def _template_report(args: argparse.Namespace, split: Any, kept: Any) -> list[str]:
     """Template, token statistics (with a tokenizer) and samples; returns template problems."""
     from lmtune.data.templates import get_template, resolve_template_name
 
+    data_format = split.format
     tokenizer, missing = (_tokenizer(args.model) if args.model else (None, ""))
     template = get_template(args.template, data_format, tokenizer, args.system_prompt)
     note = ""
@@ -104,8 +145,8 @@ def _template_report(args: argparse.Namespace, data_format: str, examples: list)
     _row("template", template.name + note)
     if tokenizer is None:
         _row("tokens", missing or "not counted: pass --model DIR, a cached Hub id, or --model tiny")
-        return _segment_samples(template, examples, args.samples)
-    return _token_report(args, template, tokenizer, examples)
+        return _segment_samples(template, split, kept, args.samples)
+    return _token_report(args, template, tokenizer, split, kept)
 
 
 def _tokenizer(model: str) -> tuple[Any, str]:
@@ -117,10 +158,11 @@ def _tokenizer(model: str) -> tuple[Any, str]:
     return open_tokenizer(model), ""
 
 
-def _token_report(args: argparse.Namespace, template: Any, tokenizer: Any, examples: list) -> list[str]:
-    from lmtune.data.tokenize import tokenize_examples
+def _token_report(args: argparse.Namespace, template: Any, tokenizer: Any, split: Any, kept: Any) -> list[str]:
+    from lmtune.data.token_shards import tokenize_to_arrow
 
-    tok = tokenize_examples(examples, template, tokenizer, args.max_length, args.train_on_prompt)
+    tok = tokenize_to_arrow(split, kept, template, tokenizer, args.max_length, args.train_on_prompt, None,
+                            "examples", keep_samples=args.samples)
     s = tok.stats()
     print(f"tokens (tokenizer {args.model}, max_length {args.max_length})")
     if s["examples"] or s["dropped"]:
@@ -133,7 +175,7 @@ def _token_report(args: argparse.Namespace, template: Any, tokenizer: Any, examp
     if s["dropped"]:
         print(f"warning: {s['dropped']} examples would lose their whole answer at max_length "
               f"{args.max_length} and be dropped; raise --max-length (data.max_length)")
-    for ids, mask, source in list(zip(tok.input_ids, tok.completion_mask, tok.sources))[: args.samples]:
+    for ids, mask, source in tok.samples[: args.samples]:
         _print_sample(source, template.name, _token_pieces(tokenizer, ids, mask))
     return tok.problems
 
@@ -147,20 +189,21 @@ def _token_pieces(tokenizer: Any, ids: list[int], mask: list[int]) -> list[tuple
     return pieces
 
 
-def _segment_samples(template: Any, examples: list, count: int) -> list[str]:
+def _segment_samples(template: Any, split: Any, kept: Any, count: int) -> list[str]:
     from lmtune.data.templates import TemplateError
 
     problems, shown = [], 0
-    for ex in examples:
-        try:
-            segments = template.segments(ex)
-        except TemplateError as exc:
-            problems.append(f"{ex.source}: {exc}")
-            continue
-        if shown < count:
-            pieces = [(s.text, s.trained) for s in segments] + [("<eos>", True)]
-            _print_sample(ex.source, template.name, pieces)
-            shown += 1
+    for start in range(0, len(kept), 10_000):
+        for ex in split.examples(kept[start:start + 10_000]):
+            try:
+                segments = template.segments(ex)
+            except TemplateError as exc:
+                problems.append(f"{ex.source}: {exc}")
+                continue
+            if shown < count:
+                pieces = [(s.text, s.trained) for s in segments] + [("<eos>", True)]
+                _print_sample(ex.source, template.name, pieces)
+                shown += 1
     return problems
 
 

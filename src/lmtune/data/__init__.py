@@ -7,6 +7,15 @@
     tokenize.py   token ids + completion mask (trained = answer + eos), pad token, statistics
     prepare.py    DataConfig -> datasets.Dataset train/validation + stats (what train.py calls)
 
+At scale (prepare.py hands the work to arrow_pipeline.py; `lmtune data check` uses the same parts):
+    stream.py          files -> units of work (JSON Lines in blocks of whole lines)
+    records.py         one validating pass (worker processes) -> Arrow file of valid records + keys
+    arrow_pipeline.py  dedupe / held-out test / validation split on positions; the cached result
+    tokenize_batch.py  a batch of examples -> ids + masks (equal to tokenize_example per example)
+    token_shards.py    tokenizing in parallel into Arrow files -> memory-mapped datasets
+    parallel.py        the ordered, bounded fork pool both passes use
+    cache.py           where prepared data is kept and how it is keyed
+
 Nothing here imports torch; `datasets`/`transformers` are imported only inside the functions
 that need them.
 """

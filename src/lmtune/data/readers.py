@@ -96,13 +96,14 @@ def _read_file(path: Path, result: ReadResult) -> None:
         result.problems.append(f"{path}: empty file (no records)")
 
 
-def _decode_lines(raw: bytes, name: str, problems: list[str]) -> tuple[list[str], set[int]]:
+def _decode_lines(raw: bytes, name: str, problems: list[str], start: int = 1) -> tuple[list[str], set[int]]:
     """Split bytes into text lines (keeping line ends). A line that is not UTF-8 is reported with
-    the offending byte and decoded with replacement characters; its 1-based number goes in `bad`."""
-    if raw.startswith(_BOM):  # Excel and Notepad write one; it is not part of the first key
+    the offending byte and decoded with replacement characters; its 1-based number goes in `bad`.
+    `start`: the number of the first line (stream.py reads a large file in blocks)."""
+    if start == 1 and raw.startswith(_BOM):  # Excel and Notepad write one; it is not part of the first key
         raw = raw[len(_BOM):]
     lines, bad = [], set()
-    for number, line in enumerate(raw.splitlines(keepends=True), start=1):
+    for number, line in enumerate(raw.splitlines(keepends=True), start=start):
         try:
             lines.append(line.decode("utf-8"))
         except UnicodeDecodeError as exc:
@@ -130,9 +131,9 @@ def _type_name(value: Any) -> str:
     return type(value).__name__
 
 
-def _read_jsonl(name: str, lines: list[str], bad: set[int], result: ReadResult) -> FileInfo:
+def _read_jsonl(name: str, lines: list[str], bad: set[int], result: ReadResult, start: int = 1) -> FileInfo:
     info = FileInfo(name, "jsonl")
-    for number, line in enumerate(lines, start=1):
+    for number, line in enumerate(lines, start=start):
         if not line.strip():
             continue
         where = f"{name}:{number}"

@@ -109,16 +109,22 @@ def tokenize_example(example: Example, template: Template, tokenizer: Any, max_l
     """Raises TemplateError when the template cannot render the example or nothing is trained."""
     prefix = special_prefix(tokenizer) if prefix is None else prefix
     ids, mask = _ids_and_mask(example, template, tokenizer, prefix)
+    return finish_tokens(ids, mask, tokenizer.eos_token_id, max_length, train_on_prompt, example.source)
+
+
+def finish_tokens(ids: list[int], mask: list[int], eos: int | None, max_length: int, train_on_prompt: bool,
+                  source: str) -> TokenizedExample:
+    """Drop what follows the last trained token, append eos (trained), truncate at max_length.
+    Raises TemplateError when nothing is trained. Shared with the batched path (tokenize_batch.py)."""
     if 1 not in mask:
         raise TemplateError("no answer tokens: the template marks nothing of this example as trained")
     last = len(mask) - 1 - mask[::-1].index(1)
     ids, mask = ids[: last + 1], mask[: last + 1]
-    eos = tokenizer.eos_token_id
     if eos is not None and ids[-1] != eos:
         ids, mask = ids + [eos], mask + [1]
     if train_on_prompt:
         mask = [1] * len(ids)
-    return TokenizedExample(ids[:max_length], mask[:max_length], len(ids), example.source)
+    return TokenizedExample(ids[:max_length], mask[:max_length], len(ids), source)
 
 
 @dataclass
@@ -166,19 +172,25 @@ def _percentile(sorted_values: list[int], q: float) -> int:
 
 
 def token_stats(result: TokenizeResult) -> dict[str, Any]:
-    lengths = sorted(result.full_lengths)
     kept_tokens = sum(len(ids) for ids in result.input_ids)
     trained = sum(sum(mask) for mask in result.completion_mask)
+    return summarize_tokens(sorted(result.full_lengths), len(result.input_ids), kept_tokens, trained,
+                            result.truncated, result.dropped)
+
+
+def summarize_tokens(lengths: list[int], examples: int, kept_tokens: int, trained: int, truncated: int,
+                     dropped: int) -> dict[str, Any]:
+    """The token statistics of data_stats.json; `lengths` sorted, every example before truncation."""
     if not lengths:
         return {"examples": 0, "truncated": 0, "dropped": 0, "trained_share": 0.0}
     return {
-        "examples": len(result.input_ids),
+        "examples": examples,
         "length_min": lengths[0],
         "length_median": int(statistics.median(lengths)),
         "length_p95": _percentile(lengths, 95),
         "length_max": lengths[-1],
-        "truncated": result.truncated,
-        "dropped": result.dropped,
+        "truncated": truncated,
+        "dropped": dropped,
         "tokens": kept_tokens,
         "trained_tokens": trained,
         "trained_share": round(trained / kept_tokens, 4) if kept_tokens else 0.0,
