@@ -158,3 +158,88 @@ def test_model_template_refuses_text_records_and_reports_template_errors():
     with pytest.raises(TemplateError) as info:
         _model(strict).render_prompt("hi")
     assert str(info.value) == "the model's chat template rejected this conversation: a system turn first"
+
+
+# ---------------------------------------------------------------- records in each format
+
+def test_alpaca_records_join_input_and_put_the_system_field_first(tmp_path):
+    path = _file(tmp_path, [{"instruction": "I", "input": "X", "output": "O", "system": "S", "id": 1},
+                            {"instruction": "I", "input": "  ", "output": "O"},
+                            {"instruction": "I", "output": "O", "system": 5}])
+    loaded = load_examples([path], "alpaca")
+    first, second = loaded.examples
+    assert first.messages == [{"role": "system", "content": "S"}, {"role": "user", "content": "I\n\nX"},
+                              {"role": "assistant", "content": "O"}]
+    assert first.fields == {"instruction": "I", "input": "X", "output": "O", "system": "S", "id": 1}
+    assert second.messages == [{"role": "user", "content": "I"}, {"role": "assistant", "content": "O"}]
+    assert loaded.problems == [f"{path}:3: expected a string, got a number (system)"]
+
+
+def test_chat_records_messages_sharegpt_and_json_in_a_cell(tmp_path):
+    msgs = [{"role": "user", "content": "u"}, {"role": "assistant", "content": "a"}]
+    path = _file(tmp_path, [
+        {"messages": msgs, "id": 1},
+        {"conversations": [{"from": "human", "value": "u"}, {"from": "gpt", "value": "a"}], "id": 2},
+        {"messages": "  " + json.dumps(msgs), "id": 3},
+        {"messages": msgs, "conversations": "ignored", "id": 4}])
+    loaded = load_examples([path], "chat")
+    assert loaded.problems == []
+    assert [e.messages for e in loaded.examples] == [msgs] * 4
+    assert [e.fields for e in loaded.examples] == [{"id": 1}, {"id": 2}, {"id": 3}, {"id": 4}]
+    assert {(e.format, e.source) for e in loaded.examples[:1]} == {("chat", f"{path}:1")}
+
+
+def test_chat_record_problems_each_named_with_its_place(tmp_path):
+    path = _file(tmp_path, [
+        {"messages": "[not json"},
+        {"messages": {"role": "user"}},
+        {"messages": []},
+        {"messages": ["hi", {"role": "user", "content": "u"}, {"role": "assistant", "content": "a"}]},
+        {"messages": [{"role": "user", "content": "u"}, {"role": "system", "content": "s"},
+                      {"role": "assistant", "content": "a"}]},
+        {"messages": [{"role": "system", "content": "s"}, {"role": "user", "content": "u"},
+                      {"role": "assistant", "content": "a"}]},
+        {"messages": [{"role": "user", "content": "u"}, {"role": "user", "content": "v"},
+                      {"role": "system", "content": "s"}, {"role": "assistant", "content": "a"}]}])
+    loaded = load_examples([path], "chat")
+    assert len(loaded.examples) == 1 and loaded.examples[0].source == f"{path}:6"
+    assert loaded.problems == [
+        f"{path}:1: malformed JSON in the cell: Expecting value (messages)",
+        f"{path}:2: expected a list of messages, got an object (messages)",
+        f"{path}:3: empty conversation (messages)",
+        f"{path}:4: expected an object with role and content, got a string (messages[0])",
+        f"{path}:5: a system message must come first (messages[1].role)",
+        f"{path}:7: a system message must come first (messages[2].role)"]
+
+
+# ---------------------------------------------------------------- prompts from what generation has
+
+def test_as_example_accepts_strings_message_lists_and_records():
+    from lmtune.data.templates import as_example
+
+    ex = as_example("hi")
+    assert (ex.source, ex.format, ex.messages) == ("<prompt>", "chat", [{"role": "user", "content": "hi"}])
+    assert ex.fields == {"instruction": "hi", "input": "", "prompt": "hi"}
+    msgs = [{"role": "user", "content": "u"}]
+    ex = as_example(msgs)
+    assert (ex.source, ex.format, ex.messages) == ("<prompt>", "chat", msgs) and ex.messages[0] is not msgs[0]
+    ex = as_example({"instruction": "I", "input": "X"})             # no answer yet: a stand-in
+    assert (ex.source, ex.format, ex.fields["output"]) == ("<prompt>", "alpaca", "?")
+    assert as_example({"prompt": "P"}).fields["completion"] == "?"
+    ex = as_example({"conversations": [{"from": "human", "value": "u"}]})
+    assert ex.prompt_messages() == [{"role": "user", "content": "u"}] and ex.response == "?"
+    ex = as_example({"messages": [{"role": "user", "content": "u"}, {"role": "assistant", "content": "a"}]})
+    assert ex.response == "a"                                        # an answer already there: kept
+    with pytest.raises(TemplateError) as info:
+        as_example({"foo": 1, "bar": 2})
+    assert str(info.value) == "cannot tell the format of ['bar', 'foo']"
+    with pytest.raises(TemplateError) as info:
+        as_example({"instruction": "", "input": "X"})
+    assert str(info.value) == "<prompt>: empty string (instruction)"
+    with pytest.raises(TemplateError) as info:
+        as_example({"messages": [{"role": "user", "content": ""}, {"role": "robot", "content": "x"}]})
+    assert str(info.value) == ("<prompt>: empty string (messages[0].content); <prompt>: unknown role 'robot', "
+                               "allowed: system, user, assistant (messages[1].role)")
+    with pytest.raises(TemplateError) as info:
+        as_example(42)
+    assert str(info.value) == "cannot render a int as a prompt"
