@@ -202,7 +202,7 @@ def test_evaluate_model_scores_tuned_and_base_on_the_same_prompts(tiny, tmp_path
     assert [r["tuned_raw"] for r in rows] == tuned_raw and [r["base_raw"] for r in rows] == base_raw
     assert [r["reference"] for r in rows] == ["SELECT name 10", "SELECT name 11", "SELECT name 12"]
     assert rows[0]["tuned"] == tuned_raw[0].strip() and rows[0]["base"] == base_raw[0].strip()
-    assert set(rows[0]["tuned_scores"]) == {"exact_match", "rouge_l"}
+    assert set(rows[0]["tuned_scores"]) == set(rows[0]["base_scores"]) == {"exact_match", "rouge_l"}
     assert result["samples"] == [{k: v for k, v in r.items() if not k.endswith("_raw")} for r in rows[:2]]
     assert json.loads((tmp_path / EVAL_FILE).read_text()) == result
     assert not (tmp_path / OUTPUT_MARKER).exists() or list(tmp_path.iterdir())
@@ -210,17 +210,23 @@ def test_evaluate_model_scores_tuned_and_base_on_the_same_prompts(tiny, tmp_path
 
 def test_without_base_generation_the_probe_still_measures_the_base(tiny, tmp_path, monkeypatch):
     _probe(monkeypatch)
-    cfg = _cfg(tiny, f"data.test={tiny.root / 'test.jsonl'}", "eval.num_samples=1")
+    test = tmp_path / "umlaut.jsonl"
+    test.write_text(json.dumps({"instruction": "Welche Stadt?", "input": "", "output": "Köln"}, ensure_ascii=False)
+                    + "\n", encoding="utf-8")
+    cfg = _cfg(tiny, f"data.test={test}", "eval.num_samples=1")
     done = LossResult(1.0, 2.718, 10, 2)
-    result = evaluate_model(cfg, tmp_path / "out", tiny.model, tiny.tok, tiny.template, [{"input_ids": [1, 2, 3]}],
+    out = tmp_path / "new" / "out"  # --out under a directory that does not exist yet
+    result = evaluate_model(cfg, out, tiny.model, tiny.tok, tiny.template, [{"input_ids": [1, 2, 3]}],
                             EvalSettings(base=False, progress=False, tuned_validation=done, few_shot=1))
     assert result["validation"]["tuned"] == done.to_dict() and result["validation"]["base"] is None
     assert result["task"]["base"] is None and result["task"]["examples"] == 1
     assert result["settings"]["few_shot"] == 1 and result["settings"]["num_samples"] == 1
     assert result["forgetting"]["verdict"] in ("ok", "warning", "forgotten")
-    row = json.loads((tmp_path / "out" / PREDICTIONS_FILE).read_text())
+    text = (out / PREDICTIONS_FILE).read_text(encoding="utf-8")
+    assert '"reference": "Köln"' in text  # readable, not \u-escaped
+    row = json.loads(text)
     assert "base" not in row and "base_raw" not in row and "base_scores" not in row
-    assert json.loads((tmp_path / "out" / OUTPUT_MARKER).read_text())["kind"] == "eval"  # a new --out dir
+    assert json.loads((out / OUTPUT_MARKER).read_text())["kind"] == "eval"  # a new --out dir
 
 
 def test_nothing_to_measure_writes_notes_and_removes_old_predictions(tiny, tmp_path, monkeypatch, capsys):
@@ -279,6 +285,9 @@ def test_a_plain_model_needs_a_task_or_test_files_and_never_an_adapter():
         "name a bundled task or test files: `lmtune eval m --task sql` or `lmtune eval m --test FILE`")
     cfg = _plain_model_config("m", "model", "sql", None)
     assert (cfg.model.name_or_path, cfg.data.task) == ("m", "sql")
+    with pytest.raises(UserError) as info:
+        _plain_model_config("m", "model", "nope", None)
+    assert info.value.render().startswith("error: --task: 1 problem in the configuration\n  data.task")
     cfg = _plain_model_config("m", "model", None, ["t.jsonl"])
     assert cfg.data.task is None and cfg.data.train == []  # the test file is never training data
 
