@@ -67,6 +67,16 @@ def test_a_model_template_needs_its_tokenizer_and_unknown_names_are_refused():
     assert str(info.value) == "unknown template 'vicuna' in saved template data"
 
 
+def test_chatml_trains_each_answer_and_its_end_marker_only():
+    ex = Example(source="s", format="chat", messages=[
+        {"role": "user", "content": "u"}, {"role": "assistant", "content": "a"}, {"role": "user", "content": "later"}])
+    assert ChatMLTemplate().segments(ex) == [Segment("<|im_start|>user\nu<|im_end|>\n<|im_start|>assistant\n", False),
+                                             Segment("a<|im_end|>", True)]
+    with pytest.raises(TemplateError) as info:
+        ChatMLTemplate().segments(Example(source="s", format="text", text="t"))
+    assert str(info.value) == "text records have no turns; use format text (raw)"
+
+
 def test_chatml_prompt_of_an_empty_conversation_is_the_assistant_header():
     assert ChatMLTemplate().render_prompt([]) == "<|im_start|>assistant\n"
     assert ChatMLTemplate(system_prompt="S").render_prompt([]) == (
@@ -200,7 +210,8 @@ def test_chat_record_problems_each_named_with_its_place(tmp_path):
         {"messages": [{"role": "system", "content": "s"}, {"role": "user", "content": "u"},
                       {"role": "assistant", "content": "a"}]},
         {"messages": [{"role": "user", "content": "u"}, {"role": "user", "content": "v"},
-                      {"role": "system", "content": "s"}, {"role": "assistant", "content": "a"}]}])
+                      {"role": "system", "content": "s"}, {"role": "assistant", "content": "a"}]},
+        {"messages": ["hi", {"content": "x"}, {"role": 5, "content": "y"}, {"role": "assistant", "content": "a"}]}])
     loaded = load_examples([path], "chat")
     assert len(loaded.examples) == 1 and loaded.examples[0].source == f"{path}:6"
     assert loaded.problems == [
@@ -209,7 +220,10 @@ def test_chat_record_problems_each_named_with_its_place(tmp_path):
         f"{path}:3: empty conversation (messages)",
         f"{path}:4: expected an object with role and content, got a string (messages[0])",
         f"{path}:5: a system message must come first (messages[1].role)",
-        f"{path}:7: a system message must come first (messages[2].role)"]
+        f"{path}:7: a system message must come first (messages[2].role)",
+        f"{path}:8: expected an object with role and content, got a string (messages[0])",  # and on: every turn
+        f"{path}:8: missing field (messages[1].role)",
+        f"{path}:8: expected a string, got a number (messages[2].role)"]
 
 
 # ---------------------------------------------------------------- prompts from what generation has
@@ -230,6 +244,12 @@ def test_as_example_accepts_strings_message_lists_and_records():
     assert ex.prompt_messages() == [{"role": "user", "content": "u"}] and ex.response == "?"
     ex = as_example({"messages": [{"role": "user", "content": "u"}, {"role": "assistant", "content": "a"}]})
     assert ex.response == "a"                                        # an answer already there: kept
+    ex = as_example({"conversations": [{"from": "human", "value": "u"}, {"from": "gpt", "value": "a"}]})
+    assert ex.response == "a" and ex.prompt_messages() == [{"role": "user", "content": "u"}]
+    assert as_example({"messages": [{"role": "user", "content": "u"}]}).response == "?"
+    with pytest.raises(TemplateError) as info:
+        as_example({"messages": []})
+    assert str(info.value) == "<prompt>: empty conversation (messages)"
     with pytest.raises(TemplateError) as info:
         as_example({"foo": 1, "bar": 2})
     assert str(info.value) == "cannot tell the format of ['bar', 'foo']"
