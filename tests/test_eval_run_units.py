@@ -140,6 +140,19 @@ def test_test_set_from_test_files_data_test_or_the_bundled_task(tiny, tmp_path):
     assert resolve_test_set(_cfg(tiny, "data.format=auto"), EvalSettings(test=[str(tmp_path / "t.jsonl")])) is None
 
 
+def test_test_files_named_together_may_share_examples_with_the_shots(tiny, tmp_path):
+    from lmtune.errors import DataError
+
+    (tmp_path / "a.jsonl").write_text(json.dumps(_alpaca(0)) + "\n")  # also training example 0
+    (tmp_path / "b.jsonl").write_text(json.dumps(_alpaca(20)) + "\n")
+    files = [str(tmp_path / "a.jsonl"), str(tmp_path / "b.jsonl")]
+    ts = resolve_test_set(_cfg(tiny, "eval.few_shot=1"), EvalSettings(test=files))
+    assert ts.source == f"{files[0]}, {files[1]}" and [s.response for s in ts.shots] == ["SELECT name 0"]
+    (tmp_path / "bad.jsonl").write_text('{"instruction": "", "output": "x"}\n')
+    with pytest.raises(DataError, match="in the test data"):
+        resolve_test_set(_cfg(tiny), EvalSettings(test=[str(tmp_path / "bad.jsonl")]))
+
+
 def test_the_held_out_split_is_used_for_a_run_and_kept_out_of_the_shots(tiny, tmp_path):
     (tmp_path / HELDOUT_FILE).write_text("".join(json.dumps(_alpaca(i)) + "\n" for i in (0, 1)))
     ts = resolve_test_set(_cfg(tiny, "eval.few_shot=2"), EvalSettings(), run_dir=tmp_path)
@@ -182,6 +195,8 @@ def test_evaluate_model_scores_tuned_and_base_on_the_same_prompts(tiny, tmp_path
     assert tuned_raw != base_raw
     assert result["run"] == str(tmp_path) and result["base_model"] == str(tiny.base)
     assert (result["subject"], result["method"]) == ("run", "lora")
+    assert result["evaluated_at"].endswith("+00:00") and len(result["evaluated_at"]) == 25  # UTC, seconds
+    assert isinstance(result["seconds"], float) and result["seconds"] == round(result["seconds"], 1)
     assert result["settings"] == {"max_new_tokens": 4, "num_samples": cfg.eval.num_samples, "greedy": True,
                                   "few_shot": 0}
     assert result["validation"]["source"] == "validation split"
@@ -237,7 +252,9 @@ def test_nothing_to_measure_writes_notes_and_removes_old_predictions(tiny, tmp_p
     result = evaluate_model(_cfg(tiny, "eval.forgetting_check=false"), tmp_path, tiny.model, tiny.tok, tiny.template,
                             None, EvalSettings(base=False, loss_source="none (no split)"))
     assert result["validation"] is None and result["validation_note"] == "no loss measured: none (no split)"
-    assert result["task"] is None and result["task_note"].startswith("no test prompts: pass --test FILE")
+    assert result["task"] is None and result["task_note"] == (
+        "no test prompts: pass --test FILE (alpaca, chat or prompt/completion records), or set data.test / "
+        "data.task in the config")
     assert result["forgetting"] is None and result["samples"] == [] and result["settings"]["few_shot"] == 0
     assert not (tmp_path / PREDICTIONS_FILE).exists() and not (tmp_path / OUTPUT_MARKER).exists()
     assert json.loads((tmp_path / EVAL_FILE).read_text()) == result
@@ -302,6 +319,7 @@ def test_a_plain_model_is_scored_on_test_files_alone(tiny, tmp_path, monkeypatch
     assert main(["eval", str(tiny.base), "--test", test, "--out", "ev", "--max-new-tokens", "2"]) == 0
     result = json.loads((tmp_path / "ev" / EVAL_FILE).read_text())
     assert result["subject"] == "model" and result["task"]["examples"] == 3 and result["forgetting"] is None
+    assert result["method"] is None  # a plain model was not trained by any method
     assert result["validation"]["source"] == f"test: {test}"
     assert main(["eval", str(tiny.base), "--test", test, "--few-shot", "1", "--out", "ev2"]) == 2
 
