@@ -263,3 +263,58 @@ def test_as_example_accepts_strings_message_lists_and_records():
     with pytest.raises(TemplateError) as info:
         as_example(42)
     assert str(info.value) == "cannot render a int as a prompt"
+
+
+# ---------------------------------------------------------------- alpaca layout, template choice
+
+def _alpaca_ex(**fields):
+    return Example(source="s", format="alpaca", fields=fields,
+                   messages=[{"role": "user", "content": fields["instruction"]},
+                             {"role": "assistant", "content": fields.get("output", "")}])
+
+
+def test_alpaca_system_comes_from_the_record_else_the_template():
+    ex = _alpaca_ex(instruction="I", input="", output="O", system="S")
+    assert AlpacaTemplate(system_prompt="T").render_prompt(ex) == "S\n\n### Instruction:\nI\n\n### Response:\n"
+    ex = _alpaca_ex(instruction="I", input="X", output="O", system="")
+    assert AlpacaTemplate(system_prompt="T").render_prompt(ex) == (
+        "T\n\n### Instruction:\nI\n\n### Input:\nX\n\n### Response:\n")
+    assert AlpacaTemplate().render_prompt(_alpaca_ex(instruction="I")) == "### Instruction:\nI\n\n### Response:\n"
+    assert AlpacaTemplate().segments(_alpaca_ex(instruction="I")) == [
+        Segment("### Instruction:\nI\n\n### Response:\n", False), Segment("", True)]  # no output: empty answer
+
+
+def test_alpaca_renders_a_single_turn_chat_and_refuses_more():
+    chat = Example(source="s", format="chat", messages=[
+        {"role": "system", "content": "S"}, {"role": "user", "content": "U"}, {"role": "assistant", "content": "A"}])
+    assert AlpacaTemplate(system_prompt="T").segments(chat) == [
+        Segment("S\n\n### Instruction:\nU\n\n### Response:\n", False), Segment("A", True)]
+    assert AlpacaTemplate(system_prompt="T").segments(_chat("U", "A")) == [
+        Segment("T\n\n### Instruction:\nU\n\n### Response:\n", False), Segment("A", True)]
+    assert AlpacaTemplate().render_prompt(chat) == "S\n\n### Instruction:\nU\n\n### Response:\n"
+    with pytest.raises(TemplateError) as info:
+        AlpacaTemplate().segments(_chat("U", "A", "V", "B"))
+    assert str(info.value) == ("the alpaca template needs one user turn and one assistant answer, this "
+                               "conversation has 4 turns; use template chatml or model")
+    with pytest.raises(TemplateError) as info:
+        AlpacaTemplate().segments(Example(source="s", format="text", text="t"))
+    assert str(info.value) == "text records have no instruction/response; use format text (raw)"
+
+
+def test_turns_after_the_last_answer_train_nothing():
+    ex = Example(source="s", format="chat", messages=[{"role": "user", "content": "u"}, {"role": "user", "content": "v"}])
+    assert ChatMLTemplate().segments(ex) == []
+
+
+def test_template_choice_errors_and_the_system_prompt_of_the_models_template():
+    from lmtune.data.templates import TEMPLATE_NAMES, get_template
+    from lmtune.errors import ConfigError
+
+    assert get_template("model", "chat", build_tokenizer(), system_prompt="S").system_prompt == "S"
+    with pytest.raises(ConfigError) as info:
+        get_template("model", "chat", build_tokenizer(chat_template=False))
+    assert info.value.render() == ("error: data.template: got 'model', but the tokenizer has no chat template\n"
+                                   "  allowed here: auto, alpaca, chatml (or use a model that ships a chat template)")
+    with pytest.raises(ConfigError) as info:
+        get_template("vicuna", "chat")
+    assert info.value.render() == f"error: data.template: got 'vicuna', allowed: {', '.join(TEMPLATE_NAMES)}"
