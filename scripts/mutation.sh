@@ -8,6 +8,7 @@
 #   MUTATION_JOBS=2 scripts/mutation.sh estimate/activations
 #   MUTATION_ONLY='*x_generic_profile__mutmut_*' scripts/mutation.sh estimate/activations  # one function
 #   MUTATION_ONLY='*x__assemble__mutmut_* *x__row__mutmut_*' scripts/mutation.sh evaluate/run  # several
+# After adding tests, recheck only the survivors: scripts/mutation_rerun.sh .mutation/<module>
 #
 # Each module runs in its own copy of the tree under $MUTATION_WORK/<module> (default .mutation/,
 # git-ignored), so runs never touch src/ and can go in parallel. Afterwards, in that directory:
