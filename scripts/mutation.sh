@@ -8,6 +8,7 @@
 #   MUTATION_JOBS=2 scripts/mutation.sh estimate/activations
 #   MUTATION_ONLY='*x_generic_profile__mutmut_*' scripts/mutation.sh estimate/activations  # one function
 #   MUTATION_ONLY='*x__assemble__mutmut_* *x__row__mutmut_*' scripts/mutation.sh evaluate/run  # several
+# After adding tests, recheck only the survivors: scripts/mutation_rerun.sh .mutation/<module>
 #
 # Each module runs in its own copy of the tree under $MUTATION_WORK/<module> (default .mutation/,
 # git-ignored), so runs never touch src/ and can go in parallel. Afterwards, in that directory:
@@ -36,7 +37,7 @@ declare -A MODULES=(
   [train/callbacks]="src/lmtune/callbacks.py src/lmtune/resume.py | tests/test_train_units.py"
   [train]="src/lmtune/train.py src/lmtune/sft_trainer.py | tests/test_resume.py tests/test_train.py tests/test_reliability_runs.py tests/test_critical_settings.py"
   [data/split]="src/lmtune/data/split.py src/lmtune/data/holdout.py | tests/test_data_units.py"
-  [data/formats]="src/lmtune/data/formats.py src/lmtune/data/templates.py | tests/test_template_units.py tests/test_data_errors.py tests/test_data_templates.py tests/test_data_units.py tests/test_eval_few_shot.py::test_chat_template_gets_one_conversation_with_the_shots_answered tests/test_eval_few_shot.py::test_single_turn_layout_repeats_whole_training_examples tests/test_eval_few_shot.py::test_a_chat_in_progress_is_all_prompt"
+  [data/formats]="src/lmtune/data/formats.py src/lmtune/data/templates.py | tests/test_template_units.py tests/test_data_pipeline.py tests/test_data_errors.py tests/test_data_templates.py tests/test_data_units.py tests/test_eval_few_shot.py::test_chat_template_gets_one_conversation_with_the_shots_answered tests/test_eval_few_shot.py::test_single_turn_layout_repeats_whole_training_examples tests/test_eval_few_shot.py::test_a_chat_in_progress_is_all_prompt"
   [data]="src/lmtune/data/*.py | tests/test_data_errors.py tests/test_data_packing.py tests/test_data_pipeline.py tests/test_data_templates.py"
   [evaluate]="src/lmtune/evaluate/perplexity.py src/lmtune/evaluate/metrics.py src/lmtune/evaluate/summary.py src/lmtune/evaluate/few_shot.py | tests/test_eval_units.py tests/test_eval_few_shot.py::test_chat_template_gets_one_conversation_with_the_shots_answered tests/test_eval_few_shot.py::test_single_turn_layout_repeats_whole_training_examples tests/test_eval_few_shot.py::test_zero_shots_leave_the_prompts_alone tests/test_eval.py::test_labels_follow_the_completion_mask"
   [evaluate/run]="src/lmtune/evaluate/run.py src/lmtune/evaluate/__init__.py | tests/test_eval_run_units.py tests/test_critical_settings.py::test_forgetting_thresholds_from_the_config_decide_the_verdict"

@@ -140,6 +140,19 @@ def test_test_set_from_test_files_data_test_or_the_bundled_task(tiny, tmp_path):
     assert resolve_test_set(_cfg(tiny, "data.format=auto"), EvalSettings(test=[str(tmp_path / "t.jsonl")])) is None
 
 
+def test_test_files_named_together_may_share_examples_with_the_shots(tiny, tmp_path):
+    from lmtune.errors import DataError
+
+    (tmp_path / "a.jsonl").write_text(json.dumps(_alpaca(0)) + "\n")  # also training example 0
+    (tmp_path / "b.jsonl").write_text(json.dumps(_alpaca(20)) + "\n")
+    files = [str(tmp_path / "a.jsonl"), str(tmp_path / "b.jsonl")]
+    ts = resolve_test_set(_cfg(tiny, "eval.few_shot=1"), EvalSettings(test=files))
+    assert ts.source == f"{files[0]}, {files[1]}" and [s.response for s in ts.shots] == ["SELECT name 0"]
+    (tmp_path / "bad.jsonl").write_text('{"instruction": "", "output": "x"}\n')
+    with pytest.raises(DataError, match="in the test data"):
+        resolve_test_set(_cfg(tiny), EvalSettings(test=[str(tmp_path / "bad.jsonl")]))
+
+
 def test_the_held_out_split_is_used_for_a_run_and_kept_out_of_the_shots(tiny, tmp_path):
     (tmp_path / HELDOUT_FILE).write_text("".join(json.dumps(_alpaca(i)) + "\n" for i in (0, 1)))
     ts = resolve_test_set(_cfg(tiny, "eval.few_shot=2"), EvalSettings(), run_dir=tmp_path)
@@ -182,6 +195,8 @@ def test_evaluate_model_scores_tuned_and_base_on_the_same_prompts(tiny, tmp_path
     assert tuned_raw != base_raw
     assert result["run"] == str(tmp_path) and result["base_model"] == str(tiny.base)
     assert (result["subject"], result["method"]) == ("run", "lora")
+    assert result["evaluated_at"].endswith("+00:00") and len(result["evaluated_at"]) == 25  # UTC, seconds
+    assert isinstance(result["seconds"], float) and result["seconds"] == round(result["seconds"], 1)
     assert result["settings"] == {"max_new_tokens": 4, "num_samples": cfg.eval.num_samples, "greedy": True,
                                   "few_shot": 0}
     assert result["validation"]["source"] == "validation split"
@@ -202,7 +217,7 @@ def test_evaluate_model_scores_tuned_and_base_on_the_same_prompts(tiny, tmp_path
     assert [r["tuned_raw"] for r in rows] == tuned_raw and [r["base_raw"] for r in rows] == base_raw
     assert [r["reference"] for r in rows] == ["SELECT name 10", "SELECT name 11", "SELECT name 12"]
     assert rows[0]["tuned"] == tuned_raw[0].strip() and rows[0]["base"] == base_raw[0].strip()
-    assert set(rows[0]["tuned_scores"]) == {"exact_match", "rouge_l"}
+    assert set(rows[0]["tuned_scores"]) == set(rows[0]["base_scores"]) == {"exact_match", "rouge_l"}
     assert result["samples"] == [{k: v for k, v in r.items() if not k.endswith("_raw")} for r in rows[:2]]
     assert json.loads((tmp_path / EVAL_FILE).read_text()) == result
     assert not (tmp_path / OUTPUT_MARKER).exists() or list(tmp_path.iterdir())
@@ -210,17 +225,23 @@ def test_evaluate_model_scores_tuned_and_base_on_the_same_prompts(tiny, tmp_path
 
 def test_without_base_generation_the_probe_still_measures_the_base(tiny, tmp_path, monkeypatch):
     _probe(monkeypatch)
-    cfg = _cfg(tiny, f"data.test={tiny.root / 'test.jsonl'}", "eval.num_samples=1")
+    test = tmp_path / "umlaut.jsonl"
+    test.write_text(json.dumps({"instruction": "Welche Stadt?", "input": "", "output": "Köln"}, ensure_ascii=False)
+                    + "\n", encoding="utf-8")
+    cfg = _cfg(tiny, f"data.test={test}", "eval.num_samples=1")
     done = LossResult(1.0, 2.718, 10, 2)
-    result = evaluate_model(cfg, tmp_path / "out", tiny.model, tiny.tok, tiny.template, [{"input_ids": [1, 2, 3]}],
+    out = tmp_path / "new" / "out"  # --out under a directory that does not exist yet
+    result = evaluate_model(cfg, out, tiny.model, tiny.tok, tiny.template, [{"input_ids": [1, 2, 3]}],
                             EvalSettings(base=False, progress=False, tuned_validation=done, few_shot=1))
     assert result["validation"]["tuned"] == done.to_dict() and result["validation"]["base"] is None
     assert result["task"]["base"] is None and result["task"]["examples"] == 1
     assert result["settings"]["few_shot"] == 1 and result["settings"]["num_samples"] == 1
     assert result["forgetting"]["verdict"] in ("ok", "warning", "forgotten")
-    row = json.loads((tmp_path / "out" / PREDICTIONS_FILE).read_text())
+    text = (out / PREDICTIONS_FILE).read_text(encoding="utf-8")
+    assert '"reference": "Köln"' in text  # readable, not \u-escaped
+    row = json.loads(text)
     assert "base" not in row and "base_raw" not in row and "base_scores" not in row
-    assert json.loads((tmp_path / "out" / OUTPUT_MARKER).read_text())["kind"] == "eval"  # a new --out dir
+    assert json.loads((out / OUTPUT_MARKER).read_text())["kind"] == "eval"  # a new --out dir
 
 
 def test_nothing_to_measure_writes_notes_and_removes_old_predictions(tiny, tmp_path, monkeypatch, capsys):
@@ -231,7 +252,9 @@ def test_nothing_to_measure_writes_notes_and_removes_old_predictions(tiny, tmp_p
     result = evaluate_model(_cfg(tiny, "eval.forgetting_check=false"), tmp_path, tiny.model, tiny.tok, tiny.template,
                             None, EvalSettings(base=False, loss_source="none (no split)"))
     assert result["validation"] is None and result["validation_note"] == "no loss measured: none (no split)"
-    assert result["task"] is None and result["task_note"].startswith("no test prompts: pass --test FILE")
+    assert result["task"] is None and result["task_note"] == (
+        "no test prompts: pass --test FILE (alpaca, chat or prompt/completion records), or set data.test / "
+        "data.task in the config")
     assert result["forgetting"] is None and result["samples"] == [] and result["settings"]["few_shot"] == 0
     assert not (tmp_path / PREDICTIONS_FILE).exists() and not (tmp_path / OUTPUT_MARKER).exists()
     assert json.loads((tmp_path / EVAL_FILE).read_text()) == result
@@ -279,6 +302,9 @@ def test_a_plain_model_needs_a_task_or_test_files_and_never_an_adapter():
         "name a bundled task or test files: `lmtune eval m --task sql` or `lmtune eval m --test FILE`")
     cfg = _plain_model_config("m", "model", "sql", None)
     assert (cfg.model.name_or_path, cfg.data.task) == ("m", "sql")
+    with pytest.raises(UserError) as info:
+        _plain_model_config("m", "model", "nope", None)
+    assert info.value.render().startswith("error: --task: 1 problem in the configuration\n  data.task")
     cfg = _plain_model_config("m", "model", None, ["t.jsonl"])
     assert cfg.data.task is None and cfg.data.train == []  # the test file is never training data
 
@@ -293,6 +319,7 @@ def test_a_plain_model_is_scored_on_test_files_alone(tiny, tmp_path, monkeypatch
     assert main(["eval", str(tiny.base), "--test", test, "--out", "ev", "--max-new-tokens", "2"]) == 0
     result = json.loads((tmp_path / "ev" / EVAL_FILE).read_text())
     assert result["subject"] == "model" and result["task"]["examples"] == 3 and result["forgetting"] is None
+    assert result["method"] is None  # a plain model was not trained by any method
     assert result["validation"]["source"] == f"test: {test}"
     assert main(["eval", str(tiny.base), "--test", test, "--few-shot", "1", "--out", "ev2"]) == 2
 

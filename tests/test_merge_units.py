@@ -184,6 +184,8 @@ def test_check_out_refuses_what_the_merge_reads(tmp_path, monkeypatch):
     (tmp_path / "file").write_text("x")
     assert _out_error(tmp_path / "file", run, _loaded(tmp_path)) == (
         f"error: --out {tmp_path / 'file'} exists and is not a directory\n  choose a directory path for --out")
+    (tmp_path / "to-file").symlink_to(tmp_path / "file")  # a link is refused as a link, whatever it points to
+    assert f"--out {tmp_path / 'to-file'} is a symlink" in _out_error(tmp_path / "to-file", run, _loaded(tmp_path))
 
 
 def test_check_out_passes_the_inputs_on_to_the_output_dir_rules(tmp_path, monkeypatch):
@@ -375,7 +377,9 @@ def test_merge_of_a_qlora_run_merges_on_the_dequantized_base_and_reports_the_4bi
     (run / "config.yaml").write_text(yaml.safe_dump(cfg))
     res = merge(str(run), str(tmp_path / "m"))
     assert res.max_logit_diff < 1e-5 and res.size_bytes == tiny.n_base * 4  # merged in fp32, not 4-bit
-    assert res.max_logit_diff_4bit is not None and res.max_logit_diff_4bit > 1e-4  # NF4 rounding shows
+    # NF4 rounding shows (0.07 here), but the 4-bit model carries the adapter too: without it the
+    # difference is 0.60 (measured on this fixture), and |4-bit + merged| would be 0.76
+    assert res.max_logit_diff_4bit is not None and 1e-4 < res.max_logit_diff_4bit < 0.2
     assert f"merged vs 4-bit base+adapter: {res.max_logit_diff_4bit:.3g}" in (tmp_path / "m" / "README.md").read_text()
 
 

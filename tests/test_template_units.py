@@ -67,6 +67,16 @@ def test_a_model_template_needs_its_tokenizer_and_unknown_names_are_refused():
     assert str(info.value) == "unknown template 'vicuna' in saved template data"
 
 
+def test_chatml_trains_each_answer_and_its_end_marker_only():
+    ex = Example(source="s", format="chat", messages=[
+        {"role": "user", "content": "u"}, {"role": "assistant", "content": "a"}, {"role": "user", "content": "later"}])
+    assert ChatMLTemplate().segments(ex) == [Segment("<|im_start|>user\nu<|im_end|>\n<|im_start|>assistant\n", False),
+                                             Segment("a<|im_end|>", True)]
+    with pytest.raises(TemplateError) as info:
+        ChatMLTemplate().segments(Example(source="s", format="text", text="t"))
+    assert str(info.value) == "text records have no turns; use format text (raw)"
+
+
 def test_chatml_prompt_of_an_empty_conversation_is_the_assistant_header():
     assert ChatMLTemplate().render_prompt([]) == "<|im_start|>assistant\n"
     assert ChatMLTemplate(system_prompt="S").render_prompt([]) == (
@@ -158,3 +168,153 @@ def test_model_template_refuses_text_records_and_reports_template_errors():
     with pytest.raises(TemplateError) as info:
         _model(strict).render_prompt("hi")
     assert str(info.value) == "the model's chat template rejected this conversation: a system turn first"
+
+
+# ---------------------------------------------------------------- records in each format
+
+def test_alpaca_records_join_input_and_put_the_system_field_first(tmp_path):
+    path = _file(tmp_path, [{"instruction": "I", "input": "X", "output": "O", "system": "S", "id": 1},
+                            {"instruction": "I", "input": "  ", "output": "O"},
+                            {"instruction": "I", "output": "O", "system": 5}])
+    loaded = load_examples([path], "alpaca")
+    first, second = loaded.examples
+    assert first.messages == [{"role": "system", "content": "S"}, {"role": "user", "content": "I\n\nX"},
+                              {"role": "assistant", "content": "O"}]
+    assert first.fields == {"instruction": "I", "input": "X", "output": "O", "system": "S", "id": 1}
+    assert second.messages == [{"role": "user", "content": "I"}, {"role": "assistant", "content": "O"}]
+    assert loaded.problems == [f"{path}:3: expected a string, got a number (system)"]
+
+
+def test_chat_records_messages_sharegpt_and_json_in_a_cell(tmp_path):
+    msgs = [{"role": "user", "content": "u"}, {"role": "assistant", "content": "a"}]
+    path = _file(tmp_path, [
+        {"messages": msgs, "id": 1},
+        {"conversations": [{"from": "human", "value": "u"}, {"from": "gpt", "value": "a"}], "id": 2},
+        {"messages": "  " + json.dumps(msgs), "id": 3},
+        {"messages": msgs, "conversations": "ignored", "id": 4}])
+    loaded = load_examples([path], "chat")
+    assert loaded.problems == []
+    assert [e.messages for e in loaded.examples] == [msgs] * 4
+    assert [e.fields for e in loaded.examples] == [{"id": 1}, {"id": 2}, {"id": 3}, {"id": 4}]
+    assert {(e.format, e.source) for e in loaded.examples[:1]} == {("chat", f"{path}:1")}
+
+
+def test_chat_record_problems_each_named_with_its_place(tmp_path):
+    path = _file(tmp_path, [
+        {"messages": "[not json"},
+        {"messages": {"role": "user"}},
+        {"messages": []},
+        {"messages": ["hi", {"role": "user", "content": "u"}, {"role": "assistant", "content": "a"}]},
+        {"messages": [{"role": "user", "content": "u"}, {"role": "system", "content": "s"},
+                      {"role": "assistant", "content": "a"}]},
+        {"messages": [{"role": "system", "content": "s"}, {"role": "user", "content": "u"},
+                      {"role": "assistant", "content": "a"}]},
+        {"messages": [{"role": "user", "content": "u"}, {"role": "user", "content": "v"},
+                      {"role": "system", "content": "s"}, {"role": "assistant", "content": "a"}]},
+        {"messages": ["hi", {"content": "x"}, {"role": 5, "content": "y"}, {"role": "assistant", "content": "a"}]}])
+    loaded = load_examples([path], "chat")
+    assert len(loaded.examples) == 1 and loaded.examples[0].source == f"{path}:6"
+    assert loaded.problems == [
+        f"{path}:1: malformed JSON in the cell: Expecting value (messages)",
+        f"{path}:2: expected a list of messages, got an object (messages)",
+        f"{path}:3: empty conversation (messages)",
+        f"{path}:4: expected an object with role and content, got a string (messages[0])",
+        f"{path}:5: a system message must come first (messages[1].role)",
+        f"{path}:7: a system message must come first (messages[2].role)",
+        f"{path}:8: expected an object with role and content, got a string (messages[0])",  # and on: every turn
+        f"{path}:8: missing field (messages[1].role)",
+        f"{path}:8: expected a string, got a number (messages[2].role)"]
+
+
+# ---------------------------------------------------------------- prompts from what generation has
+
+def test_as_example_accepts_strings_message_lists_and_records():
+    from lmtune.data.templates import as_example
+
+    ex = as_example("hi")
+    assert (ex.source, ex.format, ex.messages) == ("<prompt>", "chat", [{"role": "user", "content": "hi"}])
+    assert ex.fields == {"instruction": "hi", "input": "", "prompt": "hi"}
+    msgs = [{"role": "user", "content": "u"}]
+    ex = as_example(msgs)
+    assert (ex.source, ex.format, ex.messages) == ("<prompt>", "chat", msgs) and ex.messages[0] is not msgs[0]
+    ex = as_example({"instruction": "I", "input": "X"})             # no answer yet: a stand-in
+    assert (ex.source, ex.format, ex.fields["output"]) == ("<prompt>", "alpaca", "?")
+    assert as_example({"prompt": "P"}).fields["completion"] == "?"
+    ex = as_example({"conversations": [{"from": "human", "value": "u"}]})
+    assert ex.prompt_messages() == [{"role": "user", "content": "u"}] and ex.response == "?"
+    ex = as_example({"messages": [{"role": "user", "content": "u"}, {"role": "assistant", "content": "a"}]})
+    assert ex.response == "a"                                        # an answer already there: kept
+    ex = as_example({"conversations": [{"from": "human", "value": "u"}, {"from": "gpt", "value": "a"}]})
+    assert ex.response == "a" and ex.prompt_messages() == [{"role": "user", "content": "u"}]
+    assert as_example({"messages": [{"role": "user", "content": "u"}]}).response == "?"
+    with pytest.raises(TemplateError) as info:
+        as_example({"messages": []})
+    assert str(info.value) == "<prompt>: empty conversation (messages)"
+    with pytest.raises(TemplateError) as info:
+        as_example({"foo": 1, "bar": 2})
+    assert str(info.value) == "cannot tell the format of ['bar', 'foo']"
+    with pytest.raises(TemplateError) as info:
+        as_example({"instruction": "", "input": "X"})
+    assert str(info.value) == "<prompt>: empty string (instruction)"
+    with pytest.raises(TemplateError) as info:
+        as_example({"messages": [{"role": "user", "content": ""}, {"role": "robot", "content": "x"}]})
+    assert str(info.value) == ("<prompt>: empty string (messages[0].content); <prompt>: unknown role 'robot', "
+                               "allowed: system, user, assistant (messages[1].role)")
+    with pytest.raises(TemplateError) as info:
+        as_example(42)
+    assert str(info.value) == "cannot render a int as a prompt"
+
+
+# ---------------------------------------------------------------- alpaca layout, template choice
+
+def _alpaca_ex(**fields):
+    return Example(source="s", format="alpaca", fields=fields,
+                   messages=[{"role": "user", "content": fields["instruction"]},
+                             {"role": "assistant", "content": fields.get("output", "")}])
+
+
+def test_alpaca_system_comes_from_the_record_else_the_template():
+    ex = _alpaca_ex(instruction="I", input="", output="O", system="S")
+    assert AlpacaTemplate(system_prompt="T").render_prompt(ex) == "S\n\n### Instruction:\nI\n\n### Response:\n"
+    ex = _alpaca_ex(instruction="I", input="X", output="O", system="")
+    assert AlpacaTemplate(system_prompt="T").render_prompt(ex) == (
+        "T\n\n### Instruction:\nI\n\n### Input:\nX\n\n### Response:\n")
+    assert AlpacaTemplate().render_prompt(_alpaca_ex(instruction="I")) == "### Instruction:\nI\n\n### Response:\n"
+    assert AlpacaTemplate().segments(_alpaca_ex(instruction="I")) == [
+        Segment("### Instruction:\nI\n\n### Response:\n", False), Segment("", True)]  # no output: empty answer
+
+
+def test_alpaca_renders_a_single_turn_chat_and_refuses_more():
+    chat = Example(source="s", format="chat", messages=[
+        {"role": "system", "content": "S"}, {"role": "user", "content": "U"}, {"role": "assistant", "content": "A"}])
+    assert AlpacaTemplate(system_prompt="T").segments(chat) == [
+        Segment("S\n\n### Instruction:\nU\n\n### Response:\n", False), Segment("A", True)]
+    assert AlpacaTemplate(system_prompt="T").segments(_chat("U", "A")) == [
+        Segment("T\n\n### Instruction:\nU\n\n### Response:\n", False), Segment("A", True)]
+    assert AlpacaTemplate().render_prompt(chat) == "S\n\n### Instruction:\nU\n\n### Response:\n"
+    with pytest.raises(TemplateError) as info:
+        AlpacaTemplate().segments(_chat("U", "A", "V", "B"))
+    assert str(info.value) == ("the alpaca template needs one user turn and one assistant answer, this "
+                               "conversation has 4 turns; use template chatml or model")
+    with pytest.raises(TemplateError) as info:
+        AlpacaTemplate().segments(Example(source="s", format="text", text="t"))
+    assert str(info.value) == "text records have no instruction/response; use format text (raw)"
+
+
+def test_turns_after_the_last_answer_train_nothing():
+    ex = Example(source="s", format="chat", messages=[{"role": "user", "content": "u"}, {"role": "user", "content": "v"}])
+    assert ChatMLTemplate().segments(ex) == []
+
+
+def test_template_choice_errors_and_the_system_prompt_of_the_models_template():
+    from lmtune.data.templates import TEMPLATE_NAMES, get_template
+    from lmtune.errors import ConfigError
+
+    assert get_template("model", "chat", build_tokenizer(), system_prompt="S").system_prompt == "S"
+    with pytest.raises(ConfigError) as info:
+        get_template("model", "chat", build_tokenizer(chat_template=False))
+    assert info.value.render() == ("error: data.template: got 'model', but the tokenizer has no chat template\n"
+                                   "  allowed here: auto, alpaca, chatml (or use a model that ships a chat template)")
+    with pytest.raises(ConfigError) as info:
+        get_template("vicuna", "chat")
+    assert info.value.render() == f"error: data.template: got 'vicuna', allowed: {', '.join(TEMPLATE_NAMES)}"

@@ -278,6 +278,8 @@ def test_a_summary_from_before_stop_at_compares_max_steps_only(tmp_path):
     run = _finished(tmp_path, {"global_step": 6})
     assert finished_summary(_cfg("train.max_steps=6"), run, True) is not None
     assert finished_summary(_cfg("train.max_steps=7"), run, True) is None
+    run = _finished(tmp_path, {"global_step": 1})
+    assert finished_summary(_cfg("train.max_steps=1"), run, True) is not None
     run = _finished(tmp_path, {"global_step": 0})
     assert finished_summary(_cfg("train.max_steps=-1", "train.epochs=1"), run, True) is None
 
