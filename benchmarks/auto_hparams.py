@@ -29,6 +29,8 @@ from auto_tasks import TASKS, write as write_tasks  # noqa: E402
 GRID_LR = {"lora": (1e-3, 5e-3), "full": (1e-4, 5e-4), "qlora": (1e-3, 5e-3)}
 GRID_EPOCHS = (3, 10)
 GRID_ORDER = ((0, 0), (1, 0), (0, 1), (1, 1))   # (lr index, epochs index): the cheap points first
+# written into each auto row: which version of lmtune/hparams.py's rule chose its values
+RULE = "v3: width rule, its excess over 1 shrunk by sqrt(150/steps) above 150 optimizer steps"
 VERDICT_RANK = {"ok": 0, "warning": 1, "forgotten": 2, None: 0}
 # Shared by every point: short answers, 60 test prompts, examples of < 100 tokens packed in rows of
 # 128 (a quarter of the default: a quarter of the tokens per optimizer step, so the study fits a
@@ -88,6 +90,8 @@ def study(args) -> None:
                 continue
             row = {"task": task, "method": method, "point": point,
                    **run_point(tasks_dir / task, run_dir, method, lr, epochs)}
+            if lr == "auto":
+                row["rule"] = RULE
             print(json.dumps(row), flush=True)
             with results.open("a") as f:
                 f.write(json.dumps(row) + "\n")

@@ -65,6 +65,36 @@ def test_explicit_values_and_max_steps_win():
     assert "train.max_steps=30 wins" in out.lines[1]
 
 
+@pytest.mark.parametrize("hidden, steps, lr", [
+    (256, None, 2e-3), (256, 150, 2e-3),   # up to 150 steps: the width rule as it is
+    (256, 714, 1e-3),       # 2e-4 x (1 + 9 x sqrt(150/714)): the study's 1e-3 x 714 steps on `category`
+    (256, 1190, 8.4e-4),    # the 1,190 steps that forgot at 2e-3 (x834)
+    (896, 1190, 3.8e-4),    # Qwen2.5-0.5B: 7.1e-4 at few steps
+    (4096, 10_000, 2e-4),   # the 7B anchor does not move with the steps
+    (8192, 10_000, 1.1e-4), # nor does a factor below 1 grow back towards 1
+])
+def test_rate_falls_with_steps_on_small_models_only(hidden, steps, lr):
+    assert learning_rate_for("lora", ModelSize(hidden), steps)[0] == lr
+    assert learning_rate_for("full", ModelSize(hidden), steps)[0] == pytest.approx(lr / 10, rel=0.06)
+
+
+def test_epochs_first_then_the_rate_from_their_steps():
+    # `category`-like: 990 examples that each fill a row of 128 alone, 4 rows per step: 248 steps
+    # per epoch, 5 epochs by example count = 1,240 steps -> 2e-4 x (1 + 9 x sqrt(150/1240)) = 8.3e-4
+    model, data, batch = ModelSize(256), DataSize(990, 990 * 70, 128, True, 990), Batch(1, 4, 1)
+    out = resolve("auto", "auto", -1, "lora", model, data, batch)
+    assert (out.learning_rate, out.epochs, out.steps_per_epoch) == (8.3e-4, 5.0, 248)
+    assert "shrunk for 1,240 optimizer steps > 150" in out.lines[0], out.lines[0]
+    assert out.lines[1].startswith("train.epochs: auto -> 5 (")
+    # an explicit epoch count sets the steps: 2 x 248 = 496 -> 1.2e-3
+    assert resolve("auto", 2.0, -1, "lora", model, data, batch).learning_rate == 1.2e-3
+    # train.max_steps wins over epochs, for the rate too: 1,000 steps -> 9e-4
+    assert resolve("auto", "auto", 1000, "lora", model, data, batch).learning_rate == 9e-4
+    # few steps: unchanged, and the reason says the plain rule
+    small = resolve("auto", "auto", -1, "lora", model, DataSize(190, 190 * 40, 128), batch)
+    assert small.learning_rate == 2e-3 and "shrunk" not in small.lines[0]
+
+
 def test_unresolvable_auto_names_the_key():
     with pytest.raises(ConfigError, match="train.epochs: auto needs the training data"):
         resolve(2e-4, "auto", -1, "lora", ModelSize(256), None, Batch())

@@ -2,21 +2,32 @@
 prepared data and the loaded model) and by `lmtune advise` (on the data summary and the model's
 config). Standard library only.
 
-Learning rate, from the method and the model's width (hidden size):
+Learning rate, from the method, the model's width (hidden size) and the optimizer steps:
 
-    lora/qlora:  2e-4 x (4096 / hidden) ** 0.83    (2e-4 at hidden 4096, 2e-3 at hidden 256)
+    factor       = (4096 / hidden) ** 0.83                        (10 at hidden 256, 1 at 4096)
+    lora/qlora:  2e-4 x (1 + (factor - 1) x shrink)
+                 shrink = 1 up to 150 optimizer steps, then sqrt(150 / steps)
     full:        lora's / 10                       (LoRA's best rate is ~10x full's and nearly
                                                     independent of rank: "LoRA Without Regret")
 
 Anchors: at hidden 4096 (Llama 3.1 8B, Mistral 7B) LoRA gets 2e-4, the QLoRA paper's rate for
 7B/13B, and full 2e-5, the seed's; at hidden 8192 (65-70B) LoRA gets 1.1e-4 (the QLoRA paper: 1e-4
-for 33B/65B). On the embedded base (hidden 256) LoRA gets 2e-3, the rate measured best there: on a
-held-out chat task LoRA 2e-3 for 6 epochs reached 98% exact match with forgetting ok, LoRA 2e-4
-24%; 3.2e-3 for 12 epochs (a first version of this rule: exponent 1, a 150-step floor, up to 20
-epochs) made the general-text perplexity 15x worse on one of the study's tasks, 2e-3 for 10 epochs
-3.5x (benchmarks/README.md). Width and not parameter count: the update size
-a layer tolerates shrinks with its fan-in (the muP argument); the exponent is the one that joins
-the two anchors.
+for 33B/65B). Neither moves with the steps: only the factor's excess over 1 shrinks, and a factor
+below 1 (wider than 4096) is left as it is. On the embedded base (hidden 256) LoRA gets 2e-3 up to
+150 steps, the rate measured best there: on a held-out chat task LoRA 2e-3 for 6 epochs reached 98%
+exact match with forgetting ok, LoRA 2e-4 24%; 3.2e-3 for 12 epochs (a first version of this rule:
+exponent 1, a 150-step floor, up to 20 epochs) made the general-text perplexity 15x worse on one of
+the study's tasks (benchmarks/README.md). Width and not parameter count: the update size a layer
+tolerates shrinks with its fan-in (the muP argument); the exponent is the one that joins the two
+anchors.
+
+Why the steps: in the study, a small model's forgetting grew with the rate and with the steps, and
+the points that stayed ok or warning had rate x sqrt(steps) of about 0.03 or less (2e-3 x 144 steps
+x1.22, 1e-3 x 714 steps x1.69) while 2e-3 x 1,190 steps (1,000 examples that each fill a row alone)
+made the perplexity 834x worse and 2e-3 x 476 steps 6.6x. Above 150 steps the shrink holds
+rate x sqrt(steps) about constant on the factor's excess: 1e-3 at 714 steps, 8.4e-4 at 1,190.
+The epochs are resolved first (below); the rate then comes from the steps they give (or from
+train.max_steps, which wins).
 
 Epochs, from the number of examples (the seed's guidance), then a floor on optimizer steps:
 
@@ -30,11 +41,7 @@ Epochs, from the number of examples (the seed's guidance), then a floor on optim
 
 An explicit number in the config wins; `train.max_steps` > 0 wins over epochs.
 
-Known gap (the study in benchmarks/README.md and README.md): 1,000 examples that each fill a row
-alone get 5 epochs = 1,190 steps at 2e-3 on the embedded base, and LoRA then forgot general text
-(perplexity x834) where 1e-3 for 3 epochs (714 steps) gave a warning (x1.69). Fewer epochs at 2e-3
-do not fix it (476 steps: x6.64), so what is missing is a learning rate that falls as the optimizer
-steps grow on small, high-rate models, without moving the 7B anchors; not built yet.
+The study that checks this rule on six tasks: benchmarks/README.md and README.md.
 """
 
 from __future__ import annotations
@@ -49,6 +56,8 @@ LORA_FACTOR = 10.0          # LoRA's rate / full fine-tuning's
 # 2e-4 at hidden 4096 -> 2e-3 (measured best) at hidden 256: 10x over 16x the width
 WIDTH_EXPONENT = math.log(10) / math.log(16)
 MIN_STEPS = 120
+# above this many optimizer steps a small model's rate falls (step_shrink); at or below, the width rule
+STEPS_AT_FULL_RATE = 150
 MAX_EPOCHS = 10
 EPOCHS_BY_EXAMPLES = ((1_000, 5), (10_000, 4), (50_000, 3), (200_000, 2))  # (below, epochs); else 1
 
@@ -95,14 +104,35 @@ def _round(x: float) -> float:
     return float(f"{x:.2g}")
 
 
-def learning_rate_for(method: str, model: ModelSize) -> tuple[float, str]:
-    """(learning rate, reason) for `method` on a model of this width."""
+def width_factor(hidden: int) -> float:
+    """How many times the 7B anchor's rate a model of this width gets: (4096 / hidden) ** 0.83."""
+    return (REF_HIDDEN / max(32, int(hidden))) ** WIDTH_EXPONENT
+
+
+def step_shrink(steps: int | None) -> float:
+    """The share of the width factor's excess over 1 kept at this many optimizer steps: 1 up to
+    STEPS_AT_FULL_RATE, then sqrt(STEPS_AT_FULL_RATE / steps) (the rate x sqrt(steps) that stayed
+    ok in the study, held about constant)."""
+    if steps is None or steps <= STEPS_AT_FULL_RATE:
+        return 1.0
+    return math.sqrt(STEPS_AT_FULL_RATE / steps)
+
+
+def learning_rate_for(method: str, model: ModelSize, steps: int | None = None) -> tuple[float, str]:
+    """(learning rate, reason) for `method` on a model of this width, trained for `steps` optimizer
+    steps (None: not known, no shrink)."""
     hidden = max(32, int(model.hidden))
-    lora = LORA_LR_AT_REF * (REF_HIDDEN / hidden) ** WIDTH_EXPONENT
+    factor = width_factor(hidden)
+    shrink = step_shrink(steps) if factor > 1 else 1.0   # only the excess above 1: 7B anchors stay
+    lora = LORA_LR_AT_REF * (1 + (factor - 1) * shrink)
     size = f"hidden {hidden}" + (f", {_params(model.params)} params" if model.params else "")
     rule = f"2e-4 x (4096/{hidden})^{WIDTH_EXPONENT:.2f}"
+    if shrink < 1:
+        rule = (f"2e-4 x (1 + ({factor:.1f} - 1) x sqrt({STEPS_AT_FULL_RATE}/{steps:,})), the width factor "
+                f"(4096/{hidden})^{WIDTH_EXPONENT:.2f} = {factor:.1f} shrunk for {steps:,} optimizer steps "
+                f"> {STEPS_AT_FULL_RATE}")
     if method == "full":
-        return _round(lora / LORA_FACTOR), f"full fine-tuning, {size}: LoRA's {rule} / {LORA_FACTOR:g}"
+        return _round(lora / LORA_FACTOR), f"full fine-tuning, {size}: LoRA's rate / {LORA_FACTOR:g}, LoRA's = {rule}"
     return _round(lora), f"{method}, {size}: {rule}"
 
 
@@ -153,17 +183,11 @@ def resolve(learning_rate, epochs, max_steps: int, method: str, model: ModelSize
     Raises ConfigError naming the key when an auto value cannot be computed."""
     from lmtune.errors import ConfigError
 
-    lines = []
-    if is_auto(learning_rate):
-        if model is None:
-            raise ConfigError("train.learning_rate: auto needs the model's width (hidden size)",
-                              ["set train.learning_rate to a number, or name a model whose config.json "
-                               "can be read"])
-        learning_rate, why = learning_rate_for(method, model)
-        lines.append(f"train.learning_rate: auto -> {learning_rate:.1e} ({why})")
+    lines, epoch_line = [], None
+    # epochs first: the learning rate depends on the optimizer steps they give
     per_epoch = steps_per_epoch(data, batch) if data is not None else None
+    stop = max_steps is not None and max_steps > 0
     if is_auto(epochs):
-        stop = max_steps is not None and max_steps > 0
         if data is None or data.examples <= 0:
             if not stop:
                 raise ConfigError("train.epochs: auto needs the training data (its examples and tokens)",
@@ -173,7 +197,17 @@ def resolve(learning_rate, epochs, max_steps: int, method: str, model: ModelSize
         else:
             epochs, per_epoch, why = epochs_for(data, batch)
         wins = f"; train.max_steps={max_steps} wins, training stops there" if stop else ""
-        lines.append(f"train.epochs: auto -> {epochs} ({why}{wins})")
+        epoch_line = f"train.epochs: auto -> {epochs} ({why}{wins})"
+    if is_auto(learning_rate):
+        if model is None:
+            raise ConfigError("train.learning_rate: auto needs the model's width (hidden size)",
+                              ["set train.learning_rate to a number, or name a model whose config.json "
+                               "can be read"])
+        steps = max_steps if stop else (math.ceil(float(epochs) * per_epoch) if per_epoch else None)
+        learning_rate, why = learning_rate_for(method, model, steps)
+        lines.append(f"train.learning_rate: auto -> {learning_rate:.1e} ({why})")
+    if epoch_line:
+        lines.append(epoch_line)
     return Resolved(float(learning_rate), float(epochs), per_epoch, lines)
 
 
