@@ -21,10 +21,11 @@ the study's tasks (benchmarks/README.md). Width and not parameter count: the upd
 tolerates shrinks with its fan-in (the muP argument); the exponent is the one that joins the two
 anchors.
 
-Why the steps: in the study, a small model's forgetting grew with the rate and with the steps, and
-the points that stayed ok or warning had rate x sqrt(steps) of about 0.03 or less (2e-3 x 144 steps
-x1.22, 1e-3 x 714 steps x1.69) while 2e-3 x 1,190 steps (1,000 examples that each fill a row alone)
-made the perplexity 834x worse and 2e-3 x 476 steps 6.6x. Above 150 steps the shrink holds
+Why the steps: in the study, a small model's forgetting grew with the rate and with the steps:
+2e-3 x 1,190 steps (1,000 examples that each fill a row alone) made the general-text perplexity
+834x worse, 2e-3 x 476 steps 6.6x, 1e-3 x 714 steps 1.69x (a warning). Across its LoRA points,
+rate x sqrt(steps) above 0.03 forgot but one (x1.45 at 0.041), at or below it stayed ok or warning
+but one (`initials`, x3.49 at 0.024). Above 150 steps the shrink holds
 rate x sqrt(steps) about constant on the factor's excess: 1e-3 at 714 steps, 8.4e-4 at 1,190.
 The epochs are resolved first (below); the rate then comes from the steps they give (or from
 train.max_steps, which wins).
