@@ -107,13 +107,23 @@ def _cell(r: dict) -> str:
     return f"{100 * r['exact_match']:.0f}%{ratio}"
 
 
+def target(auto: dict | None, best: dict | None) -> str:
+    """met: auto's exact match >= 90% of the best grid point's and its forgetting verdict no worse."""
+    if not auto or not best:
+        return "-"
+    em = auto["exact_match"] >= 0.9 * best["exact_match"]
+    verdict = VERDICT_RANK[auto["forgetting"]] <= VERDICT_RANK[best["forgetting"]]
+    return "met" if em and verdict else "not met: " + " and ".join(
+        x for x, bad in (("exact match", not em), ("forgetting", not verdict)) if bad)
+
+
 def table(args) -> str:
     """One row per task and method: auto vs the best grid point (exact match, then forgetting)."""
     rows = [r for r in _read(Path(args.out) / "results.jsonl") if "error" not in r]
     lines = ["| task (train file) | method | auto: lr x epochs (steps) | auto EM, forgetting | best grid point "
              "| auto / best EM | verdict auto / best | every grid point (lr x epochs: EM, forgetting) "
-             "| wall s, all points |",
-             "|---|---|---|---|---|---:|---|---|---:|"]
+             "| target | wall s, all points |",
+             "|---|---|---|---|---|---:|---|---|---|---:|"]
     for task in TASKS:
         for method in ("lora", "full", "qlora"):
             mine = [r for r in rows if r["task"] == task and r["method"] == method]
@@ -130,7 +140,7 @@ def table(args) -> str:
             best_col = f"{best['point'].replace('lr=', '').replace(' ep=', ' x ')}: {_cell(best)}" if best else "not run"
             verdicts = f"{(auto or {}).get('forgetting', '-')} / {(best or {}).get('forgetting', '-')}"
             lines.append(f"| {task} ({TASKS[task][1]}) | {method} | {auto_cols}{best_col} | {ratio} | {verdicts} | "
-                         f"{pts or '-'} | {sum(r['wall_s'] for r in mine):.0f} |")
+                         f"{pts or '-'} | {target(auto, best)} | {sum(r['wall_s'] for r in mine):.0f} |")
     return "\n".join(lines)
 
 
