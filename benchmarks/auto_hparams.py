@@ -30,7 +30,10 @@ GRID_LR = {"lora": (1e-3, 5e-3), "full": (1e-4, 5e-4), "qlora": (1e-3, 5e-3)}
 GRID_EPOCHS = (3, 10)
 GRID_ORDER = ((0, 0), (1, 0), (0, 1), (1, 1))   # (lr index, epochs index): the cheap points first
 # written into each auto row: which version of lmtune/hparams.py's rule chose its values
-RULE = "v3: width rule, its excess over 1 shrunk by sqrt(150/steps) above 150 optimizer steps"
+RULE = ("v4: lora 2e-4 x (1 + (f - 1) x s), f = (4096/hidden)^0.58, s = 1 up to 700 optimizer steps, "
+        "then sqrt(700/steps); full lora/10; epochs: the seed's by example count, then at least 80 x f "
+        "optimizer steps (400 at hidden 256), up to 10 epochs")
+RULE_VERSION = RULE.split(":")[0]
 VERDICT_RANK = {"ok": 0, "warning": 1, "forgotten": 2, None: 0}
 # Shared by every point: short answers, 60 test prompts, examples of < 100 tokens packed in rows of
 # 128 (a quarter of the default: a quarter of the tokens per optimizer step, so the study fits a
@@ -84,10 +87,11 @@ def study(args) -> None:
     for method, lr, epochs in chosen:
         for task in args.tasks:
             point = "auto" if lr == "auto" else f"lr={lr} ep={epochs}"
-            run_dir = out / "runs" / task / f"{method}-{point.replace(' ', '-').replace('=', '')}"
-            done = {(r["task"], r["method"], r["point"]) for r in _read(results)}
-            if (task, method, point) in done or run_dir.is_dir():   # done, or another process runs it
-                continue
+            name = f"auto-{RULE_VERSION}" if lr == "auto" else point.replace(' ', '-').replace('=', '')
+            run_dir = out / "runs" / task / f"{method}-{name}"
+            done = {_key(r) for r in _read(results)}
+            if (task, method, point, RULE_VERSION if lr == "auto" else None) in done or run_dir.is_dir():
+                continue   # done (an auto point: by this version of the rule), or another process runs it
             row = {"task": task, "method": method, "point": point,
                    **run_point(tasks_dir / task, run_dir, method, lr, epochs)}
             if lr == "auto":
@@ -95,6 +99,15 @@ def study(args) -> None:
             print(json.dumps(row), flush=True)
             with results.open("a") as f:
                 f.write(json.dumps(row) + "\n")
+
+
+def _key(r: dict) -> tuple:
+    """A point's identity; auto points are told apart by the rule version that chose their values."""
+    return r["task"], r["method"], r["point"], _version(r) if r["point"] == "auto" else None
+
+
+def _version(r: dict) -> str | None:
+    return r["rule"].split(":")[0] if r.get("rule") else None
 
 
 def _read(path: Path) -> list[dict]:
@@ -119,7 +132,8 @@ def target(auto: dict | None, best: dict | None) -> str:
 
 def table(args) -> str:
     """One row per task and method: auto vs the best grid point (exact match, then forgetting)."""
-    rows = [r for r in _read(Path(args.out) / "results.jsonl") if "error" not in r]
+    rows = [r for r in _read(Path(args.out) / "results.jsonl") if "error" not in r
+            and (r["point"] != "auto" or _version(r) in args.rules)]
     lines = ["| task (train file) | method | auto: lr x epochs (steps) | auto EM, forgetting | best grid point "
              "| auto / best EM | verdict auto / best | every grid point (lr x epochs: EM, forgetting) "
              "| target | wall s, all points |",
@@ -153,9 +167,11 @@ def main() -> None:
                     "method (0: auto, 1-4: the grid, cheap first); e.g. 2 runs one grid point on every task "
                     "(a second process can run other points side by side)")
     ap.add_argument("--table", action="store_true", help="print the markdown table of OUT/results.jsonl")
+    ap.add_argument("--rules", default=RULE_VERSION, help="with --table: the rule versions whose auto rows "
+                    "count, comma-separated, e.g. v3,v2 where a later version gives the same values")
     args = ap.parse_args()
     args.points = None if args.points is None else {int(i) for i in args.points.split(",")}
-    args.tasks, args.methods = args.tasks.split(","), args.methods.split(",")
+    args.tasks, args.methods, args.rules = args.tasks.split(","), args.methods.split(","), args.rules.split(",")
     if args.table:
         print(table(args))
     else:

@@ -54,11 +54,12 @@ AUTO = "auto"
 REF_HIDDEN = 4096           # Llama 2/3 7-8B, Mistral 7B
 LORA_LR_AT_REF = 2e-4       # the QLoRA paper's 7B/13B rate
 LORA_FACTOR = 10.0          # LoRA's rate / full fine-tuning's
-# 2e-4 at hidden 4096 -> 2e-3 (measured best) at hidden 256: 10x over 16x the width
-WIDTH_EXPONENT = math.log(10) / math.log(16)
-MIN_STEPS = 120
+# 2e-4 at hidden 4096 -> 1e-3 (measured best in the study) at hidden 256: 5x over 16x the width
+WIDTH_EXPONENT = math.log(5) / math.log(16)
+# the optimizer-step floor is MIN_STEPS_AT_REF x the width factor: 400 at hidden 256, 80 at 4096
+MIN_STEPS_AT_REF = 80
 # above this many optimizer steps a small model's rate falls (step_shrink); at or below, the width rule
-STEPS_AT_FULL_RATE = 150
+STEPS_AT_FULL_RATE = 700
 MAX_EPOCHS = 10
 EPOCHS_BY_EXAMPLES = ((1_000, 5), (10_000, 4), (50_000, 3), (200_000, 2))  # (below, epochs); else 1
 
@@ -106,7 +107,7 @@ def _round(x: float) -> float:
 
 
 def width_factor(hidden: int) -> float:
-    """How many times the 7B anchor's rate a model of this width gets: (4096 / hidden) ** 0.83."""
+    """How many times the 7B anchor's rate a model of this width gets: (4096 / hidden) ** 0.58."""
     return (REF_HIDDEN / max(32, int(hidden))) ** WIDTH_EXPONENT
 
 
@@ -162,11 +163,18 @@ def seed_epochs(examples: int) -> int:
     return 1
 
 
-def epochs_for(data: DataSize, batch: Batch) -> tuple[int, int, str]:
+def min_steps(model: ModelSize | None) -> int:
+    """The optimizer-step floor: MIN_STEPS_AT_REF x the width factor (a narrower model at its lower
+    rate needs more steps); the 7B value when the width is not known."""
+    return round(MIN_STEPS_AT_REF * (width_factor(model.hidden) if model else 1.0))
+
+
+def epochs_for(data: DataSize, batch: Batch, model: ModelSize | None = None) -> tuple[int, int, str]:
     """(epochs, optimizer steps per epoch, reason)."""
     per_epoch = steps_per_epoch(data, batch)
     base = seed_epochs(data.examples)
-    floor = math.ceil(MIN_STEPS / per_epoch)
+    least = min_steps(model)
+    floor = math.ceil(least / per_epoch)
     epochs = max(base, min(MAX_EPOCHS, floor))
     rows, unknown = rows_per_epoch(data)
     what = "examples" if not data.packing else ("examples (token count unknown)" if unknown else "packed rows")
@@ -174,7 +182,7 @@ def epochs_for(data: DataSize, batch: Batch) -> tuple[int, int, str]:
            f"{batch.rows_per_step} per step = {per_epoch} steps per epoch")
     if epochs > base:
         capped = " (capped)" if floor > MAX_EPOCHS else ""
-        why += f" -> {epochs} for at least {MIN_STEPS} optimizer steps{capped}"
+        why += f" -> {epochs} for at least {least} optimizer steps{capped}"
     return epochs, per_epoch, why + f" ({epochs * per_epoch:,} steps)"
 
 
@@ -196,7 +204,7 @@ def resolve(learning_rate, epochs, max_steps: int, method: str, model: ModelSize
                                    "train.epochs to a number"])
             epochs, why = 1, "no data to size it"
         else:
-            epochs, per_epoch, why = epochs_for(data, batch)
+            epochs, per_epoch, why = epochs_for(data, batch, model)
         wins = f"; train.max_steps={max_steps} wins, training stops there" if stop else ""
         epoch_line = f"train.epochs: auto -> {epochs} ({why}{wins})"
     if is_auto(learning_rate):
