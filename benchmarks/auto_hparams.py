@@ -122,6 +122,8 @@ def _cell(r: dict) -> str:
 
 def target(auto: dict | None, best: dict | None) -> str:
     """met: auto's exact match >= 90% of the best grid point's and its forgetting verdict no worse."""
+    if auto and auto["exact_match"] == 1.0 and VERDICT_RANK[auto["forgetting"]] == 0:
+        return "met (100%, ok: no point can beat it)" if not best else "met"
     if not auto or not best:
         return "-"
     em = auto["exact_match"] >= 0.9 * best["exact_match"]
