@@ -52,9 +52,11 @@ from dataclasses import dataclass, field
 AUTO = "auto"
 REF_HIDDEN = 4096           # Llama 2/3 7-8B, Mistral 7B
 LORA_LR_AT_REF = 2e-4       # the QLoRA paper's 7B/13B rate
-LORA_FACTOR = 10.0          # LoRA's rate / full fine-tuning's
+FULL_LR_AT_REF = 2e-5       # the seed's full fine-tuning rate at 7B: LoRA's / 10 ("LoRA Without Regret")
 # 2e-4 at hidden 4096 -> 1e-3 (measured best in the study) at hidden 256: 5x over 16x the width
 WIDTH_EXPONENT = math.log(5) / math.log(16)
+# full: 2e-5 at hidden 4096 -> 2e-4 (measured best in the study) at hidden 256: 10x over 16x the width
+FULL_WIDTH_EXPONENT = math.log(10) / math.log(16)
 # the optimizer-step floor is MIN_STEPS_AT_REF x the width factor: 400 at hidden 256, 80 at 4096
 MIN_STEPS_AT_REF = 80
 # above this many optimizer steps a small model's rate falls (step_shrink); at or below, the width rule
@@ -105,9 +107,10 @@ def _round(x: float) -> float:
     return float(f"{x:.2g}")
 
 
-def width_factor(hidden: int) -> float:
-    """How many times the 7B anchor's rate a model of this width gets: (4096 / hidden) ** 0.58."""
-    return (REF_HIDDEN / max(32, int(hidden))) ** WIDTH_EXPONENT
+def width_factor(hidden: int, exponent: float = WIDTH_EXPONENT) -> float:
+    """How many times the 7B anchor's rate a model of this width gets: (4096 / hidden) ** exponent
+    (LoRA's 0.58 unless told)."""
+    return (REF_HIDDEN / max(32, int(hidden))) ** exponent
 
 
 def step_shrink(steps: int | None) -> float:
@@ -123,18 +126,18 @@ def learning_rate_for(method: str, model: ModelSize, steps: int | None = None) -
     """(learning rate, reason) for `method` on a model of this width, trained for `steps` optimizer
     steps (None: not known, no shrink)."""
     hidden = max(32, int(model.hidden))
-    factor = width_factor(hidden)
+    full = method == "full"
+    anchor, exponent = (FULL_LR_AT_REF, FULL_WIDTH_EXPONENT) if full else (LORA_LR_AT_REF, WIDTH_EXPONENT)
+    factor = width_factor(hidden, exponent)
     shrink = step_shrink(steps) if factor > 1 else 1.0   # only the excess above 1: 7B anchors stay
-    lora = LORA_LR_AT_REF * (1 + (factor - 1) * shrink)
+    rate = anchor * (1 + (factor - 1) * shrink)
     size = f"hidden {hidden}" + (f", {_params(model.params)} params" if model.params else "")
-    rule = f"2e-4 x (4096/{hidden})^{WIDTH_EXPONENT:.2f}"
+    rule = f"{anchor:.0e} x (4096/{hidden})^{exponent:.2f}".replace("e-0", "e-")
     if shrink < 1:
-        rule = (f"2e-4 x (1 + ({factor:.1f} - 1) x sqrt({STEPS_AT_FULL_RATE}/{steps:,})), the width factor "
-                f"(4096/{hidden})^{WIDTH_EXPONENT:.2f} = {factor:.1f} shrunk for {steps:,} optimizer steps "
-                f"> {STEPS_AT_FULL_RATE}")
-    if method == "full":
-        return _round(lora / LORA_FACTOR), f"full fine-tuning, {size}: LoRA's rate / {LORA_FACTOR:g}, LoRA's = {rule}"
-    return _round(lora), f"{method}, {size}: {rule}"
+        rule = (f"{anchor:.0e} x (1 + ({factor:.1f} - 1) x sqrt({STEPS_AT_FULL_RATE}/{steps:,})), the width "
+                f"factor (4096/{hidden})^{exponent:.2f} = {factor:.1f} shrunk for {steps:,} optimizer steps "
+                f"> {STEPS_AT_FULL_RATE}").replace("e-0", "e-")
+    return _round(rate), f"{'full fine-tuning' if full else method}, {size}: {rule}"
 
 
 def _params(n: int) -> str:
