@@ -7,6 +7,7 @@ train's own after-train evaluation: exact match base vs tuned, and the forgettin
     python benchmarks/auto_hparams.py --out build/auto-study                  # everything (hours on CPU)
     python benchmarks/auto_hparams.py --out build/auto-study --tasks record,reverse --methods lora
     python benchmarks/auto_hparams.py --out build/auto-study --table          # the README table
+    python benchmarks/auto_hparams.py --out build/auto-study --tasks glossary --methods full --probe 2e-4:10
 
 Results go to OUT/results.jsonl, one line per point; a point already there is skipped, so the
 study can be stopped and continued. Target: on every task, auto reaches at least 90% of the best
@@ -101,6 +102,21 @@ def study(args) -> None:
                 f.write(json.dumps(row) + "\n")
 
 
+def probe(args) -> None:
+    """Off-grid points (--probe LR:EPOCHS) on each task and method; rows go to OUT/probes.jsonl."""
+    out = Path(args.out)
+    lr, epochs = args.probe.split(":")
+    for method in args.methods:
+        for task in args.tasks:
+            run_dir = out / "probes" / task / f"{method}-lr{lr}-ep{epochs}"
+            run_dir.parent.mkdir(parents=True, exist_ok=True)
+            row = {"task": task, "method": method, "point": f"lr={lr} ep={epochs}", "probe": True,
+                   **run_point(out / "tasks" / task, run_dir, method, lr, epochs)}
+            print(json.dumps(row), flush=True)
+            with (out / "probes.jsonl").open("a") as f:
+                f.write(json.dumps(row) + "\n")
+
+
 def _key(r: dict) -> tuple:
     """A point's identity; auto points are told apart by the rule version that chose their values."""
     return r["task"], r["method"], r["point"], _version(r) if r["point"] == "auto" else None
@@ -169,6 +185,8 @@ def main() -> None:
                     "method (0: auto, 1-4: the grid, cheap first); e.g. 2 runs one grid point on every task "
                     "(a second process can run other points side by side)")
     ap.add_argument("--table", action="store_true", help="print the markdown table of OUT/results.jsonl")
+    ap.add_argument("--probe", metavar="LR:EPOCHS", help="run one off-grid point on --tasks x --methods "
+                    "(rows to OUT/probes.jsonl, not counted in the table), e.g. 2e-4:10")
     ap.add_argument("--rules", default=RULE_VERSION, help="with --table: the rule versions whose auto rows "
                     "count, comma-separated, e.g. v3,v2 where a later version gives the same values")
     args = ap.parse_args()
@@ -176,6 +194,8 @@ def main() -> None:
     args.tasks, args.methods, args.rules = args.tasks.split(","), args.methods.split(","), args.rules.split(",")
     if args.table:
         print(table(args))
+    elif args.probe:
+        probe(args)
     else:
         study(args)
 
