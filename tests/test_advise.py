@@ -94,14 +94,17 @@ def test_checkpointing_turned_on_when_needed():
 
 
 def test_hyperparameters_come_from_the_auto_rule():
-    # advise and train share lmtune.hparams: Qwen2.5-0.5B is 896 wide -> 2e-4 x (4096/896)^0.83
+    # advise and train share lmtune.hparams: Qwen2.5-0.5B is 896 wide -> factor (4096/896)^0.58 = 2.4
     full_adv = advise(Answers(priority="quality"), ctx(n=5000))
     lora_adv = advise(Answers(), ctx(n=5000))
     full, lora = full_adv.hyperparameters, lora_adv.hyperparameters
-    assert full["learning_rate"] == 7.1e-5 and lora["learning_rate"] == 7.1e-4
     # 5,000 examples -> 4,560 after the test (200) and validation (5%) splits: 4 epochs by count;
     # no token count here, so a row per example: 285 steps per epoch at 16 rows, above the step floor
     assert lora["epochs"] == 4.0 and any("4,560 examples" in line for line in lora_adv.auto)
+    # 4 x 285 = 1,140 steps: LoRA 2e-4 x (1 + 1.4 x sqrt(700/1140)) = 4.2e-4 (4.8e-4 at <= 700 steps);
+    # full's own factor (4096/896)^0.83 = 3.5: 2e-5 x (1 + 2.5 x sqrt(700/1140)) = 6e-5
+    assert full["learning_rate"] == 6e-5 and lora["learning_rate"] == 4.2e-4
+    assert any("shrunk for 1,140 optimizer steps" in line for line in lora_adv.auto)
     assert lora["warmup_ratio"] == 0.1 and (lora["lora_r"], lora["lora_alpha"]) == (16, 32)
     # the per-device batch `lmtune train` picks on a GPU (4) and its grad_accum (4)
     assert (lora["batch_size"], lora["grad_accum"], lora["effective_batch"]) == (4, 4, 16)

@@ -154,9 +154,9 @@ def test_advise_writes_paths_and_batch_that_train_uses(tmp_path, monkeypatch, ca
     assert main(["advise", "--model", "tiny", "--gpu", "cpu", "--data", "mine.jsonl", "--yes",
                  "--out", str(out)]) == 0
     printed = capsys.readouterr().out
-    assert "train.learning_rate: auto -> 2.0e-03" in printed and "train.epochs: auto ->" in printed
+    assert "train.learning_rate: auto -> 1.0e-03" in printed and "train.epochs: auto ->" in printed
     text = out.read_text()
-    assert "learning_rate: auto  # now: 2.0e-03" in text
+    assert "learning_rate: auto  # now: 1.0e-03" in text
     monkeypatch.chdir(out.parent)   # the file works from another folder: the data path is absolute
     cfg = load_config("advised.yaml")
     assert cfg.data.train == [str(tmp_path / "mine.jsonl")] and os.path.isabs(cfg.data.train[0])
