@@ -164,6 +164,12 @@ def _other_format_files(records: list[Record], fmt: str, problems: list[str]) ->
     per_file: dict[str, Counter] = {}
     for r in records:
         per_file.setdefault(r.file, Counter())[guess_format(r.value)] += 1
+    return other_format_files(per_file, fmt, problems)
+
+
+def other_format_files(per_file: dict[str, Counter], fmt: str, problems: list[str]) -> set[str]:
+    """From format counts per file: the files entirely in a format other than `fmt`, each reported
+    once (records.py calls this with the counts its streamed pass kept)."""
     other = set()
     for file, counts in per_file.items():
         if len(counts) == 1 and next(iter(counts)) not in (fmt, None):

@@ -22,7 +22,7 @@ from typing import Any
 
 import numpy as np
 
-from lmtune.data.formats import Example, _check_schemas, guess_format, sort_problems, to_example
+from lmtune.data.formats import Example, _check_schemas, guess_format, other_format_files, sort_problems, to_example
 from lmtune.data.parallel import cores, ordered_map
 from lmtune.data.readers import FileInfo, ReadResult, Record, _decode_lines, _read_jsonl
 from lmtune.data.stream import BLOCK_BYTES, Block, End, Records, iter_units
@@ -271,7 +271,7 @@ def _finish(read: ReadResult, pending: _Pending, format: str, store) -> ScannedS
     problems = list(read.problems)
     skip = _check_schemas(read.files, fmt, problems) if fmt else set()
     if auto and fmt:
-        skip |= _other_format_files(pending.per_file, fmt, problems)
+        skip |= other_format_files(pending.per_file, fmt, problems)
     per_record: list[tuple[int, list[str]]] = []
     for seq, file, guess, source, record_problems in pending.bad:
         if file in skip:
@@ -300,16 +300,3 @@ def _finish(read: ReadResult, pending: _Pending, format: str, store) -> ScannedS
 def _mixed(source: str, guess: str, fmt: str) -> str:
     return (f"{source}: mixed formats: this record is {guess}, most records are {fmt} (use one format "
             f"per dataset)")
-
-
-def _other_format_files(per_file: dict[str, Counter], fmt: str, problems: list[str]) -> set[str]:
-    """formats._other_format_files, from the counts the pass kept (a whole file in another format
-    is one problem, not one per record)."""
-    other = set()
-    for file, counts in per_file.items():
-        if len(counts) == 1 and next(iter(counts)) not in (fmt, None):
-            n, kind = sum(counts.values()), next(iter(counts))
-            problems.append(f"{file}: mixed formats: all {n} records of this file are {kind}, most "
-                            f"records are {fmt} (use one format per dataset)")
-            other.add(file)
-    return other

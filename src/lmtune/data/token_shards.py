@@ -114,17 +114,15 @@ def _task(task: tuple[np.ndarray, str | None]) -> ShardResult:
 
 def _count(examples: list, tokenized: list, result: ShardResult, keep: int) -> tuple[list, list]:
     """tokenize.tokenize_examples' bookkeeping for one batch; returns the kept ids and masks."""
+    from lmtune.data.tokenize import count_tokenized
+
     ids, masks = [], []
     for example, tok in zip(examples, tokenized):
         if isinstance(tok, str):
             result.problems.append(f"{example.source}: {tok}")
             continue
-        result.full_lengths.append(tok.full_length)
-        if tok.truncated:
-            result.truncated += 1
-            if 1 not in tok.completion_mask:
-                result.dropped += 1
-                continue
+        if not count_tokenized(tok, result):
+            continue
         ids.append(tok.input_ids)
         masks.append(tok.completion_mask)
         result.examples += 1

@@ -141,6 +141,18 @@ class TokenizeResult:
         return token_stats(self)
 
 
+def count_tokenized(tok: TokenizedExample, result: Any) -> bool:
+    """Count one example into `result` (full_lengths, truncated, dropped: a TokenizeResult or
+    token_shards' per-batch result); False when truncation left it no trained token (dropped)."""
+    result.full_lengths.append(tok.full_length)
+    if tok.truncated:
+        result.truncated += 1
+        if 1 not in tok.completion_mask:
+            result.dropped += 1
+            return False
+    return True
+
+
 def tokenize_examples(examples: list[Example], template: Template, tokenizer: Any, max_length: int,
                       train_on_prompt: bool = False, desc: str = "tokenizing") -> TokenizeResult:
     """Tokenize all examples; template problems are collected as `source: message`."""
@@ -153,12 +165,8 @@ def tokenize_examples(examples: list[Example], template: Template, tokenizer: An
         except TemplateError as exc:
             result.problems.append(f"{example.source}: {exc}")
             continue
-        result.full_lengths.append(tok.full_length)
-        if tok.truncated:
-            result.truncated += 1
-            if 1 not in tok.completion_mask:
-                result.dropped += 1
-                continue
+        if not count_tokenized(tok, result):
+            continue
         result.input_ids.append(tok.input_ids)
         result.completion_mask.append(tok.completion_mask)
         result.sources.append(tok.source)
