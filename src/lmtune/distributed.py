@@ -26,6 +26,7 @@ import os
 import shlex
 import shutil
 import sys
+import time
 from datetime import timedelta
 from pathlib import Path
 from typing import Any, Callable
@@ -37,6 +38,7 @@ PRESETS = Path(__file__).parent / "presets"
 DEEPSPEED_PRESETS = {"zero2": PRESETS / "deepspeed" / "zero2.json", "zero3": PRESETS / "deepspeed" / "zero3.json"}
 DATA_CACHE = ".data_cache"          # inside the run directory; removed when training ends
 TIMEOUT = timedelta(seconds=1800)    # the Trainer's ddp_timeout default; rank 0 may tokenize meanwhile
+_GLOO_SETTLE_S = 0.1                 # see leave()
 INSTALL_DEEPSPEED = ("install it on the GPU machines: pip install deepspeed (it compiles CUDA ops at "
                      "first use, so a CUDA toolkit matching torch must be present)")
 
@@ -441,5 +443,12 @@ def leave() -> None:
     import torch.distributed as dist
 
     if dist.is_available() and dist.is_initialized():
+        # Gloo's worker threads release the tensors of the last collective on their own, and a
+        # tensor that Python created needs the GIL to be freed. The group is finally destroyed
+        # when DDP's reducer is deallocated, which joins those threads while holding the GIL: if
+        # one is still waiting for it, the process hangs after training (seen once in the
+        # two-process resume test). Sleeping releases the GIL, so they finish first.
+        time.sleep(_GLOO_SETTLE_S)
         dist.destroy_process_group()
+        time.sleep(_GLOO_SETTLE_S)
 
