@@ -92,17 +92,24 @@ def test_ctrl_c_names_the_step_the_command_and_the_checkpoint(project, capsys):
         text = metrics.read_text() if metrics.is_file() else ""
         return max((json.loads(r).get("step", 0) for r in text.split("\n")[:-1] if r.strip()), default=0)
 
+    seen: list = []   # what the watcher did, for the failure message
+
     def interrupt_after_step_4():   # a real SIGINT, as Ctrl-C sends, once step 4 is logged
         deadline = time.time() + 600   # generous: a loaded machine may take minutes to set up
-        while time.time() < deadline:
-            if logged_step() >= 4:
-                os.kill(os.getpid(), signal.SIGINT)
-                return
-            time.sleep(0.01)
+        try:
+            while time.time() < deadline:
+                if logged_step() >= 4:
+                    seen.append(("SIGINT at step", logged_step(), signal.getsignal(signal.SIGINT)))
+                    os.kill(os.getpid(), signal.SIGINT)
+                    return
+                time.sleep(0.01)
+            seen.append("deadline passed")
+        except Exception as exc:   # noqa: BLE001 - reported by the assertion below
+            seen.append(repr(exc))
 
     watcher = threading.Thread(target=interrupt_after_step_4, daemon=True)
     watcher.start()
-    assert main(["train", str(cfg), "train.learning_rate=1e-3"]) == 130
+    assert main(["train", str(cfg), "train.learning_rate=1e-3"]) == 130, seen
     watcher.join()
     err = capsys.readouterr().err
     lines = err[err.index("stopped at step"):].splitlines()
