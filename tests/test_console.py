@@ -107,9 +107,15 @@ def test_ctrl_c_names_the_step_the_command_and_the_checkpoint(project, capsys):
         except Exception as exc:   # noqa: BLE001 - reported by the assertion below
             seen.append(repr(exc))
 
+    # Python's own Ctrl-C handler, as in a terminal: a suite started in the background by a
+    # non-interactive shell inherits SIGINT ignored (the failure that `seen` first showed)
+    previous = signal.signal(signal.SIGINT, signal.default_int_handler)
     watcher = threading.Thread(target=interrupt_after_step_4, daemon=True)
     watcher.start()
-    assert main(["train", str(cfg), "train.learning_rate=1e-3"]) == 130, seen
+    try:
+        assert main(["train", str(cfg), "train.learning_rate=1e-3"]) == 130, seen
+    finally:
+        signal.signal(signal.SIGINT, previous)
     watcher.join()
     err = capsys.readouterr().err
     lines = err[err.index("stopped at step"):].splitlines()
