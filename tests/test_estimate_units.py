@@ -1,0 +1,237 @@
+"""Unit tests of the activation formulas with literal expected bytes, worked out by hand from the
+rules in lmtune/estimate/activations.py (which tests/test_estimate_activations.py checks against
+autograd's saved tensors on real tiny models). Shapes are built directly, without torch, so every
+term and every branch can be isolated in milliseconds (what mutation testing needs)."""
+
+import pytest
+
+from lmtune.estimate.activations import (ActivationProfile, Numerics, Trainability, generic_profile,
+                                         llama_profile, profile)
+from lmtune.estimate.shapes import LinearInfo, ModelShape
+
+H, I, HEADS, SEQ = 8, 40, 3, 16      # hidden, MLP width, heads, sequence length: distinct on purpose
+
+
+def _gpt2_linears(layers=(0,)):
+    out = []
+    for k in layers:
+        out += [LinearInfo(f"h.{k}.attn.c_attn", H, 3 * H, k, conv1d=True),
+                LinearInfo(f"h.{k}.attn.c_proj", H, H, k, conv1d=True),
+                LinearInfo(f"h.{k}.mlp.c_fc", H, I, k, conv1d=True),
+                LinearInfo(f"h.{k}.mlp.c_proj", I, H, k, conv1d=True)]
+    return out + [LinearInfo("lm_head", H, 16, None, is_head=True)]
+
+
+def _generic(**kw) -> ModelShape:
+    base = dict(source="t", model_type="gpt2", total_params=0, num_layers=1, hidden=H, heads=HEADS,
+                kv_heads=HEADS, head_dim=H // 2, intermediate=I, vocab=16, tied=True, embed_params=0,
+                linears=_gpt2_linears(), param_shapes=[], family="generic", norms_per_layer=2,
+                extra={"hidden_act": "gelu"})
+    return ModelShape(**{**base, **kw})
+
+
+FP32 = Numerics("cpu", compute=2, autocast=False, resid=4)   # compute differs: p must be resid here
+BF16 = Numerics("cpu", compute=2, autocast=True, resid=4)
+CUDA32 = Numerics("cuda", compute=4, autocast=False, resid=4)
+FULL = Trainability(full=True)
+
+# the fp32 base case, per token and layer (p = 4, h = 8, i = 40):
+#   attention 5*p*h = 160, MLP p*h + 2*p*i = 32 + 320, two LayerNorms 2*(p*h + 8) = 80  -> 592
+BASE32 = 592
+
+
+def test_generic_fp32_counts_attention_mlp_and_norms():
+    prof = generic_profile(_generic(), FP32, FULL, SEQ)
+    assert prof == ActivationProfile(BASE32, 0.0, 4 * H, (4 * H + 4 + 4 * H) + 4 * H + 32, exact=False)
+
+
+def test_generic_head_token_without_trained_norm():
+    # the final norm keeps its normalized output only when its weight trains: 4h+4 + h*4 + 32
+    prof = generic_profile(_generic(), FP32, Trainability(full=False), SEQ)
+    assert (prof.per_token_layer, prof.head_token) == (BASE32, 4 * H + 4 + 4 * H + 32)
+
+
+def test_generic_autocast_counts_activations_at_two_bytes():
+    # p = 2: 80 + (16 + 160) + 2*(16 + 8) = 304; checkpoints keep the fp32 residual stream
+    prof = generic_profile(_generic(), BF16, FULL, SEQ)
+    assert (prof.per_token_layer, prof.ckpt_token_layer) == (304, 4 * H)
+
+
+@pytest.mark.parametrize("num,extra", [(FP32, 2 * 4 * H), (CUDA32, 2 * 1 * H)], ids=["cpu", "cuda"])
+def test_generic_hidden_dropout_keeps_two_masks(num, extra):
+    # attention and MLP output dropout: a mask of the input dtype on CPU, of one byte on CUDA
+    prof = generic_profile(_generic(hidden_dropout=0.1), num, FULL, SEQ)
+    assert prof.per_token_layer == BASE32 + extra
+
+
+def test_generic_decomposed_gelu_keeps_three_more_mlp_tensors():
+    prof = generic_profile(_generic(extra={"hidden_act": "gelu_new"}), FP32, FULL, SEQ)
+    assert prof.per_token_layer == BASE32 + 3 * 4 * I
+
+
+@pytest.mark.parametrize("kw,num,extra", [
+    ({"attn_impl": "eager"}, FP32, (2 * 4 + 4) * HEADS * SEQ),
+    ({"attn_impl": "eager"}, CUDA32, (2 * 4 + 1) * HEADS * SEQ),
+    ({"attention_dropout": 0.1}, FP32, (2 * 4 + 4) * HEADS * SEQ),   # dropout needs the scores too
+], ids=["eager-cpu", "eager-cuda", "sdpa-dropout"])
+def test_generic_scores_kept_only_when_materialized(kw, num, extra):
+    prof = generic_profile(_generic(**kw), num, FULL, SEQ)
+    assert prof.per_token_layer == BASE32 + extra
+
+
+ADAPTED = frozenset({"c_attn", "c_proj"})   # inputs of width 8 (c_attn, attn.c_proj) and 40 (mlp.c_proj)
+
+
+@pytest.mark.parametrize("num,dropout,extra", [
+    # dropout: mask (adapter dtype on CPU) * width + r * lora_A output, per adapted module
+    (FP32, 0.1, 4 * (8 + 8 + 40) + 3 * 4 * 4),
+    (Numerics("cpu", 4, False, 4, adapter=2), 0.1, 2 * (8 + 8 + 40) + 3 * 4 * 2),
+    (FP32, 0.0, 3 * 4 * 4),                                    # no dropout: lora_A outputs only
+    (Numerics("cpu", 4, False, 4, adapter=2), 0.0, 3 * 4 * 2),
+], ids=["fp32-dropout", "adapter2-dropout", "fp32-nodropout", "adapter2-nodropout"])
+def test_generic_lora_terms_per_adapted_module(num, dropout, extra):
+    t = Trainability(False, ADAPTED, r=4, lora_dropout=dropout)
+    assert generic_profile(_generic(), num, t, SEQ).per_token_layer == BASE32 + extra
+
+
+def test_generic_lora_under_cuda_autocast():
+    # p = 2 (304 base), one-byte masks, lora_A outputs in the compute dtype
+    t = Trainability(False, ADAPTED, r=4, lora_dropout=0.1)
+    num = Numerics("cuda", compute=2, autocast=True, resid=4)
+    assert generic_profile(_generic(), num, t, SEQ).per_token_layer == 304 + 1 * (8 + 8 + 40) + 3 * 4 * 2
+
+
+def test_generic_lora_counts_one_layer_of_modules():
+    # three identical layers: still one layer's modules; a one-layer model must find its layer 0
+    t = Trainability(False, ADAPTED, r=4)
+    three = _generic(num_layers=3, linears=_gpt2_linears((0, 1, 2)))
+    assert generic_profile(three, FP32, t, SEQ).per_token_layer == BASE32 + 3 * 4 * 4
+    only_c_attn = Trainability(False, frozenset({"c_attn"}), r=4)
+    assert generic_profile(_generic(), FP32, only_c_attn, SEQ).per_token_layer == BASE32 + 4 * 4
+
+
+def test_profile_dispatches_on_family():
+    assert profile(_generic(), FP32, FULL, SEQ) == generic_profile(_generic(), FP32, FULL, SEQ)
+    assert not profile(_generic(), FP32, FULL, SEQ).exact
+
+
+# ---------------------------------------------------------------- the Llama-family rules
+# h = 8, 2 query heads of width 6 (q width 12), 1 kv head (kv width 6), gated MLP of width 40
+
+def _llama_linears(layers=(0, 1), fused=False):
+    out = []
+    for k in layers:
+        pre = f"model.layers.{k}"
+        attn = ([LinearInfo(f"{pre}.self_attn.qkv_proj", H, 24, k)] if fused else
+                [LinearInfo(f"{pre}.self_attn.q_proj", H, 12, k), LinearInfo(f"{pre}.self_attn.k_proj", H, 6, k),
+                 LinearInfo(f"{pre}.self_attn.v_proj", H, 6, k)])
+        mlp = ([LinearInfo(f"{pre}.mlp.gate_up_proj", H, 2 * I, k)] if fused else
+               [LinearInfo(f"{pre}.mlp.gate_proj", H, I, k), LinearInfo(f"{pre}.mlp.up_proj", H, I, k)])
+        out += attn + [LinearInfo(f"{pre}.self_attn.o_proj", 12, H, k)] + mlp + [
+            LinearInfo(f"{pre}.mlp.down_proj", I, H, k)]
+    return out + [LinearInfo("lm_head", H, 16, None, is_head=True)]
+
+
+def _llama(**kw) -> ModelShape:
+    base = dict(source="t", model_type="llama", total_params=0, num_layers=2, hidden=H, heads=2,
+                kv_heads=1, head_dim=6, intermediate=I, vocab=16, tied=False, embed_params=0,
+                linears=_llama_linears(), param_shapes=[], family="llama", norms_per_layer=2)
+    return ModelShape(**{**base, **kw})
+
+
+ALL7 = frozenset({"q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"})
+LIN_PARAMS = 96 + 48 + 48 + 96 + 3 * 320     # one layer's Linear weights (both layouts): 1248
+
+
+def _lora(dropout, adapted=ALL7):
+    return Trainability(False, adapted, r=4, lora_dropout=dropout, adapter_params_per_layer=100)
+
+
+def test_llama_full_fp32():
+    # norms 2*(4h+4+4h) = 136; q/k/v share one fp32 input 32; SDPA q 48 + k,v (4+4)*6 + lse 4*2 = 104;
+    # attention output 48 (o_proj reads it: nothing more); gate/up input 32; 3*4*40 = 480; down input 160
+    prof = llama_profile(_llama(), CUDA32, FULL, SEQ)
+    assert prof == ActivationProfile(992, 0.0, 4 * H, 68 + 4 * H + 32, exact=True)
+
+
+def test_llama_full_under_autocast_copies_per_reader():
+    # bf16 copies per reader of the fp32 stream: q/k/v 3*16, gate/up 2*16; SDPA 2*12 + 4*6 + 8 = 56;
+    # attention output 24; 3*2*40 = 240; down input 2*40 = 80; static: bf16 copies of the fp32 weights
+    prof = llama_profile(_llama(), BF16, FULL, SEQ)
+    assert (prof.per_token_layer, prof.static_layer, prof.ckpt_token_layer) == (616, 2 * LIN_PARAMS, 4 * H)
+
+
+def test_llama_fused_projections_have_one_reader():
+    shape = _llama(linears=_llama_linears(fused=True), fused_qkv=True)
+    prof = llama_profile(shape, BF16, FULL, SEQ)
+    assert (prof.per_token_layer, prof.static_layer) == (616 - 32 - 16, 2 * LIN_PARAMS)
+
+
+def test_llama_extra_norms_count_in_the_linear_dtype():
+    # Gemma-2's two extra norms read bf16 Linear outputs: 2*(4h+4+2h) = 104
+    assert llama_profile(_llama(norms_per_layer=4), BF16, FULL, SEQ).per_token_layer == 616 + 104
+
+
+@pytest.mark.parametrize("kw,num,expected", [
+    # eager: q 48, k and v repeated to all heads 2*4*12, fp32 scores + probabilities (4+4)*2*16 = 256
+    ({"attn_impl": "eager"}, CUDA32, 992 - 104 + 48 + 96 + 256),
+    ({"attn_impl": "eager", "attention_dropout": 0.1}, CUDA32, 1288 + (1 + 4) * 2 * SEQ),   # 1-byte mask
+    ({"attn_impl": "eager", "attention_dropout": 0.1}, Numerics("cpu", 4, False, 4), 1288 + (4 + 4) * 2 * SEQ),
+    ({"attention_dropout": 0.1}, CUDA32, 992),             # SDPA keeps its dropout state internally
+], ids=["eager", "eager-dropout-cuda", "eager-dropout-cpu", "sdpa-dropout"])
+def test_llama_attention_scores(kw, num, expected):
+    assert llama_profile(_llama(**kw), num, FULL, SEQ).per_token_layer == expected
+
+
+def test_llama_lora_fp32_with_dropout():
+    # per adapted module: mask (4 bytes on CPU) + dropped input: q/k/v 3*64, o 96, gate/up 2*64, down 320;
+    # norms without trained weights 2*36; lora_A outputs 7*4*4; SDPA 104, attention output 48, 480
+    prof = llama_profile(_llama(), Numerics("cpu", 4, False, 4), _lora(0.1), SEQ)
+    assert prof == ActivationProfile(1552, 0.0, 4 * H, 36 + 4 * H + 32, exact=True)
+
+
+def test_llama_lora_fp32_without_dropout_shares_inputs():
+    prof = llama_profile(_llama(), Numerics("cpu", 4, False, 4), _lora(0.0), SEQ)
+    assert prof.per_token_layer == 72 + 32 + 104 + 48 + 32 + 480 + 160 + 112
+
+
+def test_llama_lora_bf16_base_autocast_with_dropout_on_cuda():
+    # 1-byte masks + bf16 dropped copies: q/k/v 3*24, o 36, gate/up 2*24, down 120; lora_A 7*4*2;
+    # static: bf16 copies of the fp32 adapters (100 params per layer)
+    prof = llama_profile(_llama(), Numerics("cuda", 2, True, 2, 4), _lora(0.1), SEQ)
+    assert (prof.per_token_layer, prof.static_layer, prof.ckpt_token_layer, prof.head_token) == (
+        724, 200, 2 * H, 36 + 2 * H + 32)
+
+
+def test_llama_lora_autocast_without_dropout_copies_per_adapter():
+    prof = llama_profile(_llama(), Numerics("cpu", 2, True, 2, 4), _lora(0.0), SEQ)
+    assert (prof.per_token_layer, prof.static_layer) == (632, 200)
+
+
+def test_llama_lora_adapters_in_compute_dtype_add_no_static_copies():
+    prof = llama_profile(_llama(), Numerics("cpu", 2, True, 2, 2), _lora(0.0), SEQ)
+    # adapters already bf16: one shared input per reader group (o_proj reads the kept attention output),
+    # no per-adapter copies, no static
+    assert (prof.per_token_layer, prof.static_layer) == (72 + 16 + 56 + 24 + 0 + 16 + 240 + 80 + 56, 0.0)
+
+
+def test_llama_qlora_cpu_casts_inputs_to_the_adapter_dtype():
+    # 4-bit layers return the input dtype (fp32 here); peft casts each adapter's input to bf16 once
+    num = Numerics("cpu", 4, False, 4, adapter=2, quantized=True)
+    assert llama_profile(_llama(), num, _lora(0.0), SEQ).per_token_layer == 944
+
+
+def test_llama_lora_on_some_modules_only():
+    # q and v adapted (with dropout), k a frozen reader: the shared input is kept once for nothing
+    # (frozen k keeps none), so only the two dropped copies and masks count: 2*64; 2 lora_A outputs 2*4*4
+    t = _lora(0.1, frozenset({"q_proj", "v_proj"}))
+    prof = llama_profile(_llama(), Numerics("cpu", 4, False, 4), t, SEQ)
+    assert prof.per_token_layer == 72 + 128 + 104 + 48 + 0 + 0 + 480 + 0 + 32
+
+
+def test_profile_dispatches_llama_family_with_its_sequence_length():
+    s = _llama(attn_impl="eager")
+    assert profile(s, CUDA32, FULL, SEQ) == llama_profile(s, CUDA32, FULL, SEQ)
+    assert profile(s, CUDA32, FULL, SEQ).per_token_layer == 1288
+    g = _generic(attn_impl="eager")
+    assert profile(g, FP32, FULL, SEQ).per_token_layer == BASE32 + (2 * 4 + 4) * HEADS * SEQ
