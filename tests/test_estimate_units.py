@@ -235,3 +235,29 @@ def test_profile_dispatches_llama_family_with_its_sequence_length():
     assert profile(s, CUDA32, FULL, SEQ).per_token_layer == 1288
     g = _generic(attn_impl="eager")
     assert profile(g, FP32, FULL, SEQ).per_token_layer == BASE32 + (2 * 4 + 4) * HEADS * SEQ
+
+
+def test_llama_qlora_cpu_dropout_copies_in_the_adapter_dtype():
+    # masks and dropped copies in bf16 (2 bytes), not the fp32 stream: q/k/v 3*32, o 48, gate/up 2*32,
+    # down 160; lora_A outputs 7*4*2; SDPA 104 and the attention output 48 in fp32
+    num = Numerics("cpu", 4, False, 4, adapter=2, quantized=True)
+    assert llama_profile(_llama(), num, _lora(0.1), SEQ).per_token_layer == 1128
+
+
+def test_llama_qlora_with_fp32_upcast_under_autocast():
+    # peft's upcast: fp32 stream, 4-bit layers return fp32 (3*4*40 = 480, down input fp32 via its cast
+    # copy 40 + 80) while SDPA and the attention output stay bf16 (56 + 24); bf16 adapters: no static
+    num = Numerics("cuda", 2, True, 4, adapter=2, quantized=True)
+    prof = llama_profile(_llama(), num, _lora(0.1), SEQ)
+    assert (prof.per_token_layer, prof.static_layer) == (964, 0.0)
+
+
+def test_llama_lora_on_fp32_weights_under_autocast_copies_only_the_adapters():
+    # fp32 frozen base + bf16 autocast: the base weights do not train, so no bf16 master copies of them
+    prof = llama_profile(_llama(), Numerics("cpu", 2, True, 4, 4), _lora(0.0), SEQ)
+    assert (prof.per_token_layer, prof.static_layer) == (632, 200)
+
+
+def test_llama_one_layer_model_static_copies():
+    s = _llama(num_layers=1, linears=_llama_linears((0,)))
+    assert llama_profile(s, BF16, FULL, SEQ).static_layer == 2 * LIN_PARAMS
