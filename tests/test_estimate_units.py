@@ -261,3 +261,52 @@ def test_llama_lora_on_fp32_weights_under_autocast_copies_only_the_adapters():
 def test_llama_one_layer_model_static_copies():
     s = _llama(num_layers=1, linears=_llama_linears((0,)))
     assert llama_profile(s, BF16, FULL, SEQ).static_layer == 2 * LIN_PARAMS
+
+
+# ---------------------------------------------------------------- memory.resolve: dtypes per run
+
+from lmtune.estimate.lora import LoraSpec  # noqa: E402
+from lmtune.estimate.memory import RunSpec, resolve  # noqa: E402
+
+LORA_QV = LoraSpec(r=4, targets=("q_proj", "v_proj"))
+
+
+@pytest.mark.parametrize("spec,device,numerics,wb,opt", [
+    # LoRA: frozen 16-bit base on GPU, fp32 on CPU; fp32 adapters
+    (RunSpec("lora", lora=LORA_QV), "cuda", Numerics("cuda", 2, True, 2, 4, False), 2, "adamw_torch"),
+    (RunSpec("lora", lora=LORA_QV), "cpu", Numerics("cpu", 4, False, 4, 4, False), 4, "adamw_torch"),
+    (RunSpec("lora", lora=LORA_QV, precision="bf16", weights_dtype="fp32"), "cpu",
+     Numerics("cpu", 2, True, 4, 4, False), 4, "adamw_torch"),
+    (RunSpec("lora", lora=LORA_QV, precision="fp32", weights_dtype="bf16"), "cuda",
+     Numerics("cuda", 2, False, 2, 4, False), 2, "adamw_torch"),
+    (RunSpec("lora", lora=LORA_QV, precision="fp16"), "cuda", Numerics("cuda", 2, True, 2, 4, False), 2,
+     "adamw_torch"),
+    # QLoRA: non-4-bit parts in bf16 on a bf16 GPU, fp32 after peft's fp16 upcast and on CPU; bf16 adapters
+    (RunSpec("qlora", lora=LORA_QV), "cuda", Numerics("cuda", 2, True, 2, 2, True), 2, "paged_adamw_8bit"),
+    (RunSpec("qlora", lora=LORA_QV, weights_dtype="fp16"), "cuda", Numerics("cuda", 2, True, 4, 2, True), 4,
+     "paged_adamw_8bit"),
+    (RunSpec("qlora", lora=LORA_QV, precision="fp16"), "cuda", Numerics("cuda", 2, True, 4, 2, True), 4,
+     "paged_adamw_8bit"),
+    (RunSpec("qlora", lora=LORA_QV), "cpu", Numerics("cpu", 4, False, 4, 2, True), 4, "adamw_torch"),
+    (RunSpec("qlora", lora=LORA_QV, optimizer="sgd"), "cuda", Numerics("cuda", 2, True, 2, 2, True), 2, "sgd"),
+    # full: fp32 master weights, bf16 autocast on GPU
+    (RunSpec("full"), "cuda", Numerics("cuda", 2, True, 4, 4, False), 4, "adamw_torch"),
+    (RunSpec("full"), "cpu", Numerics("cpu", 4, False, 4, 4, False), 4, "adamw_torch"),
+], ids=["lora-cuda", "lora-cpu", "lora-cpu-autocast", "lora-fp32-on-bf16", "lora-fp16", "qlora-cuda",
+        "qlora-fp16-weights", "qlora-fp16", "qlora-cpu", "qlora-sgd", "full-cuda", "full-cpu"])
+def test_resolve_dtypes_and_optimizer(spec, device, numerics, wb, opt):
+    r = resolve(_llama(), spec, device)
+    assert (r.numerics, r.weight_bytes, r.optimizer) == (numerics, wb, opt)
+
+
+def test_resolve_trainable_sets():
+    shape = _llama(total_params=5000, param_shapes=[("model.layers.0.self_attn.q_proj.weight", (12, 8)),
+                                                    ("model.norm.weight", (8,))])
+    full = resolve(shape, RunSpec("full"), "cuda")
+    assert (full.trainable, full.trainable_tensors, full.adapted, full.lora_params) == (
+        5000, ((12, 8), (8,)), frozenset(), 0)
+    lora = resolve(shape, RunSpec("lora", lora=LORA_QV), "cuda")
+    per_layer = 4 * (8 + 12) + 4 * (8 + 6)          # q: A 4x8, B 12x4; v: A 4x8, B 6x4
+    assert (lora.trainable, lora.lora_params, lora.adapted) == (2 * per_layer, 2 * per_layer,
+                                                                frozenset({"q_proj", "v_proj"}))
+    assert lora.trainable_tensors == ((4, 8), (12, 4), (4, 8), (6, 4)) * 2
