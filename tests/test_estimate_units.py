@@ -310,3 +310,54 @@ def test_resolve_trainable_sets():
     assert (lora.trainable, lora.lora_params, lora.adapted) == (2 * per_layer, 2 * per_layer,
                                                                 frozenset({"q_proj", "v_proj"}))
     assert lora.trainable_tensors == ((4, 8), (12, 4), (4, 8), (6, 4)) * 2
+
+
+# ---------------------------------------------------------------- lora: targets and counts
+
+from lmtune.errors import UserError  # noqa: E402
+from lmtune.estimate.lora import count_lora, target_linears  # noqa: E402
+
+
+@pytest.mark.parametrize("value,targets", [
+    (None, "all-linear"), ("all-linear", "all-linear"),
+    ("q_proj, v_proj,", ("q_proj", "v_proj")), (" q_proj ", ("q_proj",)),
+    (r".*\.mlp\..*", r".*\.mlp\..*"), ("q_proj|v_proj", "q_proj|v_proj"), ("x^", "x^"), ("a$", "a$"),
+    ("a+", "a+"), ("a?", "a?"), ("(a)", "(a)"), ("[ab]", "[ab]"), ("a\\d", "a\\d"),
+    (["q_proj", "o_proj"], ("q_proj", "o_proj")), (("k_proj",), ("k_proj",)),
+])
+def test_lora_targets_from_cli_and_config(value, targets):
+    spec = LoraSpec.from_targets(value, r=3, dropout=0.2)
+    assert (spec.targets, spec.r, spec.dropout) == (targets, 3, 0.2)
+
+
+def test_lora_target_matching_by_name_suffix_and_regex():
+    names = lambda spec: [lin.name for lin in target_linears(_llama(), spec)]  # noqa: E731
+    assert names(LoraSpec(targets=("o_proj",))) == ["model.layers.0.self_attn.o_proj", "model.layers.1.self_attn.o_proj"]
+    assert names(LoraSpec(targets=("model.layers.1.mlp.down_proj",))) == ["model.layers.1.mlp.down_proj"]
+    # a suffix must be a whole name part; a regex must match the whole name
+    with pytest.raises(UserError) as err:
+        target_linears(_llama(), LoraSpec(targets=("_proj",)))
+    assert "--lora-targets ('_proj',): no module of t matches" in err.value.render()
+    assert err.value.problems == ["linear layers in this model: down_proj, gate_proj, k_proj, o_proj, q_proj, "
+                                  "up_proj, v_proj", "or use all-linear"]      # sorted, once each, no lm_head
+    assert names(LoraSpec(targets=r".*\.1\..*_proj")) == [f"model.layers.1.{n}" for n in (
+        "self_attn.q_proj", "self_attn.k_proj", "self_attn.v_proj", "self_attn.o_proj", "mlp.gate_proj",
+        "mlp.up_proj", "mlp.down_proj")]
+    with pytest.raises(UserError):
+        target_linears(_llama(), LoraSpec(targets=r"layers\.1"))        # a partial match is not enough
+    assert len(names(LoraSpec())) == 14                                   # all-linear: not the head
+
+
+def test_lora_counts_dora_and_biases():
+    lins = [LinearInfo("l.0.a", 8, 6, 0, bias=6), LinearInfo("l.0.b", 5, 7, 0), LinearInfo("head", 8, 9, None,
+                                                                                          is_head=True)]
+    shape = _llama(linears=lins, param_shapes=[("l.0.a.weight", (6, 8)), ("l.0.a.bias", (6,)),
+                                               ("l.0.n.bias", (8,)), ("l.0.n.weight", (8,))])
+    plain = count_lora(shape, LoraSpec(r=2))
+    assert (plain.trainable, plain.tensors) == (2 * 14 + 2 * 12, [(2, 8), (6, 2), (2, 5), (7, 2)])
+    assert count_lora(shape, LoraSpec(r=2, use_dora=True)).tensors == [(2, 8), (6, 2), (6,), (2, 5), (7, 2), (7,)]
+    assert count_lora(shape, LoraSpec(r=2, use_dora=True)).trainable == 52 + 13
+    assert count_lora(shape, LoraSpec(r=2, bias="all")).trainable == 52 + 6 + 8
+    assert count_lora(shape, LoraSpec(r=2, bias="lora_only")).tensors[-1] == (6,)
+    assert count_lora(shape, LoraSpec(r=2, bias="lora_only")).trainable == 52 + 6
+    assert [l.name for l in count_lora(shape, LoraSpec(r=2)).adapted] == ["l.0.a", "l.0.b"]
