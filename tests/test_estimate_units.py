@@ -361,3 +361,58 @@ def test_lora_counts_dora_and_biases():
     assert count_lora(shape, LoraSpec(r=2, bias="lora_only")).tensors[-1] == (6,)
     assert count_lora(shape, LoraSpec(r=2, bias="lora_only")).trainable == 52 + 6
     assert [l.name for l in count_lora(shape, LoraSpec(r=2)).adapted] == ["l.0.a", "l.0.b"]
+
+
+# ---------------------------------------------------------------- memory: optimizer, weights, loss
+
+from lmtune.estimate.memory import _loss_buffers, optimizer_bytes, weight_bytes  # noqa: E402
+
+
+@pytest.mark.parametrize("opt,tensors,pb,expected", [
+    ("adamw_torch", [(3, 5), (7,)], 2, (2 * 22 * 2, 22 * 2)),        # foreach temporary: every element once
+    ("adamw_torch_fused", [(3, 5), (7,)], 4, (2 * 22 * 4, 0)),
+    ("adamw_8bit", [(4095,)], 2, (8 * 4095, 0)),                      # below 4,096 elements: 32-bit states
+    ("adamw_8bit", [(4096,)], 2, (2 * 4096 + 8 * 16, 0)),
+    ("paged_adamw_8bit", [(4097,)], 2, (2 * 4097 + 8 * 17, 0)),       # a partial block has its absmax
+    ("paged_adamw_32bit", [(3, 5)], 2, (8 * 15, 0)),
+    ("adafactor", [(3, 5, 7), (9,)], 4, (4 * (3 + 35) + 4 * 9, 0)),  # rows + the rest; vectors whole
+    ("sgd", [(3, 5)], 4, (0, 0)),
+])
+def test_optimizer_state_bytes(opt, tensors, pb, expected):
+    assert optimizer_bytes(opt, tensors, pb) == expected
+
+
+WEIGHTED = dict(total_params=5000)
+QUANTIZED = 2 * LIN_PARAMS                                     # the layers' Linears, not lm_head
+
+
+@pytest.mark.parametrize("shape,spec,device,expected", [
+    (_llama(**WEIGHTED), RunSpec("lora", lora=LORA_QV), "cuda", (5000 * 2, 0, 272 * 4)),
+    (_llama(**WEIGHTED), RunSpec("full"), "cpu", (5000 * 4, 0, 0)),
+    # 4 bits per quantized weight, the rest (embeddings, norms, head) in bf16; bf16 adapters
+    (_llama(**WEIGHTED), RunSpec("qlora", lora=LORA_QV), "cuda",
+     (QUANTIZED // 2 + (5000 - QUANTIZED) * 2, int(QUANTIZED * (8 / 64 + 32 / (64 * 256)) / 8), 272 * 2)),
+    (_llama(**WEIGHTED), RunSpec("qlora", lora=LORA_QV, double_quant=False), "cpu",
+     (QUANTIZED // 2 + (5000 - QUANTIZED) * 4, QUANTIZED * 4 // 64, 272 * 2)),
+    # GPT-2's Conv1D layers are not quantized by bitsandbytes
+    (_generic(**WEIGHTED), RunSpec("qlora", lora=LoraSpec(r=4, targets=("c_attn",))), "cuda",
+     (5000 * 2, 0, 4 * (8 + 24) * 2)),
+], ids=["lora", "full", "qlora-dq", "qlora-cpu", "qlora-conv1d"])
+def test_weight_bytes(shape, spec, device, expected):
+    assert weight_bytes(shape, spec, resolve(shape, spec, device)) == expected
+
+
+@pytest.mark.parametrize("vocab,spec,device,tokens,expected", [
+    # one (rows x 32,768) chunk in the compute dtype + fp32 and residual-dtype accumulators per token
+    (16, RunSpec("lora", lora=LORA_QV), "cuda", 100, 100 * 32768 * 2 + 100 * 8 * (4 + 2)),
+    # CPU: 7.25 fp32 tiles of (rows x vocab) on top
+    (16, RunSpec("lora", lora=LORA_QV), "cpu", 100, 100 * 32768 * 4 + 29 * 100 * 16 + 100 * 8 * 8),
+    (40000, RunSpec("lora", lora=LORA_QV), "cpu", 10, 10 * 32768 * 4 + 29 * 10 * 32768 + 10 * 8 * 8),
+    # full: rows capped at 4,096; lm_head's fp32 gradient; a bf16 copy of an fp32 head chunk under autocast
+    (16, RunSpec("full"), "cuda", 5000, 4096 * 32768 * 2 + 5000 * 8 * 8 + 16 * 8 * 4 + 16 * 8 * 2),
+    (40000, RunSpec("full"), "cuda", 10, 10 * 32768 * 2 + 10 * 8 * 8 + 40000 * 8 * 4 + 32768 * 8 * 2),
+    (16, RunSpec("lora", lora=LORA_QV, loss="plain"), "cuda", 100, 8 * 16 * 100),
+], ids=["lora-cuda", "lora-cpu", "big-vocab-cpu", "full-cuda", "big-vocab-full", "plain"])
+def test_loss_buffers(vocab, spec, device, tokens, expected):
+    shape = _llama(vocab=vocab)
+    assert _loss_buffers(shape, resolve(shape, spec, device), tokens, spec) == expected
