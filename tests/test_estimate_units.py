@@ -323,7 +323,7 @@ from lmtune.estimate.lora import count_lora, target_linears  # noqa: E402
     ("q_proj, v_proj,", ("q_proj", "v_proj")), (" q_proj ", ("q_proj",)),
     (r".*\.mlp\..*", r".*\.mlp\..*"), ("q_proj|v_proj", "q_proj|v_proj"), ("x^", "x^"), ("a$", "a$"),
     ("a+", "a+"), ("a?", "a?"), ("(a)", "(a)"), ("[ab]", "[ab]"), ("a\\d", "a\\d"),
-    (["q_proj", "o_proj"], ("q_proj", "o_proj")), (("k_proj",), ("k_proj",)),
+    ("Wqkv", ("Wqkv",)), ("mlp.X", ("mlp.X",)), (["q_proj", "o_proj"], ("q_proj", "o_proj")), (("k_proj",), ("k_proj",)),
 ])
 def test_lora_targets_from_cli_and_config(value, targets):
     spec = LoraSpec.from_targets(value, r=3, dropout=0.2)
@@ -372,10 +372,10 @@ from lmtune.estimate.memory import _loss_buffers, optimizer_bytes, weight_bytes 
     ("adamw_torch", [(3, 5), (7,)], 2, (2 * 22 * 2, 22 * 2)),        # foreach temporary: every element once
     ("adamw_torch_fused", [(3, 5), (7,)], 4, (2 * 22 * 4, 0)),
     ("adamw_8bit", [(4095,)], 2, (8 * 4095, 0)),                      # below 4,096 elements: 32-bit states
-    ("adamw_8bit", [(4096,)], 2, (2 * 4096 + 8 * 16, 0)),
+    ("adamw_8bit", [(4096,), (10,)], 2, (2 * 4096 + 8 * 16 + 80, 0)),
     ("paged_adamw_8bit", [(4097,)], 2, (2 * 4097 + 8 * 17, 0)),       # a partial block has its absmax
-    ("paged_adamw_32bit", [(3, 5)], 2, (8 * 15, 0)),
-    ("adafactor", [(3, 5, 7), (9,)], 4, (4 * (3 + 35) + 4 * 9, 0)),  # rows + the rest; vectors whole
+    ("paged_adamw_32bit", [(3, 5), (2,)], 2, (8 * 17, 0)),
+    ("adafactor", [(3, 5, 7), (9,), (4, 6)], 4, (4 * (3 + 35) + 4 * 9 + 4 * 10, 0)),  # rows + the rest
     ("sgd", [(3, 5)], 4, (0, 0)),
 ])
 def test_optimizer_state_bytes(opt, tensors, pb, expected):
@@ -416,3 +416,93 @@ def test_weight_bytes(shape, spec, device, expected):
 def test_loss_buffers(vocab, spec, device, tokens, expected):
     shape = _llama(vocab=vocab)
     assert _loss_buffers(shape, resolve(shape, spec, device), tokens, spec) == expected
+
+
+# ---------------------------------------------------------------- memory_breakdown: the composition
+
+from lmtune.estimate.memory import (CPU_BASELINE, CUDA_CONTEXT, GIB, memory_breakdown)  # noqa: E402
+
+PARAMS = [("model.embed_tokens.weight", (16, 8)), ("model.layers.0.mlp.down_proj.weight", (8, 40)),
+          ("model.layers.1.mlp.down_proj.weight", (8, 40)), ("model.norm.weight", (8,))]   # 776, 320 a layer
+
+
+def _small(**kw):
+    return _llama(total_params=776, param_shapes=PARAMS, **kw)
+
+
+# full fine-tuning on CUDA, 2 rows of 4 tokens: fp32 weights and gradients 776*4 = 3104, AdamW 6208
+# (+ a 3104 foreach temporary); activations 2 layers * (616*8 + 2496 static) + head 132*8 = 15904;
+# loss: one 8 x 32,768 bf16 chunk 524288 + 8*8*(4+4) + fp32 head gradient 512 + bf16 head copy 256;
+# lm_head's gradient 16*8*4 = 512 during the first micro-batch's backward
+FULL_BACKWARD = 15904 + 525568 + 512
+FULL_TENSORS = 3104 + 6208 + FULL_BACKWARD
+
+
+def test_breakdown_full_cuda():
+    m = memory_breakdown(_small(), RunSpec("full", seq_len=4, batch=2), "cuda")
+    overhead = CUDA_CONTEXT + int(0.05 * FULL_TENSORS)
+    assert (m.weights, m.quant_constants, m.adapters, m.gradients, m.optimizer, m.activations, m.loss_buffers,
+            m.optimizer_step_temp, m.overhead, m.peak, m.paged, m.notes) == (
+        3104, 0, 0, 3104, 6208, 15904, 525568, 3104, overhead, FULL_TENSORS + overhead, False, [])
+    assert memory_breakdown(_small(), RunSpec("full", seq_len=4, batch=1), "cuda", batch=2) == m
+    assert m.as_gib() == {k: round(getattr(m, k) / GIB, 3) for k in (
+        "weights", "quant_constants", "adapters", "gradients", "optimizer", "activations", "loss_buffers",
+        "optimizer_step_temp", "overhead", "peak")}
+    assert m.as_gib()["overhead"] == 0.6 and m.as_gib()["peak"] == 0.601
+
+
+@pytest.mark.parametrize("kw,acts,loss,extra_backward", [
+    # checkpointing: every layer's fp32 input (2*32*8) + one recomputed layer (7424)
+    ({"grad_ckpt": True}, 512 + 7424 + 1056, 525568, 512),
+    # plain loss: the fp32 log_softmax output is an activation (4*16*8), 8 bytes per logit transient
+    ({"loss": "plain"}, 15904 + 512, 8 * 16 * 8, 512),
+    # accumulation: every gradient exists during the later micro-batches' backward
+    ({"grad_accum": 2}, 15904, 525568, 3104),
+], ids=["ckpt", "plain", "accum"])
+def test_breakdown_full_cuda_variants(kw, acts, loss, extra_backward):
+    m = memory_breakdown(_small(), RunSpec("full", seq_len=4, batch=2, **kw), "cuda")
+    tensors = 3104 + 6208 + acts + loss + extra_backward
+    assert (m.activations, m.loss_buffers, m.peak) == (acts, loss, tensors + CUDA_CONTEXT + int(0.05 * tensors))
+
+
+def test_breakdown_fsdp_shards_states_and_gathers_two_layers():
+    m = memory_breakdown(_small(), RunSpec("full", seq_len=4, batch=2, num_gpus=2, fsdp=True), "cuda")
+    # weights, gradients, states and temporaries halved; two gathered fp32 layers 2*320*4 as activations
+    assert (m.weights, m.gradients, m.optimizer, m.optimizer_step_temp, m.activations) == (
+        1552, 1552, 3104, 1552, 15904 + 2560)
+    tensors = 1552 + 3104 + 15904 + 2560 + 525568 + 256
+    assert m.peak == tensors + CUDA_CONTEXT + int(0.05 * tensors)
+    one = memory_breakdown(_small(), RunSpec("full", seq_len=4, batch=2, num_gpus=2), "cuda")
+    assert one.weights == 3104                                        # no FSDP: nothing sharded
+
+
+def test_breakdown_cpu_overhead_and_temporaries():
+    m = memory_breakdown(_small(), RunSpec("full", seq_len=4, batch=2), "cpu")
+    # CPU AdamW (no foreach): two temporaries of the biggest tensor, 2*320*4
+    assert m.optimizer_step_temp == 2560
+    tensors = m.peak - m.overhead
+    assert m.overhead == CPU_BASELINE + int(0.2 * (tensors - m.weights - m.quant_constants))
+    sgd = memory_breakdown(_small(), RunSpec("full", seq_len=4, batch=2, optimizer="sgd"), "cpu")
+    assert sgd.optimizer_step_temp == 0 and sgd.optimizer == 0
+
+
+def test_breakdown_lora_and_qlora():
+    lora = memory_breakdown(_small(), RunSpec("lora", seq_len=4, batch=2, lora=LORA_QV), "cuda")
+    # fp32 adapters: 272 params; gradients 272*4; AdamW 2*272*4; no lm_head gradient
+    assert (lora.weights, lora.adapters, lora.gradients, lora.optimizer, lora.optimizer_step_temp) == (
+        776 * 2, 272 * 4, 272 * 4, 272 * 8, 272 * 4)
+    # per layer: norms 72, q and v dropped copies + 1-byte masks 2*24, SDPA 56 + output 24, MLP 240,
+    # lora_A 2*4*2 = 456 a token, + bf16 copies of the layer's fp32 adapters 2*136; head 84 a token
+    assert lora.activations == 2 * (456 * 8 + 272) + 84 * 8
+    assert lora.peak - lora.overhead == (776 * 2 + 272 * 4 + 272 * 8 + lora.activations + lora.loss_buffers)
+    qlora = memory_breakdown(_small(), RunSpec("qlora", seq_len=4, batch=2, lora=LORA_QV), "cuda")
+    assert qlora.paged and not lora.paged
+    assert (qlora.adapters, qlora.gradients) == (272 * 2, 272 * 2)      # TRL's bf16 adapters
+    acc = memory_breakdown(_small(), RunSpec("lora", seq_len=4, batch=2, lora=LORA_QV, grad_accum=2), "cuda")
+    assert acc.peak - acc.overhead == lora.peak - lora.overhead + 272 * 4
+
+
+def test_breakdown_notes_the_approximate_formula():
+    g = _generic(total_params=776, param_shapes=PARAMS)
+    m = memory_breakdown(g, RunSpec("full", seq_len=4, batch=2), "cuda")
+    assert m.notes == ["activations of gpt2 use Korthikanti et al.'s GPT formula (approximate)"]
