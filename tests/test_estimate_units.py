@@ -506,3 +506,47 @@ def test_breakdown_notes_the_approximate_formula():
     g = _generic(total_params=776, param_shapes=PARAMS)
     m = memory_breakdown(g, RunSpec("full", seq_len=4, batch=2), "cuda")
     assert m.notes == ["activations of gpt2 use Korthikanti et al.'s GPT formula (approximate)"]
+
+
+def _tensors_at_peak(m, head_grads=0):
+    return (m.weights + m.quant_constants + m.adapters + m.optimizer
+            + max(m.activations + m.loss_buffers + head_grads, m.gradients + m.optimizer_step_temp))
+
+
+@pytest.mark.parametrize("device", ["cuda", "cpu"])
+def test_breakdown_qlora_counts_its_constants(device):
+    m = memory_breakdown(_small(), RunSpec("qlora", seq_len=4, batch=2, lora=LORA_QV), device)
+    assert m.quant_constants > 0 and m.gradients == 272 * 2       # bf16 adapters' gradients, also on CPU
+    assert m.peak - m.overhead == _tensors_at_peak(m)
+    if device == "cpu":   # the allocator slack is on what the step allocates, not on the loaded weights
+        assert m.overhead == CPU_BASELINE + int(0.2 * (m.peak - m.overhead - m.weights - m.quant_constants))
+
+
+def test_breakdown_full_in_bf16_keeps_bf16_gradients():
+    m = memory_breakdown(_small(), RunSpec("full", seq_len=4, batch=2, weights_dtype="bf16"), "cuda")
+    assert (m.weights, m.gradients, m.optimizer) == (776 * 2, 776 * 2, 776 * 4)
+
+
+def test_breakdown_peak_at_the_optimizer_step():
+    # a million fp32 parameters with tiny activations: gradients + the step's temporaries dominate
+    m = memory_breakdown(_llama(total_params=10 ** 6, param_shapes=PARAMS), RunSpec("full", seq_len=4, batch=2), "cuda")
+    assert m.peak - m.overhead == 4 * 10 ** 6 + 6208 + 4 * 10 ** 6 + 3104
+
+
+def test_activation_profile_per_layer_adapters_and_sequence_length():
+    from lmtune.estimate.memory import activation_profile
+
+    def prof(shape, spec):
+        return activation_profile(shape, spec, resolve(shape, spec, "cuda"))
+
+    # one adapted module (20 params) in a 3-layer model: the per-layer mean, whole parameters (6)
+    three = _llama(num_layers=3, linears=_llama_linears((0, 1, 2)))
+    one_q = RunSpec("lora", lora=LoraSpec(r=1, targets=("model.layers.0.self_attn.q_proj",)))
+    assert prof(three, one_q).static_layer == 2 * (20 // 3)
+    single = _llama(num_layers=1, linears=_llama_linears((0,)))
+    assert prof(single, RunSpec("lora", lora=LORA_QV)).static_layer == 2 * 136
+    # the run's sequence length reaches eager attention's score term
+    eager = _llama(attn_impl="eager")
+    spec = RunSpec("full", seq_len=SEQ)
+    assert prof(eager, spec).per_token_layer == llama_profile(eager, resolve(eager, spec, "cuda").numerics,
+                                                              FULL, SEQ).per_token_layer
