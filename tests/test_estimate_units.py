@@ -550,3 +550,100 @@ def test_activation_profile_per_layer_adapters_and_sequence_length():
     spec = RunSpec("full", seq_len=SEQ)
     assert prof(eager, spec).per_token_layer == llama_profile(eager, resolve(eager, spec, "cuda").numerics,
                                                               FULL, SEQ).per_token_layer
+
+
+# ---------------------------------------------------------------- core: request checks, fit, batch search
+
+import math as _math  # noqa: E402
+
+from lmtune.estimate import core  # noqa: E402
+from lmtune.estimate.core import EstimateRequest, fit_status, largest_batch  # noqa: E402
+from lmtune.estimate.hardware import Device  # noqa: E402
+from lmtune.estimate.memory import MemoryBreakdown  # noqa: E402
+
+
+def test_request_check_lists_every_problem():
+    req = EstimateRequest(method="prefix", seq_len=0, batch=0, grad_accum=0, lora_r=0, num_gpus=0,
+                          optimizer="lion", loss="mean", dataset_size=0, tokens_per_example=0, epochs=0.0,
+                          lora_dropout=0.95, gpu_mem=float("nan"), price_per_hour=-1.0, mfu=float("inf"))
+    with pytest.raises(UserError) as err:
+        req.check()
+    assert err.value.args[0] == "invalid estimate options"
+    assert err.value.problems == [
+        "--method: got 'prefix', allowed: full, lora, qlora",
+        "--seq-len: got 0, must be >= 1", "--batch: got 0, must be >= 1", "--grad-accum: got 0, must be >= 1",
+        "--lora-r: got 0, must be >= 1", "--num-gpus: got 0, must be >= 1",
+        "--optimizer: got 'lion', allowed: auto, adamw_torch, adamw_torch_fused, adamw_8bit, paged_adamw_8bit, "
+        "paged_adamw_32bit, sgd, adafactor",
+        "--loss: got 'mean', allowed: fused, plain",
+        "--dataset-size: got 0, must be >= 1", "--tokens-per-example: got 0, must be >= 1",
+        "--epochs: got 0.0, must be > 0", "--lora-dropout: got 0.95, must be <= 0.9",
+        "--gpu-mem: got nan, must be a finite number", "--price-per-hour: got -1.0, must be >= 0",
+        "--mfu: got inf, must be a finite number"]
+    with pytest.raises(UserError) as err:
+        EstimateRequest(lora_dropout=-0.1, mfu=1.01, gpu_mem=0.0).check()
+    assert err.value.problems == ["--lora-dropout: got -0.1, must be >= 0", "--gpu-mem: got 0.0, must be > 0",
+                                  "--mfu: got 1.01, must be <= 1"]
+
+
+def test_request_check_accepts_the_boundaries():
+    for ok in (EstimateRequest(), EstimateRequest(lora_dropout=0.0, price_per_hour=0.0, mfu=1.0, epochs=0.01,
+                                                  gpu_mem=0.5, dataset_size=1, tokens_per_example=1, seq_len=1),
+               EstimateRequest(method="full", optimizer="adafactor", loss="plain", lora_dropout=0.9),
+               EstimateRequest(method="qlora", optimizer="auto", mfu=None, price_per_hour=None)):
+        ok.check()
+
+
+def test_request_run_spec_carries_every_field():
+    req = EstimateRequest(method="qlora", seq_len=64, batch=3, grad_accum=5, grad_ckpt=True, lora_r=7,
+                          lora_targets="q_proj,v_proj", lora_dropout=0.1, use_dora=True, optimizer="sgd",
+                          precision="fp16", weights_dtype="bf16", double_quant=False, loss="plain", num_gpus=2,
+                          fsdp=True)
+    assert req.run_spec() == RunSpec("qlora", 64, 3, 5, True, LoraSpec(r=7, targets=("q_proj", "v_proj"),
+                                                                       dropout=0.1, use_dora=True),
+                                     "sgd", "fp16", "bf16", False, "plain", 2, True)
+
+
+def _mem(peak, optimizer=0, paged=False):
+    return MemoryBreakdown(0, 0, 0, 0, optimizer, 0, 0, 0, 0, peak, paged=paged)
+
+
+def _dev(memory, kind="cuda"):
+    return Device("t", "test", kind, memory, 100.0, 0.4, 1.0)
+
+
+def test_fit_status_boundaries():
+    assert fit_status(_mem(100), _dev(100)) == "yes"
+    assert fit_status(_mem(101), _dev(100)) == "no"
+    assert fit_status(_mem(101, optimizer=1, paged=True), _dev(100)) == "paged"   # states may leave the GPU
+    assert fit_status(_mem(102, optimizer=1, paged=True), _dev(100)) == "no"
+    assert fit_status(_mem(101, optimizer=50, paged=False), _dev(100)) == "no"
+
+
+def test_largest_batch_search():
+    spec = RunSpec("lora", seq_len=4, lora=LORA_QV)
+    shape = _small()
+    peak = lambda b: memory_breakdown(shape, spec, "cuda", b).peak  # noqa: E731
+    for b in (1, 2, 3, 5, 6, 7, 100):
+        assert largest_batch(shape, spec, _dev(peak(b))) == b
+        assert largest_batch(shape, spec, _dev(peak(b) - 1)) == b - 1
+    assert largest_batch(shape, spec, _dev(peak(core.MAX_BATCH + 1))) == core.MAX_BATCH
+    assert largest_batch(shape, spec, _dev(10 ** 15)) == core.MAX_BATCH
+    # memory is computed for the device's kind (CPU: a smaller fixed overhead, more batch fits)
+    assert largest_batch(shape, spec, _dev(peak(1), kind="cpu")) > largest_batch(shape, spec, _dev(peak(1))) == 1
+
+
+def test_train_tokens():
+    assert core._train_tokens(EstimateRequest(seq_len=100)) is None
+    assert core._train_tokens(EstimateRequest(seq_len=100, dataset_size=30, epochs=2.5)) == 7500
+    assert core._train_tokens(EstimateRequest(seq_len=100, dataset_size=30, tokens_per_example=7, epochs=1.5)) == 315
+
+
+def test_device_for():
+    assert core.device_for(EstimateRequest()) is None
+    custom = core.device_for(EstimateRequest(gpu_mem=2.0, gpu="mycard", price_per_hour=3.0, mfu=0.5))
+    assert (custom.name, custom.kind, custom.memory_bytes, custom.price_per_hour, custom.mfu) == (
+        "mycard", "cuda", 2 * GIB, 3.0, 0.5)
+    assert core.device_for(EstimateRequest(gpu="CPU")).kind == "cpu"
+    h100 = core.device_for(EstimateRequest(gpu="h100", mfu=0.25))
+    assert (h100.key, h100.mfu) == ("h100", 0.25)
