@@ -554,7 +554,7 @@ def test_activation_profile_per_layer_adapters_and_sequence_length():
 
 # ---------------------------------------------------------------- core: request checks, fit, batch search
 
-import math as _math  # noqa: E402
+import dataclasses  # noqa: E402
 
 from lmtune.estimate import core  # noqa: E402
 from lmtune.estimate.core import EstimateRequest, fit_status, largest_batch  # noqa: E402
@@ -584,6 +584,9 @@ def test_request_check_lists_every_problem():
         EstimateRequest(lora_dropout=-0.1, mfu=1.01, gpu_mem=0.0).check()
     assert err.value.problems == ["--lora-dropout: got -0.1, must be >= 0", "--gpu-mem: got 0.0, must be > 0",
                                   "--mfu: got 1.01, must be <= 1"]
+    with pytest.raises(UserError) as err:
+        EstimateRequest(mfu=0.0, epochs=-1.0).check()
+    assert err.value.problems == ["--epochs: got -1.0, must be > 0", "--mfu: got 0.0, must be > 0"]
 
 
 def test_request_check_accepts_the_boundaries():
@@ -628,6 +631,10 @@ def test_largest_batch_search():
         assert largest_batch(shape, spec, _dev(peak(b))) == b
         assert largest_batch(shape, spec, _dev(peak(b) - 1)) == b - 1
     assert largest_batch(shape, spec, _dev(peak(core.MAX_BATCH + 1))) == core.MAX_BATCH
+    assert largest_batch(shape, spec, _dev(peak(core.MAX_BATCH - 1))) == core.MAX_BATCH - 1
+    assert type(largest_batch(shape, spec, _dev(peak(7)))) is int          # a count of rows, also in JSON
+    # the search starts at one row, whatever micro-batch the run asks for
+    assert largest_batch(shape, dataclasses.replace(spec, batch=3), _dev(peak(2))) == 2
     assert largest_batch(shape, spec, _dev(10 ** 15)) == core.MAX_BATCH
     # memory is computed for the device's kind (CPU: a smaller fixed overhead, more batch fits)
     assert largest_batch(shape, spec, _dev(peak(1), kind="cpu")) > largest_batch(shape, spec, _dev(peak(1))) == 1
@@ -647,3 +654,51 @@ def test_device_for():
     assert core.device_for(EstimateRequest(gpu="CPU")).kind == "cpu"
     h100 = core.device_for(EstimateRequest(gpu="h100", mfu=0.25))
     assert (h100.key, h100.mfu) == ("h100", 0.25)
+
+
+def test_fit_on_one_device():
+    from lmtune.estimate.speed import speed
+
+    shape, spec = _small(), RunSpec("lora", seq_len=4, batch=2, grad_accum=3, lora=LORA_QV)
+    dev = Device("t", "test", "cuda", memory_breakdown(shape, spec, "cuda").peak - 1, 100.0, 0.4, 2.5)
+    req = EstimateRequest(seq_len=4, dataset_size=10, tokens_per_example=5, epochs=2.0)
+    fit = core.fit_on(shape, spec, dev, req, 272)
+    sp = speed(shape, dev, "lora", 4, False, 272, 1, 24, 100)
+    assert (fit.device, fit.memory_gib, fit.peak_gib, fit.fits, fit.max_batch, fit.fits_with_ckpt, fit.hours,
+            fit.cost) == ("test", round(dev.memory_bytes / GIB, 2), round((dev.memory_bytes + 1) / GIB, 2), "no",
+                          1, True, sp.hours, sp.cost)
+    assert fit.hours > 0 and fit.cost == pytest.approx(fit.hours * 2.5)
+    tight = dataclasses.replace(dev, memory_bytes=memory_breakdown(shape, RunSpec("lora", seq_len=4, lora=LORA_QV,
+                                                                                grad_ckpt=True), "cuda").peak - 1)
+    assert not core.fit_on(shape, spec, tight, req, 272).fits_with_ckpt
+    assert core.fit_on(shape, dataclasses.replace(spec, grad_ckpt=True), tight, req, 272).fits_with_ckpt
+
+
+def test_estimate_on_a_preset():
+    from lmtune.estimate import load_shape
+    from lmtune.estimate.hardware import find_gpu, gpu_catalog
+    from lmtune.estimate.speed import speed
+
+    req = EstimateRequest(model="qwen2.5-0.5b", method="lora", seq_len=256, batch=2, gpu="4090", dataset_size=100)
+    est = core.estimate(req)
+    shape, spec = load_shape("qwen2.5-0.5b"), req.run_spec()
+    r = resolve(shape, spec, "cuda")
+    assert est.request == dataclasses.asdict(req) and est.optimizer == "adamw_torch"
+    assert est.model == {"source": shape.source, "model_type": "qwen2", "total_params": shape.total_params,
+                         "trainable_params": r.trainable,
+                         "trainable_pct": round(100 * r.trainable / shape.total_params, 4),
+                         "layers": 24, "hidden": 896, "vocab": shape.vocab}
+    assert est.memory == memory_breakdown(shape, spec, "cuda") and est.device == find_gpu("4090").name
+    assert [f.device for f in est.fits] == [find_gpu("4090").name]
+    assert est.speed == speed(shape, find_gpu("4090"), "lora", 256, False, r.lora_params, 1, 512, 100 * 256 * 3)   # 3 epochs by default
+    assert est.fits[0] == core.fit_on(shape, spec, find_gpu("4090"), req, r.lora_params)
+    out = est.to_dict()
+    assert out["memory_gib"] == est.memory.as_gib() and out["model"] == est.model and out["fits"][0]["device"]
+    anyone = core.estimate(dataclasses.replace(req, gpu=None, price_per_hour=2.0))
+    assert anyone.device == "any CUDA GPU (bf16)" and anyone.speed is None
+    assert [f.device for f in anyone.fits] == [d.name for d in gpu_catalog()]
+    assert anyone.fits[0].cost == pytest.approx(anyone.fits[0].hours * 2.0)
+    cpu = core.estimate(dataclasses.replace(req, gpu="cpu", method="full"))
+    assert cpu.memory == memory_breakdown(shape, dataclasses.replace(spec, method="full"), "cpu")
+    with pytest.raises(UserError):
+        core.estimate(dataclasses.replace(req, seq_len=0))
