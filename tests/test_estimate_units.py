@@ -323,7 +323,8 @@ from lmtune.estimate.lora import count_lora, target_linears  # noqa: E402
     ("q_proj, v_proj,", ("q_proj", "v_proj")), (" q_proj ", ("q_proj",)),
     (r".*\.mlp\..*", r".*\.mlp\..*"), ("q_proj|v_proj", "q_proj|v_proj"), ("x^", "x^"), ("a$", "a$"),
     ("a+", "a+"), ("a?", "a?"), ("(a)", "(a)"), ("[ab]", "[ab]"), ("a\\d", "a\\d"),
-    ("Wqkv", ("Wqkv",)), ("mlp.X", ("mlp.X",)), (["q_proj", "o_proj"], ("q_proj", "o_proj")), (("k_proj",), ("k_proj",)),
+    ("Wqkv", ("Wqkv",)), ("mlp.X", ("mlp.X",)),          # X and W are no regex characters
+    (["q_proj", "o_proj"], ("q_proj", "o_proj")), (("k_proj",), ("k_proj",)),
 ])
 def test_lora_targets_from_cli_and_config(value, targets):
     spec = LoraSpec.from_targets(value, r=3, dropout=0.2)
@@ -332,7 +333,8 @@ def test_lora_targets_from_cli_and_config(value, targets):
 
 def test_lora_target_matching_by_name_suffix_and_regex():
     names = lambda spec: [lin.name for lin in target_linears(_llama(), spec)]  # noqa: E731
-    assert names(LoraSpec(targets=("o_proj",))) == ["model.layers.0.self_attn.o_proj", "model.layers.1.self_attn.o_proj"]
+    assert names(LoraSpec(targets=("o_proj",))) == ["model.layers.0.self_attn.o_proj",
+                                                    "model.layers.1.self_attn.o_proj"]
     assert names(LoraSpec(targets=("model.layers.1.mlp.down_proj",))) == ["model.layers.1.mlp.down_proj"]
     # a suffix must be a whole name part; a regex must match the whole name
     with pytest.raises(UserError) as err:
@@ -690,7 +692,8 @@ def test_estimate_on_a_preset():
                          "layers": 24, "hidden": 896, "vocab": shape.vocab}
     assert est.memory == memory_breakdown(shape, spec, "cuda") and est.device == find_gpu("4090").name
     assert [f.device for f in est.fits] == [find_gpu("4090").name]
-    assert est.speed == speed(shape, find_gpu("4090"), "lora", 256, False, r.lora_params, 1, 512, 100 * 256 * 3)   # 3 epochs by default
+    # 2 rows of 256 tokens a step; 100 examples of seq_len tokens, 3 epochs by default
+    assert est.speed == speed(shape, find_gpu("4090"), "lora", 256, False, r.lora_params, 1, 512, 100 * 256 * 3)
     assert est.fits[0] == core.fit_on(shape, spec, find_gpu("4090"), req, r.lora_params)
     out = est.to_dict()
     assert out["memory_gib"] == est.memory.as_gib() and out["model"] == est.model and out["fits"][0]["device"]
