@@ -670,9 +670,12 @@ def test_fit_on_one_device():
             fit.cost) == ("test", round(dev.memory_bytes / GIB, 2), round((dev.memory_bytes + 1) / GIB, 2), "no",
                           1, True, sp.hours, sp.cost)
     assert fit.hours > 0 and fit.cost == pytest.approx(fit.hours * 2.5)
-    tight = dataclasses.replace(dev, memory_bytes=memory_breakdown(shape, RunSpec("lora", seq_len=4, lora=LORA_QV,
-                                                                                grad_ckpt=True), "cuda").peak - 1)
+    ckpt_one_row = memory_breakdown(shape, dataclasses.replace(spec, grad_ckpt=True), "cuda", 1).peak
+    tight = dataclasses.replace(dev, memory_bytes=ckpt_one_row - 1)
     assert not core.fit_on(shape, spec, tight, req, 272).fits_with_ckpt
+    # checkpointing is judged at one row: a card that holds exactly that
+    exact = dataclasses.replace(tight, memory_bytes=tight.memory_bytes + 1)
+    assert core.fit_on(shape, spec, exact, req, 272).fits_with_ckpt
     assert core.fit_on(shape, dataclasses.replace(spec, grad_ckpt=True), tight, req, 272).fits_with_ckpt
 
 
@@ -697,10 +700,21 @@ def test_estimate_on_a_preset():
     assert est.fits[0] == core.fit_on(shape, spec, find_gpu("4090"), req, r.lora_params)
     out = est.to_dict()
     assert out["memory_gib"] == est.memory.as_gib() and out["model"] == est.model and out["fits"][0]["device"]
-    anyone = core.estimate(dataclasses.replace(req, gpu=None, price_per_hour=2.0))
+    # no --gpu: a bf16 CUDA run, checked against every card of the catalog with the overrides applied
+    anyone = core.estimate(dataclasses.replace(req, gpu=None, price_per_hour=2.0, mfu=0.5))
     assert anyone.device == "any CUDA GPU (bf16)" and anyone.speed is None
+    assert anyone.memory == memory_breakdown(shape, spec, "cuda")
     assert [f.device for f in anyone.fits] == [d.name for d in gpu_catalog()]
+    first = dataclasses.replace(gpu_catalog()[0], price_per_hour=2.0, mfu=0.5)
+    assert anyone.fits[0] == core.fit_on(shape, spec, first, req, r.lora_params)
     assert anyone.fits[0].cost == pytest.approx(anyone.fits[0].hours * 2.0)
+    # QLoRA on a named card: its optimizer (paged 8-bit on CUDA) and its slower speed
+    q = core.estimate(dataclasses.replace(req, method="qlora", lora_r=8))
+    qspec = dataclasses.replace(req, method="qlora", lora_r=8).run_spec()
+    assert (q.optimizer, q.model["trainable_params"], q.model["trainable_pct"]) == ("paged_adamw_8bit", 4_399_104,
+                                                                                     0.8904)
+    assert q.speed == speed(shape, find_gpu("4090"), "qlora", 256, False, 4_399_104, 1, 512, 100 * 256 * 3)
+    assert q.memory == memory_breakdown(shape, qspec, "cuda")
     cpu = core.estimate(dataclasses.replace(req, gpu="cpu", method="full"))
     assert cpu.memory == memory_breakdown(shape, dataclasses.replace(spec, method="full"), "cpu")
     with pytest.raises(UserError):
