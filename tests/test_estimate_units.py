@@ -673,6 +673,9 @@ def test_fit_on_one_device():
     ckpt_one_row = memory_breakdown(shape, dataclasses.replace(spec, grad_ckpt=True), "cuda", 1).peak
     tight = dataclasses.replace(dev, memory_bytes=ckpt_one_row - 1)
     assert not core.fit_on(shape, spec, tight, req, 272).fits_with_ckpt
+    # the run's method and recomputation reach the time estimate
+    qspec = dataclasses.replace(spec, method="qlora", grad_ckpt=True)
+    assert core.fit_on(shape, qspec, dev, req, 272).hours == speed(shape, dev, "qlora", 4, True, 272, 1, 24, 100).hours
     # checkpointing is judged at one row: a card that holds exactly that
     exact = dataclasses.replace(tight, memory_bytes=tight.memory_bytes + 1)
     assert core.fit_on(shape, spec, exact, req, 272).fits_with_ckpt
@@ -709,11 +712,12 @@ def test_estimate_on_a_preset():
     assert anyone.fits[0] == core.fit_on(shape, spec, first, req, r.lora_params)
     assert anyone.fits[0].cost == pytest.approx(anyone.fits[0].hours * 2.0)
     # QLoRA on a named card: its optimizer (paged 8-bit on CUDA) and its slower speed
-    q = core.estimate(dataclasses.replace(req, method="qlora", lora_r=8))
-    qspec = dataclasses.replace(req, method="qlora", lora_r=8).run_spec()
+    qreq = dataclasses.replace(req, method="qlora", lora_r=8, grad_accum=2, num_gpus=2, grad_ckpt=True)
+    q, qspec = core.estimate(qreq), qreq.run_spec()
     assert (q.optimizer, q.model["trainable_params"], q.model["trainable_pct"]) == ("paged_adamw_8bit", 4_399_104,
                                                                                      0.8904)
-    assert q.speed == speed(shape, find_gpu("4090"), "qlora", 256, False, 4_399_104, 1, 512, 100 * 256 * 3)
+    # with recomputation, on 2 GPUs, 256 tokens x 2 rows x 2 accumulation steps x 2 GPUs a step
+    assert q.speed == speed(shape, find_gpu("4090"), "qlora", 256, True, 4_399_104, 2, 2048, 100 * 256 * 3)
     assert q.memory == memory_breakdown(shape, qspec, "cuda")
     cpu = core.estimate(dataclasses.replace(req, gpu="cpu", method="full"))
     assert cpu.memory == memory_breakdown(shape, dataclasses.replace(spec, method="full"), "cpu")
