@@ -8,6 +8,7 @@
 #   MUTATION_JOBS=2 scripts/mutation.sh estimate/activations
 #   MUTATION_ONLY='*x_generic_profile__mutmut_*' scripts/mutation.sh estimate/activations  # one function
 #   MUTATION_ONLY='*x__assemble__mutmut_* *x__row__mutmut_*' scripts/mutation.sh evaluate/run  # several
+#   MUTATION_TESTS=tests/test_estimate_units.py scripts/mutation.sh estimate/activations  # fast tests only
 # After adding tests, recheck only the survivors: scripts/mutation_rerun.sh .mutation/<module>
 #
 # Each module runs in its own copy of the tree under $MUTATION_WORK/<module> (default .mutation/,
@@ -29,7 +30,7 @@ JOBS=${MUTATION_JOBS:-1}   # 1 by default: the suite's tests are CPU-bound
 declare -A MODULES=(
   [tasks/sql]="src/lmtune/tasks/sql.py | tests/test_tasks_sql.py tests/test_sql_sandbox_layers.py tests/test_sql_units.py"
   [evaluate/forgetting]="src/lmtune/evaluate/forgetting.py | tests/test_forgetting_units.py tests/test_eval.py::test_verdict_on_both_sides_of_each_threshold tests/test_eval.py::test_verdict_follows_configured_thresholds tests/test_critical_settings.py::test_forgetting_thresholds_from_the_config_decide_the_verdict"
-  [estimate/activations]="src/lmtune/estimate/activations.py | tests/test_estimate_activations.py"
+  [estimate/activations]="src/lmtune/estimate/activations.py | tests/test_estimate_units.py tests/test_estimate_activations.py"
   [methods/lora]="src/lmtune/methods/lora.py | tests/test_critical_settings.py::test_lora_rank_alpha_and_rslora_reach_the_peft_modules tests/test_critical_settings.py::test_lora_bias_dora_and_checkpointing_reach_peft tests/test_critical_settings.py::test_lora_targets_missing_from_the_model_are_a_config_error"
   [methods]="src/lmtune/methods/__init__.py src/lmtune/methods/full.py src/lmtune/methods/qlora.py src/lmtune/methods/qlora_check.py | tests/test_methods_units.py tests/test_qlora.py::test_qlora_keeps_embeddings_head_and_residual_stream_in_bf16 tests/test_qlora.py::test_qlora_fp16_base_still_upcasts_for_stability"
   [merge]="src/lmtune/merge.py | tests/test_merge_units.py tests/test_critical_settings.py::test_merge_reports_a_tiny_difference_and_writes_the_model tests/test_critical_settings.py::test_merge_refuses_a_real_mismatch_and_writes_nothing"
@@ -41,7 +42,10 @@ declare -A MODULES=(
   [data]="src/lmtune/data/*.py | tests/test_data_errors.py tests/test_data_packing.py tests/test_data_pipeline.py tests/test_data_templates.py"
   [evaluate]="src/lmtune/evaluate/perplexity.py src/lmtune/evaluate/metrics.py src/lmtune/evaluate/summary.py src/lmtune/evaluate/few_shot.py | tests/test_eval_units.py tests/test_eval_few_shot.py::test_chat_template_gets_one_conversation_with_the_shots_answered tests/test_eval_few_shot.py::test_single_turn_layout_repeats_whole_training_examples tests/test_eval_few_shot.py::test_zero_shots_leave_the_prompts_alone tests/test_eval.py::test_labels_follow_the_completion_mask"
   [evaluate/run]="src/lmtune/evaluate/run.py src/lmtune/evaluate/__init__.py | tests/test_eval_run_units.py tests/test_critical_settings.py::test_forgetting_thresholds_from_the_config_decide_the_verdict"
-  [estimate]="src/lmtune/estimate/*.py | tests/test_estimate_activations.py tests/test_estimate_memory.py tests/test_estimate_params.py"
+  [estimate/lora]="src/lmtune/estimate/lora.py | tests/test_estimate_units.py tests/test_estimate_params.py"
+  [estimate/memory]="src/lmtune/estimate/memory.py | tests/test_estimate_units.py tests/test_estimate_memory.py tests/test_estimate_activations.py"
+  [estimate/core]="src/lmtune/estimate/core.py | tests/test_estimate_units.py tests/test_estimate_memory.py"
+  [estimate]="src/lmtune/estimate/*.py | tests/test_estimate_units.py tests/test_estimate_activations.py tests/test_estimate_memory.py tests/test_estimate_params.py"
 )
 
 run_module() {
@@ -49,6 +53,8 @@ run_module() {
   # MUTATION_ONLY: mutant name patterns separated by spaces (mutmut's own globs, never the shell's)
   read -r -a only <<<"${MUTATION_ONLY:-}"
   local sources=${spec%%|*} tests=${spec#*|}
+  # MUTATION_TESTS: a narrower test selection (e.g. only the fast unit tests, then rerun the survivors)
+  tests=${MUTATION_TESTS:-$tests}
   local dir="$WORK/${key//\//_}"
   # a fresh copy of the tree; MUTATION_KEEP=1 keeps mutmut's earlier results (only what changed reruns)
   [ "${MUTATION_KEEP:-0}" = 1 ] || rm -rf "$dir"
