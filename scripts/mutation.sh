@@ -18,11 +18,7 @@
 # The score printed is killed / (all mutants that ran); timeouts are counted apart, never as kills.
 set -euo pipefail
 
-ROOT=$(cd "$(dirname "$0")/.." && pwd)
-PYTHON=${PYTHON:-$ROOT/.venv/bin/python}
-[ -x "$PYTHON" ] || PYTHON=python
-MUTMUT=${MUTMUT:-$(dirname "$PYTHON")/mutmut}
-[ -x "$MUTMUT" ] || MUTMUT=mutmut
+source "$(dirname "$0")/mutation_tools.sh"
 WORK=${MUTATION_WORK:-$ROOT/.mutation}
 JOBS=${MUTATION_JOBS:-1}   # 1 by default: the suite's tests are CPU-bound
 

@@ -6,11 +6,7 @@
 #
 #   scripts/mutation_rerun.sh .mutation/merge
 set -euo pipefail
-ROOT=$(cd "$(dirname "$0")/.." && pwd)
-PYTHON=${PYTHON:-$ROOT/.venv/bin/python}
-[ -x "$PYTHON" ] || PYTHON=python
-MUTMUT=${MUTMUT:-$(dirname "$PYTHON")/mutmut}
-[ -x "$MUTMUT" ] || MUTMUT=mutmut
+source "$(dirname "$0")/mutation_tools.sh"
 dir=$(cd "$1" && pwd)
 cd "$dir"
 mapfile -t names < <(grep -E ": (survived|no tests)$" results.txt | sed 's/: .*//; s/^ *//')
