@@ -12,7 +12,7 @@ import torch
 from lmtune.cli import main
 from lmtune.config import DEFAULT_LR, load_config
 from lmtune.rundir import RunDir
-from tiny_models import save_tiny_model
+from tiny_models import save_random_lora_adapter, save_tiny_model
 
 
 # ---------------------------------------------------------------- learning rate
@@ -130,20 +130,8 @@ def test_forgetting_thresholds_from_the_config_decide_the_verdict(warn, fail, ex
 @pytest.fixture
 def adapter(tmp_path):
     """A LoRA adapter with large random B (so it moves the logits a lot) on a tiny Llama."""
-    from peft import LoraConfig, get_peft_model
-    from transformers import AutoModelForCausalLM, AutoTokenizer
-
     base = save_tiny_model(tmp_path / "base", "llama")
-    model = get_peft_model(AutoModelForCausalLM.from_pretrained(str(base)),
-                           LoraConfig(r=4, lora_alpha=8, target_modules="all-linear", task_type="CAUSAL_LM"))
-    torch.manual_seed(1)
-    with torch.no_grad():
-        for name, p in model.named_parameters():
-            if "lora_B" in name:
-                p.normal_(0, 0.5)
-    model.save_pretrained(str(tmp_path / "adapter"))
-    AutoTokenizer.from_pretrained(str(base)).save_pretrained(str(tmp_path / "adapter"))
-    return tmp_path / "adapter"
+    return save_random_lora_adapter(base, tmp_path / "adapter", seed=1, std=0.5)
 
 
 def test_merge_reports_a_tiny_difference_and_writes_the_model(adapter, tmp_path, capsys):

@@ -19,7 +19,7 @@ from lmtune.config import load_config
 from lmtune.errors import UserError
 from lmtune.merge import MERGE_TOLERANCE, _bytes_of, _check_disk, _check_logits, _check_out, merge, model_card
 from lmtune.rundir import OUTPUT_MARKER
-from tiny_models import save_tiny_model
+from tiny_models import save_random_lora_adapter, save_tiny_model
 
 # Imported here, not only where used: a mutation run (scripts/mutation.sh) forks every mutant's
 # tests from one process that collected this module, so these heavy imports are paid once.
@@ -35,21 +35,9 @@ TEMPLATE = {"name": "alpaca", "note": "a template as train writes it"}
 @pytest.fixture(scope="module")
 def tiny(tmp_path_factory):
     """A base, an adapter on it (B random: the merge moves the logits), and a run directory."""
-    from peft import LoraConfig, get_peft_model
-    from transformers import AutoModelForCausalLM, AutoTokenizer
-
     root = tmp_path_factory.mktemp("merge")
     base = save_tiny_model(root / "base", "llama")
-    model = get_peft_model(AutoModelForCausalLM.from_pretrained(str(base)),
-                           LoraConfig(r=4, lora_alpha=8, target_modules="all-linear", task_type="CAUSAL_LM"))
-    torch.manual_seed(3)
-    with torch.no_grad():
-        for name, p in model.named_parameters():
-            if "lora_B" in name:
-                p.normal_(0, 0.2)
-    adapter = root / "adapter"
-    model.save_pretrained(str(adapter))
-    AutoTokenizer.from_pretrained(str(base)).save_pretrained(str(adapter))
+    adapter = save_random_lora_adapter(base, root / "adapter", seed=3, std=0.2)
     run = root / "run"
     (run / "checkpoints").mkdir(parents=True)
     shutil.copytree(adapter, run / "adapter")

@@ -86,3 +86,22 @@ def write_alpaca(path: Path, n: int = 40, seed: int = 0) -> Path:
                      "output": f"SELECT name FROM customers WHERE city = '{city}';"})
     path.write_text("".join(json.dumps(r) + "\n" for r in rows))
     return path
+
+
+def save_random_lora_adapter(base: Path, out: Path, seed: int, std: float) -> Path:
+    """A rank-4 LoRA adapter on every linear of `base` with lora_B drawn N(0, std) (peft starts B at
+    zero, a no-op; a random B makes merging move the logits), saved with the base's tokenizer."""
+    import torch
+    from peft import LoraConfig, get_peft_model
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    model = get_peft_model(AutoModelForCausalLM.from_pretrained(str(base)),
+                           LoraConfig(r=4, lora_alpha=8, target_modules="all-linear", task_type="CAUSAL_LM"))
+    torch.manual_seed(seed)
+    with torch.no_grad():
+        for name, p in model.named_parameters():
+            if "lora_B" in name:
+                p.normal_(0, std)
+    model.save_pretrained(str(out))
+    AutoTokenizer.from_pretrained(str(base)).save_pretrained(str(out))
+    return out
