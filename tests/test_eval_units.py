@@ -19,7 +19,7 @@ from lmtune.evaluate.metrics import PRIMARY, Scores, get_scorer, primary_metric,
 from lmtune.evaluate.perplexity import (IGNORE, LossResult, _collate, _ppl, dataset_loss, labels_from_masks,
                                         sequence_loss, text_loss)
 from lmtune.evaluate.summary import summarize
-from tiny_models import build_tokenizer, save_tiny_model
+from tiny_models import InputsSeen, build_tokenizer, meta_model, save_tiny_model
 
 # Imported here, not only where used: a mutation run forks every mutant's tests from one process
 # that collected this module, so these imports are paid once.
@@ -139,6 +139,16 @@ def test_progress_bars_are_named(tiny, capsys):
     dataset_loss(model, [{"input_ids": [1, 2, 3]}], tok.pad_token_id, 8, desc="validation loss (base)")
     err = capsys.readouterr().err
     assert "probe perplexity (tuned)" in err and "validation loss (base)" in err
+    assert err.count("?batch/s]") == 2  # counted in batches
+    assert "\n" not in err and err.endswith("\r")  # each bar is wiped when its loss is done
+
+
+def test_sequence_loss_sends_ids_mask_and_labels_to_the_models_device(tiny):
+    model, _ = tiny
+    with pytest.raises(InputsSeen) as seen:
+        sequence_loss(meta_model(model.config), [([1, 2, 3], [1, 2, 3])], 0)
+    meta = torch.device("meta")
+    assert seen.value.args[0] == {"input_ids": meta, "attention_mask": meta, "labels": meta}
 
 
 def test_text_loss_predicts_the_token_after_a_bos_too():

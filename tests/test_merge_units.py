@@ -17,9 +17,10 @@ import torch
 from lmtune import merge as merge_mod
 from lmtune.config import load_config
 from lmtune.errors import UserError
-from lmtune.merge import MERGE_TOLERANCE, _bytes_of, _check_disk, _check_logits, _check_out, merge, model_card
+from lmtune.merge import (MERGE_TOLERANCE, _bytes_of, _check_disk, _check_logits, _check_out, _logits as merge_logits,
+                          merge, model_card)
 from lmtune.rundir import OUTPUT_MARKER
-from tiny_models import save_random_lora_adapter, save_tiny_model
+from tiny_models import InputsSeen, meta_model, save_random_lora_adapter, save_tiny_model
 
 # Imported here, not only where used: a mutation run (scripts/mutation.sh) forks every mutant's
 # tests from one process that collected this module, so these heavy imports are paid once.
@@ -241,6 +242,14 @@ def test_merge_of_a_run_writes_the_whole_merged_model(tiny, tmp_path):
     from transformers import AutoModelForCausalLM
 
     assert {p.dtype for p in AutoModelForCausalLM.from_pretrained(str(out), dtype="auto").parameters()} == {torch.float32}
+
+
+def test_the_logit_check_sends_the_probe_to_the_models_device(tiny):
+    from transformers import AutoConfig
+
+    with pytest.raises(InputsSeen) as seen:
+        merge_logits(meta_model(AutoConfig.from_pretrained(str(tiny.base))), torch.tensor([[1, 2, 3]]))
+    assert seen.value.args[0] == {"input_ids": torch.device("meta")}
 
 
 @pytest.mark.parametrize("dtype, torch_dtype", [("bf16", torch.bfloat16), ("fp16", torch.float16)])

@@ -175,6 +175,39 @@ def test_under_a_process_group_the_ranks_vote_on_non_finite_weights(tmp_path, on
     assert not (ckpt / COMPLETE_MARKER).exists()
 
 
+class _VoteSeen(Exception):
+    pass
+
+
+def _stop_at_the_all_reduce():
+    """A dispatch mode that raises _VoteSeen(device) when torch.distributed's all-reduce op is called:
+    the device of the tensor the ranks vote with (a meta tensor could not be read back anyway)."""
+    from torch.utils._python_dispatch import TorchDispatchMode
+    from torch.utils._pytree import tree_leaves
+
+    class Stop(TorchDispatchMode):
+        def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+            if "allreduce" in str(func):
+                raise _VoteSeen(*[t.device for t in tree_leaves(args) if torch.is_tensor(t)])
+            return func(*args, **(kwargs or {}))
+
+    return Stop()
+
+
+def test_the_ranks_vote_on_the_models_device(tmp_path, one_rank_group):
+    """NCCL only reduces tensors on the GPU: the vote tensor is made on the model's device. A frozen
+    model on the meta device stands in for one on a GPU (frozen: on_save reads no weight values)."""
+    from lmtune.callbacks import _on_any_rank
+
+    model = torch.nn.Linear(2, 2, device="meta").requires_grad_(False)
+    save = MarkCheckpointComplete()
+    for vote in (lambda: _on_any_rank(True, model),
+                 lambda: save.on_save(SimpleNamespace(output_dir=str(tmp_path)), _state(4), TrainerControl(), model=model)):
+        with pytest.raises(_VoteSeen) as seen, _stop_at_the_all_reduce():
+            vote()
+        assert seen.value.args == (torch.device("meta"),)
+
+
 # ---------------------------------------------------------------- ConsoleProgress
 
 def test_progress_bar_starts_where_the_run_stands_and_shows_loss_lr_and_tokens_per_second(monkeypatch):

@@ -105,3 +105,26 @@ def save_random_lora_adapter(base: Path, out: Path, seed: int, std: float) -> Pa
     model.save_pretrained(str(out))
     AutoTokenizer.from_pretrained(str(base)).save_pretrained(str(out))
     return out
+
+
+class InputsSeen(Exception):
+    """Raised by the model `meta_model` builds, at its forward: args[0] maps each tensor argument
+    to the device it arrived on."""
+
+
+def meta_model(config):
+    """The model of `config` on the meta device (no memory, no values), stopping at its forward with
+    InputsSeen. It stands in for a model on an accelerator: on a CPU-only machine a forgotten
+    `.to(model.device)` leaves the inputs on the CPU, which a CPU model cannot tell apart."""
+    import torch
+    from transformers import AutoModelForCausalLM
+
+    with torch.device("meta"):
+        model = AutoModelForCausalLM.from_config(config)
+
+    def stop(module, args, kwargs):
+        seen = {f"arg{i}": a.device for i, a in enumerate(args) if torch.is_tensor(a)}
+        raise InputsSeen(seen | {k: v.device for k, v in kwargs.items() if torch.is_tensor(v)})
+
+    model.register_forward_pre_hook(stop, with_kwargs=True)
+    return model

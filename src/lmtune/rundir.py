@@ -256,7 +256,8 @@ class RunDir:
         partial = [p for p in self.checkpoints.glob("checkpoint-*") if p.is_dir() and not checkpoint_is_complete(p)]
         for p in partial:
             shutil.rmtree(p)
-        return sorted((p.name for p in partial), key=lambda n: _step(Path(n)) or 0)
+        # by step, then name: the same order whatever order the file system lists them in
+        return sorted((p.name for p in partial), key=lambda n: (_step(Path(n)) or 0, n))
 
 
 # What the checkpoints depend on: resuming with any of these changed would load weights of another
