@@ -43,6 +43,15 @@ def test_a_bad_record_never_hides_the_records_after_it(tmp_path):
         f"{path}:5: empty string (output)"]
 
 
+def test_a_whole_file_in_another_format_is_one_problem_with_its_record_count(tmp_path):
+    main = _jsonl(tmp_path / "a.jsonl", [{"instruction": f"I{i}", "output": "O"} for i in range(3)])
+    other = _jsonl(tmp_path / "b.jsonl", [{"text": "t1"}, {"text": "t2"}])
+    loaded = load_examples([main, other])
+    assert loaded.problems == [f"{other}: mixed formats: all 2 records of this file are text, most records are "
+                               f"alpaca (use one format per dataset)"]
+    assert [e.source for e in loaded.examples] == [f"{main}:1", f"{main}:2", f"{main}:3"]
+
+
 def test_every_tabular_file_is_checked_and_a_bad_one_hides_no_other_file(tmp_path):
     first = _jsonl(tmp_path / "a.jsonl", [{"instruction": "I", "output": "O"}])
     (tmp_path / "b.csv").write_text("instruction\nq\n")
