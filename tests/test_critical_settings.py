@@ -85,11 +85,15 @@ def test_lora_bias_dora_and_checkpointing_reach_peft(tmp_path):
     assert emb.requires_grad
 
 
-@pytest.mark.parametrize("arch, layers", [
-    ("llama", "down_proj, gate_proj, k_proj, lm_head, o_proj, q_proj, up_proj, v_proj"),
-    ("gpt2", "c_attn, c_fc, c_proj, lm_head"),   # transformers' Conv1D layers are listed too
+LLAMA_LINEAR = "down_proj, gate_proj, k_proj, lm_head, o_proj, q_proj, up_proj, v_proj"
+
+
+@pytest.mark.parametrize("arch, target, layers", [
+    ("llama", "nonexistent_proj", LLAMA_LINEAR),
+    ("gpt2", "nonexistent_proj", "c_attn, c_fc, c_proj, lm_head"),  # transformers' Conv1D layers are listed too
+    ("llama", "input_layernorm", LLAMA_LINEAR),  # a module peft cannot adapt: "Target module ... is not supported"
 ])
-def test_lora_targets_missing_from_the_model_are_a_config_error(tmp_path, arch, layers):
+def test_lora_targets_missing_from_the_model_are_a_config_error(tmp_path, arch, target, layers):
     from transformers import AutoModelForCausalLM
 
     from lmtune import methods
@@ -97,10 +101,10 @@ def test_lora_targets_missing_from_the_model_are_a_config_error(tmp_path, arch, 
 
     base = save_tiny_model(tmp_path / "base", arch)
     cfg = load_config(None, [f"model.name_or_path={base}", "data.task=sql", "method=lora",
-                             "lora.target_modules=[nonexistent_proj]"])
+                             f"lora.target_modules=[{target}]"])
     with pytest.raises(ConfigError) as err:
         methods.prepare(AutoModelForCausalLM.from_pretrained(str(base)), cfg)
-    assert err.value.render() == ("error: lora.target_modules: ['nonexistent_proj'] not found in this model\n"
+    assert err.value.render() == (f"error: lora.target_modules: ['{target}'] not found in this model\n"
                                   f"  linear layers in this model: {layers}\n  or use all-linear")
 
 
