@@ -212,3 +212,46 @@ def test_grid_points_are_queued_once_so_parallel_workers_never_repeat_one(setup)
     queued = [t.params or t.system_attrs["fixed_params"] for t in study.get_trials(deepcopy=False)]
     assert sorted(map(str, queued)) == sorted(str({"lora.r": r, "lora.use_rslora": u})
                                               for r in (2, 4) for u in (True, False))
+
+
+def _dead_pid() -> int:
+    p = subprocess.Popen([sys.executable, "-c", "pass"])
+    p.wait()
+    return p.pid
+
+
+@pytest.mark.parametrize("grid", [True, False])
+def test_a_trial_killed_before_its_params_were_drawn_is_retried_with_what_it_had(setup, tmp_path, grid):
+    """The windows the kill test cannot aim at: a worker dies after taking a trial (RUNNING, its
+    worker recorded) but before drawing all its parameters. A grid trial's point sits in the queue
+    entry it took (params still empty): the retry must carry that point, or GridSampler refuses the
+    retry and the point is queued again besides (measured before the fix: the point was queued twice
+    and the retry failed with "All parameters must be specified when using GridSampler with
+    enqueue_trial")."""
+    import socket
+
+    from lmtune.sweep.space import parse_params
+    from lmtune.sweep.study import SweepSpec, counted, enqueue_grid, load_study, recover_interrupted
+
+    _, cfg = setup
+    spec_params = ["lora.r=2,4"] + (["lora.use_rslora=true,false"] if grid else ["train.learning_rate=1e-3:5e-3"])
+    params = parse_params(spec_params, str(cfg), [])
+    spec = SweepSpec(str(cfg), [], params, "eval_loss", 4, tmp_path, f"sqlite:///{tmp_path / 'study.db'}", "s")
+    study = load_study(spec, spec.storage, 0)
+    assert enqueue_grid(study, params) == (4 if grid else 0)
+    dead = study.ask()                         # the killed worker's trial: one parameter drawn, or none
+    dead.set_user_attr("worker", f"{socket.gethostname()}:{_dead_pid()}")
+    drawn = {} if grid else {"lora.r": params[0].suggest(dead)}
+    point = study.get_trials(deepcopy=False)[dead.number].system_attrs.get("fixed_params", drawn)
+    live = study.ask()                         # a worker that is still running (this process)
+    live.set_user_attr("worker", f"{socket.gethostname()}:{os.getpid()}")
+    assert recover_interrupted(study) == [dead.number]
+    assert enqueue_grid(study, params) == 0    # the grid point is queued once: as the retry
+    trials = study.get_trials(deepcopy=False)
+    assert trials[live.number].state.name == "RUNNING" and counted(study) == 1
+    retry = study.ask()
+    while "retry_of" not in retry.user_attrs:   # grid points queued before the kill come first
+        retry = study.ask()
+    assert retry.user_attrs["retry_of"] == dead.number
+    values = {p.key: p.suggest(retry) for p in params}
+    assert point and point.items() <= values.items()

@@ -143,7 +143,10 @@ def recover_interrupted(study) -> list[int]:
         live.set_user_attr("fail_reason", f"interrupted: worker {t.user_attrs['worker']} stopped mid-trial; "
                                           "its parameters were queued again")
         study.tell(t.number, state=TrialState.FAIL)
-        study.enqueue_trial(t.params, user_attrs={"retry_of": t.number})
+        # a worker killed before drawing every parameter has only some in t.params; a queued (grid)
+        # trial's point is in fixed_params until drawn: queue the point, or GridSampler refuses the retry
+        params = {**t.system_attrs.get("fixed_params", {}), **t.params}
+        study.enqueue_trial(params, user_attrs={"retry_of": t.number})
         recovered.append(t.number)
     return recovered
 
