@@ -61,13 +61,32 @@ def open_storage(url: str):
     # SQLite serialises writers: wait for the lock instead of failing when two workers tell at once
     kwargs = {"connect_args": {"timeout": 60}} if url.startswith("sqlite") else {}
     try:
-        return optuna.storages.RDBStorage(url, engine_kwargs=kwargs)
+        return _rdb_storage(url, kwargs)
     except Exception as exc:  # sqlalchemy/driver errors have no common base worth naming
         reason = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
         raise UserError(f"--storage {url}: cannot open the study storage ({type(exc).__name__}: {reason})",
                         ["give an SQLAlchemy URL Optuna can use: sqlite:///PATH/study.db (one machine), "
                          "postgresql://USER:PASS@HOST/DB (several machines; needs `pip install psycopg2-binary`)",
                          "or leave --storage out: the study goes to DIR/study.db"]) from None
+
+
+def _rdb_storage(url: str, engine_kwargs: dict, attempts: int = 3):
+    """Two processes opening a new storage at once (the same command started on two machines)
+    both create Optuna's tables, and one fails ("table trial_params already exists", "UNIQUE
+    constraint failed: alembic_version"; 3 of 20 simultaneous openers): the tables are there when
+    it tries again."""
+    import time
+
+    import optuna
+    import sqlalchemy.exc
+
+    for attempt in range(attempts):
+        try:
+            return optuna.storages.RDBStorage(url, engine_kwargs=engine_kwargs)
+        except sqlalchemy.exc.DBAPIError:
+            if attempt == attempts - 1:
+                raise
+            time.sleep(0.5)
 
 
 def load_study(spec: SweepSpec, storage, sampler_seed: int):
@@ -128,7 +147,9 @@ def _alive(pid: int) -> bool:
 def recover_interrupted(study) -> list[int]:
     """Trials left RUNNING by a worker on this machine that no longer exists (killed sweep):
     mark them failed ("interrupted", not counted) and queue their parameters again, so a resumed
-    sweep re-runs exactly what was cut off and nothing that finished."""
+    sweep re-runs exactly what was cut off and nothing that finished. A worker killed between
+    Optuna's ask and recording itself in the trial (one storage write) leaves a RUNNING trial that
+    names no worker: it cannot be told from a live worker's, and is left as it is."""
     import optuna
     from optuna.trial import TrialState
 
