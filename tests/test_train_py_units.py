@@ -287,3 +287,106 @@ def test_peak_memory_is_this_process_peak_rss_in_mb():
     got = lt._peak_memory_mb()
     after = round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1)
     assert before <= got <= after and got > 10
+
+
+# ---------------------------------------------------------------- data, auto values, run files
+
+def _tokenizer(tiny):
+    from transformers import AutoTokenizer
+
+    return AutoTokenizer.from_pretrained(str(tiny.model))
+
+
+def _model(tiny):
+    from transformers import AutoModelForCausalLM
+
+    return AutoModelForCausalLM.from_pretrained(str(tiny.model))
+
+
+def test_data_is_prepared_before_the_run_directory_exists_and_resume_creates_none(tiny, tmp_path):
+    cfg = _cfg(tiny, tmp_path / "run")
+    data = lt._prepare_data(cfg, RunDir(cfg.output.dir), _tokenizer(tiny), resume=True)
+    assert (len(data.train), len(data.validation)) == (8, 2) and not (tmp_path / "run").exists()
+    lt._prepare_data(cfg, RunDir(cfg.output.dir), _tokenizer(tiny), resume=False)
+    assert (tmp_path / "run" / "lmtune_output.json").is_file()
+    bad = _cfg(SimpleNamespace(model=tiny.model, data=tmp_path / "bad.jsonl"), tmp_path / "run2")
+    (tmp_path / "bad.jsonl").write_text("not json\n")
+    with pytest.raises(UserError):
+        lt._prepare_data(bad, RunDir(bad.output.dir), _tokenizer(tiny), resume=False)
+    assert not (tmp_path / "run2").exists()                # bad data leaves no run directory
+
+
+def _resolved_lines(cfg, model, train, processes):
+    import copy
+
+    from lmtune.hparams import resolve_for_run
+
+    lines = []
+    resolve_for_run(copy.deepcopy(cfg), model, train, "cpu", processes, say=lines.append)
+    return "".join(line + "\n" for line in lines)
+
+
+def test_auto_values_warnings_and_the_held_out_split_on_rank_zero(tiny, tmp_path, capsys, monkeypatch):
+    import dataclasses
+
+    from lmtune.data.holdout import HELDOUT_FILE
+
+    def cfg():
+        return _cfg(tiny, tmp_path / "run", "train.learning_rate=auto", "train.epochs=auto", "train.max_steps=-1",
+                    "train.batch_size=null")
+
+    model, run = _model(tiny), RunDir(tmp_path / "run")
+    data = lt._prepare_data(cfg(), run, _tokenizer(tiny), resume=False)
+    data = dataclasses.replace(data, stats={**data.stats, "warnings": ["first thing"]})
+    one, two = _resolved_lines(cfg(), model, data.train, 1), _resolved_lines(cfg(), model, data.train, 2)
+    assert "8 packed rows / 1 per step" in one and "8 packed rows / 2 per step" in two
+    capsys.readouterr()
+    main = cfg()
+    lt._own_data_defaults(main, run, model, data, "cpu")
+    assert (main.train.learning_rate, main.train.epochs) == (0.0033, 10.0)   # resolved in place
+    assert capsys.readouterr().out == one
+    assert len(data.test_examples) == 2
+    held = (run / HELDOUT_FILE).read_text().splitlines()
+    assert len(held) == 2 and all(json.loads(line) for line in held)
+    (run / HELDOUT_FILE).unlink()
+    _launched(monkeypatch, 0)                          # rank 0 of 2: the step counts two processes
+    lt._own_data_defaults(cfg(), run, model, data, "cpu")
+    assert capsys.readouterr().out == two and (run / HELDOUT_FILE).is_file()
+    (run / HELDOUT_FILE).unlink()
+    _launched(monkeypatch, 1)                          # rank 1: resolves the same, silently
+    other = cfg()
+    lt._own_data_defaults(other, run, model, data, "cpu")
+    assert (other.train.learning_rate, other.train.epochs) == (0.0033, 10.0)
+    out = capsys.readouterr()
+    assert (out.out, out.err) == ("", "") and not (run / HELDOUT_FILE).exists()
+
+
+def test_warnings_print_on_rank_zero(tiny, tmp_path, capsys):
+    cfg = _cfg(tiny, tmp_path / "run")
+    data = SimpleNamespace(stats={"warnings": ["first thing", "second thing"]}, train=None, test_examples=[])
+    lt._own_data_defaults(cfg, RunDir(tmp_path / "run"), None, data, "cpu")
+    assert capsys.readouterr().err == "warning: first thing\nwarning: second thing\n"
+    assert not (tmp_path / "run").exists()               # no test examples: no held-out file
+
+
+def test_run_inputs_are_rank_zeros_and_data_summary_too(tiny, tmp_path, capsys, monkeypatch):
+    cfg = _cfg(tiny, tmp_path / "run")
+    run = RunDir(tmp_path / "run")
+    data = lt._prepare_data(cfg, run, _tokenizer(tiny), resume=False)
+    capsys.readouterr()
+    _launched(monkeypatch, 1)
+    lt._write_run_inputs(cfg, run, None, data.template, data)
+    lt._say_data(data.stats)
+    assert not (run / "config.yaml").exists() and capsys.readouterr().err == ""
+    monkeypatch.setenv("RANK", "0")
+    monkeypatch.setenv("LOCAL_RANK", "0")
+    from lmtune.data.prepare import summary_line
+
+    lt._say_data(data.stats)
+    assert capsys.readouterr().err == summary_line(data.stats) + "\n"
+    lt._write_run_inputs(cfg, run, None, data.template, data)
+    assert (run / "config.yaml").read_text() == cfg.to_yaml()
+    assert json.loads((run / "data_stats.json").read_text()) == data.stats
+    assert json.loads((run / "template.json").read_text()) == data.template.to_dict()
+    env = json.loads((run / "env.json").read_text())
+    assert env["seed"] == 42 and env["hardware"]["python"] == sys.version.split()[0]
