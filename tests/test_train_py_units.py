@@ -35,7 +35,7 @@ def tiny(tmp_path_factory):
 
 def _cfg(tiny, out, *extra):
     return load_config(None, [f"model.name_or_path={tiny.model}", f"data.train={tiny.data}", f"output.dir={out}",
-                              "data.val_split=0.25", "data.max_length=64", "train.max_steps=2",
+                              "data.val_split=0.25", "data.max_length=64", "train.max_steps=2", "train.epochs=1",
                               "train.batch_size=2", "train.grad_accum=1", "train.learning_rate=5e-3",
                               "train.logging_steps=1", "train.save_steps=1", "train.load_best=false",
                               "train.warmup_ratio=0", "output.report=false", "eval.after_train=false", *extra])
@@ -390,3 +390,218 @@ def test_run_inputs_are_rank_zeros_and_data_summary_too(tiny, tmp_path, capsys, 
     assert json.loads((run / "template.json").read_text()) == data.template.to_dict()
     env = json.loads((run / "env.json").read_text())
     assert env["seed"] == 42 and env["hardware"]["python"] == sys.version.split()[0]
+
+
+# ---------------------------------------------------------------- what reaches the trainer
+
+def _setup(tiny, cfg, precision="fp32"):
+    """train.py's _Setup from the real parts (tokenizer, prepared data, a LoRA model)."""
+    from lmtune import methods
+    from lmtune.data import prepare_datasets
+    from lmtune.models import Device
+
+    tok = _tokenizer(tiny)
+    data = prepare_datasets(cfg.data, tok)
+    model = methods.prepare(_model(tiny), cfg)
+    return lt._Setup(model, tok, data.template, data, Device("cpu", False, "cpu"), precision,
+                     *methods.count_parameters(model))
+
+
+def test_the_trainer_gets_lmtunes_callbacks_head_and_datasets(tiny, tmp_path):
+    from transformers import EarlyStoppingCallback, TrainerCallback
+    from transformers.trainer_callback import PrinterCallback, ProgressCallback
+
+    from lmtune.callbacks import ConsoleProgress, MetricsJsonl
+
+    cfg = _cfg(tiny, tmp_path / "run", "train.early_stopping_patience=3", "train.load_best=true",
+               "train.eval_steps=1")
+    s, extra = _setup(tiny, cfg), TrainerCallback()
+    trainer = lt._build_trainer(cfg, RunDir(cfg.output.dir), s, [extra])
+    cbs = trainer.callback_handler.callbacks
+    assert [cb.path for cb in cbs if isinstance(cb, MetricsJsonl)] == [tmp_path / "run" / "metrics.jsonl"]
+    assert sum(isinstance(cb, NonFiniteGuard) for cb in cbs) == 1
+    marks = [cb for cb in cbs if isinstance(cb, MarkCheckpointComplete)]
+    assert len(marks) == 1 and callable(marks[0].card)       # checkpoints get their card
+    assert [cb.early_stopping_patience for cb in cbs if isinstance(cb, EarlyStoppingCallback)] == [3]
+    assert extra in cbs
+    assert not any(isinstance(cb, PrinterCallback) for cb in cbs)
+    assert [type(cb) for cb in cbs if isinstance(cb, ProgressCallback)] == [ConsoleProgress]
+    assert trainer.lm_head == "label_logits"                  # auto on CPU
+    assert trainer.model is s.model and trainer.processing_class is s.tokenizer
+    assert trainer.train_dataset is not None and trainer.eval_dataset is not None
+    assert (len(trainer.train_dataset), len(trainer.eval_dataset)) == (8, 2)
+    assert trainer.args.eval_strategy.value == "steps" and trainer.args.load_best_model_at_end
+
+
+def test_no_validation_means_no_evaluation_and_no_early_stopping(tiny, tmp_path):
+    import dataclasses
+
+    from transformers import EarlyStoppingCallback
+
+    cfg = _cfg(tiny, tmp_path / "run", "train.early_stopping_patience=3", "train.lm_head=fused")
+    s = _setup(tiny, cfg)
+    s.data = dataclasses.replace(s.data, validation=s.data.validation.select([]))   # empty, not None
+    trainer = lt._build_trainer(cfg, RunDir(cfg.output.dir), s)
+    assert trainer.eval_dataset is None and trainer.args.eval_strategy.value == "no"
+    assert not any(isinstance(cb, EarlyStoppingCallback) for cb in trainer.callback_handler.callbacks)
+    assert trainer.lm_head == "fused"
+
+
+@pytest.mark.parametrize("method, precision, expected", [
+    ("qlora", "fp32", torch.float32), ("lora", "fp32", torch.bfloat16), ("qlora", "bf16", torch.bfloat16)])
+def test_qlora_adapters_return_to_fp32_only_with_fp32_compute(tiny, tmp_path, method, precision, expected):
+    import dataclasses
+
+    cfg = _cfg(tiny, tmp_path / "run")
+    s = _setup(tiny, cfg, precision)
+    for p in s.model.parameters():
+        if p.requires_grad:
+            p.data = p.data.to(torch.bfloat16)               # as TRL leaves QLoRA adapters
+    trainer = lt._build_trainer(dataclasses.replace(cfg, method=method), RunDir(cfg.output.dir), s)
+    assert {p.dtype for p in trainer.model.parameters() if p.requires_grad} == {expected}
+
+
+# ---------------------------------------------------------------- fit: resume point, non-finite stop
+
+class _FitTrainer:
+    def __init__(self, *callbacks):
+        self.callback_handler = SimpleNamespace(callbacks=list(callbacks))
+        self.resumed_from = "not called"
+
+    def train(self, resume_from_checkpoint=None):
+        self.resumed_from = resume_from_checkpoint
+
+
+def _complete_checkpoint(run: Path, step: int) -> None:
+    ckpt = run / "checkpoints" / f"checkpoint-{step}"
+    ckpt.mkdir(parents=True)
+    (ckpt / "adapter_model.safetensors").write_bytes(b"w")
+    MarkCheckpointComplete().on_save(SimpleNamespace(output_dir=str(run / "checkpoints")),
+                                     SimpleNamespace(global_step=step, is_world_process_zero=True), None, model=None)
+
+
+def test_fit_resumes_from_the_last_complete_checkpoint_within_max_steps(tmp_path, capsys):
+    run = tmp_path / "run"
+    for step in (1, 2, 3):
+        _complete_checkpoint(run, step)
+    t = _FitTrainer(NonFiniteGuard())
+    lt._fit(t, RunDir(run), resume=False, max_steps=2)
+    assert t.resumed_from is None and capsys.readouterr().out == ""
+    lt._fit(t, RunDir(run), resume=True, max_steps=2)
+    assert t.resumed_from == str(run / "checkpoints" / "checkpoint-2")
+    lt._fit(t, RunDir(tmp_path / "empty"), resume=True, max_steps=2)
+    assert t.resumed_from is None
+    assert capsys.readouterr().out.endswith("starting from step 0\n")
+
+
+def test_fit_turns_a_non_finite_stop_into_an_error_naming_the_last_good_checkpoint(tmp_path):
+    run = tmp_path / "run"
+    guard, mark = NonFiniteGuard(), MarkCheckpointComplete()
+    mark.bad = {"step": 4, "key": "weight w", "value": float("inf")}
+    guard.bad = {"step": 3, "key": "loss", "value": float("nan")}
+    lookalike = SimpleNamespace(bad={"step": 1, "key": "x", "value": 0.0})   # not one of lmtune's guards
+    with pytest.raises(UserError) as err:
+        lt._fit(_FitTrainer(lookalike, guard, mark), RunDir(run), resume=False, max_steps=5)
+    assert err.value.args[0] == "training stopped at step 3: loss became nan"
+    assert err.value.problems == [
+        "likely causes: learning rate too high (lower train.learning_rate), fp16 overflow (use precision bf16 "
+        "or fp32), or bad data",
+        "no checkpoint was saved before the failure",
+        "start again with a lower train.learning_rate (a new output.dir, or output.overwrite=true): --resume "
+        "would restore the same learning-rate schedule"]
+    _complete_checkpoint(run, 2)
+    with pytest.raises(UserError) as err:
+        lt._fit(_FitTrainer(NonFiniteGuard(), mark), RunDir(run), resume=False, max_steps=5)
+    assert err.value.args[0] == "training stopped at step 4: weight w became inf"
+    assert err.value.problems[1] == (f"last good checkpoint: {run / 'checkpoints' / 'checkpoint-2'} (its weights "
+                                     "are finite; the final adapter/model was not written)")
+    lt._fit(_FitTrainer(NonFiniteGuard(), MarkCheckpointComplete(), lookalike), RunDir(run), False, 5)  # no stop
+
+
+# ---------------------------------------------------------------- save: other ranks, sharded weights
+
+class _Weights:
+    def __init__(self):
+        self.saved = []
+
+    def save_pretrained(self, path, **kwargs):
+        self.saved.append((path, kwargs))
+        Path(path).mkdir(parents=True, exist_ok=True)
+        (Path(path) / "weights.safetensors").write_bytes(b"w")
+
+
+class _SaveTrainer:
+    """What _save/_finish read from a Trainer, for branches one CPU process never takes."""
+
+    def __init__(self, zero=True, fsdp=False, deepspeed=False, eval_dataset=None, eval_loss=None, log=(), epoch=0.123456):
+        self.zero, self.is_fsdp_enabled, self.is_deepspeed_enabled = zero, fsdp, deepspeed
+        self.eval_dataset, self.eval_loss, self.model, self.saved = eval_dataset, eval_loss, _Weights(), []
+        self.state = SimpleNamespace(global_step=7, epoch=epoch, log_history=list(log))
+
+    def is_world_process_zero(self):
+        return self.zero
+
+    def save_model(self, path):
+        self.saved.append(path)
+        self.model.save_pretrained(path)
+
+    def evaluate(self):
+        return {"eval_loss": self.eval_loss}
+
+
+def test_save_weights_per_engine_and_rank(tmp_path):
+    for fsdp, ds in ((True, False), (False, True)):
+        t = _SaveTrainer(zero=False, fsdp=fsdp, deepspeed=ds)      # every rank joins the gather
+        lt._save_weights(t, tmp_path / "x")
+        assert t.saved == [str(tmp_path / "x")]
+    t = _SaveTrainer(zero=True)
+    lt._save_weights(t, tmp_path / "y")
+    assert t.saved == [] and t.model.saved == [(str(tmp_path / "y"), {"safe_serialization": True})]
+    t = _SaveTrainer(zero=False)
+    lt._save_weights(t, tmp_path / "z")
+    assert t.saved == [] and t.model.saved == []
+
+
+def _small_setup(tiny):
+    from lmtune.data.templates import template_from_dict
+
+    tok = _tokenizer(tiny)
+    template = template_from_dict({"name": "alpaca"}, tok)
+    return lt._Setup(None, tok, template, SimpleNamespace(validation=None), None, "fp32", 1234, 5678)
+
+
+def test_save_on_another_rank_writes_nothing_and_reports_the_metrics(tiny, tmp_path):
+    cfg = _cfg(tiny, tmp_path / "run")
+    t = _SaveTrainer(zero=False, eval_dataset=["x"], log=[{"loss": 1.0}, {"eval_loss": 2.0}, {"loss": 0.5}])
+    metrics, val = lt._save(cfg, RunDir(tmp_path / "run"), _small_setup(tiny), t, 1.23456)
+    assert val is None and not (tmp_path / "run").exists()
+    peak = metrics.pop("peak_memory_mb")
+    assert isinstance(peak, float) and peak > 0
+    assert metrics == {"method": "lora", "trainable_params": 1234, "total_params": 5678, "train_seconds": 1.23,
+                       "global_step": 7, "epochs": 0.1235, "stop_at": {"max_steps": 2}, "final_train_loss": 0.5}
+    metrics, _ = lt._save(cfg, RunDir(tmp_path / "run"), _small_setup(tiny), _SaveTrainer(zero=False, epoch=None), 2.0)
+    assert metrics["epochs"] == 0.0 and "final_train_loss" not in metrics and "eval_loss" not in metrics
+
+
+@pytest.mark.parametrize("method, name", [("full", "model"), ("lora", "adapter")])
+def test_save_with_sharded_weights_gathers_on_every_rank_and_evaluates_in_the_trainer(tiny, tmp_path, monkeypatch,
+                                                                                       method, name):
+    run = tmp_path / "run"
+    cfg = _cfg(tiny, run, f"method={method}", "distributed.backend=fsdp")
+    s = _small_setup(tiny)
+    _launched(monkeypatch, 1)
+    t = _SaveTrainer(zero=False, fsdp=True, eval_dataset=["x"], eval_loss=60.0)
+    metrics, val = lt._save(cfg, RunDir(run), s, t, 1.0)
+    assert t.saved == [str(run / f".{name}.staging")] and val is None
+    assert (metrics["eval_loss"], metrics["eval_perplexity"]) == (60.0, math.exp(50.0))
+    assert not (run / name).exists() and not (run / "train_summary.json").exists()   # rank 0 moves it
+    _launched(monkeypatch, 0)
+    run.mkdir(exist_ok=True)
+    t = _SaveTrainer(zero=True, fsdp=True, eval_dataset=["x"], eval_loss=1.5)
+    metrics, val = lt._save(cfg, RunDir(run), s, t, 1.0)
+    assert t.saved == [str(run / f".{name}.staging")] and not (run / f".{name}.staging").exists()
+    assert (metrics["eval_loss"], metrics["eval_perplexity"]) == (1.5, math.exp(1.5))
+    files = {p.name for p in (run / name).iterdir()}
+    assert {"weights.safetensors", "tokenizer.json", "lmtune_template.json", "README.md"} <= files
+    assert json.loads((run / name / "lmtune_template.json").read_text()) == s.template.to_dict()
+    assert json.loads((run / "train_summary.json").read_text()) == metrics
