@@ -605,3 +605,101 @@ def test_save_with_sharded_weights_gathers_on_every_rank_and_evaluates_in_the_tr
     assert {"weights.safetensors", "tokenizer.json", "lmtune_template.json", "README.md"} <= files
     assert json.loads((run / name / "lmtune_template.json").read_text()) == s.template.to_dict()
     assert json.loads((run / "train_summary.json").read_text()) == metrics
+
+
+# ---------------------------------------------------------------- finish: notes, summary, artifacts
+
+_METRICS = {"global_step": 7, "train_seconds": 12.6, "peak_memory_mb": 345.6}
+
+
+def test_summary_and_artifact_lines(tiny, tmp_path, capsys):
+    run = RunDir(tmp_path / "run")
+    for method, name in (("lora", "adapter"), ("full", "model")):
+        cfg = _cfg(tiny, run.root, f"method={method}")
+        lt._finish(cfg, run, _small_setup(tiny), _SaveTrainer(), _METRICS, quiet=False)
+        assert capsys.readouterr().out == (
+            f"\ntrainable params: 1,234 (21.73% of the base model's 5,678, tied embeddings counted once), "
+            f"{method}, 7 steps in 13 s, peak memory 346 MB\n"
+            f"artifacts: {run.root}/{name}/ (weights), metrics.jsonl, tensorboard/\n")
+    lt._finish(_cfg(tiny, run.root), run, _small_setup(tiny), _SaveTrainer(), _METRICS, quiet=True)
+    assert capsys.readouterr().out == "" and not run.root.exists()
+
+
+def test_sharded_weights_leave_the_evaluation_to_lmtune_eval(tiny, tmp_path, capsys, monkeypatch):
+    from lmtune.distributed import DATA_CACHE
+
+    run = RunDir(tmp_path / "run")
+    (run.root / DATA_CACHE).mkdir(parents=True)
+    cfg = _cfg(tiny, run.root, "distributed.backend=fsdp", "eval.after_train=true")
+    _launched(monkeypatch, 1)
+    lt._finish_on_main(cfg, run, _small_setup(tiny), _SaveTrainer(), _METRICS, quiet=False)
+    assert capsys.readouterr().out == "" and (run.root / DATA_CACHE).is_dir()    # rank 1: nothing
+    _launched(monkeypatch, 0)
+    lt._finish_on_main(cfg, run, _small_setup(tiny), _SaveTrainer(), _METRICS, quiet=False)
+    out = capsys.readouterr().out
+    assert out.startswith(f"note: fsdp shards the weights: run `lmtune eval {run.root}` for eval.json\n\ntrainable")
+    assert out.endswith(f"artifacts: {run.root}/adapter/ (weights), metrics.jsonl, tensorboard/\n")  # no eval.json
+    assert not (run.root / DATA_CACHE).exists()           # rank 0 drops the data cache
+    assert cfg.eval.after_train is True                    # the caller's config is left alone
+    # nothing to evaluate after training: no note
+    cfg = _cfg(tiny, run.root, "distributed.backend=fsdp")
+    lt._finish_on_main(cfg, run, _small_setup(tiny), _SaveTrainer(), _METRICS, quiet=True)
+    assert capsys.readouterr().out == ""
+
+
+# ---------------------------------------------------------------- train, end to end (tiny)
+
+def test_train_end_to_end_writes_the_run_and_a_finished_run_is_not_trained_again(tiny, tmp_path, capsys):
+    from transformers import TrainerCallback
+
+    from lmtune.artifacts import portable_base
+    from lmtune.evaluate.summary import summarize
+
+    class Seen(TrainerCallback):
+        steps = []
+
+        def on_step_end(self, args, state, control, **kwargs):
+            self.steps.append(state.global_step)
+
+    root = tmp_path / "run"
+    cfg = _cfg(tiny, root, "eval.after_train=true", "output.report=true", "eval.num_samples=1",
+               "eval.max_new_tokens=2", "eval.forgetting_check=false")
+    res = lt.train(cfg, callbacks=[Seen()])
+    out = capsys.readouterr()
+    assert Seen.steps == [1, 2]
+    assert (res.run_dir, res.trainable_params, res.total_params) == (root, 16384, 39072)
+    summary = json.loads((root / "train_summary.json").read_text())
+    assert res.metrics == summary
+    assert {k: summary[k] for k in ("method", "trainable_params", "total_params", "global_step", "epochs",
+                                    "stop_at")} == {"method": "lora", "trainable_params": 16384,
+                                                    "total_params": 39072, "global_step": 2, "epochs": 0.5,
+                                                    "stop_at": {"max_steps": 2}}
+    losses = [r["loss"] for r in map(json.loads, (root / "metrics.jsonl").read_text().splitlines()) if "loss" in r]
+    assert summary["final_train_loss"] == losses[-1] and len(losses) == 2
+    assert summary["eval_perplexity"] == pytest.approx(math.exp(summary["eval_loss"]))
+    assert 0 < summary["train_seconds"] == round(summary["train_seconds"], 2)
+    evaluation = json.loads((root / "eval.json").read_text())
+    assert evaluation["validation"]["tuned"]["loss"] == pytest.approx(summary["eval_loss"])
+    assert (root / "report.html").is_file() and (root / "heldout_test.jsonl").is_file()
+    adapter = root / "adapter"
+    assert (adapter / "adapter_model.safetensors").is_file() and (adapter / "tokenizer.json").is_file()
+    assert json.loads((adapter / "adapter_config.json").read_text())["base_model_name_or_path"] == \
+        portable_base(str(tiny.model))
+    assert json.loads((adapter / "lmtune_template.json").read_text()) == \
+        json.loads((root / "template.json").read_text())
+    from lmtune.artifacts import model_card
+
+    assert evaluation["task"]["tuned"]                     # so the card written after it shows it
+    assert (adapter / "README.md").read_text() == model_card("adapter", cfg, 2, 0.5, summary, evaluation)
+    assert (root / "config.yaml").read_text() == cfg.to_yaml()   # auto values resolved before it was written
+    assert not list(root.glob(".*.staging"))
+    assert out.err.startswith("data: 12 training records -> 8 training examples, 2 validation")
+    assert summarize(evaluation) in out.out
+    assert out.out.rstrip().endswith(f"artifacts: {root}/adapter/ (weights), eval.json, metrics.jsonl, "
+                                     "tensorboard/, report.html")
+    assert "trainable params: 16,384 (41.93% of the base model's 39,072" in out.out
+    before = (root / "metrics.jsonl").read_text()
+    again = lt.train(_cfg(tiny, root), resume=True, quiet=True)
+    assert (again.run_dir, again.trainable_params, again.total_params, again.metrics) == \
+        (root, 16384, 39072, summary)
+    assert (root / "metrics.jsonl").read_text() == before and Seen.steps == [1, 2]
