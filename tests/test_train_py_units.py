@@ -693,7 +693,10 @@ def test_train_end_to_end_writes_the_run_and_a_finished_run_is_not_trained_again
     assert (adapter / "README.md").read_text() == model_card("adapter", cfg, 2, 0.5, summary, evaluation)
     assert (root / "config.yaml").read_text() == cfg.to_yaml()   # auto values resolved before it was written
     assert not list(root.glob(".*.staging"))
-    assert out.err.startswith("data: 12 training records -> 8 training examples, 2 validation")
+    from lmtune.data.prepare import summary_line
+
+    stats = json.loads((root / "data_stats.json").read_text())
+    assert summary_line(stats) + "\n" in out.err and stats["examples"] == {"train": 8, "validation": 2}
     assert summarize(evaluation) in out.out
     assert out.out.rstrip().endswith(f"artifacts: {root}/adapter/ (weights), eval.json, metrics.jsonl, "
                                      "tensorboard/, report.html")
