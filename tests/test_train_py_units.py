@@ -375,7 +375,7 @@ def test_run_inputs_are_rank_zeros_and_data_summary_too(tiny, tmp_path, capsys, 
     data = lt._prepare_data(cfg, run, _tokenizer(tiny), resume=False)
     capsys.readouterr()
     _launched(monkeypatch, 1)
-    lt._write_run_inputs(cfg, run, None, data.template, data)
+    lt._write_run_inputs(cfg, run, data.template, data)
     lt._say_data(data.stats)
     assert not (run / "config.yaml").exists() and capsys.readouterr().err == ""
     monkeypatch.setenv("RANK", "0")
@@ -384,7 +384,7 @@ def test_run_inputs_are_rank_zeros_and_data_summary_too(tiny, tmp_path, capsys, 
 
     lt._say_data(data.stats)
     assert capsys.readouterr().err == summary_line(data.stats) + "\n"
-    lt._write_run_inputs(cfg, run, None, data.template, data)
+    lt._write_run_inputs(cfg, run, data.template, data)
     assert (run / "config.yaml").read_text() == cfg.to_yaml()
     assert json.loads((run / "data_stats.json").read_text()) == data.stats
     assert json.loads((run / "template.json").read_text()) == data.template.to_dict()
@@ -645,64 +645,3 @@ def test_sharded_weights_leave_the_evaluation_to_lmtune_eval(tiny, tmp_path, cap
     cfg = _cfg(tiny, run.root, "distributed.backend=fsdp")
     lt._finish_on_main(cfg, run, _small_setup(tiny), _SaveTrainer(), _METRICS, quiet=True)
     assert capsys.readouterr().out == ""
-
-
-# ---------------------------------------------------------------- train, end to end (tiny)
-
-def test_train_end_to_end_writes_the_run_and_a_finished_run_is_not_trained_again(tiny, tmp_path, capsys):
-    from transformers import TrainerCallback
-
-    from lmtune.artifacts import portable_base
-    from lmtune.evaluate.summary import summarize
-
-    class Seen(TrainerCallback):
-        steps = []
-
-        def on_step_end(self, args, state, control, **kwargs):
-            self.steps.append(state.global_step)
-
-    root = tmp_path / "run"
-    cfg = _cfg(tiny, root, "eval.after_train=true", "output.report=true", "eval.num_samples=1",
-               "eval.max_new_tokens=2", "eval.forgetting_check=false")
-    res = lt.train(cfg, callbacks=[Seen()])
-    out = capsys.readouterr()
-    assert Seen.steps == [1, 2]
-    assert (res.run_dir, res.trainable_params, res.total_params) == (root, 16384, 39072)
-    summary = json.loads((root / "train_summary.json").read_text())
-    assert res.metrics == summary
-    assert {k: summary[k] for k in ("method", "trainable_params", "total_params", "global_step", "epochs",
-                                    "stop_at")} == {"method": "lora", "trainable_params": 16384,
-                                                    "total_params": 39072, "global_step": 2, "epochs": 0.5,
-                                                    "stop_at": {"max_steps": 2}}
-    losses = [r["loss"] for r in map(json.loads, (root / "metrics.jsonl").read_text().splitlines()) if "loss" in r]
-    assert summary["final_train_loss"] == losses[-1] and len(losses) == 2
-    assert summary["eval_perplexity"] == pytest.approx(math.exp(summary["eval_loss"]))
-    assert 0 < summary["train_seconds"] == round(summary["train_seconds"], 2)
-    evaluation = json.loads((root / "eval.json").read_text())
-    assert evaluation["validation"]["tuned"]["loss"] == pytest.approx(summary["eval_loss"])
-    assert (root / "report.html").is_file() and (root / "heldout_test.jsonl").is_file()
-    adapter = root / "adapter"
-    assert (adapter / "adapter_model.safetensors").is_file() and (adapter / "tokenizer.json").is_file()
-    assert json.loads((adapter / "adapter_config.json").read_text())["base_model_name_or_path"] == \
-        portable_base(str(tiny.model))
-    assert json.loads((adapter / "lmtune_template.json").read_text()) == \
-        json.loads((root / "template.json").read_text())
-    from lmtune.artifacts import model_card
-
-    assert evaluation["task"]["tuned"]                     # so the card written after it shows it
-    assert (adapter / "README.md").read_text() == model_card("adapter", cfg, 2, 0.5, summary, evaluation)
-    assert (root / "config.yaml").read_text() == cfg.to_yaml()   # auto values resolved before it was written
-    assert not list(root.glob(".*.staging"))
-    from lmtune.data.prepare import summary_line
-
-    stats = json.loads((root / "data_stats.json").read_text())
-    assert summary_line(stats) + "\n" in out.err and stats["examples"] == {"train": 8, "validation": 2}
-    assert summarize(evaluation) in out.out
-    assert out.out.rstrip().endswith(f"artifacts: {root}/adapter/ (weights), eval.json, metrics.jsonl, "
-                                     "tensorboard/, report.html")
-    assert "trainable params: 16,384 (41.93% of the base model's 39,072" in out.out
-    before = (root / "metrics.jsonl").read_text()
-    again = lt.train(_cfg(tiny, root), resume=True, quiet=True)
-    assert (again.run_dir, again.trainable_params, again.total_params, again.metrics) == \
-        (root, 16384, 39072, summary)
-    assert (root / "metrics.jsonl").read_text() == before and Seen.steps == [1, 2]
