@@ -62,24 +62,24 @@ def test_label_logits_applies_only_when_nothing_trl_handles_is_asked_for(tiny_di
     t = _trainer(tiny_dir, tmp_path)
     b = _batch()
     assert t.lm_head == "label_logits" and t._takes_logits_to_keep is True
-    assert t._label_logits_apply(t.model, b, False) is True
-    assert not t._label_logits_apply(t.model, b, True)                         # caller wants outputs
-    assert not t._label_logits_apply(t.model, {k: v for k, v in b.items() if k != "labels"}, False)
-    assert not t._label_logits_apply(t.model, {**b, "shift_labels": b["labels"]}, False)
+    assert t._label_logits_apply(b, False) is True
+    assert not t._label_logits_apply(b, True)                         # caller wants outputs
+    assert not t._label_logits_apply({k: v for k, v in b.items() if k != "labels"}, False)
+    assert not t._label_logits_apply({**b, "shift_labels": b["labels"]}, False)
     for name, value in (("lm_head", "fused"), ("aux_loss_enabled", True), ("label_smoother", object()),
                         ("compute_loss_func", lambda *a, **k: 0), ("_takes_logits_to_keep", False)):
         saved = getattr(t, name)
         setattr(t, name, value)
-        assert not t._label_logits_apply(t.model, b, False), name
+        assert not t._label_logits_apply(b, False), name
         setattr(t, name, saved)
     t.args.loss_type = "dft"
-    assert not t._label_logits_apply(t.model, b, False)
+    assert not t._label_logits_apply(b, False)
     t.args.loss_type = "nll"
     _parallel(monkeypatch, t, SimpleNamespace(sp_enabled=True))     # sequence parallel: TRL's path
-    assert not t._label_logits_apply(t.model, b, False)
+    assert not t._label_logits_apply(b, False)
     for config in (SimpleNamespace(sp_enabled=False), SimpleNamespace(), None):
         _parallel(monkeypatch, t, config)
-        assert t._label_logits_apply(t.model, b, False)
+        assert t._label_logits_apply(b, False)
 
 
 def test_models_without_logits_to_keep_keep_trls_path(tiny_dir, tmp_path):
@@ -93,7 +93,7 @@ def test_models_without_logits_to_keep_keep_trls_path(tiny_dir, tmp_path):
 
     model = NoKeep.from_pretrained(str(tiny_dir))
     t = _trainer(tiny_dir, tmp_path, model=model)
-    assert t._takes_logits_to_keep is False and not t._label_logits_apply(t.model, _batch(), False)
+    assert t._takes_logits_to_keep is False and not t._label_logits_apply(_batch(), False)
     peft = get_peft_model(AutoModelForCausalLM.from_pretrained(str(tiny_dir)), LoraConfig(r=2, target_modules=["q_proj"]))
     assert _trainer(tiny_dir, tmp_path, model=peft, lm_head="fused")._takes_logits_to_keep is True
 
@@ -109,6 +109,11 @@ def test_loss_matches_the_cross_entropy_of_the_full_logits(tiny_dir, tmp_path):
                                _by_hand(t.model, b, 50), rtol=1e-6, atol=1e-6)
     loss, outputs = t.compute_loss(t.model, dict(b), return_outputs=True)    # TRL's path, with its outputs
     assert outputs.logits.shape[:2] == (2, 6)
+    torch.testing.assert_close(loss.detach(), _by_hand(t.model, b), rtol=1e-5, atol=1e-5)
+    t.lm_head = "fused"                                                      # TRL's path: the same loss
+    torch.testing.assert_close(t.compute_loss(t.model, dict(b), num_items_in_batch=torch.tensor(50)).detach(),
+                               _by_hand(t.model, b, 50), rtol=1e-5, atol=1e-5)
+    t.lm_head = "label_logits"
     # one label: divided by 1; none: zero, not nan
     one = {**b, "labels": torch.tensor([[-100, -100, -100, -100, -100, 10], [-100] * 6])}
     torch.testing.assert_close(t.compute_loss(t.model, dict(one)).detach(), _by_hand(t.model, one), rtol=1e-6,
