@@ -36,9 +36,10 @@ def _trainer(tiny_dir, tmp_path, model=None, lm_head="label_logits", **args):
 
 
 def _batch():
-    ids = torch.tensor([[5, 6, 7, 8, 9, 10], [11, 12, 13, 14, 1, 1]])
-    labels = torch.tensor([[-100, -100, -100, 8, 9, 10], [-100, -100, 13, 14, -100, -100]])
-    mask = torch.tensor([[1, 1, 1, 1, 1, 1], [1, 1, 1, 1, 0, 0]])
+    # column 4 holds token 100 in both rows (a label value like any other); column 1 has no label
+    ids = torch.tensor([[5, 6, 7, 8, 100, 10], [11, 12, 13, 14, 100, 1]])
+    labels = torch.tensor([[-100, -100, -100, 8, 100, 10], [-100, -100, 13, 14, 100, -100]])
+    mask = torch.tensor([[1, 1, 1, 1, 1, 1], [1, 1, 1, 1, 1, 0]])
     return {"input_ids": ids, "labels": labels, "attention_mask": mask}
 
 
@@ -100,11 +101,28 @@ def test_models_without_logits_to_keep_keep_trls_path(tiny_dir, tmp_path):
 
 # ---------------------------------------------------------------- the loss
 
+def _accuracy_by_hand(model, batch) -> float:
+    with torch.no_grad():
+        logits = model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]).logits
+    target = batch["labels"][:, 1:]
+    mask = target != -100
+    return ((logits[:, :-1].argmax(-1) == target) & mask).sum().item() / mask.sum().item()
+
+
 def test_loss_matches_the_cross_entropy_of_the_full_logits(tiny_dir, tmp_path):
     t = _trainer(tiny_dir, tmp_path)
     t.model.eval()
     b = _batch()
-    torch.testing.assert_close(t.compute_loss(t.model, dict(b)).detach(), _by_hand(t.model, b), rtol=1e-6, atol=1e-6)
+    seen = {}
+    head = t.model.lm_head.register_forward_hook(lambda m, args, out: seen.update(positions=args[0].shape[1]))
+    whole = t.model.register_forward_hook(lambda m, args, out: seen.update(cache=out.past_key_values))
+    loss = t.compute_loss(t.model, dict(b)).detach()
+    # only the 4 positions whose next token is a label reach the head, and no KV cache is built
+    assert seen == {"positions": 4, "cache": None}
+    head.remove()
+    whole.remove()
+    torch.testing.assert_close(loss, _by_hand(t.model, b), rtol=1e-6, atol=1e-6)
+    assert t._metrics["eval"]["mean_token_accuracy"] == [pytest.approx(_accuracy_by_hand(t.model, b))]
     torch.testing.assert_close(t.compute_loss(t.model, dict(b), num_items_in_batch=torch.tensor(50)).detach(),
                                _by_hand(t.model, b, 50), rtol=1e-6, atol=1e-6)
     loss, outputs = t.compute_loss(t.model, dict(b), return_outputs=True)    # TRL's path, with its outputs
@@ -181,4 +199,6 @@ def test_a_checkpoint_at_max_steps_leaves_nothing_to_train(tiny_dir, tmp_path, s
     ckpt.mkdir()
     TrainerState(global_step=step, max_steps=max_steps, train_batch_size=2).save_to_json(str(ckpt / "trainer_state.json"))
     assert t._init_training_state(max_steps, 10, 3, str(ckpt), None) == expected
+    assert (t.state.global_step, t.state.max_steps, t.state.num_train_epochs) == (step, max_steps, 3)
     assert t._init_training_state(max_steps, 10, 3, None, None) == (0, 0)   # a fresh start
+    assert (t.state.global_step, t.state.max_steps, t.state.num_train_epochs) == (0, max_steps, 3)
