@@ -89,6 +89,8 @@ def test_train_end_to_end_writes_the_run_and_a_finished_run_is_not_trained_again
     stats = json.loads((root / "data_stats.json").read_text())
     assert summary_line(stats) + "\n" in out.err and stats["examples"] == {"train": 8, "validation": 2}
     assert summarize(evaluation) in out.out
+    assert "[eval] generating 1 answers (tuned)" in out.out      # not quiet: the evaluation shows progress
+    assert evaluation["validation"]["source"] == "validation split"
     assert out.out.rstrip().endswith(f"artifacts: {root}/adapter/ (weights), eval.json, metrics.jsonl, "
                                      "tensorboard/, report.html")
     assert "trainable params: 16,384 (41.93% of the base model's 39,072" in out.out
