@@ -645,3 +645,55 @@ def test_sharded_weights_leave_the_evaluation_to_lmtune_eval(tiny, tmp_path, cap
     cfg = _cfg(tiny, run.root, "distributed.backend=fsdp")
     lt._finish_on_main(cfg, run, _small_setup(tiny), _SaveTrainer(), _METRICS, quiet=True)
     assert capsys.readouterr().out == ""
+
+
+# ---------------------------------------------------------------- setup -> save -> finish, no training
+
+def test_setup_save_and_finish_around_an_untrained_adapter(tiny, tmp_path, capsys):
+    """Everything `train` does but the optimizer steps: what _setup returns and writes, the final
+    save on rank 0 (validation loss measured once, reused by eval.json), the after-train evaluation,
+    the card that shows it, the report and the closing lines."""
+    from peft import PeftModel
+
+    from lmtune.artifacts import model_card, portable_base
+    from lmtune.data.prepare import summary_line
+    from lmtune.evaluate.summary import summarize
+    from lmtune.packed_attention import NAME
+
+    root = tmp_path / "run"
+    cfg = _cfg(tiny, root, "train.learning_rate=auto", "eval.after_train=true", "output.report=true",
+               "eval.num_samples=1", "eval.max_new_tokens=2", "eval.forgetting_check=false")
+    run = RunDir(root)
+    s = lt._setup(cfg, run, resume=False)
+    err = capsys.readouterr().err
+    assert (s.precision, s.device.kind, s.trainable, s.total) == ("fp32", "cpu", 16384, 39072)
+    assert isinstance(s.model, PeftModel) and s.model.peft_config["default"].base_model_name_or_path == \
+        portable_base(str(tiny.model))
+    assert not any("4bit" in type(m).__name__ for m in s.model.modules())      # lora: not quantized
+    assert s.model.config._attn_implementation == NAME                         # packed rows on CPU
+    assert (len(s.data.train), len(s.data.validation), len(s.data.test_examples)) == (8, 2, 2)
+    assert s.template is s.data.template and s.tokenizer.pad_token is not None
+    assert cfg.train.learning_rate == 0.0033                                   # auto resolved in place
+    assert (root / "config.yaml").read_text() == cfg.to_yaml()
+    assert json.loads((root / "data_stats.json").read_text()) == s.data.stats
+    assert json.loads((root / "template.json").read_text()) == s.template.to_dict()
+    assert summary_line(s.data.stats) + "\n" in err and (root / "heldout_test.jsonl").is_file()
+    trainer = lt._build_trainer(cfg, run, s)
+    metrics, val = lt._save(cfg, run, s, trainer, 3.14159)
+    assert (metrics["eval_loss"], metrics["eval_perplexity"]) == (val.loss, val.perplexity)
+    assert (metrics["global_step"], metrics["epochs"], metrics["train_seconds"]) == (0, 0.0, 3.14)
+    assert json.loads((root / "train_summary.json").read_text()) == metrics
+    assert {"adapter_model.safetensors", "adapter_config.json", "tokenizer.json", "lmtune_template.json",
+            "README.md"} <= {p.name for p in (root / "adapter").iterdir()}
+    capsys.readouterr()
+    lt._finish_on_main(cfg, run, s, trainer, metrics, False, val)
+    out = capsys.readouterr().out
+    evaluation = json.loads((root / "eval.json").read_text())
+    assert evaluation["validation"]["source"] == "validation split"
+    assert evaluation["validation"]["tuned"]["loss"] == pytest.approx(val.loss)
+    assert evaluation["task"]["tuned"] and (root / "report.html").is_file()
+    assert (root / "adapter" / "README.md").read_text() == model_card("adapter", cfg, 0, 0.0, metrics, evaluation)
+    assert "[eval] generating 1 answers (tuned)" in out and summarize(evaluation) + "\n" in out
+    assert "trainable params: 16,384 (41.93% of the base model's 39,072" in out
+    assert out.endswith(f"artifacts: {root}/adapter/ (weights), eval.json, metrics.jsonl, tensorboard/, "
+                        "report.html\n")
