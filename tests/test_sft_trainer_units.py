@@ -177,12 +177,14 @@ def test_token_accuracy_and_token_count_as_trl_logs_them(tiny_dir, tmp_path, mon
     assert t._total_train_tokens == start + 22 and t._metrics["train"]["num_tokens"] == [start + 22]
     _parallel(monkeypatch, t, SimpleNamespace(tp_size=2))            # each tensor-parallel rank saw it
     assert t._tp_ranks() == 2
-    t._log_token_metrics({"input_ids": ids}, logits, target, mask)
-    assert t._total_train_tokens == start + 28
+    t._log_token_metrics({"input_ids": torch.arange(7).view(1, 7)}, logits, target, mask)
+    assert t._total_train_tokens == start + 25                         # 7 // 2, a whole count
     t.model.eval()                                                     # evaluation counts no tokens
     t._log_token_metrics({"input_ids": ids}, logits, target, torch.zeros(1, 4, dtype=torch.bool))
     assert t._metrics["eval"]["mean_token_accuracy"] == [0.0]           # nothing labelled: 0, not nan
-    assert t._metrics["eval"]["num_tokens"] == [start + 28] and t._total_train_tokens == start + 28
+    t._log_token_metrics({"input_ids": ids}, logits, target, torch.tensor([[True, False, False, False]]))
+    assert t._metrics["eval"]["mean_token_accuracy"] == [0.0, 1.0]      # one label, right
+    assert t._metrics["eval"]["num_tokens"] == [start + 25] and t._total_train_tokens == start + 25
     _parallel(monkeypatch, t, None)
     assert t._tp_ranks() == 1
 
