@@ -97,6 +97,14 @@ def test_models_without_logits_to_keep_keep_trls_path(tiny_dir, tmp_path):
     assert t._takes_logits_to_keep is False and not t._label_logits_apply(_batch(), False)
     peft = get_peft_model(AutoModelForCausalLM.from_pretrained(str(tiny_dir)), LoraConfig(r=2, target_modules=["q_proj"]))
     assert _trainer(tiny_dir, tmp_path, model=peft, lm_head="fused")._takes_logits_to_keep is True
+    # the model passed by position, as SFTTrainer allows; no lm_head: TRL's fused head
+    from trl import SFTConfig
+
+    plain = LmtuneSFTTrainer(AutoModelForCausalLM.from_pretrained(str(tiny_dir)),
+                             args=SFTConfig(output_dir=str(tmp_path / "o2"), report_to=[], use_cpu=True),
+                             train_dataset=_trainer(tiny_dir, tmp_path).train_dataset)
+    assert plain.lm_head == "fused" and plain._takes_logits_to_keep is True
+    assert not plain._label_logits_apply(_batch(), False)
 
 
 # ---------------------------------------------------------------- the loss
