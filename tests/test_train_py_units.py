@@ -390,6 +390,11 @@ def test_run_inputs_are_rank_zeros_and_data_summary_too(tiny, tmp_path, capsys, 
     assert json.loads((run / "template.json").read_text()) == data.template.to_dict()
     env = json.loads((run / "env.json").read_text())
     assert env["seed"] == 42 and env["hardware"]["python"] == sys.version.split()[0]
+    # the data the run read, and its hash (env.json recorded none before: the files are in the stats)
+    import hashlib
+
+    assert env["data_files"] == [str(tiny.data)]
+    assert env["data_sha256"] == hashlib.sha256(b"train.jsonl" + Path(tiny.data).read_bytes()).hexdigest()
 
 
 # ---------------------------------------------------------------- what reaches the trainer
