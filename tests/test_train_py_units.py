@@ -192,6 +192,20 @@ def test_preflight_checks_model_length_targets_and_test_files(tiny, tmp_path):
         lt.preflight(_cfg(tiny, run), RunDir(run), False)
 
 
+def test_preflight_overwrites_only_a_run_that_holds_none_of_its_inputs(tiny, tmp_path):
+    run = tmp_path / "run"
+    RunDir(run).create(overwrite=False)                   # an earlier lmtune run
+    (run / "train_summary.json").write_text("{}")
+    cfg = _cfg(tiny, run, "output.overwrite=true")
+    assert lt.preflight(cfg, RunDir(run), resume=False) == str(tiny.model)
+    assert (run / "train_summary.json").is_file()          # checked, not yet replaced
+    inside = run / "mine.jsonl"                           # the training data lives in the run
+    inside.write_text(Path(tiny.data).read_text())
+    with pytest.raises(ConfigError, match="mine.jsonl, an input of this command"):
+        lt.preflight(_cfg(SimpleNamespace(model=tiny.model, data=inside), run, "output.overwrite=true"),
+                     RunDir(run), resume=False)
+
+
 def test_preflight_checks_qlora_support_only_for_qlora(tiny, tmp_path, monkeypatch):
     monkeypatch.setitem(sys.modules, "bitsandbytes", None)   # as if not installed
     run = tmp_path / "run"
@@ -367,6 +381,8 @@ def test_warnings_print_on_rank_zero(tiny, tmp_path, capsys):
     lt._own_data_defaults(cfg, RunDir(tmp_path / "run"), None, data, "cpu")
     assert capsys.readouterr().err == "warning: first thing\nwarning: second thing\n"
     assert not (tmp_path / "run").exists()               # no test examples: no held-out file
+    lt._own_data_defaults(cfg, RunDir(tmp_path / "run"), None, SimpleNamespace(stats={}, train=None), "cpu")
+    assert capsys.readouterr().err == "" and not (tmp_path / "run").exists()   # no warnings, no test split
 
 
 def test_run_inputs_are_rank_zeros_and_data_summary_too(tiny, tmp_path, capsys, monkeypatch):
