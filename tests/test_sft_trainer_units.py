@@ -25,9 +25,10 @@ def _trainer(tiny_dir, tmp_path, model=None, lm_head="label_logits", **args):
     from transformers import AutoModelForCausalLM, AutoTokenizer
     from trl import SFTConfig
 
+    # activation checkpointing off, as lmtune's default: the model's config keeps use_cache on
     config = SFTConfig(output_dir=str(tmp_path / "out"), report_to=[], use_cpu=True, max_steps=4,
                        per_device_train_batch_size=2, save_strategy="no", packing=False, max_length=32,
-                       **args)
+                       activation_checkpointing=False, **args)
     data = Dataset.from_dict({"input_ids": [[5, 6, 7, 8, 9, 10], [11, 12, 13, 14]] * 2,
                               "completion_mask": [[0, 0, 0, 1, 1, 1], [0, 0, 1, 1]] * 2})
     model = model if model is not None else AutoModelForCausalLM.from_pretrained(str(tiny_dir))
@@ -109,6 +110,19 @@ def test_models_without_logits_to_keep_keep_trls_path(tiny_dir, tmp_path):
 
 # ---------------------------------------------------------------- the loss
 
+def _predicted(model, batch, wrong: int = 1):
+    """`batch` with its labels set to what the model predicts there, but `wrong` of them: a token
+    accuracy that is neither 0 nor 1."""
+    with torch.no_grad():
+        pred = model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]).logits.argmax(-1)
+    labels = batch["labels"].clone()
+    at = (labels[:, 1:] != -100).nonzero()
+    for i, (row, col) in enumerate(at.tolist()):
+        token = pred[row, col].item()
+        labels[row, col + 1] = (token + 1) % 300 if i < wrong else token
+    return {**batch, "labels": labels}
+
+
 def _accuracy_by_hand(model, batch) -> float:
     with torch.no_grad():
         logits = model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]).logits
@@ -131,6 +145,10 @@ def test_loss_matches_the_cross_entropy_of_the_full_logits(tiny_dir, tmp_path):
     whole.remove()
     torch.testing.assert_close(loss, _by_hand(t.model, b), rtol=1e-6, atol=1e-6)
     assert t._metrics["eval"]["mean_token_accuracy"] == [pytest.approx(_accuracy_by_hand(t.model, b))]
+    guessed = _predicted(t.model, b)
+    t.compute_loss(t.model, dict(guessed))
+    assert t._metrics["eval"]["mean_token_accuracy"][-1] == pytest.approx(5 / 6)   # 6 labels, 1 wrong
+    assert _accuracy_by_hand(t.model, guessed) == pytest.approx(5 / 6)
     torch.testing.assert_close(t.compute_loss(t.model, dict(b), num_items_in_batch=torch.tensor(50)).detach(),
                                _by_hand(t.model, b, 50), rtol=1e-6, atol=1e-6)
     loss, outputs = t.compute_loss(t.model, dict(b), return_outputs=True)    # TRL's path, with its outputs
