@@ -593,7 +593,8 @@ def _small_setup(tiny):
 
 def test_save_on_another_rank_writes_nothing_and_reports_the_metrics(tiny, tmp_path):
     cfg = _cfg(tiny, tmp_path / "run")
-    t = _SaveTrainer(zero=False, eval_dataset=["x"], log=[{"loss": 1.0}, {"eval_loss": 2.0}, {"loss": 0.5}])
+    t = _SaveTrainer(zero=False, eval_dataset=["x"],
+                     log=[{"loss": 1.0}, {"loss": 0.7}, {"eval_loss": 2.0}, {"loss": 0.5}])
     metrics, val = lt._save(cfg, RunDir(tmp_path / "run"), _small_setup(tiny), t, 1.23456)
     assert val is None and not (tmp_path / "run").exists()
     peak = metrics.pop("peak_memory_mb")
@@ -610,9 +611,14 @@ def test_save_with_sharded_weights_gathers_on_every_rank_and_evaluates_in_the_tr
     run = tmp_path / "run"
     cfg = _cfg(tiny, run, f"method={method}", "distributed.backend=fsdp")
     s = _small_setup(tiny)
+    stale = run / f".{name}.staging" / "stale.txt"      # left by a run killed while saving
+    stale.parent.mkdir(parents=True)
+    stale.write_text("old")
     _launched(monkeypatch, 1)
     t = _SaveTrainer(zero=False, fsdp=True, eval_dataset=["x"], eval_loss=60.0)
     metrics, val = lt._save(cfg, RunDir(run), s, t, 1.0)
+    assert stale.is_file()                               # only rank 0 clears the staging directory
+    stale.write_text("old")
     assert t.saved == [str(run / f".{name}.staging")] and val is None
     assert (metrics["eval_loss"], metrics["eval_perplexity"]) == (60.0, math.exp(50.0))
     assert not (run / name).exists() and not (run / "train_summary.json").exists()   # rank 0 moves it
@@ -624,6 +630,7 @@ def test_save_with_sharded_weights_gathers_on_every_rank_and_evaluates_in_the_tr
     assert (metrics["eval_loss"], metrics["eval_perplexity"]) == (1.5, math.exp(1.5))
     files = {p.name for p in (run / name).iterdir()}
     assert {"weights.safetensors", "tokenizer.json", "lmtune_template.json", "README.md"} <= files
+    assert "stale.txt" not in files                      # rank 0 started from an empty staging directory
     assert json.loads((run / name / "lmtune_template.json").read_text()) == s.template.to_dict()
     assert json.loads((run / "train_summary.json").read_text()) == metrics
 
