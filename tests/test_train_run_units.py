@@ -99,6 +99,7 @@ def test_train_end_to_end_writes_the_run_and_a_finished_run_is_not_trained_again
     assert (again.run_dir, again.trainable_params, again.total_params, again.metrics) == \
         (root, 16384, 39072, summary)
     assert (root / "metrics.jsonl").read_text() == before and Seen.steps == [1, 2]
+    assert "already finished" not in capsys.readouterr().out       # quiet
 
 
 def test_a_finished_run_from_before_the_counts_were_saved_resumes_to_zero_counts(tiny, tmp_path, capsys):
