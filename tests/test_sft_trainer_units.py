@@ -25,7 +25,7 @@ def _trainer(tiny_dir, tmp_path, model=None, lm_head="label_logits", **args):
     from transformers import AutoModelForCausalLM, AutoTokenizer
     from trl import SFTConfig
 
-    # activation checkpointing off, as lmtune's default: the model's config keeps use_cache on
+    # activation checkpointing off, as lmtune's default
     config = SFTConfig(output_dir=str(tmp_path / "out"), report_to=[], use_cpu=True, max_steps=4,
                        per_device_train_batch_size=2, save_strategy="no", packing=False, max_length=32,
                        activation_checkpointing=False, **args)
