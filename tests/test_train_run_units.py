@@ -115,3 +115,13 @@ def test_a_finished_run_from_before_the_counts_were_saved_resumes_to_zero_counts
 
     with pytest.raises(ConfigError, match="is not empty"):
         lt.train(_cfg(tiny, root))
+
+
+def test_resume_of_an_unfinished_run_checks_it_as_a_resume(tiny, tmp_path):
+    from lmtune.errors import ConfigError
+
+    root = tmp_path / "run"
+    root.mkdir()
+    (root / "config.yaml").write_text(_cfg(tiny, root, "lora.r=4").to_yaml())
+    with pytest.raises(ConfigError, match="--resume: this config differs"):   # not "is not empty"
+        lt.train(_cfg(tiny, root), resume=True, quiet=True)
