@@ -49,9 +49,9 @@ def _launched(monkeypatch, rank: int, world: int = 2):
 
 # ---------------------------------------------------------------- config -> SFTConfig
 
-_EVERY = ["data.task=sql", "train.epochs=3", "train.max_steps=11", "train.learning_rate=3e-4",
+_EVERY = ["data.task=sql", "train.epochs=2", "train.max_steps=11", "train.learning_rate=3e-4",
           "train.batch_size=5", "train.eval_batch_size=6", "train.grad_accum=7", "train.warmup_steps=1",
-          "train.warmup_ratio=0.3", "train.scheduler=linear", "train.weight_decay=0.05",
+          "train.warmup_ratio=0.3", "train.scheduler=constant", "train.weight_decay=0.05",
           "train.max_grad_norm=0.7", "train.gradient_checkpointing=true", "train.logging_steps=9",
           "train.eval_steps=10", "train.save_steps=20", "train.save_total_limit=3", "train.seed=123",
           "data.max_length=77", "data.packing=false", "data.train_on_prompt=true", "train.load_best=true"]
@@ -64,10 +64,10 @@ def test_every_setting_reaches_the_sft_config_literally(tmp_path, monkeypatch):
     a = lt.training_arguments(cfg, run, "fp32", "cpu", has_eval=True)
     assert os.environ["TENSORBOARD_LOGGING_DIR"] == str(tmp_path / "run" / "tensorboard")
     assert a.output_dir == str(tmp_path / "run" / "checkpoints")
-    assert (a.num_train_epochs, a.max_steps, a.learning_rate) == (3, 11, 3e-4)
+    assert (a.num_train_epochs, a.max_steps, a.learning_rate) == (2, 11, 3e-4)   # none of them SFTConfig's default
     assert (a.per_device_train_batch_size, a.per_device_eval_batch_size, a.gradient_accumulation_steps) == (5, 6, 7)
     assert a.warmup_steps == 1                       # steps > 0 win over the ratio
-    assert (a.lr_scheduler_type.value, a.weight_decay, a.max_grad_norm) == ("linear", 0.05, 0.7)
+    assert (a.lr_scheduler_type.value, a.weight_decay, a.max_grad_norm) == ("constant", 0.05, 0.7)
     assert a.optim.value == "adamw_torch"
     assert (a.bf16, a.fp16, a.use_cpu) == (False, False, True)
     assert a.activation_checkpointing is True and a.activation_checkpointing_kwargs == {"use_reentrant": False}
@@ -323,6 +323,10 @@ def test_data_is_prepared_before_the_run_directory_exists_and_resume_creates_non
     assert (len(data.train), len(data.validation)) == (8, 2) and not (tmp_path / "run").exists()
     lt._prepare_data(cfg, RunDir(cfg.output.dir), _tokenizer(tiny), resume=False)
     assert (tmp_path / "run" / "lmtune_output.json").is_file()
+    (tmp_path / "run" / "old.txt").write_text("an earlier run's file")
+    again = _cfg(tiny, tmp_path / "run", "output.overwrite=true")
+    lt._prepare_data(again, RunDir(again.output.dir), _tokenizer(tiny), resume=False)
+    assert not (tmp_path / "run" / "old.txt").exists()      # overwrite: the earlier run is replaced
     bad = _cfg(SimpleNamespace(model=tiny.model, data=tmp_path / "bad.jsonl"), tmp_path / "run2")
     (tmp_path / "bad.jsonl").write_text("not json\n")
     with pytest.raises(UserError):
@@ -445,6 +449,12 @@ def test_the_trainer_gets_lmtunes_callbacks_head_and_datasets(tiny, tmp_path):
     assert len(marks) == 1 and callable(marks[0].card)       # checkpoints get their card
     assert [cb.early_stopping_patience for cb in cbs if isinstance(cb, EarlyStoppingCallback)] == [3]
     assert extra in cbs
+    from transformers.trainer_callback import TrainerState
+
+    from lmtune.artifacts import model_card
+
+    state = TrainerState(global_step=3, epoch=0.5, log_history=[{"loss": 1.25}])
+    assert marks[0].card(state) == model_card("checkpoint", cfg, 3, 0.5, {"final_train_loss": 1.25})
     assert not any(isinstance(cb, PrinterCallback) for cb in cbs)
     assert [type(cb) for cb in cbs if isinstance(cb, ProgressCallback)] == [ConsoleProgress]
     assert trainer.lm_head == "label_logits"                  # auto on CPU
@@ -461,11 +471,15 @@ def test_no_validation_means_no_evaluation_and_no_early_stopping(tiny, tmp_path)
 
     cfg = _cfg(tiny, tmp_path / "run", "train.early_stopping_patience=3", "train.lm_head=fused")
     s = _setup(tiny, cfg)
-    s.data = dataclasses.replace(s.data, validation=s.data.validation.select([]))   # empty, not None
+    whole = s.data.validation
+    s.data = dataclasses.replace(s.data, validation=whole.select([]))   # empty, not None
     trainer = lt._build_trainer(cfg, RunDir(cfg.output.dir), s)
     assert trainer.eval_dataset is None and trainer.args.eval_strategy.value == "no"
     assert not any(isinstance(cb, EarlyStoppingCallback) for cb in trainer.callback_handler.callbacks)
     assert trainer.lm_head == "fused"
+    s.data = dataclasses.replace(s.data, validation=whole.select([0]))      # one example
+    trainer = lt._build_trainer(cfg, RunDir(cfg.output.dir), s)
+    assert trainer.eval_dataset is not None and len(trainer.eval_dataset) == 1
 
 
 @pytest.mark.parametrize("method, precision, expected", [
@@ -480,6 +494,7 @@ def test_qlora_adapters_return_to_fp32_only_with_fp32_compute(tiny, tmp_path, me
             p.data = p.data.to(torch.bfloat16)               # as TRL leaves QLoRA adapters
     trainer = lt._build_trainer(dataclasses.replace(cfg, method=method), RunDir(cfg.output.dir), s)
     assert {p.dtype for p in trainer.model.parameters() if p.requires_grad} == {expected}
+    assert (trainer.args.bf16, trainer.args.fp16) == (precision == "bf16", False)
 
 
 # ---------------------------------------------------------------- fit: resume point, non-finite stop
