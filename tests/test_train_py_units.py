@@ -334,6 +334,28 @@ def test_data_is_prepared_before_the_run_directory_exists_and_resume_creates_non
     assert not (tmp_path / "run2").exists()                # bad data leaves no run directory
 
 
+def test_launched_ranks_share_the_data_through_the_run_directory(tiny, tmp_path, monkeypatch):
+    """Two ranks of one machine, played in turn inside a real one-process gloo group: rank 0 prepares,
+    creates the run and caches the tokenized data in it; rank 1 reads that cache back."""
+    import torch.distributed as dist
+
+    from lmtune.distributed import DATA_CACHE
+
+    cfg = _cfg(tiny, tmp_path / "run")
+    run, tok = RunDir(cfg.output.dir), _tokenizer(tiny)
+    dist.init_process_group("gloo", init_method=f"file://{tmp_path / 'rendezvous'}", rank=0, world_size=1)
+    try:
+        _launched(monkeypatch, 0)
+        first = lt._prepare_data(cfg, run, tok, resume=False)
+        assert (tmp_path / "run" / DATA_CACHE / "node0" / "train").is_dir()
+        _launched(monkeypatch, 1)
+        other = lt._prepare_data(cfg, run, tok, resume=False)
+    finally:
+        dist.destroy_process_group()
+    assert other.template.tokenizer is tok and other.template.to_dict() == first.template.to_dict()
+    assert other.train["input_ids"] == first.train["input_ids"] and other.stats == first.stats
+
+
 def _resolved_lines(cfg, model, train, processes):
     import copy
 
