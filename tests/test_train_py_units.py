@@ -726,11 +726,17 @@ def test_setup_save_and_finish_around_an_untrained_adapter(tiny, tmp_path, capsy
     from lmtune.packed_attention import NAME
 
     root = tmp_path / "run"
-    cfg = _cfg(tiny, root, "train.learning_rate=auto", "eval.after_train=true", "output.report=true",
-               "eval.num_samples=1", "eval.max_new_tokens=2", "eval.forgetting_check=false")
+    cfg = _cfg(tiny, root, "train.learning_rate=auto", "train.epochs=auto", "train.batch_size=null",
+               "eval.after_train=true", "output.report=true", "eval.num_samples=1", "eval.max_new_tokens=2",
+               "eval.forgetting_check=false")
     run = RunDir(root)
     s = lt._setup(cfg, run, resume=False)
-    err = capsys.readouterr().err
+    out, err = capsys.readouterr()
+    assert "8 packed rows / 1 per step" in out                                 # auto values for the CPU
+    from lmtune.distributed import usable_cores
+
+    if usable_cores() > 1 and torch.get_num_threads() == 1:                   # conftest: one thread
+        assert "note: CPU training runs one thread per process; --nproc" in err
     assert (s.precision, s.device.kind, s.trainable, s.total) == ("fp32", "cpu", 16384, 39072)
     assert isinstance(s.model, PeftModel) and s.model.peft_config["default"].base_model_name_or_path == \
         portable_base(str(tiny.model))
@@ -738,7 +744,7 @@ def test_setup_save_and_finish_around_an_untrained_adapter(tiny, tmp_path, capsy
     assert s.model.config._attn_implementation == NAME                         # packed rows on CPU
     assert (len(s.data.train), len(s.data.validation), len(s.data.test_examples)) == (8, 2, 2)
     assert s.template is s.data.template and s.tokenizer.pad_token is not None
-    assert cfg.train.learning_rate == 0.0033                                   # auto resolved in place
+    assert (cfg.train.learning_rate, cfg.train.epochs) == (0.0033, 10.0)     # auto resolved in place
     assert (root / "config.yaml").read_text() == cfg.to_yaml()
     assert json.loads((root / "data_stats.json").read_text()) == s.data.stats
     assert json.loads((root / "template.json").read_text()) == s.template.to_dict()
@@ -747,6 +753,7 @@ def test_setup_save_and_finish_around_an_untrained_adapter(tiny, tmp_path, capsy
     metrics, val = lt._save(cfg, run, s, trainer, 3.14159)
     assert (metrics["eval_loss"], metrics["eval_perplexity"]) == (val.loss, val.perplexity)
     assert (metrics["global_step"], metrics["epochs"], metrics["train_seconds"]) == (0, 0.0, 3.14)
+    assert metrics["stop_at"] == {"max_steps": 2}
     assert json.loads((root / "train_summary.json").read_text()) == metrics
     assert {"adapter_model.safetensors", "adapter_config.json", "tokenizer.json", "lmtune_template.json",
             "README.md"} <= {p.name for p in (root / "adapter").iterdir()}
@@ -762,3 +769,17 @@ def test_setup_save_and_finish_around_an_untrained_adapter(tiny, tmp_path, capsy
     assert "trainable params: 16,384 (41.93% of the base model's 39,072" in out
     assert out.endswith(f"artifacts: {root}/adapter/ (weights), eval.json, metrics.jsonl, tensorboard/, "
                         "report.html\n")
+
+
+def test_setup_of_a_resumed_run_keeps_its_checkpoints(tiny, tmp_path):
+    """--resume checks the run as a resume and never recreates it, even with output.overwrite on."""
+    root = tmp_path / "run"
+    for overwrite in ("false", "true"):
+        cfg = _cfg(tiny, root, f"output.overwrite={overwrite}")
+        RunDir(root).create(overwrite=False)
+        (root / "config.yaml").write_text(cfg.to_yaml())
+        ckpt = root / "checkpoints" / "checkpoint-1"
+        ckpt.mkdir(parents=True, exist_ok=True)
+        (ckpt / "trainer_state.json").write_text("{}")
+        s = lt._setup(cfg, RunDir(root), resume=True)
+        assert (ckpt / "trainer_state.json").is_file() and s.trainable == 16384
