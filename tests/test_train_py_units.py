@@ -783,3 +783,10 @@ def test_setup_of_a_resumed_run_keeps_its_checkpoints(tiny, tmp_path):
         (ckpt / "trainer_state.json").write_text("{}")
         s = lt._setup(cfg, RunDir(root), resume=True)
         assert (ckpt / "trainer_state.json").is_file() and s.trainable == 16384
+
+
+def test_setup_loads_a_4bit_base_for_qlora(tiny, tmp_path):
+    import bitsandbytes as bnb
+
+    s = lt._setup(_cfg(tiny, tmp_path / "run", "method=qlora"), RunDir(tmp_path / "run"), resume=False)
+    assert any(isinstance(m, bnb.nn.Linear4bit) for m in s.model.modules())
