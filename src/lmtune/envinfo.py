@@ -20,8 +20,16 @@ def file_sha256(paths) -> str:
         for f in files:
             if f.is_file():
                 h.update(f.name.encode())
-                h.update(f.read_bytes())
+                with f.open("rb") as fh:   # in blocks: a data file may be larger than memory
+                    while block := fh.read(8 << 20):
+                        h.update(block)
     return h.hexdigest()
+
+
+def data_files(data) -> list[str]:
+    """The files a run's data came from: prepared data lists them per split in its stats."""
+    per_split = (getattr(data, "stats", None) or {}).get("files") or {}
+    return list(dict.fromkeys(f for split in per_split.values() for f in split))
 
 
 def collect_env(cfg, data=None) -> dict:
@@ -37,7 +45,7 @@ def collect_env(cfg, data=None) -> dict:
           "cpu_count": __import__("os").cpu_count(), "cuda": torch.cuda.is_available()}
     if torch.cuda.is_available():
         hw["gpus"] = [torch.cuda.get_device_name(i) for i in range(torch.cuda.device_count())]
-    files = getattr(data, "files", None) or []
+    files = data_files(data)
     return {"versions": versions, "hardware": hw, "seed": cfg.train.seed,
             "torch_threads": torch.get_num_threads(),
             "data_files": [str(f) for f in files], "data_sha256": file_sha256(files) if files else None}

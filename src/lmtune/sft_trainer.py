@@ -41,11 +41,11 @@ class LmtuneSFTTrainer(SFTTrainer):
         return epochs_trained, steps_skipped
 
     def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
-        if not self._label_logits_apply(model, inputs, return_outputs):
+        if not self._label_logits_apply(inputs, return_outputs):
             return super().compute_loss(model, inputs, return_outputs, num_items_in_batch)
         return self._label_logits_loss(model, inputs, num_items_in_batch)
 
-    def _label_logits_apply(self, model, inputs, return_outputs: bool) -> bool:
+    def _label_logits_apply(self, inputs, return_outputs: bool) -> bool:
         # anything TRL handles specially (MoE aux loss, label smoothing, a custom loss, callers
         # that want full logits, the DFT loss, context/sequence parallelism with pre-shifted
         # labels) keeps TRL's path

@@ -131,7 +131,7 @@ def _setup(cfg: Config, run: RunDir, resume: bool) -> _Setup:
 
     record_base(model, cfg.model.name_or_path)  # adapter_config.json: 'tiny' or the Hub id, not a path
     trainable, total = methods.count_parameters(model)
-    _write_run_inputs(cfg, run, tokenizer, template, data)
+    _write_run_inputs(cfg, run, template, data)
     return _Setup(model, tokenizer, template, data, device, precision, trainable, total)
 
 
@@ -219,7 +219,7 @@ def _prepare_data(cfg: Config, run: RunDir, tokenizer, resume: bool):
                                          create_run, tokenizer)
 
 
-def _write_run_inputs(cfg: Config, run: RunDir, tokenizer, template, data) -> None:
+def _write_run_inputs(cfg: Config, run: RunDir, template, data) -> None:
     from lmtune.distributed import is_main_process
     from lmtune.envinfo import collect_env
 
