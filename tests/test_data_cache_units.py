@@ -4,6 +4,7 @@ and discarded. The mutation run of cache.py uses these (scripts/mutation.sh data
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import json
 import os
@@ -152,3 +153,40 @@ def test_unkeyed_builds_go_to_a_temp_dir_and_discard_removes_them(root):
     assert not build.exists()
     cache.discard(build)                                          # already gone: no error
     assert not os.path.exists(build)
+
+
+def test_fingerprint_and_key_hash_exactly_the_documented_inputs(tokenizer, tmp_path, monkeypatch):
+    """The key is a contract with every existing cache entry: a change in what is hashed (a renamed
+    field, another order) silently invalidates them all, so it must come with PIPELINE_VERSION."""
+    from types import SimpleNamespace
+
+    from lmtune.data.templates import get_template
+
+    def fingerprint(backend, document: str) -> str:
+        h = hashlib.blake2b(digest_size=16)
+        h.update(backend.to_str().encode())
+        h.update(document.encode())
+        return h.hexdigest()
+
+    backend = tokenizer.backend_tokenizer
+    special = json.dumps({k: str(v) for k, v in sorted(tokenizer.special_tokens_map.items())})
+    assert special == '{"eos_token": "<|endoftext|>", "pad_token": "<|pad|>"}'
+    fp = cache.tokenizer_fingerprint(tokenizer)
+    assert fp == fingerprint(backend, '{"chat_template": ' + json.dumps(tokenizer.chat_template)
+                             + ', "eos": 1, "special": ' + special + ', "split_special": false}')
+    bare = SimpleNamespace(backend_tokenizer=backend, special_tokens_map={"eos_token": "<|endoftext|>"}, eos_token_id=1)
+    assert cache.tokenizer_fingerprint(bare) == fingerprint(
+        backend, '{"chat_template": null, "eos": 1, "special": {"eos_token": "<|endoftext|>"}, "split_special": false}')
+
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "t.jsonl").write_text('{"text": "one"}\n')
+    cfg = _cfg(train=["t.jsonl"])
+    chatml = get_template("chatml", "chat", tokenizer)
+    settings = {k: v for k, v in dataclasses.asdict(cfg).items() if k not in ("packing", "replay", "cache")}
+    for template in (None, chatml):
+        what = {"files": [["train", "t.jsonl", "16", cache.file_digest(tmp_path / "t.jsonl")]], "settings": settings,
+                "template": None if template is None else template.to_dict(), "tokenizer": fp, "version": 1}
+        document = json.dumps(what, sort_keys=True)
+        assert list(json.loads(document)) == ["files", "settings", "template", "tokenizer", "version"]
+        assert cache.data_key(cfg, {"train": ["t.jsonl"]}, tokenizer, template) == \
+            hashlib.sha256(document.encode()).hexdigest()[:32]
