@@ -219,3 +219,9 @@ def test_at_most_ahead_tasks_are_taken_before_the_first_result(ahead, expected):
     results = parallel.ordered_map(abs, tasks(), 2, ahead=ahead)
     assert next(results) == 0 and len(taken) == expected    # default: twice the processes
     assert list(results) == list(range(1, 10))
+
+
+def test_the_worker_initializer_turns_tokenizer_threads_off(monkeypatch):
+    monkeypatch.setenv("TOKENIZERS_PARALLELISM", "true")       # (called here too: mutmut sees calls in this process)
+    parallel._one_thread_tokenizers()
+    assert os.environ["TOKENIZERS_PARALLELISM"] == "false"
