@@ -82,7 +82,7 @@ def test_file_records_keep_text_or_messages(tmp_path):
         {"messages": [{"role": "user", "content": "say hi"}, {"role": "assistant", "content": "hi"}]}]
     with pytest.raises(DataError) as err:
         replay.draw_records(str(tmp_path / "missing.jsonl"), 1, 0, None)
-    assert "replay data" in str(err.value)
+    assert str(err.value).startswith("1 problem in the replay data: ")
 
 
 def test_to_examples_numbers_sources_and_keeps_the_kind():
