@@ -58,6 +58,11 @@ def test_jsonl_lines_numbered_from_a_block_start():
     res = ReadResult()
     readers._read_jsonl("b", ["x\n", "{}\n"], set(), res, start=5)
     assert res.problems == ["b:5: malformed JSON: Expecting value (column 1)"] and res.records[0].source == "b:6"
+    res = ReadResult()      # only the line end is cut: other trailing characters are part of the line
+    readers._read_jsonl("c", ['{"a": 1}\u00a0\n', '{"a": 1}X\r\n', '{"a": 1} \t\r\n'], set(), res)
+    assert res.problems == ["c:1: malformed JSON: Extra data (at the end of the line)",
+                            "c:2: malformed JSON: Extra data (column 9)"]
+    assert res.records == [Record("c:3", {"a": 1}, "c")]
 
 
 def test_json_arrays_and_json_lines_under_a_json_name(tmp_path):
@@ -65,7 +70,8 @@ def test_json_arrays_and_json_lines_under_a_json_name(tmp_path):
     arr.write_text('[{"a": 1},\n 5,\n {"a": 2}]')
     res = _read(arr)
     a = str(arr)
-    assert [(r.source, r.value) for r in res.records] == [(f"{a}:item 0", {"a": 1}), (f"{a}:item 2", {"a": 2})]
+    assert [(r.source, r.value, r.file) for r in res.records] == [(f"{a}:item 0", {"a": 1}, a),
+                                                                  (f"{a}:item 2", {"a": 2}, a)]
     assert res.problems == [f"{a}:item 1: expected a JSON object, got a number"] and res.bad_sources == {f"{a}:item 1"}
     assert res.files == [FileInfo(a, "json", records=3)]
     lines = tmp_path / "l.json"
@@ -130,6 +136,8 @@ def test_csv_problems(tmp_path):
     p, res = one("bad.csv", b'a,b\n1,"x\n\xff"\n3,4\n')
     assert res.problems == [f"{p}:3: not UTF-8: byte 0xff at column 1 (re-save the file as UTF-8)"]
     assert res.bad_sources == {f"{p}:2"} and [r.source for r in res.records] == [f"{p}:4"]
+    p, res = one("next.csv", b"a,b\n1,2\n3,\xff\n")          # a bad line spoils its own row only
+    assert [r.source for r in res.records] == [f"{p}:2"] and res.bad_sources == {f"{p}:3"}
     p, res = one("h.csv", b"a,b\n")
     assert res.problems == [f"{p}: empty file (no records)"] and res.files[0].columns == {"a": "string", "b": "string"}
 
@@ -191,8 +199,10 @@ def _pid_and_env(x):
     return x * x, os.getpid(), os.environ.get("TOKENIZERS_PARALLELISM")
 
 
-def test_cores_are_the_cpus_this_process_may_use():
+def test_cores_are_the_cpus_this_process_may_use(monkeypatch):
     assert parallel.cores() == len(os.sched_getaffinity(0))
+    monkeypatch.delattr(os, "sched_getaffinity")                # macOS, Windows: one
+    assert parallel.cores() == 1
 
 
 def test_one_process_maps_in_this_process():
@@ -208,7 +218,10 @@ def test_workers_return_results_in_order_with_tokenizers_single_threaded(monkeyp
 
 
 @pytest.mark.parametrize("ahead,expected", [(None, 4), (3, 3)])
-def test_at_most_ahead_tasks_are_taken_before_the_first_result(ahead, expected):
+def test_at_most_ahead_tasks_are_taken_before_the_first_result(ahead, expected, monkeypatch):
+    import multiprocessing
+
+    monkeypatch.setattr(os, "cpu_count", lambda: 5)
     taken = []
 
     def tasks():
@@ -218,6 +231,7 @@ def test_at_most_ahead_tasks_are_taken_before_the_first_result(ahead, expected):
 
     results = parallel.ordered_map(abs, tasks(), 2, ahead=ahead)
     assert next(results) == 0 and len(taken) == expected    # default: twice the processes
+    assert len(multiprocessing.active_children()) == 2      # as many workers as asked, not one per CPU
     assert list(results) == list(range(1, 10))
 
 
