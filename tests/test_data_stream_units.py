@@ -189,7 +189,8 @@ def test_records_round_trip_unchanged_through_either_store(tmp_path, monkeypatch
         split = records.scan([str(path)], "auto", tmp_path / f"r{limit}.arrow", procs=1)
         texts = split.store.get(np.arange(2))[1]
         assert [json.loads(t) for t in texts] == rows and "ünïcode ✓" in texts[0]
-        assert split.sources([1, 0]) == [f"{path}:2", f"{path}:1"]
+        assert split.sources([1, 0]) == [f"{path}:2", f"{path}:1"] and split.sources([]) == []
+        assert [e.fields["instruction"] for e in split.examples([1])] == ["q"]
 
 
 def test_records_go_to_an_arrow_file_only_above_the_memory_limit(tmp_path, monkeypatch):
@@ -231,3 +232,30 @@ def test_digest16_and_the_mixed_message():
     assert records._mixed("f:3", "chat", "alpaca") == ("f:3: mixed formats: this record is chat, most records are "
                                                        "alpaca (use one format per dataset)")
     assert records._line("dir:with:colons/f.jsonl:12") == 12
+
+
+def test_the_majority_format_wins_even_when_a_minority_record_comes_first(tmp_path):
+    path = _jsonl(tmp_path / "d.jsonl", [{"text": "t"}, _alpaca(1), _alpaca(2)])
+    split = records.scan([str(path)], "auto", tmp_path / "r.arrow", procs=1)
+    _check_like_load_examples(split, [str(path)])
+    assert split.format == "alpaca" and len(split) == 2
+
+
+@pytest.mark.parametrize("arrow", [False, True])
+def test_parquet_values_json_cannot_hold_are_kept_as_text(tmp_path, monkeypatch, arrow):
+    import datetime
+
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    monkeypatch.setattr(records, "MEMORY_BYTES", -1 if arrow else 1 << 30)
+    path = tmp_path / "d.parquet"
+    when = datetime.datetime(2024, 5, 1, 12, 30)
+    pq.write_table(pa.table({"instruction": ["q"], "output": ["a"], "at": [when]}), path)
+    split = records.scan([str(path)], "auto", tmp_path / "r.arrow", procs=1)
+    ref = load_examples([str(path)])
+    assert split.problems == ref.problems == [] and ref.examples[0].fields["at"] == when
+    (got,) = split.examples([0])                     # the timestamp comes back as its text
+    assert got.fields == {**ref.examples[0].fields, "at": "2024-05-01 12:30:00"}
+    assert got.messages == ref.examples[0].messages and split.keys.tolist() == [
+        bytes.fromhex(ref.examples[0].content_key())[:16]]
