@@ -176,6 +176,11 @@ def test_scan_with_nothing_valid(tmp_path, monkeypatch, arrow):
     _check_like_load_examples(split, [str(unknown)])
     assert split.format is None and split.records == 2 and len(split) == 0
     assert split.keys.dtype == np.dtype("S16") and split.keys.shape == (0,)
+    table = tmp_path / "t.csv"                       # no format at all: no schema check either
+    table.write_text("foo,bar\n1,2\n")
+    split = records.scan([str(unknown), str(table)], "auto", tmp_path / "t.arrow", procs=1)
+    _check_like_load_examples(split, [str(unknown), str(table)])
+    assert split.format is None and len(split.problems) == 3
     split = records.scan([str(tmp_path / "gone.jsonl")], "auto", tmp_path / "s.arrow", procs=1)
     assert (split.format, split.records, split.files, len(split)) == (None, 0, [], 0)
     assert split.problems == [f"{tmp_path / 'gone.jsonl'}: file not found"]
@@ -224,7 +229,10 @@ def test_processes_by_the_data_size(tmp_path, monkeypatch):
     monkeypatch.setattr(records, "BLOCK_BYTES", -(-size // 3))   # size <= 3 blocks: one
     records.scan([str(path)], "auto", tmp_path / "c.arrow")
     records.scan([str(path)], "auto", tmp_path / "d.arrow", procs=5)
-    assert size % 3 and asked == [8, 3, 1, 5]
+    path.write_bytes(path.read_bytes() + b"\n" * (3 - size % 3))
+    monkeypatch.setattr(records, "BLOCK_BYTES", path.stat().st_size // 3)   # exactly 3 blocks: one
+    records.scan([str(path)], "auto", tmp_path / "e.arrow")
+    assert size % 3 and asked == [8, 3, 1, 5, 1]
 
 
 def test_digest16_and_the_mixed_message():
