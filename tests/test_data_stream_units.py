@@ -79,6 +79,10 @@ def test_units_in_reading_order_with_ordering_numbers(tmp_path, monkeypatch):
     e.write_text("")
     assert list(stream.iter_units([str(e)], problems)) == [
         End(FileInfo(str(e), "csv", header_where=f"{e}:1"), False, [f"{e}: empty file (no records)"])]
+    empty = tmp_path / "empty.jsonl"
+    empty.write_text("")
+    assert list(stream.iter_units([str(empty), str(c)], problems)) == [
+        End(FileInfo(str(empty), "jsonl"), True), Block(str(c), b'{"t":4}\n', 1, 3), End(FileInfo(str(c), "json"), True)]
 
 
 def test_parquet_units_by_batch_then_the_next_file(tmp_path, monkeypatch):
@@ -99,7 +103,7 @@ def test_parquet_units_by_batch_then_the_next_file(tmp_path, monkeypatch):
     assert units[:4] == [Records([row(0), row(1)], 0), Records([row(2), row(3)], 2), Records([row(4)], 4),
                          End(FileInfo(str(p), "parquet", records=5, columns={"text": "string"}, header_where=str(p)),
                              False, [])]
-    assert units[4].info == FileInfo(str(bad), "parquet", header_where=str(bad)) and not units[4].streamed
+    assert units[4].info == FileInfo(str(bad), "parquet", header_where=str(bad)) and units[4].streamed is False
     assert len(units[4].problems) == 1 and units[4].problems[0].startswith(f"{bad}: not a readable Parquet file (")
     assert units[5] == End(FileInfo(str(empty), "parquet", columns={"text": "string"}, header_where=str(empty)),
                            False, [f"{empty}: empty file (no records)"])
