@@ -83,6 +83,8 @@ def test_units_in_reading_order_with_ordering_numbers(tmp_path, monkeypatch):
     empty.write_text("")
     assert list(stream.iter_units([str(empty), str(c)], problems)) == [
         End(FileInfo(str(empty), "jsonl"), True), Block(str(c), b'{"t":4}\n', 1, 3), End(FileInfo(str(c), "json"), True)]
+    assert [u.seq for u in stream.iter_units([str(b), str(c), str(c)], problems) if not isinstance(u, End)] == [
+        0, 2, 4, 7]                                       # numbers keep growing across files
 
 
 def test_parquet_units_by_batch_then_the_next_file(tmp_path, monkeypatch):
