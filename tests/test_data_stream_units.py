@@ -106,7 +106,9 @@ def test_parquet_units_by_batch_then_the_next_file(tmp_path, monkeypatch):
                          End(FileInfo(str(p), "parquet", records=5, columns={"text": "string"}, header_where=str(p)),
                              False, [])]
     assert units[4].info == FileInfo(str(bad), "parquet", header_where=str(bad)) and units[4].streamed is False
-    assert len(units[4].problems) == 1 and units[4].problems[0].startswith(f"{bad}: not a readable Parquet file (")
+    with pytest.raises(Exception) as opening:        # opened for streaming, not read whole (pq.read_table)
+        pq.ParquetFile(bad)
+    assert units[4].problems == [f"{bad}: not a readable Parquet file ({opening.value})"]
     assert units[5] == End(FileInfo(str(empty), "parquet", columns={"text": "string"}, header_where=str(empty)),
                            False, [f"{empty}: empty file (no records)"])
     assert units[6:] == [Block(str(after), b'{"text": "x"}\n', 1, 6), End(FileInfo(str(after), "jsonl"), True)]
