@@ -8,7 +8,8 @@ JSON; files under MEMORY_BYTES keep these two lists in memory instead, which spa
 `lmtune data check` the import of pyarrow and pandas) while only two 16-byte hashes per example
 stay in memory (content and prompt keys, as
 `Example.content_key` / `prompt_key` compute them) for dedupe, splits and overlap checks.
-`ScannedSplit.examples(rows)` turns rows back into `Example`s with `to_example`, exactly as loaded.
+`ScannedSplit.examples(rows)` turns rows back into `Example`s with `to_example`, exactly as loaded
+(except values JSON cannot hold, e.g. a Parquet timestamp in an extra column: they come back as text).
 """
 
 from __future__ import annotations
