@@ -282,3 +282,63 @@ def test_encode_prompt_prefix_and_rendered():
     model = get_template("model", "chat", tt.llama_style(chat_template=True))   # writes bos itself
     ids = encode_prompt(llama, model, "Hi")
     assert ids == llama(model.render_prompt("Hi"), add_special_tokens=False)["input_ids"]
+
+
+def test_a_valid_batch_is_rendered_once_not_example_by_example(monkeypatch):
+    """The per-example fallback gives the same tokens, only slower: a valid batch must never take it."""
+    tokenizer = tt.marked_style()
+    template = get_template("model", "chat", tokenizer)
+    good = [CHAT[0], CHAT[2], CHAT[3]]
+    expected = _reference(good, template, tokenizer, 512, False)
+
+    def no_single_render(*args, **kwargs):
+        raise AssertionError("the batch fell back to rendering example by example")
+
+    monkeypatch.setattr(template, "apply", no_single_render)
+    assert tokenize_batch(good, template, tokenizer, 512, False, []) == expected
+
+
+# a {% generation %} template that writes the tokenizer's eos through a variable, as many models do
+EOS_MARKED = tt.MARKED_TEMPLATE.replace("{{ m['content'] }}<|end|>{% endgeneration %}",
+                                        "{{ m['content'] }}{{ eos_token }}{% endgeneration %}")
+
+
+def test_render_with_spans_renders_what_apply_chat_template_does():
+    from lmtune.data.templates import ModelTemplate
+    from lmtune.data.tokenize_batch import _render_with_spans
+
+    tokenizer = tt.marked_style()
+    template = ModelTemplate(tokenizer, chat_template=EOS_MARKED)
+    assert template.has_generation_markers and EOS_MARKED != tt.MARKED_TEMPLATE
+    conversations = [template.messages_for(ex) for ex in (CHAT[0], CHAT[2])]
+    rendered, spans = _render_with_spans(template, conversations)
+    assert rendered == [template.apply(c, tokenize=False) for c in conversations]
+    assert rendered[0].endswith("48.<|end|>\n") and [len(s) for s in spans] == [2, 1]
+    assert [r[a:b] for r, s in zip(rendered, spans) for a, b in s] == ["144.<|end|>", "48.<|end|>", "Hi. " * 12 + "<|end|>"]
+    got = tokenize_batch([CHAT[0], CHAT[2]], template, tokenizer, 512, False, [])
+    assert got == _reference([CHAT[0], CHAT[2]], template, tokenizer, 512, False)
+
+
+def test_tokenize_examples_passes_train_on_prompt_and_the_prefix(capsys):
+    tokenizer = tt.llama_style()   # a bos prefix
+    template = get_template("alpaca", "alpaca")
+    for train_on_prompt in (False, True):
+        result = tokenize_examples(ALPACA, template, tokenizer, 512, train_on_prompt=train_on_prompt)
+        ref = [tokenize_example(ex, template, tokenizer, 512, train_on_prompt) for ex in ALPACA]
+        assert result.input_ids == [t.input_ids for t in ref] and result.completion_mask == [t.completion_mask for t in ref]
+        assert all(ids[0] == tokenizer.bos_token_id for ids in result.input_ids)
+        assert all(all(m) for m in result.completion_mask) == train_on_prompt
+    assert capsys.readouterr().err == ""   # no progress bar for a few examples
+
+
+def test_dropped_examples_are_all_counted():
+    result = TokenizeResult()
+    for n in range(3):
+        assert count_tokenized(TokenizedExample([1, 2], [0, 0], 5 + n, str(n)), result) is False
+    assert (result.truncated, result.dropped) == (3, 3)
+
+
+def test_percentile_rank_on_many_values():
+    values = list(range(1, 201))
+    assert _percentile(values, 95) == 190 and _percentile(values, 50) == 100 and _percentile(list(range(202)), 50) == 100
+    assert summarize_tokens(values, 200, 1, 1, 0, 0)["length_p95"] == 190
