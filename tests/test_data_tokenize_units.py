@@ -342,3 +342,48 @@ def test_percentile_rank_on_many_values():
     values = list(range(1, 201))
     assert _percentile(values, 95) == 190 and _percentile(values, 50) == 100 and _percentile(list(range(202)), 50) == 100
     assert summarize_tokens(values, 200, 1, 1, 0, 0)["length_p95"] == 190
+
+
+def _counting(backend, **kwargs):
+    """A real fast tokenizer that counts calls of the transformers wrapper (`tokenizer(...)`)."""
+    from transformers import PreTrainedTokenizerFast
+
+    class Counting(PreTrainedTokenizerFast):
+        calls = 0
+
+        def __call__(self, *args, **kw):
+            type(self).calls += 1
+            return super().__call__(*args, **kw)
+
+    return Counting(tokenizer_object=backend, **kwargs)
+
+
+def test_encode_texts_takes_the_rust_path_only_when_it_is_the_same():
+    texts = ["Hello there", "The quick brown fox."]
+    llama = _counting(tt._llama_backend(), bos_token="<s>", eos_token="</s>", unk_token="<unk>")
+    expected = [llama.backend_tokenizer.encode(t, add_special_tokens=False).ids for t in texts]
+    assert encode_texts(llama, texts)[0] == expected and type(llama).calls == 0   # fast path
+    llama.backend_tokenizer.enable_truncation(max_length=2)   # configured: the wrapper (no bos, full length)
+    assert encode_texts(llama, texts)[0] == expected and type(llama).calls == 1
+    llama.backend_tokenizer.no_truncation()
+    llama.backend_tokenizer.enable_padding(pad_id=0, pad_token="<unk>")
+    assert encode_texts(llama, texts)[0] == expected and type(llama).calls == 2
+    special = ["<|im_start|>user\nhi<|im_end|>"]
+    split = _counting(tt._byte_level_backend(("<|endoftext|>", "<|im_start|>", "<|im_end|>")), eos_token="<|im_end|>",
+                      additional_special_tokens=["<|im_start|>", "<|im_end|>"])
+    split.split_special_tokens = True
+    split.backend_tokenizer.encode_special_tokens = True   # both agree: the fast path splits them too
+    ids, _ = encode_texts(split, special)
+    assert type(split).calls == 0 and len(ids[0]) > 5
+    assert ids == split(special, add_special_tokens=False)["input_ids"]
+    split.backend_tokenizer.encode_special_tokens = False   # they disagree: the wrapper decides
+    type(split).calls = 0
+    assert encode_texts(split, special)[0] == ids and type(split).calls == 1
+
+
+def test_masks_are_python_ints():
+    tokenizer = tt.marked_style()
+    for name in ("model", "chatml"):
+        got = tokenize_batch(CHAT[:4], get_template(name, "chat", tokenizer), tokenizer, 512, False, [])
+        masks = [t.completion_mask for t in got if not isinstance(t, str)]
+        assert masks and all(type(m) is int for mask in masks for m in mask)
