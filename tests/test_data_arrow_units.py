@@ -412,3 +412,19 @@ def test_summary_line_says_what_was_dropped():
     assert summary_line({"records": {"train": 10}, "examples": {"train": 4, "validation": 1},
                          "duplicates_removed": {"train": 5}, "tokens": {}}).endswith("(5 duplicates dropped)")
     assert summary_line({}) == "data: 0 training records -> 0 training examples"
+    assert summary_line({"records": {"train": 10}, "examples": {"train": 4}, "duplicates_removed": {"train": 6}}) == \
+        "data: 10 training records -> 4 training examples (6 duplicates dropped); fewer than half the records " \
+        "remain: see lmtune data check"
+    assert summary_line({"records": {"train": 2}, "duplicates_removed": {"train": 2}}) == \
+        "data: 2 training records -> 0 training examples (2 duplicates dropped); fewer than half the records " \
+        "remain: see lmtune data check"
+
+
+def test_prepare_datasets_uses_the_given_format_and_template(tmp_path):
+    train = _jsonl(tmp_path / "train.jsonl", _alpaca_rows(20))
+    chatml = get_template("chatml", "alpaca")
+    data = prepare_datasets(DataConfig(train=[train], cache=False), tt.gpt2_style(), chatml)
+    assert data.template is chatml and data.stats["template"] == "chatml"
+    with pytest.raises(DataError) as info:
+        load_split([train], "chat")
+    assert len(info.value.problems) == 20 and len(load_split([train], "alpaca").examples) == 20
