@@ -428,3 +428,49 @@ def test_prepare_datasets_uses_the_given_format_and_template(tmp_path):
     with pytest.raises(DataError) as info:
         load_split([train], "chat")
     assert len(info.value.problems) == 20 and len(load_split([train], "alpaca").examples) == 20
+
+
+def _nan_bits(key: bytes) -> bool:
+    return bool(np.isnan(np.frombuffer(key, dtype=np.float64)).any())
+
+
+def test_conflicting_prompts_compare_key_bytes_not_numbers(tmp_path):
+    """Keys are 16 hash bytes; read as floats about one in a thousand is a NaN, which never equals
+    itself: the same prompt (or answer) must still count as the same."""
+    from lmtune.data.formats import Example
+    from lmtune.data.records import digest16
+
+    def keys(instruction, output):
+        ex = Example("x", "alpaca", fields={"instruction": instruction, "input": "", "output": output})
+        return [digest16(k) for k in ex.keys()]
+
+    nan_prompt = next(f"q{i}" for i in range(100_000) if _nan_bits(keys(f"q{i}", "a")[1]))
+    nan_answer = next(f"a{i}" for i in range(100_000) if _nan_bits(keys("p", f"a{i}")[0]))
+    rows = [{"instruction": nan_prompt, "output": "a"}, {"instruction": nan_prompt, "output": "b"},
+            {"instruction": "p", "output": nan_answer}, {"instruction": "p", "output": nan_answer}]
+    split = _scanned(tmp_path, rows)
+    assert conflicting_prompts(split, np.array([0, 1])) == 1       # one prompt, two answers
+    assert conflicting_prompts(split, np.array([2, 3])) == 0       # one prompt, the same answer twice
+    assert conflicting_prompts(split, np.arange(4)) == 1
+
+
+def test_test_files_are_scanned_to_disk_and_named_in_errors(tmp_path, monkeypatch):
+    from lmtune.data import records
+
+    monkeypatch.setattr(records, "MEMORY_BYTES", -1)   # every split's records through an Arrow file
+    rows = _alpaca_rows(60)
+    train = _jsonl(tmp_path / "train.jsonl", rows[:50])
+    test = _jsonl(tmp_path / "test.jsonl", rows[45:])
+    tokenizer = tt.gpt2_style()
+    cfg = DataConfig(train=[train], test=[test], template="alpaca")
+    data = prepare_arrow(cfg, tokenizer)
+    [entry] = cache.entries()
+    assert not list(entry.glob("records-*")) and not list(entry.glob("*.partial"))
+    assert sorted(p.name for p in entry.iterdir()) == ["heldout.json", "meta.json", "stats.json", "train-00000.arrow",
+                                                       "validation-00000.arrow"]
+    ref = reference_prepare(DataConfig(train=[train], test=[test], template="alpaca", cache=False), tokenizer)
+    assert data.stats == json.loads(json.dumps(ref.stats)) and data.stats["test_prompts_in_train"] > 0
+    empty = _jsonl(tmp_path / "empty.jsonl", [])
+    with pytest.raises(DataError, match="^1 problem in the test data: ") as info:
+        prepare_arrow(DataConfig(train=[train], test=[empty], template="alpaca", cache=False), tokenizer)
+    assert info.value.problems == [f"{empty}: empty file (no records)"]
