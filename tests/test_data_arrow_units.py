@@ -113,16 +113,33 @@ def test_the_cache_publishes_an_entry_and_reuses_it(tmp_path, capsys):
     assert sorted(p.name for p in entry.iterdir() if not p.name.endswith(".arrow")) == [
         "heldout.json", "meta.json", "stats.json"]
     assert sorted(p.name for p in entry.glob("*.arrow")) == ["train-00000.arrow", "validation-00000.arrow"]
-    assert json.loads((entry / "meta.json").read_text())["examples"] == first.stats["examples"]
+    assert json.loads((entry / "meta.json").read_text()) == {"format": "alpaca", "examples": first.stats["examples"],
+                                                             "lmtune_data_cache": cache.PIPELINE_VERSION}
     assert list(cache.cache_root().glob(".build-*")) == []   # renamed into place
     again = prepare_arrow(cfg, tokenizer)
     assert f"data: prepared data reused from the cache {entry} (data.cache=false rebuilds it)" in capsys.readouterr().err
     assert again.train.to_dict() == first.train.to_dict() and again.validation.to_dict() == first.validation.to_dict()
     assert again.stats == first.stats and again.test_examples == first.test_examples
     assert again.template.to_dict() == first.template.to_dict() and first.template.name == "alpaca"
-    # a template given by the caller is used as it is, cached or not
+    # a template given by the caller is part of the key and is used as it is, cached or not
     chatml = get_template("chatml", "alpaca")
-    assert prepare_arrow(DataConfig(train=[train], template="alpaca"), tokenizer, chatml).template is chatml
+    built = prepare_arrow(cfg, tokenizer, chatml)
+    assert "reused" not in capsys.readouterr().err and len(cache.entries()) == 2
+    assert built.template is chatml and built.stats["template"] == "chatml"
+    assert built.train["input_ids"] != first.train["input_ids"] and len(built.train) == len(first.train)
+    reused = prepare_arrow(cfg, tokenizer, chatml)
+    assert "reused" in capsys.readouterr().err and reused.template is chatml
+    assert reused.train.to_dict() == built.train.to_dict()
+
+
+def test_a_cached_auto_template_is_resolved_with_the_tokenizer(tmp_path, capsys):
+    tokenizer = tt.qwen_style()   # has a chat template: auto -> model
+    cfg = DataConfig(train=[_jsonl(tmp_path / "train.jsonl", _alpaca_rows(30))])
+    first = prepare_arrow(cfg, tokenizer)
+    again = prepare_arrow(cfg, tokenizer)
+    assert "reused" in capsys.readouterr().err
+    assert first.template.name == again.template.name == "model"
+    assert again.template.to_dict() == first.template.to_dict()
 
 
 def test_without_the_cache_the_files_live_until_exit(tmp_path, monkeypatch):
@@ -460,17 +477,22 @@ def test_test_files_are_scanned_to_disk_and_named_in_errors(tmp_path, monkeypatc
     monkeypatch.setattr(records, "MEMORY_BYTES", -1)   # every split's records through an Arrow file
     rows = _alpaca_rows(60)
     train = _jsonl(tmp_path / "train.jsonl", rows[:50])
+    val = _jsonl(tmp_path / "val.jsonl", rows[40:55])
     test = _jsonl(tmp_path / "test.jsonl", rows[45:])
     tokenizer = tt.gpt2_style()
-    cfg = DataConfig(train=[train], test=[test], template="alpaca")
+    cfg = DataConfig(train=[train], validation=[val], test=[test], template="alpaca")
     data = prepare_arrow(cfg, tokenizer)
     [entry] = cache.entries()
     assert not list(entry.glob("records-*")) and not list(entry.glob("*.partial"))
     assert sorted(p.name for p in entry.iterdir()) == ["heldout.json", "meta.json", "stats.json", "train-00000.arrow",
                                                        "validation-00000.arrow"]
-    ref = reference_prepare(DataConfig(train=[train], test=[test], template="alpaca", cache=False), tokenizer)
-    assert data.stats == json.loads(json.dumps(ref.stats)) and data.stats["test_prompts_in_train"] > 0
+    ref = reference_prepare(DataConfig(train=[train], validation=[val], test=[test], template="alpaca", cache=False),
+                            tokenizer)
+    _same(data, ref)
+    assert data.stats["test_prompts_in_train"] > 0 and data.stats["validation_in_train_removed"] > 0
     empty = _jsonl(tmp_path / "empty.jsonl", [])
-    with pytest.raises(DataError, match="^1 problem in the test data: ") as info:
-        prepare_arrow(DataConfig(train=[train], test=[empty], template="alpaca", cache=False), tokenizer)
-    assert info.value.problems == [f"{empty}: empty file (no records)"]
+    for given, what in (({"train": [empty]}, "training"), ({"train": [train], "validation": [empty]}, "validation"),
+                        ({"train": [train], "test": [empty]}, "test")):
+        with pytest.raises(DataError, match=f"^1 problem in the {what} data: ") as info:
+            prepare_arrow(DataConfig(template="alpaca", cache=False, **given), tokenizer)
+        assert info.value.problems == [f"{empty}: empty file (no records)"]
