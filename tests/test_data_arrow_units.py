@@ -75,11 +75,14 @@ def test_alpaca_equals_the_list_pipeline(tmp_path, name):
     train = _jsonl(tmp_path / "train.jsonl", rows[:70])
     for key in ("validation", "test"):
         if key in settings:   # overlaps train by a few examples
-            settings[key] = [_jsonl(tmp_path / f"{key}.jsonl", rows[60:75] if key == "validation" else rows[75:])]
+            part = rows[60:75] + rows[60:62] if key == "validation" else rows[75:]   # with 2 duplicates
+            settings[key] = [_jsonl(tmp_path / f"{key}.jsonl", part)]
     cfg = DataConfig(train=[train], template="alpaca", cache=False, **settings)
     tokenizer = tt.gpt2_style()
     new, ref = prepare_datasets(cfg, tokenizer), reference_prepare(cfg, tokenizer)
     assert ref.stats["conflicting_prompts"] and ref.stats["warnings"] is not None
+    if "validation" in settings:
+        assert ref.stats["duplicates_removed"]["validation"] == (2 if settings.get("dedupe", True) else 0)
     if "max_length" in settings:   # truncation and dropping are exercised
         assert ref.stats["tokens"]["train"]["truncated"] > ref.stats["tokens"]["train"]["dropped"] > 0
     _same(new, ref)
@@ -320,7 +323,7 @@ def test_shards_report_unrenderable_examples(tmp_path, monkeypatch):
     monkeypatch.setattr(token_shards, "BATCH", 2)
     rows = [{"messages": [{"role": "user", "content": f"q{i}"}, {"role": "assistant", "content": "a"}]}
             for i in range(5)]
-    rows[3]["messages"] += [{"role": "user", "content": "more"}, {"role": "assistant", "content": "b"}]
+    rows[2]["messages"] += [{"role": "user", "content": "more"}, {"role": "assistant", "content": "b"}]   # first of a batch
     split = _scanned(tmp_path, rows, "chat.jsonl")
     template = get_template("alpaca", "chat")
     out = tmp_path / "out"
@@ -328,7 +331,7 @@ def test_shards_report_unrenderable_examples(tmp_path, monkeypatch):
     result = tokenize_to_arrow(split, np.arange(5), template, tt.gpt2_style(), 64, False, out, "validation",
                                progress=False)
     assert result.examples == 4 and len(result.problems) == 1
-    assert result.problems[0].startswith(f"{tmp_path / 'chat.jsonl'}:4: the alpaca template needs one user turn")
+    assert result.problems[0].startswith(f"{tmp_path / 'chat.jsonl'}:3: the alpaca template needs one user turn")
     assert len(load_shards(result.files)) == 4 and result.files == [str(out / "validation-00000.arrow")]
 
 
