@@ -286,7 +286,7 @@ def _split_and_examples(tmp_path, n=11):
 
 
 @pytest.mark.parametrize("cores", [1, 2])
-def test_shards_equal_tokenize_examples(tmp_path, monkeypatch, cores):
+def test_shards_equal_tokenize_examples(tmp_path, monkeypatch, capsys, cores):
     import datasets
 
     monkeypatch.setattr(token_shards, "TASK_SIZE", 4)
@@ -315,8 +315,9 @@ def test_shards_equal_tokenize_examples(tmp_path, monkeypatch, cores):
     assert result.stats() == ref.stats() and result.problems == []
     assert result.samples == list(zip(ref.input_ids, ref.completion_mask, ref.sources))[:3]
     assert token_shards._JOB == {}
-    counted = tokenize_to_arrow(split, positions, template, tokenizer, 24, False, None, "x", progress=False)
+    counted = tokenize_to_arrow(split, positions, template, tokenizer, 24, False, None, "x")
     assert counted.files == [] and counted.samples == [] and counted.stats() == ref.stats()
+    assert capsys.readouterr().err == ""   # no progress bar for a few examples, asked for or not
 
 
 def test_shards_report_unrenderable_examples(tmp_path, monkeypatch):
