@@ -479,6 +479,9 @@ def test_test_files_are_scanned_to_disk_and_named_in_errors(tmp_path, monkeypatc
     from lmtune.data import records
 
     monkeypatch.setattr(records, "MEMORY_BYTES", -1)   # every split's records through an Arrow file
+    elsewhere = tmp_path / "cwd"
+    elsewhere.mkdir()
+    monkeypatch.chdir(elsewhere)   # nothing may be written outside the build directory
     rows = _alpaca_rows(60)
     train = _jsonl(tmp_path / "train.jsonl", rows[:50])
     val = _jsonl(tmp_path / "val.jsonl", rows[40:55])
@@ -494,6 +497,7 @@ def test_test_files_are_scanned_to_disk_and_named_in_errors(tmp_path, monkeypatc
                             tokenizer)
     _same(data, ref)
     assert data.stats["test_prompts_in_train"] > 0 and data.stats["validation_in_train_removed"] > 0
+    assert list(elsewhere.iterdir()) == []
     empty = _jsonl(tmp_path / "empty.jsonl", [])
     for given, what in (({"train": [empty]}, "training"), ({"train": [train], "validation": [empty]}, "validation"),
                         ({"train": [train], "test": [empty]}, "test")):
