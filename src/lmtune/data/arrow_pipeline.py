@@ -87,7 +87,7 @@ def scan_split(paths: list[str], format: str, out: Path, what: str) -> ScannedSp
     if not problems and not len(split):
         problems.append(f"{', '.join(paths) or '(no files)'}: no {what} examples")
     if problems:
-        raise DataError(problem_summary(_Counts(split), what), problems)
+        raise DataError(problem_summary(_Counts(split), what, problems), problems)
     return split
 
 
@@ -102,10 +102,6 @@ class _Counts:   # what problem_summary reads from a LoadedData
     @property
     def examples(self) -> range:
         return range(len(self.split))
-
-    @property
-    def problems(self) -> list[str]:
-        return self.split.problems
 
 
 def _build(data_cfg: "DataConfig", files: dict, tokenizer: Any, template: Template | None, build: Path) -> dict:

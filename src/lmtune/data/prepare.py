@@ -51,13 +51,14 @@ def load_split(paths: list[str], format: str = "auto", what: str = "data") -> Lo
     if not problems and not loaded.examples:
         problems.append(f"{', '.join(paths) or '(no files)'}: no {what} examples")
     if problems:
-        raise DataError(problem_summary(loaded, what), problems)
+        raise DataError(problem_summary(loaded, what, problems), problems)
     return loaded
 
 
-def problem_summary(loaded: LoadedData, what: str = "data") -> str:
+def problem_summary(loaded: LoadedData, what: str = "data", problems: list[str] | None = None) -> str:
+    """`problems`: the list the error shows, when it has more than `loaded.problems` (e.g. "no examples")."""
     bad = loaded.records - len(loaded.examples)
-    n = len(loaded.problems)
+    n = len(loaded.problems if problems is None else problems)
     return (f"{n} problem{'s' if n != 1 else ''} in the {what}: {bad} of {loaded.records} records "
             f"are bad; fix each line below")
 
