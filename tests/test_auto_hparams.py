@@ -11,7 +11,7 @@ import yaml
 
 from lmtune.config import load_config
 from lmtune.errors import ConfigError
-from lmtune.hparams import Batch, DataSize, ModelSize, epochs_for, learning_rate_for, resolve
+from lmtune.hparams import Batch, DataSize, ModelSize, epochs_for, learning_rate_for, max_epochs, resolve
 from tiny_models import save_tiny_model, write_alpaca
 
 
@@ -47,8 +47,10 @@ def test_lora_over_full_is_ten_at_7b_and_five_on_the_embedded_base():
     (DataSize(5_000, 1_500_000, 2048), Batch(4, 4, 1), ModelSize(4096), 4, 46),
     (DataSize(5_000, 1_500_000, 2048), Batch(4, 4, 1), ModelSize(256), 9, 46),
     # the task: 1.5K short chat examples on CPU (4 rows of 512): 22 steps/epoch; the
-    # embedded base's 400-step floor wants 19 epochs, capped at 10
-    (DataSize(1_500, 45_000, 512), Batch(1, 4, 1), ModelSize(256), 10, 22),
+    # embedded base's 400-step floor wants 19 epochs (under its cap, 22)
+    (DataSize(1_500, 45_000, 512), Batch(1, 4, 1), ModelSize(256), 19, 22),
+    # 200 such examples: 3 steps per epoch; the floor wants 134 epochs, capped at 22
+    (DataSize(200, 6_000, 512), Batch(1, 4, 1), ModelSize(256), 22, 3),
     # 200 examples at 7B on CPU: 4 steps per epoch; the 80-step floor wants 20 epochs, capped at 10
     (DataSize(200, 8_000, 512), Batch(1, 4, 1), ModelSize(4096), 10, 4),
     # unpacked: one row per example; 2 processes halve the steps per epoch (50 x 5 > 80)
@@ -61,12 +63,17 @@ def test_epochs_from_examples_and_steps(data, batch, model, epochs, per_epoch):
     assert (got, steps) == (epochs, per_epoch), why
 
 
+@pytest.mark.parametrize("hidden, cap", [(4096, 10), (8192, 10), (896, 16), (256, 22), (None, 10)])
+def test_the_epoch_cap_is_the_seeds_ten_at_7b_and_grows_with_sqrt_of_the_width_factor(hidden, cap):
+    assert max_epochs(ModelSize(hidden) if hidden else None) == cap
+
+
 def test_explicit_values_and_max_steps_win():
     model, data, batch = ModelSize(256), DataSize(1_500, 45_000, 512), Batch(1, 4, 1)
     out = resolve(5e-4, 2.0, -1, "full", model, data, batch)
     assert (out.learning_rate, out.epochs, out.lines) == (5e-4, 2.0, [])
     out = resolve("auto", "auto", 30, "lora", model, data, batch)
-    assert out.learning_rate == 1e-3 and out.epochs == 10.0
+    assert out.learning_rate == 1e-3 and out.epochs == 19.0
     assert "train.max_steps=30 wins" in out.lines[1]
 
 
@@ -96,10 +103,11 @@ def test_epochs_first_then_the_rate_from_their_steps():
     assert resolve("auto", 10.0, -1, "lora", model, data, batch).learning_rate == 6.3e-4
     # train.max_steps wins over epochs, for the rate too: 3,000 steps -> 5.9e-4
     assert resolve("auto", "auto", 3000, "lora", model, data, batch).learning_rate == 5.9e-4
-    # fewer steps: the floor raises the epochs (400 steps at hidden 256), the rate stays 1e-3
+    # fewer steps: the floor raises the epochs (400 steps at hidden 256: 27 of 15 steps, capped at 22),
+    # the rate stays 1e-3 (330 steps)
     small = resolve("auto", "auto", -1, "lora", model, DataSize(190, 190 * 40, 128), batch)
-    assert (small.learning_rate, small.epochs) == (1e-3, 10.0) and "shrunk" not in small.lines[0]
-    assert "for at least 400 optimizer steps" in small.lines[1]
+    assert (small.learning_rate, small.epochs) == (1e-3, 22.0) and "shrunk" not in small.lines[0]
+    assert "for at least 400 optimizer steps (capped at 22) (330 steps)" in small.lines[1], small.lines[1]
 
 
 def test_unresolvable_auto_names_the_key():
@@ -123,14 +131,14 @@ def test_resolved_values_reach_the_trainer_and_config_yaml(tmp_path, capsys):
     train(cfg, quiet=True)
     printed = capsys.readouterr().out
     # hidden 32: 2e-4 x (4096/32)^0.58 = 3.3e-3; 40 examples -> one step per epoch, so the step
-    # floor asks for more epochs than the cap allows: 10
+    # floor (1,337 steps) asks for more epochs than the cap allows: 10 x sqrt(16.7) = 41
     assert "train.learning_rate: auto -> 3.3e-03 (lora, hidden 32" in printed
-    assert "train.epochs: auto -> 10 (" in printed
+    assert "train.epochs: auto -> 41 (" in printed
     saved = yaml.safe_load((tmp_path / "run" / "config.yaml").read_text())
-    assert saved["train"]["learning_rate"] == 0.0033 and saved["train"]["epochs"] == 10.0
+    assert saved["train"]["learning_rate"] == 0.0033 and saved["train"]["epochs"] == 41.0
     logs = [json.loads(x) for x in (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()]
     lrs = {round(r["learning_rate"], 6) for r in logs if "learning_rate" in r}
     assert lrs == {0.0033}                       # constant schedule: the Trainer ran the resolved rate
-    assert max(r.get("epoch", 0) for r in logs) == pytest.approx(10.0)
+    assert max(r.get("epoch", 0) for r in logs) == pytest.approx(41.0)
     # the saved config runs as written: numbers now, not auto
     assert load_config(tmp_path / "run" / "config.yaml").learning_rate == 0.0033
