@@ -41,6 +41,8 @@ declare -A MODULES=(
   [estimate/lora]="src/lmtune/estimate/lora.py | tests/test_estimate_units.py tests/test_estimate_params.py"
   [estimate/memory]="src/lmtune/estimate/memory.py | tests/test_estimate_units.py tests/test_estimate_memory.py tests/test_estimate_activations.py"
   [estimate/core]="src/lmtune/estimate/core.py | tests/test_estimate_units.py tests/test_estimate_memory.py"
+  [estimate/shapes]="src/lmtune/estimate/shapes.py | tests/test_estimate_shapes_units.py tests/test_estimate_units.py tests/test_estimate_params.py"
+  [estimate/rest]="src/lmtune/estimate/speed.py src/lmtune/estimate/hardware.py src/lmtune/estimate/render.py | tests/test_estimate_report_units.py tests/test_estimate_units.py tests/test_estimate_memory.py"
   [estimate]="src/lmtune/estimate/*.py | tests/test_estimate_units.py tests/test_estimate_activations.py tests/test_estimate_memory.py tests/test_estimate_params.py"
 )
 
