@@ -338,3 +338,69 @@ def test_loss_data_from_test_files_the_validation_split_or_a_reason(tiny, tmp_pa
     cfg.data.train = [str(tmp_path / "moved.jsonl")]
     rows, what = loss_data(cfg, tiny.tok, tiny.template, EvalSettings())
     assert rows is None and what.startswith("unavailable (")
+
+
+# ---------------------------------------------------------------- evaluate_run on a run directory
+
+def _run_dir(tiny, tmp_path, *extra):
+    """A run directory as train leaves it, without training: config.yaml + the adapter and tokenizer."""
+    run = tmp_path / "run"
+    tiny.model.save_pretrained(str(run / "adapter"))
+    tiny.tok.save_pretrained(str(run / "adapter"))
+    (run / "config.yaml").write_text(_cfg(tiny, *extra).to_yaml())
+    return run
+
+
+def _spy(monkeypatch, module, name, calls):
+    real = getattr(module, name)
+
+    def spy(*args, **kwargs):
+        calls.append((name, args, kwargs))
+        return real(*args, **kwargs)
+    monkeypatch.setattr(module, name, spy)
+
+
+def test_evaluate_run_passes_every_option_through(tiny, tmp_path, monkeypatch, capsys):
+    from lmtune.evaluate import evaluate_run, run as run_module
+
+    _probe(monkeypatch)
+    test = str(tiny.root / "test.jsonl")
+    run = _run_dir(tiny, tmp_path, f"data.validation={test}", "eval.forgetting_check=false", "eval.num_samples=3")
+    calls = []
+    for name in ("dataset_loss", "text_loss"):
+        _spy(monkeypatch, run_module, name, calls)
+    _spy(monkeypatch, Generator, "generate", calls)
+    r = evaluate_run(run, test=(test,), num_samples=2, max_new_tokens=3, batch_size=1, forgetting=True,
+                     progress=False, few_shot=1)
+    assert capsys.readouterr().out == ""
+    assert (r["run"], r["subject"], r["method"]) == (str(run), "run", "lora")
+    assert json.loads((run / EVAL_FILE).read_text()) == r
+    assert r["settings"] == {"max_new_tokens": 3, "num_samples": 2, "greedy": True, "few_shot": 1}
+    assert r["validation"]["source"] == f"test: {test}" and r["validation"]["tuned"]["examples"] == 3
+    assert r["validation"]["base"] is None and r["task"]["base"] is None   # base generation is off by default
+    assert r["task"]["source"] == test and r["task"]["examples"] == 2 and r["forgetting"] is not None
+    gen = [c for c in calls if c[0] == "generate"]
+    assert len(gen) == 1 and gen[0][1][2].batch_size == 1 and gen[0][1][2].max_new_tokens == 3
+    losses = [c for c in calls if c[0] in ("dataset_loss", "text_loss")]
+    assert [(c[1][4], c[2]["desc"]) for c in losses] == [(1, None)] * 3   # tuned validation, probe x2
+    # the defaults: the run's validation split, no probe (the config's eval.forgetting_check), progress bars
+    calls.clear()
+    r = evaluate_run(run, base=True)
+    assert r["validation"]["source"] == "validation split" and r["validation"]["base"]["examples"] == 3
+    assert r["task"] is None and r["forgetting"] is None and r["settings"]["num_samples"] == 3
+    assert [(c[0], c[1][4], c[2]["desc"]) for c in calls] == [("dataset_loss", 2, "validation loss (tuned)"),
+                                                              ("dataset_loss", 2, "validation loss (base)")]
+    with pytest.raises(UserError) as err:
+        evaluate_run(run, task="sql")
+    assert err.value.render() == (f"error: --task sql: {run} was trained on data.task=None\n"
+                                  "  score a run on other prompts with --test FILE")
+
+
+def test_evaluate_run_on_a_plain_model_never_compares(tiny, tmp_path, monkeypatch):
+    from lmtune.evaluate import evaluate_run
+
+    monkeypatch.setattr(forgetting, "load_probe", lambda *a, **k: pytest.fail("the probe was read"))
+    test = str(tiny.root / "test.jsonl")
+    r = evaluate_run(str(tiny.base), test=[test], base=True, forgetting=True, progress=False, num_samples=1)
+    assert (r["run"], r["subject"], r["method"]) == (None, "model", None)   # no --out: nothing written
+    assert r["task"]["base"] is None and r["forgetting"] is None and r["validation"]["base"] is None
