@@ -46,8 +46,9 @@ def test_speed_time_steps_and_cost():
     assert speed(SHAPE, dev, "full", 10, False, 7) == Speed(9252.0, pytest.approx(5e8), None, None, None, None)
     assert speed(SHAPE, dev, "full", 10, False, 7, 1, 100, 0) == Speed(9252.0, pytest.approx(5e8), None, None,
                                                                         None, None)
+    assert speed(SHAPE, dev, "full", 10, False, 7).tokens_per_second == pytest.approx(5e8, rel=1e-14)
     one = speed(SHAPE, dev, "full", 10, False, 7, 1, 7, 100)
-    assert (one.train_tokens, one.optimizer_steps) == (100, 15)            # the last step is partial
+    assert (one.flops_per_token, one.train_tokens, one.optimizer_steps) == (9252.0, 100, 15)   # last step partial
     assert one.hours == pytest.approx(100 / 5e8 / 3600) and one.cost == pytest.approx(one.hours * 2.0)
     # two GPUs at 90% scaling each: 9e8 tokens/s; 2 h for 6.48e12 tokens, paid for both cards
     two = speed(SHAPE, dev, "full", 10, False, 7, 2, 1000, 6_480_000_000_000)
@@ -57,6 +58,8 @@ def test_speed_time_steps_and_cost():
     lora = speed(SHAPE, dev, "lora", 10, False, 7)
     assert lora.tokens_per_second == pytest.approx(4.626e12 / 8770)
     assert speed(SHAPE, dev, "qlora", 10, False, 7).tokens_per_second == pytest.approx(4.626e12 / 8770 / 1.25)
+    ckpt = speed(SHAPE, dev, "lora", 10, True, 7)   # recomputation costs time
+    assert ckpt.flops_per_token == 11790.0 and ckpt.tokens_per_second == pytest.approx(4.626e12 / 11790)
 
 
 # ---------------------------------------------------------------- hardware

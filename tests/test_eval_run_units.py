@@ -404,3 +404,26 @@ def test_evaluate_run_on_a_plain_model_never_compares(tiny, tmp_path, monkeypatc
     r = evaluate_run(str(tiny.base), test=[test], base=True, forgetting=True, progress=False, num_samples=1)
     assert (r["run"], r["subject"], r["method"]) == (None, "model", None)   # no --out: nothing written
     assert r["task"]["base"] is None and r["forgetting"] is None and r["validation"]["base"] is None
+
+
+def test_validation_loss_for_train_summary_is_evals_number(tiny, monkeypatch):
+    from lmtune.evaluate import run as run_module
+    from lmtune.evaluate.perplexity import dataset_loss
+    from lmtune.evaluate.run import validation_loss
+
+    cfg = _cfg(tiny, "data.max_length=64")
+    validation = [{"input_ids": [5, 6, 7, 8, 9], "completion_mask": [0, 0, 1, 1, 1]},
+                  {"input_ids": [4, 3, 2], "completion_mask": [0, 1, 1]}]
+    seen = []
+    monkeypatch.setattr(run_module, "dataset_loss",
+                        lambda m, *a, **k: seen.append((m.training, a, k)) or dataset_loss(m, *a, **k))
+    tiny.model.train()
+    try:
+        got = validation_loss(tiny.model, validation, tiny.tok, cfg)
+        assert tiny.model.training   # back to training mode afterwards
+        assert validation_loss(tiny.model, validation, tiny.tok, cfg, progress=True) == got
+    finally:
+        tiny.model.eval()
+    assert seen == [(False, (validation, tiny.tok.pad_token_id, 64, 2), {"desc": None}),
+                    (False, (validation, tiny.tok.pad_token_id, 64, 2), {"desc": "validation loss (tuned)"})]
+    assert got == dataset_loss(tiny.model, validation, tiny.tok.pad_token_id, 64, 2) and got.tokens == 5
