@@ -427,3 +427,11 @@ def test_validation_loss_for_train_summary_is_evals_number(tiny, monkeypatch):
     assert seen == [(False, (validation, tiny.tok.pad_token_id, 64, 2), {"desc": None}),
                     (False, (validation, tiny.tok.pad_token_id, 64, 2), {"desc": "validation loss (tuned)"})]
     assert got == dataset_loss(tiny.model, validation, tiny.tok.pad_token_id, 64, 2) and got.tokens == 5
+
+
+def test_final_evaluation_shows_progress_by_default(tiny, tmp_path, capsys):
+    cfg = _cfg(tiny, f"data.test={tiny.root / 'test.jsonl'}", "eval.num_samples=1", "eval.forgetting_check=false")
+    r = final_evaluation(cfg, tmp_path, tiny.model, tiny.tok, tiny.template)
+    out = capsys.readouterr().out
+    assert "[eval] generating 1 answers (tuned)\n" in out and "[eval] generating 1 answers (base)\n" in out
+    assert r["task"]["base"] is not None   # the end of train always compares with the base
