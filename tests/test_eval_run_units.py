@@ -435,3 +435,6 @@ def test_final_evaluation_shows_progress_by_default(tiny, tmp_path, capsys):
     out = capsys.readouterr().out
     assert "[eval] generating 1 answers (tuned)\n" in out and "[eval] generating 1 answers (base)\n" in out
     assert r["task"]["base"] is not None   # the end of train always compares with the base
+    assert r["run"] == str(tmp_path) and json.loads((tmp_path / EVAL_FILE).read_text()) == r
+    final_evaluation(cfg, tmp_path, tiny.model, tiny.tok, tiny.template, progress=False)
+    assert capsys.readouterr().out == ""
