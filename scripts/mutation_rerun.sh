@@ -5,11 +5,17 @@
 # .meta files, the current tests are copied in, and only those mutants run, by name.
 #
 #   scripts/mutation_rerun.sh .mutation/merge
+#   MUTATION_RERUN_UNCHECKED=1 scripts/mutation_rerun.sh .mutation/merge   # also finish a run that was stopped
 set -euo pipefail
 source "$(dirname "$0")/mutation_tools.sh"
 dir=$(cd "$1" && pwd)
 cd "$dir"
-mapfile -t names < <(grep -E ": (survived|no tests)$" results.txt | sed 's/: .*//; s/^ *//')
+pattern=": (survived|no tests)$"
+if [ "${MUTATION_RERUN_UNCHECKED:-0}" = 1 ]; then
+  env -u PYTHONPATH "$MUTMUT" results --all true >results.txt 2>&1 || true
+  pattern=": (survived|no tests|not checked)$"
+fi
+mapfile -t names < <(grep -E "$pattern" results.txt | sed 's/: .*//; s/^ *//')
 [ ${#names[@]} -gt 0 ] || { echo "no survivors in $dir/results.txt"; exit 0; }
 "$PYTHON" - "${names[@]}" <<'PY'
 import glob, json, sys

@@ -1,6 +1,6 @@
 """lmtune/estimate/speed.py, hardware.py and render.py with literal numbers and text: FLOPs per token
 worked out by hand on a small shape, the GPU catalog lookups, custom and CPU devices, and the whole
-table `lmtune estimate` prints for hand-built estimates. No torch except in detect_devices.
+table `lmtune estimate` prints for hand-built estimates. Only detect_devices uses torch.
 The mutation run of these files uses these first (scripts/mutation.sh estimate/rest)."""
 
 from __future__ import annotations
@@ -11,6 +11,9 @@ import os
 from types import SimpleNamespace
 
 import pytest
+# Imported here, not only in detect_devices: a mutation run forks every mutant's tests from one
+# process that collected this module, so the import is paid once.
+import torch
 
 from lmtune.errors import UserError
 from lmtune.estimate import hardware
@@ -144,16 +147,12 @@ def test_overrides_and_their_bounds():
 
 
 def _cuda(monkeypatch, name, memory, count=1):
-    import torch
-
     monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
     monkeypatch.setattr(torch.cuda, "get_device_properties", lambda i: SimpleNamespace(name=name, total_memory=memory))
     monkeypatch.setattr(torch.cuda, "device_count", lambda: count)
 
 
 def test_detect_devices(monkeypatch):
-    import torch
-
     if not torch.cuda.is_available():
         assert detect_devices() == (cpu_device(), 1)
     h100 = find_gpu("h100")
