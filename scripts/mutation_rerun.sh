@@ -5,17 +5,24 @@
 # .meta files, the current tests are copied in, and only those mutants run, by name.
 #
 #   scripts/mutation_rerun.sh .mutation/merge
-#   MUTATION_RERUN_UNCHECKED=1 scripts/mutation_rerun.sh .mutation/merge   # also finish a run that was stopped
+# A run that was stopped (or whose tests were changed meanwhile) is finished with
+#   MUTATION_RERUN_UNCHECKED=1 [MUTATION_ONLY='*x_f__mutmut_*'] scripts/mutation_rerun.sh .mutation/evaluate_run
+# which also runs the mutants not checked yet (only those matching MUTATION_ONLY's globs, when given).
 set -euo pipefail
 source "$(dirname "$0")/mutation_tools.sh"
 dir=$(cd "$1" && pwd)
 cd "$dir"
-pattern=": (survived|no tests)$"
+[ "${MUTATION_RERUN_UNCHECKED:-0}" = 1 ] && { env -u PYTHONPATH "$MUTMUT" results --all true >results.txt 2>&1 || true; }
+mapfile -t names < <(grep -E ": (survived|no tests)$" results.txt | sed 's/: .*//; s/^ *//')
 if [ "${MUTATION_RERUN_UNCHECKED:-0}" = 1 ]; then
-  env -u PYTHONPATH "$MUTMUT" results --all true >results.txt 2>&1 || true
-  pattern=": (survived|no tests|not checked)$"
+  read -r -a only <<<"${MUTATION_ONLY:-*}"
+  while read -r name; do
+    for pat in "${only[@]}"; do
+      # shellcheck disable=SC2053  # $pat is a glob on purpose
+      if [[ $name == $pat ]]; then names+=("$name"); break; fi
+    done
+  done < <(grep -E ": not checked$" results.txt | sed 's/: .*//; s/^ *//')
 fi
-mapfile -t names < <(grep -E "$pattern" results.txt | sed 's/: .*//; s/^ *//')
 [ ${#names[@]} -gt 0 ] || { echo "no survivors in $dir/results.txt"; exit 0; }
 "$PYTHON" - "${names[@]}" <<'PY'
 import glob, json, sys
