@@ -18,6 +18,7 @@ from lmtune.estimate.shapes import (LinearInfo, ModelShape, model_reference, pre
 # Imported here, not only where used: a mutation run forks every mutant's tests from one process
 # that collected this module, so these imports are paid once.
 import transformers.models.gemma2.modeling_gemma2  # noqa: E402,F401
+import transformers.models.gemma3.modeling_gemma3  # noqa: E402,F401
 import transformers.models.gpt2.modeling_gpt2  # noqa: E402,F401
 import transformers.models.llama.modeling_llama  # noqa: E402,F401
 import transformers.models.phi.modeling_phi  # noqa: E402,F401
@@ -186,6 +187,16 @@ def test_gemma2_norms_softcapping_and_attention():
                            "head_dim": 16, "final_logit_softcapping": 30.0})
     assert (s.family, s.norms_per_layer, s.head_dim, s.final_logit_softcapping) == ("llama", 4, 16, 30.0)
     assert s.attn_impl == "eager"   # transformers picks eager for gemma2's soft-capped attention
+
+
+def test_a_multimodal_config_is_read_through_its_text_config():
+    text = {"model_type": "gemma3_text", "vocab_size": 128, "hidden_size": 32, "intermediate_size": 64,
+            "num_attention_heads": 4, "num_key_value_heads": 2, "num_hidden_layers": 2, "head_dim": 8}
+    s = shape_from_config({"model_type": "gemma3", "text_config": text, "mm_tokens_per_image": 4,
+                           "vision_config": {"hidden_size": 16, "intermediate_size": 32, "num_hidden_layers": 1,
+                                             "num_attention_heads": 2, "image_size": 28, "patch_size": 14}})
+    assert (s.model_type, s.num_layers, s.hidden, s.heads, s.kv_heads, s.intermediate, s.vocab) == (
+        "gemma3_text", 2, 32, 4, 2, 64, 128)
 
 
 def test_unknown_types_and_models_that_do_not_generate():
