@@ -179,6 +179,10 @@ def test_phi_families_fused_and_not():
     phi3 = shape_from_config({**TINY["phi3"], "resid_pdrop": 0.2})
     assert (phi3.family, phi3.norms_per_layer, phi3.fused_qkv, phi3.hidden_dropout) == ("llama", 2, True, 0.2)
     assert [n for n, *_ in _linears(phi3, 0)] == ["o_proj", "qkv_proj", "gate_up_proj", "down_proj"]
+    # the family is read off the first layer, which a one-layer model has too
+    one = shape_from_config({**TINY["phi3"], "num_hidden_layers": 1})
+    assert (one.family, one.fused_qkv, one.norms_per_layer) == ("llama", True, 2)
+    assert shape_from_config({**TINY["llama"], "num_hidden_layers": 1}).family == "llama"
 
 
 def test_gemma2_norms_softcapping_and_attention():
