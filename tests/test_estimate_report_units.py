@@ -148,7 +148,8 @@ def test_overrides_and_their_bounds():
 
 def _cuda(monkeypatch, name, memory, count=1):
     monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
-    monkeypatch.setattr(torch.cuda, "get_device_properties", lambda i: SimpleNamespace(name=name, total_memory=memory))
+    cards = {0: SimpleNamespace(name=name, total_memory=memory)}   # the first card, by its index
+    monkeypatch.setattr(torch.cuda, "get_device_properties", lambda i: cards[i])
     monkeypatch.setattr(torch.cuda, "device_count", lambda: count)
 
 
@@ -251,13 +252,16 @@ def test_render_labels_of_each_method_and_precision():
         return render_text(_est(method, mem or _mem(), [], sp, **req)).splitlines()
     assert lines("full", weights_dtype="fp32")[5] == "  weights (fp32 master copy)                     2.00 GiB"
     assert lines("full", weights_dtype="bf16")[5] == "  weights                                        2.00 GiB"
-    lora = lines("lora", sp=Speed(1.5e10, 999.4, None, None, None, None), dataset_size=5)
+    lora = lines("lora", sp=Speed(2.45e9, 999.4, None, None, None, None), dataset_size=5)
     assert lora[1] == ("run        lora, r=16 on all-linear, 1 x 512 tokens per micro-batch, grad accumulation 1, "
                        "gradient checkpointing off")
     assert lora[5] == "  weights (frozen base)                          2.00 GiB"
-    assert lora[-2:] == ["", "speed      999 tokens/s from 15.0 GFLOP per token (assumed utilisation, see "
+    assert lora[-2:] == ["", "speed      999 tokens/s from 2.5 GFLOP per token (assumed utilisation, see "
                                  "docs/estimate.md)"]   # no time without a dataset size and no hint either
     assert lora[-3] == "  device              memory      peak   fits  max batch      time      cost"
+    # cards that fit as they are: no footnote about checkpointing, whatever checkpointing would allow
+    fit = [Fit("G", 1.0, 2.0, "yes", 3, True, None, None), Fit("H", 1.0, 2.0, "paged", 0, True, None, None)]
+    assert "ckpt:" not in render_text(_est("lora", _mem(), fit))
     # --dataset-size without a --gpu: no hint line, no speed
     assert lines("lora", dataset_size=5)[-1] == (
         "  device              memory      peak   fits  max batch      time      cost")
