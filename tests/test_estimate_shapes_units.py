@@ -18,7 +18,9 @@ from lmtune.estimate.shapes import (LinearInfo, ModelShape, model_reference, pre
 # Imported here, not only where used: a mutation run forks every mutant's tests from one process
 # that collected this module, so these imports are paid once.
 import transformers.models.gemma2.modeling_gemma2  # noqa: E402,F401
+import transformers.models.bloom.modeling_bloom  # noqa: E402,F401
 import transformers.models.gemma3.modeling_gemma3  # noqa: E402,F401
+import transformers.models.nemotron.modeling_nemotron  # noqa: E402,F401
 import transformers.models.gpt2.modeling_gpt2  # noqa: E402,F401
 import transformers.models.llama.modeling_llama  # noqa: E402,F401
 import transformers.models.phi.modeling_phi  # noqa: E402,F401
@@ -183,6 +185,18 @@ def test_phi_families_fused_and_not():
     one = shape_from_config({**TINY["phi3"], "num_hidden_layers": 1})
     assert (one.family, one.fused_qkv, one.norms_per_layer) == ("llama", True, 2)
     assert shape_from_config({**TINY["llama"], "num_hidden_layers": 1}).family == "llama"
+
+
+def test_an_ungated_mlp_and_a_fixed_four_times_width():
+    # Nemotron's MLP is up_proj -> relu^2 -> down_proj: a down_proj without a gate is not the llama family
+    nemo = shape_from_config({"model_type": "nemotron", "vocab_size": 128, "hidden_size": 32, "intermediate_size": 48,
+                              "num_attention_heads": 4, "num_key_value_heads": 2, "num_hidden_layers": 2,
+                              "head_dim": 8})
+    assert (nemo.family, nemo.intermediate) == ("generic", 48)
+    # BLOOM's config names no MLP width (neither intermediate_size nor n_inner): it is 4 x hidden
+    bloom = shape_from_config({"model_type": "bloom", "vocab_size": 128, "hidden_size": 32, "n_layer": 2, "n_head": 4})
+    assert (bloom.family, bloom.intermediate) == ("generic", 128)
+    assert [n for n, *_ in _linears(bloom, 0)] == ["query_key_value", "dense", "dense_h_to_4h", "dense_4h_to_h"]
 
 
 def test_gemma2_norms_softcapping_and_attention():
