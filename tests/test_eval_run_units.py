@@ -33,7 +33,9 @@ import transformers.models.llama.modeling_llama  # noqa: E402,F401
 from peft import LoraConfig, get_peft_model  # noqa: E402
 from transformers import AutoModelForCausalLM, AutoTokenizer  # noqa: E402
 
-PROBE = ["The quick brown fox jumps over the lazy dog.", "How many orders were placed in 2021?"]
+# the third passage is longer than the probe's 512-token window (the tiny Llama has 512 positions)
+PROBE = ["The quick brown fox jumps over the lazy dog.", "How many orders were placed in 2021?",
+         " ".join(f"order {i}" for i in range(400))]
 
 
 def _alpaca(i):
@@ -209,7 +211,8 @@ def test_evaluate_model_scores_tuned_and_base_on_the_same_prompts(tiny, tmp_path
     f = result["forgetting"]
     assert f["base_perplexity"] == pytest.approx(base_probe.perplexity, rel=1e-5)
     assert f["tuned_perplexity"] == pytest.approx(tuned_probe.perplexity, rel=1e-5)
-    assert (f["warn_at"], f["fail_at"], f["passages"], f["tokens"]) == (1.2, 9, 2, tuned_probe.tokens)
+    assert (f["warn_at"], f["fail_at"], f["passages"], f["tokens"]) == (1.2, 9, 3, tuned_probe.tokens)
+    assert tuned_probe.tokens < len(tiny.tok(PROBE)["input_ids"][2])   # the long passage was cut
     assert f["probe"] == "general/probe.jsonl"
     assert [s["index"] for s in result["samples"]] == [0, 1]
     assert result["samples"][0]["prompt"] == "List the customers of city 10"
@@ -390,6 +393,11 @@ def test_evaluate_run_passes_every_option_through(tiny, tmp_path, monkeypatch, c
     assert r["task"] is None and r["forgetting"] is None and r["settings"]["num_samples"] == 3
     assert [(c[0], c[1][4], c[2]["desc"]) for c in calls] == [("dataset_loss", 2, "validation loss (tuned)"),
                                                               ("dataset_loss", 2, "validation loss (base)")]
+    calls.clear()
+    evaluate_run(run, forgetting=True)
+    assert [(c[0], c[2]["desc"]) for c in calls] == [
+        ("dataset_loss", "validation loss (tuned)"), ("text_loss", "probe perplexity (tuned)"),
+        ("text_loss", "probe perplexity (base)")]
     with pytest.raises(UserError) as err:
         evaluate_run(run, task="sql")
     assert err.value.render() == (f"error: --task sql: {run} was trained on data.task=None\n"
