@@ -411,6 +411,7 @@ def test_evaluate_run_on_a_plain_model_never_compares(tiny, tmp_path, monkeypatc
     test = str(tiny.root / "test.jsonl")
     r = evaluate_run(str(tiny.base), test=[test], base=True, forgetting=True, progress=False, num_samples=1)
     assert (r["run"], r["subject"], r["method"]) == (None, "model", None)   # no --out: nothing written
+    assert r["base_model"] == str(tiny.base)
     assert r["task"]["base"] is None and r["forgetting"] is None and r["validation"]["base"] is None
 
 
@@ -446,3 +447,28 @@ def test_final_evaluation_shows_progress_by_default(tiny, tmp_path, capsys):
     assert r["run"] == str(tmp_path) and json.loads((tmp_path / EVAL_FILE).read_text()) == r
     final_evaluation(cfg, tmp_path, tiny.model, tiny.tok, tiny.template, progress=False)
     assert capsys.readouterr().out == ""
+
+
+def test_the_probe_window_is_the_models_own_when_shorter(tiny):
+    from lmtune.evaluate.run import _probe_loss
+    from transformers import LlamaConfig
+
+    torch.manual_seed(0)
+    short = AutoModelForCausalLM.from_config(LlamaConfig(
+        vocab_size=tiny.model.config.vocab_size, hidden_size=16, intermediate_size=32, num_hidden_layers=1,
+        num_attention_heads=2, num_key_value_heads=1, max_position_embeddings=64)).eval()
+    got = _probe_loss(short, tiny.tok, _cfg(tiny), EvalSettings(progress=False), [PROBE[2]], "tuned")
+    assert (got.examples, got.tokens) == (1, 63)   # 64 positions, the first token is not predicted
+
+
+def test_evaluate_run_refuses_a_bare_adapter_and_checks_the_task(tiny, tmp_path):
+    from lmtune.evaluate import evaluate_run
+
+    tiny.model.save_pretrained(str(tmp_path / "adapter"))
+    with pytest.raises(UserError, match="a bare adapter"):
+        evaluate_run(str(tmp_path / "adapter"), task="sql")
+    test = str(tiny.root / "test.jsonl")
+    run = _run_dir(tiny, tmp_path, "data.task=sql", "eval.forgetting_check=false")
+    r = evaluate_run(run, test=[test], task="sql", num_samples=1, max_new_tokens=1, progress=False)
+    assert r["task"]["name"] == "sql" and r["task"]["examples"] == 1   # the run's own task: scored on --test
+    assert evaluate_run(run, test=[test], num_samples=1, max_new_tokens=1, progress=False)["task"]["name"] == "sql"
