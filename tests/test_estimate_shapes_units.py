@@ -194,8 +194,10 @@ def test_an_ungated_mlp_and_a_fixed_four_times_width():
                               "head_dim": 8})
     assert (nemo.family, nemo.intermediate) == ("generic", 48)
     # BLOOM's config names no MLP width (neither intermediate_size nor n_inner): it is 4 x hidden
-    bloom = shape_from_config({"model_type": "bloom", "vocab_size": 128, "hidden_size": 32, "n_layer": 2, "n_head": 4})
+    bloom = shape_from_config({"model_type": "bloom", "vocab_size": 128, "hidden_size": 32, "n_layer": 2, "n_head": 4,
+                               "hidden_dropout": 0.125, "attention_dropout": 0.25})
     assert (bloom.family, bloom.intermediate) == ("generic", 128)
+    assert (bloom.hidden_dropout, bloom.attention_dropout) == (0.125, 0.25)   # named as in Llama, not GPT-2
     assert [n for n, *_ in _linears(bloom, 0)] == ["query_key_value", "dense", "dense_h_to_4h", "dense_4h_to_h"]
 
 
