@@ -412,6 +412,9 @@ def test_evaluate_run_on_a_plain_model_never_compares(tiny, tmp_path, monkeypatc
     r = evaluate_run(str(tiny.base), test=[test], base=True, forgetting=True, progress=False, num_samples=1)
     assert (r["run"], r["subject"], r["method"]) == (None, "model", None)   # no --out: nothing written
     assert r["base_model"] == str(tiny.base)
+    # a bundled task names the scorer; --test gives the prompts
+    r = evaluate_run(str(tiny.base), test=[test], task="sql", progress=False, num_samples=1, max_new_tokens=1)
+    assert r["task"]["name"] == "sql" and r["task"]["source"] == test
     assert r["task"]["base"] is None and r["forgetting"] is None and r["validation"]["base"] is None
 
 
@@ -472,3 +475,23 @@ def test_evaluate_run_refuses_a_bare_adapter_and_checks_the_task(tiny, tmp_path)
     r = evaluate_run(run, test=[test], task="sql", num_samples=1, max_new_tokens=1, progress=False)
     assert r["task"]["name"] == "sql" and r["task"]["examples"] == 1   # the run's own task: scored on --test
     assert evaluate_run(run, test=[test], num_samples=1, max_new_tokens=1, progress=False)["task"]["name"] == "sql"
+
+
+def test_loss_data_reads_test_files_with_the_runs_data_settings(tiny, tmp_path):
+    from lmtune.errors import DataError
+
+    test = str(tiny.root / "test.jsonl")
+    (tmp_path / "empty.jsonl").write_text("")
+    with pytest.raises(DataError) as err:
+        loss_data(_cfg(tiny), tiny.tok, tiny.template, EvalSettings(test=[str(tmp_path / "empty.jsonl")]))
+    assert err.value.args[0].startswith("1 problem in the test data")
+    rows, what = loss_data(_cfg(tiny, "data.train_on_prompt=true"), tiny.tok, tiny.template,
+                           EvalSettings(test=[test, test]))
+    assert what == f"test: {test}, {test}" and len(rows) == 6
+    assert all(sum(r["completion_mask"]) == len(r["input_ids"]) for r in rows)   # the prompt is trained on too
+    longest = max(len(r["input_ids"]) for r in rows)
+    kept, _ = loss_data(_cfg(tiny, f"data.max_length={longest}"), tiny.tok, tiny.template, EvalSettings(test=[test]))
+    short, _ = loss_data(_cfg(tiny, f"data.max_length={longest - 1}"), tiny.tok, tiny.template,
+                         EvalSettings(test=[test]))
+    assert max(len(r["input_ids"]) for r in kept) == longest
+    assert short and max(len(r["input_ids"]) for r in short) < longest   # data.max_length applies as in training
