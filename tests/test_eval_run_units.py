@@ -495,3 +495,42 @@ def test_loss_data_reads_test_files_with_the_runs_data_settings(tiny, tmp_path):
                          EvalSettings(test=[test]))
     assert max(len(r["input_ids"]) for r in kept) == longest
     assert short and max(len(r["input_ids"]) for r in short) < longest   # data.max_length applies as in training
+
+
+def test_what_evaluate_model_hands_the_generator(tiny, monkeypatch):
+    from lmtune.evaluate import run as run_module
+    from lmtune.evaluate.few_shot import few_shot_prompts
+
+    calls, merged = [], []
+    _spy(monkeypatch, Generator, "generate", calls)
+    real = run_module.merged_adapter
+    monkeypatch.setattr(run_module, "merged_adapter", lambda m: merged.append(m) or real(m))
+    cfg = _cfg(tiny, f"data.test={tiny.root / 'test.jsonl'}", "eval.num_samples=1", "eval.forgetting_check=false",
+               "eval.few_shot=1")
+    r = evaluate_model(cfg, None, tiny.model, tiny.tok, tiny.template, None, EvalSettings(progress=False))
+    ts = resolve_test_set(cfg, EvalSettings())
+    want = few_shot_prompts(tiny.template, ts.shots, ts.examples)
+    assert len(want) == 1 and want[0] != ts.examples[0]   # the shot is in front
+    assert len(calls) == 2   # tuned, then base (EvalSettings() compares with the base)
+    for _, (_, items, gs), kwargs in calls:
+        assert items == want and kwargs == {"progress": False}
+        assert (gs.max_new_tokens, gs.greedy, gs.batch_size) == (4, True, 2)   # eval.max_new_tokens, eval batch
+    assert merged == [tiny.model]   # merged for the tuned side only
+    assert 0 <= r["seconds"] < 600
+    # no settings at all: EvalSettings()'s defaults (a run, compared with its base)
+    bare = evaluate_model(_cfg(tiny, "eval.forgetting_check=false"), None, tiny.model, tiny.tok, tiny.template)
+    assert (bare["subject"], bare["method"], bare["task"]) == ("run", "lora", None)
+
+
+def test_a_full_fine_tune_is_compared_with_the_base_reloaded(tiny, monkeypatch):
+    _probe(monkeypatch)
+    full = AutoModelForCausalLM.from_pretrained(str(tiny.base)).eval()
+    with torch.no_grad():
+        full.model.embed_tokens.weight.add_(0.5)   # "trained"
+    r = evaluate_model(_cfg(tiny, "method=full"), None, full, tiny.tok, tiny.template, None,
+                       EvalSettings(base=False, progress=False))
+    plain = AutoModelForCausalLM.from_pretrained(str(tiny.base)).eval()
+    f = r["forgetting"]
+    assert f["base_perplexity"] == pytest.approx(text_loss(plain, tiny.tok, PROBE, 512, 2).perplexity, rel=1e-5)
+    assert f["tuned_perplexity"] == pytest.approx(text_loss(full, tiny.tok, PROBE, 512, 2).perplexity, rel=1e-5)
+    assert r["method"] == "full" and f["base_perplexity"] != f["tuned_perplexity"]
