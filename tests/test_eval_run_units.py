@@ -534,3 +534,19 @@ def test_a_full_fine_tune_is_compared_with_the_base_reloaded(tiny, monkeypatch):
     assert f["base_perplexity"] == pytest.approx(text_loss(plain, tiny.tok, PROBE, 512, 2).perplexity, rel=1e-5)
     assert f["tuned_perplexity"] == pytest.approx(text_loss(full, tiny.tok, PROBE, 512, 2).perplexity, rel=1e-5)
     assert r["method"] == "full" and f["base_perplexity"] != f["tuned_perplexity"]
+
+
+def test_evaluate_model_finds_the_held_out_split_in_the_run(tiny, tmp_path):
+    (tmp_path / HELDOUT_FILE).write_text(json.dumps(_alpaca(7)) + "\n")
+    r = evaluate_model(_cfg(tiny, "eval.forgetting_check=false"), tmp_path, tiny.model, tiny.tok, tiny.template,
+                       None, EvalSettings(base=False, progress=False))
+    assert r["task"]["source"].startswith(str(tmp_path / HELDOUT_FILE)) and r["task"]["examples"] == 1
+
+
+def test_loss_data_tokenizes_the_validation_split_with_the_runs_template(tiny):
+    from lmtune.data.templates import ChatMLTemplate
+
+    cfg = _cfg(tiny, f"data.validation={tiny.root / 'test.jsonl'}")   # data.template=alpaca
+    alpaca, _ = loss_data(cfg, tiny.tok, tiny.template, EvalSettings())
+    chatml, _ = loss_data(cfg, tiny.tok, ChatMLTemplate(), EvalSettings())   # as template.json would say
+    assert len(alpaca) == len(chatml) == 3 and alpaca[0]["input_ids"] != chatml[0]["input_ids"]
