@@ -550,3 +550,27 @@ def test_loss_data_tokenizes_the_validation_split_with_the_runs_template(tiny):
     alpaca, _ = loss_data(cfg, tiny.tok, tiny.template, EvalSettings())
     chatml, _ = loss_data(cfg, tiny.tok, ChatMLTemplate(), EvalSettings())   # as template.json would say
     assert len(alpaca) == len(chatml) == 3 and alpaca[0]["input_ids"] != chatml[0]["input_ids"]
+
+
+def test_the_base_of_a_lora_run_is_never_reloaded_and_a_known_loss_never_remeasured(tiny, tmp_path, monkeypatch):
+    import lmtune.models
+    from lmtune.evaluate import run as run_module
+
+    monkeypatch.setattr(lmtune.models, "load_model", lambda *a, **k: pytest.fail("the base was loaded again"))
+    calls = []
+    _spy(monkeypatch, run_module, "dataset_loss", calls)
+    r = final_evaluation(_cfg(tiny, "eval.forgetting_check=false"), tmp_path, tiny.model, tiny.tok, tiny.template,
+                         [{"input_ids": [1, 2, 3, 4]}], progress=False, validation_loss=LossResult(1.0, 2.7, 5, 1))
+    assert r["validation"]["tuned"]["tokens"] == 5 and r["validation"]["base"]["tokens"] == 3
+    assert [c[2]["desc"] for c in calls] == [None]   # the base's loss only: the tuned one was given
+
+
+def test_a_full_fine_tunes_base_gets_the_runs_added_tokens(tiny, monkeypatch):
+    tok = AutoTokenizer.from_pretrained(str(tiny.base))
+    tok.add_tokens(["<extra_token>"])   # as a run that added a token (and resized its embeddings) has
+    monkeypatch.setattr(forgetting, "load_probe", lambda *a, **k: ["a <extra_token> b", "<extra_token> c"])
+    full = AutoModelForCausalLM.from_pretrained(str(tiny.base)).eval()
+    full.resize_token_embeddings(len(tok))
+    r = evaluate_model(_cfg(tiny, "method=full"), None, full, tok, tiny.template, None,
+                       EvalSettings(base=False, progress=False))
+    assert r["forgetting"]["tokens"] > 0 and r["forgetting"]["base_perplexity"] > 0
