@@ -45,10 +45,12 @@ declare -A MODULES=(
   [data/arrow]="src/lmtune/data/arrow_pipeline.py src/lmtune/data/token_shards.py src/lmtune/data/prepare.py | tests/test_data_arrow_units.py tests/test_data_pipeline.py"
   [data]="src/lmtune/data/*.py | tests/test_data_errors.py tests/test_data_packing.py tests/test_data_pipeline.py tests/test_data_templates.py"
   [evaluate]="src/lmtune/evaluate/perplexity.py src/lmtune/evaluate/metrics.py src/lmtune/evaluate/summary.py src/lmtune/evaluate/few_shot.py | tests/test_eval_units.py tests/test_eval_few_shot.py::test_chat_template_gets_one_conversation_with_the_shots_answered tests/test_eval_few_shot.py::test_single_turn_layout_repeats_whole_training_examples tests/test_eval_few_shot.py::test_zero_shots_leave_the_prompts_alone tests/test_eval.py::test_labels_follow_the_completion_mask"
-  [evaluate/run]="src/lmtune/evaluate/run.py src/lmtune/evaluate/__init__.py | tests/test_eval_run_units.py tests/test_critical_settings.py::test_forgetting_thresholds_from_the_config_decide_the_verdict"
+  [evaluate/run]="src/lmtune/evaluate/run.py src/lmtune/evaluate/__init__.py | tests/test_eval_run_units.py tests/test_eval_run_api_units.py tests/test_critical_settings.py::test_forgetting_thresholds_from_the_config_decide_the_verdict"
   [estimate/lora]="src/lmtune/estimate/lora.py | tests/test_estimate_units.py tests/test_estimate_params.py"
   [estimate/memory]="src/lmtune/estimate/memory.py | tests/test_estimate_units.py tests/test_estimate_memory.py tests/test_estimate_activations.py"
   [estimate/core]="src/lmtune/estimate/core.py | tests/test_estimate_units.py tests/test_estimate_memory.py"
+  [estimate/shapes]="src/lmtune/estimate/shapes.py | tests/test_estimate_shapes_units.py tests/test_estimate_units.py tests/test_estimate_params.py"
+  [estimate/rest]="src/lmtune/estimate/speed.py src/lmtune/estimate/hardware.py src/lmtune/estimate/render.py | tests/test_estimate_report_units.py tests/test_estimate_units.py tests/test_estimate_memory.py"
   [estimate]="src/lmtune/estimate/*.py | tests/test_estimate_units.py tests/test_estimate_activations.py tests/test_estimate_memory.py tests/test_estimate_params.py"
 )
 

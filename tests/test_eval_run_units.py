@@ -6,7 +6,6 @@ perplexity.text_loss). The mutation run of lmtune/evaluate/run.py uses these (sc
 from __future__ import annotations
 
 import json
-from types import SimpleNamespace
 
 import pytest
 import torch
@@ -14,7 +13,6 @@ import torch
 from lmtune.config import load_config
 from lmtune.data.formats import Example
 from lmtune.data.holdout import HELDOUT_FILE
-from lmtune.data.templates import AlpacaTemplate
 from lmtune.errors import UserError
 from lmtune.evaluate import final_evaluation, loss_data
 from lmtune.evaluate import _plain_model_config
@@ -22,50 +20,11 @@ from lmtune.evaluate import forgetting
 from lmtune.evaluate.perplexity import LossResult, text_loss
 from lmtune.evaluate.run import (EVAL_FILE, PREDICTIONS_FILE, EvalSettings, base_model, evaluate_model,
                                  inference_mode, merged_adapter, prompt_text, resolve_test_set)
-from lmtune.generate import GenerationSettings, Generator
 from lmtune.rundir import OUTPUT_MARKER
-from tiny_models import save_tiny_model
+from eval_run_helpers import PROBE, _alpaca, _cfg, _generate, _probe, tiny  # noqa: F401  (tiny: the fixture)
 
-# Imported here, not only where used: a mutation run forks every mutant's tests from one process
-# that collected this module, so these imports are paid once.
-import peft.tuners.lora  # noqa: E402,F401
-import transformers.models.llama.modeling_llama  # noqa: E402,F401
-from peft import LoraConfig, get_peft_model  # noqa: E402
-from transformers import AutoModelForCausalLM, AutoTokenizer  # noqa: E402
-
-PROBE = ["The quick brown fox jumps over the lazy dog.", "How many orders were placed in 2021?"]
-
-
-def _alpaca(i):
-    return {"instruction": f"List the customers of city {i}", "input": "", "output": f"SELECT name {i}"}
-
-
-@pytest.fixture(scope="module")
-def tiny(tmp_path_factory):
-    root = tmp_path_factory.mktemp("eval-run")
-    base = save_tiny_model(root / "base", "llama")
-    tok = AutoTokenizer.from_pretrained(str(base))
-    torch.manual_seed(0)
-    model = get_peft_model(AutoModelForCausalLM.from_pretrained(str(base)),
-                           LoraConfig(r=4, lora_alpha=16, target_modules="all-linear", task_type="CAUSAL_LM"))
-    with torch.no_grad():
-        for name, p in model.named_parameters():
-            if "lora_B" in name:
-                p.normal_(0, 1.0)  # an adapter that changes what the model says
-    for name, recs in (("train", [_alpaca(i) for i in range(4)]), ("test", [_alpaca(i) for i in range(10, 13)])):
-        (root / f"{name}.jsonl").write_text("".join(json.dumps(r) + "\n" for r in recs))
-    return SimpleNamespace(root=root, base=base, tok=tok, model=model.eval(), template=AlpacaTemplate())
-
-
-def _cfg(tiny, *extra):
-    return load_config(None, [f"model.name_or_path={tiny.base}", f"data.train={tiny.root / 'train.jsonl'}",
-                              "data.format=alpaca", "data.template=alpaca", "eval.max_new_tokens=4",
-                              "train.eval_batch_size=2", *extra])
-
-
-def _generate(model, tiny, items):
-    gen = Generator(model, tiny.tok, tiny.template)
-    return gen.generate(items, GenerationSettings(max_new_tokens=4, greedy=True, batch_size=2))
+import peft.tuners.lora  # noqa: E402
+from transformers import AutoModelForCausalLM  # noqa: E402
 
 
 # ---------------------------------------------------------------- model state
@@ -175,10 +134,6 @@ def test_prompt_text_is_the_last_user_turn():
 
 # ---------------------------------------------------------------- evaluate_model
 
-def _probe(monkeypatch):
-    monkeypatch.setattr(forgetting, "load_probe", lambda *a, **k: list(PROBE))
-
-
 def test_evaluate_model_scores_tuned_and_base_on_the_same_prompts(tiny, tmp_path, monkeypatch):
     _probe(monkeypatch)
     test = str(tiny.root / "test.jsonl")
@@ -209,7 +164,8 @@ def test_evaluate_model_scores_tuned_and_base_on_the_same_prompts(tiny, tmp_path
     f = result["forgetting"]
     assert f["base_perplexity"] == pytest.approx(base_probe.perplexity, rel=1e-5)
     assert f["tuned_perplexity"] == pytest.approx(tuned_probe.perplexity, rel=1e-5)
-    assert (f["warn_at"], f["fail_at"], f["passages"], f["tokens"]) == (1.2, 9, 2, tuned_probe.tokens)
+    assert (f["warn_at"], f["fail_at"], f["passages"], f["tokens"]) == (1.2, 9, 3, tuned_probe.tokens)
+    assert tuned_probe.tokens < len(tiny.tok(PROBE)["input_ids"][2])   # the long passage was cut
     assert f["probe"] == "general/probe.jsonl"
     assert [s["index"] for s in result["samples"]] == [0, 1]
     assert result["samples"][0]["prompt"] == "List the customers of city 10"
