@@ -379,7 +379,7 @@ def test_auto_values_warnings_and_the_held_out_split_on_rank_zero(tiny, tmp_path
     capsys.readouterr()
     main = cfg()
     lt._own_data_defaults(main, run, model, data, "cpu")
-    assert (main.train.learning_rate, main.train.epochs) == (0.0033, 10.0)   # resolved in place
+    assert (main.train.learning_rate, main.train.epochs) == (0.0033, 41.0)   # resolved in place
     assert capsys.readouterr().out == one
     assert len(data.test_examples) == 2
     held = (run / HELDOUT_FILE).read_text().splitlines()
@@ -392,7 +392,7 @@ def test_auto_values_warnings_and_the_held_out_split_on_rank_zero(tiny, tmp_path
     _launched(monkeypatch, 1)                          # rank 1: resolves the same, silently
     other = cfg()
     lt._own_data_defaults(other, run, model, data, "cpu")
-    assert (other.train.learning_rate, other.train.epochs) == (0.0033, 10.0)
+    assert (other.train.learning_rate, other.train.epochs) == (0.0033, 41.0)
     out = capsys.readouterr()
     assert (out.out, out.err) == ("", "") and not (run / HELDOUT_FILE).exists()
 

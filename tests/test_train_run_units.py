@@ -76,8 +76,8 @@ def test_train_end_to_end_writes_the_run_and_a_finished_run_is_not_trained_again
     assert evaluation["task"]["tuned"]                     # so the card written after it shows it
     assert (adapter / "README.md").read_text() == model_card("adapter", cfg, 2, 0.25, summary, evaluation)
     # auto values resolved in place (one row per step on CPU), said, and written to config.yaml
-    assert (cfg.train.learning_rate, cfg.train.epochs, cfg.train.batch_size) == (0.0033, 10.0, None)
-    assert "train.epochs: auto -> 10 (8 examples -> 5 by example count; 8 packed rows / 1 per step" in out.out
+    assert (cfg.train.learning_rate, cfg.train.epochs, cfg.train.batch_size) == (0.0033, 41.0, None)
+    assert "train.epochs: auto -> 41 (8 examples -> 5 by example count; 8 packed rows / 1 per step" in out.out
     assert (root / "config.yaml").read_text() == cfg.to_yaml()
     from lmtune.distributed import usable_cores
 

@@ -326,7 +326,7 @@ def test_setup_save_and_finish_around_an_untrained_adapter(tiny, tmp_path, capsy
     assert s.model.config._attn_implementation == NAME                         # packed rows on CPU
     assert (len(s.data.train), len(s.data.validation), len(s.data.test_examples)) == (8, 2, 2)
     assert s.template is s.data.template and s.tokenizer.pad_token is not None
-    assert (cfg.train.learning_rate, cfg.train.epochs) == (0.0033, 10.0)     # auto resolved in place
+    assert (cfg.train.learning_rate, cfg.train.epochs) == (0.0033, 41.0)     # auto resolved in place
     assert (root / "config.yaml").read_text() == cfg.to_yaml()
     assert json.loads((root / "data_stats.json").read_text()) == s.data.stats
     assert json.loads((root / "template.json").read_text()) == s.template.to_dict()
