@@ -4,6 +4,8 @@ every example a Python object, tokenized one at a time by `tokenize_example`."""
 
 from __future__ import annotations
 
+import json
+
 from typing import Any
 
 from lmtune.data.holdout import hold_out
@@ -111,3 +113,22 @@ def _dedupe(examples: list, enabled: bool, stats: dict[str, Any], split: str) ->
     result = dedupe(examples)
     stats.setdefault("duplicates_removed", {})[split] = result.removed
     return result.kept
+
+
+def assert_same_prepared(new: PreparedData, ref: PreparedData, max_length: int | None = None) -> None:
+    """The two pipelines' results are equal: stats, held-out examples, template, every split's
+    columns and rows, and (given max_length) the rows TRL's bfd packing makes of them."""
+    assert new.stats == json.loads(json.dumps(ref.stats))
+    assert new.test_examples == ref.test_examples
+    assert new.template.to_dict() == ref.template.to_dict()
+    for split in ("train", "validation"):
+        a, b = getattr(new, split), getattr(ref, split)
+        assert (a is None) == (b is None), split
+        if a is None:
+            continue
+        assert a.features == b.features and a.to_dict() == b.to_dict(), split
+        if max_length is not None:
+            from trl import pack_dataset
+
+            packed_a = pack_dataset(a, max_length, strategy="bfd").to_dict()
+            assert packed_a == pack_dataset(b, max_length, strategy="bfd").to_dict(), split

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from data_reference import reference_prepare
+from data_reference import assert_same_prepared, reference_prepare
 
 import tiny_tokenizers as tt
 from lmtune.config import DataConfig
@@ -41,17 +41,6 @@ def _alpaca_rows(n: int, offset: int = 0) -> list[dict]:
     """Duplicates (i % 17), prompts with two answers (i % 13 vs i % 11) and long answers."""
     return [{"instruction": f"Q {(i + offset) % 17}", "input": "x" * (i % 3),
              "output": f"A {(i + offset) % 13} " + "lazy dog " * (i % 5)} for i in range(n)]
-
-
-def _same(new, ref):
-    assert new.stats == json.loads(json.dumps(ref.stats))
-    assert new.test_examples == ref.test_examples
-    assert new.template.to_dict() == ref.template.to_dict()
-    for split in ("train", "validation"):
-        a, b = getattr(new, split), getattr(ref, split)
-        assert (a is None) == (b is None), split
-        if a is not None:
-            assert a.features == b.features and a.to_dict() == b.to_dict(), split
 
 
 @pytest.fixture(autouse=True)
@@ -85,7 +74,7 @@ def test_alpaca_equals_the_list_pipeline(tmp_path, name):
         assert ref.stats["duplicates_removed"]["validation"] == (2 if settings.get("dedupe", True) else 0)
     if "max_length" in settings:   # truncation and dropping are exercised
         assert ref.stats["tokens"]["train"]["truncated"] > ref.stats["tokens"]["train"]["dropped"] > 0
-    _same(new, ref)
+    assert_same_prepared(new, ref)
 
 
 def test_chat_and_text_formats_equal_the_list_pipeline(tmp_path):
@@ -97,13 +86,13 @@ def test_chat_and_text_formats_equal_the_list_pipeline(tmp_path):
                 DataConfig(train=[chat], cache=False, system_prompt="Be brief.", test_size=3)):
         new, ref = prepare_datasets(cfg, tokenizer), reference_prepare(cfg, tokenizer)
         assert ref.template.name == "model"
-        _same(new, ref)
+        assert_same_prepared(new, ref)
     text = _jsonl(tmp_path / "text.jsonl", [{"text": f"The quick brown fox {i % 9}."} for i in range(30)])
     test = _jsonl(tmp_path / "test.jsonl", [{"text": "x"}])
     for cfg in (DataConfig(train=[text], cache=False), DataConfig(train=[text], test=[test], cache=False)):
         new, ref = prepare_datasets(cfg, tokenizer), reference_prepare(cfg, tokenizer)
         assert new.stats["conflicting_prompts"] == 0 and new.test_examples == []
-        _same(new, ref)
+        assert_same_prepared(new, ref)
 
 
 def test_the_cache_publishes_an_entry_and_reuses_it(tmp_path, capsys):
@@ -487,7 +476,7 @@ def test_test_files_are_scanned_to_disk_and_named_in_errors(tmp_path, monkeypatc
                                                        "validation-00000.arrow"]
     ref = reference_prepare(DataConfig(train=[train], validation=[val], test=[test], template="alpaca", cache=False),
                             tokenizer)
-    _same(data, ref)
+    assert_same_prepared(data, ref)
     assert data.stats["test_prompts_in_train"] > 0 and data.stats["validation_in_train_removed"] > 0
     assert list(elsewhere.iterdir()) == []
     empty = _jsonl(tmp_path / "empty.jsonl", [])

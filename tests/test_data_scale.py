@@ -11,7 +11,7 @@ import random
 
 import numpy as np
 import pytest
-from data_reference import reference_prepare
+from data_reference import assert_same_prepared, reference_prepare
 
 from lmtune.config import from_dict
 from lmtune.data import cache, prepare_datasets, stream
@@ -32,23 +32,6 @@ def _cfg(**data):
     return from_dict({"model": {"name_or_path": "tiny"}, "data": data}).data
 
 
-def _assert_same(new, ref, max_length: int):
-    from trl import pack_dataset
-
-    assert new.stats == json.loads(json.dumps(ref.stats))
-    assert new.test_examples == ref.test_examples
-    assert new.template.to_dict() == ref.template.to_dict()
-    for split in ("train", "validation"):
-        a, b = getattr(new, split), getattr(ref, split)
-        assert (a is None) == (b is None), split
-        if a is None:
-            continue
-        assert a.features == b.features
-        assert a.to_dict() == b.to_dict(), split
-        packed_a = pack_dataset(a, max_length, strategy="bfd").to_dict()
-        assert packed_a == pack_dataset(b, max_length, strategy="bfd").to_dict(), split
-
-
 @pytest.mark.parametrize("task,template", [("sql", "auto"), ("json", "auto")])   # alpaca: below
 def test_bundled_tasks_identical_to_the_list_pipeline(tokenizer, task, template, monkeypatch):
     from lmtune.hparams import _row_lengths
@@ -59,7 +42,7 @@ def test_bundled_tasks_identical_to_the_list_pipeline(tokenizer, task, template,
         monkeypatch.setattr(records, "MEMORY_BYTES", -1)   # the records through an Arrow file
     cfg = _cfg(task=task, template=template, cache=False)
     new, ref = prepare_datasets(cfg, tokenizer), reference_prepare(cfg, tokenizer)
-    _assert_same(new, ref, cfg.max_length)
+    assert_same_prepared(new, ref, cfg.max_length)
     assert _row_lengths(new.train) == [len(ids) for ids in ref.train["input_ids"]]   # hparams' sizes
 
 
@@ -95,7 +78,7 @@ def test_templates_identical_to_the_list_pipeline(tokenizer, tmp_path, template,
                train_on_prompt=train_on_prompt, cache=False)
     new, ref = prepare_datasets(cfg, tokenizer, explicit), reference_prepare(cfg, tokenizer, explicit)
     assert ref.stats["tokens"]["train"]["truncated"] or max_length > 48   # the case is exercised
-    _assert_same(new, ref, max_length)
+    assert_same_prepared(new, ref, max_length)
 
 
 @pytest.mark.parametrize("files", [("val", "test"), ()])
@@ -108,7 +91,7 @@ def test_alpaca_with_files_and_settings(tokenizer, tmp_path, files, settings):
     cfg = _cfg(train=[str(tmp_path / "train.jsonl")], template="alpaca", cache=False, **given, **settings)
     new, ref = prepare_datasets(cfg, tokenizer), reference_prepare(cfg, tokenizer)
     assert ref.stats["conflicting_prompts"] and (ref.stats.get("validation_in_train_removed") or not files)
-    _assert_same(new, ref, cfg.max_length)
+    assert_same_prepared(new, ref, cfg.max_length)
 
 
 def test_batched_masks_follow_both_per_example_rules():
@@ -256,4 +239,4 @@ def test_a_directory_of_jsonl_csv_and_json_array_files(tokenizer, tmp_path):
     cfg = _cfg(train=[str(folder)], cache=False)
     new, ref = prepare_datasets(cfg, tokenizer), reference_prepare(cfg, tokenizer)
     assert ref.stats["duplicates_removed"]["train"] == 5 and ref.template.name == "raw"
-    _assert_same(new, ref, cfg.max_length)
+    assert_same_prepared(new, ref, cfg.max_length)

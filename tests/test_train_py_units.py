@@ -20,13 +20,12 @@ import lmtune.train as lt
 from lmtune.config import load_config
 from lmtune.errors import ConfigError, UserError
 from lmtune.rundir import RunDir
-from tiny_models import save_tiny_model, write_alpaca
+from tiny_models import tiny_run_inputs
 
 
 @pytest.fixture(scope="module")
 def tiny(tmp_path_factory):
-    root = tmp_path_factory.mktemp("tiny")
-    return SimpleNamespace(model=save_tiny_model(root / "base", "llama"), data=write_alpaca(root / "train.jsonl", 12))
+    return tiny_run_inputs(tmp_path_factory.mktemp("tiny"))
 
 
 def _cfg(tiny, out, *extra):

@@ -7,20 +7,18 @@ from __future__ import annotations
 
 import json
 import math
-from types import SimpleNamespace
 
 import pytest
 import torch
 
 import lmtune.train as lt
 from lmtune.config import load_config
-from tiny_models import save_tiny_model, write_alpaca
+from tiny_models import tiny_run_inputs
 
 
 @pytest.fixture(scope="module")
 def tiny(tmp_path_factory):
-    root = tmp_path_factory.mktemp("tiny")
-    return SimpleNamespace(model=save_tiny_model(root / "base", "llama"), data=write_alpaca(root / "train.jsonl", 12))
+    return tiny_run_inputs(tmp_path_factory.mktemp("tiny"))
 
 
 def _cfg(tiny, out, *extra):

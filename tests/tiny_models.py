@@ -88,6 +88,13 @@ def write_alpaca(path: Path, n: int = 40, seed: int = 0) -> Path:
     return path
 
 
+def tiny_run_inputs(root: Path):
+    """A tiny Llama base and a 12-example alpaca file under `root`: what a unit test of train.py runs on."""
+    from types import SimpleNamespace
+
+    return SimpleNamespace(model=save_tiny_model(root / "base", "llama"), data=write_alpaca(root / "train.jsonl", 12))
+
+
 def save_random_lora_adapter(base: Path, out: Path, seed: int, std: float) -> Path:
     """A rank-4 LoRA adapter on every linear of `base` with lora_B drawn N(0, std) (peft starts B at
     zero, a no-op; a random B makes merging move the logits), saved with the base's tokenizer."""

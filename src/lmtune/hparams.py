@@ -173,18 +173,23 @@ def seed_epochs(examples: int) -> int:
     return 1
 
 
+def _model_factor(model: ModelSize | None) -> float:
+    """LoRA's width factor, which sizes the step floor and the epoch cap for every method; the 7B
+    value (1) when the width is not known."""
+    return width_factor(model.hidden) if model else 1.0
+
+
 def min_steps(model: ModelSize | None) -> int:
     """The optimizer-step floor: MIN_STEPS_AT_REF x the width factor (a narrower model at its lower
     rate needs more steps); the 7B value when the width is not known."""
-    return round(MIN_STEPS_AT_REF * (width_factor(model.hidden) if model else 1.0))
+    return round(MIN_STEPS_AT_REF * _model_factor(model))
 
 
 def max_epochs(model: ModelSize | None) -> int:
     """The most epochs the step floor may ask for: the seed's 10 at 7B and wider, 10 x sqrt(f) on a narrower
     model (22 on the embedded base), whose floor is f times the 7B's: a few hundred examples reach
     it instead of stopping short (glossary: 10 epochs 83%, 15 epochs 97%, same rate)."""
-    factor = width_factor(model.hidden) if model else 1.0
-    return max(MAX_EPOCHS_AT_REF, round(MAX_EPOCHS_AT_REF * math.sqrt(factor)))   # wider: still 10
+    return max(MAX_EPOCHS_AT_REF, round(MAX_EPOCHS_AT_REF * math.sqrt(_model_factor(model))))   # wider: still 10
 
 
 def epochs_for(data: DataSize, batch: Batch, model: ModelSize | None = None) -> tuple[int, int, str]:
