@@ -30,7 +30,7 @@ from auto_tasks import TASKS, write as write_tasks  # noqa: E402
 GRID_LR = {"lora": (1e-3, 5e-3), "full": (1e-4, 5e-4), "qlora": (1e-3, 5e-3)}
 GRID_EPOCHS = (3, 10)
 GRID_ORDER = ((0, 0), (1, 0), (0, 1), (1, 1))   # (lr index, epochs index): the cheap points first
-# written into each auto row: which version of lmtune/hparams.py's rule chose its values
+# written into each auto row: which version of lmtune/train/hparams.py's rule chose its values
 RULE = ("v6: lora 2e-4 x (1 + (f - 1) x s), f = (4096/hidden)^0.58; full 2e-5 x (1 + (g - 1) x s), "
         "g = (4096/hidden)^0.83; s = 1 up to 700 optimizer steps, then sqrt(700/steps); epochs: the seed's "
         "by example count, then at least 80 x f optimizer steps (400 at hidden 256), up to 10 x sqrt(f) epochs (22 at hidden 256)")

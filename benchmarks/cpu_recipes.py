@@ -11,7 +11,7 @@ validation examples tokenized the way that recipe trained (for the shared loss i
             LoRA and optimizer hyperparameters so only the pipeline differs. options: any SFTConfig
             field (e.g. {"packing": false, "padding_free": true, "per_device_train_batch_size": 4}),
             plus "loss": "plain" | "keep" (see use_loss) and "lora_dropout".
-    lmtune  lmtune's own setup and trainer (lmtune.train building blocks) with its defaults;
+    lmtune  lmtune's own setup and trainer (lmtune.train.recipe building blocks) with its defaults;
             options: {"overrides": ["train.batch_size=1", ...], "sft": {SFTConfig field: value},
             "loss": "plain" | "keep"}.
 
@@ -225,10 +225,10 @@ LMTUNE_BENCH = [
 
 
 def run_lmtune(job: Job) -> Trained:
-    import lmtune.train as lt
+    import lmtune.train.recipe as lt
     from lmtune.config import load_config
-    from lmtune.cpu_tuning import Target, apply
-    from lmtune.rundir import RunDir
+    from lmtune.train.cpu_tuning import Target, apply
+    from lmtune.run.layout import RunDir
 
     overrides = [f"model.name_or_path={job.model_dir}", f"data.train={job.train_file}",
                  f"output.dir={Path(job.work) / 'run'}", f"train.seed={job.seed}",

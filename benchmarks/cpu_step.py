@@ -33,9 +33,9 @@ def main(argv=None) -> None:
     ap.add_argument("--rounds", type=int, default=3)
     args = ap.parse_args(argv)
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
-    from lmtune.cpu_tuning import set_wait_policy
+    from lmtune.train.cpu_tuning import set_wait_policy
 
-    set_wait_policy("passive")  # before torch loads, as the CLI does (lmtune/cpu_tuning.py)
+    set_wait_policy("passive")  # before torch loads, as the CLI does (lmtune/train/cpu_tuning.py)
     import torch
 
     results: dict[str, list[tuple[float, float]]] = {}
@@ -51,11 +51,11 @@ def main(argv=None) -> None:
 def time_variant(variant: str, rows: int, threads: int | None) -> tuple[float, float]:
     import torch
 
-    import lmtune.train as lt
+    import lmtune.train.recipe as lt
     from lmtune.config import load_config
-    from lmtune.cpu_tuning import Target, apply
+    from lmtune.train.cpu_tuning import Target, apply
     from lmtune.models import resolve_model_path
-    from lmtune.rundir import RunDir
+    from lmtune.run.layout import RunDir
 
     head, attention = variant.split("+")
     overrides = ["output.dir=/tmp/lmtune-cpu-step", "output.overwrite=true", "data.val_split=0",

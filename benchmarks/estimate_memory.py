@@ -2,7 +2,7 @@
 
 Each case runs in a FRESH process (peak RSS is per process and never goes down): it imports what
 `lmtune train` imports, builds the model the way lmtune does (lmtune.models.load_model,
-lmtune.methods.prepare, TRL's fused LM head, TRL's bf16 cast of QLoRA adapters), runs a few
+lmtune.train.methods.prepare, TRL's fused LM head, TRL's bf16 cast of QLoRA adapters), runs a few
 optimizer steps on random tokens and reports
   CPU:  peak RSS (VmHWM, reset after setup) and RSS after the imports (the framework baseline);
   CUDA: torch.cuda.max_memory_allocated (tensors only; the CUDA context is extra).
@@ -72,7 +72,7 @@ GPU_CASES = [
 ]
 STEPS = 2   # step 1 allocates the optimizer states; step 2 is the steady state
 # QLoRA the way it runs on a bf16 GPU, here on CPU: 4-bit linears with bf16 storage and compute, the rest
-# of the base in bf16, bf16 autocast. "-bf16" prepares it with lmtune.methods.prepare (embeddings, norms,
+# of the base in bf16, bf16 autocast. "-bf16" prepares it with lmtune.train.methods.prepare (embeddings, norms,
 # head stay bf16), "-bf16-peft" with peft's prepare_model_for_kbit_training (all of them upcast to fp32).
 BF16_QLORA = {"small-qlora-bf16": "lmtune", "small-qlora-bf16-peft": "peft"}
 
@@ -126,7 +126,7 @@ def child(case: dict) -> dict:
     from trl.trainer.utils import add_fused_lm_head
 
     from lmtune.config import from_dict
-    from lmtune.methods import prepare
+    from lmtune.train.methods import prepare
     from lmtune.models import detect_device, load_model
 
     torch.manual_seed(0)
@@ -150,7 +150,7 @@ def child(case: dict) -> dict:
     if case.get("prepare") == "peft":
         from peft import prepare_model_for_kbit_training
 
-        from lmtune.methods.lora import attach
+        from lmtune.train.methods.lora import attach
 
         model = attach(prepare_model_for_kbit_training(model, use_gradient_checkpointing=False), cfg)
     else:

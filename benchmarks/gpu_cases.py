@@ -6,7 +6,7 @@ Recipes:
                  to seq_len, labels = input_ids (what DataCollatorForLanguageModeling(mlm=False) gives)
     trl-packed   TRL SFTTrainer at its best: pre-tokenized input_ids + completion_mask, packing bfd
                  (padding-free), completion-only loss; `liger` adds use_liger_kernel
-    lmtune       lmtune's own pieces: lmtune.methods.prepare (QLoRA: embeddings, norms and head stay
+    lmtune       lmtune's own pieces: lmtune.train.methods.prepare (QLoRA: embeddings, norms and head stay
                  bf16), lmtune.trainer.LmtuneSFTTrainer, the optimizer lmtune picks on CUDA
                  (adamw_torch_fused; paged_adamw_8bit for QLoRA), packing bfd as above
     unsloth      Unsloth's FastLanguageModel (its own environment: --unsloth-site first on the
@@ -245,14 +245,14 @@ def build_trainer(c: Case, model, cfg, device: str, dropped: list[str]):
     data, ids = _train_dataset(c, cfg.vocab_size, total_steps * c.batch * c.grad_accum)
     optim = "paged_adamw_8bit" if (c.method == "qlora" and cuda) else "adamw_torch"
     if c.recipe == "lmtune" and c.method != "qlora" and cuda:
-        optim = "adamw_torch_fused"      # lmtune.train.choose_optimizer on CUDA
+        optim = "adamw_torch_fused"      # lmtune.train.recipe.choose_optimizer on CUDA
     common = dict(output_dir=str(Path(c.work) / "out" / c.name), max_steps=total_steps, learning_rate=1e-4,
                   per_device_train_batch_size=c.batch, gradient_accumulation_steps=c.grad_accum,
                   warmup_steps=0, logging_steps=1, save_strategy="no", eval_strategy="no", report_to="none",
                   bf16=cuda, use_cpu=not cuda, activation_checkpointing=False, optim=optim, seed=c.seed,
                   dataloader_num_workers=0, disable_tqdm=True, use_liger_kernel=c.liger)
     if c.recipe == "lmtune" and c.method != "full":
-        from lmtune.methods import prepare
+        from lmtune.train.methods import prepare
 
         model = prepare(model, _lmtune_config(c))
     elif c.method != "full" and c.recipe != "unsloth":     # unsloth: get_peft_model in _unsloth_model

@@ -47,7 +47,7 @@ def _sha(path: Path) -> str:
 
 def merged_state(out: Path, reference: Path) -> str:
     """'absent', 'complete' (equal to the reference) or what is wrong with it."""
-    from lmtune.rundir import is_lmtune_output
+    from lmtune.run.layout import is_lmtune_output
 
     if not out.exists():
         return "absent"

@@ -45,8 +45,8 @@ for extra in (ROOT / "src", ROOT / "tests", Path(__file__).resolve().parent):
 ENV = {"HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1", "HF_DATASETS_OFFLINE": "1",
        "TOKENIZERS_PARALLELISM": "false", "TRANSFORMERS_VERBOSITY": "error", "PYTHONUNBUFFERED": "1"}
 LAUNCH_TIMEOUT = 600  # seconds; a launch that takes longer is killed and reported
-PRELOAD = ["lmtune.cli", "lmtune.commands.train", "lmtune.train", "lmtune.callbacks", "lmtune.models",
-           "lmtune.methods.lora", "lmtune.data", "lmtune.envinfo", "torch", "transformers.trainer", "peft",
+PRELOAD = ["lmtune.cli", "lmtune.commands.train", "lmtune.train.recipe", "lmtune.train.callbacks", "lmtune.models",
+           "lmtune.train.methods.lora", "lmtune.data", "lmtune.run.envinfo", "torch", "transformers.trainer", "peft",
            "trl.trainer.sft_trainer", "datasets", "tiny_models", "kill_resume"]
 
 
@@ -156,7 +156,7 @@ def write_config(work: Path, model: str, data: Path, max_steps: int, save_steps:
 
 def checkpoint_snapshot(run: Path) -> dict[int, bool]:
     """step -> complete? for every checkpoint directory on disk right now."""
-    from lmtune.rundir import checkpoint_is_complete
+    from lmtune.run.layout import checkpoint_is_complete
 
     out = {}
     for p in (run / "checkpoints").glob("checkpoint-*"):

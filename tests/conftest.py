@@ -10,7 +10,7 @@ os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
 # Before any test module imports torch: spinning OpenMP threads collapse on a shared CPU
 # (benchmarks/README.md, "CPU tuning").
 os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
-# The CLI gives the tiny test models one torch thread (lmtune/cpu_tuning.py); tests that train
+# The CLI gives the tiny test models one torch thread (lmtune/train/cpu_tuning.py); tests that train
 # in-process get the same (importing lmtune sets nothing).
 os.environ.setdefault("OMP_NUM_THREADS", "1")
 # lmtune's data cache (lmtune/data/cache.py) goes to a temporary directory for the session, never

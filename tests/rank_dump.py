@@ -17,8 +17,8 @@ HERE = Path(__file__).resolve().parent
 
 def install(out: Path) -> None:
     import lmtune.data
-    import lmtune.train as lt
-    from lmtune import distributed
+    import lmtune.train.recipe as lt
+    from lmtune.train import distributed
 
     built = {"data": False}
     prepare, finish, torchrun_args = lmtune.data.prepare_datasets, lt._finish_on_main, distributed.torchrun_args
@@ -45,7 +45,7 @@ def dump(model, cfg, out: Path, built_data: bool) -> None:
     from safetensors.torch import save_file
     from torch.distributed.tensor import DTensor
 
-    from lmtune.distributed import rank, world_size
+    from lmtune.train.distributed import rank, world_size
 
     tensors, sharded = {}, False
     for name, p in model.named_parameters():

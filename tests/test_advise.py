@@ -94,7 +94,7 @@ def test_checkpointing_turned_on_when_needed():
 
 
 def test_hyperparameters_come_from_the_auto_rule():
-    # advise and train share lmtune.hparams: Qwen2.5-0.5B is 896 wide -> factor (4096/896)^0.58 = 2.4
+    # advise and train share lmtune.train.hparams: Qwen2.5-0.5B is 896 wide -> factor (4096/896)^0.58 = 2.4
     full_adv = advise(Answers(priority="quality"), ctx(n=5000))
     lora_adv = advise(Answers(), ctx(n=5000))
     full, lora = full_adv.hyperparameters, lora_adv.hyperparameters

@@ -17,7 +17,7 @@ from lmtune.cli import main
 def test_estimate_and_train_count_the_same_parameters():
     """The embedded base with LoRA r=16 on all-linear: estimate reads the config, train counts the
     prepared model; both report the base's 5,507,328 (tied embeddings once) and 327,680 trainable."""
-    from lmtune import methods
+    from lmtune.train import methods
     from lmtune.config import load_config
     from lmtune.estimate import EstimateRequest, estimate
     from lmtune.models import detect_device, load_model, load_tokenizer, resolve_model_path

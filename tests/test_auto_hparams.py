@@ -1,4 +1,4 @@
-"""train.learning_rate: auto and train.epochs: auto (lmtune/hparams.py): the rule at published
+"""train.learning_rate: auto and train.epochs: auto (lmtune/train/hparams.py): the rule at published
 anchors and on the embedded base, explicit values winning, clear errors, and the resolved values
 reaching the Trainer and the run's config.yaml."""
 
@@ -11,7 +11,7 @@ import yaml
 
 from lmtune.config import load_config
 from lmtune.errors import ConfigError
-from lmtune.hparams import Batch, DataSize, ModelSize, epochs_for, learning_rate_for, max_epochs, resolve
+from lmtune.train.hparams import Batch, DataSize, ModelSize, epochs_for, learning_rate_for, max_epochs, resolve
 from tiny_models import save_tiny_model, write_alpaca
 
 
@@ -118,7 +118,7 @@ def test_unresolvable_auto_names_the_key():
 
 
 def test_resolved_values_reach_the_trainer_and_config_yaml(tmp_path, capsys):
-    from lmtune.train import train
+    from lmtune.train.recipe import train
 
     model_dir = save_tiny_model(tmp_path / "base", "llama")   # hidden 32
     data = write_alpaca(tmp_path / "train.jsonl", 40)

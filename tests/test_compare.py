@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 
 from lmtune.cli import main
-from lmtune.compare import compare, to_html, to_markdown, to_text
+from lmtune.report.compare import compare, to_html, to_markdown, to_text
 from lmtune.config import from_dict
 
 

@@ -33,7 +33,7 @@ def test_learning_rate_and_epochs_default_to_auto():
     cfg = load_config(None, ["data.task=sql"])
     assert cfg.train.learning_rate == "auto" and cfg.train.epochs == "auto"
     with pytest.raises(ConfigError, match="train.learning_rate: auto is resolved"):
-        cfg.learning_rate  # noqa: B018 - only lmtune.hparams turns auto into a number
+        cfg.learning_rate  # noqa: B018 - only lmtune.train.hparams turns auto into a number
     # literal values: a loop over DEFAULT_LR itself would pass with the table's entries swapped
     for method, lr in (("full", 2e-5), ("lora", 2e-4), ("qlora", 2e-4)):   # null: the pre-auto default
         assert load_config(None, ["data.task=sql", f"method={method}", "train.learning_rate=null"]).learning_rate == lr

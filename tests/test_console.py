@@ -133,7 +133,7 @@ def test_ctrl_c_names_the_step_the_command_and_the_checkpoint(project, capsys):
 
 
 def test_ctrl_c_before_training_says_nothing_to_resume(project, capsys, monkeypatch):
-    import lmtune.train as train_module
+    import lmtune.train.recipe as train_module
 
     def interrupted(*a, **k):
         raise KeyboardInterrupt

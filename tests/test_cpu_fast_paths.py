@@ -1,6 +1,6 @@
 """The two CPU training fast paths give the results of the paths they replace:
-per-document attention for packed rows (lmtune/packed_attention.py) and the loss computed from
-logits at label positions only (lmtune/sft_trainer.py, train.lm_head=label_logits)."""
+per-document attention for packed rows (lmtune/train/packed_attention.py) and the loss computed from
+logits at label positions only (lmtune/train/trainer.py, train.lm_head=label_logits)."""
 
 from __future__ import annotations
 
@@ -8,11 +8,11 @@ import pytest
 import torch
 from transformers import AutoModelForCausalLM
 
-import lmtune.train as lt
+import lmtune.train.recipe as lt
 from lmtune.config import load_config
 from lmtune.models import Device, use_training_attention
-from lmtune.packed_attention import NAME, register
-from lmtune.rundir import RunDir
+from lmtune.train.packed_attention import NAME, register
+from lmtune.run.layout import RunDir
 from tiny_models import model_config, save_tiny_model, write_alpaca
 
 DOCS = (10, 13, 7)   # three documents packed into one 30-token row
@@ -163,7 +163,7 @@ def test_lm_head_default_per_device():
 # ---------------------------------------------------------------- threads per process
 
 def _threads_in_child(env_extra: dict, hidden: int | None, threads: int | None = None, tmp=None) -> int:
-    """torch's thread count after lmtune/cpu_tuning.py `apply`, in a fresh interpreter (as the CLI)."""
+    """torch's thread count after lmtune/train/cpu_tuning.py `apply`, in a fresh interpreter (as the CLI)."""
     import json
     import os
     import subprocess
@@ -178,7 +178,7 @@ def _threads_in_child(env_extra: dict, hidden: int | None, threads: int | None =
     env = {k: v for k, v in os.environ.items() if k not in ("OMP_NUM_THREADS", "OMP_WAIT_POLICY")}
     env.update(env_extra)
     over = [f"train.threads={threads}"] if threads else []
-    code = ("from lmtune.config import load_config; from lmtune.cpu_tuning import Target, apply; "
+    code = ("from lmtune.config import load_config; from lmtune.train.cpu_tuning import Target, apply; "
             f"a = apply(Target(load_config(None, ['data.task=sql', *{over!r}]), {ref!r})); "
             "import torch; assert a.threads in (None, torch.get_num_threads()); print(torch.get_num_threads())")
     out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, check=True)
@@ -199,7 +199,7 @@ def test_cpu_threads_default_to_one_per_process_for_small_models_under_passive_w
 
 
 def test_one_process_on_a_multicore_cpu_says_how_to_use_the_other_cores(tmp_path, capsys, monkeypatch):
-    import lmtune.distributed as dist
+    import lmtune.train.distributed as dist
 
     cfg = load_config(None, ["data.task=sql", "train.grad_accum=8"])
     monkeypatch.setattr(dist, "usable_cores", lambda: 2)

@@ -1,5 +1,5 @@
 """train.keep_freed_memory: glibc keeps freed tensor memory for reuse instead of page-faulting it in
-again (lmtune/cpu_tuning.py). Measured in fresh interpreters so this process's allocator is untouched."""
+again (lmtune/train/cpu_tuning.py). Measured in fresh interpreters so this process's allocator is untouched."""
 
 from __future__ import annotations
 
@@ -11,7 +11,7 @@ import pytest
 PROBE = """
 import resource, sys
 import torch
-from lmtune.cpu_tuning import keep_freed_memory
+from lmtune.train.cpu_tuning import keep_freed_memory
 if sys.argv[1] == "keep":
     assert keep_freed_memory()
 faults = lambda: resource.getrusage(resource.RUSAGE_SELF).ru_minflt
@@ -41,6 +41,6 @@ def test_freed_tensor_memory_is_reused_without_page_faults():
 
 
 def test_keep_freed_memory_reports_whether_glibc_took_it():
-    code = "import sys; from lmtune.cpu_tuning import keep_freed_memory; print(keep_freed_memory())"
+    code = "import sys; from lmtune.train.cpu_tuning import keep_freed_memory; print(keep_freed_memory())"
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == str(sys.platform.startswith("linux"))

@@ -1,4 +1,4 @@
-"""CPU tuning (lmtune/cpu_tuning.py): nothing on import, everything once at the CLI entry."""
+"""CPU tuning (lmtune/train/cpu_tuning.py): nothing on import, everything once at the CLI entry."""
 
 from __future__ import annotations
 
@@ -8,7 +8,7 @@ import subprocess
 import sys
 from pathlib import Path
 
-from lmtune.cpu_tuning import model_hidden_size, worker_threads
+from lmtune.train.cpu_tuning import model_hidden_size, worker_threads
 from lmtune.config import load_config
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -21,14 +21,14 @@ def _child(code: str) -> str:
 
 
 def test_importing_lmtune_changes_nothing_in_the_process():
-    code = ("import os, sys, lmtune, lmtune.train, lmtune.models, lmtune.cli, lmtune.distributed; "
+    code = ("import os, sys, lmtune, lmtune.train.recipe, lmtune.models, lmtune.cli, lmtune.train.distributed; "
             "print(os.environ.get('OMP_WAIT_POLICY'), os.environ.get('OMP_NUM_THREADS'), 'torch' in sys.modules)")
     assert _child(code) == "None None False"
 
 
 def test_the_cli_tunes_a_command_that_runs_a_model_before_torch_loads():
     # the same path `lmtune eval tiny --task sql` takes in lmtune/cli.py main
-    code = ("import os, sys; from lmtune.cli import build_parser; from lmtune.cpu_tuning import apply; "
+    code = ("import os, sys; from lmtune.cli import build_parser; from lmtune.train.cpu_tuning import apply; "
             "args = build_parser().parse_args(['eval', 'tiny', '--task', 'sql']); "
             "t = args._tuning(args); loaded = 'torch' in sys.modules; a = apply(t); import torch; "
             "print(loaded, os.environ['OMP_WAIT_POLICY'], a.threads, torch.get_num_threads(), a.keep_freed_memory)")

@@ -11,7 +11,7 @@ import torch
 
 from lmtune.cli import main
 from lmtune.config import DEFAULT_LR, load_config
-from lmtune.rundir import RunDir
+from lmtune.run.layout import RunDir
 from tiny_models import save_random_lora_adapter, save_tiny_model
 
 
@@ -20,7 +20,7 @@ from tiny_models import save_random_lora_adapter, save_tiny_model
 def test_default_learning_rate_table_has_the_literal_values():
     assert DEFAULT_LR == {"full": 2e-5, "lora": 2e-4, "qlora": 2e-4}
     for method, lr in (("full", 2e-5), ("lora", 2e-4), ("qlora", 2e-4)):
-        # `null`: the per-method table (the default is `auto`, resolved by lmtune/hparams.py and tested there)
+        # `null`: the per-method table (the default is `auto`, resolved by lmtune/train/hparams.py and tested there)
         assert load_config(None, ["data.task=sql", f"method={method}", "train.learning_rate=null"]).learning_rate == lr
 
 
@@ -31,7 +31,7 @@ def test_default_learning_rate_table_has_the_literal_values():
     ("lora", ["train.learning_rate=null"], 2e-4),
 ])
 def test_the_learning_rate_reaches_the_trainer_arguments(tmp_path, method, overrides, expected):
-    from lmtune.train import training_arguments
+    from lmtune.train.recipe import training_arguments
 
     cfg = load_config(None, ["data.task=sql", f"method={method}", f"output.dir={tmp_path / 'run'}",
                              "train.max_steps=7", "train.warmup_steps=2", "train.grad_accum=3", *overrides])
@@ -48,7 +48,7 @@ def test_lora_rank_alpha_and_rslora_reach_the_peft_modules(tmp_path, rslora, sca
     from peft.tuners.lora import LoraLayer
     from transformers import AutoModelForCausalLM
 
-    from lmtune import methods
+    from lmtune.train import methods
 
     base = save_tiny_model(tmp_path / "base", "llama")
     cfg = load_config(None, [f"model.name_or_path={base}", "data.task=sql", "method=lora", "lora.r=4",
@@ -71,7 +71,7 @@ def test_lora_bias_dora_and_checkpointing_reach_peft(tmp_path):
     from peft.tuners.lora import LoraLayer
     from transformers import AutoModelForCausalLM
 
-    from lmtune import methods
+    from lmtune.train import methods
 
     base = save_tiny_model(tmp_path / "base", "gpt2")  # GPT-2's Conv1D layers have biases
     cfg = load_config(None, [f"model.name_or_path={base}", "data.task=sql", "method=lora", "lora.r=2",
@@ -96,7 +96,7 @@ LLAMA_LINEAR = "down_proj, gate_proj, k_proj, lm_head, o_proj, q_proj, up_proj, 
 def test_lora_targets_missing_from_the_model_are_a_config_error(tmp_path, arch, target, layers):
     from transformers import AutoModelForCausalLM
 
-    from lmtune import methods
+    from lmtune.train import methods
     from lmtune.errors import ConfigError
 
     base = save_tiny_model(tmp_path / "base", arch)
@@ -169,7 +169,7 @@ def test_load_best_ends_with_the_best_checkpoints_weights(tmp_path):
 
     from safetensors.torch import load_file
 
-    from lmtune.train import train
+    from lmtune.train.recipe import train
     from tiny_models import write_alpaca
 
     base = save_tiny_model(tmp_path / "base", "llama")

@@ -34,7 +34,7 @@ def _cfg(**data):
 
 @pytest.mark.parametrize("task,template", [("sql", "auto"), ("json", "auto")])   # alpaca: below
 def test_bundled_tasks_identical_to_the_list_pipeline(tokenizer, task, template, monkeypatch):
-    from lmtune.hparams import _row_lengths
+    from lmtune.train.hparams import _row_lengths
 
     from lmtune.data import records
 

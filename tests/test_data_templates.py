@@ -20,7 +20,7 @@ from lmtune.data import (
     tokenize_examples,
 )
 from lmtune.data.templates import TemplateError
-from lmtune.rundir import write_json
+from lmtune.run.layout import write_json
 
 ALPACA = {"instruction": "Give the capital of the country.", "input": "Portugal", "output": "Lisbon"}
 MULTI_TURN = [{"role": "user", "content": "What is 12 times 12?"}, {"role": "assistant", "content": "144."},

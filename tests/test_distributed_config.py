@@ -9,11 +9,12 @@ from pathlib import Path
 import pytest
 import yaml
 
-from lmtune import cli, distributed
+from lmtune import cli
+from lmtune.train import distributed
 from lmtune.config import load_config
 from lmtune.errors import ConfigError, UserError
 
-PRESETS = Path(distributed.__file__).parent / "presets"
+PRESETS = distributed.PRESETS
 ACCELERATE_YAMLS = sorted((PRESETS / "accelerate").glob("*.yaml"))
 
 

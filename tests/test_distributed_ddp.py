@@ -27,8 +27,8 @@ import yaml
 from safetensors.torch import load_file
 
 from lmtune.config import load_config
-from lmtune.distributed import DATA_CACHE, PRESETS
-from lmtune.train import train
+from lmtune.train.distributed import DATA_CACHE, PRESETS
+from lmtune.train.recipe import train
 from tiny_models import save_tiny_model, write_alpaca
 
 STEPS = 4

@@ -22,7 +22,7 @@ from lmtune.evaluate import EVAL_FILE, PREDICTIONS_FILE, evaluate_run, verdict
 from lmtune.evaluate.forgetting import compare_perplexity, load_probe
 from lmtune.evaluate.perplexity import IGNORE, labels_from_masks, sequence_loss, text_loss
 from lmtune.tasks import task_files
-from lmtune.train import train
+from lmtune.train.recipe import train
 from tiny_models import save_tiny_model, write_alpaca
 
 _CACHE: dict = {}

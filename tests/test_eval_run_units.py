@@ -20,7 +20,7 @@ from lmtune.evaluate import forgetting
 from lmtune.evaluate.perplexity import LossResult, text_loss
 from lmtune.evaluate.run import (EVAL_FILE, PREDICTIONS_FILE, EvalSettings, base_model, evaluate_model,
                                  inference_mode, merged_adapter, prompt_text, resolve_test_set)
-from lmtune.rundir import OUTPUT_MARKER
+from lmtune.run.layout import OUTPUT_MARKER
 from eval_run_helpers import PROBE, _alpaca, _cfg, _generate, _probe, tiny  # noqa: F401  (tiny: the fixture)
 
 import peft.tuners.lora  # noqa: E402

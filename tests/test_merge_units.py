@@ -19,7 +19,7 @@ from lmtune.config import load_config
 from lmtune.errors import UserError
 from lmtune.merge import (MERGE_TOLERANCE, _bytes_of, _check_disk, _check_logits, _check_out, _logits as merge_logits,
                           merge, model_card)
-from lmtune.rundir import OUTPUT_MARKER
+from lmtune.run.layout import OUTPUT_MARKER
 from tiny_models import InputsSeen, meta_model, save_random_lora_adapter, save_tiny_model
 
 # Imported here, not only where used: a mutation run (scripts/mutation.sh) forks every mutant's

@@ -1,7 +1,7 @@
-"""lmtune/methods beyond LoRA's settings (tests/test_critical_settings.py): which module
+"""lmtune/train/methods beyond LoRA's settings (tests/test_critical_settings.py): which module
 `methods.prepare` picks per method, full fine-tuning unfreezing every weight, the parameter count,
 QLoRA's fp16 path (peft's kbit preparation with the configured checkpointing) and the QLoRA
-hardware checks. Tiny models, no training: the mutation run of lmtune/methods uses these."""
+hardware checks. Tiny models, no training: the mutation run of lmtune/train/methods uses these."""
 
 from __future__ import annotations
 
@@ -10,7 +10,7 @@ import importlib.util
 import pytest
 import torch
 
-from lmtune import methods
+from lmtune.train import methods
 from lmtune.config import load_config
 from lmtune.errors import UserError
 from tiny_models import save_tiny_model
@@ -106,14 +106,14 @@ def test_qlora_non_fp16_base_goes_the_lora_way(base):
 # ---------------------------------------------------------------- QLoRA hardware checks
 
 def test_qlora_check_passes_on_this_cpu_machine():
-    from lmtune.methods.qlora_check import check_qlora_supported
+    from lmtune.train.methods.qlora_check import check_qlora_supported
 
     assert importlib.util.find_spec("bitsandbytes") is not None and not torch.cuda.is_available()
     check_qlora_supported()
 
 
 def test_qlora_check_without_bitsandbytes(monkeypatch):
-    from lmtune.methods.qlora_check import check_qlora_supported
+    from lmtune.train.methods.qlora_check import check_qlora_supported
 
     real = importlib.util.find_spec
     monkeypatch.setattr(importlib.util, "find_spec", lambda name, *a: None if name == "bitsandbytes" else real(name, *a))
@@ -126,7 +126,7 @@ def test_qlora_check_without_bitsandbytes(monkeypatch):
 
 @pytest.mark.parametrize("major, ok", [(3, False), (4, False), (5, True), (8, True)])
 def test_qlora_check_gpu_compute_capability(monkeypatch, major, ok):
-    from lmtune.methods.qlora_check import check_qlora_supported
+    from lmtune.train.methods.qlora_check import check_qlora_supported
 
     asked = []
     monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
@@ -143,7 +143,7 @@ def test_qlora_check_gpu_compute_capability(monkeypatch, major, ok):
 
 
 def test_qlora_check_refuses_apple_mps(monkeypatch):
-    from lmtune.methods.qlora_check import check_qlora_supported
+    from lmtune.train.methods.qlora_check import check_qlora_supported
 
     monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
     monkeypatch.setattr(torch.backends.mps, "is_available", lambda: True)

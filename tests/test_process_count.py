@@ -1,4 +1,4 @@
-"""`distributed.nproc: auto` and `train.rows_per_step` (lmtune/process_count.py): the main preset
+"""`distributed.nproc: auto` and `train.rows_per_step` (lmtune/train/processes.py): the main preset
 resolves per machine, with faked GPU and core counts, and keeps 8 rows per optimizer step."""
 
 from __future__ import annotations
@@ -8,7 +8,8 @@ from pathlib import Path
 import pytest
 import torch
 
-from lmtune import distributed, process_count
+from lmtune.train import distributed
+from lmtune.train import processes as process_count
 from lmtune.config import load_config
 from lmtune.errors import ConfigError
 

@@ -6,8 +6,8 @@ from __future__ import annotations
 import torch
 
 from lmtune.config import load_config
-from lmtune.train import _build_trainer, _setup, train
-from lmtune.rundir import RunDir
+from lmtune.train.recipe import _build_trainer, _setup, train
+from lmtune.run.layout import RunDir
 from tiny_models import save_tiny_model, write_alpaca
 
 
@@ -130,7 +130,7 @@ def _not_4bit(model):
 
 
 def test_qlora_keeps_embeddings_head_and_residual_stream_in_bf16(tmp_path):
-    from lmtune.methods import prepare
+    from lmtune.train.methods import prepare
 
     cfg = _cfg(tmp_path, "train.gradient_checkpointing=true")
     model = prepare(_load_4bit(cfg.model.name_or_path, torch.bfloat16), cfg)
@@ -149,7 +149,7 @@ def test_qlora_keeps_embeddings_head_and_residual_stream_in_bf16(tmp_path):
 
 
 def test_qlora_fp16_base_still_upcasts_for_stability(tmp_path):
-    from lmtune.methods import prepare
+    from lmtune.train.methods import prepare
 
     cfg = _cfg(tmp_path)
     model = prepare(_load_4bit(cfg.model.name_or_path, torch.float16), cfg)

@@ -13,7 +13,7 @@ import pytest
 import yaml
 
 from lmtune.cli import main
-from lmtune.rundir import OUTPUT_MARKER, is_lmtune_output
+from lmtune.run.layout import OUTPUT_MARKER, is_lmtune_output
 from tiny_models import save_tiny_model, write_alpaca
 
 
@@ -186,7 +186,7 @@ def test_a_run_stopped_before_writing_anything_can_start_again(tmp_path):
     """Ctrl-C between creating the run directory and the first file leaves only the marker: the
     same command must start again without output.overwrite; one more file and it is a run."""
     from lmtune.errors import ConfigError
-    from lmtune.rundir import RunDir
+    from lmtune.run.layout import RunDir
 
     run = RunDir(tmp_path / "run")
     run.create(overwrite=False)

@@ -20,7 +20,7 @@ import yaml
 from safetensors.torch import load_file, save_file
 
 from lmtune.cli import main
-from lmtune.rundir import COMPLETE_MARKER, RunDir, checkpoint_is_complete
+from lmtune.run.layout import COMPLETE_MARKER, RunDir, checkpoint_is_complete
 from tiny_models import save_tiny_model, write_alpaca
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -105,7 +105,7 @@ def test_resume_ignores_a_checkpoint_torn_while_being_rotated(trained, tmp_path)
 def test_metrics_rows_after_the_checkpoint_and_a_cut_line_are_dropped_on_resume(tmp_path):
     from transformers import TrainerControl, TrainerState
 
-    from lmtune.callbacks import MetricsJsonl
+    from lmtune.train.callbacks import MetricsJsonl
 
     path = tmp_path / "metrics.jsonl"
     rows = [{"step": s, "loss": 1.0 / s} for s in (1, 2, 3, 4)]

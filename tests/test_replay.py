@@ -12,7 +12,7 @@ from transformers import TrainerCallback
 from lmtune.config import load_config
 from lmtune.errors import ConfigError
 from lmtune.tasks import ASSETS
-from lmtune.train import train
+from lmtune.train.recipe import train
 from tiny_models import save_tiny_model, write_alpaca
 
 

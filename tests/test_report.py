@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 
 from lmtune.cli import main
-from lmtune.report import REPORT_FILE, load_run, write_report
+from lmtune.report.build import REPORT_FILE, load_run, write_report
 from test_compare import fabricate_run
 
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")

@@ -3,7 +3,7 @@ exactly at train.max_steps (also when the run was stopped after its last checkpo
 final save), and trains nothing on a finished run. Tiny Llama, LoRA, real TRL training.
 
 The interruptions are planted by test-only callbacks added to the real Trainer (by wrapping
-lmtune.train._build_trainer): they raise where a kill would land, deterministically."""
+lmtune.train.recipe._build_trainer): they raise where a kill would land, deterministically."""
 
 from __future__ import annotations
 
@@ -20,9 +20,9 @@ import yaml
 from safetensors.torch import load_file
 from transformers import TrainerCallback
 
-import lmtune.train as train_module
+import lmtune.train.recipe as train_module
 from lmtune.cli import main
-from lmtune.rundir import COMPLETE_MARKER, RunDir
+from lmtune.run.layout import COMPLETE_MARKER, RunDir
 from tiny_models import save_tiny_model, write_alpaca
 
 MAX_STEPS = 4

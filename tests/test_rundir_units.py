@@ -1,4 +1,4 @@
-"""lmtune/rundir.py function by function on real files: the checkpoint marker and its file list,
+"""lmtune/run/layout.py function by function on real files: the checkpoint marker and its file list,
 atomic writes, the output marker, what may be replaced or written, the run's paths, partial
 checkpoints and the resume-conflict list. Pure filesystem, no model: these are the tests the
 mutation run of the run directory uses (scripts/mutation.sh)."""
@@ -15,7 +15,7 @@ import pytest
 
 from lmtune import __version__
 from lmtune.errors import ConfigError
-from lmtune.rundir import (COMPLETE_MARKER, OUTPUT_MARKER, RESUME_KEYS, RunDir, check_new_output_dir,
+from lmtune.run.layout import (COMPLETE_MARKER, OUTPUT_MARKER, RESUME_KEYS, RunDir, check_new_output_dir,
                            check_replaceable, checkpoint_is_complete, checkpoint_manifest, is_lmtune_output,
                            probe_writable, replace_dir, resume_conflicts, run_inputs, write_json,
                            write_output_marker, write_text)

@@ -1,4 +1,4 @@
-"""lmtune/sft_trainer.py called directly on a real LmtuneSFTTrainer over a tiny model: when the
+"""lmtune/train/trainer.py called directly on a real LmtuneSFTTrainer over a tiny model: when the
 label-logits loss applies, its value against a cross-entropy computed by hand (normalisation, the
 multi-process factor, no labels at all), the token metrics it logs, and the resume at max_steps.
 No training run: the mutation run of sft_trainer.py uses these (scripts/mutation.sh, train/sft)."""
@@ -11,7 +11,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from lmtune.sft_trainer import LmtuneSFTTrainer
+from lmtune.train.trainer import LmtuneSFTTrainer
 from tiny_models import save_tiny_model
 
 

@@ -12,7 +12,7 @@ from safetensors.torch import load_file
 
 from lmtune.config import load_config
 from lmtune.errors import ConfigError
-from lmtune.train import train
+from lmtune.train.recipe import train
 from tiny_models import save_tiny_model, write_alpaca
 
 
@@ -151,8 +151,8 @@ def test_generate_uses_the_trained_template(lora_run):
 def test_best_model_needs_an_evaluation_at_every_save(tmp_path, given, expect):
     """The Trainer refuses load_best_model_at_end with eval per epoch and saves per step count
     (a traceback after the model loaded); lmtune aligns the one count the user set."""
-    from lmtune.rundir import RunDir
-    from lmtune.train import training_arguments
+    from lmtune.run.layout import RunDir
+    from lmtune.train.recipe import training_arguments
 
     cfg = load_config(None, ["data.task=sql", f"output.dir={tmp_path / 'run'}", *given,
                              "train.learning_rate=1e-3", "train.epochs=1"])  # auto: resolved by train()

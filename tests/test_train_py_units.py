@@ -1,4 +1,4 @@
-"""lmtune/train.py called function by function, each decision pinned by literal values: the config
+"""lmtune/train/recipe.py called function by function, each decision pinned by literal values: the config
 -> SFTConfig mapping, the optimizer choice, preflight's refusals, the CPU process hint, the data
 preparation per rank, the auto values and the run inputs. The trainer, fit, save and finish are in
 test_train_save_units.py (which shares this file's fixture and helpers), one tiny `train` in
@@ -16,10 +16,10 @@ from types import SimpleNamespace
 import pytest
 import torch
 
-import lmtune.train as lt
+import lmtune.train.recipe as lt
 from lmtune.config import load_config
 from lmtune.errors import ConfigError, UserError
-from lmtune.rundir import RunDir
+from lmtune.run.layout import RunDir
 from tiny_models import tiny_run_inputs
 
 
@@ -37,7 +37,7 @@ def _cfg(tiny, out, *extra):
 
 
 def _launched(monkeypatch, rank: int, world: int = 2):
-    """The environment torchrun gives a worker (lmtune/distributed.py reads only these)."""
+    """The environment torchrun gives a worker (lmtune/train/distributed.py reads only these)."""
     for name, value in (("LOCAL_RANK", rank), ("RANK", rank), ("WORLD_SIZE", world)):
         monkeypatch.setenv(name, str(value))
 
@@ -231,7 +231,7 @@ def test_preflight_on_resume_compares_the_saved_config_and_the_checkpoint_steps(
     (run / "config.yaml").write_text(cfg.to_yaml())
     ckpt = run / "checkpoints" / "checkpoint-5"
     ckpt.mkdir(parents=True)
-    from lmtune.callbacks import MarkCheckpointComplete as Mark
+    from lmtune.train.callbacks import MarkCheckpointComplete as Mark
 
     Mark().on_save(SimpleNamespace(output_dir=str(run / "checkpoints")),
                    SimpleNamespace(global_step=5, is_world_process_zero=True), None, model=None)
@@ -243,7 +243,7 @@ def test_preflight_on_resume_compares_the_saved_config_and_the_checkpoint_steps(
 # ---------------------------------------------------------------- setup helpers
 
 def test_cpu_hint_names_the_processes_and_grad_accum(capsys, monkeypatch):
-    import lmtune.distributed as dist
+    import lmtune.train.distributed as dist
 
     monkeypatch.setattr(dist, "usable_cores", lambda: 4)
     lt._suggest_processes(load_config(None, ["data.task=sql", "train.grad_accum=8"]), "cpu", threads=1)
@@ -334,7 +334,7 @@ def test_launched_ranks_share_the_data_through_the_run_directory(tiny, tmp_path,
     creates the run and caches the tokenized data in it; rank 1 reads that cache back."""
     import torch.distributed as dist
 
-    from lmtune.distributed import DATA_CACHE
+    from lmtune.train.distributed import DATA_CACHE
 
     cfg = _cfg(tiny, tmp_path / "run")
     run, tok = RunDir(cfg.output.dir), _tokenizer(tiny)
@@ -354,7 +354,7 @@ def test_launched_ranks_share_the_data_through_the_run_directory(tiny, tmp_path,
 def _resolved_lines(cfg, model, train, processes):
     import copy
 
-    from lmtune.hparams import resolve_for_run
+    from lmtune.train.hparams import resolve_for_run
 
     lines = []
     resolve_for_run(copy.deepcopy(cfg), model, train, "cpu", processes, say=lines.append)

@@ -1,4 +1,4 @@
-"""lmtune/train.py's `train` end to end on a tiny model (a few seconds): what the run directory holds,
+"""lmtune/train/recipe.py's `train` end to end on a tiny model (a few seconds): what the run directory holds,
 what is printed, auto values resolved before config.yaml is written, and --resume of a finished
 run. Kept apart from test_train_py_units.py so that the mutation run (scripts/mutation.sh,
 train/core) can check the fast unit tests first and this one only on their survivors."""
@@ -11,7 +11,7 @@ import math
 import pytest
 import torch
 
-import lmtune.train as lt
+import lmtune.train.recipe as lt
 from lmtune.config import load_config
 from tiny_models import tiny_run_inputs
 
@@ -33,7 +33,7 @@ def _cfg(tiny, out, *extra):
 def test_train_end_to_end_writes_the_run_and_a_finished_run_is_not_trained_again(tiny, tmp_path, capsys):
     from transformers import TrainerCallback
 
-    from lmtune.artifacts import portable_base
+    from lmtune.run.artifacts import portable_base
     from lmtune.evaluate.summary import summarize
 
     class Seen(TrainerCallback):
@@ -69,7 +69,7 @@ def test_train_end_to_end_writes_the_run_and_a_finished_run_is_not_trained_again
         portable_base(str(tiny.model))
     assert json.loads((adapter / "lmtune_template.json").read_text()) == \
         json.loads((root / "template.json").read_text())
-    from lmtune.artifacts import model_card
+    from lmtune.run.artifacts import model_card
 
     assert evaluation["task"]["tuned"]                     # so the card written after it shows it
     assert (adapter / "README.md").read_text() == model_card("adapter", cfg, 2, 0.25, summary, evaluation)
@@ -77,7 +77,7 @@ def test_train_end_to_end_writes_the_run_and_a_finished_run_is_not_trained_again
     assert (cfg.train.learning_rate, cfg.train.epochs, cfg.train.batch_size) == (0.0033, 41.0, None)
     assert "train.epochs: auto -> 41 (8 examples -> 5 by example count; 8 packed rows / 1 per step" in out.out
     assert (root / "config.yaml").read_text() == cfg.to_yaml()
-    from lmtune.distributed import usable_cores
+    from lmtune.train.distributed import usable_cores
 
     if usable_cores() > 1 and torch.get_num_threads() == 1:     # the CPU hint (conftest: one thread)
         assert "note: CPU training runs one thread per process; --nproc" in out.err

@@ -1,4 +1,4 @@
-"""lmtune/train.py's trainer, fit, save and finish called function by function (the other half of
+"""lmtune/train/recipe.py's trainer, fit, save and finish called function by function (the other half of
 test_train_py_units.py, whose fixtures and helpers this file shares): what reaches the trainer, the
 resume point and the non-finite stop, the final save on each rank and engine, the closing lines, and
 setup -> save -> after-train evaluation around an untrained adapter. Trainer stand-ins appear only
@@ -14,10 +14,10 @@ from types import SimpleNamespace
 import pytest
 import torch
 
-import lmtune.train as lt
-from lmtune.callbacks import MarkCheckpointComplete, NonFiniteGuard
+import lmtune.train.recipe as lt
+from lmtune.train.callbacks import MarkCheckpointComplete, NonFiniteGuard
 from lmtune.errors import UserError
-from lmtune.rundir import RunDir
+from lmtune.run.layout import RunDir
 from test_train_py_units import _cfg, _launched, _model, _tokenizer, tiny  # noqa: F401 (tiny: a fixture)
 
 
@@ -25,7 +25,7 @@ from test_train_py_units import _cfg, _launched, _model, _tokenizer, tiny  # noq
 
 def _setup(tiny, cfg, precision="fp32"):
     """train.py's _Setup from the real parts (tokenizer, prepared data, a LoRA model)."""
-    from lmtune import methods
+    from lmtune.train import methods
     from lmtune.data import prepare_datasets
     from lmtune.models import Device
 
@@ -40,7 +40,7 @@ def test_the_trainer_gets_lmtunes_callbacks_head_and_datasets(tiny, tmp_path):
     from transformers import EarlyStoppingCallback, TrainerCallback
     from transformers.trainer_callback import PrinterCallback, ProgressCallback
 
-    from lmtune.callbacks import ConsoleProgress, MetricsJsonl
+    from lmtune.train.callbacks import ConsoleProgress, MetricsJsonl
 
     cfg = _cfg(tiny, tmp_path / "run", "train.early_stopping_patience=3", "train.load_best=true",
                "train.eval_steps=1")
@@ -55,7 +55,7 @@ def test_the_trainer_gets_lmtunes_callbacks_head_and_datasets(tiny, tmp_path):
     assert extra in cbs
     from transformers.trainer_callback import TrainerState
 
-    from lmtune.artifacts import model_card
+    from lmtune.run.artifacts import model_card
 
     state = TrainerState(global_step=3, epoch=0.5, log_history=[{"loss": 1.25}])
     assert marks[0].card(state) == model_card("checkpoint", cfg, 3, 0.5, {"final_train_loss": 1.25})
@@ -273,7 +273,7 @@ def test_summary_and_artifact_lines(tiny, tmp_path, capsys):
 
 
 def test_sharded_weights_leave_the_evaluation_to_lmtune_eval(tiny, tmp_path, capsys, monkeypatch):
-    from lmtune.distributed import DATA_CACHE
+    from lmtune.train.distributed import DATA_CACHE
 
     run = RunDir(tmp_path / "run")
     (run.root / DATA_CACHE).mkdir(parents=True)
@@ -302,10 +302,10 @@ def test_setup_save_and_finish_around_an_untrained_adapter(tiny, tmp_path, capsy
     the card that shows it, the report and the closing lines."""
     from peft import PeftModel
 
-    from lmtune.artifacts import model_card, portable_base
+    from lmtune.run.artifacts import model_card, portable_base
     from lmtune.data.prepare import summary_line
     from lmtune.evaluate.summary import summarize
-    from lmtune.packed_attention import NAME
+    from lmtune.train.packed_attention import NAME
 
     root = tmp_path / "run"
     cfg = _cfg(tiny, root, "train.learning_rate=auto", "train.epochs=auto", "train.batch_size=null",
@@ -315,7 +315,7 @@ def test_setup_save_and_finish_around_an_untrained_adapter(tiny, tmp_path, capsy
     s = lt._setup(cfg, run, resume=False)
     out, err = capsys.readouterr()
     assert "8 packed rows / 1 per step" in out                                 # auto values for the CPU
-    from lmtune.distributed import usable_cores
+    from lmtune.train.distributed import usable_cores
 
     if usable_cores() > 1 and torch.get_num_threads() == 1:                   # conftest: one thread
         assert "note: CPU training runs one thread per process; --nproc" in err

@@ -1,4 +1,4 @@
-"""lmtune/train.py's `_setup` and `_preflight_all_ranks`, called in-process on tiny real models: what
+"""lmtune/train/recipe.py's `_setup` and `_preflight_all_ranks`, called in-process on tiny real models: what
 only a particular base, a resumed run with replay, or the device kind can show. The mutation run of
 train.py uses these (scripts/mutation.sh, train/core)."""
 
@@ -6,10 +6,10 @@ from __future__ import annotations
 
 import json
 
-import lmtune.train as lt
+import lmtune.train.recipe as lt
 from lmtune.config import load_config
 from lmtune.models import detect_device
-from lmtune.rundir import RunDir
+from lmtune.run.layout import RunDir
 from tiny_models import build_tokenizer, model_config, save_tiny_model, write_alpaca
 
 

@@ -1,4 +1,4 @@
-"""lmtune/callbacks.py and lmtune/resume.py called directly, with the Trainer's own state and
+"""lmtune/train/callbacks.py and lmtune/train/resume.py called directly, with the Trainer's own state and
 control objects and real files: metrics.jsonl rows and their cleanup on resume, the NaN/inf stop,
 the checkpoint marker, the progress bar's postfix, and which checkpoint --resume picks or refuses.
 No training: the mutation run of the training modules uses these (scripts/mutation.sh)."""
@@ -14,11 +14,11 @@ import pytest
 import torch
 from transformers.trainer_callback import TrainerControl, TrainerState
 
-from lmtune.callbacks import ConsoleProgress, MarkCheckpointComplete, MetricsJsonl, NonFiniteGuard
+from lmtune.train.callbacks import ConsoleProgress, MarkCheckpointComplete, MetricsJsonl, NonFiniteGuard
 from lmtune.config import load_config
 from lmtune.errors import ConfigError
-from lmtune.resume import check_resume_steps, finished_summary, resume_checkpoint, stop_at_of
-from lmtune.rundir import COMPLETE_MARKER, RunDir, checkpoint_is_complete, checkpoint_manifest
+from lmtune.train.resume import check_resume_steps, finished_summary, resume_checkpoint, stop_at_of
+from lmtune.run.layout import COMPLETE_MARKER, RunDir, checkpoint_is_complete, checkpoint_manifest
 
 
 def _state(step=0, epoch=None, zero=True, max_steps=10):
@@ -151,7 +151,7 @@ def one_rank_group(tmp_path):
 
 
 def test_under_a_process_group_the_ranks_vote_on_non_finite_weights(tmp_path, one_rank_group, monkeypatch):
-    from lmtune.callbacks import _on_any_rank
+    from lmtune.train.callbacks import _on_any_rank
 
     model = torch.nn.Linear(2, 2)
     assert _on_any_rank(False, model) is False and _on_any_rank(True, model) is True
@@ -197,7 +197,7 @@ def _stop_at_the_all_reduce():
 def test_the_ranks_vote_on_the_models_device(tmp_path, one_rank_group):
     """NCCL only reduces tensors on the GPU: the vote tensor is made on the model's device. A frozen
     model on the meta device stands in for one on a GPU (frozen: on_save reads no weight values)."""
-    from lmtune.callbacks import _on_any_rank
+    from lmtune.train.callbacks import _on_any_rank
 
     model = torch.nn.Linear(2, 2, device="meta").requires_grad_(False)
     save = MarkCheckpointComplete()
@@ -217,7 +217,7 @@ def test_progress_bar_starts_where_the_run_stands_and_shows_loss_lr_and_tokens_p
     assert ConsoleProgress.current is bar and (bar.step, bar.max_steps) == (4, 10)
     assert (bar.training_bar.total, bar.training_bar.n) == (10, 4)
     clock = iter([100.0, 102.0, 102.0])
-    monkeypatch.setattr("lmtune.callbacks.time.monotonic", lambda: next(clock))
+    monkeypatch.setattr("lmtune.train.callbacks.time.monotonic", lambda: next(clock))
     bar.on_log(args, _state(5), control, logs={"loss": 1.23456, "learning_rate": 2e-4, "num_tokens": 1000.0})
     assert bar.training_bar.postfix == "loss=1.2346, lr=2.00e-04"  # no rate from one point
     bar.on_log(args, _state(6), control, logs={"loss": 1.0, "num_tokens": 3000.0})
@@ -355,7 +355,7 @@ def test_resume_picks_the_last_complete_checkpoint_at_or_before_max_steps(tmp_pa
 
 
 def test_resume_at_max_steps_one_and_only_rank_zero_deletes(tmp_path, capsys, monkeypatch):
-    from lmtune import distributed
+    from lmtune.train import distributed
 
     for step in (1, 2):
         _complete(tmp_path, step)

@@ -293,7 +293,7 @@ def train_data_size(ctx: Context, n: int, seq_len: int):
     validation split (data/holdout.py, the data.val_split default)."""
     from lmtune.config import DataConfig
     from lmtune.data.holdout import heldout_size
-    from lmtune.hparams import DataSize
+    from lmtune.train.hparams import DataSize
 
     left = n - heldout_size(n)
     left -= round(left * DataConfig().val_split)
@@ -310,10 +310,10 @@ def propose(method: str, fit: dict, a: Answers, ctx: Context, seq_len: int, n: i
             ) -> tuple[dict, dict, list[str]]:
     """(hyperparameters, lmtune config dict, one line per auto value and why) for the chosen method.
     The config says `auto` for learning rate and epochs: train resolves them with the same function
-    (lmtune.hparams.resolve) on the exact token counts; the numbers here are what that gives now."""
+    (lmtune.train.hparams.resolve) on the exact token counts; the numbers here are what that gives now."""
     from lmtune.config import TrainConfig, from_dict
     from lmtune.estimate.shapes import load_shape, model_reference
-    from lmtune.hparams import AUTO, Batch, ModelSize, resolve
+    from lmtune.train.hparams import AUTO, Batch, ModelSize, resolve
 
     micro = fit["micro_batch"]
     default = TrainConfig()

@@ -77,7 +77,7 @@ def main(argv: list[str] | None = None) -> int:
     configure(verbose=getattr(args, "verbose", False) or getattr(args, "debug", False))
     try:
         if args._tuning is not None:  # commands that run a model: CPU tuning before torch loads
-            from lmtune.cpu_tuning import apply
+            from lmtune.train.cpu_tuning import apply
 
             apply(args._tuning(args))
         return int(args._run(args) or 0)

@@ -107,11 +107,11 @@ class QuantConfig:
 @dataclass
 class TrainConfig:
     epochs: float | str = _f("auto", "passes over the training data; auto: from the example count with "
-                                     "a floor on optimizer steps (lmtune/hparams.py)",
+                                     "a floor on optimizer steps (lmtune/train/hparams.py)",
                              min=0.0, min_exclusive=True)
     max_steps: int = _f(-1, "stop after this many optimizer steps (-1: use epochs)", min=-1)
     learning_rate: float | str | None = _f("auto", "peak LR; auto: from the method and the model's width "
-                                                   "(lmtune/hparams.py; 2e-4 for LoRA at 7-8B)",
+                                                   "(lmtune/train/hparams.py; 2e-4 for LoRA at 7-8B)",
                                            min=0.0, min_exclusive=True)
     batch_size: int | None = _f(None, "examples (or packed rows) per device per micro-batch; None: 1 on "
                                       "CPU (measured fastest, half the memory), 4 on GPUs", min=1)
@@ -142,7 +142,7 @@ class TrainConfig:
     seed: int = _f(42, "seed for initialisation, shuffling and dropout", min=0)
     threads: int | None = _f(None, "CPU threads for torch per process (None: 1 for models with hidden size "
                                    "under 1024 under passive OpenMP waiting, else torch's choice; "
-                                   "OMP_NUM_THREADS wins; lmtune/cpu_tuning.py)", min=1)
+                                   "OMP_NUM_THREADS wins; lmtune/train/cpu_tuning.py)", min=1)
     lm_head: str = _f("auto", "how the loss runs the LM head: label_logits (the model's own head and "
                               "cross-entropy, only where a label is set: faster on CPU), fused "
                               "(TRL's chunked kernel: never holds full-vocabulary logits, logs entropy); "
@@ -218,7 +218,7 @@ class Config:
         lr = self.train.learning_rate
         if isinstance(lr, str):
             raise ConfigError("train.learning_rate: auto is resolved when the model and data are loaded",
-                              ["lmtune.hparams.resolve_for_run fills it in; or set a number"])
+                              ["lmtune.train.hparams.resolve_for_run fills it in; or set a number"])
         return lr or DEFAULT_LR[self.method]
 
     def to_dict(self) -> dict[str, Any]:
@@ -288,7 +288,7 @@ def _coerce(value: Any, tp: Any) -> tuple[bool, Any]:
 
 
 def _check_range(key: str, value: Any, meta: dict, problems: list[str]) -> None:
-    if meta.get("auto") and isinstance(value, str):   # a number, or the word auto (lmtune/hparams.py)
+    if meta.get("auto") and isinstance(value, str):   # a number, or the word auto (lmtune/train/hparams.py)
         if value != "auto":
             problems.append(f"{key}: got {value!r} (str), expected a number or auto")
         return

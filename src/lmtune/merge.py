@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from lmtune.errors import UserError
-from lmtune.rundir import replace_dir, write_json, write_output_marker, write_text
+from lmtune.run.layout import replace_dir, write_json, write_output_marker, write_text
 
 PROBE_TEXT = "SELECT name FROM customers WHERE city = 'Berlin'; The quick brown fox jumps over the lazy dog."
 # Largest |merged - (base + adapter)| logit difference accepted, relative to the largest |logit|
@@ -124,7 +124,7 @@ def _check_out(out_dir: Path, run_path: Path, loaded, overwrite: bool) -> None:
     """--out must be a new or empty directory, or (with --overwrite) one lmtune wrote; never the run,
     its adapter, the base, the current directory or a directory holding them: replacing it would
     delete what is being merged (rundir.check_new_output_dir)."""
-    from lmtune.rundir import check_new_output_dir
+    from lmtune.run.layout import check_new_output_dir
 
     if out_dir.exists() and not out_dir.is_dir() and not out_dir.is_symlink():
         raise UserError(f"--out {out_dir} exists and is not a directory", ["choose a directory path for --out"])
@@ -147,8 +147,8 @@ def _bytes_of(shapes: dict[str, list[int]], dtype: str) -> int:
 
 def model_card(loaded, diff: float, diff_4bit: float | None, run_path: str) -> str:
     """The merged model's README.md: the run's card (base, method, data, the steps and epochs that
-    ran, metrics; lmtune/artifacts.py) plus the merge check."""
-    from lmtune.artifacts import model_card as card, read_json
+    ran, metrics; lmtune/run/artifacts.py) plus the merge check."""
+    from lmtune.run.artifacts import model_card as card, read_json
 
     check = ["## Merge check", "", f"Max |logit difference| merged vs base+adapter: {diff:.3g}"]
     if diff_4bit is not None:

@@ -300,7 +300,7 @@ def keep_4bit_layers_off_unfit_cpu_kernel(model) -> list[str]:
 
 def use_training_attention(model, cfg: Config, device: Device) -> str | None:
     """Packed rows on CPU with no model.attn_implementation chosen: per-document SDPA
-    (lmtune/packed_attention.py), same results, 1.09x the tokens/s on the embedded base. Only for
+    (lmtune/train/packed_attention.py), same results, 1.09x the tokens/s on the embedded base. Only for
     training: generation and evaluation keep the model's default. Returns the kernel set, if any."""
     if cfg.model.attn_implementation or not cfg.data.packing or device.kind != "cpu":
         return None
@@ -308,7 +308,7 @@ def use_training_attention(model, cfg: Config, device: Device) -> str | None:
         return None        # eager/flex models, or remote code without SDPA: leave them alone
     if not _plain_causal_layers(model.config.get_text_config()):
         return None
-    from lmtune.packed_attention import register
+    from lmtune.train.packed_attention import register
 
     name = register()
     model.set_attn_implementation(name)

@@ -158,7 +158,7 @@ def _write(path: str, config: dict, advice) -> None:
 
     import yaml
 
-    from lmtune.rundir import write_text
+    from lmtune.run.layout import write_text
 
     header = f"# lmtune train {path}\n# written by `lmtune advise` (verdict: {advice.verdict})\n"
     body = yaml.safe_dump(config, sort_keys=False)

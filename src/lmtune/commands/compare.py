@@ -16,11 +16,11 @@ def run(args: argparse.Namespace) -> int:
     from pathlib import Path
 
     from lmtune import checks
-    from lmtune.compare import compare, to_html, to_markdown, to_text
+    from lmtune.report.compare import compare, to_html, to_markdown, to_text
     from lmtune.errors import UserError
-    from lmtune.rundir import write_text
+    from lmtune.run.layout import write_text
 
-    from lmtune.report import load_run
+    from lmtune.report.build import load_run
 
     for run in args.runs:
         load_run(run)  # each is a run directory (reads only its small files)

@@ -36,7 +36,7 @@ def register(parser: argparse.ArgumentParser) -> None:
 
 def tuning(args: argparse.Namespace):
     """CPU tuning for this process (applied by lmtune/cli.py before torch loads)."""
-    from lmtune.cpu_tuning import target_for_path
+    from lmtune.train.cpu_tuning import target_for_path
 
     return target_for_path(args.run)
 
@@ -74,7 +74,7 @@ def check_paths(target: str, opts: dict) -> None:
     from lmtune import checks
     from lmtune.commands.generate import _check_model
     from lmtune.errors import UserError
-    from lmtune.rundir import check_new_output_dir
+    from lmtune.run.layout import check_new_output_dir
 
     _check_model(target)
     p = Path(target).expanduser()

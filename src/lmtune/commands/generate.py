@@ -50,7 +50,7 @@ def _read_prompts(path: str) -> list:
 
 def tuning(args: argparse.Namespace):
     """CPU tuning for this process (applied by lmtune/cli.py before torch loads)."""
-    from lmtune.cpu_tuning import target_for_path
+    from lmtune.train.cpu_tuning import target_for_path
 
     return target_for_path(args.model)
 
@@ -115,7 +115,7 @@ def run(args: argparse.Namespace) -> int:
         if args.out:
             from pathlib import Path
 
-            from lmtune.rundir import write_text
+            from lmtune.run.layout import write_text
 
             write_text(Path(args.out), lines)  # whole or absent
         else:

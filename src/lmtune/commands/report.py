@@ -11,7 +11,7 @@ def register(parser: argparse.ArgumentParser) -> None:
 
 def run(args: argparse.Namespace) -> int:
     from lmtune import checks
-    from lmtune.report import load_run, write_report
+    from lmtune.report.build import load_run, write_report
 
     run = checks.input_dir(args.run, "report:", "run directory")
     load_run(run)  # a run directory at all? (reads only its small JSON files)

@@ -25,7 +25,7 @@ def register(parser: argparse.ArgumentParser) -> None:
 def tuning(args: argparse.Namespace):
     """CPU tuning for this process (applied by lmtune/cli.py before torch loads), from the first
     model's config and base, as for generate."""
-    from lmtune.cpu_tuning import target_for_path
+    from lmtune.train.cpu_tuning import target_for_path
 
     return target_for_path(args.models[0])
 

@@ -170,7 +170,7 @@ def _run_workers(args, spec, study, seed: int) -> None:
 
 
 def _finish(args, spec, study) -> int:
-    from lmtune.rundir import write_text
+    from lmtune.run.layout import write_text
     from lmtune.sweep import html
     from lmtune.sweep.results import (RESULTS_MD, collect, evaluate_winner, to_markdown, to_text,
                                       write_best_yaml)

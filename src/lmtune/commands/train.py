@@ -4,7 +4,7 @@
 model.name_or_path=...), the auto hyperparameters, and at the end the config it ran, to save.
 
 With several processes (or backend fsdp/deepspeed) this command starts torchrun, which runs
-`lmtune train` once per process; see lmtune/distributed.py and docs/distributed.md.
+`lmtune train` once per process; see lmtune/train/distributed.py and docs/distributed.md.
 """
 
 from __future__ import annotations
@@ -74,7 +74,7 @@ def _overrides(args: argparse.Namespace) -> list[str]:
 def tuning(args: argparse.Namespace):
     """CPU tuning for this process (applied by lmtune/cli.py before torch loads)."""
     from lmtune.config import load_config
-    from lmtune.cpu_tuning import Target
+    from lmtune.train.cpu_tuning import Target
     from lmtune.models import resolve_model_path
 
     _split_config(args)
@@ -83,14 +83,14 @@ def tuning(args: argparse.Namespace):
 
 
 def run(args: argparse.Namespace) -> int:
-    from lmtune import distributed
+    from lmtune.train import distributed
     from lmtune.config import load_config
 
     _split_config(args)
     overrides = _overrides(args)
     cfg = load_config(args.config, overrides)
     if not distributed.is_launched():  # a worker takes its count from the launcher (distributed.start)
-        from lmtune.process_count import resolve
+        from lmtune.train.processes import resolve
 
         resolve(cfg)
     if distributed.needs_launch(cfg):
@@ -99,9 +99,9 @@ def run(args: argparse.Namespace) -> int:
         except KeyboardInterrupt:  # torchrun stops the workers; the checkpoints say where they were
             print(interrupted_message(args, cfg), file=sys.stderr)
             return 130
-    from lmtune.callbacks import ConsoleProgress
+    from lmtune.train.callbacks import ConsoleProgress
     from lmtune.errors import UserError
-    from lmtune.train import train
+    from lmtune.train.recipe import train
 
     ConsoleProgress.current = None  # set when training starts: the Ctrl-C message needs to know
     main = distributed.is_main_process()
@@ -141,8 +141,8 @@ def resume_command(args: argparse.Namespace) -> str:
 
 def interrupted_message(args: argparse.Namespace, cfg) -> str:
     """Ctrl-C: where training stood, the command that resumes it and the checkpoint it will use."""
-    from lmtune.callbacks import ConsoleProgress
-    from lmtune.rundir import RunDir
+    from lmtune.train.callbacks import ConsoleProgress
+    from lmtune.run.layout import RunDir
 
     progress = ConsoleProgress.current
     ConsoleProgress.current = None
@@ -160,7 +160,7 @@ def interrupted_message(args: argparse.Namespace, cfg) -> str:
 
 
 def distributed_run(cfg) -> bool:
-    from lmtune import distributed
+    from lmtune.train import distributed
 
     return distributed.needs_launch(cfg)
 
@@ -189,9 +189,9 @@ def _print_config(cfg, run_dir) -> None:
 
 def _launch(args: argparse.Namespace, cfg, overrides: list[str]) -> int:
     """Check what can be checked once (config, run dir, model, engine), then start the workers."""
-    from lmtune import distributed
-    from lmtune.rundir import RunDir
-    from lmtune.train import preflight
+    from lmtune.train import distributed
+    from lmtune.run.layout import RunDir
+    from lmtune.train.recipe import preflight
 
     distributed.check_launch(cfg)
     preflight(cfg, RunDir(cfg.output.dir), args.resume)

@@ -114,7 +114,7 @@ def _build(data_cfg: "DataConfig", files: dict, tokenizer: Any, template: Templa
         raise DataError("no training examples left after truncation",
                         [f"data.max_length: {data_cfg.max_length} leaves no answer token in any example; "
                          f"raise it"])
-    from lmtune.rundir import write_json
+    from lmtune.run.layout import write_json
 
     write_json(build / STATS, stats)
     write_json(build / HELDOUT, [dataclasses.asdict(ex) for ex in train.examples(held)])

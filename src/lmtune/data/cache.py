@@ -98,7 +98,7 @@ def new_build_dir(key: str | None) -> Path:
 def publish(build: Path, key: str, meta: dict[str, Any]) -> Path:
     """Write meta.json into the build directory, rename it to the entry; another process that
     published the same key first wins (ours, identical, is removed)."""
-    from lmtune.rundir import write_json
+    from lmtune.run.layout import write_json
 
     write_json(build / META, {**meta, "lmtune_data_cache": PIPELINE_VERSION})
     entry = cache_root() / key

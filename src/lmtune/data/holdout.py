@@ -58,7 +58,7 @@ def to_record(ex: Example) -> dict:
 
 
 def write_heldout(path: Path, examples: list[Example]) -> None:
-    from lmtune.rundir import write_text
+    from lmtune.run.layout import write_text
 
     write_text(path, "".join(json.dumps(to_record(ex), ensure_ascii=False) + "\n" for ex in examples))
 

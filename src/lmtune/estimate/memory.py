@@ -9,7 +9,7 @@ The dtype policy mirrors lmtune.models.load_model and the methods: full fine-tun
 weights (bf16 autocast on GPU); LoRA freezes a 16-bit base on GPU (fp32 on CPU) with fp32 adapters
 (peft's autocast_adapter_dtype); QLoRA stores Linear weights in 4-bit and keeps every other parameter
 (embeddings, norms, lm_head) and so the residual stream in the dtype it loaded, bf16 on a bf16 GPU
-(lmtune/methods/qlora.py), fp32 for an fp16 base (peft's prepare_model_for_kbit_training) and on CPU;
+(lmtune/train/methods/qlora.py), fp32 for an fp16 base (peft's prepare_model_for_kbit_training) and on CPU;
 TRL's SFTTrainer casts QLoRA adapters to bf16.
 """
 
@@ -100,7 +100,7 @@ def resolve(shape: ModelShape, spec: RunSpec, device_kind: str) -> Resolved:
     elif spec.method == "lora" and device_kind == "cuda":
         wb = p                              # frozen base in 16-bit (lmtune.models.load_model)
     elif spec.method == "qlora" and precision == "bf16":
-        wb = 2                              # non-4-bit parts stay bf16 (lmtune/methods/qlora.py)
+        wb = 2                              # non-4-bit parts stay bf16 (lmtune/train/methods/qlora.py)
     else:
         wb = 4                              # fp32 master weights; QLoRA's non-4-bit parts on CPU
     if spec.method == "qlora" and spec.weights_dtype == "fp16":

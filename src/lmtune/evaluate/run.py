@@ -21,7 +21,7 @@ from lmtune.evaluate import forgetting
 from lmtune.evaluate.few_shot import few_shot_prompts, load_shots
 from lmtune.evaluate.metrics import Scores, get_scorer, score
 from lmtune.evaluate.perplexity import LossResult, dataset_loss, text_loss
-from lmtune.rundir import write_json, write_text
+from lmtune.run.layout import write_json, write_text
 
 EVAL_FILE = "eval.json"
 PREDICTIONS_FILE = "eval_predictions.jsonl"
@@ -285,7 +285,7 @@ def _write(run_dir: Path, result: dict, test, tuned: _Side, base: _Side | None) 
     atomic). A directory eval creates (--out) gets lmtune's marker, so a later eval may rewrite it."""
     import json
 
-    from lmtune.rundir import write_output_marker
+    from lmtune.run.layout import write_output_marker
 
     if not run_dir.exists() or not any(run_dir.iterdir()):
         run_dir.mkdir(parents=True, exist_ok=True)

@@ -89,7 +89,7 @@ def _write(model_dir: Path, loaded, out_dir: Path, gguf_name: str, quant: str, n
     from lmtune.export.chat_formats import jinja_chat_template, modelfile
     from lmtune.export.gguf_file import read_config, write_gguf
     from lmtune.generate import stop_ids_of, stop_texts_of, template_for
-    from lmtune.rundir import write_text
+    from lmtune.run.layout import write_text
 
     tokenizer = AutoTokenizer.from_pretrained(str(model_dir))
     template = template_for(loaded, tokenizer)

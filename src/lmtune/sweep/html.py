@@ -7,8 +7,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from lmtune import report_html as H
-from lmtune.report import _png
+from lmtune.report import html as H
+from lmtune.report.build import _png
 from lmtune.sweep.results import TrialRow, table_cells
 from lmtune.sweep.study import SweepSpec
 
@@ -118,7 +118,7 @@ def _test_section(test: dict | None) -> str:
 
 
 def write(path: Path, *args) -> Path:
-    from lmtune.rundir import write_text
+    from lmtune.run.layout import write_text
 
     write_text(path, render(*args))
     return path

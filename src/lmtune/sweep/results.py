@@ -11,10 +11,10 @@ from pathlib import Path
 
 import yaml
 
-from lmtune import report_html as H
-from lmtune.compare import Row, cells, compare
+from lmtune.report import html as H
+from lmtune.report.compare import Row, cells, compare
 from lmtune.config import _merge, from_dict, parse_overrides, read_yaml
-from lmtune.rundir import write_json, write_text
+from lmtune.run.layout import write_json, write_text
 from lmtune.sweep.study import SweepSpec
 
 BEST_YAML = "best.yaml"

@@ -1,4 +1,4 @@
-"""One worker: ask the study for a trial, train it as an ordinary run (lmtune.train.train, in this
+"""One worker: ask the study for a trial, train it as an ordinary run (lmtune.train.recipe.train, in this
 process), report the validation loss at every evaluation so the pruner can stop it early, tell
 the study the result. A failing trial is told as failed with its reason; the worker goes on.
 """
@@ -61,7 +61,7 @@ def _pruning_callback(trial, sign: float):
 
 
 def run_trial(trial, spec: SweepSpec) -> float:
-    from lmtune.train import train
+    from lmtune.train.recipe import train
 
     values = {p.key: p.suggest(trial) for p in spec.params}
     run_dir = spec.out / f"trial-{trial.number:04d}"

@@ -10,9 +10,9 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
-from lmtune import report_html as H
+from lmtune.report import html as H
 from lmtune.errors import UserError
-from lmtune.report import RunData, load_run
+from lmtune.report.build import RunData, load_run
 
 
 @dataclass

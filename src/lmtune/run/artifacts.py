@@ -127,7 +127,7 @@ def checkpoint_card(cfg):
 
 def write_run_card(cfg, root: Path) -> None:
     """adapter/ or model/ README.md from what ran (train_summary.json) and eval.json when there is one."""
-    from lmtune.rundir import write_text
+    from lmtune.run.layout import write_text
 
     summary = read_json(root / "train_summary.json") or {}
     name = "model" if cfg.method == "full" else "adapter"

@@ -1,12 +1,12 @@
 """--resume: which checkpoint a run continues from, whether it has already finished, and what
-train_summary.json records so the next --resume can tell (lmtune/train.py calls these)."""
+train_summary.json records so the next --resume can tell (lmtune/train/recipe.py calls these)."""
 
 from __future__ import annotations
 
 from pathlib import Path
 
 from lmtune.config import Config
-from lmtune.rundir import RunDir
+from lmtune.run.layout import RunDir
 
 
 def stop_at_of(cfg: Config) -> dict:
@@ -73,7 +73,7 @@ def resume_checkpoint(run: RunDir, max_steps: int) -> Path | None:
 
 def _remove_partial_checkpoints(run: RunDir) -> list[str]:
     """Rank 0 deletes, the others wait (two ranks deleting one directory would race)."""
-    from lmtune import distributed
+    from lmtune.train import distributed
 
     dropped = run.remove_partial_checkpoints() if distributed.is_main_process() else []
     distributed.barrier()

@@ -3,7 +3,7 @@ accumulates (`train.rows_per_step`), so that one config runs unchanged on a CPU,
 
     auto on GPUs   one process per visible GPU;
     auto on CPU    one single-threaded worker per usable core for models narrower than hidden size
-                   1024 (lmtune/cpu_tuning.py ONE_THREAD_BELOW_HIDDEN), else one process with
+                   1024 (lmtune/train/cpu_tuning.py ONE_THREAD_BELOW_HIDDEN), else one process with
                    torch's threads; the measurements behind this are in benchmarks/README.md
                    ("CPU tuning") and docs/distributed.md;
     either way     the largest such count that divides train.rows_per_step / train.batch_size, so
@@ -30,7 +30,7 @@ def usable_cores() -> int:
 
 def auto_nproc(cfg, gpus: int, cores: int, hidden_size: int | None) -> int:
     """The process count `auto` stands for on this machine (see the module doc)."""
-    from lmtune.cpu_tuning import ONE_THREAD_BELOW_HIDDEN
+    from lmtune.train.cpu_tuning import ONE_THREAD_BELOW_HIDDEN
 
     if gpus > 0:
         limit = gpus
@@ -66,7 +66,7 @@ def resolve(cfg) -> None:
     then grad_accum. Imports torch (to count GPUs), so call it after the CPU tuning is applied."""
     import torch
 
-    from lmtune.cpu_tuning import model_hidden_size
+    from lmtune.train.cpu_tuning import model_hidden_size
     from lmtune.models import resolve_model_path
 
     d = cfg.distributed

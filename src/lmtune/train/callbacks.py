@@ -11,7 +11,7 @@ from pathlib import Path
 from transformers import TrainerCallback
 from transformers.trainer_callback import ProgressCallback
 
-from lmtune.rundir import COMPLETE_MARKER, checkpoint_manifest, write_text
+from lmtune.run.layout import COMPLETE_MARKER, checkpoint_manifest, write_text
 
 
 class MetricsJsonl(TrainerCallback):

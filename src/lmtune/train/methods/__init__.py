@@ -13,16 +13,16 @@ from lmtune.config import Config
 def prepare(model, cfg: Config):
     """Return the model ready to train with `cfg.method`."""
     if cfg.method == "full":
-        from lmtune.methods.full import prepare as fn
+        from lmtune.train.methods.full import prepare as fn
     elif cfg.method == "lora":
-        from lmtune.methods.lora import prepare as fn
+        from lmtune.train.methods.lora import prepare as fn
     else:
-        from lmtune.methods.qlora import prepare as fn
+        from lmtune.train.methods.qlora import prepare as fn
     return fn(model, cfg)
 
 
 def count_parameters(model) -> tuple[int, int]:
-    """(trainable, base parameters): see lmtune.artifacts.count_parameters."""
-    from lmtune.artifacts import count_parameters as count
+    """(trainable, base parameters): see lmtune.run.artifacts.count_parameters."""
+    from lmtune.run.artifacts import count_parameters as count
 
     return count(model)

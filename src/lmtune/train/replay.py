@@ -5,7 +5,7 @@ training split only. What the sources are and how they are drawn: lmtune/data/re
 from __future__ import annotations
 
 from lmtune.config import Config
-from lmtune.rundir import RunDir, write_text
+from lmtune.run.layout import RunDir, write_text
 
 
 def add_replay(cfg: Config, run: RunDir, data, model, tokenizer, device, resume: bool) -> None:
@@ -19,7 +19,7 @@ def add_replay(cfg: Config, run: RunDir, data, model, tokenizer, device, resume:
 
     import datasets
 
-    from lmtune import distributed
+    from lmtune.train import distributed
     from lmtune.data import replay
 
     path = run / replay.REPLAY_FILE

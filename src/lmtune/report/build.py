@@ -16,9 +16,9 @@ from typing import Any
 
 import yaml
 
-from lmtune import report_html as H
+from lmtune.report import html as H
 from lmtune.errors import UserError
-from lmtune.rundir import write_text
+from lmtune.run.layout import write_text
 
 REPORT_FILE = "report.html"
 

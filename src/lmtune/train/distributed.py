@@ -32,9 +32,9 @@ from pathlib import Path
 from typing import Any, Callable
 
 from lmtune.errors import ConfigError, UserError
-from lmtune.process_count import usable_cores  # noqa: F401  (launch, and train's hint, use it)
+from lmtune.train.processes import usable_cores  # noqa: F401  (launch, and train's hint, use it)
 
-PRESETS = Path(__file__).parent / "presets"
+PRESETS = Path(__file__).parent.parent / "presets"
 DEEPSPEED_PRESETS = {"zero2": PRESETS / "deepspeed" / "zero2.json", "zero3": PRESETS / "deepspeed" / "zero3.json"}
 DATA_CACHE = ".data_cache"          # inside the run directory; removed when training ends
 TIMEOUT = timedelta(seconds=1800)    # the Trainer's ddp_timeout default; rank 0 may tokenize meanwhile
@@ -229,7 +229,7 @@ def launch(cfg, child_argv: list[str], quiet: bool = False) -> int:
     d = cfg.distributed
     backend = resolve_backend(d.backend, d.nproc * d.nnodes)
     if device_kind() == "cpu" and "OMP_NUM_THREADS" not in os.environ:
-        from lmtune.cpu_tuning import worker_threads
+        from lmtune.train.cpu_tuning import worker_threads
 
         # torchrun would set 1; on CPU each worker may use its share of the cores
         os.environ["OMP_NUM_THREADS"] = str(worker_threads(cfg, d.nproc, usable_cores()))
@@ -252,7 +252,7 @@ def launch(cfg, child_argv: list[str], quiet: bool = False) -> int:
 def start(cfg, device_kind_: str) -> None:
     """First thing a worker does: refuse what cannot run, write the real topology into `cfg`
     (so config.yaml records it), and join the process group used for the barriers below."""
-    from lmtune.process_count import set_grad_accum
+    from lmtune.train.processes import set_grad_accum
 
     d = cfg.distributed
     if not is_launched():
@@ -398,7 +398,7 @@ def prepare_data_once(run_root: Path, build: Callable[[], Any], create_run: Call
 
 
 def _save_data(path: Path, data) -> None:
-    from lmtune.rundir import write_json
+    from lmtune.run.layout import write_json
 
     if path.exists():
         shutil.rmtree(path)

@@ -15,7 +15,7 @@ Three knobs, each a config setting (`lmtune config show --explain` documents the
 
 `apply` is called from lmtune/cli.py for the commands that run a model (their `tuning(args)`
 names the config and the model); `worker_threads` gives torchrun's workers their share of the
-cores (lmtune/distributed.py `launch`). Importing lmtune changes nothing in the process: a host
+cores (lmtune/train/distributed.py `launch`). Importing lmtune changes nothing in the process: a host
 program that calls the Python API keeps its own settings unless it calls `apply` itself.
 Why these defaults, with the measurements: benchmarks/README.md ("CPU tuning").
 """

@@ -15,8 +15,8 @@ from pathlib import Path
 
 from lmtune.config import Config
 from lmtune.errors import UserError
-from lmtune.resume import stop_at_of
-from lmtune.rundir import RunDir, replace_dir, write_json, write_text
+from lmtune.train.resume import stop_at_of
+from lmtune.run.layout import RunDir, replace_dir, write_json, write_text
 
 
 @dataclass
@@ -31,7 +31,7 @@ def train(cfg: Config, resume: bool = False, quiet: bool = False, callbacks: lis
     """Fine-tune according to `cfg`; returns where everything went and the final metrics.
     `callbacks`: extra transformers TrainerCallbacks (the sweep's pruning report, lmtune/sweep/trial.py)."""
     run = RunDir(cfg.output.dir)
-    from lmtune import resume as resuming
+    from lmtune.train import resume as resuming
 
     finished = resuming.finished_summary(cfg, run, quiet) if resume else None
     if finished is not None:
@@ -66,13 +66,13 @@ def preflight(cfg: Config, run: RunDir, resume: bool):
     from lmtune.errors import ConfigError
     from lmtune.models import check_model_source, check_target_modules
 
-    from lmtune.rundir import run_inputs
+    from lmtune.run.layout import run_inputs
 
     run.check_writable(cfg.output.overwrite, resume, run_inputs(cfg))
     if resume and (run / "config.yaml").is_file():
         import yaml
 
-        from lmtune.rundir import resume_conflicts
+        from lmtune.run.layout import resume_conflicts
 
         conflicts = resume_conflicts(yaml.safe_load((run / "config.yaml").read_text()) or {}, cfg.to_dict())
         if conflicts:
@@ -81,7 +81,7 @@ def preflight(cfg: Config, run: RunDir, resume: bool):
                                   f"resume with the run's own config (lmtune train {run / 'config.yaml'} --resume), "
                                   "or start a new run in another output.dir"])
     if resume:
-        from lmtune.resume import check_resume_steps
+        from lmtune.train.resume import check_resume_steps
 
         check_resume_steps(run, cfg.train.max_steps)
     ref = check_model_source(cfg.model)
@@ -92,7 +92,7 @@ def preflight(cfg: Config, run: RunDir, resume: bool):
     if cfg.method in ("lora", "qlora"):
         check_target_modules(ref, cfg.lora.target_modules)
     if cfg.method == "qlora":
-        from lmtune.methods.qlora_check import check_qlora_supported
+        from lmtune.train.methods.qlora_check import check_qlora_supported
 
         check_qlora_supported()
     t = cfg.train
@@ -108,7 +108,7 @@ def preflight(cfg: Config, run: RunDir, resume: bool):
 def _setup(cfg: Config, run: RunDir, resume: bool) -> _Setup:
     import torch
 
-    from lmtune import methods
+    from lmtune.train import methods
     from lmtune.models import detect_device, load_model, load_tokenizer, resolve_precision, use_training_attention
 
     ref = _preflight_all_ranks(cfg, run, resume)
@@ -120,14 +120,14 @@ def _setup(cfg: Config, run: RunDir, resume: bool) -> _Setup:
     template = data.template
     _seed(cfg.train.seed)  # LoRA/new-token init: same start on every rank and in every rerun
     model = load_model(ref, cfg, device, tokenizer, quantize=cfg.method == "qlora")
-    from lmtune.replay_setup import add_replay
+    from lmtune.train.replay import add_replay
 
     add_replay(cfg, run, data, model, tokenizer, device, resume)   # data.replay: the base is loaded, untouched
     _suggest_processes(cfg, device.kind, torch.get_num_threads())
     _own_data_defaults(cfg, run, model, data, device.kind)  # auto -> numbers, held-out test split
     use_training_attention(model, cfg, device)
     model = methods.prepare(model, cfg)
-    from lmtune.artifacts import record_base
+    from lmtune.run.artifacts import record_base
 
     record_base(model, cfg.model.name_or_path)  # adapter_config.json: 'tiny' or the Hub id, not a path
     trainable, total = methods.count_parameters(model)
@@ -139,7 +139,7 @@ def _say_data(stats: dict) -> None:
     import sys
 
     from lmtune.data.prepare import summary_line
-    from lmtune.distributed import is_main_process
+    from lmtune.train.distributed import is_main_process
 
     if is_main_process():
         print(summary_line(stats), file=sys.stderr)
@@ -148,16 +148,16 @@ def _say_data(stats: dict) -> None:
 def _suggest_processes(cfg: Config, device_kind: str, threads: int) -> None:
     """One process on one thread of a multi-core CPU (the default) leaves cores idle: say how to
     use them. Processes, not threads: a second passive thread costs more than it gives
-    (lmtune/cpu_tuning.py; the measurements are in benchmarks/README.md)."""
+    (lmtune/train/cpu_tuning.py; the measurements are in benchmarks/README.md)."""
     import sys
 
-    from lmtune.distributed import is_launched, usable_cores
+    from lmtune.train.distributed import is_launched, usable_cores
 
     cores = usable_cores()
     if device_kind != "cpu" or threads != 1 or cfg.train.threads or is_launched() or cores < 2:
         return
     accum = cfg.train.grad_accum
-    if cfg.train.rows_per_step:   # grad_accum follows the process count (lmtune/process_count.py)
+    if cfg.train.rows_per_step:   # grad_accum follows the process count (lmtune/train/processes.py)
         how = "--nproc auto"
     else:
         how = (f"--nproc {cores} train.grad_accum={accum // cores}" if accum % cores == 0
@@ -167,14 +167,14 @@ def _suggest_processes(cfg: Config, device_kind: str, threads: int) -> None:
 
 
 def _own_data_defaults(cfg: Config, run: RunDir, model, data, device_kind: str) -> None:
-    """Auto hyperparameters from this model and data (lmtune/hparams.py), in place, before
+    """Auto hyperparameters from this model and data (lmtune/train/hparams.py), in place, before
     config.yaml is written. Rank 0 writes the held-out test split (data/holdout.py) that the
     final evaluation scores, prints the data pipeline's warnings and what auto chose."""
     import sys
 
-    from lmtune import distributed
+    from lmtune.train import distributed
     from lmtune.data.holdout import HELDOUT_FILE, write_heldout
-    from lmtune.hparams import resolve_for_run
+    from lmtune.train.hparams import resolve_for_run
 
     main = distributed.is_main_process()
     if main:
@@ -189,7 +189,7 @@ def _own_data_defaults(cfg: Config, run: RunDir, model, data, device_kind: str) 
 def _preflight_all_ranks(cfg: Config, run: RunDir, resume: bool):
     """In a launched worker: join the other ranks first (distributed.start), let every rank check,
     then wait, so that no rank creates the run directory before all have checked it."""
-    from lmtune import distributed
+    from lmtune.train import distributed
     from lmtune.models import detect_device
 
     distributed.start(cfg, detect_device().kind)
@@ -208,7 +208,7 @@ def _seed(seed: int) -> None:
 def _prepare_data(cfg: Config, run: RunDir, tokenizer, resume: bool):
     """Tokenize once. One process: prepare, then create the run directory (bad data leaves none).
     Several: each machine's first rank prepares and caches, the others read the cache."""
-    from lmtune import distributed
+    from lmtune.train import distributed
     from lmtune.data import prepare_datasets
 
     def create_run() -> None:
@@ -220,8 +220,8 @@ def _prepare_data(cfg: Config, run: RunDir, tokenizer, resume: bool):
 
 
 def _write_run_inputs(cfg: Config, run: RunDir, template, data) -> None:
-    from lmtune.distributed import is_main_process
-    from lmtune.envinfo import collect_env
+    from lmtune.train.distributed import is_main_process
+    from lmtune.run.envinfo import collect_env
 
     if not is_main_process():  # run files are rank 0's
         return
@@ -293,8 +293,8 @@ def training_arguments(cfg: Config, run: RunDir, precision: str, device_kind: st
 
 
 def distributed_arguments(cfg: Config, device_kind: str) -> dict:
-    """SFTConfig fields for DDP/FSDP/DeepSpeed (empty in a single process): lmtune/distributed.py."""
-    from lmtune.distributed import trainer_arguments
+    """SFTConfig fields for DDP/FSDP/DeepSpeed (empty in a single process): lmtune/train/distributed.py."""
+    from lmtune.train.distributed import trainer_arguments
 
     return trainer_arguments(cfg, device_kind)
 
@@ -325,9 +325,9 @@ def _build_trainer(cfg: Config, run: RunDir, s: _Setup, extra_callbacks: list = 
 
     from transformers.trainer_callback import PrinterCallback, ProgressCallback
 
-    from lmtune.artifacts import checkpoint_card
-    from lmtune.callbacks import ConsoleProgress, MarkCheckpointComplete, MetricsJsonl, NonFiniteGuard
-    from lmtune.sft_trainer import LmtuneSFTTrainer
+    from lmtune.run.artifacts import checkpoint_card
+    from lmtune.train.callbacks import ConsoleProgress, MarkCheckpointComplete, MetricsJsonl, NonFiniteGuard
+    from lmtune.train.trainer import LmtuneSFTTrainer
 
     has_eval = s.data.validation is not None and len(s.data.validation) > 0
     args = training_arguments(cfg, run, s.precision, s.device.kind, has_eval)
@@ -364,11 +364,11 @@ def _adapters_to_fp32(model) -> None:
 
 
 def _fit(trainer, run: RunDir, resume: bool, max_steps: int) -> None:
-    from lmtune.resume import resume_checkpoint
+    from lmtune.train.resume import resume_checkpoint
 
     checkpoint = resume_checkpoint(run, max_steps) if resume else None
     trainer.train(resume_from_checkpoint=str(checkpoint) if checkpoint else None)
-    from lmtune.callbacks import MarkCheckpointComplete, NonFiniteGuard
+    from lmtune.train.callbacks import MarkCheckpointComplete, NonFiniteGuard
 
     # NonFiniteGuard sees logged loss/grad norm; MarkCheckpointComplete sees the weights it would mark.
     guards = [cb for cb in trainer.callback_handler.callbacks
@@ -392,7 +392,7 @@ def _save(cfg: Config, run: RunDir, s: _Setup, trainer, seconds: float):
     """Final weights in plain HF layout (adapter/ or model/), then train_summary.json; returns its
     metrics and the validation loss (eval.json reuses it). Each directory is written to a staging
     name first and renamed, so it is either whole or absent."""
-    from lmtune import distributed
+    from lmtune.train import distributed
 
     name = "model" if cfg.method == "full" else "adapter"
     main = trainer.is_world_process_zero()
@@ -426,7 +426,7 @@ def _save(cfg: Config, run: RunDir, s: _Setup, trainer, seconds: float):
 
 
 def _write_card(cfg: Config, run: RunDir) -> None:
-    from lmtune.artifacts import write_run_card
+    from lmtune.run.artifacts import write_run_card
 
     write_run_card(cfg, run.root)
 
@@ -447,7 +447,7 @@ def _finish_on_main(cfg: Config, run: RunDir, s: _Setup, trainer, metrics: dict,
     the whole model, so the after-train evaluation is left to `lmtune eval RUN` (said, not hidden)."""
     import dataclasses
 
-    from lmtune import distributed
+    from lmtune.train import distributed
 
     if cfg.eval.after_train and distributed.shards_weights(cfg):
         if distributed.is_main_process():
@@ -471,7 +471,7 @@ def _finish(cfg: Config, run: RunDir, s: _Setup, trainer, metrics: dict, quiet: 
         summary = summarize(result)
         _write_card(cfg, run)  # now with the task metrics
     if cfg.output.report:
-        from lmtune.report import write_report
+        from lmtune.report.build import write_report
 
         write_report(run.root)
     if quiet:

@@ -15,8 +15,8 @@ guards against, so an fp16 base still goes through peft's function."""
 from __future__ import annotations
 
 from lmtune.config import Config
-from lmtune.methods.lora import attach
-from lmtune.methods.lora import prepare as prepare_lora
+from lmtune.train.methods.lora import attach
+from lmtune.train.methods.lora import prepare as prepare_lora
 
 
 def prepare(model, cfg: Config):
