@@ -15,10 +15,10 @@ import pytest
 
 from lmtune import __version__
 from lmtune.errors import ConfigError
-from lmtune.run.layout import (COMPLETE_MARKER, OUTPUT_MARKER, RESUME_KEYS, RunDir, check_new_output_dir,
-                           check_replaceable, checkpoint_is_complete, checkpoint_manifest, is_lmtune_output,
-                           probe_writable, replace_dir, resume_conflicts, run_inputs, write_json,
-                           write_output_marker, write_text)
+from lmtune.run.layout import (COMPLETE_MARKER, OUTPUT_MARKER, RunDir, check_new_output_dir, check_replaceable,
+                               checkpoint_is_complete, checkpoint_manifest, is_lmtune_output, probe_writable,
+                               replace_dir, run_inputs, write_json, write_output_marker, write_text)
+from lmtune.train.resume import RESUME_KEYS, resume_conflicts
 
 
 def _ckpt(root: Path, step: int, complete: bool = True) -> Path:

@@ -260,38 +260,6 @@ class RunDir:
         return sorted((p.name for p in partial), key=lambda n: (_step(Path(n)) or 0, n))
 
 
-# What the checkpoints depend on: resuming with any of these changed would load weights of another
-# shape, feed other batches, or train another model under the same run name.
-RESUME_KEYS = ("model.name_or_path", "model.revision", "method", "lora", "quant", "data.task", "data.train",
-               "data.validation", "data.format", "data.template", "data.max_length", "data.packing",
-               "data.train_on_prompt", "data.dedupe", "data.val_split", "data.seed", "data.system_prompt",
-               "train.batch_size", "train.grad_accum", "train.seed",
-               "distributed.nproc", "distributed.nnodes")  # process count changes the global batch
-
-
-def resume_conflicts(saved: dict, new: dict) -> list[str]:
-    """`key: the run used X, now Y` for every RESUME_KEYS value that differs (sections: per key).
-    Keys the saved config lacks (an older lmtune) and sections the method does not use are skipped."""
-    missing = object()
-
-    def get(d, dotted):
-        for part in dotted.split("."):
-            d = d.get(part, missing) if isinstance(d, dict) else missing
-        return d
-
-    unused = {"full": ("lora", "quant"), "lora": ("quant",)}.get(new.get("method"), ())
-    out = []
-    for key in RESUME_KEYS:
-        old, cur = get(saved, key), get(new, key)
-        if old is missing or key in unused:
-            continue
-        if isinstance(old, dict) and isinstance(cur, dict):
-            out += [f"{key}.{k}: the run used {v!r}, now {cur.get(k)!r}" for k, v in old.items() if cur.get(k) != v]
-        elif old != cur:
-            out.append(f"{key}: the run used {old!r}, now {cur!r}")
-    return out
-
-
 def _holds_more_than_the_marker(directory: Path) -> bool:
     """A run stopped between creating its directory and writing into it left only the marker:
     that counts as empty (the same command may start again)."""

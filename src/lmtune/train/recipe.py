@@ -72,7 +72,7 @@ def preflight(cfg: Config, run: RunDir, resume: bool):
     if resume and (run / "config.yaml").is_file():
         import yaml
 
-        from lmtune.run.layout import resume_conflicts
+        from lmtune.train.resume import resume_conflicts
 
         conflicts = resume_conflicts(yaml.safe_load((run / "config.yaml").read_text()) or {}, cfg.to_dict())
         if conflicts:
