@@ -36,8 +36,8 @@ def run(name: str, extra: list[str], work: Path, out: Path, steps: int) -> dict:
     dump = work / f"{name}-dump"
     flags = [a for a in extra if a.startswith("--") or a.isdigit()]
     overrides = [a for a in extra if a not in flags]
-    # `lmtune train`, each rank dumping its tensors and whether they are sharded (tests/rank_dump.py)
-    cmd = [sys.executable, str(REPO / "tests" / "rank_dump.py"), str(dump), "train",
+    # `lmtune train`, each rank dumping its tensors and whether they are sharded (tests/helpers/rank_dump.py)
+    cmd = [sys.executable, str(REPO / "tests" / "helpers" / "rank_dump.py"), str(dump), "train",
            str(REPO / "benchmarks" / "ddp_scaling.yaml"),
            f"model.name_or_path={BASE}", f"output.dir={run_dir}", f"train.max_steps={steps}",
            "train.batch_size=4", "train.grad_accum=1", *overrides, *flags]

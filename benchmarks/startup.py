@@ -6,7 +6,7 @@ For `lmtune --help` the whole process is timed as a user sees it (the installed 
 interpreter start, imports, argparse, printing), next to `python -c pass` for the interpreter alone.
 Every command that needs no model runs in a fresh interpreter that reports which heavy modules it
 imported (torch, transformers, peft, trl, datasets, bitsandbytes); the issue's rule is that those
-commands import no torch. The tests/test_config.py test guards `--help`; this gives the numbers.
+commands import no torch. The tests/config/test_config.py test guards `--help`; this gives the numbers.
 """
 
 from __future__ import annotations

@@ -2,7 +2,7 @@
 looks complete unless it is: the companion of scripts/kill_resume.py (same launchers).
 
     python scripts/kill_outputs.py --kills 6                  # ~1 min on 2 busy cores
-    python scripts/kill_outputs.py --kills 3 --launcher fork  # what CI runs (tests/test_reliability_kill_outputs.py)
+    python scripts/kill_outputs.py --kills 3 --launcher fork  # what CI runs (tests/cli/test_reliability_kill_outputs.py)
 
 A short LoRA run is trained once, then merged and evaluated once each without a kill (the
 reference). Each killed launch is then checked:

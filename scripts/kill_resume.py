@@ -2,7 +2,7 @@
 was never interrupted (same config, same seed).
 
     python scripts/kill_resume.py --kills 10                 # the benchmark (~8 min on 2 busy cores)
-    python scripts/kill_resume.py --kills 2 --launcher fork  # what CI runs (tests/test_reliability_runs.py)
+    python scripts/kill_resume.py --kills 2 --launcher fork  # what CI runs (tests/train/test_reliability_runs.py)
 
 What it checks, printed as one JSON object (exit 0 when "ok" is true):
   * the final adapter equals the uninterrupted one (max |weight difference| <= --tol) and so do the
@@ -38,7 +38,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
-for extra in (ROOT / "src", ROOT / "tests", Path(__file__).resolve().parent):
+for extra in (ROOT / "src", ROOT / "tests" / "helpers", Path(__file__).resolve().parent):
     if str(extra) not in sys.path:
         sys.path.insert(0, str(extra))  # the tiny-model builder lives with the tests
 

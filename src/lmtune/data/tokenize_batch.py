@@ -8,7 +8,7 @@
     generation spans (transformers' `render_jinja_template`, as `apply_chat_template` calls it),
     one tokenizer call, then transformers' own assistant-mask rule (`overlap_masks`).
 A batch that the batched render rejects is redone example by example with the reference, so
-every bad example is reported on its own. tests/test_data_scale.py checks the equality.
+every bad example is reported on its own. tests/data/test_data_scale.py checks the equality.
 """
 
 from __future__ import annotations

@@ -8,7 +8,7 @@ dropout everywhere, attention scores materialized). The models people fine-tune 
 and SDPA/flash kernels that keep no s x s scores. So for that family (Llama, Mistral, Qwen2, Phi-3,
 Gemma-2) the rules below count the saved tensors of the transformers 5 implementation, and for LoRA
 those of peft 0.21 (dropout per adapted module, input cast to the adapter dtype). They were checked
-tensor by tensor with torch.autograd.graph.saved_tensors_hooks (tests/test_estimate_activations.py
+tensor by tensor with torch.autograd.graph.saved_tensors_hooks (tests/estimate/test_estimate_activations.py
 repeats that check). Other architectures use Korthikanti's formula, scaled to the activation dtype.
 
 Rules worth knowing (all measured):

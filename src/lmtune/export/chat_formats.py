@@ -2,7 +2,7 @@
 tokenizer.chat_template, read by llama.cpp, vLLM and transformers) and an Ollama Go template.
 
 Each one renders a conversation to exactly the text lmtune's template (lmtune/data/templates.py)
-renders for training and generation; tests/test_one_template.py checks that for all of them.
+renders for training and generation; tests/data/test_one_template.py checks that for all of them.
 Newlines are written as {{ '\\n' }} expressions in Jinja because transformers and llama.cpp render
 chat templates with trim_blocks, which would eat a newline after a block tag.
 """

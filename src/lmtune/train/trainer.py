@@ -12,7 +12,7 @@ Two attributes of TRL's SFTTrainer that are not public API are used, on purpose:
 `_metrics` (TRL's `log` averages, logs and clears this dict; it has no public hook for per-step
 metrics, and writing there keeps the logged keys identical on both paths) and `_total_train_tokens`
 (TRL's running token count logged as num_tokens; sharing it keeps one count when a run mixes both
-paths). tests/test_cpu_fast_paths.py checks both are still logged, so a TRL rename fails there.
+paths). tests/train/test_cpu_fast_paths.py checks both are still logged, so a TRL rename fails there.
 """
 
 from __future__ import annotations
