@@ -108,7 +108,7 @@ def test_same_names_show_paths_and_bad_input_is_a_user_error(tmp_path, capsys):
 
 
 def test_real_runs(tmp_path_factory):
-    from test_eval import trained_runs
+    from eval_runs import trained_runs
 
     runs = trained_runs(tmp_path_factory)
     rows, notes = compare([runs["harsh"], runs["gentle"]])

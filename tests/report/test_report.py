@@ -35,7 +35,7 @@ window.addEventListener('load', function () {
 
 @pytest.fixture(scope="module")
 def real_report(tmp_path_factory):
-    from test_eval import trained_runs
+    from eval_runs import trained_runs
 
     runs = trained_runs(tmp_path_factory)
     run = shutil.copytree(runs["gentle"], tmp_path_factory.mktemp("report") / "gentle")
