@@ -21,7 +21,18 @@ import math
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from lmtune.config import DataConfig, TrainConfig, from_dict
+from lmtune.data import dedupe, get_template, load_examples, tokenize_examples
+from lmtune.data.holdout import heldout_size
+from lmtune.data.split import conflicting_prompts
 from lmtune.errors import UserError
+from lmtune.estimate import EstimateRequest
+from lmtune.estimate.core import fit_on, largest_batch
+from lmtune.estimate.memory import memory_breakdown, resolve
+from lmtune.estimate.shapes import load_shape, model_reference
+from lmtune.models import open_tokenizer as load_tokenizer
+from lmtune.train.hparams import AUTO, Batch, DataSize, ModelSize
+from lmtune.train.hparams import resolve as resolve_hparams  # estimate.memory has a resolve too
 
 VERDICTS = ("icl", "rag", "not-yet", "full", "lora", "qlora")
 PRIORITIES = ("quality", "balance", "memory")
@@ -105,9 +116,6 @@ class DataSummary:
 def summarize_data(paths: list[str], model: str | None = None) -> DataSummary:
     """Size, duplicates and lengths of the user's dataset, through lmtune.data's own loader.
     With `model`, lengths are counted with its tokenizer and template, as `train` will."""
-    from lmtune.data import dedupe, load_examples
-    from lmtune.data.split import conflicting_prompts
-
     missing = [p for p in paths if not Path(p).exists()]
     if missing:
         raise UserError(f"--data: not found: {', '.join(missing)}", ["pass a JSONL/JSON/CSV/Parquet file or a directory"])
@@ -125,10 +133,6 @@ def summarize_data(paths: list[str], model: str | None = None) -> DataSummary:
 def _token_lengths(examples: list, fmt: str | None, model: str) -> list[int] | None:
     """Token count of each example as train renders it; None when the tokenizer is not available
     here (a Hub model that is not cached, a preset without a local copy)."""
-    from lmtune.data import get_template, tokenize_examples
-    from lmtune.estimate.shapes import model_reference
-    from lmtune.models import open_tokenizer as load_tokenizer
-
     try:
         tokenizer = load_tokenizer(model_reference(model))
         template = get_template("auto", fmt or "chat", tokenizer)
@@ -241,8 +245,6 @@ def pick_seq_len(ctx: Context) -> int:
 
 def choose_method(a: Answers, ctx: Context, seq_len: int) -> tuple[str | None, dict, list[str]]:
     """Q6: the first candidate for the priority that fits this hardware, with its micro-batch."""
-    from lmtune.estimate import EstimateRequest
-
     order = CANDIDATES["memory" if a.tight_budget and a.priority == "quality" else a.priority]
     if a.tight_budget:
         order = tuple(m for m in order if m != "full")
@@ -262,10 +264,6 @@ def choose_method(a: Answers, ctx: Context, seq_len: int) -> tuple[str | None, d
 
 
 def _fit(req, ctx: Context) -> dict:
-    from lmtune.estimate.core import fit_on, largest_batch
-    from lmtune.estimate.memory import memory_breakdown, resolve
-    from lmtune.estimate.shapes import load_shape
-
     shape, spec = load_shape(req.model), req.run_spec()
     dev = ctx.device
     best = largest_batch(shape, spec, dev)
@@ -282,8 +280,6 @@ def _fit(req, ctx: Context) -> dict:
 def train_micro_batch(device_kind: str, largest: int) -> int:
     """The per-device batch `lmtune train` picks on this device (train.batch_size unset), or the
     largest power of two below it that fits."""
-    from lmtune.config import TrainConfig
-
     default = TrainConfig().micro_batch(device_kind)
     return default if largest >= default else 1 << int(math.log2(max(1, largest)))
 
@@ -291,10 +287,6 @@ def train_micro_batch(device_kind: str, largest: int) -> int:
 def train_data_size(ctx: Context, n: int, seq_len: int):
     """The hparams.DataSize train will see: what is left after the held-out test split and the
     validation split (data/holdout.py, the data.val_split default)."""
-    from lmtune.config import DataConfig
-    from lmtune.data.holdout import heldout_size
-    from lmtune.train.hparams import DataSize
-
     left = n - heldout_size(n)
     left -= round(left * DataConfig().val_split)
     d = ctx.data
@@ -311,16 +303,12 @@ def propose(method: str, fit: dict, a: Answers, ctx: Context, seq_len: int, n: i
     """(hyperparameters, lmtune config dict, one line per auto value and why) for the chosen method.
     The config says `auto` for learning rate and epochs: train resolves them with the same function
     (lmtune.train.hparams.resolve) on the exact token counts; the numbers here are what that gives now."""
-    from lmtune.config import TrainConfig, from_dict
-    from lmtune.estimate.shapes import load_shape, model_reference
-    from lmtune.train.hparams import AUTO, Batch, ModelSize, resolve
-
     micro = fit["micro_batch"]
     default = TrainConfig()
     accum = max(1, math.ceil(default.micro_batch(ctx.device.kind) * default.grad_accum / micro))
     shape = load_shape(ctx.model)
-    auto = resolve(AUTO, AUTO, -1, method, ModelSize(shape.hidden, shape.total_params),
-                   train_data_size(ctx, n, seq_len), Batch(micro, accum, ctx.num_gpus))
+    auto = resolve_hparams(AUTO, AUTO, -1, method, ModelSize(shape.hidden, shape.total_params),
+                           train_data_size(ctx, n, seq_len), Batch(micro, accum, ctx.num_gpus))
     hp = {"method": method, "learning_rate": auto.learning_rate, "epochs": auto.epochs,
           "warmup_ratio": 0.1, "batch_size": micro, "grad_accum": accum,
           "effective_batch": micro * accum * ctx.num_gpus, "max_length": seq_len,

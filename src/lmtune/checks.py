@@ -9,7 +9,8 @@ import math
 import os
 from pathlib import Path
 
-from lmtune.errors import UserError
+from lmtune.data import load_split
+from lmtune.errors import ConfigError, UserError
 
 
 def number(flag: str, value, *, min: float | None = None, max: float | None = None,
@@ -112,7 +113,6 @@ def run_test_files(cfg) -> None:
     or broken test file stops the run before hours of training, not after."""
     if not cfg.data.test:
         return
-    from lmtune.data import load_split
 
     load_split(list(cfg.data.test), cfg.data.format, "test data (data.test)")
 
@@ -145,8 +145,6 @@ def model_positions(ref: str, revision: str | None = None) -> tuple[int | None, 
 def max_length_fits(cfg, ref: str) -> None:
     """data.max_length beyond the model's positions would index past its position table (a crash
     mid-run) or silently run a RoPE model out of the range it was trained on: refuse it."""
-    from lmtune.errors import ConfigError
-
     positions, where = model_positions(ref, cfg.model.revision)
     if positions is not None and cfg.data.max_length > positions:
         raise ConfigError(f"data.max_length: {cfg.data.max_length} is longer than the model's "

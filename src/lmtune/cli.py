@@ -72,6 +72,7 @@ def main(argv: list[str] | None = None) -> int:
     if not getattr(args, "_run", None):
         parser.print_help()
         return 2
+    # Imported after parsing: `lmtune --help` and argument errors return above without loading them.
     from lmtune.console import configure
 
     configure(verbose=getattr(args, "verbose", False) or getattr(args, "debug", False))

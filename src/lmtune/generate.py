@@ -9,6 +9,11 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Iterable
 
+from lmtune import inference_loading
+from lmtune.data.formats import Example
+from lmtune.data.templates import Rendered, TemplateError, get_template, template_from_dict
+from lmtune.data.tokenize import encode_prompt, tokenize_example
+
 
 @dataclass
 class GenerationSettings:
@@ -29,10 +34,8 @@ class Generator:
 
     @classmethod
     def load(cls, path: str, use_adapter: bool = True) -> "Generator":
-        from lmtune.inference_loading import load_for_inference, open_path
-
-        loaded = open_path(path)
-        model, tokenizer = load_for_inference(loaded, use_adapter=use_adapter)
+        loaded = inference_loading.open_path(path)
+        model, tokenizer = inference_loading.load_for_inference(loaded, use_adapter=use_adapter)
         return cls(model, tokenizer, template_for(loaded, tokenizer))
 
     def stop_ids(self) -> list[int]:
@@ -63,9 +66,6 @@ class Generator:
     def encode(self, item) -> list[int]:
         """A prompt string, a message list, or a data record -> prompt token ids, built exactly
         like the prompt part of the training data (same template, same special-token prefix)."""
-        from lmtune.data.templates import Rendered
-        from lmtune.data.tokenize import encode_prompt
-
         if isinstance(item, str) and not isinstance(item, Rendered):
             item = [{"role": "user", "content": item}]
         return encode_prompt(self.tokenizer, self.template, item)
@@ -109,10 +109,6 @@ def stop_ids_of(tokenizer, generation_config, template=None) -> list[int]:
 def answer_end_ids(tokenizer, template) -> list[int]:
     """The special token that training puts right after an answer (e.g. <|im_end|> in a model's own
     ChatML-like template, trained before eos): a model that learned to emit it is done there."""
-    from lmtune.data.formats import Example
-    from lmtune.data.templates import TemplateError
-    from lmtune.data.tokenize import tokenize_example
-
     answer = "4"
     probe = Example("<stop probe>", "chat", messages=[{"role": "user", "content": "2+2?"},
                                                       {"role": "assistant", "content": answer}])
@@ -137,8 +133,6 @@ def stop_texts_of(tokenizer, stop_ids: list[int], template) -> list[str]:
 def template_for(loaded, tokenizer):
     """The template a loaded run/adapter/model generates with: the one it trained with, else
     (a plain model) its own chat template, else ChatML."""
-    from lmtune.data.templates import get_template, template_from_dict
-
     if loaded.template:
         return template_from_dict(loaded.template, tokenizer)
     return get_template("auto", "chat", tokenizer)

@@ -10,8 +10,10 @@ import json
 from dataclasses import dataclass
 from pathlib import Path
 
+from lmtune import models
 from lmtune.config import Config, from_dict, read_yaml
 from lmtune.errors import UserError
+from lmtune.models import check_adapter_base, resolve_model_path
 
 
 @dataclass
@@ -26,8 +28,6 @@ class Loaded:
 
 def open_path(path: str) -> Loaded:
     """Classify `path` (run dir, adapter dir, model dir or 'tiny'/Hub id) without loading weights."""
-    from lmtune.models import resolve_model_path
-
     p = Path(path)
     if (p / "config.yaml").is_file() and ((p / "adapter").is_dir() or (p / "model").is_dir()):
         cfg = from_dict(read_yaml(p / "config.yaml"), str(p / "config.yaml"))
@@ -54,22 +54,17 @@ def _read_json(path: Path) -> dict | None:
 def load_for_inference(loaded: Loaded, use_adapter: bool = True, quantized: bool | None = None):
     """(model, tokenizer) in eval mode. For a QLoRA run, `quantized` (default: as trained) loads the
     base in 4-bit again; otherwise the base is loaded in fp32 on CPU / its 16-bit dtype on GPU."""
-    from lmtune.config import Config as _Config
-    from lmtune.models import check_model_source, detect_device, load_model, load_tokenizer
-
-    cfg = loaded.config or _Config()
+    cfg = loaded.config or Config()
     cfg.model.name_or_path = loaded.base_ref
-    check_model_source(cfg.model)
+    models.check_model_source(cfg.model)
     if use_adapter and loaded.adapter_dir is not None:
-        from lmtune.models import check_adapter_base
-
         check_adapter_base(loaded.adapter_dir, loaded.base_ref, allow_pickle=cfg.model.allow_pickle)
-    device = detect_device()
+    device = models.detect_device()
     tok_src = str(loaded.adapter_dir or loaded.model_dir or loaded.base_ref)
-    tokenizer = load_tokenizer(tok_src, cfg.model)
+    tokenizer = models.load_tokenizer(tok_src, cfg.model)
     if quantized is None:
         quantized = cfg.method == "qlora" and use_adapter and loaded.adapter_dir is not None
-    model = load_model(loaded.base_ref, cfg, device, tokenizer, quantize=quantized)
+    model = models.load_model(loaded.base_ref, cfg, device, tokenizer, quantize=quantized)
     if use_adapter and loaded.adapter_dir is not None:
         from peft import PeftModel
 

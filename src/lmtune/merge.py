@@ -13,8 +13,12 @@ import shutil
 from dataclasses import dataclass
 from pathlib import Path
 
+from lmtune import inference_loading
 from lmtune.errors import UserError
-from lmtune.run.layout import replace_dir, write_json, write_output_marker, write_text
+from lmtune.models import check_adapter_base, read_weight_shapes, torch_dtype
+from lmtune.run.artifacts import model_card as card
+from lmtune.run.artifacts import read_json
+from lmtune.run.layout import check_new_output_dir, replace_dir, write_json, write_output_marker, write_text
 
 PROBE_TEXT = "SELECT name FROM customers WHERE city = 'Berlin'; The quick brown fox jumps over the lazy dog."
 # Largest |merged - (base + adapter)| logit difference accepted, relative to the largest |logit|
@@ -62,18 +66,15 @@ def _check_disk(out: Path, size: int) -> None:
 
 
 def merge(run_path: str, out: str, overwrite: bool = False, dtype: str = "fp32") -> MergeResult:
-    from lmtune.inference_loading import load_for_inference, open_path
-
     if not Path(run_path).exists():
         raise UserError(f"{run_path}: no such run or adapter directory",
                         ["give the run directory `lmtune train` wrote (its output.dir) or an adapter directory"])
-    loaded = open_path(run_path)
+    loaded = inference_loading.open_path(run_path)
     if loaded.adapter_dir is None:
         raise UserError(f"{run_path}: has no adapter to merge (full fine-tuning already saved a whole model)",
                         ["use the run's model/ directory directly"])
     out_dir = Path(out)
     _check_out(out_dir, Path(run_path), loaded, overwrite)
-    from lmtune.models import check_adapter_base, read_weight_shapes
 
     check_adapter_base(loaded.adapter_dir, loaded.base_ref,
                        allow_pickle=loaded.config is not None and loaded.config.model.allow_pickle)
@@ -83,11 +84,11 @@ def merge(run_path: str, out: str, overwrite: bool = False, dtype: str = "fp32")
     diff_4bit = None
     was_qlora = loaded.config is not None and loaded.config.method == "qlora"
     # Merge on a full-precision base; `quantized=False` reloads a QLoRA base dequantized.
-    model, tokenizer = load_for_inference(loaded, use_adapter=True, quantized=False)
+    model, tokenizer = inference_loading.load_for_inference(loaded, use_adapter=True, quantized=False)
     ids = tokenizer(PROBE_TEXT, return_tensors="pt").input_ids
     before = _logits(model, ids)
     if was_qlora:
-        qmodel, _ = load_for_inference(loaded, use_adapter=True, quantized=True)
+        qmodel, _ = inference_loading.load_for_inference(loaded, use_adapter=True, quantized=True)
         diff_4bit = float((_logits(qmodel, ids) - before).abs().max())
         del qmodel
     try:  # safe_merge: peft checks each merged weight for NaN/inf before it replaces the original
@@ -100,8 +101,6 @@ def merge(run_path: str, out: str, overwrite: bool = False, dtype: str = "fp32")
     diff = float((_logits(merged, ids) - before).abs().max())
     _check_logits(diff, before, merged)
     if dtype != "fp32":
-        from lmtune.models import torch_dtype
-
         merged = merged.to(torch_dtype(dtype))
     size = sum(p.numel() * p.element_size() for p in merged.state_dict().values())
     _check_disk(out_dir, size)
@@ -124,8 +123,6 @@ def _check_out(out_dir: Path, run_path: Path, loaded, overwrite: bool) -> None:
     """--out must be a new or empty directory, or (with --overwrite) one lmtune wrote; never the run,
     its adapter, the base, the current directory or a directory holding them: replacing it would
     delete what is being merged (rundir.check_new_output_dir)."""
-    from lmtune.run.layout import check_new_output_dir
-
     if out_dir.exists() and not out_dir.is_dir() and not out_dir.is_symlink():
         raise UserError(f"--out {out_dir} exists and is not a directory", ["choose a directory path for --out"])
     target = out_dir.resolve()
@@ -148,8 +145,6 @@ def _bytes_of(shapes: dict[str, list[int]], dtype: str) -> int:
 def model_card(loaded, diff: float, diff_4bit: float | None, run_path: str) -> str:
     """The merged model's README.md: the run's card (base, method, data, the steps and epochs that
     ran, metrics; lmtune/run/artifacts.py) plus the merge check."""
-    from lmtune.run.artifacts import model_card as card, read_json
-
     check = ["## Merge check", "", f"Max |logit difference| merged vs base+adapter: {diff:.3g}"]
     if diff_4bit is not None:
         check.append(f"Max |logit difference| merged vs 4-bit base+adapter: {diff_4bit:.3g} "

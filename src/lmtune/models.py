@@ -12,7 +12,9 @@ from pathlib import Path
 from typing import Any
 
 from lmtune.config import Config, ModelConfig
+from lmtune.data.tokenize import ensure_pad_token
 from lmtune.errors import ConfigError, UserError
+from lmtune.train.packed_attention import register
 
 PICKLE_SUFFIXES = (".bin", ".pt", ".pth", ".ckpt", ".pkl")
 
@@ -246,8 +248,6 @@ def torch_dtype(name: str):
 def load_tokenizer(ref: str, mcfg: ModelConfig):
     """Load the tokenizer and give it a pad token distinct from eos (padding with eos would mask
     eos out of the loss, and the model would never learn to stop)."""
-    from lmtune.data.tokenize import ensure_pad_token
-
     tok = open_tokenizer(ref, mcfg.revision, mcfg.trust_remote_code)
     ensure_pad_token(tok)
     return tok
@@ -308,7 +308,6 @@ def use_training_attention(model, cfg: Config, device: Device) -> str | None:
         return None        # eager/flex models, or remote code without SDPA: leave them alone
     if not _plain_causal_layers(model.config.get_text_config()):
         return None
-    from lmtune.train.packed_attention import register
 
     name = register()
     model.set_attn_implementation(name)

@@ -8,6 +8,9 @@ import sys
 
 from lmtune.commands.estimate import _bool
 
+# lmtune's own modules are imported inside the functions below: `lmtune --help` imports every
+# command module to build its parser and must stay light (no torch, transformers, yaml).
+
 YES = ("y", "yes", "true", "1")
 NO = ("n", "no", "false", "0")
 

@@ -4,6 +4,9 @@ from __future__ import annotations
 
 import argparse
 
+# lmtune's own modules are imported inside the functions below: `lmtune --help` imports every
+# command module to build its parser and must stay light (no torch, transformers, yaml).
+
 OPTIMIZERS = ("auto", "adamw_torch", "adamw_torch_fused", "adamw_8bit", "paged_adamw_8bit",
               "paged_adamw_32bit", "sgd", "adafactor")
 

@@ -4,6 +4,9 @@ from __future__ import annotations
 
 import argparse
 
+# lmtune's own modules are imported inside the functions below: `lmtune --help` imports every
+# command module to build its parser and must stay light (no torch, transformers, yaml).
+
 
 def register(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("run", help="run directory, adapter, merged/full model directory or 'tiny'")

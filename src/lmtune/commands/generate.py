@@ -6,6 +6,9 @@ import argparse
 import json
 import sys
 
+# lmtune's own modules are imported inside the functions below: `lmtune --help` imports every
+# command module to build its parser and must stay light (no torch, transformers, yaml).
+
 
 def register(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("model", help="run directory, adapter directory, merged/base model directory, or 'tiny'")

@@ -6,6 +6,9 @@ import argparse
 import os
 import sys
 
+# lmtune's own modules are imported inside the functions below: `lmtune --help` imports every
+# command module to build its parser and must stay light (no torch, transformers, yaml).
+
 
 def register(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("models", nargs="+", metavar="RUN_OR_MODEL",

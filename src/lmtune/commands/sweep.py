@@ -11,6 +11,9 @@ import argparse
 import sys
 from pathlib import Path
 
+# lmtune's own modules are imported inside the functions below: `lmtune --help` imports every
+# command module to build its parser and must stay light (no torch, transformers, yaml).
+
 
 def register(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("config", help="YAML config every trial starts from (e.g. configs/tiny-sql-lora.yaml)")

@@ -12,6 +12,9 @@ from __future__ import annotations
 import argparse
 import sys
 
+# lmtune's own modules are imported inside the functions below: `lmtune --help` imports every
+# command module to build its parser and must stay light (no torch, transformers, yaml).
+
 # CLI flag -> config key; a flag that is given overrides the config file
 LAUNCH_FLAGS = {"nproc": "distributed.nproc", "nnodes": "distributed.nnodes", "node_rank": "distributed.node_rank",
                 "master_addr": "distributed.master_addr", "master_port": "distributed.master_port"}

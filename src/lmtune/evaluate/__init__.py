@@ -12,9 +12,13 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import lmtune.data
+from lmtune.config import from_dict
+from lmtune.errors import DataError, UserError
 from lmtune.evaluate.forgetting import FORGOTTEN, OK, WARNING, ForgettingResult, verdict
 from lmtune.evaluate.run import EVAL_FILE, PREDICTIONS_FILE, EvalSettings, evaluate_model
-from lmtune.errors import DataError, UserError
+from lmtune.generate import Generator
+from lmtune.inference_loading import open_path
 
 
 def final_evaluation(cfg, run_dir, model, tokenizer, template, validation=None,
@@ -36,9 +40,6 @@ def evaluate_run(path: str | Path, test: list[str] | None = None, base: bool = F
     Loss is measured on the run's validation split (re-prepared exactly as train did), or on the
     --test files when given. A plain model ('tiny', a model directory or Hub id) is evaluated on
     its own on `task` or `test` (its "before" score); eval.json goes to `out` when given."""
-    from lmtune.generate import Generator
-    from lmtune.inference_loading import open_path
-
     loaded = open_path(str(path))
     if loaded.kind == "run":
         cfg, target = loaded.config, path
@@ -59,8 +60,6 @@ def evaluate_run(path: str | Path, test: list[str] | None = None, base: bool = F
 
 def _plain_model_config(path: str, kind: str, task: str | None, test: list[str] | None):
     """The config a bare model is evaluated under: its own name and the task (or test files)."""
-    from lmtune.config import from_dict
-
     if kind == "adapter":
         raise UserError(f"{path}: a bare adapter; `lmtune eval` takes a run directory or a model",
                         ["evaluate the run that wrote it, or merge it first (`lmtune merge`)"])
@@ -80,16 +79,14 @@ def _plain_model_config(path: str, kind: str, task: str | None, test: list[str] 
 def loss_data(cfg, tokenizer, template, settings: EvalSettings):
     """(tokenized examples, description) to measure loss on: the --test files when given, else the
     run's validation split rebuilt by the data pipeline. (None, reason) when neither is available."""
-    from lmtune.data import load_split, prepare_datasets, tokenize_examples
-
     if settings.test:
-        loaded = load_split(list(settings.test), cfg.data.format, "test data")
-        tok = tokenize_examples(loaded.examples, template, tokenizer, cfg.data.max_length,
+        loaded = lmtune.data.load_split(list(settings.test), cfg.data.format, "test data")
+        tok = lmtune.data.tokenize_examples(loaded.examples, template, tokenizer, cfg.data.max_length,
                                 cfg.data.train_on_prompt, desc="tokenizing test")
         rows = [{"input_ids": i, "completion_mask": m} for i, m in zip(tok.input_ids, tok.completion_mask)]
         return rows, f"test: {', '.join(settings.test)}"
     try:
-        data = prepare_datasets(cfg.data, tokenizer, template)
+        data = lmtune.data.prepare_datasets(cfg.data, tokenizer, template)
     except DataError as exc:   # training files moved or deleted since the run: say so, go on
         return None, f"unavailable ({exc.args[0]})"
     if data.validation is None:

@@ -12,6 +12,7 @@ shots rendered exactly as training renders them, one after another, then the tes
 
 from __future__ import annotations
 
+from lmtune.data import load_split, resolve_files
 from lmtune.data.formats import Example
 from lmtune.data.templates import ChatMLTemplate, ModelTemplate, Rendered, Template, as_example
 from lmtune.errors import UserError
@@ -20,8 +21,6 @@ from lmtune.errors import UserError
 def load_shots(cfg, k: int, exclude: set[str] | frozenset[str] = frozenset()) -> list[Example]:
     """The first k examples of the run's training data (data.train, else the bundled task's),
     skipping those whose content_key is in `exclude` (a test split held out of data.train)."""
-    from lmtune.data import load_split, resolve_files
-
     if k <= 0:
         return []
     paths = resolve_files(cfg.data)["train"]

@@ -13,6 +13,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 
 from lmtune.errors import DataError
+from lmtune.tasks import probe_file
 
 OK, WARNING, FORGOTTEN = "ok", "warning", "forgotten"
 MAX_PASSAGES = 200      # the probe is small; the cap keeps a CPU check to seconds if it grows
@@ -56,8 +57,6 @@ def verdict(ratio: float, warn_at: float, fail_at: float) -> str:
 def load_probe(path: Path | None = None, limit: int = MAX_PASSAGES) -> list[str]:
     """The probe's passages ({"text": ...} per line)."""
     if path is None:
-        from lmtune.tasks import probe_file
-
         path = probe_file()   # raises a UserError naming the rebuild command when missing
     texts = []
     for n, line in enumerate(path.read_text(encoding="utf-8").splitlines(), 1):

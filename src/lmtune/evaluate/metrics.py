@@ -10,6 +10,9 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
+from lmtune.tasks import get_task
+from lmtune.tasks.base import mean_scores
+
 # The metric that answers "did it learn the task?" when the task does not name one itself.
 PRIMARY = {"sql": "execution_accuracy", "json": "field_accuracy", "generic": "rouge_l"}
 
@@ -26,8 +29,6 @@ class Scores:
 
 def get_scorer(task_name: str | None):
     """The bundled task's scorer, or `generic` for a user's own data."""
-    from lmtune.tasks import get_task
-
     return get_task(task_name or "generic")
 
 
@@ -37,8 +38,6 @@ def primary_metric(task) -> str:
 
 def score(task, generations: list[str], references: list) -> tuple[list[str], Scores]:
     """Cut each answer out of its generated text, score it; returns (answers, scores)."""
-    from lmtune.tasks.base import mean_scores
-
     answers = [task.extract_answer(g) for g in generations]
     rows = task.score_examples(answers, references)
     return answers, Scores(primary_metric(task), mean_scores(rows, task.metrics), rows)

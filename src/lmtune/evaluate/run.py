@@ -16,12 +16,16 @@ from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
 
+from lmtune import models
 from lmtune.config import Config
+from lmtune.data import load_split, resolve_files
+from lmtune.data.holdout import HELDOUT_FILE
 from lmtune.evaluate import forgetting
 from lmtune.evaluate.few_shot import few_shot_prompts, load_shots
 from lmtune.evaluate.metrics import Scores, get_scorer, score
 from lmtune.evaluate.perplexity import LossResult, dataset_loss, text_loss
-from lmtune.run.layout import write_json, write_text
+from lmtune.generate import GenerationSettings, Generator
+from lmtune.run.layout import write_json, write_output_marker, write_text
 
 EVAL_FILE = "eval.json"
 PREDICTIONS_FILE = "eval_predictions.jsonl"
@@ -101,10 +105,8 @@ def base_model(model, cfg: Config, tokenizer):
         with model.disable_adapter(), inference_mode(model):
             yield model
         return
-    from lmtune.models import detect_device, load_model, resolve_model_path
-
-    device = detect_device()
-    base = load_model(resolve_model_path(cfg.model.name_or_path), cfg, device, tokenizer)
+    device = models.detect_device()
+    base = models.load_model(models.resolve_model_path(cfg.model.name_or_path), cfg, device, tokenizer)
     if device.kind == "cuda":
         base = base.to("cuda")
     try:
@@ -120,9 +122,6 @@ def resolve_test_set(cfg: Config, settings: EvalSettings, run_dir: str | Path | 
     """--test files, else data.test, else the bundled task's test split, else the test split train
     held out of the training data (RUN/heldout_test.jsonl); None when there is none.
     The run's task (data.task) picks the scorer; a user's own data gets exact match + ROUGE-L."""
-    from lmtune.data import load_split, resolve_files
-    from lmtune.data.holdout import HELDOUT_FILE
-
     paths = list(settings.test or []) or resolve_files(cfg.data)["test"]
     source = None
     heldout = Path(run_dir) / HELDOUT_FILE if run_dir is not None and settings.subject == "run" else None
@@ -154,8 +153,6 @@ def prompt_text(example) -> str:
 
 def _generate(model, tokenizer, template, test: TestSet, settings: EvalSettings, cfg: Config,
               label: str) -> list[str]:
-    from lmtune.generate import GenerationSettings, Generator
-
     gen = Generator(model, tokenizer, template)
     gs = GenerationSettings(max_new_tokens=settings.max_new_tokens or cfg.eval.max_new_tokens,
                             greedy=True, batch_size=settings.batch_size or cfg.train.eval_batch_size)
@@ -284,8 +281,6 @@ def _write(run_dir: Path, result: dict, test, tuned: _Side, base: _Side | None) 
     first and a kill between the two leaves no eval.json beside new predictions (each file is
     atomic). A directory eval creates (--out) gets lmtune's marker, so a later eval may rewrite it."""
     import json
-
-    from lmtune.run.layout import write_output_marker
 
     if not run_dir.exists() or not any(run_dir.iterdir()):
         run_dir.mkdir(parents=True, exist_ok=True)

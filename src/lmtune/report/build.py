@@ -16,8 +16,9 @@ from typing import Any
 
 import yaml
 
-from lmtune.report import html as H
+from lmtune.config import DEFAULT_LR
 from lmtune.errors import UserError
+from lmtune.report import html as H
 from lmtune.run.layout import write_text
 
 REPORT_FILE = "report.html"
@@ -82,8 +83,6 @@ def cfg_get(config: dict, dotted: str, default: Any = None) -> Any:
 
 
 def effective_lr(config: dict) -> float | None:
-    from lmtune.config import DEFAULT_LR
-
     return cfg_get(config, "train.learning_rate") or DEFAULT_LR.get(config.get("method", ""), None)
 
 
@@ -109,7 +108,7 @@ def _series(metrics: list[dict], key: str) -> tuple[list[float], list[float]]:
 
 def plot_training(metrics: list[dict]) -> str | None:
     """Loss (train and validation) and learning rate against optimizer step."""
-    from matplotlib.figure import Figure   # the Agg canvas, no pyplot global state
+    from matplotlib.figure import Figure  # the Agg canvas, no pyplot global state
 
     train_x, train_y = _series(metrics, "loss")
     eval_x, eval_y = _series(metrics, "eval_loss")

@@ -8,6 +8,9 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+from lmtune.models import EMBEDDED
+from lmtune.run.layout import write_text
+
 EMBEDDED_LOAD = """The base is lmtune's embedded `tiny` model, which ships inside the lmtune package. Without
 lmtune's loader (plain transformers + peft), point at its directory:
 
@@ -25,8 +28,6 @@ def portable_base(name_or_path: str) -> str:
     """The name to record as an adapter's base: 'tiny' for the embedded base (plain peft cannot
     resolve a path inside someone else's installation), a local directory as an absolute path,
     else the Hub id as given."""
-    from lmtune.models import EMBEDDED
-
     if name_or_path in EMBEDDED:
         return name_or_path
     local = Path(name_or_path).expanduser()
@@ -127,8 +128,6 @@ def checkpoint_card(cfg):
 
 def write_run_card(cfg, root: Path) -> None:
     """adapter/ or model/ README.md from what ran (train_summary.json) and eval.json when there is one."""
-    from lmtune.run.layout import write_text
-
     summary = read_json(root / "train_summary.json") or {}
     name = "model" if cfg.method == "full" else "adapter"
     write_text(root / name / "README.md", model_card(name, cfg, summary.get("global_step", 0), summary.get("epochs"),

@@ -11,6 +11,7 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
+from lmtune import __version__
 from lmtune.errors import ConfigError
 
 COMPLETE_MARKER = "lmtune_complete"  # written last into a checkpoint; its absence means "partial"
@@ -79,8 +80,6 @@ def replace_dir(staging: Path, final: Path) -> None:
 
 
 def write_output_marker(directory: Path, kind: str) -> None:
-    from lmtune import __version__
-
     write_json(directory / OUTPUT_MARKER, {"written_by": "lmtune", "kind": kind, "version": __version__})
 
 

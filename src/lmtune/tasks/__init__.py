@@ -16,6 +16,9 @@ from pathlib import Path
 
 from lmtune.errors import UserError
 from lmtune.tasks.base import Task  # light: standard library only
+from lmtune.tasks.generic import GenericTask
+from lmtune.tasks.json_extract import JsonTask
+from lmtune.tasks.sql import SqlTask
 
 ASSETS = Path(__file__).resolve().parent.parent / "assets" / "tasks"
 SPLIT_NAMES = ("train", "validation", "test")
@@ -68,16 +71,13 @@ def get_task(name: str, db: str | Path | None = None) -> Task:
 
     `db` points the SQL scorer at another SQLite file (for your own text-to-SQL data)."""
     if name == "sql":
-        from lmtune.tasks.sql import SqlTask
         if db is not None and not Path(db).is_file():
             raise UserError(f"SQLite database not found: {db}", ["pass the path of a .sqlite file"])
         files = task_files("sql") if db is None else {"db": Path(db)}
         return SqlTask(files, description=_DESCRIPTIONS["sql"])
     if name == "json":
-        from lmtune.tasks.json_extract import JsonTask
         return JsonTask(task_files("json"), description=_DESCRIPTIONS["json"])
     if name == "generic":
-        from lmtune.tasks.generic import GenericTask
         return GenericTask(description=_DESCRIPTIONS["generic"])
     raise _unknown(name)
 

@@ -30,6 +30,8 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from lmtune.config import Config
+from lmtune.errors import UserError
+from lmtune.inference_loading import open_path
 
 # Below this hidden size one thread beats several passive ones (per-op work too small to share).
 ONE_THREAD_BELOW_HIDDEN = 1024
@@ -143,9 +145,6 @@ def keep_freed_memory(mmap_threshold: int = MMAP_THRESHOLD, trim_threshold: int 
 def target_for_path(path: str) -> Target:
     """eval, generate, merge: the run's config (or the defaults) and the base it loads. A path that
     can't be opened gets the defaults: the command's own checks then say what is wrong with it."""
-    from lmtune.errors import UserError
-    from lmtune.inference_loading import open_path
-
     try:
         loaded = open_path(path)
     except UserError:

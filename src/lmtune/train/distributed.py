@@ -31,8 +31,14 @@ from datetime import timedelta
 from pathlib import Path
 from typing import Any, Callable
 
+from lmtune.data import PreparedData, template_from_dict
 from lmtune.errors import ConfigError, UserError
-from lmtune.train.processes import usable_cores  # noqa: F401  (launch, and train's hint, use it)
+from lmtune.run.layout import write_json
+from lmtune.train.cpu_tuning import worker_threads
+from lmtune.train.processes import (
+    set_grad_accum,
+    usable_cores,  # noqa: F401  (launch, and train's hint, use it)
+)
 
 PRESETS = Path(__file__).parent.parent / "presets"
 DEEPSPEED_PRESETS = {"zero2": PRESETS / "deepspeed" / "zero2.json", "zero3": PRESETS / "deepspeed" / "zero3.json"}
@@ -229,8 +235,6 @@ def launch(cfg, child_argv: list[str], quiet: bool = False) -> int:
     d = cfg.distributed
     backend = resolve_backend(d.backend, d.nproc * d.nnodes)
     if device_kind() == "cpu" and "OMP_NUM_THREADS" not in os.environ:
-        from lmtune.train.cpu_tuning import worker_threads
-
         # torchrun would set 1; on CPU each worker may use its share of the cores
         os.environ["OMP_NUM_THREADS"] = str(worker_threads(cfg, d.nproc, usable_cores()))
     args = torchrun_args(cfg, child_argv)
@@ -252,8 +256,6 @@ def launch(cfg, child_argv: list[str], quiet: bool = False) -> int:
 def start(cfg, device_kind_: str) -> None:
     """First thing a worker does: refuse what cannot run, write the real topology into `cfg`
     (so config.yaml records it), and join the process group used for the barriers below."""
-    from lmtune.train.processes import set_grad_accum
-
     d = cfg.distributed
     if not is_launched():
         if d.nproc == "auto":  # the Python API starts no workers
@@ -398,8 +400,6 @@ def prepare_data_once(run_root: Path, build: Callable[[], Any], create_run: Call
 
 
 def _save_data(path: Path, data) -> None:
-    from lmtune.run.layout import write_json
-
     if path.exists():
         shutil.rmtree(path)
     data.train.save_to_disk(str(path / "train"))
@@ -411,8 +411,6 @@ def _save_data(path: Path, data) -> None:
 
 def _load_data(path: Path, tokenizer, own=None):
     from datasets import load_from_disk
-
-    from lmtune.data import PreparedData, template_from_dict
 
     train = load_from_disk(str(path / "train"))
     val = load_from_disk(str(path / "validation")) if (path / "validation").is_dir() else None

@@ -57,6 +57,8 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass, field
 
+from lmtune.errors import ConfigError
+
 AUTO = "auto"
 REF_HIDDEN = 4096           # Llama 2/3 7-8B, Mistral 7B
 LORA_LR_AT_REF = 2e-4       # the QLoRA paper's 7B/13B rate
@@ -214,8 +216,6 @@ def resolve(learning_rate, epochs, max_steps: int, method: str, model: ModelSize
             data: DataSize | None, batch: Batch) -> Resolved:
     """The values `train` runs with. Explicit values pass through; auto ones are computed.
     Raises ConfigError naming the key when an auto value cannot be computed."""
-    from lmtune.errors import ConfigError
-
     lines, epoch_line = [], None
     # epochs first: the learning rate depends on the optimizer steps they give
     per_epoch = steps_per_epoch(data, batch) if data is not None else None

@@ -18,6 +18,8 @@ from __future__ import annotations
 import os
 
 from lmtune.errors import ConfigError
+from lmtune.models import resolve_model_path
+from lmtune.train.cpu_tuning import ONE_THREAD_BELOW_HIDDEN, model_hidden_size
 
 
 def usable_cores() -> int:
@@ -30,8 +32,6 @@ def usable_cores() -> int:
 
 def auto_nproc(cfg, gpus: int, cores: int, hidden_size: int | None) -> int:
     """The process count `auto` stands for on this machine (see the module doc)."""
-    from lmtune.train.cpu_tuning import ONE_THREAD_BELOW_HIDDEN
-
     if gpus > 0:
         limit = gpus
     elif hidden_size is not None and hidden_size < ONE_THREAD_BELOW_HIDDEN:
@@ -65,9 +65,6 @@ def resolve(cfg) -> None:
     """Before deciding whether to launch workers (lmtune/commands/train.py): `auto` -> a count,
     then grad_accum. Imports torch (to count GPUs), so call it after the CPU tuning is applied."""
     import torch
-
-    from lmtune.train.cpu_tuning import model_hidden_size
-    from lmtune.models import resolve_model_path
 
     d = cfg.distributed
     gpus = torch.cuda.device_count() if torch.cuda.is_available() else 0

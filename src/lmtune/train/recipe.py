@@ -13,10 +13,28 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import lmtune.data
+from lmtune import models
+from lmtune.checks import max_length_fits, run_test_files
 from lmtune.config import Config
-from lmtune.errors import UserError
-from lmtune.train.resume import stop_at_of
-from lmtune.run.layout import RunDir, replace_dir, write_json, write_text
+from lmtune.data.holdout import HELDOUT_FILE, write_heldout
+from lmtune.data.prepare import summary_line
+from lmtune.errors import ConfigError, UserError
+from lmtune.evaluate import final_evaluation
+from lmtune.evaluate.run import validation_loss
+from lmtune.evaluate.summary import summarize
+from lmtune.models import check_model_source, check_target_modules, detect_device
+from lmtune.report.build import write_report
+from lmtune.run.artifacts import checkpoint_card, record_base, write_run_card
+from lmtune.run.envinfo import collect_env
+from lmtune.run.layout import RunDir, replace_dir, run_inputs, write_json, write_text
+from lmtune.train import distributed, methods
+from lmtune.train import resume as resuming
+from lmtune.train.distributed import trainer_arguments
+from lmtune.train.hparams import resolve_for_run
+from lmtune.train.methods.qlora_check import check_qlora_supported
+from lmtune.train.replay import add_replay
+from lmtune.train.resume import check_resume_steps, resume_checkpoint, resume_conflicts, stop_at_of
 
 
 @dataclass
@@ -31,8 +49,6 @@ def train(cfg: Config, resume: bool = False, quiet: bool = False, callbacks: lis
     """Fine-tune according to `cfg`; returns where everything went and the final metrics.
     `callbacks`: extra transformers TrainerCallbacks (the sweep's pruning report, lmtune/sweep/trial.py)."""
     run = RunDir(cfg.output.dir)
-    from lmtune.train import resume as resuming
-
     finished = resuming.finished_summary(cfg, run, quiet) if resume else None
     if finished is not None:
         return TrainResult(run.root, finished.get("trainable_params", 0), finished.get("total_params", 0), finished)
@@ -63,16 +79,9 @@ def preflight(cfg: Config, run: RunDir, resume: bool):
     """Everything that can be checked before loading weights: output dir, model source (and the
     LoRA targets, from the weight headers), method support, rules that involve the data's shape.
     Creates nothing: a failed check leaves no run directory behind."""
-    from lmtune.errors import ConfigError
-    from lmtune.models import check_model_source, check_target_modules
-
-    from lmtune.run.layout import run_inputs
-
     run.check_writable(cfg.output.overwrite, resume, run_inputs(cfg))
     if resume and (run / "config.yaml").is_file():
         import yaml
-
-        from lmtune.train.resume import resume_conflicts
 
         conflicts = resume_conflicts(yaml.safe_load((run / "config.yaml").read_text()) or {}, cfg.to_dict())
         if conflicts:
@@ -81,19 +90,14 @@ def preflight(cfg: Config, run: RunDir, resume: bool):
                                   f"resume with the run's own config (lmtune train {run / 'config.yaml'} --resume), "
                                   "or start a new run in another output.dir"])
     if resume:
-        from lmtune.train.resume import check_resume_steps
-
         check_resume_steps(run, cfg.train.max_steps)
     ref = check_model_source(cfg.model)
-    from lmtune.checks import max_length_fits, run_test_files
 
     max_length_fits(cfg, ref)
     run_test_files(cfg)
     if cfg.method in ("lora", "qlora"):
         check_target_modules(ref, cfg.lora.target_modules)
     if cfg.method == "qlora":
-        from lmtune.train.methods.qlora_check import check_qlora_supported
-
         check_qlora_supported()
     t = cfg.train
     if t.load_best and t.eval_steps and t.save_steps and t.save_steps % t.eval_steps:
@@ -108,26 +112,21 @@ def preflight(cfg: Config, run: RunDir, resume: bool):
 def _setup(cfg: Config, run: RunDir, resume: bool) -> _Setup:
     import torch
 
-    from lmtune.train import methods
-    from lmtune.models import detect_device, load_model, load_tokenizer, resolve_precision, use_training_attention
-
     ref = _preflight_all_ranks(cfg, run, resume)
-    device = detect_device()
-    precision = resolve_precision(cfg.train.precision, device)
-    tokenizer = load_tokenizer(ref, cfg.model)
+    device = models.detect_device()
+    precision = models.resolve_precision(cfg.train.precision, device)
+    tokenizer = models.load_tokenizer(ref, cfg.model)
     data = _prepare_data(cfg, run, tokenizer, resume)  # raises DataError listing every bad record
     _say_data(data.stats)
     template = data.template
     _seed(cfg.train.seed)  # LoRA/new-token init: same start on every rank and in every rerun
-    model = load_model(ref, cfg, device, tokenizer, quantize=cfg.method == "qlora")
-    from lmtune.train.replay import add_replay
+    model = models.load_model(ref, cfg, device, tokenizer, quantize=cfg.method == "qlora")
 
     add_replay(cfg, run, data, model, tokenizer, device, resume)   # data.replay: the base is loaded, untouched
     _suggest_processes(cfg, device.kind, torch.get_num_threads())
     _own_data_defaults(cfg, run, model, data, device.kind)  # auto -> numbers, held-out test split
-    use_training_attention(model, cfg, device)
+    models.use_training_attention(model, cfg, device)
     model = methods.prepare(model, cfg)
-    from lmtune.run.artifacts import record_base
 
     record_base(model, cfg.model.name_or_path)  # adapter_config.json: 'tiny' or the Hub id, not a path
     trainable, total = methods.count_parameters(model)
@@ -138,10 +137,7 @@ def _setup(cfg: Config, run: RunDir, resume: bool) -> _Setup:
 def _say_data(stats: dict) -> None:
     import sys
 
-    from lmtune.data.prepare import summary_line
-    from lmtune.train.distributed import is_main_process
-
-    if is_main_process():
+    if distributed.is_main_process():
         print(summary_line(stats), file=sys.stderr)
 
 
@@ -151,10 +147,8 @@ def _suggest_processes(cfg: Config, device_kind: str, threads: int) -> None:
     (lmtune/train/cpu_tuning.py; the measurements are in benchmarks/README.md)."""
     import sys
 
-    from lmtune.train.distributed import is_launched, usable_cores
-
-    cores = usable_cores()
-    if device_kind != "cpu" or threads != 1 or cfg.train.threads or is_launched() or cores < 2:
+    cores = distributed.usable_cores()
+    if device_kind != "cpu" or threads != 1 or cfg.train.threads or distributed.is_launched() or cores < 2:
         return
     accum = cfg.train.grad_accum
     if cfg.train.rows_per_step:   # grad_accum follows the process count (lmtune/train/processes.py)
@@ -172,10 +166,6 @@ def _own_data_defaults(cfg: Config, run: RunDir, model, data, device_kind: str) 
     final evaluation scores, prints the data pipeline's warnings and what auto chose."""
     import sys
 
-    from lmtune.train import distributed
-    from lmtune.data.holdout import HELDOUT_FILE, write_heldout
-    from lmtune.train.hparams import resolve_for_run
-
     main = distributed.is_main_process()
     if main:
         for warning in data.stats.get("warnings", []):
@@ -189,9 +179,6 @@ def _own_data_defaults(cfg: Config, run: RunDir, model, data, device_kind: str) 
 def _preflight_all_ranks(cfg: Config, run: RunDir, resume: bool):
     """In a launched worker: join the other ranks first (distributed.start), let every rank check,
     then wait, so that no rank creates the run directory before all have checked it."""
-    from lmtune.train import distributed
-    from lmtune.models import detect_device
-
     distributed.start(cfg, detect_device().kind)
     ref = preflight(cfg, run, resume)
     distributed.barrier()
@@ -208,22 +195,16 @@ def _seed(seed: int) -> None:
 def _prepare_data(cfg: Config, run: RunDir, tokenizer, resume: bool):
     """Tokenize once. One process: prepare, then create the run directory (bad data leaves none).
     Several: each machine's first rank prepares and caches, the others read the cache."""
-    from lmtune.train import distributed
-    from lmtune.data import prepare_datasets
-
     def create_run() -> None:
         if not resume:
             run.create(cfg.output.overwrite)
 
-    return distributed.prepare_data_once(run.root, lambda: prepare_datasets(cfg.data, tokenizer),
+    return distributed.prepare_data_once(run.root, lambda: lmtune.data.prepare_datasets(cfg.data, tokenizer),
                                          create_run, tokenizer)
 
 
 def _write_run_inputs(cfg: Config, run: RunDir, template, data) -> None:
-    from lmtune.train.distributed import is_main_process
-    from lmtune.run.envinfo import collect_env
-
-    if not is_main_process():  # run files are rank 0's
+    if not distributed.is_main_process():  # run files are rank 0's
         return
     write_text(run / "config.yaml", cfg.to_yaml())
     write_json(run / "data_stats.json", data.stats)
@@ -294,8 +275,6 @@ def training_arguments(cfg: Config, run: RunDir, precision: str, device_kind: st
 
 def distributed_arguments(cfg: Config, device_kind: str) -> dict:
     """SFTConfig fields for DDP/FSDP/DeepSpeed (empty in a single process): lmtune/train/distributed.py."""
-    from lmtune.train.distributed import trainer_arguments
-
     return trainer_arguments(cfg, device_kind)
 
 
@@ -321,11 +300,11 @@ def choose_optimizer(cfg: Config, device_kind: str) -> str:
 
 
 def _build_trainer(cfg: Config, run: RunDir, s: _Setup, extra_callbacks: list = ()):
+    # Here, not at the top: callbacks and trainer load transformers and trl, and `lmtune train` runs
+    # preflight (imported from this module) before torch loads.
     from transformers import EarlyStoppingCallback
-
     from transformers.trainer_callback import PrinterCallback, ProgressCallback
 
-    from lmtune.run.artifacts import checkpoint_card
     from lmtune.train.callbacks import ConsoleProgress, MarkCheckpointComplete, MetricsJsonl, NonFiniteGuard
     from lmtune.train.trainer import LmtuneSFTTrainer
 
@@ -364,11 +343,9 @@ def _adapters_to_fp32(model) -> None:
 
 
 def _fit(trainer, run: RunDir, resume: bool, max_steps: int) -> None:
-    from lmtune.train.resume import resume_checkpoint
-
     checkpoint = resume_checkpoint(run, max_steps) if resume else None
     trainer.train(resume_from_checkpoint=str(checkpoint) if checkpoint else None)
-    from lmtune.train.callbacks import MarkCheckpointComplete, NonFiniteGuard
+    from lmtune.train.callbacks import MarkCheckpointComplete, NonFiniteGuard  # transformers: see _build_trainer
 
     # NonFiniteGuard sees logged loss/grad norm; MarkCheckpointComplete sees the weights it would mark.
     guards = [cb for cb in trainer.callback_handler.callbacks
@@ -392,8 +369,6 @@ def _save(cfg: Config, run: RunDir, s: _Setup, trainer, seconds: float):
     """Final weights in plain HF layout (adapter/ or model/), then train_summary.json; returns its
     metrics and the validation loss (eval.json reuses it). Each directory is written to a staging
     name first and renamed, so it is either whole or absent."""
-    from lmtune.train import distributed
-
     name = "model" if cfg.method == "full" else "adapter"
     main = trainer.is_world_process_zero()
     staging = run.staging(name) if main else run / f".{name}.staging"
@@ -415,8 +390,6 @@ def _save(cfg: Config, run: RunDir, s: _Setup, trainer, seconds: float):
         loss = trainer.evaluate()["eval_loss"]
         metrics["eval_loss"], metrics["eval_perplexity"] = loss, math.exp(min(loss, 50.0))
     elif trainer.eval_dataset is not None and main:
-        from lmtune.evaluate.run import validation_loss
-
         val = validation_loss(trainer.model, s.data.validation, s.tokenizer, cfg)
         metrics["eval_loss"], metrics["eval_perplexity"] = val.loss, val.perplexity
     if main:
@@ -426,8 +399,6 @@ def _save(cfg: Config, run: RunDir, s: _Setup, trainer, seconds: float):
 
 
 def _write_card(cfg: Config, run: RunDir) -> None:
-    from lmtune.run.artifacts import write_run_card
-
     write_run_card(cfg, run.root)
 
 
@@ -447,8 +418,6 @@ def _finish_on_main(cfg: Config, run: RunDir, s: _Setup, trainer, metrics: dict,
     the whole model, so the after-train evaluation is left to `lmtune eval RUN` (said, not hidden)."""
     import dataclasses
 
-    from lmtune.train import distributed
-
     if cfg.eval.after_train and distributed.shards_weights(cfg):
         if distributed.is_main_process():
             print(f"note: {cfg.distributed.backend} shards the weights: run `lmtune eval {run.root}` for "
@@ -463,16 +432,11 @@ def _finish(cfg: Config, run: RunDir, s: _Setup, trainer, metrics: dict, quiet: 
     """Evaluate base vs tuned (eval.json), write report.html, print the summary."""
     summary = ""
     if cfg.eval.after_train:
-        from lmtune.evaluate import final_evaluation
-        from lmtune.evaluate.summary import summarize
-
         result = final_evaluation(cfg, run.root, trainer.model, s.tokenizer, s.template,
                                   validation=s.data.validation, progress=not quiet, validation_loss=val)
         summary = summarize(result)
         _write_card(cfg, run)  # now with the task metrics
     if cfg.output.report:
-        from lmtune.report.build import write_report
-
         write_report(run.root)
     if quiet:
         return

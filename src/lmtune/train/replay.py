@@ -5,7 +5,11 @@ training split only. What the sources are and how they are drawn: lmtune/data/re
 from __future__ import annotations
 
 from lmtune.config import Config
+from lmtune.data import replay
+from lmtune.evaluate.run import inference_mode
+from lmtune.generate import GenerationSettings, Generator
 from lmtune.run.layout import RunDir, write_text
+from lmtune.train import distributed
 
 
 def add_replay(cfg: Config, run: RunDir, data, model, tokenizer, device, resume: bool) -> None:
@@ -18,9 +22,6 @@ def add_replay(cfg: Config, run: RunDir, data, model, tokenizer, device, resume:
     import json
 
     import datasets
-
-    from lmtune.train import distributed
-    from lmtune.data import replay
 
     path = run / replay.REPLAY_FILE
     if distributed.is_main_process() and not (resume and path.is_file()):
@@ -39,9 +40,6 @@ def add_replay(cfg: Config, run: RunDir, data, model, tokenizer, device, resume:
 
 def _base_answers(cfg: Config, model, tokenizer, template, device, prompts: list[str]) -> list[str]:
     """Greedy answers of the untouched base, through the run's template (data.replay.source self)."""
-    from lmtune.evaluate.run import inference_mode
-    from lmtune.generate import GenerationSettings, Generator
-
     if device.kind == "cuda" and model.device.type != "cuda":
         model.to("cuda")
     settings = GenerationSettings(max_new_tokens=cfg.data.replay.max_new_tokens, greedy=True,

@@ -8,7 +8,9 @@ from __future__ import annotations
 from pathlib import Path
 
 from lmtune.config import Config
+from lmtune.errors import ConfigError
 from lmtune.run.layout import RunDir
+from lmtune.train import distributed
 
 
 def stop_at_of(cfg: Config) -> dict:
@@ -49,8 +51,6 @@ def finished_summary(cfg: Config, run: RunDir, quiet: bool) -> dict | None:
 def check_resume_steps(run: RunDir, max_steps: int) -> None:
     """A run resumes from a checkpoint at or before train.max_steps; one whose checkpoints are all
     past it cannot end there (nothing untrains a step)."""
-    from lmtune.errors import ConfigError
-
     last = run.last_checkpoint()
     if max_steps > 0 and last is not None and run.last_checkpoint(max_step=max_steps) is None:
         raise ConfigError(f"--resume: every complete checkpoint is past train.max_steps={max_steps} "
@@ -75,8 +75,6 @@ def resume_checkpoint(run: RunDir, max_steps: int) -> Path | None:
 
 def _remove_partial_checkpoints(run: RunDir) -> list[str]:
     """Rank 0 deletes, the others wait (two ranks deleting one directory would race)."""
-    from lmtune.train import distributed
-
     dropped = run.remove_partial_checkpoints() if distributed.is_main_process() else []
     distributed.barrier()
     return dropped

@@ -8,10 +8,13 @@
 from __future__ import annotations
 
 from lmtune.config import Config
+from lmtune.run.artifacts import count_parameters as count
 
 
 def prepare(model, cfg: Config):
     """Return the model ready to train with `cfg.method`."""
+    # Only the chosen method's module is imported (lora/qlora load peft, qlora bitsandbytes): recipe
+    # imports this package at the top, and `lmtune train` checks its inputs before those libraries load.
     if cfg.method == "full":
         from lmtune.train.methods.full import prepare as fn
     elif cfg.method == "lora":
@@ -23,6 +26,4 @@ def prepare(model, cfg: Config):
 
 def count_parameters(model) -> tuple[int, int]:
     """(trainable, base parameters): see lmtune.run.artifacts.count_parameters."""
-    from lmtune.run.artifacts import count_parameters as count
-
     return count(model)
