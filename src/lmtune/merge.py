@@ -122,7 +122,7 @@ def merge(run_path: str, out: str, overwrite: bool = False, dtype: str = "fp32")
 def _check_out(out_dir: Path, run_path: Path, loaded, overwrite: bool) -> None:
     """--out must be a new or empty directory, or (with --overwrite) one lmtune wrote; never the run,
     its adapter, the base, the current directory or a directory holding them: replacing it would
-    delete what is being merged (rundir.check_new_output_dir)."""
+    delete what is being merged (run/layout.py check_new_output_dir)."""
     if out_dir.exists() and not out_dir.is_dir() and not out_dir.is_symlink():
         raise UserError(f"--out {out_dir} exists and is not a directory", ["choose a directory path for --out"])
     target = out_dir.resolve()

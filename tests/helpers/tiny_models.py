@@ -89,7 +89,7 @@ def write_alpaca(path: Path, n: int = 40, seed: int = 0) -> Path:
 
 
 def tiny_run_inputs(root: Path):
-    """A tiny Llama base and a 12-example alpaca file under `root`: what a unit test of train.py runs on."""
+    """A tiny Llama base and a 12-example alpaca file under `root`: what a unit test of train/recipe.py runs on."""
     from types import SimpleNamespace
 
     return SimpleNamespace(model=save_tiny_model(root / "base", "llama"), data=write_alpaca(root / "train.jsonl", 12))

@@ -1,5 +1,5 @@
 """Overwrite only what lmtune wrote: output.overwrite (train) and --overwrite (merge) replace a
-directory only when it carries lmtune's marker (rundir.OUTPUT_MARKER) and holds none of the
+directory only when it carries lmtune's marker (run/layout.py OUTPUT_MARKER) and holds none of the
 command's inputs (config, data, model, the current directory). Every refusal exits 2, names the
 path, and leaves the user's files byte for byte as they were."""
 

@@ -2,7 +2,7 @@
 -> SFTConfig mapping, the optimizer choice, preflight's refusals, the CPU process hint, the data
 preparation per rank, the auto values and the run inputs. The trainer, fit, save and finish are in
 test_train_save_units.py (which shares this file's fixture and helpers), one tiny `train` in
-test_train_run_units.py. The mutation run of train.py uses these (scripts/mutation.sh, train/core)."""
+test_train_run_units.py. The mutation run of train/recipe.py uses these (scripts/mutation.sh, train/core)."""
 
 from __future__ import annotations
 

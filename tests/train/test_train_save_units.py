@@ -24,7 +24,7 @@ from test_train_py_units import _cfg, _launched, _model, _tokenizer, tiny  # noq
 # ---------------------------------------------------------------- what reaches the trainer
 
 def _setup(tiny, cfg, precision="fp32"):
-    """train.py's _Setup from the real parts (tokenizer, prepared data, a LoRA model)."""
+    """recipe.py's _Setup from the real parts (tokenizer, prepared data, a LoRA model)."""
     from lmtune.train import methods
     from lmtune.data import prepare_datasets
     from lmtune.models import Device

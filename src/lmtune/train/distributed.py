@@ -8,7 +8,7 @@ lmtune runs on the field's engines and adds no parallelism of its own:
                the Trainer and accelerate do the wrapping, sharding and gradient all-reduce.
     once       data is tokenized by the first rank of each machine and cached in the run directory;
                the other ranks read that cache (no race, no duplicated work).
-    rank 0     only global rank 0 writes run files (train.py asks `is_main_process()`).
+    rank 0     only global rank 0 writes run files (train/recipe.py asks `is_main_process()`).
 
 Why FSDP on CPU is an error, not a warning: transformers/accelerate silently run it as plain DDP
 (every rank holds the whole model), so a run that "worked" on CPU says nothing about the memory
