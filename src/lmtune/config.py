@@ -57,8 +57,8 @@ Float = Annotated[float, Strict(), BeforeValidator(_number)]
 Paths = Annotated[list[Str], BeforeValidator(lambda v: [v] if isinstance(v, str) else v)]   # one file or a list
 Auto = Annotated[str, Strict(), AfterValidator(_auto_word)]   # the one word a numeric field also takes
 Positive = Annotated[float, Strict(), Field(gt=0.0)]
-S = TypeVar("S")
-Section = Annotated[S, BeforeValidator(lambda v: {} if v is None else v)]   # `lora:` alone: the defaults
+_S = TypeVar("_S")
+Section = Annotated[_S, BeforeValidator(lambda v: {} if v is None else v)]   # `lora:` alone: the defaults
 Dtype = Literal["auto", "fp32", "bf16", "fp16"]
 STRICT = ConfigDict(extra="forbid", allow_inf_nan=False)
 
