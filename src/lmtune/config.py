@@ -98,7 +98,8 @@ class DataConfig:
     format: Literal["auto", "alpaca", "chat", "prompt_completion", "text"] = Field("auto", description="record format")
     template: Literal["auto", "alpaca", "chatml", "model"] = Field(
         "auto", description="prompt template: auto uses the model's chat template if it has one")
-    max_length: Int = Field(512, ge=8, description="longest sequence in tokens; longer examples are truncated (counted)")
+    max_length: Int = Field(512, ge=8,
+                            description="longest sequence in tokens; longer examples are truncated (counted)")
     packing: Bool = Field(True, description="pack several examples per row (TRL, best-fit decreasing)")
     train_on_prompt: Bool = Field(False, description="also compute the loss on prompt tokens")
     dedupe: Bool = Field(True, description="drop exact duplicate examples (count reported)")
