@@ -1,158 +1,187 @@
 """Typed run configuration: a YAML file plus `key.sub=value` overrides -> `Config`.
 
-Every field carries a one-line doc (shown by `lmtune config show --explain`) and, where it has one,
-its allowed choices or range. Validation happens in one place (`validate`) and reports every problem
-at once, each naming the key as the user typed it, what was given and what is allowed.
-This module imports only the standard library and PyYAML: it must stay cheap to import.
+Each section is a pydantic dataclass: a field's `Field(description=...)` is its one-line doc (shown
+by `lmtune config show --explain`), its type or `Literal` says what is allowed and `ge`/`gt`/`le`
+its range. pydantic checks every field at once; `_problems` turns its errors into one line per key,
+naming the key as the user typed it, what was given and what is allowed. They stay stdlib
+dataclasses (`dataclasses.asdict`/`replace` keep working), and `lmtune --help` does not import this
+module: only commands that read a config pay for pydantic.
 """
 
 from __future__ import annotations
 
 import dataclasses
 import difflib
-import math
+import functools
 import os
-import types
 import typing
-from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Annotated, Any, Literal, TypeVar
 
 import yaml
+from pydantic import AfterValidator, BeforeValidator, ConfigDict, Field, Strict, TypeAdapter, ValidationError
+from pydantic.dataclasses import dataclass
+from pydantic_core import PydanticCustomError
 
 from lmtune.errors import ConfigError
 
-METHODS = ("full", "lora", "qlora")
+Method = Literal["full", "lora", "qlora"]
+METHODS = typing.get_args(Method)
 # What `learning_rate: null` meant before `auto` (configs and runs written by older lmtune versions).
 DEFAULT_LR = {"full": 2e-5, "lora": 2e-4, "qlora": 2e-4}
 
 
-def _f(default: Any, doc: str, *, choices: tuple | None = None, min: float | None = None,
-       max: float | None = None, min_exclusive: bool = False) -> Any:
-    """A dataclass field with its doc, choices and range in metadata; a default of "auto" makes
-    "auto" the one word a numeric field accepts."""
-    meta = {"doc": doc, "choices": choices, "min": min, "max": max, "min_exclusive": min_exclusive,
-            "auto": default == "auto" and choices is None}
-    if isinstance(default, (list, dict)):
-        return field(default_factory=lambda d=default: type(d)(d), metadata=meta)
-    return field(default=default, metadata=meta)
+def _number(value: Any) -> Any:
+    """Integers and numeric strings (YAML 1.1 reads "2e-4" as a string) become floats."""
+    if isinstance(value, int) and not isinstance(value, bool):
+        return float(value)
+    if isinstance(value, str):
+        try:
+            return float(value)
+        except ValueError:
+            return value
+    return value
 
 
-@dataclass
+def _auto_word(value: str) -> str:
+    if value != "auto":
+        raise PydanticCustomError("not_auto", "expected a number or auto")
+    return value
+
+
+# Strict types: a YAML `yes`, `"16"` or `2.0` where true/false or an integer belongs is refused, not cast.
+Bool = Annotated[bool, Strict()]
+Int = Annotated[int, Strict()]
+Str = Annotated[str, Strict()]
+Float = Annotated[float, Strict(), BeforeValidator(_number)]
+Paths = Annotated[list[Str], BeforeValidator(lambda v: [v] if isinstance(v, str) else v)]   # one file or a list
+Auto = Annotated[str, Strict(), AfterValidator(_auto_word)]   # the one word a numeric field also takes
+Positive = Annotated[float, Strict(), Field(gt=0.0)]
+_S = TypeVar("_S")
+Section = Annotated[_S, BeforeValidator(lambda v: {} if v is None else v)]   # `lora:` alone: the defaults
+Dtype = Literal["auto", "fp32", "bf16", "fp16"]
+STRICT = ConfigDict(extra="forbid", allow_inf_nan=False)
+
+
+@dataclass(config=STRICT)
 class ModelConfig:
-    name_or_path: str = _f("tiny", "Hub id, local directory, or 'tiny' (the embedded base)")
-    revision: str | None = _f(None, "Hub revision (branch, tag or commit) to load")
-    dtype: str = _f("auto", "weights dtype: auto picks bf16/fp16 on GPU, fp32 on CPU",
-                    choices=("auto", "fp32", "bf16", "fp16"))
-    trust_remote_code: bool = _f(False, "run Python code shipped with the model (only if you trust it)")
-    allow_pickle: bool = _f(False, "allow loading pickle weights (.bin/.pt); safetensors otherwise")
-    attn_implementation: str | None = _f(None, "attention kernel: sdpa, eager, flash_attention_2")
+    name_or_path: Str = Field("tiny", description="Hub id, local directory, or 'tiny' (the embedded base)")
+    revision: Str | None = Field(None, description="Hub revision (branch, tag or commit) to load")
+    dtype: Dtype = Field("auto", description="weights dtype: auto picks bf16/fp16 on GPU, fp32 on CPU")
+    trust_remote_code: Bool = Field(False, description="run Python code shipped with the model (only if you trust it)")
+    allow_pickle: Bool = Field(False, description="allow loading pickle weights (.bin/.pt); safetensors otherwise")
+    attn_implementation: Str | None = Field(None, description="attention kernel: sdpa, eager, flash_attention_2")
 
 
-@dataclass
+@dataclass(config=STRICT)
 class ReplayConfig:
-    ratio: float = _f(0.0, "general examples mixed into the training split per training example "
-                           "(0.25: one for every four); never into validation or test. 0: off",
-                      min=0.0, max=10.0)
-    source: str = _f("general", "general (bundled general text, not the forgetting probe), self (the base "
-                                "model's own greedy answers to bundled general prompts, generated before "
-                                "training), or a file of examples in any training format")
-    max_new_tokens: int = _f(96, "source self: tokens generated per answer", min=1)
+    ratio: Float = Field(0.0, ge=0.0, le=10.0, description="general examples mixed into the training split per "
+                         "training example (0.25: one for every four); never into validation or test. 0: off")
+    source: Str = Field("general", description="general (bundled general text, not the forgetting probe), self (the "
+                        "base model's own greedy answers to bundled general prompts, generated before training), or "
+                        "a file of examples in any training format")
+    max_new_tokens: Int = Field(96, ge=1, description="source self: tokens generated per answer")
 
 
-@dataclass
+@dataclass(config=STRICT)
 class DataConfig:
-    task: str | None = _f(None, "bundled task (sql, json): fills train/validation/test and the metric",
-                          choices=(None, "sql", "json"))
-    train: list[str] = _f([], "training files or directories (jsonl, json, csv, parquet)")
-    validation: list[str] = _f([], "validation files; empty -> split val_split off train")
-    test: list[str] = _f([], "test files for generation metrics in `lmtune eval`")
-    val_split: float = _f(0.05, "share of train held out for validation when no file is given",
-                          min=0.0, max=0.5)
-    test_size: int | None = _f(None, "examples of train held out as the test split when there is no "
-                                     "data.test and no data.task (None: 10%, 20..200; 0: none)", min=0)
-    format: str = _f("auto", "record format", choices=("auto", "alpaca", "chat", "prompt_completion", "text"))
-    template: str = _f("auto", "prompt template: auto uses the model's chat template if it has one",
-                       choices=("auto", "alpaca", "chatml", "model"))
-    max_length: int = _f(512, "longest sequence in tokens; longer examples are truncated (counted)", min=8)
-    packing: bool = _f(True, "pack several examples per row (TRL, best-fit decreasing)")
-    train_on_prompt: bool = _f(False, "also compute the loss on prompt tokens")
-    dedupe: bool = _f(True, "drop exact duplicate examples (count reported)")
-    system_prompt: str | None = _f(None, "system message added to every example without one")
-    seed: int = _f(42, "seed for the train/validation split", min=0)
-    cache: bool = _f(True, "reuse prepared (tokenized) data from lmtune's cache when the data files, tokenizer, "
-                           "template and data settings are unchanged (README: the data cache)")
-    replay: ReplayConfig = field(default_factory=ReplayConfig)
+    task: Literal[None, "sql", "json"] = Field(
+        None, description="bundled task (sql, json): fills train/validation/test and the metric")
+    train: Paths = Field(default_factory=list, description="training files or directories (jsonl, json, csv, parquet)")
+    validation: Paths = Field(default_factory=list, description="validation files; empty -> split val_split off train")
+    test: Paths = Field(default_factory=list, description="test files for generation metrics in `lmtune eval`")
+    val_split: Float = Field(0.05, ge=0.0, le=0.5,
+                             description="share of train held out for validation when no file is given")
+    test_size: Annotated[Int, Field(ge=0)] | None = Field(
+        None, description="examples of train held out as the test split when there is no data.test and no "
+                          "data.task (None: 10%, 20..200; 0: none)")
+    format: Literal["auto", "alpaca", "chat", "prompt_completion", "text"] = Field("auto", description="record format")
+    template: Literal["auto", "alpaca", "chatml", "model"] = Field(
+        "auto", description="prompt template: auto uses the model's chat template if it has one")
+    max_length: Int = Field(512, ge=8,
+                            description="longest sequence in tokens; longer examples are truncated (counted)")
+    packing: Bool = Field(True, description="pack several examples per row (TRL, best-fit decreasing)")
+    train_on_prompt: Bool = Field(False, description="also compute the loss on prompt tokens")
+    dedupe: Bool = Field(True, description="drop exact duplicate examples (count reported)")
+    system_prompt: Str | None = Field(None, description="system message added to every example without one")
+    seed: Int = Field(42, ge=0, description="seed for the train/validation split")
+    cache: Bool = Field(True, description="reuse prepared (tokenized) data from lmtune's cache when the data files, "
+                        "tokenizer, template and data settings are unchanged (README: the data cache)")
+    replay: Section[ReplayConfig] = Field(default_factory=ReplayConfig)
 
 
-@dataclass
+@dataclass(config=STRICT)
 class LoraConfig:
-    r: int = _f(16, "LoRA rank", min=1)
-    alpha: int = _f(32, "LoRA alpha (scaling = alpha / r; rule of thumb 2 x r)", min=1)
-    dropout: float = _f(0.05, "dropout on the LoRA path", min=0.0, max=0.9)
-    target_modules: list[str] | str = _f("all-linear", "module names, or all-linear")
-    bias: str = _f("none", "which biases to train", choices=("none", "all", "lora_only"))
-    use_dora: bool = _f(False, "weight-decomposed LoRA (DoRA)")
-    use_rslora: bool = _f(False, "rank-stabilised scaling alpha/sqrt(r)")
+    r: Int = Field(16, ge=1, description="LoRA rank")
+    alpha: Int = Field(32, ge=1, description="LoRA alpha (scaling = alpha / r; rule of thumb 2 x r)")
+    dropout: Float = Field(0.05, ge=0.0, le=0.9, description="dropout on the LoRA path")
+    target_modules: list[Str] | Str = Field("all-linear", description="module names, or all-linear")
+    bias: Literal["none", "all", "lora_only"] = Field("none", description="which biases to train")
+    use_dora: Bool = Field(False, description="weight-decomposed LoRA (DoRA)")
+    use_rslora: Bool = Field(False, description="rank-stabilised scaling alpha/sqrt(r)")
 
 
-@dataclass
+@dataclass(config=STRICT)
 class QuantConfig:
-    type: str = _f("nf4", "4-bit data type", choices=("nf4", "fp4"))
-    double_quant: bool = _f(True, "also quantize the quantization constants (saves ~0.4 bit/param)")
-    compute_dtype: str = _f("auto", "matmul dtype: auto = bf16 on bf16 GPUs, fp16 on older, fp32 on CPU",
-                            choices=("auto", "fp32", "bf16", "fp16"))
+    type: Literal["nf4", "fp4"] = Field("nf4", description="4-bit data type")
+    double_quant: Bool = Field(True, description="also quantize the quantization constants (saves ~0.4 bit/param)")
+    compute_dtype: Dtype = Field("auto", description="matmul dtype: auto = bf16 on bf16 GPUs, fp16 on older, "
+                                                     "fp32 on CPU")
 
 
-@dataclass
+@dataclass(config=STRICT)
 class TrainConfig:
-    epochs: float | str = _f("auto", "passes over the training data; auto: from the example count with "
-                                     "a floor on optimizer steps (lmtune/train/hparams.py)",
-                             min=0.0, min_exclusive=True)
-    max_steps: int = _f(-1, "stop after this many optimizer steps (-1: use epochs)", min=-1)
-    learning_rate: float | str | None = _f("auto", "peak LR; auto: from the method and the model's width "
-                                                   "(lmtune/train/hparams.py; 2e-4 for LoRA at 7-8B)",
-                                           min=0.0, min_exclusive=True)
-    batch_size: int | None = _f(None, "examples (or packed rows) per device per micro-batch; None: 1 on "
-                                      "CPU (measured fastest, half the memory), 4 on GPUs", min=1)
-    grad_accum: int = _f(4, "micro-batches per optimizer step", min=1)
-    rows_per_step: int | None = _f(None, "examples (or packed rows) per optimizer step over all processes; "
-                                         "when set, grad_accum is derived from it (rows_per_step / "
-                                         "(batch_size x processes)), so the step stays the same whatever "
-                                         "distributed.nproc resolves to", min=1)
-    eval_batch_size: int = _f(8, "batch size for evaluation", min=1)
-    warmup_ratio: float = _f(0.1, "share of steps spent warming up the LR", min=0.0, max=1.0)
-    warmup_steps: int = _f(0, "warmup steps (overrides warmup_ratio when > 0)", min=0)
-    scheduler: str = _f("cosine", "LR schedule",
-                        choices=("cosine", "linear", "constant", "constant_with_warmup", "cosine_with_restarts"))
-    weight_decay: float = _f(0.0, "AdamW weight decay", min=0.0)
-    max_grad_norm: float = _f(1.0, "gradient clipping norm (0 disables)", min=0.0)
-    optimizer: str = _f("auto", "auto = adamw_torch, paged_adamw_8bit for qlora on CUDA",
-                        choices=("auto", "adamw_torch", "adamw_torch_fused", "adamw_8bit",
-                                 "paged_adamw_8bit", "paged_adamw_32bit", "sgd", "adafactor"))
-    precision: str = _f("auto", "auto = bf16 where supported, fp16 on older GPUs, fp32 on CPU",
-                        choices=("auto", "fp32", "bf16", "fp16"))
-    gradient_checkpointing: bool = _f(False, "recompute activations in backward to save memory")
-    logging_steps: int = _f(5, "log loss/LR every N optimizer steps", min=1)
-    eval_steps: int | None = _f(None, "evaluate every N steps (None: once per epoch)", min=1)
-    save_steps: int | None = _f(None, "checkpoint every N steps (None: once per epoch)", min=1)
-    save_total_limit: int = _f(2, "checkpoints kept on disk (the best is always kept)", min=1)
-    load_best: bool = _f(True, "end with the checkpoint of lowest validation loss")
-    early_stopping_patience: int | None = _f(None, "stop after N evaluations without improvement", min=1)
-    seed: int = _f(42, "seed for initialisation, shuffling and dropout", min=0)
-    threads: int | None = _f(None, "CPU threads for torch per process (None: 1 for models with hidden size "
-                                   "under 1024 under passive OpenMP waiting, else torch's choice; "
-                                   "OMP_NUM_THREADS wins; lmtune/train/cpu_tuning.py)", min=1)
-    lm_head: str = _f("auto", "how the loss runs the LM head: label_logits (the model's own head and "
-                              "cross-entropy, only where a label is set: faster on CPU), fused "
-                              "(TRL's chunked kernel: never holds full-vocabulary logits, logs entropy); "
-                              "auto: label_logits on CPU, fused on GPUs",
-                      choices=("auto", "label_logits", "fused"))
-    keep_freed_memory: bool = _f(True, "CPU: keep memory torch frees for reuse instead of returning it to "
-                                       "the OS each step (faster steps, higher peak RSS; glibc only)")
-    omp_wait_policy: str = _f("passive", "OpenMP threads waiting for work: passive (sleep; safe when other "
-                                         "jobs share the cores) or active (spin); OMP_WAIT_POLICY wins",
-                              choices=("passive", "active"))
+    epochs: Annotated[Positive | Auto, BeforeValidator(_number)] = Field(
+        "auto", description="passes over the training data; auto: from the example count with a floor on "
+                            "optimizer steps (lmtune/train/hparams.py)")
+    max_steps: Int = Field(-1, ge=-1, description="stop after this many optimizer steps (-1: use epochs)")
+    learning_rate: Annotated[Positive | Auto | None, BeforeValidator(_number)] = Field(
+        "auto", description="peak LR; auto: from the method and the model's width (lmtune/train/hparams.py; 2e-4 for "
+                            "LoRA at 7-8B)")
+    batch_size: Annotated[Int, Field(ge=1)] | None = Field(
+        None, description="examples (or packed rows) per device per micro-batch; None: 1 on CPU (measured "
+                          "fastest, half the memory), 4 on GPUs")
+    grad_accum: Int = Field(4, ge=1, description="micro-batches per optimizer step")
+    rows_per_step: Annotated[Int, Field(ge=1)] | None = Field(
+        None, description="examples (or packed rows) per optimizer step over all processes; when set, grad_accum "
+                          "is derived from it (rows_per_step / (batch_size x processes)), so the step stays the "
+                          "same whatever distributed.nproc resolves to")
+    eval_batch_size: Int = Field(8, ge=1, description="batch size for evaluation")
+    warmup_ratio: Float = Field(0.1, ge=0.0, le=1.0, description="share of steps spent warming up the LR")
+    warmup_steps: Int = Field(0, ge=0, description="warmup steps (overrides warmup_ratio when > 0)")
+    scheduler: Literal["cosine", "linear", "constant", "constant_with_warmup", "cosine_with_restarts"] = Field(
+        "cosine", description="LR schedule")
+    weight_decay: Float = Field(0.0, ge=0.0, description="AdamW weight decay")
+    max_grad_norm: Float = Field(1.0, ge=0.0, description="gradient clipping norm (0 disables)")
+    optimizer: Literal["auto", "adamw_torch", "adamw_torch_fused", "adamw_8bit", "paged_adamw_8bit",
+                       "paged_adamw_32bit", "sgd", "adafactor"] = Field(
+        "auto", description="auto = adamw_torch, paged_adamw_8bit for qlora on CUDA")
+    precision: Dtype = Field("auto", description="auto = bf16 where supported, fp16 on older GPUs, fp32 on CPU")
+    gradient_checkpointing: Bool = Field(False, description="recompute activations in backward to save memory")
+    logging_steps: Int = Field(5, ge=1, description="log loss/LR every N optimizer steps")
+    eval_steps: Annotated[Int, Field(ge=1)] | None = Field(
+        None, description="evaluate every N steps (None: once per epoch)")
+    save_steps: Annotated[Int, Field(ge=1)] | None = Field(
+        None, description="checkpoint every N steps (None: once per epoch)")
+    save_total_limit: Int = Field(2, ge=1, description="checkpoints kept on disk (the best is always kept)")
+    load_best: Bool = Field(True, description="end with the checkpoint of lowest validation loss")
+    early_stopping_patience: Annotated[Int, Field(ge=1)] | None = Field(
+        None, description="stop after N evaluations without improvement")
+    seed: Int = Field(42, ge=0, description="seed for initialisation, shuffling and dropout")
+    threads: Annotated[Int, Field(ge=1)] | None = Field(
+        None, description="CPU threads for torch per process (None: 1 for models with hidden size under 1024 "
+                          "under passive OpenMP waiting, else torch's choice; OMP_NUM_THREADS wins; "
+                          "lmtune/train/cpu_tuning.py)")
+    lm_head: Literal["auto", "label_logits", "fused"] = Field(
+        "auto", description="how the loss runs the LM head: label_logits (the model's own head and "
+                            "cross-entropy, only where a label is set: faster on CPU), fused (TRL's chunked "
+                            "kernel: never holds full-vocabulary logits, logs entropy); auto: label_logits on "
+                            "CPU, fused on GPUs")
+    keep_freed_memory: Bool = Field(True, description="CPU: keep memory torch frees for reuse instead of returning "
+                                    "it to the OS each step (faster steps, higher peak RSS; glibc only)")
+    omp_wait_policy: Literal["passive", "active"] = Field(
+        "passive", description="OpenMP threads waiting for work: passive (sleep; safe when other jobs share the "
+                               "cores) or active (spin); OMP_WAIT_POLICY wins")
 
     def lm_head_for(self, device_kind: str) -> str:
         """lm_head, or its default for the device: GPUs keep TRL's memory-saving fused head."""
@@ -165,50 +194,56 @@ class TrainConfig:
         half the peak RSS (benchmarks/README.md); GPUs want wider batches."""
         return self.batch_size or (1 if device_kind == "cpu" else 4)
 
-@dataclass
+
+@dataclass(config=STRICT)
 class EvalConfig:
-    after_train: bool = _f(True, "at the end of train: validation loss, task metrics base vs tuned, forgetting")
-    max_new_tokens: int = _f(128, "tokens generated per test prompt", min=1)
-    num_samples: int | None = _f(None, "score only the first N test examples (None: all)", min=1)
-    few_shot: int = _f(0, "solved training examples shown before each test prompt (0: zero-shot)", min=0)
-    forgetting_check: bool = _f(True, "perplexity on general text before vs after training")
-    forgetting_warn: float = _f(1.5, "perplexity ratio after/before above which to warn", min=1.0)
-    forgetting_fail: float = _f(3.0, "perplexity ratio above which the model has forgotten", min=1.0)
+    after_train: Bool = Field(True, description="at the end of train: validation loss, task metrics base vs tuned, "
+                                                "forgetting")
+    max_new_tokens: Int = Field(128, ge=1, description="tokens generated per test prompt")
+    num_samples: Annotated[Int, Field(ge=1)] | None = Field(
+        None, description="score only the first N test examples (None: all)")
+    few_shot: Int = Field(0, ge=0, description="solved training examples shown before each test prompt "
+                                               "(0: zero-shot)")
+    forgetting_check: Bool = Field(True, description="perplexity on general text before vs after training")
+    forgetting_warn: Float = Field(1.5, ge=1.0, description="perplexity ratio after/before above which to warn")
+    forgetting_fail: Float = Field(3.0, ge=1.0, description="perplexity ratio above which the model has forgotten")
 
 
-@dataclass
+@dataclass(config=STRICT)
 class DistributedConfig:
-    backend: str = _f("none", "none (one process), ddp, fsdp or deepspeed",
-                      choices=("none", "ddp", "fsdp", "deepspeed"))
-    nproc: int | str = _f(1, "processes per machine (GPUs, or CPU workers for ddp); auto: one per GPU, "
-                             "else one single-threaded worker per core for models below hidden size 1024 "
-                             "(else 1), as many as divide train.rows_per_step", min=1)
-    nnodes: int = _f(1, "number of machines", min=1)
-    node_rank: int = _f(0, "this machine's rank among nnodes", min=0)
-    master_addr: str = _f("127.0.0.1", "address of the rank-0 machine")
-    master_port: int = _f(29500, "port on the rank-0 machine", min=1, max=65535)
-    deepspeed_config: str | None = _f(None, "DeepSpeed JSON (default: shipped ZeRO-2 for deepspeed)")
-    fsdp: str = _f("full_shard auto_wrap", "FSDP options passed to the Trainer")
+    backend: Literal["none", "ddp", "fsdp", "deepspeed"] = Field(
+        "none", description="none (one process), ddp, fsdp or deepspeed")
+    # a string other than auto is refused in _check_cross, with the message that names both
+    nproc: Annotated[Int, Field(ge=1)] | Str = Field(
+        1, description="processes per machine (GPUs, or CPU workers for ddp); auto: one per GPU, else one "
+                       "single-threaded worker per core for models below hidden size 1024 (else 1), as many as "
+                       "divide train.rows_per_step")
+    nnodes: Int = Field(1, ge=1, description="number of machines")
+    node_rank: Int = Field(0, ge=0, description="this machine's rank among nnodes")
+    master_addr: Str = Field("127.0.0.1", description="address of the rank-0 machine")
+    master_port: Int = Field(29500, ge=1, le=65535, description="port on the rank-0 machine")
+    deepspeed_config: Str | None = Field(None, description="DeepSpeed JSON (default: shipped ZeRO-2 for deepspeed)")
+    fsdp: Str = Field("full_shard auto_wrap", description="FSDP options passed to the Trainer")
 
 
-@dataclass
+@dataclass(config=STRICT)
 class OutputConfig:
-    dir: str = _f("runs/latest", "run directory")
-    overwrite: bool = _f(False, "replace a non-empty run directory")
-    report: bool = _f(True, "write report.html at the end of training")
+    dir: Str = Field("runs/latest", description="run directory")
+    overwrite: Bool = Field(False, description="replace a non-empty run directory")
+    report: Bool = Field(True, description="write report.html at the end of training")
 
 
-@dataclass
+@dataclass(config=STRICT)
 class Config:
-    model: ModelConfig = field(default_factory=ModelConfig)
-    data: DataConfig = field(default_factory=DataConfig)
-    method: str = _f("lora", "full | lora | qlora", choices=METHODS)
-    lora: LoraConfig = field(default_factory=LoraConfig)
-    quant: QuantConfig = field(default_factory=QuantConfig)
-    train: TrainConfig = field(default_factory=TrainConfig)
-    eval: EvalConfig = field(default_factory=EvalConfig)
-    distributed: DistributedConfig = field(default_factory=DistributedConfig)
-    output: OutputConfig = field(default_factory=OutputConfig)
+    model: Section[ModelConfig] = Field(default_factory=ModelConfig)
+    data: Section[DataConfig] = Field(default_factory=DataConfig)
+    method: Method = Field("lora", description="full | lora | qlora")
+    lora: Section[LoraConfig] = Field(default_factory=LoraConfig)
+    quant: Section[QuantConfig] = Field(default_factory=QuantConfig)
+    train: Section[TrainConfig] = Field(default_factory=TrainConfig)
+    eval: Section[EvalConfig] = Field(default_factory=EvalConfig)
+    distributed: Section[DistributedConfig] = Field(default_factory=DistributedConfig)
+    output: Section[OutputConfig] = Field(default_factory=OutputConfig)
     source = None  # the YAML file it was read from (not a field: not saved, not validated)
 
     @property
@@ -228,13 +263,18 @@ class Config:
         return yaml.safe_dump(self.to_dict(), sort_keys=False, default_flow_style=False)
 
 
-# ---------------------------------------------------------------- parsing and validation
+# ---------------------------------------------------------------- pydantic's errors -> one line per key
+
+_BOUNDS = {"greater_than_equal": ("ge", ">="), "greater_than": ("gt", ">"), "less_than_equal": ("le", "<=")}
+
 
 def _is_section(tp: Any) -> bool:
     return isinstance(tp, type) and dataclasses.is_dataclass(tp)
 
 
+@functools.cache
 def _hints(cls: type) -> dict[str, Any]:
+    """Field types without their pydantic annotations: `float | str | None`, `Literal[...]`, a section."""
     return typing.get_type_hints(cls)
 
 
@@ -242,72 +282,12 @@ def _type_name(tp: Any) -> str:
     names = {bool: "true/false", int: "an integer", float: "a number", str: "a string"}
     if tp in names:
         return names[tp]
-    args = [a for a in typing.get_args(tp) if a is not type(None)]
     if typing.get_origin(tp) is list:
         return "a list of strings"
+    if typing.get_origin(tp) is Literal:
+        return _type_name(str)
+    args = [a for a in typing.get_args(tp) if a is not type(None)]
     return " or ".join(_type_name(a) for a in args) if args else str(tp)
-
-
-def _coerce(value: Any, tp: Any) -> tuple[bool, Any]:
-    """Return (ok, value) with `value` converted to `tp` where that is lossless."""
-    origin = typing.get_origin(tp)
-    if origin in (typing.Union, types.UnionType):
-        if value is None and type(None) in typing.get_args(tp):
-            return True, None
-        # Scalar members first, so "all-linear" stays a string in `list[str] | str`.
-        members = sorted((a for a in typing.get_args(tp) if a is not type(None)),
-                         key=lambda a: typing.get_origin(a) is list)
-        for arg in members:
-            ok, out = _coerce(value, arg)
-            if ok:
-                return True, out
-        return False, value
-    if origin is list:
-        if isinstance(value, str):
-            return True, [value]
-        if isinstance(value, list) and all(isinstance(v, str) for v in value):
-            return True, list(value)
-        return False, value
-    if tp is bool:
-        return isinstance(value, bool), value
-    if tp is int:
-        ok = isinstance(value, int) and not isinstance(value, bool)
-        return ok, value
-    if tp is float:
-        if isinstance(value, (int, float)) and not isinstance(value, bool):
-            return True, float(value)
-        if isinstance(value, str):  # YAML 1.1 reads "2e-4" as a string
-            try:
-                return True, float(value)
-            except ValueError:
-                return False, value
-        return False, value
-    if tp is str:
-        return isinstance(value, str), value
-    return True, value
-
-
-def _check_range(key: str, value: Any, meta: dict, problems: list[str]) -> None:
-    if meta.get("auto") and isinstance(value, str):   # a number, or the word auto (lmtune/train/hparams.py)
-        if value != "auto":
-            problems.append(f"{key}: got {value!r} (str), expected a number or auto")
-        return
-    choices = meta.get("choices")
-    if choices is not None and value not in choices:
-        allowed = ", ".join("null" if c is None else str(c) for c in choices)
-        problems.append(f"{key}: got {value!r}, allowed: {allowed}")
-        return
-    if not isinstance(value, (int, float)) or isinstance(value, bool):
-        return
-    if not math.isfinite(value):  # NaN compares false with every bound, inf passes a lone min
-        problems.append(f"{key}: got {value!r}, must be a finite number")
-        return
-    lo, hi = meta.get("min"), meta.get("max")
-    if lo is not None and (value < lo or (meta.get("min_exclusive") and value == lo)):
-        op = ">" if meta.get("min_exclusive") else ">="
-        problems.append(f"{key}: got {value!r}, must be {op} {lo}")
-    elif hi is not None and value > hi:
-        problems.append(f"{key}: got {value!r}, must be <= {hi}")
 
 
 def _unknown(key: str, allowed: list[str]) -> str:
@@ -320,32 +300,59 @@ def _unknown(key: str, allowed: list[str]) -> str:
     return f"{key}: unknown key{hint}; allowed: {', '.join(allowed)}"
 
 
-def _build(cls: type, raw: Any, prefix: str, problems: list[str]) -> Any:
-    """Build dataclass `cls` from a mapping, appending a message per problem."""
-    if raw is None:
-        raw = {}
-    if not isinstance(raw, dict):
-        problems.append(f"{prefix.rstrip('.') or 'config'}: expected a mapping of keys, got {raw!r}")
-        return cls()
-    hints = _hints(cls)
-    fields = {f.name: f for f in dataclasses.fields(cls)}
-    kwargs: dict[str, Any] = {}
+def _locate(loc: tuple, raw: dict) -> tuple[str, type, Any, Any]:
+    """The key an error is about, as the user typed it: (dotted key, its section, its type hint
+    (None for an unknown key), the value given)."""
+    cls, parts, value = Config, [], raw
+    for part in loc:
+        parts.append(str(part))
+        value = value.get(part) if isinstance(value, dict) else None
+        tp = _hints(cls).get(part) if isinstance(part, str) else None
+        if tp is None or not _is_section(tp):
+            break
+        cls = tp
+    return ".".join(parts), cls, tp, value
+
+
+def _message(key: str, section: type, tp: Any, value: Any, errors: list[dict]) -> str:
+    """One line for one key, from all of pydantic's errors about it (a union reports one per member)."""
+    if tp is None:
+        return _unknown(key, list(_hints(section)))
+    if _is_section(tp):
+        return f"{key}: expected a mapping of keys, got {value!r}"
+    kinds = {e["type"]: e for e in errors}
+    if "finite_number" in kinds:  # NaN compares false with every bound, inf passes a lone min
+        return f"{key}: got {kinds['finite_number']['input']!r}, must be a finite number"
+    bound = next((e for e in errors if e["type"] in _BOUNDS), None)
+    if bound:
+        name, op = _BOUNDS[bound["type"]]
+        return f"{key}: got {bound['input']!r}, must be {op} {bound['ctx'][name]}"
+    if "not_auto" in kinds:
+        return f"{key}: got {value!r} (str), expected a number or auto"
+    if "literal_error" in kinds and isinstance(value, str):
+        allowed = ", ".join("null" if c is None else str(c) for c in typing.get_args(tp))
+        return f"{key}: got {value!r}, allowed: {allowed}"
+    return f"{key}: got {value!r} ({type(value).__name__}), expected {_type_name(tp)}"
+
+
+def _key_order(raw: dict, prefix: str = "") -> list[str]:
+    """Every dotted key of `raw`, in the order the user wrote them."""
+    keys = []
     for key, value in raw.items():
-        full = f"{prefix}{key}"
-        if key not in fields:
-            problems.append(_unknown(full, list(fields)))
-            continue
-        tp = hints[key]
-        if _is_section(tp):
-            kwargs[key] = _build(tp, value, f"{full}.", problems)
-            continue
-        ok, out = _coerce(value, tp)
-        if not ok:
-            problems.append(f"{full}: got {value!r} ({type(value).__name__}), expected {_type_name(tp)}")
-            continue
-        _check_range(full, out, dict(fields[key].metadata), problems)
-        kwargs[key] = out
-    return cls(**kwargs)
+        keys.append(f"{prefix}{key}")
+        if isinstance(value, dict):
+            keys += _key_order(value, f"{prefix}{key}.")
+    return keys
+
+
+def _problems(exc: ValidationError, raw: dict) -> list[str]:
+    """One message per key in the order the keys were written (pydantic sorts by field)."""
+    by_key: dict[str, tuple[type, Any, Any, list[dict]]] = {}
+    for err in exc.errors():
+        key, section, tp, value = _locate(err["loc"], raw)
+        by_key.setdefault(key, (section, tp, value, []))[3].append(err)
+    order = {k: i for i, k in enumerate(_key_order(raw))}
+    return [_message(key, *found) for key, found in sorted(by_key.items(), key=lambda kv: order.get(kv[0], 0))]
 
 
 def _check_cross(cfg: Config, problems: list[str]) -> None:
@@ -431,11 +438,22 @@ def read_yaml(path: str | Path) -> dict[str, Any]:
     return raw
 
 
+@functools.cache
+def _validator() -> TypeAdapter:
+    return TypeAdapter(Config)
+
+
 def from_dict(raw: dict[str, Any], source: str = "config") -> Config:
     problems: list[str] = []
-    cfg = _build(Config, raw, "", problems)
-    if not problems:
-        _check_cross(cfg, problems)
+    if not isinstance(raw, dict):
+        problems.append(f"config: expected a mapping of keys, got {raw!r}")
+    else:
+        try:
+            cfg = _validator().validate_python(raw)
+        except ValidationError as exc:
+            problems = _problems(exc, raw)
+        if not problems:
+            _check_cross(cfg, problems)
     if problems:
         n = len(problems)
         raise ConfigError(f"{source}: {n} problem{'s' if n > 1 else ''} in the configuration", problems)
@@ -475,13 +493,12 @@ def load_config(path: str | Path | None = None, overrides: list[str] | None = No
 
 
 def explain(cls: type = Config, prefix: str = "") -> list[tuple[str, str, str]]:
-    """(key, default, doc) for every field, for help texts and docs."""
+    """(key, default, doc) for every field, for help texts and docs: the docs are the fields' descriptions."""
     rows = []
-    for f in dataclasses.fields(cls):
-        tp = _hints(cls)[f.name]
+    for name, info in cls.__pydantic_fields__.items():
+        tp = _hints(cls)[name]
         if _is_section(tp):
-            rows += explain(tp, f"{prefix}{f.name}.")
+            rows += explain(tp, f"{prefix}{name}.")
             continue
-        default = f.default if f.default is not dataclasses.MISSING else f.default_factory()
-        rows.append((f"{prefix}{f.name}", repr(default), f.metadata.get("doc", "")))
+        rows.append((f"{prefix}{name}", repr(info.get_default(call_default_factory=True)), info.description or ""))
     return rows
