@@ -81,7 +81,7 @@ class DataConfig:
     system_prompt: str | None = _f(None, "system message added to every example without one")
     seed: int = _f(42, "seed for the train/validation split", min=0)
     cache: bool = _f(True, "reuse prepared (tokenized) data from lmtune's cache when the data files, tokenizer, "
-                           "template and data settings are unchanged (README: the data cache)")
+                           "template and data settings are unchanged (docs/own-data.md: the data cache)")
     replay: ReplayConfig = field(default_factory=ReplayConfig)
 
 
