@@ -6,7 +6,7 @@ train's own after-train evaluation: exact match base vs tuned, and the forgettin
 
     python benchmarks/auto_hparams.py --out build/auto-study                  # everything (hours on CPU)
     python benchmarks/auto_hparams.py --out build/auto-study --tasks record,reverse --methods lora
-    python benchmarks/auto_hparams.py --out build/auto-study --table          # the README table
+    python benchmarks/auto_hparams.py --out build/auto-study --table          # the table in docs/hparams.md
     python benchmarks/auto_hparams.py --out build/auto-study --tasks glossary --methods full --probe 2e-4:10
 
 Results go to OUT/results.jsonl, one line per point; a point already there is skipped, so the

@@ -253,7 +253,7 @@ def predict(model_dir: Path, case: dict, device_kind: str) -> dict:
 
 
 def seed_figure(case: dict) -> str | None:
-    """The seed tutorial's 7B figures, for the README table (it gives none for small models)."""
+    """The seed tutorial's 7B figures, for the table in docs/estimate.md (it gives none for small models)."""
     return {"full": "~60-80 GB (7B)", "lora": "~22-26 GB (7B, r=16)", "qlora": "~7.5-9.5 GB (7B)"}.get(case["method"])
 
 

@@ -3,7 +3,7 @@ base: each run is the shipped preset (configs/tiny-sql-{full,lora,qlora}.yaml) i
 `lmtune train` process (so peak memory is each run's own), each ending with train's evaluation
 (task metric base vs tuned, forgetting check); then `lmtune compare`.
 
-    python benchmarks/eval_methods.py --out build/eval-methods                 # the README's numbers
+    python benchmarks/eval_methods.py --out build/eval-methods                 # docs/training.md's numbers
     python benchmarks/eval_methods.py --out /tmp/em --max-steps 20 --num-samples 40   # a quick look
     python benchmarks/eval_methods.py --out DIR --parallel 2 --threads 1      # two runs at a time
 
@@ -27,7 +27,7 @@ ROOT = Path(__file__).resolve().parent.parent
 PRESET = str(ROOT / "configs" / "tiny-sql-{}.yaml")
 
 # name -> (preset, overrides). "full-aggressive" is deliberately too much: 10x the full preset's
-# learning rate, held constant, for one epoch (already flagged; see the README).
+# learning rate, held constant, for one epoch (already flagged; see docs/training.md).
 # The LoRA preset trains with two DDP workers x grad_accum 4; the runs here are one process each
 # (two runs side by side with --parallel 2), with the same 8 packed rows per optimizer step.
 ONE = ["distributed.nproc=1", "train.grad_accum=8"]

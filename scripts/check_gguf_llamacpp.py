@@ -9,7 +9,7 @@ Prompts are rendered by the run's template and tokenized by transformers; llama.
 not the text, so a pre-tokenizer that llama.cpp does not know (the embedded base's) cannot blur the
 comparison of the weights. Both sides decode greedily for --max-tokens tokens without stopping.
 Prints one JSON line per quant: sequences identical, and tokens equal before the first difference.
-Results (README, Deploy): f32/f16 identical on every prompt; benchmarks/results/gguf_llamacpp.jsonl.
+Results (docs/deploy.md): f32/f16 identical on every prompt; benchmarks/results/gguf_llamacpp.jsonl.
 """
 
 from __future__ import annotations

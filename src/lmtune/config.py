@@ -106,7 +106,7 @@ class DataConfig:
     system_prompt: Str | None = Field(None, description="system message added to every example without one")
     seed: Int = Field(42, ge=0, description="seed for the train/validation split")
     cache: Bool = Field(True, description="reuse prepared (tokenized) data from lmtune's cache when the data files, "
-                        "tokenizer, template and data settings are unchanged (README: the data cache)")
+                        "tokenizer, template and data settings are unchanged (docs/own-data.md: the data cache)")
     replay: Section[ReplayConfig] = Field(default_factory=ReplayConfig)
 
 

@@ -197,7 +197,7 @@ def add_tokenizer(writer, model_dir: Path, cfg: dict, chat_template: str, stops:
 def guess_pre_tokenizer(model_dir: Path) -> str:
     """tokenizer.ggml.pre: 'gpt-2' for GPT-2's plain byte-level split, else 'default'. llama.cpp
     picks its pre-tokenizer regex by this name; a custom split (the embedded base has one) has no
-    name there, so llama.cpp may split some text differently (see README, Deploy)."""
+    name there, so llama.cpp may split some text differently (see docs/deploy.md)."""
     data = json.loads((model_dir / "tokenizer.json").read_text()) if (model_dir / "tokenizer.json").is_file() else {}
     pre = data.get("pre_tokenizer") or {}
     if pre.get("type") == "ByteLevel" and pre.get("use_regex", True):

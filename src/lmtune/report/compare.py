@@ -2,7 +2,7 @@
 
 Columns: method, trainable parameters, peak memory, train time, eval loss, the task's primary metric,
 that metric as a percentage of the full fine-tuning run's (the common "LoRA reaches 95-99% of
-full" claim, measured; README.md "Full vs LoRA vs QLoRA"), and the forgetting verdict. Reads only run-directory files (no torch).
+full" claim, measured; docs/training.md "Full vs LoRA vs QLoRA"), and the forgetting verdict. Reads only run-directory files (no torch).
 """
 
 from __future__ import annotations
