@@ -21,6 +21,7 @@ from starlette.exceptions import HTTPException
 from lmtune.generate import GenerationSettings
 from lmtune.serve.engine import Engine, Job
 from lmtune.serve.limits import DEFAULT_MAX_REQUEST_BYTES, BodyLimit
+from lmtune.serve.prompt import encode_untrusted
 from lmtune.serve.protocol import (APIError, ChatRequest, CompletionRequest, chat_messages, checked_text,
                                    stops_of)
 
@@ -119,13 +120,14 @@ def _served(engine: Engine, name: str):
 
 
 def _job(served, req, prompt, requested: int) -> Job:
-    """Render and tokenize the prompt as `lmtune generate` does; cap max_tokens by the context."""
+    """Render and tokenize the prompt as `lmtune generate` does (special-token text in contents
+    stays text: serve/prompt.py); cap max_tokens by the context."""
     from lmtune.data.templates import TemplateError
 
     if req.n != 1:
         raise APIError(400, f"n: only n=1 is supported, got {req.n}", "n")
     try:
-        ids = served.gen.encode(prompt)
+        ids = encode_untrusted(served.gen, prompt)
     except TemplateError as exc:
         raise APIError(400, f"{served.name}'s template cannot render this prompt: {exc}",
                        "messages" if isinstance(prompt, list) else "prompt") from None
