@@ -79,7 +79,7 @@ def create_app(engine: Engine, api_key: str | None = None, default_max_tokens: i
     @app.get("/health")
     async def health():
         return {"status": "ok", "models": sorted(engine.served), "generate_calls": engine.calls,
-                "requests": engine.rows}
+                "requests": engine.rows, "generating": engine.active, "steps": engine.steps}
 
     @app.get("/v1/models", dependencies=[Depends(check_key)])
     async def models():
@@ -150,7 +150,12 @@ def _usage(job: Job) -> dict:
 async def _respond(engine: Engine, job: Job, req, request: Request, chat: bool):
     loop = asyncio.get_running_loop()
     events: asyncio.Queue = asyncio.Queue()
-    job.callback = lambda text, finish, error: loop.call_soon_threadsafe(events.put_nowait, (text, finish, error))
+
+    def callback(text, finish, error):  # a plain answer waits for the end only
+        if req.stream or finish or error:
+            loop.call_soon_threadsafe(events.put_nowait, (text, finish, error))
+
+    job.callback = callback
     head = {"id": f"{'chatcmpl' if chat else 'cmpl'}-{uuid.uuid4().hex}", "created": int(time.time()),
             "model": job.model}
     engine.submit(job)
@@ -159,10 +164,10 @@ async def _respond(engine: Engine, job: Job, req, request: Request, chat: bool):
             try:
                 _, finish, error = await asyncio.wait_for(events.get(), DISCONNECT_POLL_S)
             except asyncio.TimeoutError:
-                if await request.is_disconnected():
-                    job.cancelled = True  # nobody waits for the answer: its row leaves at the next step
-                    return Response(status_code=499)
-                continue
+                finish = error = None
+            if not (finish or error) and await request.is_disconnected():
+                job.cancelled = True  # nobody waits for the answer: its row leaves at the next step
+                return Response(status_code=499)
             if error:
                 raise APIError(500, f"generation failed: {error}", kind="server_error")
             if finish:
