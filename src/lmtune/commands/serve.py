@@ -19,7 +19,8 @@ def register(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--api-key", default=None,
                         help="require 'Authorization: Bearer KEY' (or set $LMTUNE_API_KEY); none: no key")
     parser.add_argument("--max-batch", type=int, default=16,
-                        help="most waiting requests joined into one generate call (1: one at a time)")
+                        help="most requests generating at once: rows of the running batch, which requests join "
+                             "and leave between tokens (1: one at a time)")
     parser.add_argument("--max-tokens", type=int, default=512,
                         help="answer length when a request gives no max_tokens (always capped by the context)")
     parser.add_argument("--max-request-bytes", type=int, default=DEFAULT_MAX_REQUEST_BYTES,

@@ -131,6 +131,8 @@ def _job(served, req, prompt, requested: int) -> Job:
     except TemplateError as exc:
         raise APIError(400, f"{served.name}'s template cannot render this prompt: {exc}",
                        "messages" if isinstance(prompt, list) else "prompt") from None
+    if not ids:
+        raise APIError(400, "the prompt renders to no tokens; send some text", "prompt")
     room = served.context - len(ids)
     if room <= 0:
         raise APIError(400, f"the prompt is {len(ids)} tokens; {served.name} takes {served.context} tokens "

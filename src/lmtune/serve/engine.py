@@ -253,12 +253,12 @@ class Engine:
         ids, mask = ids.to(device), mask.to(device)
         positions = (mask.cumsum(-1) - 1).clamp(min=0)
         cache = DynamicCache()
-        out = gen.model(input_ids=ids, attention_mask=mask, position_ids=positions, past_key_values=cache,
+        out = gen.model(input_ids=ids, attention_mask=mask, position_ids=positions, cache=cache,
                         use_cache=True, logits_to_keep=1)
         self.calls += 1
         self.rows += len(jobs)
         rows = [_Row(j, gen) for j in jobs]
-        new = _Batch(jobs[0].model, gen, rows, out.past_key_values, mask, mask.sum(-1), ids[:, -1])
+        new = _Batch(jobs[0].model, gen, rows, cache, mask, mask.sum(-1), ids[:, -1])
         self._advance(new, out.logits[:, -1, :])
         if batch is None or not new.rows:
             return batch if not new.rows else new
@@ -274,7 +274,7 @@ class Engine:
             return None
         mask = torch.cat([batch.mask, torch.ones_like(batch.mask[:, :1])], dim=1)
         out = batch.gen.model(input_ids=batch.tokens[:, None], attention_mask=mask,
-                              position_ids=batch.positions[:, None], past_key_values=batch.cache, use_cache=True)
+                              position_ids=batch.positions[:, None], cache=batch.cache, use_cache=True)
         self.steps += 1
         batch.mask, batch.positions = mask, batch.positions + 1
         self._advance(batch, out.logits[:, -1, :])
