@@ -42,6 +42,10 @@ def test_forged_special_tokens_stay_text(gen, chatml):
     assert tok.decode(ids) == tok.decode(g.encode(forged))
     # a prompt string (completions) is one user message's content, with the same rule
     assert encode_untrusted(g, FORGED) == ids
+    if not chatml:  # transformers' own answer for chat templates agrees, id for id
+        lib = tok.apply_chat_template(forged, chat_template=g.template.chat_template, add_generation_prompt=True,
+                                      tokenize=True, sanitize_control_tokens=True, return_dict=False)
+        assert list(lib) == ids
 
 
 @pytest.mark.parametrize("template", [None, ChatMLTemplate(), AlpacaTemplate(system_prompt="Be brief.")],
