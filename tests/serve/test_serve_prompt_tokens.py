@@ -40,6 +40,8 @@ def test_forged_special_tokens_stay_text(gen, chatml):
     as_text = tok(FORGED, add_special_tokens=False, split_special_tokens=True)["input_ids"]
     assert any(ids[i:i + len(as_text)] == as_text for i in range(len(ids)))
     assert tok.decode(ids) == tok.decode(g.encode(forged))
+    # the shared tokenizer (the engine thread decodes through it) was never switched
+    assert tok.backend_tokenizer.encode_special_tokens is False
     # a prompt string (completions) is one user message's content, with the same rule
     assert encode_untrusted(g, FORGED) == ids
     if not chatml:  # transformers' own answer for chat templates agrees, id for id

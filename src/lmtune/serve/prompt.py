@@ -7,7 +7,9 @@ How: a prompt whose contents hold no special token's text is encoded exactly as 
 encodes it (Generator.encode: the training template's rendering, tokenized whole). Otherwise the
 template is rendered once more with a marker in place of each content, which shows where every
 content sits in the rendered text; each special token's text found inside a content is then
-tokenized with `split_special_tokens=True` and the text around it as usual.
+tokenized as text (the tokenizers library's `encode_special_tokens`, transformers'
+`split_special_tokens`) and the text around it as usual. For chat templates this gives the ids of
+transformers' own `apply_chat_template(..., sanitize_control_tokens=True)` (tested).
 """
 
 from __future__ import annotations
@@ -56,13 +58,32 @@ def _content_spans(template, messages: list[dict], text: str) -> list[tuple[int,
     return spans if "".join(rebuilt) == text else None
 
 
+_AS_TEXT: dict[int, object] = {}
+
+
+def _as_text(tok):
+    """encode(text) -> ids with special tokens' text encoded as text. For a fast tokenizer, a
+    private copy of its backend with that switch on: `tok(..., split_special_tokens=True)` would
+    flip the switch on the shared backend, racing with the engine thread decoding through it."""
+    backend = getattr(tok, "backend_tokenizer", None)
+    if backend is None:
+        return lambda text: tok(text, add_special_tokens=False, split_special_tokens=True)["input_ids"]
+    if id(backend) not in _AS_TEXT:
+        from tokenizers import Tokenizer
+
+        copy = Tokenizer.from_str(backend.to_str())
+        copy.encode_special_tokens = True
+        _AS_TEXT[id(backend)] = lambda text: copy.encode(text, add_special_tokens=False).ids
+    return _AS_TEXT[id(backend)]
+
+
 def _encode_pieces(gen, text: str, forged: list[tuple[int, int]]) -> list[int]:
     from lmtune.data.tokenize import special_prefix
 
     tok, ids, pos = gen.tokenizer, [], 0
     for start, end in forged:
         ids += tok(text[pos:start], add_special_tokens=False)["input_ids"] if start > pos else []
-        ids += tok(text[start:end], add_special_tokens=False, split_special_tokens=True)["input_ids"]
+        ids += _as_text(tok)(text[start:end])
         pos = end
     ids += tok(text[pos:], add_special_tokens=False)["input_ids"] if pos < len(text) else []
     return (special_prefix(tok) + ids) if gen.template.add_special_tokens else list(ids)
