@@ -123,3 +123,23 @@ def test_a_client_that_goes_away_stops_its_row(server, stream):
     s.close()
     after = _wait(url, "generating", 0)
     assert after["steps"] - before["steps"] < 500  # far from the 1000 it asked for
+
+
+def test_a_failing_step_answers_its_clients_with_a_500_and_the_engine_goes_on(server, monkeypatch):
+    model = server["gen"].model
+
+    def broken(*args, **kwargs):
+        raise RuntimeError("out of memory (injected)")
+
+    monkeypatch.setattr(model, "forward", broken)
+    c = _client(server["url"])
+    with pytest.raises(openai.InternalServerError) as err:
+        c.chat.completions.create(model="tiny", messages=[{"role": "user", "content": "hi"}], max_tokens=3)
+    assert err.value.body["type"] == "server_error" and "out of memory (injected)" in err.value.body["message"]
+    resp = requests.post(server["url"] + "/v1/completions", timeout=60, stream=True,
+                         json={"model": "tiny", "prompt": "hi", "max_tokens": 3, "stream": True})
+    events = [line[5:].strip() for line in resp.iter_lines(decode_unicode=True) if line.startswith("data:")]
+    assert json.loads(events[-2])["error"]["type"] == "server_error" and events[-1] == "[DONE]"
+    monkeypatch.undo()
+    assert c.completions.create(model="tiny", prompt="hi", max_tokens=3).choices[0].text is not None
+    assert _health(server["url"])["generating"] == 0
