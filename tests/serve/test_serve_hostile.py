@@ -172,12 +172,17 @@ def test_a_chunked_body_is_counted_and_refused_past_the_limit(server):
     assert took < 5.0
 
 
-def test_a_body_under_the_limit_is_served(server):
+def test_a_prompt_far_past_the_context_is_refused_before_tokenizing(server):
     c = openai.OpenAI(base_url=f"{server['url']}/v1", api_key="x", max_retries=0)
-    # ~100 KB of content: under the limit, past the context: the usual 400, not a 413
+    # 3 MB of content: under the body limit, far past the context: a 400 from a floor on its tokens
     with pytest.raises(openai.BadRequestError) as err:
-        c.completions.create(model="tiny", prompt="word " * 20_000, max_tokens=2)
-    assert err.value.body["code"] == "context_length_exceeded"
+        c.chat.completions.create(model="tiny", messages=[{"role": "user", "content": "word " * 600_000}],
+                                  max_tokens=2)
+    assert err.value.body["code"] == "context_length_exceeded" and "at least" in err.value.body["message"]
+    # just past the context: tokenized, and the exact count given
+    with pytest.raises(openai.BadRequestError) as err:
+        c.completions.create(model="tiny", prompt="word " * 1_100, max_tokens=2)
+    assert err.value.body["code"] == "context_length_exceeded" and "at least" not in err.value.body["message"]
 
 
 def test_serve_help_shows_the_body_limit(capsys):

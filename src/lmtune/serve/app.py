@@ -21,7 +21,7 @@ from starlette.exceptions import HTTPException
 from lmtune.generate import GenerationSettings
 from lmtune.serve.engine import Engine, Job
 from lmtune.serve.limits import DEFAULT_MAX_REQUEST_BYTES, BodyLimit
-from lmtune.serve.prompt import encode_untrusted
+from lmtune.serve.prompt import encode_untrusted, fewest_tokens
 from lmtune.serve.protocol import (APIError, ChatRequest, CompletionRequest, chat_messages, checked_text,
                                    stops_of)
 
@@ -126,18 +126,23 @@ def _job(served, req, prompt, requested: int) -> Job:
 
     if req.n != 1:
         raise APIError(400, f"n: only n=1 is supported, got {req.n}", "n")
+    param = "messages" if isinstance(prompt, list) else "prompt"
+    chars = len(prompt) if isinstance(prompt, str) else sum(len(m["content"]) for m in prompt)
+    floor = fewest_tokens(served.gen.tokenizer, chars)
+    if floor >= served.context:  # refused without spending seconds tokenizing megabytes
+        raise APIError(400, f"the prompt is at least {floor:,} tokens ({chars:,} characters); {served.name} "
+                            f"takes {served.context} tokens in all (prompt + answer); shorten the prompt",
+                       param, "context_length_exceeded")
     try:
         ids = encode_untrusted(served.gen, prompt)
     except TemplateError as exc:
-        raise APIError(400, f"{served.name}'s template cannot render this prompt: {exc}",
-                       "messages" if isinstance(prompt, list) else "prompt") from None
+        raise APIError(400, f"{served.name}'s template cannot render this prompt: {exc}", param) from None
     if not ids:
         raise APIError(400, "the prompt renders to no tokens; send some text", "prompt")
     room = served.context - len(ids)
     if room <= 0:
         raise APIError(400, f"the prompt is {len(ids)} tokens; {served.name} takes {served.context} tokens "
-                            "in all (prompt + answer); shorten the prompt",
-                       "messages" if isinstance(prompt, list) else "prompt", "context_length_exceeded")
+                            "in all (prompt + answer); shorten the prompt", param, "context_length_exceeded")
     greedy = not req.temperature
     settings = GenerationSettings(greedy=greedy, temperature=req.temperature or 1.0,
                                   top_p=req.top_p if req.top_p is not None else 1.0, seed=req.seed or 0)

@@ -59,6 +59,18 @@ def _content_spans(template, messages: list[dict], text: str) -> list[tuple[int,
 
 
 _AS_TEXT: dict[int, object] = {}
+_LONGEST: dict[int, int] = {}
+
+
+def fewest_tokens(tokenizer, chars: int) -> int:
+    """A floor on the number of tokens of a text of `chars` characters, known without tokenizing
+    it: no token covers more characters than the longest vocabulary entry (counted in characters,
+    or bytes for byte-level vocabularies, which is no less), halved for normalizers that drop
+    characters. Lets the server refuse a prompt far beyond the context at once."""
+    key = id(tokenizer)
+    if key not in _LONGEST:
+        _LONGEST[key] = max(len(t) for t in tokenizer.get_vocab())
+    return chars // (2 * _LONGEST[key])
 
 
 def _as_text(tok):
