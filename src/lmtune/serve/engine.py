@@ -205,7 +205,7 @@ class Engine:
                     if batch is not None:
                         batch = self._step(batch)
                 except Exception as exc:  # an internal failure: its clients get a 500, not a hang
-                    self._fail([*(r.job for r in batch.rows)] if batch else [], joining, exc)
+                    self._fail([r.job for r in batch.rows] if batch else [], joining, exc)
                     batch = None
                 self.active = len(batch.rows) if batch else 0
 
@@ -260,8 +260,8 @@ class Engine:
         rows = [_Row(j, gen) for j in jobs]
         new = _Batch(jobs[0].model, gen, rows, cache, mask, mask.sum(-1), ids[:, -1])
         self._advance(new, out.logits[:, -1, :])
-        if batch is None or not new.rows:
-            return batch if not new.rows else new
+        if batch is None or not new.rows:  # nothing to splice
+            return new if new.rows else batch
         batch.merge(new)
         return batch
 
