@@ -6,7 +6,9 @@ import argparse
 import os
 import sys
 
-# lmtune's own modules are imported inside the functions below: `lmtune --help` imports every
+from lmtune.serve import DEFAULT_MAX_REQUEST_BYTES
+
+# lmtune's other modules are imported inside the functions below: `lmtune --help` imports every
 # command module to build its parser and must stay light (no torch, transformers, yaml).
 
 
@@ -16,13 +18,16 @@ def register(parser: argparse.ArgumentParser) -> None:
                              "or adapters over one base are served together (a request's model field "
                              "picks one by its directory name)")
     parser.add_argument("--host", default="127.0.0.1", help="address to listen on (0.0.0.0: every interface)")
-    parser.add_argument("--port", type=int, default=8000)
+    parser.add_argument("--port", type=int, default=8000, help="TCP port, 1-65535 (0: any free port)")
     parser.add_argument("--api-key", default=None,
                         help="require 'Authorization: Bearer KEY' (or set $LMTUNE_API_KEY); none: no key")
     parser.add_argument("--max-batch", type=int, default=16,
-                        help="most waiting requests joined into one generate call (1: one at a time)")
+                        help="most requests generating at once: rows of the running batch, which requests join "
+                             "and leave between tokens (1: one at a time)")
     parser.add_argument("--max-tokens", type=int, default=512,
                         help="answer length when a request gives no max_tokens (always capped by the context)")
+    parser.add_argument("--max-request-bytes", type=int, default=DEFAULT_MAX_REQUEST_BYTES,
+                        help="largest request body taken; a larger one is refused with 413 before it is read")
 
 
 def tuning(args: argparse.Namespace):
@@ -40,6 +45,12 @@ def run(args: argparse.Namespace) -> int:
     args.api_key = args.api_key or os.environ.get("LMTUNE_API_KEY") or None
     if args.max_batch < 1 or args.max_tokens < 1:
         raise UserError("--max-batch and --max-tokens must be at least 1")
+    if not 0 <= args.port <= 65535:
+        raise UserError(f"--port {args.port}: a TCP port is between 1 and 65535",
+                        ["pick a port such as --port 8000 (or 0 for any free port)"])
+    if args.max_request_bytes < 1024:
+        raise UserError(f"--max-request-bytes {args.max_request_bytes}: at least 1024 bytes",
+                        [f"the default is {DEFAULT_MAX_REQUEST_BYTES:,} (4 MiB)"])
     sock = bind(args.host, args.port)  # before loading: a busy port fails in a second, not after a load
     from lmtune.serve.app import create_app
     from lmtune.serve.engine import Engine
@@ -48,7 +59,8 @@ def run(args: argparse.Namespace) -> int:
 
     served = load_served(args.models)
     engine = Engine(served, max_batch=args.max_batch)
-    app = create_app(engine, api_key=args.api_key, default_max_tokens=args.max_tokens)
+    app = create_app(engine, api_key=args.api_key, default_max_tokens=args.max_tokens,
+                     max_request_bytes=args.max_request_bytes)
     host, port = sock.getsockname()[:2]
     print(f"serving {', '.join(served)} at http://{host}:{port}/v1"
           + (" (API key required)" if args.api_key else ""), file=sys.stderr)

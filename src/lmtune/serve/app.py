@@ -10,20 +10,32 @@ import hmac
 import json
 import time
 import uuid
+from concurrent.futures import ThreadPoolExecutor
 
 from fastapi import Depends, FastAPI, Request
 from fastapi.exceptions import RequestValidationError
-from fastapi.responses import JSONResponse
+from fastapi.responses import Response
 from sse_starlette import EventSourceResponse
 from starlette.exceptions import HTTPException
 
 from lmtune.generate import GenerationSettings
 from lmtune.serve.engine import Engine, Job
-from lmtune.serve.protocol import APIError, ChatRequest, CompletionRequest, chat_messages, stops_of
+from lmtune.serve.limits import DEFAULT_MAX_REQUEST_BYTES, BodyLimit
+from lmtune.serve.prompt import encode_untrusted, fewest_tokens
+from lmtune.serve.protocol import (APIError, ChatRequest, CompletionRequest, chat_messages, checked_text,
+                                   stops_of)
+
+# How often a waiting non-streaming request looks whether its client is still there.
+DISCONNECT_POLL_S = 0.1
 
 
-def create_app(engine: Engine, api_key: str | None = None, default_max_tokens: int = 512) -> FastAPI:
+def create_app(engine: Engine, api_key: str | None = None, default_max_tokens: int = 512,
+               max_request_bytes: int = DEFAULT_MAX_REQUEST_BYTES) -> FastAPI:
     app = FastAPI(title="lmtune serve", docs_url=None, redoc_url=None)
+    app.add_middleware(BodyLimit, max_bytes=max_request_bytes)
+    # Rendering and tokenizing a long prompt takes time: one thread of its own, so the event loop
+    # (other requests, /health) never waits on it, and the tokenizer is not entered concurrently.
+    tokenizing = ThreadPoolExecutor(1, thread_name_prefix="lmtune-serve-tokenize")
 
     def check_key(request: Request) -> None:
         if api_key is None:
@@ -37,41 +49,56 @@ def create_app(engine: Engine, api_key: str | None = None, default_max_tokens: i
 
     @app.exception_handler(APIError)
     async def _api_error(request: Request, exc: APIError):
-        return JSONResponse(exc.body(), status_code=exc.status)
+        return exc.response()
 
     @app.exception_handler(RequestValidationError)
     async def _invalid(request: Request, exc: RequestValidationError):
         errors = exc.errors()
         if any(e.get("type") == "json_invalid" for e in errors):
-            return JSONResponse(APIError(400, "the request body is not valid JSON").body(), status_code=400)
+            return APIError(400, "the request body is not valid JSON").response()
         parts = [f"{'.'.join(str(x) for x in e['loc'] if x != 'body')}: {e['msg']}" for e in errors]
         param = ".".join(str(x) for x in errors[0]["loc"] if x != "body") if errors else None
-        return JSONResponse(APIError(422, "; ".join(parts), param or None).body(), status_code=422)
+        return APIError(422, "; ".join(parts), param or None).response()
 
     @app.exception_handler(HTTPException)
     async def _http(request: Request, exc: HTTPException):
         message = f"{request.method} {request.url.path}: {exc.detail}"
-        return JSONResponse(APIError(exc.status_code, message).body(), status_code=exc.status_code)
+        if exc.status_code != 413:
+            return APIError(exc.status_code, message).response()
+        response = APIError(413, message, code="request_too_large").response()
+        response.headers["connection"] = "close"  # uvicorn would read the rest of the body otherwise
+        return response
+
+    @app.exception_handler(Exception)
+    async def _unexpected(request: Request, exc: Exception):
+        # A bug, not the client's fault: the client gets OpenAI's error shape (never a plain-text
+        # 500); Starlette then re-raises it, so uvicorn logs the traceback on the server's side.
+        return APIError(500, f"internal error ({type(exc).__name__}); the server log has the details",
+                        kind="server_error").response()
 
     @app.get("/health")
     async def health():
         return {"status": "ok", "models": sorted(engine.served), "generate_calls": engine.calls,
-                "requests": engine.rows}
+                "requests": engine.rows, "generating": engine.active, "steps": engine.steps}
 
     @app.get("/v1/models", dependencies=[Depends(check_key)])
     async def models():
         return {"object": "list", "data": [{"id": s.name, "object": "model", "created": s.created,
                                             "owned_by": "lmtune"} for s in engine.served.values()]}
 
+    async def job_of(served, req, prompt, requested: int) -> Job:
+        loop = asyncio.get_running_loop()
+        return await loop.run_in_executor(tokenizing, _job, served, req, prompt, requested)
+
     @app.post("/v1/chat/completions", dependencies=[Depends(check_key)])
-    async def chat(req: ChatRequest):
+    async def chat(req: ChatRequest, request: Request):
         served = _served(engine, req.model)
         messages = chat_messages(req)
-        job = _job(served, req, messages, req.max_completion_tokens or req.max_tokens or default_max_tokens)
-        return await _respond(engine, job, req, chat=True)
+        job = await job_of(served, req, messages, req.max_completion_tokens or req.max_tokens or default_max_tokens)
+        return await _respond(engine, job, req, request, chat=True)
 
     @app.post("/v1/completions", dependencies=[Depends(check_key)])
-    async def completions(req: CompletionRequest):
+    async def completions(req: CompletionRequest, request: Request):
         served = _served(engine, req.model)
         prompts = [req.prompt] if isinstance(req.prompt, str) else req.prompt
         if len(prompts) != 1:
@@ -79,8 +106,8 @@ def create_app(engine: Engine, api_key: str | None = None, default_max_tokens: i
                                 "separate (concurrent) requests, which the server batches", "prompt")
         if req.echo:
             raise APIError(400, "echo is not supported", "echo")
-        job = _job(served, req, prompts[0], req.max_tokens or default_max_tokens)
-        return await _respond(engine, job, req, chat=False)
+        job = await job_of(served, req, checked_text(prompts[0], "prompt"), req.max_tokens or default_max_tokens)
+        return await _respond(engine, job, req, request, chat=False)
 
     return app
 
@@ -93,21 +120,29 @@ def _served(engine: Engine, name: str):
 
 
 def _job(served, req, prompt, requested: int) -> Job:
-    """Render and tokenize the prompt as `lmtune generate` does; cap max_tokens by the context."""
+    """Render and tokenize the prompt as `lmtune generate` does (special-token text in contents
+    stays text: serve/prompt.py); cap max_tokens by the context."""
     from lmtune.data.templates import TemplateError
 
     if req.n != 1:
         raise APIError(400, f"n: only n=1 is supported, got {req.n}", "n")
+    param = "messages" if isinstance(prompt, list) else "prompt"
+    chars = len(prompt) if isinstance(prompt, str) else sum(len(m["content"]) for m in prompt)
+    floor = fewest_tokens(served.gen.tokenizer, chars)
+    if floor >= served.context:  # refused without spending seconds tokenizing megabytes
+        raise APIError(400, f"the prompt is at least {floor:,} tokens ({chars:,} characters); {served.name} "
+                            f"takes {served.context} tokens in all (prompt + answer); shorten the prompt",
+                       param, "context_length_exceeded")
     try:
-        ids = served.gen.encode(prompt)
+        ids = encode_untrusted(served.gen, prompt)
     except TemplateError as exc:
-        raise APIError(400, f"{served.name}'s template cannot render this prompt: {exc}",
-                       "messages" if isinstance(prompt, list) else "prompt") from None
+        raise APIError(400, f"{served.name}'s template cannot render this prompt: {exc}", param) from None
+    if not ids:
+        raise APIError(400, "the prompt renders to no tokens; send some text", "prompt")
     room = served.context - len(ids)
     if room <= 0:
         raise APIError(400, f"the prompt is {len(ids)} tokens; {served.name} takes {served.context} tokens "
-                            "in all (prompt + answer); shorten the prompt",
-                       "messages" if isinstance(prompt, list) else "prompt", "context_length_exceeded")
+                            "in all (prompt + answer); shorten the prompt", param, "context_length_exceeded")
     greedy = not req.temperature
     settings = GenerationSettings(greedy=greedy, temperature=req.temperature or 1.0,
                                   top_p=req.top_p if req.top_p is not None else 1.0, seed=req.seed or 0)
@@ -119,16 +154,27 @@ def _usage(job: Job) -> dict:
     return {"prompt_tokens": n, "completion_tokens": job.completion_tokens, "total_tokens": n + job.completion_tokens}
 
 
-async def _respond(engine: Engine, job: Job, req, chat: bool):
+async def _respond(engine: Engine, job: Job, req, request: Request, chat: bool):
     loop = asyncio.get_running_loop()
     events: asyncio.Queue = asyncio.Queue()
-    job.callback = lambda text, finish, error: loop.call_soon_threadsafe(events.put_nowait, (text, finish, error))
+
+    def callback(text, finish, error):  # a plain answer waits for the end only
+        if req.stream or finish or error:
+            loop.call_soon_threadsafe(events.put_nowait, (text, finish, error))
+
+    job.callback = callback
     head = {"id": f"{'chatcmpl' if chat else 'cmpl'}-{uuid.uuid4().hex}", "created": int(time.time()),
             "model": job.model}
     engine.submit(job)
     if not req.stream:
         while True:
-            _, finish, error = await events.get()
+            try:
+                _, finish, error = await asyncio.wait_for(events.get(), DISCONNECT_POLL_S)
+            except asyncio.TimeoutError:
+                finish = error = None
+            if not (finish or error) and await request.is_disconnected():
+                job.cancelled = True  # nobody waits for the answer: its row leaves at the next step
+                return Response(status_code=499)
             if error:
                 raise APIError(500, f"generation failed: {error}", kind="server_error")
             if finish:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
@@ -29,7 +30,7 @@ class _Common(_Body):
     stream: bool = False
     stream_options: StreamOptions | None = None
     stop: str | list[str] | None = None
-    seed: int | None = None
+    seed: int | None = Field(None, ge=-2**63, le=2**63 - 1)  # a 64-bit integer, as torch's seeds
 
 
 class ChatRequest(_Common):
@@ -55,6 +56,25 @@ class APIError(Exception):
     def body(self) -> dict:
         return {"error": {"message": self.message, "type": self.kind, "param": self.param, "code": self.code}}
 
+    def response(self):
+        """The JSON response; ASCII-escaped, so no text in a message (a client's lone surrogate
+        echoed back) can make the error itself fail to encode."""
+        from starlette.responses import Response
+
+        return Response(json.dumps(self.body(), ensure_ascii=True), status_code=self.status,
+                        media_type="application/json")
+
+
+def checked_text(text: str, param: str) -> str:
+    """JSON may carry lone UTF-16 surrogates ("\\ud800"), which are no text: no tokenizer can
+    encode them. Refused here with a 400 instead of failing deep inside tokenization."""
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError as exc:
+        raise APIError(400, f"{param}: not valid Unicode text (a lone surrogate {text[exc.start]!a} at "
+                            f"character {exc.start}); send UTF-8 text", param) from None
+    return text
+
 
 def stops_of(req: _Common) -> tuple[str, ...]:
     if req.stop is None:
@@ -62,7 +82,7 @@ def stops_of(req: _Common) -> tuple[str, ...]:
     stops = (req.stop,) if isinstance(req.stop, str) else tuple(req.stop)
     if len(stops) > 4:
         raise APIError(400, f"stop: at most 4 sequences, got {len(stops)}", "stop")
-    return tuple(s for s in stops if s)
+    return tuple(checked_text(s, "stop") for s in stops if s)
 
 
 def message_text(msg: Message, index: int) -> str:
@@ -70,14 +90,14 @@ def message_text(msg: Message, index: int) -> str:
     if msg.content is None:
         return ""
     if isinstance(msg.content, str):
-        return msg.content
+        return checked_text(msg.content, f"messages[{index}].content")
     texts = []
     for part in msg.content:
         if part.get("type") != "text" or not isinstance(part.get("text"), str):
             raise APIError(400, f"messages[{index}].content: only text parts are supported, got "
                                 f"type {part.get('type')!r}", f"messages[{index}].content")
         texts.append(part["text"])
-    return "".join(texts)
+    return checked_text("".join(texts), f"messages[{index}].content")
 
 
 def chat_messages(req: ChatRequest) -> list[dict[str, str]]:
