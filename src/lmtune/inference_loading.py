@@ -26,11 +26,13 @@ class Loaded:
     template: dict | None   # saved template (Template.to_dict())
 
 
-def open_path(path: str) -> Loaded:
+def open_path(path: str, weights: bool = True) -> Loaded:
     """Classify `path` (run dir, adapter dir, model dir or 'tiny'/Hub id) and check its weight files
-    (check_weights) without loading them."""
+    (check_weights) without loading them. weights=False: the caller checks its own arguments
+    first (merge, export: --out) and calls check_weights itself, before writing anything."""
     loaded = _classify(path)
-    check_weights(loaded)
+    if weights:
+        check_weights(loaded)
     return loaded
 
 

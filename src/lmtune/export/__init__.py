@@ -75,19 +75,23 @@ def export(run_path: str, out: str, fmt: str = "gguf", quant: str = "q8_0", over
         raise UserError(f"--format {fmt}: not supported", [f"allowed: {', '.join(FORMATS)}"])
     if quant not in QUANTS:
         raise UserError(f"--quant {quant}: not supported for GGUF", [f"allowed: {', '.join(QUANTS)}"])
-    from lmtune.inference_loading import open_path
+    from lmtune.inference_loading import check_weights, open_path
 
     if not Path(run_path).exists() and run_path != "tiny":
         raise UserError(f"{run_path}: no such run or model directory",
                         ["give a run directory, an adapter, a merged model directory or 'tiny'"])
-    loaded = open_path(run_path)
+    loaded = open_path(run_path, weights=False)
     out_dir = Path(out)
     gguf_name = f"model-{quant}.gguf"
     written = [gguf_name, "Modelfile", "chat_template.jinja"]
     left = sc.leftovers(out_dir, written)
     _check_out(out_dir, overwrite, written, left)
     _check_outside_inputs(out_dir, run_path, loaded)
+    check_weights(loaded)
     _check_family(loaded)
+    from lmtune.rundir import probe_writable
+
+    probe_writable(sc.nearest_existing(out_dir), "--out")   # where the scratch and --out will go
     if left:
         sc.remove(left)
         print(f"note: removed what an interrupted export left: {', '.join(str(p) for p in left)}")
