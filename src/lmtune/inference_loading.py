@@ -1,7 +1,9 @@
 """Open what `lmtune train` left behind: a run directory, an adapter, a merged or a base model.
 
-One place decides what a path is and how to load it for inference, so that generate, eval and
-merge all see the same model and the same template the run trained with.
+One place decides what a path is and how to load it for inference, so that generate, eval,
+merge, export and serve all see the same model and the same template the run trained with, and
+all refuse the same way (exit 2, naming the file) weights that are missing or cut short: open_path
+checks every safetensors header and size it will load, in milliseconds, before any output exists.
 """
 
 from __future__ import annotations
@@ -26,8 +28,45 @@ class Loaded:
     template: dict | None   # saved template (Template.to_dict())
 
 
-def open_path(path: str) -> Loaded:
-    """Classify `path` (run dir, adapter dir, model dir or 'tiny'/Hub id) without loading weights."""
+def open_path(path: str, weights: bool = True) -> Loaded:
+    """Classify `path` (run dir, adapter dir, model dir or 'tiny'/Hub id) and check its weight files
+    (check_weights) without loading them. weights=False: the caller checks its own arguments
+    first (merge, export: --out) and calls check_weights itself, before writing anything."""
+    loaded = _classify(path)
+    if weights:
+        check_weights(loaded)
+    return loaded
+
+
+def check_weights(loaded: Loaded) -> None:
+    """The adapter, model and local base weights `loaded` stands for exist and are whole: every
+    shard an index names is there, every safetensors header parses and its data fits the file."""
+    if loaded.adapter_dir is not None:
+        _check_weight_dir(loaded.adapter_dir, "adapter_model.safetensors")
+    for directory in {loaded.model_dir, Path(loaded.base_ref) if Path(loaded.base_ref).is_dir() else None} - {None}:
+        _check_weight_dir(Path(directory), "model.safetensors")
+
+
+def _check_weight_dir(directory: Path, expected: str) -> None:
+    fix = ["the run's weights are incomplete: copy the run again, or retrain it"]
+    index = directory / f"{expected}.index.json"
+    if index.is_file():
+        try:
+            shards = sorted(set(json.loads(index.read_text(encoding="utf-8"))["weight_map"].values()))
+        except (ValueError, KeyError, TypeError, AttributeError):
+            raise UserError(f"{index}: not a valid safetensors index (no weight_map)", fix) from None
+        missing = [s for s in shards if not (directory / s).is_file()]
+        if missing:
+            raise UserError(f"{directory / missing[0]}: missing ({len(missing)} of {len(shards)} weight shards)", fix)
+    elif not any(directory.glob("*.safetensors")):
+        pickles = [p for p in directory.iterdir() if p.name.endswith(models.PICKLE_SUFFIXES)]
+        if not pickles:
+            raise UserError(f"{directory / expected}: missing (no weight file in {directory})", fix)
+        return   # pickle weights: refused or allowed by models.check_model_source / check_adapter_base
+    models.read_weight_shapes(directory)   # a truncated or corrupt file: ConfigError naming it
+
+
+def _classify(path: str) -> Loaded:
     p = Path(path)
     if (p / "config.yaml").is_file() and ((p / "adapter").is_dir() or (p / "model").is_dir()):
         cfg = from_dict(read_yaml(p / "config.yaml"), str(p / "config.yaml"))

@@ -69,12 +69,14 @@ def merge(run_path: str, out: str, overwrite: bool = False, dtype: str = "fp32")
     if not Path(run_path).exists():
         raise UserError(f"{run_path}: no such run or adapter directory",
                         ["give the run directory `lmtune train` wrote (its output.dir) or an adapter directory"])
-    loaded = inference_loading.open_path(run_path)
+    loaded = inference_loading.open_path(run_path, weights=False)
     if loaded.adapter_dir is None:
         raise UserError(f"{run_path}: has no adapter to merge (full fine-tuning already saved a whole model)",
                         ["use the run's model/ directory directly"])
     out_dir = Path(out)
     _check_out(out_dir, Path(run_path), loaded, overwrite)
+
+    inference_loading.check_weights(loaded)
 
     check_adapter_base(loaded.adapter_dir, loaded.base_ref,
                        allow_pickle=loaded.config is not None and loaded.config.model.allow_pickle)

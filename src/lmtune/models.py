@@ -123,10 +123,25 @@ def _weight_shapes(file: Path) -> dict[str, list[int]]:
             return {name: fh.get_slice(name).get_shape() for name in fh.keys()}
     except SafetensorError as exc:
         if "not fully covered" in str(exc):
-            raise ConfigError(f"{file}: truncated ({file.stat().st_size:,} bytes, shorter than its header says)",
+            need = _size_from_header(file)
+            says = f"the header says {need:,}" if need else "shorter than its header says"
+            raise ConfigError(f"{file}: truncated ({file.stat().st_size:,} bytes, {says})",
                               ["the download or copy was cut short: fetch the model again"]) from None
         raise ConfigError(f"{file}: not a valid safetensors file ({exc})",
                           ["the download or copy is broken: fetch the model again"]) from None
+
+
+def _size_from_header(file: Path) -> int | None:
+    """The file size a safetensors header promises: 8 + header length + the end of the last tensor."""
+    import struct
+
+    try:
+        with open(file, "rb") as fh:
+            (n,) = struct.unpack("<Q", fh.read(8))
+            header = json.loads(fh.read(n))
+        return 8 + n + max((v["data_offsets"][1] for k, v in header.items() if k != "__metadata__"), default=0)
+    except (OSError, ValueError, KeyError, TypeError, IndexError, struct.error):
+        return None
 
 
 def read_weight_shapes(model_dir: Path) -> dict[str, list[int]]:

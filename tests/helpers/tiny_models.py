@@ -135,3 +135,27 @@ def meta_model(config):
 
     model.register_forward_pre_hook(stop, with_kwargs=True)
     return model
+
+
+def save_tiny_run(root: Path, method: str = "lora", arch: str = "llama") -> Path:
+    """What `lmtune train` leaves, built by hand in a second: root/run with config.yaml,
+    template.json, train_summary.json and adapter/ (lora: a random adapter on root/base) or model/
+    (full: the base's own weights). Returns the run directory."""
+    import json
+    import shutil
+
+    from lmtune.config import load_config
+
+    base = save_tiny_model(root / "base", arch)
+    run = root / "run"
+    run.mkdir(parents=True)
+    if method == "lora":
+        save_random_lora_adapter(base, run / "adapter", seed=3, std=0.2)
+    else:
+        shutil.copytree(base, run / "model")
+    cfg = load_config(None, [f"model.name_or_path={base}", "data.task=sql", f"method={method}",
+                             "train.learning_rate=2e-4", f"output.dir={run}"])
+    (run / "config.yaml").write_text(cfg.to_yaml())
+    (run / "template.json").write_text(json.dumps({"name": "alpaca"}))
+    (run / "train_summary.json").write_text(json.dumps({"global_step": 2, "epochs": 1.0}))
+    return run

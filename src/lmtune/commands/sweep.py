@@ -8,6 +8,7 @@ each --param against the config's keys and ranges, the metric, the storage URL.
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 from pathlib import Path
 
@@ -32,7 +33,8 @@ def register(parser: argparse.ArgumentParser) -> None:
                         help="sweep directory: trial runs, study.db, results.md, best.yaml, sweep.html")
     parser.add_argument("--storage", metavar="URL",
                         help="Optuna RDB storage URL (default sqlite:///DIR/study.db); postgresql://... "
-                             "lets several machines work on one study")
+                             "lets several machines work on one study. A URL with a password can come from "
+                             "the environment variable LMTUNE_SWEEP_STORAGE instead (kept out of `ps`)")
     parser.add_argument("--study-name", metavar="NAME", help="study name in the storage (default: DIR's name)")
     parser.add_argument("--seed", type=int, default=0, help="sampler seed")
     parser.add_argument("--no-prune", action="store_true",
@@ -48,7 +50,7 @@ def _spec(args: argparse.Namespace):
     from lmtune.data import resolve_files
     from lmtune.errors import UserError
     from lmtune.sweep.space import grid_space, parse_params
-    from lmtune.sweep.study import SweepSpec, default_storage
+    from lmtune.sweep.study import STORAGE_ENV, SweepSpec, default_storage
     from lmtune.tasks import get_task
 
     config = str(Path(args.config).resolve())
@@ -67,31 +69,67 @@ def _spec(args: argparse.Namespace):
         size = 1
         for values in grid.values():
             size *= len(values)
-    trials = args.trials or size
+    trials = args.trials if args.trials is not None else size
     if trials is None:
         raise UserError("--trials N: needed when a parameter is a range (the grid of lists has a size, "
                         "a range has not)")
+    if trials < 1:
+        raise UserError(f"--trials: got {trials}, must be >= 1", ["leave --trials out to run the whole grid"])
     if size is not None and trials > size:
         print(f"note: the grid has {size} points: running {size} trials, not {trials}")
         trials = size
-    for flag, value in (("--trials", trials), ("--parallel", args.parallel)):
-        if value < 1:
-            raise UserError(f"{flag}: got {value}, must be >= 1")
+    _check_parallel(args.parallel)
     out = Path(args.out).resolve()
-    return SweepSpec(config, list(args.overrides), params, args.metric, trials, out,
-                     args.storage or default_storage(out), args.study_name or out.name, args.seed,
-                     not args.no_prune, validation)
+    storage = args.storage or os.environ.get(STORAGE_ENV) or default_storage(out)
+    spec = SweepSpec(config, list(args.overrides), params, args.metric, trials, out, storage,
+                     args.study_name or out.name, args.seed, not args.no_prune, validation)
+    if args.worker is None:   # the config a trial trains must load as one process: checked once, here
+        from lmtune.sweep.trial import trial_config
+
+        trial_config(spec, {}, out / "trial-check")
+    return spec
 
 
-def _check_out(spec, own_storage: bool) -> None:
-    """DIR holds this sweep or nothing: lmtune never writes trial runs into someone else's files."""
+def _check_parallel(parallel: int) -> None:
+    """A worker is one single-threaded process: more workers than cores only share the cores."""
     from lmtune.errors import UserError
+    from lmtune.sweep.trial import process_count
+
+    cores = process_count().usable_cores()
+    if parallel < 1:
+        raise UserError(f"--parallel: got {parallel}, must be >= 1")
+    if parallel > cores:
+        raise UserError(f"--parallel {parallel}: this machine gives lmtune {cores} core(s), one per worker",
+                        [f"use --parallel {cores} or fewer; more machines: --storage URL and the same command "
+                         "on each"])
+
+
+def _holds_sweep(out: Path) -> bool:
+    """DIR/study.db (the default storage), or lmtune's output marker of a sweep (any storage)."""
+    import json
+
+    from lmtune.rundir import OUTPUT_MARKER
+
+    if (out / "study.db").is_file():
+        return True
+    try:
+        marker = json.loads((out / OUTPUT_MARKER).read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return False
+    return isinstance(marker, dict) and marker.get("written_by") == "lmtune" and marker.get("kind") == "sweep"
+
+
+def _check_out(spec) -> None:
+    """DIR holds this sweep or nothing, whatever the storage: lmtune never writes trial runs,
+    results.md or best.yaml into someone else's folder."""
+    from lmtune.errors import UserError
+    from lmtune.rundir import OUTPUT_MARKER
 
     if spec.out.is_file():
         raise UserError(f"--out {spec.out}: is a file", ["give a directory for the sweep"])
-    if own_storage and spec.out.is_dir() and any(spec.out.iterdir()) and not (spec.out / "study.db").is_file():
-        raise UserError(f"--out {spec.out}: not empty and holds no sweep (no study.db)",
-                        ["give a new directory; a sweep resumes from its own DIR/study.db"])
+    if spec.out.is_dir() and any(spec.out.iterdir()) and not _holds_sweep(spec.out):
+        raise UserError(f"--out {spec.out}: not empty and holds no sweep (no study.db, no {OUTPUT_MARKER})",
+                        ["give a new directory; a sweep resumes from its own DIR (study.db or its marker)"])
 
 
 def run(args: argparse.Namespace) -> int:
@@ -104,8 +142,11 @@ def run(args: argparse.Namespace) -> int:
     if args.worker is not None:
         work(spec, open_storage(spec.storage), args.worker)
         return 0
-    own = args.storage is None
-    _check_out(spec, own)
+    from lmtune.rundir import write_output_marker
+    from lmtune.sweep.study import default_storage
+
+    own = spec.storage == default_storage(spec.out)
+    _check_out(spec)
     # a user's storage is opened before DIR is made; the default one lives in DIR
     storage = None if own else open_storage(spec.storage)
     created = not spec.out.exists()
@@ -113,6 +154,8 @@ def run(args: argparse.Namespace) -> int:
     try:
         storage = storage or open_storage(spec.storage)
         study = load_study(spec, storage, spec.seed)
+        if not _holds_sweep(spec.out):   # new or empty: mark it as this sweep's (resumable with any storage)
+            write_output_marker(spec.out, "sweep")
     except Exception:
         if created:   # nothing half-written: remove only what this command just made
             import shutil
@@ -125,7 +168,7 @@ def run(args: argparse.Namespace) -> int:
     done = counted(study)
     kind = "grid" if isinstance(study.sampler, optuna.samplers.GridSampler) else "TPE"
     print(f"sweep {spec.study_name}: {kind}, {spec.trials} trials ({done} already in the study), "
-          f"{args.parallel} worker(s), metric {spec.metric} on validation; storage {spec.storage}", flush=True)
+          f"{args.parallel} worker(s), metric {spec.metric} on validation; storage {spec.storage_shown}", flush=True)
     if done < spec.trials:
         seed = spec.seed + done
         if args.parallel == 1:
@@ -138,7 +181,6 @@ def run(args: argparse.Namespace) -> int:
 def _run_workers(args, spec, study, seed: int) -> None:
     """P worker processes (`lmtune sweep ... --worker SEED`), one thread each, logs in DIR/logs/;
     this process prints each trial as it finishes."""
-    import os
     import subprocess
     import time
 
@@ -146,16 +188,11 @@ def _run_workers(args, spec, study, seed: int) -> None:
 
     logs = spec.out / "logs"
     logs.mkdir(exist_ok=True)
-    env = {**os.environ, "OMP_NUM_THREADS": "1", "TOKENIZERS_PARALLELISM": "false"}
-    argv = [sys.executable, "-m", "lmtune", "sweep", spec.config, *spec.overrides,
-            *(f"--param={p.spec}" for p in spec.params), "--trials", str(spec.trials), "--metric", spec.metric,
-            "--out", str(spec.out), "--storage", spec.storage, "--study-name", spec.study_name]
-    argv += ["--no-prune"] if not spec.prune else []
     procs = []
     for i in range(args.parallel):
+        argv, env = worker_command(spec, seed + 1000 * i)
         log = open(logs / f"worker-{i}.log", "a", encoding="utf-8")
-        procs.append(subprocess.Popen([*argv, "--worker", str(seed + 1000 * i)], env=env, stdout=log,
-                                      stderr=subprocess.STDOUT))
+        procs.append(subprocess.Popen(argv, env=env, stdout=log, stderr=subprocess.STDOUT))
     seen = {t.number for t in study.get_trials(deepcopy=False) if t.state.is_finished()}
     while True:
         alive = [p.poll() is None for p in procs]
@@ -170,6 +207,19 @@ def _run_workers(args, spec, study, seed: int) -> None:
     if bad:
         print(f"note: worker(s) {', '.join(map(str, bad))} exited with an error: see {logs}/worker-N.log",
               file=sys.stderr)
+
+
+def worker_command(spec, seed: int) -> tuple[list[str], dict[str, str]]:
+    """(argv, environment) of one worker process. The storage URL goes in the environment (readable
+    by this user alone), never in argv, which `ps` shows to everyone."""
+    from lmtune.sweep.study import STORAGE_ENV
+
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "TOKENIZERS_PARALLELISM": "false", STORAGE_ENV: spec.storage}
+    argv = [sys.executable, "-m", "lmtune", "sweep", spec.config, *spec.overrides,
+            *(f"--param={p.spec}" for p in spec.params), "--trials", str(spec.trials), "--metric", spec.metric,
+            "--out", str(spec.out), "--study-name", spec.study_name, "--seed", str(spec.seed)]
+    argv += ["--no-prune"] if not spec.prune else []
+    return argv + ["--worker", str(seed)], env
 
 
 def _finish(args, spec, study) -> int:

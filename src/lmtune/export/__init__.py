@@ -3,9 +3,13 @@ carrying the run's own template and stops, and the template as chat_template.jin
 `vllm serve --chat-template` or any runtime that takes a Jinja chat template).
 
 A run with an adapter is merged first through lmtune.merge (the same checks as `lmtune merge`) into
-a temporary folder inside --out that is removed afterwards. --out must be new or empty; with
---overwrite only the files export writes (the .gguf, Modelfile, chat_template.jinja) are replaced, nothing else in
-the folder is touched. Files appear whole or not at all (temp name + rename).
+a marked scratch folder next to --out, removed afterwards (lmtune/export/scratch.py). --out must be
+new or empty, and outside what export reads (the run directory itself, its adapter/ or model/, the
+base); with --overwrite only the files export writes (the .gguf, Modelfile, chat_template.jinja)
+are replaced, nothing else in the folder is touched. Every check, the model family included, runs
+before --out is created; a failure after it removes only the folders this command created, and
+only when empty. Files appear whole or not at all (temp name + rename); what a killed export left
+is removed by the next export to the same --out, which says so.
 """
 
 from __future__ import annotations
@@ -29,42 +33,95 @@ class ExportResult:
     summary: dict
 
 
-def _check_out(out: Path, overwrite: bool, written: list[str]) -> None:
+def _check_out(out: Path, overwrite: bool, written: list[str], ours: list[Path]) -> None:
     if out.exists() and not out.is_dir():
         raise UserError(f"--out {out} exists and is not a directory", ["choose a directory path for --out"])
-    if out.is_dir() and any(out.iterdir()) and not overwrite:
+    theirs = [p for p in out.iterdir() if p not in ours] if out.is_dir() else []
+    if theirs and not overwrite:
         raise UserError(f"--out {out} is not empty", ["choose a new or empty directory, or pass --overwrite "
                                                       f"(which replaces only {', '.join(written)})"])
 
 
+def _check_outside_inputs(out: Path, run_path: str, loaded) -> None:
+    """--out may not be the run directory, nor inside what export reads: the files there belong to
+    the run (an adapter/ or model/ with a .gguf in it is no longer what training saved)."""
+    target = out.resolve()
+    reads = [(what, Path(p).resolve()) for what, p in (("adapter", loaded.adapter_dir), ("model", loaded.model_dir),
+                                                        ("base model", loaded.base_ref)) if p and Path(p).is_dir()]
+    if loaded.kind == "run" and target == Path(run_path).resolve():
+        raise UserError(f"--out {out} is the run directory {run_path}, which export reads",
+                        [f"write the export to a new folder, e.g. --out {Path(run_path) / 'gguf'}"])
+    for what, path in reads:
+        if target == path or target.is_relative_to(path):
+            raise UserError(f"--out {out} is inside the {what} {path}, which export reads",
+                            ["write the export to a new folder outside it, e.g. --out exported/"])
+
+
+def _check_family(loaded) -> None:
+    """An architecture the GGUF writer does not know is refused before any merge or folder."""
+    from lmtune.export.gguf_file import read_config
+
+    source = Path(loaded.model_dir or loaded.base_ref)
+    if (source / "config.json").is_file():
+        read_config(source)
+
+
 def export(run_path: str, out: str, fmt: str = "gguf", quant: str = "q8_0", overwrite: bool = False,
            pre_tokenizer: str | None = None) -> ExportResult:
+    from lmtune.export import scratch as sc
     from lmtune.export.gguf_file import QUANTS
 
     if fmt not in FORMATS:
         raise UserError(f"--format {fmt}: not supported", [f"allowed: {', '.join(FORMATS)}"])
     if quant not in QUANTS:
         raise UserError(f"--quant {quant}: not supported for GGUF", [f"allowed: {', '.join(QUANTS)}"])
-    from lmtune.inference_loading import open_path
+    from lmtune.inference_loading import check_weights, open_path
 
     if not Path(run_path).exists() and run_path != "tiny":
         raise UserError(f"{run_path}: no such run or model directory",
                         ["give a run directory, an adapter, a merged model directory or 'tiny'"])
-    loaded = open_path(run_path)
+    loaded = open_path(run_path, weights=False)
     out_dir = Path(out)
     gguf_name = f"model-{quant}.gguf"
-    _check_out(out_dir, overwrite, [gguf_name, "Modelfile", "chat_template.jinja"])
-    out_dir.mkdir(parents=True, exist_ok=True)
-    scratch = out_dir / ".lmtune-export.merge"
+    written = [gguf_name, "Modelfile", "chat_template.jinja"]
+    left = sc.leftovers(out_dir, written)
+    _check_out(out_dir, overwrite, written, left)
+    _check_outside_inputs(out_dir, run_path, loaded)
+    check_weights(loaded)
+    _check_family(loaded)
+    from lmtune.rundir import probe_writable
+
+    probe_writable(sc.nearest_existing(out_dir), "--out")   # where the scratch and --out will go
+    if left:
+        sc.remove(left)
+        print(f"note: removed what an interrupted export left: {', '.join(str(p) for p in left)}")
+    work = sc.make_scratch(out_dir) if loaded.adapter_dir is not None else None
+    created: list[Path] = []
     try:
-        model_dir = _merged_dir(run_path, loaded, scratch)
+        model_dir = _merged_dir(run_path, loaded, work)
         from lmtune.export.gguf_file import read_config
 
-        read_config(model_dir)  # unsupported architectures fail before any writing
+        read_config(model_dir)  # a model without config.json beside it: checked on the merged folder
+        created = _make_dir(out_dir)
         return _write(model_dir, loaded, out_dir, gguf_name, quant, _name(run_path), pre_tokenizer)
+    except BaseException:
+        for d in created:   # deepest first; a folder that holds anything stays
+            if d.is_dir() and not any(d.iterdir()):
+                d.rmdir()
+        raise
     finally:
-        if scratch.exists():
-            shutil.rmtree(scratch)  # lmtune wrote it just now
+        if work is not None:
+            shutil.rmtree(work, ignore_errors=True)  # lmtune made it just now (tempfile.mkdtemp)
+
+
+def _make_dir(out: Path) -> list[Path]:
+    """Create --out; returns the folders that did not exist, deepest first."""
+    missing, p = [], out.absolute()
+    while not p.exists():
+        missing.append(p)
+        p = p.parent
+    out.mkdir(parents=True, exist_ok=True)
+    return missing
 
 
 def _name(run_path: str) -> str:
@@ -72,13 +129,14 @@ def _name(run_path: str) -> str:
     return p.resolve().name if p.exists() else run_path
 
 
-def _merged_dir(run_path: str, loaded, scratch: Path) -> Path:
+def _merged_dir(run_path: str, loaded, work: Path | None) -> Path:
     """The folder holding standalone weights: the model itself, or the adapter merged into scratch."""
     if loaded.adapter_dir is not None:
         from lmtune.merge import merge
 
-        merge(run_path, str(scratch), overwrite=True)
-        return scratch
+        merged = work / "merged"
+        merge(run_path, str(merged))
+        return merged
     return Path(loaded.model_dir or loaded.base_ref)
 
 
@@ -100,7 +158,9 @@ def _write(model_dir: Path, loaded, out_dir: Path, gguf_name: str, quant: str, n
     stops = stop_texts_of(tokenizer, stop_ids_of(tokenizer, gen_cfg, template), template)
     chat_template = jinja_chat_template(template)
     final = out_dir / gguf_name
-    tmp = out_dir / f".{gguf_name}.tmp"
+    from lmtune.export.scratch import gguf_tmp_name
+
+    tmp = out_dir / gguf_tmp_name(gguf_name)
     try:
         summary = write_gguf(model_dir, tmp, quant, chat_template, stops, name, pre_tokenizer)
         os.replace(tmp, final)

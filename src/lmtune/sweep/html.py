@@ -81,7 +81,7 @@ def render(rows: list[TrialRow], spec: SweepSpec, best, best_yaml: str | None, t
     parts = [f"<h1>lmtune sweep: {H.esc(spec.study_name)}</h1>",
              f'<p class="muted">{H.esc(spec.config)} {H.esc(" ".join(spec.overrides))}; '
              f"{len(rows)} trials selected on <b>{H.esc(spec.metric)}</b> (validation split, "
-             f"{spec.direction}); storage {H.esc(spec.storage)}</p>",
+             f"{spec.direction}); storage {H.esc(spec.storage_shown)}</p>",
              H.cards([("best " + spec.metric, best_value),
                       ("best trial", "-" if best is None else str(best.number)),
                       *((k, str(v)) for k, v in counts.items())])]

@@ -16,6 +16,9 @@ from lmtune.errors import UserError
 from lmtune.sweep.space import Param
 
 SETTINGS_ATTR = "lmtune_sweep"     # study user attribute: what the study was created for
+# The storage URL travels to worker processes (and may come from the user) through the environment,
+# never on a command line: `ps` shows every user a process's arguments, and a URL may hold a password.
+STORAGE_ENV = "LMTUNE_SWEEP_STORAGE"
 
 
 @dataclass
@@ -33,6 +36,11 @@ class SweepSpec:
     validation_files: list[str] = field(default_factory=list)
 
     @property
+    def storage_shown(self) -> str:
+        """The storage URL as lmtune prints it: its password as ***."""
+        return hide_password(self.storage, self.storage)
+
+    @property
     def direction(self) -> str:
         return "minimize" if self.metric == "eval_loss" else "maximize"
 
@@ -44,6 +52,19 @@ class SweepSpec:
         digest = hashlib.sha256(Path(self.config).read_bytes()).hexdigest()[:16]
         return {"config": self.config, "config_sha256": digest, "overrides": list(self.overrides),
                 "metric": self.metric, "params": [p.spec for p in self.params]}
+
+
+def hide_password(text: str, url: str) -> str:
+    """`text` with the password of storage `url` (as written, and URL-decoded) replaced by ***."""
+    import re
+    from urllib.parse import unquote
+
+    m = re.match(r"^[A-Za-z][A-Za-z0-9+.-]*://[^/@:]*:([^/]*)@", url)
+    if not m or not m.group(1):
+        return text
+    for secret in sorted({m.group(1), unquote(m.group(1))}, key=len, reverse=True):
+        text = text.replace(secret, "***")
+    return text
 
 
 def worker_id() -> str:
@@ -64,7 +85,8 @@ def open_storage(url: str):
         return _rdb_storage(url, kwargs)
     except Exception as exc:  # sqlalchemy/driver errors have no common base worth naming
         reason = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-        raise UserError(f"--storage {url}: cannot open the study storage ({type(exc).__name__}: {reason})",
+        raise UserError(hide_password(f"--storage {url}: cannot open the study storage "
+                                      f"({type(exc).__name__}: {reason})", url),
                         ["give an SQLAlchemy URL Optuna can use: sqlite:///PATH/study.db (one machine), "
                          "postgresql://USER:PASS@HOST/DB (several machines; needs `pip install psycopg2-binary`)",
                          "or leave --storage out: the study goes to DIR/study.db"]) from None
@@ -110,7 +132,7 @@ def load_study(spec: SweepSpec, storage, sampler_seed: int):
     elif stored != spec.settings():
         diff = [f"{k}: the study has {stored.get(k)!r}, this command {v!r}"
                 for k, v in spec.settings().items() if stored.get(k) != v]
-        raise UserError(f"study {spec.study_name!r} in {spec.storage} was started for another search",
+        raise UserError(f"study {spec.study_name!r} in {spec.storage_shown} was started for another search",
                         diff + ["rerun with the study's settings to resume it, or use another --out "
                                 "(or --study-name) for a new search"])
     return study

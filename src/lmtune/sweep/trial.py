@@ -12,6 +12,7 @@ from typing import Any
 
 from lmtune.errors import UserError
 from lmtune.sweep.study import SweepSpec, counted, load_study, worker_id
+from lmtune.train import processes
 
 
 def trial_overrides(spec: SweepSpec, values: dict[str, Any], run_dir: Path) -> list[str]:
@@ -24,17 +25,23 @@ def trial_overrides(spec: SweepSpec, values: dict[str, Any], run_dir: Path) -> l
 
 def trial_config(spec: SweepSpec, values: dict[str, Any], run_dir: Path):
     """A trial runs in one process (a worker is one core on CPU): a preset that launches several
-    keeps its rows per optimizer step by multiplying train.grad_accum instead."""
+    keeps its rows per optimizer step. `auto` and train.rows_per_step are resolved as `lmtune train`
+    resolves them; with rows_per_step set, one process accumulates rows_per_step / batch_size
+    micro-batches, otherwise train.grad_accum is multiplied by the process count it stands for."""
     from lmtune.config import load_config
 
+    resolve = processes.resolve
     overrides = trial_overrides(spec, values, run_dir)
     cfg = load_config(spec.config, overrides)
+    resolve(cfg)   # nproc auto -> a count, grad_accum from rows_per_step
     d = cfg.distributed
     procs = d.nproc * d.nnodes
     if d.backend != "none" or procs > 1:
-        overrides += ["distributed.backend=none", "distributed.nproc=1", "distributed.nnodes=1",
-                      f"train.grad_accum={cfg.train.grad_accum * procs}"]
+        overrides += ["distributed.backend=none", "distributed.nproc=1", "distributed.nnodes=1"]
+        if cfg.train.rows_per_step is None:
+            overrides.append(f"train.grad_accum={cfg.train.grad_accum * procs}")
         cfg = load_config(spec.config, overrides)
+        resolve(cfg)
     return cfg
 
 

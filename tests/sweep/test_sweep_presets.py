@@ -1,0 +1,131 @@
+"""`lmtune sweep` on the shipped presets (distributed.nproc auto, train.rows_per_step), the limits
+on --trials and --parallel, --storage next to a user's folder, and a storage password kept out of
+every printed line and every worker's command line."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import optuna
+import pytest
+import yaml
+
+from lmtune.commands.sweep import worker_command
+from lmtune.sweep.space import parse_params
+from lmtune.sweep.study import STORAGE_ENV, SweepSpec, hide_password
+from lmtune.sweep.trial import trial_config
+from lmtune.train import processes
+
+ROOT = Path(__file__).resolve().parents[2]
+CONFIGS = sorted((ROOT / "configs").glob("*.yaml"))
+SQL_LORA = ROOT / "configs" / "tiny-sql-lora.yaml"
+SECRET = "s3cr%40tpw"           # URL-encoded: the password is "s3cr@tpw"
+PG_URL = f"postgresql://alice:{SECRET}@127.0.0.1:9/lmtune"
+
+
+def _env() -> dict:
+    env = {k: v for k, v in os.environ.items() if k != STORAGE_ENV}
+    env["PYTHONPATH"] = os.pathsep.join([str(ROOT / "src"), env.get("PYTHONPATH", "")])
+    return env
+
+
+def _sweep(*argv, timeout=600) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "lmtune", "sweep", *map(str, argv)], capture_output=True,
+                          text=True, timeout=timeout, env=_env(), cwd=ROOT)
+
+
+def _spec(config: Path, out: Path, overrides=(), storage=None) -> SweepSpec:
+    params = parse_params(["lora.r=2,4"] if "full" not in config.name else ["train.learning_rate=1e-4,2e-4"],
+                          str(config), list(overrides))
+    return SweepSpec(str(config), list(overrides), params, "eval_loss", 2, out,
+                     storage or f"sqlite:///{out}/study.db", out.name)
+
+
+@pytest.mark.parametrize("config", CONFIGS, ids=lambda p: p.stem)
+def test_every_preset_trains_a_trial_as_one_process_with_its_rows_per_step(config, tmp_path):
+    from lmtune.config import load_config
+
+    preset = load_config(str(config), [])
+    resolved = load_config(str(config), [])
+    processes.resolve(resolved)           # what `lmtune train` would launch on this machine
+    cfg = trial_config(_spec(config, tmp_path), {}, tmp_path / "trial")
+    assert (cfg.distributed.backend, cfg.distributed.nproc, cfg.distributed.nnodes) == ("none", 1, 1)
+    assert isinstance(cfg.train.grad_accum, int)
+    rows = cfg.train.micro_batch("cpu") * cfg.train.grad_accum
+    if preset.train.rows_per_step is not None:
+        assert rows == preset.train.rows_per_step
+    else:
+        d = resolved.distributed
+        assert rows == resolved.train.micro_batch("cpu") * resolved.train.grad_accum * d.nproc * d.nnodes
+
+
+def test_a_preset_without_rows_per_step_multiplies_grad_accum_by_the_process_count(tmp_path):
+    over = ["train.rows_per_step=null", "distributed.nproc=2", "train.grad_accum=3"]
+    cfg = trial_config(_spec(SQL_LORA, tmp_path, over), {}, tmp_path / "trial")
+    assert (cfg.distributed.nproc, cfg.train.grad_accum) == (1, 6)
+
+
+def test_the_readme_sweep_on_tiny_sql_lora_completes_its_trials_and_resumes_with_storage(tmp_path):
+    out, db = tmp_path / "sw", tmp_path / "db" / "study.db"
+    db.parent.mkdir()
+    argv = [SQL_LORA, "train.max_steps=1", "data.max_length=160", "train.rows_per_step=2",
+            "--param", "lora.r=2,4", "--out", out, "--storage", f"sqlite:///{db}", "--no-test"]
+    res = _sweep(*argv)
+    assert res.returncode == 0, res.stdout + res.stderr
+    study = optuna.load_study(study_name="sw", storage=f"sqlite:///{db}")
+    assert [t.state.name for t in study.trials] == ["COMPLETE", "COMPLETE"], res.stdout
+    ran = yaml.safe_load((out / "trial-0000" / "config.yaml").read_text())
+    assert ran["distributed"]["nproc"] == 1 and ran["train"]["grad_accum"] == 2   # rows_per_step 2, batch 1
+    # DIR holds no study.db (the storage is elsewhere), yet it is this sweep's: the rerun resumes
+    again = _sweep(*argv)
+    assert again.returncode == 0, again.stderr
+    assert "(2 already in the study)" in again.stdout
+
+
+@pytest.mark.parametrize("flags, expect", [
+    (["--trials", "0"], "--trials: got 0, must be >= 1"),
+    (["--trials", "-3"], "--trials: got -3, must be >= 1"),
+    (["--parallel", "0"], "--parallel: got 0, must be >= 1"),
+    (["--parallel", "100000"], "--parallel 100000: this machine gives lmtune"),
+])
+def test_trials_and_parallel_out_of_range_exit_2_before_anything(tmp_path, flags, expect):
+    out = tmp_path / "sw"
+    res = _sweep(SQL_LORA, "--param", "lora.r=2,4", "--out", out, *flags, timeout=120)
+    assert res.returncode == 2, res.stdout + res.stderr
+    assert expect in res.stderr and "Traceback" not in res.stderr
+    assert not out.exists()
+
+
+def test_storage_url_never_writes_into_a_users_folder(tmp_path):
+    out = tmp_path / "mine"
+    out.mkdir()
+    (out / "results.md").write_text("my notes")
+    (out / "best.yaml").write_text("mine: true\n")
+    db = tmp_path / "study.db"
+    res = _sweep(SQL_LORA, "--param", "lora.r=2,4", "--out", out, "--storage", f"sqlite:///{db}", timeout=120)
+    assert res.returncode == 2, res.stdout + res.stderr
+    assert "not empty and holds no sweep" in res.stderr
+    assert (out / "results.md").read_text() == "my notes" and (out / "best.yaml").read_text() == "mine: true\n"
+    assert sorted(p.name for p in out.iterdir()) == ["best.yaml", "results.md"] and not db.exists()
+
+
+def test_a_storage_password_is_masked_in_messages(tmp_path):
+    out = tmp_path / "sw"
+    res = _sweep(SQL_LORA, "--param", "lora.r=2,4", "--out", out, "--storage", PG_URL, timeout=120)
+    assert res.returncode == 2, res.stdout + res.stderr
+    text = res.stdout + res.stderr
+    assert "cannot open the study storage" in res.stderr and "alice:***@127.0.0.1" in res.stderr
+    assert SECRET not in text and "s3cr@tpw" not in text and "Traceback" not in text
+    assert not out.exists()
+
+
+def test_workers_get_the_storage_url_from_the_environment_not_argv(tmp_path):
+    spec = _spec(SQL_LORA, tmp_path / "sw", storage=PG_URL)
+    argv, env = worker_command(spec, 7)
+    assert not any("s3cr" in a for a in argv) and "--storage" not in argv
+    assert env[STORAGE_ENV] == PG_URL and argv[-2:] == ["--worker", "7"]
+    assert spec.storage_shown == "postgresql://alice:***@127.0.0.1:9/lmtune"
+    assert hide_password("could not connect: s3cr@tpw", PG_URL) == "could not connect: ***"
