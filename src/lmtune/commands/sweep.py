@@ -93,9 +93,9 @@ def _spec(args: argparse.Namespace):
 def _check_parallel(parallel: int) -> None:
     """A worker is one single-threaded process: more workers than cores only share the cores."""
     from lmtune.errors import UserError
-    from lmtune.sweep.trial import process_count
+    from lmtune.train import processes
 
-    cores = process_count().usable_cores()
+    cores = processes.usable_cores()
     if parallel < 1:
         raise UserError(f"--parallel: got {parallel}, must be >= 1")
     if parallel > cores:
