@@ -16,7 +16,7 @@ from pathlib import Path
 import pytest
 
 from lmtune.cli import main as cli
-from lmtune.rundir import OUTPUT_MARKER
+from lmtune.run.layout import OUTPUT_MARKER
 from tiny_models import save_tiny_run
 
 ROOT = Path(__file__).resolve().parents[2]

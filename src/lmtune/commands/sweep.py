@@ -108,7 +108,7 @@ def _holds_sweep(out: Path) -> bool:
     """DIR/study.db (the default storage), or lmtune's output marker of a sweep (any storage)."""
     import json
 
-    from lmtune.rundir import OUTPUT_MARKER
+    from lmtune.run.layout import OUTPUT_MARKER
 
     if (out / "study.db").is_file():
         return True
@@ -123,7 +123,7 @@ def _check_out(spec) -> None:
     """DIR holds this sweep or nothing, whatever the storage: lmtune never writes trial runs,
     results.md or best.yaml into someone else's folder."""
     from lmtune.errors import UserError
-    from lmtune.rundir import OUTPUT_MARKER
+    from lmtune.run.layout import OUTPUT_MARKER
 
     if spec.out.is_file():
         raise UserError(f"--out {spec.out}: is a file", ["give a directory for the sweep"])
@@ -142,7 +142,7 @@ def run(args: argparse.Namespace) -> int:
     if args.worker is not None:
         work(spec, open_storage(spec.storage), args.worker)
         return 0
-    from lmtune.rundir import write_output_marker
+    from lmtune.run.layout import write_output_marker
     from lmtune.sweep.study import default_storage
 
     own = spec.storage == default_storage(spec.out)

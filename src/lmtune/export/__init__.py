@@ -89,7 +89,7 @@ def export(run_path: str, out: str, fmt: str = "gguf", quant: str = "q8_0", over
     _check_outside_inputs(out_dir, run_path, loaded)
     check_weights(loaded)
     _check_family(loaded)
-    from lmtune.rundir import probe_writable
+    from lmtune.run.layout import probe_writable
 
     probe_writable(sc.nearest_existing(out_dir), "--out")   # where the scratch and --out will go
     if left:

@@ -21,7 +21,7 @@ import socket
 import tempfile
 from pathlib import Path
 
-from lmtune.rundir import OUTPUT_MARKER
+from lmtune.run.layout import OUTPUT_MARKER
 
 SCRATCH_PREFIX = ".lmtune-export-merge-"
 SCRATCH_KIND = "export-scratch"
