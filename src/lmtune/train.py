@@ -84,9 +84,10 @@ def preflight(cfg: Config, run: RunDir, resume: bool):
         from lmtune.resume import check_resume_steps
 
         check_resume_steps(run, cfg.train.max_steps)
-    ref = check_model_source(cfg.model)
-    from lmtune.checks import max_length_fits, run_test_files
+    from lmtune.checks import data_paths, max_length_fits, run_test_files
 
+    data_paths(cfg)
+    ref = check_model_source(cfg.model)
     max_length_fits(cfg, ref)
     run_test_files(cfg)
     if cfg.method in ("lora", "qlora"):

@@ -15,13 +15,16 @@ from typing import Any
 FORMAT_CHOICES = ("auto", "alpaca", "chat", "prompt_completion", "text")
 TEMPLATE_CHOICES = ("auto", "alpaca", "chatml", "model")
 SAMPLE_CHARS = 1500
+RECORD_LIMIT = "8 MiB"   # readers.MAX_RECORD_BYTES, spelled out: `--help` imports no data module
 
 
 def register(parser: argparse.ArgumentParser) -> None:
     sub = parser.add_subparsers(dest="data_command", metavar="SUBCOMMAND")
     check = sub.add_parser("check", help="validate files and print their statistics",
                            description="Validate data files (jsonl, json, csv, tsv, parquet or a directory) "
-                                       "and print their statistics; exit 2 when any record is bad.",
+                                       "and print their statistics; exit 2 when any record is bad. Only "
+                                       "regular files are read (a FIFO or a device is refused), and one record "
+                                       f"(a JSON Lines line, a CSV row, ...) may hold at most {RECORD_LIMIT}.",
                            formatter_class=argparse.ArgumentDefaultsHelpFormatter)
     check.add_argument("files", nargs="+", metavar="FILE", help="data files or directories")
     check.add_argument("--format", default="auto", choices=FORMAT_CHOICES, help="record format")

@@ -44,14 +44,16 @@ def file_digest(path: Path) -> str:
     return h.hexdigest()
 
 
-def _data_files(files: dict[str, list[str]]) -> list[list[str]]:
-    """(split, path, size, content hash) of every file, directories expanded as the readers do."""
+def _data_files(files: dict[str, list[str]], problems: list[str] | None = None) -> list[list[str]]:
+    """(split, path, size, content hash) of every file, directories expanded as the readers do
+    (a FIFO or device is never opened: `_expand` leaves it out and reports it in `problems`)."""
     from lmtune.data.readers import _expand
 
+    problems = [] if problems is None else problems
     out = []
     for split in sorted(files):
         for given in files[split]:
-            for path in _expand(Path(given), []):
+            for path in _expand(Path(given), problems):
                 out.append([split, str(path), str(path.stat().st_size), file_digest(path)])
     return out
 
@@ -75,8 +77,12 @@ def data_key(data_cfg: Any, files: dict[str, list[str]], tokenizer: Any, templat
     tok = tokenizer_fingerprint(tokenizer)
     if tok is None:
         return None
+    problems: list[str] = []
+    listed = _data_files(files, problems)
+    if problems:   # a missing or odd file must fail in the scan, not match the key of the others
+        return None
     settings = {k: v for k, v in dataclasses.asdict(data_cfg).items() if k not in _SKIP_KEYS}
-    what = {"version": PIPELINE_VERSION, "settings": settings, "files": _data_files(files), "tokenizer": tok,
+    what = {"version": PIPELINE_VERSION, "settings": settings, "files": listed, "tokenizer": tok,
             "template": template.to_dict() if template is not None else None}
     return hashlib.sha256(json.dumps(what, sort_keys=True, default=str).encode()).hexdigest()[:32]
 
