@@ -143,20 +143,24 @@ def _can_write(directory: Path) -> bool:
 # ---------------------------------------------------------------- a run's inputs, before training
 
 def data_paths(cfg) -> None:
-    """data.train/validation/test: a FIFO, a device or a socket, given or inside a given directory,
-    stops the run now, before any model loads (reading one blocks forever or never ends). Missing
+    """data.train/validation/test and a replay file: a FIFO, a device or a socket, given or inside a
+    given directory, stops the run now, before any model loads (reading one blocks forever or never ends). Missing
     files and bad records are the data pipeline's to report, all at once."""
     from lmtune.data.readers import listing, odd_file
     from lmtune.errors import DataError
 
+    keys = [(f"data.{split}", given) for split in ("train", "validation", "test")
+            for given in getattr(cfg.data, split) or []]
+    replay = cfg.data.replay
+    if replay.ratio > 0 and replay.source not in ("general", "self"):
+        keys.append(("data.replay.source", replay.source))
     problems = []
-    for split in ("train", "validation", "test"):
-        for given in getattr(cfg.data, split) or []:
-            path = Path(given).expanduser()
-            for file in listing(path) if path.is_dir() else [path]:
-                odd = odd_file(file)
-                if odd:
-                    problems.append(f"data.{split}: {file}: {odd}")
+    for key, given in keys:
+        path = Path(given).expanduser()
+        for file in listing(path) if path.is_dir() else [path]:
+            odd = odd_file(file)
+            if odd:
+                problems.append(f"{key}: {file}: {odd}")
     if problems:
         n = len(problems)
         raise DataError(f"{n} data path{'s' if n != 1 else ''} cannot be read as data", problems)

@@ -82,15 +82,16 @@ def test_train_refuses_an_odd_data_file_before_loading_anything(tmp_path, kind):
     assert not out.exists()
 
 
-def test_train_refuses_odd_validation_and_test_files_by_config_key(tmp_path):
+def test_train_refuses_odd_validation_test_and_replay_files_by_config_key(tmp_path):
     train = tmp_path / "train.jsonl"
     train.write_text("".join(json.dumps({**GOOD, "output": f"Blue {i}."}) + "\n" for i in range(20)))
     fifo, zero = odd(tmp_path, "fifo")[0], odd(tmp_path, "zero")[0]
     out = tmp_path / "run"
     proc = lmtune("train", "--data", str(train), f"data.validation=[{fifo}]", f"data.test=[{zero}]",
-                  "--output", str(out), cwd=tmp_path)
-    refused(proc, "2 data paths cannot be read as data", f"data.validation: {fifo}: not a regular file: a FIFO",
-            f"data.test: {zero}: not a regular file: a character device")
+                  "data.replay.ratio=0.5", f"data.replay.source={fifo}", "--output", str(out), cwd=tmp_path)
+    refused(proc, "3 data paths cannot be read as data", f"data.validation: {fifo}: not a regular file: a FIFO",
+            f"data.test: {zero}: not a regular file: a character device",
+            f"data.replay.source: {fifo}: not a regular file: a FIFO")
     assert not out.exists()
 
 
