@@ -102,6 +102,14 @@ def test_generate_refuses_an_odd_prompt_file(tmp_path, kind):
             f"--file {path}: not a regular file: {what}")
 
 
+def test_eval_refuses_an_odd_test_file(tmp_path):
+    path, what = odd(tmp_path, "fifo")
+    out = tmp_path / "eval-out"
+    refused(lmtune("eval", "tiny", "--test", str(path), "--out", str(out), cwd=tmp_path),
+            f"--test {path}: not a regular file: {what}")
+    assert not out.exists()
+
+
 # ---------------------------------------------------------------- one enormous record
 
 def _big_jsonl(path: Path, mib: int = 20) -> Path:
