@@ -83,6 +83,8 @@ DAMAGE = {   # name: (how, the words the line must say)
                       "is damaged: meta.json is unreadable (JSONDecodeError)"),
     "meta-of-another-key": (_meta_edit(key="0" * 32), "is foreign: its meta.json is for key '00000000"),
     "meta-of-another-version": (_meta_edit(lmtune_data_cache=999), "is foreign: written by another lmtune version"),
+    "meta-files-malformed": (_meta_edit(files={"train-00000.arrow": "0123"}),
+                             "is damaged: meta.json lists its files in another form"),
     "meta-without-checksums": (lambda e: (e / cache.META).write_text('{"lmtune_data_cache": 1, "format": "alpaca"}'),
                                "is foreign: written by another lmtune version"),
 }
@@ -170,6 +172,10 @@ def test_listing_and_clear_cover_unfinished_builds_and_broken_entries(tokenizer,
     prepare_arrow(cfg, tokenizer)
     [entry] = cache.entries()
     root = cache.cache_root()
+    cut = dataclasses.replace(cfg, seed=7)                  # a second entry, cut short
+    prepare_arrow(cut, tokenizer)
+    [damaged] = [e for e in cache.entries() if e != entry]
+    _truncate(damaged / "train-00000.arrow")
     left = root / ".build-abcdef12-k9x"                  # a killed run's build: no process holds it
     left.mkdir()
     (left / "train-00000.arrow.partial").write_bytes(b"x" * 1000)
@@ -179,6 +185,9 @@ def test_listing_and_clear_cover_unfinished_builds_and_broken_entries(tokenizer,
     headless = root / ("c" * 32)
     headless.mkdir()
     (headless / "train-00000.arrow").write_bytes(b"x")
+    alien = root / ("e" * 32)                          # key-named, meta.json without lmtune's marker
+    alien.mkdir()
+    (alien / cache.META).write_text('{"written_by": "something else"}')
     mine = root / "my-notes"                            # not lmtune's: never listed, never removed
     mine.mkdir()
     (mine / "keep.txt").write_text("mine")
@@ -187,14 +196,18 @@ def test_listing_and_clear_cover_unfinished_builds_and_broken_entries(tokenizer,
     try:
         assert main(["data", "cache"]) == 0
         out = capsys.readouterr().out
-        assert f"data cache: {root} (1 entries, " in out and f"  {entry.name}  " in out
+        assert f"data cache: {root} (2 entries, " in out and f"  {entry.name}  " in out
+        [line] = [x for x in out.splitlines() if damaged.name in x]
+        assert " MB  (is damaged: train-00000.arrow has " in line and line.endswith("; rebuilt on use)")
+        assert "rebuilt on use" not in next(x for x in out.splitlines() if entry.name in x)
         assert "unfinished builds (left by a killed or failed run):\n  .build-abcdef12-k9x  0.0 MB\n" in out
         assert f"  {held.name}  0.0 MB  (in use by a running lmtune)" in out
-        assert f"broken entries (meta.json missing or unreadable):\n  {broken.name}  0.0 MB\n  {headless.name}" in out
+        assert (f"broken entries (meta.json missing, unreadable or not lmtune's):\n  {broken.name}  0.0 MB\n  {headless.name}  0.0 MB\n"
+                f"  {alien.name}  0.0 MB\n") in out
         assert "my-notes" not in out and "README" not in out
         assert main(["data", "cache", "--clear"]) == 0
         out = capsys.readouterr().out
-        assert out.rstrip().endswith("removed 1 entries, 1 unfinished builds, 2 broken entries; kept 1 build(s) in use")
+        assert out.rstrip().endswith("removed 2 entries, 1 unfinished builds, 3 broken entries; kept 1 build(s) in use")
         assert sorted(p.name for p in root.iterdir()) == sorted([held.name, "my-notes", "README"])
         assert (mine / "keep.txt").read_text() == "mine" and (held / "part.arrow").is_file()
     finally:

@@ -82,10 +82,12 @@ def cache_command(args: argparse.Namespace) -> int:
     entries = found["entries"]
     print(f"data cache: {root} ({len(entries)} entries, {sum(sizes[e] for e in entries) / 1e6:.1f} MB)")
     for entry in entries:
-        print(f"  {entry.name}  {sizes[entry] / 1e6:.1f} MB")
+        problem = cache.verify(entry, entry.name, hashes=False)   # sizes only: a listing reads no data
+        note = f"  ({problem}; rebuilt on use)" if problem else ""
+        print(f"  {entry.name}  {sizes[entry] / 1e6:.1f} MB{note}")
     held = [b for b in found["builds"] if cache.in_use(b)]
     labels = {"builds": "unfinished builds (left by a killed or failed run)",
-              "broken": "broken entries (meta.json missing or unreadable)"}
+              "broken": "broken entries (meta.json missing, unreadable or not lmtune's)"}
     for kind, label in labels.items():
         if found[kind]:
             print(f"{label}:")

@@ -135,27 +135,38 @@ def lookup(key: str) -> Path | None:
     return None
 
 
-def verify(entry: Path, key: str | None = None) -> str | None:
+def verify(entry: Path, key: str | None = None, hashes: bool = True) -> str | None:
     """What is wrong with an entry (`is damaged: ...`, `is incomplete: ...`, `is foreign: ...`), or
-    None when its files are exactly those meta.json lists, with their sizes and hashes."""
+    None when its files are exactly those meta.json lists, with their sizes and (`hashes`) sha256."""
     meta, problem = _meta(entry)
     if problem:
         return problem
-    if meta.get(MARKER) != PIPELINE_VERSION or not isinstance(meta.get("files"), dict):
+    listed = meta.get("files")
+    if meta.get(MARKER) != PIPELINE_VERSION or not isinstance(listed, dict):
         return f"is foreign: written by another lmtune version ({MARKER} {meta.get(MARKER)!r})"
     if key is not None and meta.get("key") != key:
         return f"is foreign: its meta.json is for key {meta.get('key')!r}"
-    listed, found = meta["files"], _files(entry)
+    if not all(isinstance(v, list) and len(v) == 2 and isinstance(v[0], int) and isinstance(v[1], str)
+               for v in listed.values()):
+        return f"is damaged: {META} lists its files in another form"
+    try:
+        return _check_files(entry, listed, hashes)
+    except OSError as exc:      # a file vanished or cannot be read while checking
+        return f"is damaged: {Path(exc.filename or '?').name} is unreadable ({exc.strerror})"
+
+
+def _check_files(entry: Path, listed: dict, hashes: bool) -> str | None:
+    found = _files(entry)
     missing = sorted(set(listed) - set(found))
     if missing:
         return f"is incomplete: {missing[0]} is missing"
     extra = sorted(set(found) - set(listed))
     if extra:
         return f"is damaged: {extra[0]} does not belong to it"
-    for name, (size, digest) in sorted(listed.items()):
+    for name, (size, _) in sorted(listed.items()):
         if found[name].stat().st_size != size:
             return f"is damaged: {name} has {found[name].stat().st_size} bytes, expected {size}"
-    for name, (size, digest) in sorted(listed.items()):
+    for name, (_, digest) in sorted(listed.items()) if hashes else ():
         if entry_digest(found[name]) != digest:
             return f"is damaged: the bytes of {name} changed"
     return None
@@ -296,8 +307,8 @@ def entries() -> list[Path]:
 
 def survey() -> dict[str, list[Path]]:
     """What the cache directory holds, by kind: `entries` (lmtune's meta.json), `builds` (unfinished
-    `.build-*` directories), `broken` (key-named directories whose meta.json is missing or
-    unreadable). Anything else is not lmtune's and is left out."""
+    `.build-*` directories), `broken` (key-named directories whose meta.json is missing, unreadable
+    or not lmtune's). Anything else is not lmtune's and is left out."""
     root = cache_root()
     found: dict[str, list[Path]] = {"entries": [], "builds": [], "broken": []}
     if not root.is_dir():
@@ -311,7 +322,7 @@ def survey() -> dict[str, list[Path]]:
         meta, problem = _meta(path)
         if problem is None and MARKER in meta:
             found["entries"].append(path)
-        elif _KEY_NAME.fullmatch(path.name) and (problem is not None or not meta):
+        elif _KEY_NAME.fullmatch(path.name):      # lmtune's by its name, not by its meta.json
             found["broken"].append(path)
     return found
 
