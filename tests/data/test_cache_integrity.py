@@ -38,7 +38,8 @@ def tokenizer():
 @pytest.fixture
 def cfg(tmp_path, monkeypatch):
     monkeypatch.setenv("LMTUNE_CACHE_DIR", str(tmp_path / "cache"))
-    rows = [{"instruction": f"Question {i % 23}", "output": f"Answer {i % 19} " + "word " * (i % 7)} for i in range(300)]
+    rows = [{"instruction": f"Question {i % 23}", "output": f"Answer {i % 19} " + "word " * (i % 7)}
+            for i in range(300)]
     path = tmp_path / "train.jsonl"
     path.write_text("".join(json.dumps(r) + "\n" for r in rows))
     return DataConfig(train=[str(path)], template="alpaca", val_split=0.1)
@@ -202,8 +203,8 @@ def test_listing_and_clear_cover_unfinished_builds_and_broken_entries(tokenizer,
         assert "rebuilt on use" not in next(x for x in out.splitlines() if entry.name in x)
         assert "unfinished builds (left by a killed or failed run):\n  .build-abcdef12-k9x  0.0 MB\n" in out
         assert f"  {held.name}  0.0 MB  (in use by a running lmtune)" in out
-        assert (f"broken entries (meta.json missing, unreadable or not lmtune's):\n  {broken.name}  0.0 MB\n  {headless.name}  0.0 MB\n"
-                f"  {alien.name}  0.0 MB\n") in out
+        assert (f"broken entries (meta.json missing, unreadable or not lmtune's):\n  {broken.name}  0.0 MB\n"
+                f"  {headless.name}  0.0 MB\n  {alien.name}  0.0 MB\n") in out
         assert "my-notes" not in out and "README" not in out
         assert main(["data", "cache", "--clear"]) == 0
         out = capsys.readouterr().out

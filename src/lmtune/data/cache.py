@@ -23,7 +23,7 @@ fingerprints) are not lmtune's and not verified; they go when their entry is reb
 A build holds an exclusive flock on its `.build-*` directory while it runs, so `lmtune data cache
 --clear` can tell a build a killed process left (removed) from one a running process is writing
 (kept). `--clear` removes entries with lmtune's meta.json, `.build-*` directories and key-named
-directories whose meta.json is missing or unreadable; nothing else in the directory.
+directories whose meta.json is missing, unreadable or not lmtune's; nothing else in the directory.
 """
 
 from __future__ import annotations
