@@ -333,4 +333,11 @@ def remove(path: Path) -> str | None:
 
 
 def size_bytes(path: Path) -> int:
-    return sum(p.stat().st_size for p in path.rglob("*") if p.is_file())
+    """Bytes under `path`; a file that vanishes meanwhile (a build renamed into place) counts 0."""
+    total = 0
+    for p in path.rglob("*"):
+        try:
+            total += p.stat().st_size if p.is_file() else 0
+        except OSError:
+            pass
+    return total
