@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import math
 import os
+import stat
 from pathlib import Path
 
 from lmtune.data import load_split
@@ -27,30 +28,64 @@ def number(flag: str, value, *, min: float | None = None, max: float | None = No
         raise UserError(f"{flag}: got {value}, must be <= {max}", fix)
 
 
+_SPECIAL = ((stat.S_ISFIFO, "a FIFO (named pipe)"), (stat.S_ISCHR, "a character device"),
+            (stat.S_ISBLK, "a block device"), (stat.S_ISSOCK, "a socket"))
+
+
+def special_kind(path: str | Path) -> str | None:
+    """What `path` (links followed) is when it exists and is neither a regular file nor a directory
+    ("a FIFO (named pipe)", "a character device", ...), else None. stat only: opening a FIFO blocks
+    until a writer comes, and a device like /dev/zero never ends."""
+    try:
+        mode = os.stat(path).st_mode
+    except (OSError, ValueError):
+        return None
+    if stat.S_ISREG(mode) or stat.S_ISDIR(mode):
+        return None
+    return next((name for test, name in _SPECIAL if test(mode)), "not a file")
+
+
 def input_file(path: str | Path, flag: str, text: bool = False) -> Path:
-    """An existing, readable regular file; with `text`, also valid UTF-8 (read whole: prompt and
-    answer files are small)."""
+    """An existing, readable regular file; with `text`, also valid UTF-8 (checked in blocks)."""
     p = Path(path).expanduser()
     if not p.exists():
         raise UserError(f"{flag} {path}: file not found", ["check the path (relative paths start in the current "
                                                            f"directory, {Path.cwd()})"])
     if p.is_dir():
         raise UserError(f"{flag} {path}: is a directory, expected a file", ["give the path of a file"])
-    if not p.is_file():
-        raise UserError(f"{flag} {path}: not a regular file", ["give the path of a file"])
+    kind = special_kind(p)
+    if kind or not p.is_file():
+        raise UserError(f"{flag} {path}: not a regular file: {kind or 'not a file'}", ["give the path of a file"])
     try:
         with open(p, "rb") as fh:
-            raw = fh.read() if text else fh.read(1)
+            if text:
+                _utf8(fh, path, flag)
+            else:
+                fh.read(1)
     except OSError as exc:
         raise UserError(f"{flag} {path}: cannot read ({exc.strerror})", ["check the file's permissions"]) from None
-    if text:
-        try:
-            raw.decode("utf-8")
-        except UnicodeDecodeError as exc:
-            line = raw[: exc.start].count(b"\n") + 1
-            raise UserError(f"{flag} {path}:{line}: not UTF-8 text ({exc.reason} at byte {exc.start})",
-                            ["save the file as UTF-8 (a binary file is not a prompt file)"]) from None
     return p
+
+
+def _utf8(fh, path: str | Path, flag: str) -> None:
+    """The file is UTF-8 text, decoded in blocks (a large file is never held whole)."""
+    import codecs
+
+    decoder, lines, offset = codecs.getincrementaldecoder("utf-8")(), 1, 0
+    while True:
+        block = fh.read(1 << 20)
+        pending = decoder.getstate()[0]      # the start of a character cut by the previous block
+        try:
+            decoder.decode(block, final=not block)
+        except UnicodeDecodeError as exc:    # exc.start counts from the pending bytes
+            line = lines + (pending + block)[: exc.start].count(b"\n")
+            raise UserError(f"{flag} {path}:{line}: not UTF-8 text ({exc.reason} at byte "
+                            f"{offset - len(pending) + exc.start})",
+                            ["save the file as UTF-8 (a binary file is not a prompt file)"]) from None
+        if not block:
+            return
+        lines += block.count(b"\n")
+        offset += len(block)
 
 
 def input_dir(path: str | Path, flag: str, what: str = "directory") -> Path:
@@ -107,6 +142,30 @@ def _can_write(directory: Path) -> bool:
 
 
 # ---------------------------------------------------------------- a run's inputs, before training
+
+def data_paths(cfg) -> None:
+    """data.train/validation/test and a replay file: a FIFO, a device or a socket, given or inside a
+    given directory, stops the run now, before any model loads (reading one blocks forever or never ends). Missing
+    files and bad records are the data pipeline's to report, all at once."""
+    from lmtune.data.readers import listing, odd_file
+    from lmtune.errors import DataError
+
+    keys = [(f"data.{split}", given) for split in ("train", "validation", "test")
+            for given in getattr(cfg.data, split) or []]
+    replay = cfg.data.replay
+    if replay.ratio > 0 and replay.source not in ("general", "self"):
+        keys.append(("data.replay.source", replay.source))
+    problems = []
+    for key, given in keys:
+        path = Path(given).expanduser()
+        for file in listing(path) if path.is_dir() else [path]:
+            odd = odd_file(file)
+            if odd:
+                problems.append(f"{key}: {file}: {odd}")
+    if problems:
+        n = len(problems)
+        raise DataError(f"{n} data path{'s' if n != 1 else ''} cannot be read as data", problems)
+
 
 def run_test_files(cfg) -> None:
     """data.test is read only after training (eval): read and validate it now instead, so a missing

@@ -105,8 +105,10 @@ def test_the_cache_publishes_an_entry_and_reuses_it(tmp_path, capsys):
     assert sorted(p.name for p in entry.iterdir() if not p.name.endswith(".arrow")) == [
         "heldout.json", "meta.json", "stats.json"]
     assert sorted(p.name for p in entry.glob("*.arrow")) == ["train-00000.arrow", "validation-00000.arrow"]
+    files = {p.name: [p.stat().st_size, cache.entry_digest(p)] for p in entry.iterdir() if p.name != "meta.json"}
     assert json.loads((entry / "meta.json").read_text()) == {"format": "alpaca", "examples": first.stats["examples"],
-                                                             "lmtune_data_cache": cache.PIPELINE_VERSION}
+                                                             "lmtune_data_cache": cache.PIPELINE_VERSION,
+                                                             "key": entry.name, "files": files}
     assert list(cache.cache_root().glob(".build-*")) == []   # renamed into place
     again = prepare_arrow(cfg, tokenizer)
     assert f"data: prepared data reused from the cache {entry} (data.cache=false rebuilds it)" in capsys.readouterr().err

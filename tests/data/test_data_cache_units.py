@@ -110,7 +110,9 @@ def test_an_entry_is_built_published_found_listed_and_sized(root):
     (build / "rows.bin").write_bytes(b"x" * 10)
     entry = cache.publish(build, "0123456789abcdef", {"examples": 3})
     assert entry == root / "0123456789abcdef" and not build.exists()
-    assert json.loads((entry / cache.META).read_text()) == {"examples": 3, "lmtune_data_cache": cache.PIPELINE_VERSION}
+    assert json.loads((entry / cache.META).read_text()) == {
+        "examples": 3, "lmtune_data_cache": cache.PIPELINE_VERSION, "key": "0123456789abcdef",
+        "files": {"rows.bin": [10, hashlib.sha256(b"x" * 10).hexdigest()]}}
     assert cache.lookup("0123456789abcdef") == entry
     assert cache.size_bytes(entry) == 10 + (entry / cache.META).stat().st_size
     assert cache.entries() == [entry]
@@ -122,14 +124,13 @@ def test_a_second_publisher_of_the_same_key_yields_to_the_first(root):
     (late / "rows.bin").write_bytes(b"late")
     assert cache.publish(late, "aaaa1111", {"n": 2}) == first
     assert not late.exists() and json.loads((first / cache.META).read_text())["n"] == 1
-    # an entry in the way that is not a complete lmtune entry is an error, not silently replaced
+    # something in the way that is not a valid entry is never trusted nor replaced: ours is used uncached
     (root / "bbbb2222").mkdir()
     (root / "bbbb2222" / "half.bin").write_bytes(b"?")
     other = cache.new_build_dir("bbbb2222")
     (other / "rows.bin").write_bytes(b"x")
-    with pytest.raises(OSError):
-        cache.publish(other, "bbbb2222", {})
-    assert other.is_dir()
+    assert cache.publish(other, "bbbb2222", {}) == other
+    assert other.is_dir() and (root / "bbbb2222" / "half.bin").read_bytes() == b"?"
 
 
 def test_entries_lists_only_lmtune_entries_in_order(root):

@@ -128,11 +128,14 @@ def test_csv_problems(tmp_path):
     assert res.files[0].columns is None
     p, res = one("empty.csv", b"")
     assert res.problems == [f"{p}: empty file (no records)"] and res.files[0].columns is None
-    p, res = one("head.csv", b"a," + b"x" * 140_000 + b"\n")
-    assert res.problems == [f"{p}:1: unreadable CSV header (field larger than field limit (131072))"]
-    p, res = one("row.csv", b"a,b\n1,2\n3,4\n5," + b"y" * 140_000 + b"\n6,7\n")
-    assert res.problems == [f"{p}:4: unreadable CSV row (field larger than field limit (131072))"]
+    over = readers.MAX_RECORD_BYTES + 1                       # the per-record limit, not csv's 128 KiB
+    p, res = one("head.csv", b"a," + b"x" * over + b"\n")
+    assert res.problems == [f"{p}:1: unreadable CSV header (field larger than field limit ({over - 1}))"]
+    p, res = one("row.csv", b"a,b\n1,2\n3,4\n5," + b"y" * over + b"\n6,7\n")
+    assert res.problems == [readers.too_large(f"{p}:4", None)]
     assert [r.source for r in res.records] == [f"{p}:2", f"{p}:3"]
+    p, res = one("long.csv", b"a,b\n1," + b"y" * 140_000 + b"\n")
+    assert res.problems == [] and len(res.records[0].value["b"]) == 140_000
     p, res = one("bad.csv", b'a,b\n1,"x\n\xff"\n3,4\n')
     assert res.problems == [f"{p}:3: not UTF-8: byte 0xff at column 1 (re-save the file as UTF-8)"]
     assert res.bad_sources == {f"{p}:2"} and [r.source for r in res.records] == [f"{p}:4"]

@@ -38,9 +38,16 @@ def register(parser: argparse.ArgumentParser) -> None:
 
 
 def tuning(args: argparse.Namespace):
-    """CPU tuning for this process (applied by lmtune/cli.py before torch loads)."""
+    """CPU tuning for this process (applied by lmtune/cli.py before torch loads). --test files are
+    checked first: a FIFO or a device fails in a second, not after torch's import."""
+    from pathlib import Path
+
+    from lmtune import checks
     from lmtune.train.cpu_tuning import target_for_path
 
+    for f in getattr(args, "test", None) or []:
+        if not Path(f).is_dir():
+            checks.input_file(f, "--test")
     return target_for_path(args.run)
 
 

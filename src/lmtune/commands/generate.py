@@ -28,9 +28,14 @@ def register(parser: argparse.ArgumentParser) -> None:
 def _read_prompts(path: str) -> list:
     from lmtune.errors import DataError
 
+    from lmtune.data.readers import LongLine, line_blocks
+
     items, problems = [], []
-    with open(path, encoding="utf-8") as fh:
-        for n, line in enumerate(fh, 1):
+    with open(path, "rb") as fh:
+        for n, line in _lines(line_blocks(fh, path, 1 << 20)):
+            if isinstance(line, LongLine):    # never held: a prompt over the per-record limit
+                problems.append(line.problem())
+                continue
             if not line.strip():
                 continue
             try:
@@ -51,10 +56,25 @@ def _read_prompts(path: str) -> list:
     return items
 
 
+def _lines(pieces):
+    """(line number, text) from readers.line_blocks' pieces (the file is UTF-8: input_file checked)."""
+    for piece in pieces:
+        if isinstance(piece, tuple):
+            block, start, _ = piece
+            for number, line in enumerate(block.splitlines(), start):   # numbered as line_blocks counts
+                yield number, line.decode("utf-8")
+        else:
+            yield piece.line, piece
+
+
 def tuning(args: argparse.Namespace):
-    """CPU tuning for this process (applied by lmtune/cli.py before torch loads)."""
+    """CPU tuning for this process (applied by lmtune/cli.py before torch loads). --file is checked
+    first: a FIFO or a device fails in a second, not after torch's import."""
+    from lmtune import checks
     from lmtune.train.cpu_tuning import target_for_path
 
+    if args.file:
+        checks.input_file(args.file, "--file")
     return target_for_path(args.model)
 
 

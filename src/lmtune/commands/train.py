@@ -75,13 +75,16 @@ def _overrides(args: argparse.Namespace) -> list[str]:
 
 
 def tuning(args: argparse.Namespace):
-    """CPU tuning for this process (applied by lmtune/cli.py before torch loads)."""
+    """CPU tuning for this process (applied by lmtune/cli.py before torch loads). The data paths are
+    checked here, the first moment the config is known: a FIFO or a device fails in a second."""
+    from lmtune.checks import data_paths
     from lmtune.config import load_config
     from lmtune.train.cpu_tuning import Target
     from lmtune.models import resolve_model_path
 
     _split_config(args)
     cfg = load_config(args.config, _overrides(args))
+    data_paths(cfg)
     return Target(cfg, resolve_model_path(cfg.model.name_or_path), training=True)
 
 

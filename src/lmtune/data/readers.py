@@ -12,18 +12,26 @@ Where a record came from (`Record.source`), as the user will look it up:
 Reading never raises on bad input: every problem is appended to `ReadResult.problems` as
 `where: what is wrong`, so one pass reports all of them. Only the standard library and (for
 Parquet) pyarrow are used, so `lmtune data check` stays free of torch.
+
+Odd files: only regular files are read. A FIFO, a device (/dev/zero), a socket, named directly or
+found in a directory under a data suffix, is a problem (`not a regular file`), never opened: reading
+one would block forever or never end. One record (a JSON Lines line) may hold at most
+MAX_RECORD_BYTES; a longer line is read through without being kept (`line_blocks`) and reported
+as `file:LINE: record of N MiB, over the limit`, so memory stays bounded whatever the file holds.
 """
 
 from __future__ import annotations
 
 import csv
 import json
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 SUFFIXES = (".jsonl", ".json", ".csv", ".tsv", ".parquet")
 _BOM = b"\xef\xbb\xbf"
+MAX_RECORD_BYTES = 8 << 20   # one record (line); far beyond any data.max_length, small enough to hold
 
 
 @dataclass
@@ -63,13 +71,24 @@ def read_paths(paths: list[str | Path]) -> ReadResult:
 
 def _expand(path: Path, problems: list[str]) -> list[Path]:
     if path.is_dir():
-        files = sorted(p for p in path.rglob("*") if p.is_file() and p.suffix.lower() in SUFFIXES
-                       and not any(part.startswith(".") for part in p.relative_to(path).parts))
-        if not files:
+        found = listing(path)
+        files, odd_files = [], 0
+        for file in found:
+            odd = odd_file(file)
+            if odd:
+                problems.append(f"{file}: {odd}")
+                odd_files += 1
+            elif file.exists():      # a dangling link is not data
+                files.append(file)
+        if not files and not odd_files:
             problems.append(f"{path}: no data files ({', '.join(SUFFIXES)}) in this directory")
         return files
     if not path.exists():
         problems.append(f"{path}: file not found")
+        return []
+    odd = odd_file(path)
+    if odd:
+        problems.append(f"{path}: {odd}")
         return []
     if path.suffix.lower() not in SUFFIXES:
         problems.append(f"{path}: unsupported file type '{path.suffix}' (use {', '.join(SUFFIXES)})")
@@ -77,17 +96,90 @@ def _expand(path: Path, problems: list[str]) -> list[Path]:
     return [path]
 
 
+def listing(directory: Path) -> list[Path]:
+    """The paths under a directory that read_paths reads (data suffixes, hidden ones skipped), sorted;
+    links and special files included, for the caller to sort out."""
+    return sorted(p for p in directory.rglob("*") if p.suffix.lower() in SUFFIXES and not p.is_dir()
+                  and not any(part.startswith(".") for part in p.relative_to(directory).parts))
+
+
+def odd_file(path: Path) -> str | None:
+    """Why `path` (links followed) cannot be read as a data file, or None for a regular file, a
+    directory or a path that does not exist (reported elsewhere). stat only: nothing is opened."""
+    from lmtune.checks import special_kind
+
+    kind = special_kind(path)
+    return f"not a regular file: {kind}; give a data file, or a directory of them" if kind else None
+
+
+@dataclass
+class LongLine:
+    """A line over MAX_RECORD_BYTES, read through but not kept (`line_blocks`)."""
+
+    name: str
+    line: int     # its 1-based number
+    size: int     # its bytes, line end excluded
+
+    def problem(self) -> str:
+        return too_large(f"{self.name}:{self.line}", self.size)
+
+
+def too_large(where: str, size: int | None) -> str:
+    """The problem of a record over the limit (`size` None: a CSV field, measured only that far)."""
+    what = f"record of {size / 2**20:.1f} MiB" if size is not None else "a field of the record"
+    return (f"{where}: {what}, over the limit of {MAX_RECORD_BYTES >> 20} MiB per record (shorten or split "
+            f"it: nothing past data.max_length tokens is trained anyway)")
+
+
+def line_blocks(f, name: str, block_bytes: int, limit: int | None = None
+                ) -> Iterator[tuple[bytes, int, int] | LongLine]:
+    """(bytes, number of the first line, lines) in pieces that end at a newline (the last may not),
+    read from binary file `f`; a line longer than `limit` bytes comes as a LongLine instead, and is
+    never held: memory stays under limit + block_bytes. Reading blocks of at most `limit` bytes keeps
+    every line but the first of a piece inside one block, so only that first line needs measuring."""
+    limit = MAX_RECORD_BYTES if limit is None else limit
+    block_bytes = min(block_bytes, limit)
+    rest, line, skipping = b"", 1, None
+    while chunk := f.read(block_bytes):
+        if skipping is not None:       # inside a long line: find its end, keep nothing
+            end = chunk.find(b"\n")
+            if end < 0:
+                skipping.size += len(chunk)
+                continue
+            skipping.size += end
+            yield skipping
+            skipping, line, chunk = None, line + 1, chunk[end + 1:]
+        buf = rest + chunk
+        end = buf.find(b"\n")
+        if (end if end >= 0 else len(buf)) > limit:
+            if end < 0:
+                skipping, rest = LongLine(name, line, len(buf)), b""
+                continue
+            yield LongLine(name, line, end)
+            line, buf = line + 1, buf[end + 1:]
+        cut = buf.rfind(b"\n") + 1
+        rest = buf[cut:]
+        if cut:
+            lines = len(buf[:cut].splitlines())   # the lines `_decode_lines` will number
+            yield buf[:cut], line, lines
+            line += lines
+    if skipping is not None:
+        yield skipping
+    elif rest:
+        yield rest, line, len(rest.splitlines())
+
+
 def _read_file(path: Path, result: ReadResult) -> None:
     suffix = path.suffix.lower()
     problems_before = len(result.problems)
     if suffix == ".parquet":
         info = _read_parquet(path, result)
+    elif suffix == ".jsonl":
+        info = _read_jsonl_file(path, result)
     else:
         raw = path.read_bytes()
         lines, bad = _decode_lines(raw, str(path), result.problems)
-        if suffix == ".jsonl":
-            info = _read_jsonl(str(path), lines, bad, result)
-        elif suffix == ".json":
+        if suffix == ".json":
             info = _read_json(str(path), lines, bad, result)
         else:
             info = _read_csv(str(path), lines, bad, result, delimiter="\t" if suffix == ".tsv" else ",")
@@ -157,6 +249,22 @@ def _read_jsonl(name: str, lines: list[str], bad: set[int], result: ReadResult, 
     return info
 
 
+def _read_jsonl_file(path: Path, result: ReadResult) -> FileInfo:
+    """A JSON Lines file block by block (`line_blocks`): a huge line is a problem, not a memory spike."""
+    name, info = str(path), FileInfo(str(path), "jsonl")
+    with path.open("rb") as f:
+        for piece in line_blocks(f, name, 4 << 20):
+            if isinstance(piece, LongLine):
+                result.problems.append(piece.problem())
+                result.bad_sources.add(f"{name}:{piece.line}")
+                info.records += 1
+                continue
+            block, start, _ = piece
+            lines, bad = _decode_lines(block, name, result.problems, start=start)
+            info.records += _read_jsonl(name, lines, bad, result, start=start).records
+    return info
+
+
 def _read_json(name: str, lines: list[str], bad: set[int], result: ReadResult) -> FileInfo:
     text = "".join(lines)
     if text.lstrip().startswith("{"):  # JSON Lines saved under a .json name (datasets does the same)
@@ -192,6 +300,8 @@ def _read_json(name: str, lines: list[str], bad: set[int], result: ReadResult) -
 
 def _read_csv(name: str, lines: list[str], bad: set[int], result: ReadResult, delimiter: str) -> FileInfo:
     info = FileInfo(name, "csv", header_where=f"{name}:1")
+    # the csv module's own default (128 KiB a field) would refuse long answers: the record limit rules
+    csv.field_size_limit(max(csv.field_size_limit(), MAX_RECORD_BYTES))
     reader = csv.reader(lines, delimiter=delimiter)
     try:
         header = next(reader, None)
@@ -213,7 +323,9 @@ def _read_csv(name: str, lines: list[str], bad: set[int], result: ReadResult, de
         except StopIteration:
             break
         except csv.Error as exc:  # e.g. an unterminated quote swallows the rest of the file
-            result.problems.append(f"{name}:{last + 1}: unreadable CSV row ({exc})")
+            too_big = "field larger than field limit" in str(exc)
+            result.problems.append(too_large(f"{name}:{last + 1}", None) if too_big
+                                   else f"{name}:{last + 1}: unreadable CSV row ({exc})")
             break
         start, last = last + 1, reader.line_num
         if not any(cell.strip() for cell in row):

@@ -25,7 +25,16 @@ import numpy as np
 
 from lmtune.data.formats import Example, _check_schemas, guess_format, other_format_files, sort_problems, to_example
 from lmtune.data.parallel import cores, ordered_map
-from lmtune.data.readers import FileInfo, ReadResult, Record, _decode_lines, _read_jsonl
+from lmtune.data.readers import (
+    MAX_RECORD_BYTES,
+    FileInfo,
+    LongLine,
+    ReadResult,
+    Record,
+    _decode_lines,
+    _read_jsonl,
+    too_large,
+)
 from lmtune.data.stream import BLOCK_BYTES, Block, End, Records, iter_units
 
 _SCHEMA = None  # pyarrow schema, built on first use (pyarrow is imported lazily)
@@ -205,9 +214,14 @@ def _size(paths: list[str]) -> int:
     return sum(f.stat().st_size for p in paths for f in _expand(Path(p), []))
 
 
-def _scan_unit(unit: Block | Records | End) -> _Part | End:
+def _scan_unit(unit: Block | LongLine | Records | End) -> _Part | End:
     if isinstance(unit, End):
         return unit
+    if isinstance(unit, LongLine):     # a record read, too large to keep: one problem
+        part = _Part(unit.name)
+        part.read_problems.append(unit.problem())
+        part.records_read = 1
+        return part
     format = _JOB["format"]
     if isinstance(unit, Records):
         return _scan_records(unit.records, unit.seq, format, _Part())
@@ -226,7 +240,7 @@ def _scan_records(records: list[Record], seq0: int, format: str, part: _Part) ->
     sources, texts = [], []
     for i, record in enumerate(records):
         seq = seq0 + (_line(record.source) if part.name else i)
-        _one(record, seq, format, part, sources, texts)
+        _one(record, seq, format, part, sources, texts, sized=not part.name)
     if sources and _JOB["arrow"]:
         part.batch = pa.record_batch([pa.array(sources, pa.string()), pa.array(texts, pa.large_string())],
                                      schema=_schema())
@@ -239,7 +253,9 @@ def _line(source: str) -> int:
     return int(source.rsplit(":", 1)[1])
 
 
-def _one(record: Record, seq: int, format: str, pending: _Part, sources: list, texts: list) -> None:
+def _one(record: Record, seq: int, format: str, pending: _Part, sources: list, texts: list,
+         sized: bool = False) -> None:
+    """`sized`: check the record's size here (JSON Lines lines were measured while reading)."""
     guess = guess_format(record.value)
     pending.per_file.setdefault(record.file, Counter())[guess] += 1
     if guess:
@@ -255,6 +271,10 @@ def _one(record: Record, seq: int, format: str, pending: _Part, sources: list, t
     if example is None:
         pending.bad.append((seq, record.file, guess, record.source, problems))
         return
+    text = json.dumps(record.value, ensure_ascii=False, default=str)
+    if sized and len(text) > MAX_RECORD_BYTES // 4 and len(text.encode()) > MAX_RECORD_BYTES:
+        pending.bad.append((seq, record.file, guess, record.source, [too_large(record.source, len(text.encode()))]))
+        return
     pending.row_seq.append(seq)
     pending.row_file.append(record.file)
     pending.row_guess.append(guess)
@@ -262,7 +282,7 @@ def _one(record: Record, seq: int, format: str, pending: _Part, sources: list, t
     pending.keys += digest16(content)
     pending.prompt_keys += digest16(prompt)
     sources.append(record.source)
-    texts.append(json.dumps(record.value, ensure_ascii=False, default=str))
+    texts.append(text)
 
 
 def _finish(read: ReadResult, pending: _Pending, format: str, store) -> ScannedSplit:

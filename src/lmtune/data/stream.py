@@ -14,7 +14,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from lmtune.data.readers import _BOM, FileInfo, ReadResult, Record, _expand, _read_file
+from lmtune.data.readers import _BOM, FileInfo, LongLine, ReadResult, Record, _expand, _read_file, line_blocks
 
 BLOCK_BYTES = 4 << 20   # bytes per block of a JSON Lines file (~25,000 short records)
 BATCH = 10_000          # records per unit for the other file types
@@ -44,15 +44,21 @@ class End:
     problems: list[str] = field(default_factory=list)
 
 
-def iter_units(paths: list[str], problems: list[str]) -> Iterator[Block | Records | End]:
+def iter_units(paths: list[str], problems: list[str]) -> Iterator[Block | LongLine | Records | End]:
     """Units in reading order (directories expanded as `read_paths` does); problems found while
-    expanding the paths (file not found, ...) go to `problems`."""
+    expanding the paths (file not found, not a regular file, ...) go to `problems`. A JSON Lines
+    line over readers.MAX_RECORD_BYTES comes as a LongLine (its size, not its bytes)."""
     seq = 0
     for path in paths:
         for file in _expand(Path(path), problems):
             if _is_json_lines(file):
                 last = 1
-                for block, start, lines in _blocks(file):
+                for piece in _blocks(file):
+                    if isinstance(piece, LongLine):
+                        yield piece
+                        last = piece.line + 1
+                        continue
+                    block, start, lines = piece
                     yield Block(str(file), block, start, seq + start)
                     last = start + lines
                 seq += last + 1
@@ -113,17 +119,8 @@ def _count_lines(block: bytes) -> int:
     return len(block.splitlines())   # the lines `_decode_lines` will number
 
 
-def _blocks(path: Path) -> Iterator[tuple[bytes, int, int]]:
-    """(bytes, number of the first line, lines) in pieces that end at a newline (the last may not)."""
-    rest, line = b"", 1
+def _blocks(path: Path) -> Iterator[tuple[bytes, int, int] | LongLine]:
+    """(bytes, number of the first line, lines) in pieces that end at a newline (the last may not),
+    or a LongLine for a record over the per-record limit (readers.line_blocks)."""
     with path.open("rb") as f:
-        while chunk := f.read(BLOCK_BYTES):
-            buf = rest + chunk
-            cut = buf.rfind(b"\n") + 1
-            rest = buf[cut:]
-            if cut:
-                lines = _count_lines(buf[:cut])
-                yield buf[:cut], line, lines
-                line += lines
-    if rest:
-        yield rest, line, _count_lines(rest)
+        yield from line_blocks(f, str(path), BLOCK_BYTES)

@@ -15,7 +15,7 @@ from pathlib import Path
 
 import lmtune.data
 from lmtune import models
-from lmtune.checks import max_length_fits, run_test_files
+from lmtune.checks import data_paths, max_length_fits, run_test_files
 from lmtune.config import Config
 from lmtune.data.holdout import HELDOUT_FILE, write_heldout
 from lmtune.data.prepare import summary_line
@@ -91,8 +91,9 @@ def preflight(cfg: Config, run: RunDir, resume: bool):
                                   "or start a new run in another output.dir"])
     if resume:
         check_resume_steps(run, cfg.train.max_steps)
-    ref = check_model_source(cfg.model)
 
+    data_paths(cfg)
+    ref = check_model_source(cfg.model)
     max_length_fits(cfg, ref)
     run_test_files(cfg)
     if cfg.method in ("lora", "qlora"):
