@@ -1,8 +1,8 @@
 """lmtune/merge.py piece by piece: the logit tolerance per dtype, the disk-space rule, which --out
 paths are refused, the merged model's card, and merge() itself on a run directory built by hand
 (config.yaml, adapter/, template.json, train_summary.json: what `lmtune train` leaves) and on a bare
-adapter. One tiny base and adapter per module, no training: the mutation run of lmtune/merge.py
-uses these (scripts/mutation.sh)."""
+adapter. One tiny base and adapter per module, no training. Merges after real training:
+tests/train/test_reliability_runs.py and tests/train/test_critical_settings.py."""
 
 from __future__ import annotations
 
