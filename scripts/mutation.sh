@@ -24,7 +24,7 @@ JOBS=${MUTATION_JOBS:-1}   # 1 by default: the suite's tests are CPU-bound
 
 # module -> "source files (globs relative to the repo) | test selection (pytest node ids or files)"
 declare -A MODULES=(
-  [tasks/sql]="src/lmtune/tasks/sql.py | tests/tasks/test_tasks_sql.py tests/tasks/test_sql_sandbox_layers.py tests/tasks/test_sql_units.py"
+  [tasks/sql]="src/lmtune/tasks/sql.py | tests/tasks/test_tasks_sql.py tests/tasks/test_sql_sandbox_layers.py"
   [evaluate/forgetting]="src/lmtune/evaluate/forgetting.py | tests/evaluate/test_forgetting.py tests/evaluate/test_eval.py::test_verdict_on_both_sides_of_each_threshold tests/evaluate/test_eval.py::test_verdict_follows_configured_thresholds tests/train/test_critical_settings.py::test_forgetting_thresholds_from_the_config_decide_the_verdict"
   [estimate/activations]="src/lmtune/estimate/activations.py | tests/estimate/test_estimate_units.py tests/estimate/test_estimate_activations.py"
   [methods/lora]="src/lmtune/train/methods/lora.py | tests/train/test_critical_settings.py::test_lora_rank_alpha_and_rslora_reach_the_peft_modules tests/train/test_critical_settings.py::test_lora_bias_dora_and_checkpointing_reach_peft tests/train/test_critical_settings.py::test_lora_targets_missing_from_the_model_are_a_config_error"
