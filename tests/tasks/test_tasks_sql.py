@@ -243,10 +243,3 @@ def test_the_connection_can_be_used_from_another_thread():
         t.start()
         t.join()
     assert out and out[0]
-
-
-def test_task_metadata():
-    task = get_task("sql")
-    assert task.name == "sql" and task.format == "alpaca"
-    assert task.metrics == ("execution_accuracy", "exact_match", "executable")
-    assert task.description

@@ -4,7 +4,7 @@ no files. The rest of --resume: test_resume.py."""
 
 from __future__ import annotations
 
-from lmtune.train.resume import RESUME_KEYS, resume_conflicts
+from lmtune.train.resume import resume_conflicts
 
 
 def _cfg(**over):
@@ -46,4 +46,3 @@ def test_resume_conflicts_skip_what_the_method_does_not_use_and_keys_the_run_lac
     assert resume_conflicts(old, _cfg(data__max_length=64)) == []
     assert resume_conflicts({"model": "flat"}, _cfg()) == []  # not a section: missing, skipped
     assert resume_conflicts(_cfg(), _cfg(lora=None)) == ["lora: the run used {'r': 8, 'alpha': 16}, now None"]
-    assert "train.grad_accum" in RESUME_KEYS and "distributed.nproc" in RESUME_KEYS
