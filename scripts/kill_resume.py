@@ -2,7 +2,7 @@
 was never interrupted (same config, same seed).
 
     python scripts/kill_resume.py --kills 10                 # the benchmark (~8 min on 2 busy cores)
-    python scripts/kill_resume.py --kills 2 --launcher fork  # what CI runs (tests/train/test_reliability_runs.py)
+    python scripts/kill_resume.py --kills 2 --launcher fork  # what CI runs (tests/train/test_resume.py)
 
 What it checks, printed as one JSON object (exit 0 when "ok" is true):
   * the final adapter equals the uninterrupted one (max |weight difference| <= --tol) and so do the

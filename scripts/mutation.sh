@@ -8,7 +8,7 @@
 #   MUTATION_JOBS=2 scripts/mutation.sh estimate/activations
 #   MUTATION_ONLY='*x_generic_profile__mutmut_*' scripts/mutation.sh estimate/activations  # one function
 #   MUTATION_ONLY='*x__assemble__mutmut_* *x__row__mutmut_*' scripts/mutation.sh evaluate/run  # several
-#   MUTATION_TESTS=tests/estimate/test_estimate_units.py scripts/mutation.sh estimate/activations  # fast tests only
+#   MUTATION_TESTS=tests/estimate/test_estimate_formulas.py scripts/mutation.sh estimate/activations  # fast tests only
 # After adding tests, recheck only the survivors: scripts/mutation_rerun.sh .mutation/<module>
 #
 # Each module runs in its own copy of the tree under $MUTATION_WORK/<module> (default .mutation/,
@@ -24,16 +24,16 @@ JOBS=${MUTATION_JOBS:-1}   # 1 by default: the suite's tests are CPU-bound
 
 # module -> "source files (globs relative to the repo) | test selection (pytest node ids or files)"
 declare -A MODULES=(
-  [tasks/sql]="src/lmtune/tasks/sql.py | tests/tasks/test_tasks_sql.py tests/tasks/test_sql_sandbox_layers.py tests/tasks/test_sql_units.py"
-  [evaluate/forgetting]="src/lmtune/evaluate/forgetting.py | tests/evaluate/test_forgetting_units.py tests/evaluate/test_eval.py::test_verdict_on_both_sides_of_each_threshold tests/evaluate/test_eval.py::test_verdict_follows_configured_thresholds tests/train/test_critical_settings.py::test_forgetting_thresholds_from_the_config_decide_the_verdict"
-  [estimate/activations]="src/lmtune/estimate/activations.py | tests/estimate/test_estimate_units.py tests/estimate/test_estimate_activations.py"
+  [tasks/sql]="src/lmtune/tasks/sql.py | tests/tasks/test_tasks_sql.py tests/tasks/test_sql_sandbox_layers.py"
+  [evaluate/forgetting]="src/lmtune/evaluate/forgetting.py | tests/evaluate/test_forgetting.py tests/evaluate/test_eval.py::test_verdict_on_both_sides_of_each_threshold tests/evaluate/test_eval.py::test_verdict_follows_configured_thresholds tests/train/test_critical_settings.py::test_forgetting_thresholds_from_the_config_decide_the_verdict"
+  [estimate/activations]="src/lmtune/estimate/activations.py | tests/estimate/test_estimate_formulas.py tests/estimate/test_estimate_activations.py"
   [methods/lora]="src/lmtune/train/methods/lora.py | tests/train/test_critical_settings.py::test_lora_rank_alpha_and_rslora_reach_the_peft_modules tests/train/test_critical_settings.py::test_lora_bias_dora_and_checkpointing_reach_peft tests/train/test_critical_settings.py::test_lora_targets_missing_from_the_model_are_a_config_error"
-  [methods]="src/lmtune/train/methods/__init__.py src/lmtune/train/methods/full.py src/lmtune/train/methods/qlora.py src/lmtune/train/methods/qlora_check.py | tests/train/test_methods_units.py tests/train/test_qlora.py::test_qlora_keeps_embeddings_head_and_residual_stream_in_bf16 tests/train/test_qlora.py::test_qlora_fp16_base_still_upcasts_for_stability"
-  [merge]="src/lmtune/merge.py | tests/merge/test_merge_units.py tests/train/test_critical_settings.py::test_merge_reports_a_tiny_difference_and_writes_the_model tests/train/test_critical_settings.py::test_merge_refuses_a_real_mismatch_and_writes_nothing"
-  [rundir]="src/lmtune/run/layout.py | tests/run/test_rundir_units.py"
-  [train/callbacks]="src/lmtune/train/callbacks.py src/lmtune/train/resume.py | tests/train/test_train_units.py tests/run/test_rundir_units.py"
-  [train/core]="src/lmtune/train/recipe.py | tests/train/test_train_py_units.py tests/train/test_train_save_units.py tests/train/test_train_setup_units.py tests/train/test_train_run_units.py"
-  [train/sft]="src/lmtune/train/trainer.py | tests/train/test_sft_trainer_units.py tests/train/test_cpu_fast_paths.py::test_label_logits_loss_equals_trl_fused_loss_and_gradients"
+  [methods]="src/lmtune/train/methods/__init__.py src/lmtune/train/methods/full.py src/lmtune/train/methods/qlora.py src/lmtune/train/methods/qlora_check.py | tests/train/test_methods.py tests/train/test_qlora.py::test_qlora_keeps_embeddings_head_and_residual_stream_in_bf16 tests/train/test_qlora.py::test_qlora_fp16_base_still_upcasts_for_stability"
+  [merge]="src/lmtune/merge.py | tests/merge/test_merge.py tests/train/test_critical_settings.py::test_merge_reports_a_tiny_difference_and_writes_the_model tests/train/test_critical_settings.py::test_merge_refuses_a_real_mismatch_and_writes_nothing"
+  [rundir]="src/lmtune/run/layout.py | tests/run/test_layout.py"
+  [train/callbacks]="src/lmtune/train/callbacks.py src/lmtune/train/resume.py | tests/train/test_callbacks.py tests/train/test_resume.py::test_stop_at_is_max_steps_when_set_else_epochs tests/train/test_resume.py::test_a_finished_run_is_recognised_by_its_stopping_point tests/train/test_resume.py::test_a_summary_from_before_stop_at_compares_max_steps_only tests/train/test_resume.py::test_not_finished_without_the_weights_or_a_readable_summary tests/train/test_resume.py::test_resume_picks_the_last_complete_checkpoint_at_or_before_max_steps tests/train/test_resume.py::test_resume_at_max_steps_one_and_only_rank_zero_deletes tests/train/test_resume.py::test_resume_refuses_when_every_checkpoint_is_past_max_steps tests/train/test_resume.py::test_metrics_on_resume_keep_rows_up_to_the_checkpoint_and_drop_a_cut_line tests/train/test_resume_conflicts.py tests/run/test_layout.py"
+  [train/core]="src/lmtune/train/recipe.py | tests/train/test_recipe.py tests/train/test_recipe_setup.py tests/train/test_recipe_train.py"
+  [train/sft]="src/lmtune/train/trainer.py | tests/train/test_trainer.py tests/train/test_cpu_fast_paths.py::test_label_logits_loss_equals_trl_fused_loss_and_gradients"
   [train]="src/lmtune/train/recipe.py src/lmtune/train/trainer.py | tests/train/test_resume.py tests/train/test_train.py tests/train/test_reliability_runs.py tests/train/test_critical_settings.py"
   [data/split]="src/lmtune/data/split.py src/lmtune/data/holdout.py | tests/data/test_data_units.py"
   [data/formats]="src/lmtune/data/formats.py src/lmtune/data/templates.py | tests/data/test_template_units.py tests/data/test_formats_units.py tests/data/test_data_pipeline.py tests/data/test_data_errors.py tests/data/test_data_templates.py tests/data/test_data_units.py tests/evaluate/test_eval_few_shot.py::test_chat_template_gets_one_conversation_with_the_shots_answered tests/evaluate/test_eval_few_shot.py::test_single_turn_layout_repeats_whole_training_examples tests/evaluate/test_eval_few_shot.py::test_a_chat_in_progress_is_all_prompt"
@@ -44,14 +44,14 @@ declare -A MODULES=(
   [data/tokenize]="src/lmtune/data/tokenize.py src/lmtune/data/tokenize_batch.py | tests/data/test_data_tokenize_units.py tests/data/test_data_templates.py tests/data/test_data_scale.py::test_batched_masks_follow_both_per_example_rules tests/data/test_data_progress_units.py"
   [data/arrow]="src/lmtune/data/arrow_pipeline.py src/lmtune/data/token_shards.py src/lmtune/data/prepare.py | tests/data/test_data_arrow_units.py tests/data/test_data_pipeline.py tests/data/test_data_progress_units.py"
   [data]="src/lmtune/data/*.py | tests/data/test_data_errors.py tests/data/test_data_packing.py tests/data/test_data_pipeline.py tests/data/test_data_templates.py"
-  [evaluate]="src/lmtune/evaluate/perplexity.py src/lmtune/evaluate/metrics.py src/lmtune/evaluate/summary.py src/lmtune/evaluate/few_shot.py | tests/evaluate/test_eval_units.py tests/evaluate/test_eval_few_shot.py::test_chat_template_gets_one_conversation_with_the_shots_answered tests/evaluate/test_eval_few_shot.py::test_single_turn_layout_repeats_whole_training_examples tests/evaluate/test_eval_few_shot.py::test_zero_shots_leave_the_prompts_alone tests/evaluate/test_eval.py::test_labels_follow_the_completion_mask"
-  [evaluate/run]="src/lmtune/evaluate/run.py src/lmtune/evaluate/__init__.py | tests/cli/test_visible_output.py tests/evaluate/test_eval_run_units.py tests/evaluate/test_eval_run_api_units.py tests/train/test_critical_settings.py::test_forgetting_thresholds_from_the_config_decide_the_verdict"
-  [estimate/lora]="src/lmtune/estimate/lora.py | tests/estimate/test_estimate_units.py tests/estimate/test_estimate_params.py"
-  [estimate/memory]="src/lmtune/estimate/memory.py | tests/estimate/test_estimate_units.py tests/estimate/test_estimate_memory.py tests/estimate/test_estimate_activations.py"
-  [estimate/core]="src/lmtune/estimate/core.py | tests/estimate/test_estimate_units.py tests/estimate/test_estimate_memory.py"
-  [estimate/shapes]="src/lmtune/estimate/shapes.py | tests/estimate/test_estimate_shapes_units.py tests/estimate/test_estimate_units.py tests/estimate/test_estimate_params.py"
-  [estimate/rest]="src/lmtune/estimate/speed.py src/lmtune/estimate/hardware.py src/lmtune/estimate/render.py | tests/estimate/test_estimate_report_units.py tests/estimate/test_estimate_units.py tests/estimate/test_estimate_memory.py"
-  [estimate]="src/lmtune/estimate/*.py | tests/estimate/test_estimate_units.py tests/estimate/test_estimate_activations.py tests/estimate/test_estimate_memory.py tests/estimate/test_estimate_params.py"
+  [evaluate]="src/lmtune/evaluate/perplexity.py src/lmtune/evaluate/metrics.py src/lmtune/evaluate/summary.py src/lmtune/evaluate/few_shot.py | tests/evaluate/test_perplexity.py tests/evaluate/test_eval_summary.py tests/evaluate/test_eval_metrics.py tests/evaluate/test_few_shot.py tests/evaluate/test_eval_few_shot.py::test_chat_template_gets_one_conversation_with_the_shots_answered tests/evaluate/test_eval_few_shot.py::test_single_turn_layout_repeats_whole_training_examples tests/evaluate/test_eval_few_shot.py::test_zero_shots_leave_the_prompts_alone tests/evaluate/test_eval.py::test_labels_follow_the_completion_mask"
+  [evaluate/run]="src/lmtune/evaluate/run.py src/lmtune/evaluate/__init__.py | tests/cli/test_visible_output.py tests/evaluate/test_eval_run.py tests/train/test_critical_settings.py::test_forgetting_thresholds_from_the_config_decide_the_verdict"
+  [estimate/lora]="src/lmtune/estimate/lora.py | tests/estimate/test_estimate_formulas.py tests/estimate/test_estimate_params.py"
+  [estimate/memory]="src/lmtune/estimate/memory.py | tests/estimate/test_estimate_formulas.py tests/estimate/test_estimate_memory.py tests/estimate/test_estimate_activations.py"
+  [estimate/core]="src/lmtune/estimate/core.py | tests/estimate/test_estimate_formulas.py tests/estimate/test_estimate_memory.py"
+  [estimate/shapes]="src/lmtune/estimate/shapes.py | tests/estimate/test_estimate_shapes.py tests/estimate/test_estimate_formulas.py tests/estimate/test_estimate_params.py"
+  [estimate/rest]="src/lmtune/estimate/speed.py src/lmtune/estimate/hardware.py src/lmtune/estimate/render.py | tests/estimate/test_estimate_speed.py tests/estimate/test_estimate_hardware.py tests/estimate/test_estimate_render.py tests/estimate/test_estimate_formulas.py tests/estimate/test_estimate_memory.py"
+  [estimate]="src/lmtune/estimate/*.py | tests/estimate/test_estimate_formulas.py tests/estimate/test_estimate_activations.py tests/estimate/test_estimate_memory.py tests/estimate/test_estimate_params.py"
 )
 
 run_module() {

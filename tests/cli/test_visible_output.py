@@ -1,8 +1,7 @@
 """What a user sees while evaluating and replaying, pinned where the other tests cannot see it: the
 label of the tokenizing progress bars (drawn only on a terminal for more than 2,000 examples, so
 stderr is replaced here by a stream that says it is a terminal) and the `[eval]` lines reaching a
-piped stdout at once (flushed, not left in the buffer). Part of the mutation runs of evaluate/run
-and data/replay (scripts/mutation.sh)."""
+piped stdout at once (flushed, not left in the buffer)."""
 
 from __future__ import annotations
 

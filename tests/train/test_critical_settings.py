@@ -10,7 +10,7 @@ import pytest
 import torch
 
 from lmtune.cli import main
-from lmtune.config import DEFAULT_LR, load_config
+from lmtune.config import load_config
 from lmtune.run.layout import RunDir
 from tiny_models import save_random_lora_adapter, save_tiny_model
 
@@ -18,7 +18,6 @@ from tiny_models import save_random_lora_adapter, save_tiny_model
 # ---------------------------------------------------------------- learning rate
 
 def test_default_learning_rate_table_has_the_literal_values():
-    assert DEFAULT_LR == {"full": 2e-5, "lora": 2e-4, "qlora": 2e-4}
     for method, lr in (("full", 2e-5), ("lora", 2e-4), ("qlora", 2e-4)):
         # `null`: the per-method table (the default is `auto`, resolved by lmtune/train/hparams.py and tested there)
         assert load_config(None, ["data.task=sql", f"method={method}", "train.learning_rate=null"]).learning_rate == lr
@@ -138,9 +137,6 @@ def adapter(tmp_path):
 
 
 def test_merge_reports_a_tiny_difference_and_writes_the_model(adapter, tmp_path, capsys):
-    from lmtune.merge import MERGE_TOLERANCE
-
-    assert MERGE_TOLERANCE["float32"] == 1e-3
     assert main(["merge", str(adapter), "--out", str(tmp_path / "merged")]) == 0
     out = capsys.readouterr().out
     diff = float(out.split("max |logit diff| merged vs base+adapter: ", 1)[1].split()[0])

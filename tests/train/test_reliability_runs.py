@@ -1,7 +1,6 @@
-"""Reliability of real runs: kill -9 and resume, NaN/inf stops, torn checkpoints, disk space for
-merge, adapters on the wrong base, and paths that must stay inside the run. Tiny models, real
-training (TRL/peft underneath), real merges; the only stand-in is the free-space number of
-shutil.disk_usage in the disk test."""
+"""Reliability of real runs: a checkpoint torn while rotated, NaN/inf stops, disk space for merge, adapters on the wrong base, and paths that must stay inside the run. Tiny models, real training
+(TRL/peft underneath), real merges; the only stand-in is the free-space number of shutil.disk_usage
+in the disk test. kill -9 and resume: test_resume.py."""
 
 from __future__ import annotations
 
@@ -10,7 +9,6 @@ import json
 import math
 import os
 import shutil
-import sys
 from collections import namedtuple
 from pathlib import Path
 
@@ -63,23 +61,7 @@ def _snapshot(*roots: Path) -> dict[str, str]:
     return out
 
 
-# ---------------------------------------------------------------- kill -9 and resume
-
-def test_kill_resume_twice_matches_the_uninterrupted_run(tmp_path):
-    """scripts/kill_resume.py with 2 SIGKILLs (forked launches: the imports happen once)."""
-    sys.path.insert(0, str(ROOT / "scripts"))
-    try:
-        import kill_resume
-    finally:
-        sys.path.remove(str(ROOT / "scripts"))
-    result = kill_resume.kill_resume(kills=2, seed=3, work=tmp_path, launcher_kind="fork", model=None,
-                                     max_steps=6, save_steps=2, tol=1e-4)
-    assert result["problems"] == [] and result["ok"], json.dumps(result, indent=1)
-    assert result["kills_landed"] == 2
-    assert result["max_abs_weight_diff"] <= 1e-4 and result["final_loss_diff"] <= 1e-4
-    assert result["logged_steps"] == 6  # metrics.jsonl reads as one clean run after two kills
-    assert not result["unmarked_checkpoint_used"]
-
+# ---------------------------------------------------------------- a checkpoint torn on resume
 
 def test_resume_ignores_a_checkpoint_torn_while_being_rotated(trained, tmp_path):
     """The Trainer deletes old checkpoints file by file before the new one is marked complete: a
@@ -100,18 +82,6 @@ def test_resume_ignores_a_checkpoint_torn_while_being_rotated(trained, tmp_path)
     assert checkpoint_is_complete(torn)  # written again, whole, by the resumed run
     steps = [json.loads(line)["step"] for line in (resumed / "metrics.jsonl").read_text().splitlines()]
     assert steps == sorted(steps)  # rows after checkpoint-2 were dropped, then logged again once
-
-
-def test_metrics_rows_after_the_checkpoint_and_a_cut_line_are_dropped_on_resume(tmp_path):
-    from transformers import TrainerControl, TrainerState
-
-    from lmtune.train.callbacks import MetricsJsonl
-
-    path = tmp_path / "metrics.jsonl"
-    rows = [{"step": s, "loss": 1.0 / s} for s in (1, 2, 3, 4)]
-    path.write_text("".join(json.dumps(r) + "\n" for r in rows) + '{"step": 5, "lo')
-    MetricsJsonl(path).on_train_begin(None, TrainerState(global_step=2), TrainerControl())
-    assert [json.loads(line)["step"] for line in path.read_text().splitlines()] == [1, 2]
 
 
 # ---------------------------------------------------------------- NaN / inf

@@ -1,13 +1,12 @@
-"""lmtune/train/callbacks.py and lmtune/train/resume.py called directly, with the Trainer's own state and
-control objects and real files: metrics.jsonl rows and their cleanup on resume, the NaN/inf stop,
-the checkpoint marker, the progress bar's postfix, and which checkpoint --resume picks or refuses.
-No training: the mutation run of the training modules uses these (scripts/mutation.sh)."""
+"""lmtune/train/callbacks.py called directly, with the Trainer's own state and control objects and
+real files: metrics.jsonl rows, the NaN/inf stop, the checkpoint marker and the ranks' vote on
+non-finite weights, the progress bar's postfix. No training. What the callbacks do on --resume:
+test_resume.py."""
 
 from __future__ import annotations
 
 import json
 import math
-from pathlib import Path
 from types import SimpleNamespace
 
 import pytest
@@ -15,10 +14,7 @@ import torch
 from transformers.trainer_callback import TrainerControl, TrainerState
 
 from lmtune.train.callbacks import ConsoleProgress, MarkCheckpointComplete, MetricsJsonl, NonFiniteGuard
-from lmtune.config import load_config
-from lmtune.errors import ConfigError
-from lmtune.train.resume import check_resume_steps, finished_summary, resume_checkpoint, stop_at_of
-from lmtune.run.layout import COMPLETE_MARKER, RunDir, checkpoint_is_complete, checkpoint_manifest
+from lmtune.run.layout import COMPLETE_MARKER, checkpoint_is_complete, checkpoint_manifest
 
 
 def _state(step=0, epoch=None, zero=True, max_steps=10):
@@ -38,23 +34,6 @@ def test_metrics_rows_carry_step_epoch_and_eval_perplexity(tmp_path):
     assert rows == [{"step": 3, "epoch": 0.1235, "loss": 1.5, "learning_rate": 1e-4},
                     {"step": 4, "epoch": 0.0, "eval_loss": 2.0, "eval_perplexity": math.exp(2.0)},
                     {"step": 5, "epoch": 1.0, "eval_loss": 80.0, "eval_perplexity": math.exp(50.0)}]
-
-
-def test_metrics_on_resume_keep_rows_up_to_the_checkpoint_and_drop_a_cut_line(tmp_path):
-    path = tmp_path / "metrics.jsonl"
-    lines = [{"step": 1, "loss": 3.0}, {"step": 2, "loss": 2.0}, {"note": "no step"}, {"step": 3, "loss": 1.0},
-             {"step": 2, "train_runtime": 9.0}]
-    path.write_text("".join(json.dumps(r) + "\n" for r in lines) + '{"step": 4, "lo', encoding="utf-8")
-    MetricsJsonl(path).on_train_begin(None, _state(2), TrainerControl())
-    assert path.read_text(encoding="utf-8") == "".join(json.dumps(r) + "\n" for r in lines[:3])
-    before = path.read_text()
-    MetricsJsonl(path).on_train_begin(None, _state(0, zero=False), TrainerControl())  # other ranks never touch it
-    assert path.read_text() == before
-    path.write_text('{"step": 1}\nnot json\n{"note": "no step"}\n{"step": 1, "loss": 2.0}\n')
-    MetricsJsonl(path).on_train_begin(None, _state(0), TrainerControl())  # a bad line is skipped, not the end
-    assert path.read_text() == '{"note": "no step"}\n'  # a row without a step counts as step 0
-    MetricsJsonl(tmp_path / "none.jsonl").on_train_begin(None, _state(2), TrainerControl())
-    assert not (tmp_path / "none.jsonl").exists()
 
 
 # ---------------------------------------------------------------- NonFiniteGuard
@@ -272,119 +251,3 @@ def test_progress_bar_only_on_rank_zero_and_the_eval_bar_sized_to_the_loader():
     first = bar.prediction_bar
     bar.on_prediction_step(SimpleNamespace(), _state(0), TrainerControl(), eval_dataloader=[1, 2, 3])
     assert bar.prediction_bar is first and first.n == 2
-
-
-# ---------------------------------------------------------------- resume.py
-
-def _cfg(*extra):
-    return load_config(None, ["data.task=sql", "method=lora", *extra])
-
-
-def test_stop_at_is_max_steps_when_set_else_epochs():
-    assert stop_at_of(_cfg("train.max_steps=6")) == {"max_steps": 6}
-    assert stop_at_of(_cfg("train.max_steps=-1", "train.epochs=2.5")) == {"epochs": 2.5}
-    assert stop_at_of(_cfg("train.max_steps=1")) == {"max_steps": 1}
-
-
-def _finished(tmp_path, summary, weights="adapter"):
-    (tmp_path / weights).mkdir(parents=True, exist_ok=True)
-    (tmp_path / "train_summary.json").write_text(summary if isinstance(summary, str) else json.dumps(summary))
-    return RunDir(tmp_path)
-
-
-def test_a_finished_run_is_recognised_by_its_stopping_point(tmp_path, capsys):
-    run = _finished(tmp_path, {"global_step": 6, "stop_at": {"max_steps": 6}})
-    assert finished_summary(_cfg("train.max_steps=6"), run, quiet=True)["global_step"] == 6
-    assert capsys.readouterr().out == ""
-    assert finished_summary(_cfg("train.max_steps=8"), run, quiet=True) is None       # extended: continue
-    assert finished_summary(_cfg("train.max_steps=-1", "train.epochs=1"), run, quiet=True) is None
-    assert finished_summary(_cfg("train.max_steps=6"), run, quiet=False)["global_step"] == 6
-    assert capsys.readouterr().out == (
-        f"{tmp_path} already finished training: adapter/ holds step 6 (train_summary.json); nothing to train. "
-        "To train longer, raise train.max_steps or train.epochs and --resume again; to start over, use another "
-        "output.dir or output.overwrite=true\n")
-    run = _finished(tmp_path, {"global_step": 30, "stop_at": {"epochs": 2.0}})
-    assert finished_summary(_cfg("train.max_steps=-1", "train.epochs=2"), run, quiet=True) is not None
-
-
-def test_a_summary_from_before_stop_at_compares_max_steps_only(tmp_path):
-    run = _finished(tmp_path, {"global_step": 6})
-    assert finished_summary(_cfg("train.max_steps=6"), run, True) is not None
-    assert finished_summary(_cfg("train.max_steps=7"), run, True) is None
-    run = _finished(tmp_path, {"global_step": 1})
-    assert finished_summary(_cfg("train.max_steps=1"), run, True) is not None
-    run = _finished(tmp_path, {"global_step": 0})
-    assert finished_summary(_cfg("train.max_steps=-1", "train.epochs=1"), run, True) is None
-
-
-def test_not_finished_without_the_weights_or_a_readable_summary(tmp_path):
-    cfg = _cfg("train.max_steps=6")
-    done = {"global_step": 6, "stop_at": {"max_steps": 6}}
-    assert finished_summary(cfg, _finished(tmp_path / "a", done, weights="model"), True) is None  # lora: adapter/
-    full = _cfg("method=full", "train.max_steps=6")
-    assert finished_summary(full, _finished(tmp_path / "b", done, weights="model"), True) is not None
-    assert finished_summary(full, _finished(tmp_path / "c", done, weights="adapter"), True) is None
-    assert finished_summary(cfg, _finished(tmp_path / "d", '{"global_step": 6, "stop', "adapter"), True) is None
-    (tmp_path / "e" / "adapter").mkdir(parents=True)
-    assert finished_summary(cfg, RunDir(tmp_path / "e"), True) is None
-
-
-def _complete(root: Path, step: int) -> None:
-    ckpt = root / "checkpoints" / f"checkpoint-{step}"
-    ckpt.mkdir(parents=True)
-    (ckpt / "w.bin").write_bytes(b"x" * step)
-    (ckpt / COMPLETE_MARKER).write_text(json.dumps({"files": checkpoint_manifest(ckpt)}))
-
-
-def test_resume_picks_the_last_complete_checkpoint_at_or_before_max_steps(tmp_path, capsys):
-    run = RunDir(tmp_path)
-    assert resume_checkpoint(run, 5) is None
-    assert capsys.readouterr().out == "no complete checkpoint to resume from: starting from step 0\n"
-    for step in (2, 4, 6):
-        _complete(tmp_path, step)
-    (tmp_path / "checkpoints" / "checkpoint-8").mkdir()  # partial: a kill while it was written
-    (tmp_path / "checkpoints" / "checkpoint-7").mkdir()
-    assert resume_checkpoint(run, 5).name == "checkpoint-4"
-    assert capsys.readouterr().out == ("ignored partial checkpoints: checkpoint-7, checkpoint-8\n"
-                                       "resuming from checkpoint-4\n")
-    assert not (tmp_path / "checkpoints" / "checkpoint-8").exists()
-    assert resume_checkpoint(run, 6).name == "checkpoint-6"
-    assert resume_checkpoint(run, 0).name == "checkpoint-6"    # epochs: no step limit
-    assert resume_checkpoint(run, -1).name == "checkpoint-6"
-    assert capsys.readouterr().out == "resuming from checkpoint-6\n" * 3
-
-
-def test_resume_at_max_steps_one_and_only_rank_zero_deletes(tmp_path, capsys, monkeypatch):
-    from lmtune.train import distributed
-
-    for step in (1, 2):
-        _complete(tmp_path, step)
-    assert resume_checkpoint(RunDir(tmp_path), 1).name == "checkpoint-1"
-    (tmp_path / "checkpoints" / "checkpoint-3").mkdir()
-    monkeypatch.setattr(distributed, "is_main_process", lambda: False)  # another rank: never deletes
-    assert resume_checkpoint(RunDir(tmp_path), 2).name == "checkpoint-2"
-    assert (tmp_path / "checkpoints" / "checkpoint-3").is_dir()
-    assert "ignored partial" not in capsys.readouterr().out
-
-
-def test_resume_refuses_when_every_checkpoint_is_past_max_steps(tmp_path):
-    run = RunDir(tmp_path)
-    check_resume_steps(run, 3)  # no checkpoints: fine
-    _complete(tmp_path, 2)
-    check_resume_steps(run, 2)
-    with pytest.raises(ConfigError, match="past train.max_steps=1 "):
-        check_resume_steps(run, 1)
-    import shutil
-
-    shutil.rmtree(tmp_path / "checkpoints")
-    for step in (4, 6):
-        _complete(tmp_path, step)
-    check_resume_steps(run, 4)
-    check_resume_steps(run, 0)
-    check_resume_steps(run, -1)
-    with pytest.raises(ConfigError) as info:
-        check_resume_steps(run, 3)
-    assert info.value.render() == (
-        f"error: --resume: every complete checkpoint is past train.max_steps=3 (the last is "
-        f"{tmp_path / 'checkpoints' / 'checkpoint-6'})\n  set train.max_steps to at least the step of a checkpoint "
-        f"in {tmp_path / 'checkpoints'}, or start a new run in another output.dir")

@@ -1,7 +1,7 @@
 """lmtune/train/methods beyond LoRA's settings (tests/train/test_critical_settings.py): which module
 `methods.prepare` picks per method, full fine-tuning unfreezing every weight, the parameter count,
 QLoRA's fp16 path (peft's kbit preparation with the configured checkpointing) and the QLoRA
-hardware checks. Tiny models, no training: the mutation run of lmtune/train/methods uses these."""
+hardware checks. Tiny models, no training."""
 
 from __future__ import annotations
 

@@ -1,6 +1,5 @@
 """lmtune/train/recipe.py's `_setup` and `_preflight_all_ranks`, called in-process on tiny real models: what
-only a particular base, a resumed run with replay, or the device kind can show. The mutation run of
-train.py uses these (scripts/mutation.sh, train/core)."""
+only a particular base, a resumed run with replay, or the device kind can show."""
 
 from __future__ import annotations
 

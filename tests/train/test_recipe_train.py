@@ -1,7 +1,6 @@
 """lmtune/train/recipe.py's `train` end to end on a tiny model (a few seconds): what the run directory holds,
 what is printed, auto values resolved before config.yaml is written, and --resume of a finished
-run. Kept apart from test_train_py_units.py so that the mutation run (scripts/mutation.sh,
-train/core) can check the fast unit tests first and this one only on their survivors."""
+or unfinished run. The recipe's functions one by one: test_recipe.py."""
 
 from __future__ import annotations
 
@@ -87,7 +86,7 @@ def test_train_end_to_end_writes_the_run_and_a_finished_run_is_not_trained_again
     stats = json.loads((root / "data_stats.json").read_text())
     assert summary_line(stats) + "\n" in out.err and stats["examples"] == {"train": 8, "validation": 2}
     assert evaluation["validation"]["source"] == "validation split"
-    # quiet: no progress lines of the evaluation, no closing summary (test_train_py_units checks them)
+    # quiet: no progress lines of the evaluation, no closing summary (test_recipe.py checks them)
     assert "[eval]" not in out.out and summarize(evaluation) not in out.out and "artifacts:" not in out.out
     before = (root / "metrics.jsonl").read_text()
     again = lt.train(_cfg(tiny, root), resume=True, quiet=True)

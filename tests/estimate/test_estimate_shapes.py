@@ -1,7 +1,6 @@
 """lmtune/estimate/shapes.py, number by number: resolving --model (presets, Hub aliases, 'tiny',
 directories, files, the Hub cache) and what is read off a tiny real model of each family on the meta
-device. The counts below are worked out by hand from the tiny configs in tests/helpers/estimate_helpers.py.
-The mutation run of shapes.py uses these first (scripts/mutation.sh estimate/shapes)."""
+device. The counts below are worked out by hand from the tiny configs in tests/helpers/estimate_helpers.py."""
 
 from __future__ import annotations
 

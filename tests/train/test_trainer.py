@@ -1,7 +1,7 @@
 """lmtune/train/trainer.py called directly on a real LmtuneSFTTrainer over a tiny model: when the
 label-logits loss applies, its value against a cross-entropy computed by hand (normalisation, the
 multi-process factor, no labels at all), the token metrics it logs, and the resume at max_steps.
-No training run: the mutation run of train/trainer.py uses these (scripts/mutation.sh, train/sft)."""
+No training run."""
 
 from __future__ import annotations
 

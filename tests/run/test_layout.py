@@ -1,7 +1,6 @@
 """lmtune/run/layout.py function by function on real files: the checkpoint marker and its file list,
-atomic writes, the output marker, what may be replaced or written, the run's paths, partial
-checkpoints and the resume-conflict list. Pure filesystem, no model: these are the tests the
-mutation run of the run directory uses (scripts/mutation.sh)."""
+atomic writes, the output marker, what may be replaced or written, the run's paths and partial
+checkpoints. Pure filesystem, no model."""
 
 from __future__ import annotations
 
@@ -18,7 +17,6 @@ from lmtune.errors import ConfigError
 from lmtune.run.layout import (COMPLETE_MARKER, OUTPUT_MARKER, RunDir, check_new_output_dir, check_replaceable,
                                checkpoint_is_complete, checkpoint_manifest, is_lmtune_output, probe_writable,
                                replace_dir, run_inputs, write_json, write_output_marker, write_text)
-from lmtune.train.resume import RESUME_KEYS, resume_conflicts
 
 
 def _ckpt(root: Path, step: int, complete: bool = True) -> Path:
@@ -461,47 +459,3 @@ def test_remove_partial_checkpoints_and_temporaries(tmp_path):
     (tmp_path / "checkpoints" / "checkpoint-7").write_text("a file, not a checkpoint")
     assert run.remove_partial_checkpoints() == ["checkpoint-x", "checkpoint-1", "checkpoint-4", "checkpoint-30"]
     assert sorted(p.name for p in run.checkpoints.iterdir()) == ["checkpoint-5", "checkpoint-7"]
-
-
-# ---------------------------------------------------------------- resume conflicts
-
-def _cfg(**over):
-    cfg = {"method": "lora", "model": {"name_or_path": "m", "revision": None},
-           "lora": {"r": 8, "alpha": 16}, "quant": {"bits": 4},
-           "data": {"task": "sql", "train": ["a"], "max_length": 512}, "train": {"batch_size": 1, "seed": 0}}
-    for dotted, value in over.items():
-        d = cfg
-        *head, last = dotted.split("__")
-        for part in head:
-            d = d[part]
-        d[last] = value
-    return cfg
-
-
-def test_resume_conflicts_name_each_changed_key_with_both_values():
-    assert resume_conflicts(_cfg(), _cfg()) == []
-    assert resume_conflicts(_cfg(), _cfg(data__max_length=256, train__seed=1)) == [
-        "data.max_length: the run used 512, now 256", "train.seed: the run used 0, now 1"]
-    assert resume_conflicts(_cfg(), _cfg(lora__r=16)) == ["lora.r: the run used 8, now 16"]
-    assert resume_conflicts(_cfg(), _cfg(model__name_or_path="n", lora__r=16, lora__alpha=4)) == [
-        "model.name_or_path: the run used 'm', now 'n'", "lora.r: the run used 8, now 16",
-        "lora.alpha: the run used 16, now 4"]
-    assert resume_conflicts(_cfg(), _cfg(method="full")) == ["method: the run used 'lora', now 'full'"]
-    new = _cfg()
-    del new["data"]["task"]
-    [conflict] = resume_conflicts(_cfg(), new)
-    assert conflict.startswith("data.task: the run used 'sql', now <object object at ")
-
-
-def test_resume_conflicts_skip_what_the_method_does_not_use_and_keys_the_run_lacks():
-    assert resume_conflicts(_cfg(), _cfg(quant={"bits": 8})) == []  # lora ignores quant
-    assert resume_conflicts(_cfg(method="qlora"), _cfg(method="qlora", quant={"bits": 8})) == [
-        "quant.bits: the run used 4, now 8"]
-    full = _cfg(method="full")
-    assert resume_conflicts(full, _cfg(method="full", lora={"r": 1}, quant={})) == []
-    old = _cfg()
-    del old["data"]["max_length"]  # an older lmtune did not save it
-    assert resume_conflicts(old, _cfg(data__max_length=64)) == []
-    assert resume_conflicts({"model": "flat"}, _cfg()) == []  # not a section: missing, skipped
-    assert resume_conflicts(_cfg(), _cfg(lora=None)) == ["lora: the run used {'r': 8, 'alpha': 16}, now None"]
-    assert "train.grad_accum" in RESUME_KEYS and "distributed.nproc" in RESUME_KEYS

@@ -1,7 +1,9 @@
-"""Unit tests of the activation formulas with literal expected bytes, worked out by hand from the
-rules in lmtune/estimate/activations.py (which tests/estimate/test_estimate_activations.py checks against
-autograd's saved tensors on real tiny models). Shapes are built directly, without torch, so every
-term and every branch can be isolated in milliseconds (what mutation testing needs)."""
+"""The estimate's formulas with literal expected bytes, worked out by hand on shapes built here
+without torch (so every term and branch is isolated in milliseconds): the activation rules of
+lmtune/estimate/activations.py (which test_estimate_activations.py checks against autograd's saved
+tensors on real tiny models), the dtypes per run (memory.resolve), LoRA targets and counts, optimizer,
+weight and loss bytes, memory_breakdown's composition, and core's request checks, fit and batch
+search. One file: every section reads the same hand-built shapes (H, I, _llama, _small)."""
 
 import pytest
 
