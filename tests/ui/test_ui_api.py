@@ -148,3 +148,14 @@ def test_cli_refuses_unsafe_or_bad_flags(runs, capsys, argv, message, monkeypatc
 def test_cli_refuses_a_missing_runs_dir(tmp_path, capsys):
     assert main(["ui", str(tmp_path / "none")]) == 2
     assert "no such directory" in capsys.readouterr().err
+
+
+def test_a_real_process_off_loopback_without_token_exits_2(runs):
+    import os
+    import subprocess
+    import sys
+
+    env = {k: v for k, v in os.environ.items() if k != "LMTUNE_UI_TOKEN"}
+    done = subprocess.run([sys.executable, "-m", "lmtune", "ui", str(runs), "--host", "0.0.0.0"],
+                          capture_output=True, text=True, timeout=60, env=env)
+    assert done.returncode == 2 and "--token" in done.stderr and "Traceback" not in done.stderr
