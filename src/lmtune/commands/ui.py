@@ -55,7 +55,10 @@ def run(args: argparse.Namespace) -> int:
     from lmtune.serve.server import bind, make_server
     from lmtune.ui.app import LOOPBACK_HOSTS, create_app
 
+    from lmtune.ui.runs import summaries
+
     sock = bind(args.host, args.port)
+    summaries(runs_dir)   # parse every run once now: the first page load then only checks for changes
     app = create_app(runs_dir, token=token, allowed_hosts=LOOPBACK_HOSTS if loopback else ["*"])
     host, port = sock.getsockname()[:2]
     shown = f"[{host}]" if ":" in host else host

@@ -144,8 +144,37 @@ def load_light(root: Path, with_metrics: bool = False) -> RunData:
                    _json(root / "train_summary.json"), _json(root / "eval.json"), _json(root / "env.json"))
 
 
+# The runs page parses every run's config.yaml, train_summary.json and eval.json; YAML parsing is
+# most of its time, so each run's parse is kept until one of the three files changes (size or
+# modification time). Status is worked out afresh on every call: it depends on the clock.
+_PARSED = ("config.yaml", "train_summary.json", "eval.json")
+_memo: dict[Path, tuple[tuple, RunData]] = {}
+
+
+def _signature(root: Path) -> tuple:
+    out = []
+    for name in _PARSED:
+        try:
+            st = (root / name).stat()
+            out.append((st.st_mtime_ns, st.st_size))
+        except OSError:
+            out.append(None)
+    return tuple(out)
+
+
+def parsed(root: Path) -> RunData:
+    """config, summary and eval of a run (no metrics, data stats or env), from the cache when unchanged."""
+    key, sig = root.absolute(), _signature(root)
+    hit = _memo.get(key)
+    if hit is not None and hit[0] == sig:
+        return hit[1]
+    run = RunData(root, load_config(root), None, [], _json(root / "train_summary.json"), _json(root / "eval.json"))
+    _memo[key] = (sig, run)
+    return run
+
+
 def summarize(root: Path) -> RunSummary:
-    run = load_light(root)
+    run = parsed(root)
     summary = run.summary
     steps = (summary or {}).get("global_step")
     if steps is None:
