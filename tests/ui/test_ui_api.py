@@ -159,3 +159,16 @@ def test_a_real_process_off_loopback_without_token_exits_2(runs):
     done = subprocess.run([sys.executable, "-m", "lmtune", "ui", str(runs), "--host", "0.0.0.0"],
                           capture_output=True, text=True, timeout=60, env=env)
     assert done.returncode == 2 and "--token" in done.stderr and "Traceback" not in done.stderr
+
+
+def test_a_changed_eval_json_shows_on_the_next_request(tmp_path_factory):
+    """The parsed files are kept between requests: a new eval.json must still be seen."""
+    import json
+
+    root = runs_dir_of(tmp_path_factory, "cache_runs")
+    client = TestClient(create_app(root), base_url=LOCAL)
+    assert client.get("/api/runs/gentle").json()["forgetting"] == "ok"
+    ev = json.loads((root / "gentle" / "eval.json").read_text())
+    ev["forgetting"]["verdict"] = "forgotten"
+    (root / "gentle" / "eval.json").write_text(json.dumps(ev))
+    assert client.get("/api/runs/gentle").json()["forgetting"] == "forgotten"

@@ -120,9 +120,9 @@ def compare_page(runs_dir: Path, roots: list[Path]) -> str:
     headers, body = cells(rows)
     table = H.table(headers, body, numeric=tuple(range(2, 8))).replace("<table>", '<table id="compare">', 1)
     parts = [f"<h1>Compare: {H.esc(', '.join(r.name for r in roots))}</h1>",
-             "<h2>Curves</h2>", charts_html([r.name for r in roots]),
              "<h2>Metrics</h2>", table]
     parts += [f'<p class="muted">{H.esc(n)}</p>' for n in notes]
     parts.append('<p class="muted">The same table as <code>lmtune compare</code>. % of full: the task metric '
                  "divided by the full fine-tuning run's. Forgetting: perplexity on general text after / before.</p>")
+    parts += ["<h2>Curves</h2>", charts_html([r.name for r in roots])]
     return page("lmtune ui: compare", "\n".join(parts), runs_dir)

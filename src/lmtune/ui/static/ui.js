@@ -54,7 +54,7 @@
 
   // series: [{label, points: [[x, y], ...]}]; the plot element records how many points it shows.
   function draw(plot, series) {
-    var W = 420, H = 200, L = 52, R = 10, T = 8, B = 26;
+    var W = 350, H = 190, L = 52, R = 10, T = 8, B = 26;
     var all = [];
     series.forEach(function (s) { all = all.concat(s.points); });
     plot.setAttribute("data-points", String(all.length));
