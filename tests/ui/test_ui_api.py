@@ -172,3 +172,14 @@ def test_a_changed_eval_json_shows_on_the_next_request(tmp_path_factory):
     ev["forgetting"]["verdict"] = "forgotten"
     (root / "gentle" / "eval.json").write_text(json.dumps(ev))
     assert client.get("/api/runs/gentle").json()["forgetting"] == "forgotten"
+
+
+def test_a_run_with_damaged_files_still_lists(tmp_path_factory):
+    root = runs_dir_of(tmp_path_factory, "damaged_runs")
+    (root / "gentle" / "config.yaml").write_text("model: [unclosed\n")
+    (root / "gentle" / "eval.json").write_text('{"task": {"name"')            # cut by a kill
+    client = TestClient(create_app(root), base_url=LOCAL)
+    got = {r["name"]: r for r in client.get("/api/runs").json()}
+    assert got["gentle"]["value"] is None and got["gentle"]["base"] == "-"
+    assert got["harsh"]["forgetting"] == "forgotten"
+    assert client.get("/").status_code == 200 and client.get("/runs/gentle").status_code == 200

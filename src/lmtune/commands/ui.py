@@ -61,6 +61,10 @@ def run(args: argparse.Namespace) -> int:
     summaries(runs_dir)   # parse every run once now: the first page load then only checks for changes
     app = create_app(runs_dir, token=token, allowed_hosts=LOOPBACK_HOSTS if loopback else ["*"])
     host, port = sock.getsockname()[:2]
+    if host in ("0.0.0.0", "::"):   # every interface: name the machine, not an address no one can open
+        import socket
+
+        host = socket.gethostname()
     shown = f"[{host}]" if ":" in host else host
     url = f"http://{shown}:{port}/" + (f"?token={token}" if token else "")
     print(f"lmtune ui: {runs_dir.resolve()} at {url}", file=sys.stderr)
