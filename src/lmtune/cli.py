@@ -31,6 +31,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "serve": ("serve", "serve runs or models over an OpenAI-compatible HTTP API"),
     "export": ("export", "export a run as GGUF (llama.cpp) with an Ollama Modelfile"),
     "sweep": ("sweep", "hyperparameter search over a config (Optuna): trials are ordinary runs"),
+    "ui": ("ui", "a local web app: runs, live curves, comparison"),
 }
 
 

@@ -1,0 +1,153 @@
+// lmtune ui: sortable tables, the compare picker, and live SVG curves polled from
+// /api/runs/NAME/metrics?after=N every second. No library: a line chart is a few dozen lines.
+(function () {
+  "use strict";
+  var COLORS = ["#3867d6", "#eb3b5a", "#20bf6b", "#f7b731", "#8854d0", "#0fb9b1", "#fa8231", "#4b6584"];
+  var SVG = "http://www.w3.org/2000/svg";
+
+  function sortKey(td) {
+    var v = td.getAttribute("data-sort");
+    v = (v === null ? td.textContent : v).trim();
+    return /^-?\d+(\.\d*)?(e[-+]?\d+)?$/i.test(v) ? parseFloat(v) : v.toLowerCase();
+  }
+
+  function makeSortable(table) {
+    var heads = table.tHead.rows[0].cells;
+    Array.prototype.forEach.call(heads, function (th, col) {
+      th.addEventListener("click", function () {
+        var asc = !th.classList.contains("asc");
+        Array.prototype.forEach.call(heads, function (h) { h.classList.remove("asc", "desc"); });
+        th.classList.add(asc ? "asc" : "desc");
+        var body = table.tBodies[0];
+        var rows = Array.prototype.slice.call(body.rows);
+        rows.sort(function (a, b) {
+          var x = sortKey(a.cells[col]), y = sortKey(b.cells[col]);
+          if (typeof x !== typeof y) { x = String(x); y = String(y); }
+          return (x < y ? -1 : x > y ? 1 : 0) * (asc ? 1 : -1);
+        });
+        rows.forEach(function (r) { body.appendChild(r); });
+      });
+    });
+  }
+
+  function el(name, attrs, text) {
+    var node = document.createElementNS(SVG, name);
+    Object.keys(attrs).forEach(function (k) { node.setAttribute(k, attrs[k]); });
+    if (text !== undefined) node.textContent = text;
+    return node;
+  }
+
+  function ticks(lo, hi, n) {
+    if (hi === lo) { hi = lo + 1; lo = lo - 1; }
+    var step = Math.pow(10, Math.floor(Math.log10((hi - lo) / n)));
+    var err = (hi - lo) / n / step;
+    step *= err >= 5 ? 10 : err >= 2.5 ? 5 : err >= 1.5 ? 2 : 1;
+    var out = [];
+    for (var v = Math.ceil(lo / step) * step; v <= hi + step * 1e-9; v += step) out.push(v);
+    return out;
+  }
+
+  function fmt(v) {
+    var a = Math.abs(v);
+    return a !== 0 && (a < 1e-3 || a >= 1e5) ? v.toExponential(1) : String(+v.toPrecision(4));
+  }
+
+  // series: [{label, points: [[x, y], ...]}]; the plot element records how many points it shows.
+  function draw(plot, series) {
+    var W = 350, H = 190, L = 52, R = 10, T = 8, B = 26;
+    var all = [];
+    series.forEach(function (s) { all = all.concat(s.points); });
+    plot.setAttribute("data-points", String(all.length));
+    plot.textContent = "";
+    if (!all.length) { plot.appendChild(document.createTextNode("no points yet")); return; }
+    var xs = all.map(function (p) { return p[0]; }), ys = all.map(function (p) { return p[1]; });
+    var x0 = Math.min.apply(null, xs), x1 = Math.max.apply(null, xs);
+    var y0 = Math.min.apply(null, ys), y1 = Math.max.apply(null, ys);
+    if (x0 === x1) { x0 -= 1; x1 += 1; }
+    if (y0 === y1) { var pad = Math.abs(y0) * 0.1 || 1; y0 -= pad; y1 += pad; }
+    var sx = function (x) { return L + (x - x0) / (x1 - x0) * (W - L - R); };
+    var sy = function (y) { return T + (1 - (y - y0) / (y1 - y0)) * (H - T - B); };
+    var svg = el("svg", {width: W, height: H, viewBox: "0 0 " + W + " " + H, role: "img"});
+    ticks(y0, y1, 4).forEach(function (v) {
+      svg.appendChild(el("line", {x1: L, x2: W - R, y1: sy(v), y2: sy(v), stroke: "#eceef3"}));
+      svg.appendChild(el("text", {x: L - 4, y: sy(v) + 4, "text-anchor": "end"}, fmt(v)));
+    });
+    ticks(x0, x1, 5).forEach(function (v) {
+      svg.appendChild(el("text", {x: sx(v), y: H - 8, "text-anchor": "middle"}, fmt(v)));
+    });
+    svg.appendChild(el("rect", {x: L, y: T, width: W - L - R, height: H - T - B, fill: "none", stroke: "#c9ced8"}));
+    series.forEach(function (s, i) {
+      if (!s.points.length) return;
+      var color = COLORS[i % COLORS.length];
+      var pts = s.points.map(function (p) { return sx(p[0]).toFixed(1) + "," + sy(p[1]).toFixed(1); });
+      svg.appendChild(el("polyline", {points: pts.join(" "), fill: "none", stroke: color, "stroke-width": 1.8,
+                                      "data-series": s.label}));
+      if (s.points.length < 40) s.points.forEach(function (p) {
+        svg.appendChild(el("circle", {cx: sx(p[0]), cy: sy(p[1]), r: 2.5, fill: color}));
+      });
+    });
+    plot.appendChild(svg);
+    if (series.length > 1) {
+      var legend = document.createElement("div");
+      legend.className = "legend";
+      series.forEach(function (s, i) {
+        var item = document.createElement("span"), swatch = document.createElement("i");
+        swatch.style.background = COLORS[i % COLORS.length];
+        item.appendChild(swatch);
+        item.appendChild(document.createTextNode(s.label));
+        legend.appendChild(item);
+      });
+      plot.appendChild(legend);
+    }
+  }
+
+  // One poller per run: fetch the rows after the ones held, redraw every chart, again in a second.
+  function live(section) {
+    var runs = JSON.parse(section.getAttribute("data-runs"));
+    var plots = Array.prototype.slice.call(section.querySelectorAll(".plot"));
+    var rows = {}, next = {};
+    runs.forEach(function (r) { rows[r] = []; next[r] = 0; });
+    function redraw() {
+      plots.forEach(function (plot) {
+        var key = plot.getAttribute("data-key");
+        draw(plot, runs.map(function (r) {
+          var pts = rows[r].filter(function (m) { return typeof m[key] === "number" && typeof m.step === "number"; })
+                           .map(function (m) { return [m.step, m[key]]; });
+          return {label: r, points: pts};
+        }));
+      });
+    }
+    function poll(run) {
+      fetch("/api/runs/" + encodeURIComponent(run) + "/metrics?after=" + next[run], {cache: "no-store"})
+        .then(function (resp) { if (!resp.ok) throw new Error(resp.status); return resp.json(); })
+        .then(function (data) {
+          if (data.reset) rows[run] = [];
+          if (data.rows.length || data.reset) { rows[run] = rows[run].concat(data.rows); redraw(); }
+          next[run] = data.next;
+          var steps = document.getElementById("steps");
+          if (steps && runs.length === 1 && data.steps !== null) steps.textContent = data.steps;
+        })
+        .catch(function () { /* the server may be restarting: try again */ })
+        .then(function () { setTimeout(function () { poll(run); }, 1000); });
+    }
+    redraw();
+    runs.forEach(poll);
+  }
+
+  function picker() {
+    var button = document.getElementById("compare-picked");
+    if (!button) return;
+    button.addEventListener("click", function () {
+      var names = Array.prototype.slice.call(document.querySelectorAll("input.pick:checked"))
+        .map(function (c) { return c.value; });
+      if (names.length) location.href = "/compare?runs=" + names.map(encodeURIComponent).join(",");
+    });
+  }
+
+  document.addEventListener("DOMContentLoaded", function () {
+    Array.prototype.forEach.call(document.querySelectorAll("table.sortable"), makeSortable);
+    var charts = document.getElementById("charts");
+    if (charts) live(charts);
+    picker();
+  });
+})();
