@@ -110,15 +110,14 @@ def answer_end_ids(tokenizer, template) -> list[int]:
     """The special token that training puts right after an answer (e.g. <|im_end|> in a model's own
     ChatML-like template, trained before eos): a model that learned to emit it is done there."""
     from lmtune.data.formats import Example
-    from lmtune.data.templates import TemplateError
-    from lmtune.data.tokenize import tokenize_example
+    from lmtune.data.tokenize import special_prefix
+    from lmtune.data.tokenize_batch import tokenize_batch
 
     answer = "4"
     probe = Example("<stop probe>", "chat", messages=[{"role": "user", "content": "2+2?"},
                                                       {"role": "assistant", "content": answer}])
-    try:
-        tok = tokenize_example(probe, template, tokenizer, max_length=4096)
-    except TemplateError:  # e.g. the raw template takes no conversations
+    [tok] = tokenize_batch([probe], template, tokenizer, 4096, False, special_prefix(tokenizer))
+    if isinstance(tok, str):  # the template's problem, e.g. the raw template takes no conversations
         return []
     trained = [i for i, m in zip(tok.input_ids, tok.completion_mask) if m]
     for k in range(1, len(trained)):

@@ -1,7 +1,8 @@
-"""A test split held out of the training data, so that every run scores the user's own data, and
-the warnings about splits too small or overlapping to trust.
+"""The splits drawn from the training data (a test split held out so that every run scores the
+user's own data, and the validation split), and the warnings about splits too small or
+overlapping to trust.
 
-Size rule (when there is no data.test and no data.task, and data.test_size is not set):
+Test size rule (when there is no data.test and no data.task, and data.test_size is not set):
     10% of the deduplicated training examples, at least 20 when that leaves 80% to train on
     (else a fifth), at most 200; none below 10 examples.
         60 -> 12,  100 -> 20,  500 -> 50,  1,000 -> 100,  5,000 -> 200
@@ -44,10 +45,19 @@ def hold_out(examples: list[Example], size: int, seed: int) -> tuple[list[Exampl
             [ex for i, ex in enumerate(examples) if i in held])
 
 
-def prompts_in_train(test: list[Example], train: list[Example]) -> int:
-    """How many test examples ask a prompt that the training data also asks."""
-    keys = {ex.prompt_key() for ex in train if ex.format != "text"}
-    return sum(1 for ex in test if ex.format != "text" and ex.prompt_key() in keys)
+def split_train_validation(examples: list, share: float, seed: int) -> tuple[list, list]:
+    """Shuffle with `seed` and hold out `share` of the examples (at least one when share > 0 and
+    there are two or more examples). Order inside each split follows the file order. The pipeline
+    calls it on example positions (arrow_pipeline.py)."""
+    if share <= 0 or len(examples) < 2:
+        return list(examples), []
+    n_val = min(len(examples) - 1, max(1, round(len(examples) * share)))
+    order = list(range(len(examples)))
+    random.Random(seed).shuffle(order)
+    held = set(order[:n_val])
+    train = [ex for i, ex in enumerate(examples) if i not in held]
+    validation = [ex for i, ex in enumerate(examples) if i in held]
+    return train, validation
 
 
 def to_record(ex: Example) -> dict:
