@@ -184,8 +184,13 @@ def _load_and_split(data_cfg: Any) -> tuple[dict[str, list], str, dict[str, Any]
     train_kept = _dedupe(train.examples, data_cfg.dedupe, stats, "train")
     train_kept, held_out = _hold_out_test(train_kept, files, data_cfg, train.format, stats)
     if val is None:
-        train_ex, val_ex = split_train_validation(train_kept, data_cfg.val_split, data_cfg.seed)
-        stats["split"] = {"val_split": data_cfg.val_split, "seed": data_cfg.seed}
+        from lmtune.data import holdout
+
+        cap = holdout.VAL_MAX
+        train_ex, val_ex = split_train_validation(train_kept, data_cfg.val_split, data_cfg.seed, cap)
+        stats["split"] = {"val_split": data_cfg.val_split, "seed": data_cfg.seed, "max_examples": cap,
+                          "capped": len(val_ex) < holdout.validation_size(len(train_kept), data_cfg.val_split,
+                                                                          None)}
     else:
         stats["records"]["validation"] = val.records
         train_ex = train_kept

@@ -168,6 +168,8 @@ class TrainConfig:
 @dataclass
 class EvalConfig:
     after_train: bool = _f(True, "at the end of train: validation loss, task metrics base vs tuned, forgetting")
+    final_val_loss: bool = _f(False, "measure the validation loss at the end of train (train_summary.json "
+                                     "eval_loss) even when eval.after_train is false (sweep trials do)")
     max_new_tokens: int = _f(128, "tokens generated per test prompt", min=1)
     num_samples: int | None = _f(None, "score only the first N test examples (None: all)", min=1)
     few_shot: int = _f(0, "solved training examples shown before each test prompt (0: zero-shot)", min=0)

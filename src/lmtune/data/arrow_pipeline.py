@@ -25,6 +25,7 @@ import numpy as np
 
 from lmtune.data import cache
 from lmtune.data.formats import Example
+from lmtune.data import holdout
 from lmtune.data.holdout import heldout_size, hold_out, split_train_validation, split_warnings
 from lmtune.data.records import ScannedSplit, scan
 from lmtune.data.templates import Template, get_template
@@ -168,8 +169,10 @@ def _select(data_cfg: "DataConfig", files: dict, build: Path):
     kept = dedupe_positions(train, data_cfg.dedupe, stats, "train")
     kept, held = _hold_out_test(kept, files, data_cfg, train.format, stats)
     if val is None:
-        t, v = split_train_validation(kept.tolist(), data_cfg.val_split, data_cfg.seed)
-        stats["split"] = {"val_split": data_cfg.val_split, "seed": data_cfg.seed}
+        cap = holdout.VAL_MAX   # read at call time: tests lower it
+        t, v = split_train_validation(kept.tolist(), data_cfg.val_split, data_cfg.seed, cap)
+        stats["split"] = {"val_split": data_cfg.val_split, "seed": data_cfg.seed, "max_examples": cap,
+                          "capped": len(v) < holdout.validation_size(len(kept), data_cfg.val_split, None)}
         splits = {"train": (train, _ints(t)), "validation": (train, _ints(v))}
     else:
         stats["records"]["validation"] = val.records

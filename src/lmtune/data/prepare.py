@@ -75,8 +75,16 @@ def summary_line(stats: dict[str, Any]) -> str:
         dropped.append(cut)
     val = examples.get("validation", 0)
     line = f"data: {records} training records -> {examples.get('train', 0)} training examples"
-    line += f", {val} validation" if val else ""
+    line += f", {val} validation{_validation_note(stats.get('split'))}" if val else ""
     line += f" ({'; '.join(dropped)})" if dropped else ""
     if dropped and examples.get("train", 0) + val < records / 2:
         line += "; fewer than half the records remain: see lmtune data check"
     return line
+
+
+def _validation_note(split: dict | None) -> str:
+    """How an automatic validation split was sized (a user's validation file: nothing to say)."""
+    if not split or split.get("max_examples") is None:
+        return ""
+    cap = f"{'capped at' if split.get('capped') else 'at most'} {split['max_examples']:,}"
+    return f" ({100 * split['val_split']:g}% of the data, {cap})"
