@@ -6,8 +6,8 @@
 
 The same steps, rules and seeds as the list-based pipeline it replaced (kept as the reference in
 tests/data_reference.py): the functions that draw the splits (holdout.py) are called on example
-positions instead of examples, so the same seed draws the same examples. Only positions and hashes are held in memory; a million short
-records need about 60 MB of them. Results go to lmtune's cache (cache.py) unless data.cache is
+positions instead of examples, so the same seed draws the same examples. Only positions and hashes
+are held in memory; a million short records need about 60 MB of them. Results go to lmtune's cache (cache.py) unless data.cache is
 false; a second preparation of the same inputs loads them from there.
 """
 
@@ -23,9 +23,8 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from lmtune.data import cache
+from lmtune.data import cache, holdout
 from lmtune.data.formats import Example
-from lmtune.data import holdout
 from lmtune.data.holdout import heldout_size, hold_out, split_train_validation, split_warnings
 from lmtune.data.records import ScannedSplit, scan
 from lmtune.data.templates import Template, get_template
