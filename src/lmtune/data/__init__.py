@@ -17,6 +17,7 @@ and `lmtune data check` all go through it.
     parallel.py        the ordered, bounded fork pool both passes use
     cache.py           where prepared data is kept and how it is keyed
     check.py           `lmtune data check`: what a dataset holds and everything wrong with it
+    replay.py          data.replay: general text (or the base's own answers) mixed into training
 
 The list-based form of these steps (every example an object, one at a time) is the reference the
 tests compare against: tests/data_reference.py.
