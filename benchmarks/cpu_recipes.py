@@ -242,7 +242,8 @@ def run_lmtune(job: Job) -> Trained:
         mapping = lt.training_arguments
         lt.training_arguments = lambda *a, **k: dataclasses.replace(mapping(*a, **k), **sft)
     if job.options.get("end") == "newline":
-        _end_with_newline()
+        _end_with_newline(job.model_dir)
+        cfg.data.cache = False   # a cached copy of the unpatched data would skip the patch
     setup = lt._setup(cfg, run, resume=False)
     trainer = lt._build_trainer(cfg, run, setup)
     use_loss(trainer, job.options.get("loss"))
@@ -255,20 +256,22 @@ def run_lmtune(job: Job) -> Trained:
     return Trained(trainer, setup.tokenizer, items, info)
 
 
-def _end_with_newline() -> None:
+def _end_with_newline(model_dir) -> None:
     """Diagnostic: end every tokenized example as TRL's chat-template rendering does (the template's
     trailing newline after the end-of-turn token, trained) instead of lmtune's appended eos."""
-    import lmtune.data.tokenize as tk
+    import lmtune.data.tokenize_batch as tb
+    from transformers import AutoTokenizer
 
-    original = tk.tokenize_example
+    newline = AutoTokenizer.from_pretrained(str(model_dir))("\n", add_special_tokens=False)["input_ids"][-1]
+    original = tb.finish_tokens   # what the batched tokenizer calls per example
 
-    def patched(example, template, tokenizer, *args, **kwargs):
-        out = original(example, template, tokenizer, *args, **kwargs)
-        if out.input_ids and out.input_ids[-1] == tokenizer.eos_token_id:
-            out.input_ids[-1] = tokenizer("\n", add_special_tokens=False)["input_ids"][-1]
+    def patched(ids, mask, eos, *args, **kwargs):
+        out = original(ids, mask, eos, *args, **kwargs)
+        if out.input_ids and out.input_ids[-1] == eos:
+            out.input_ids[-1] = newline
         return out
 
-    tk.tokenize_example = patched
+    tb.finish_tokens = patched
 
 
 RECIPES = {"seed": run_seed, "trl": run_trl, "lmtune": run_lmtune}

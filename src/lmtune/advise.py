@@ -18,13 +18,16 @@ from __future__ import annotations
 
 import dataclasses
 import math
+import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from lmtune.config import DataConfig, TrainConfig, from_dict
-from lmtune.data import dedupe, get_template, load_examples, tokenize_examples
+from lmtune.data import get_template
+from lmtune.data.arrow_pipeline import conflicting_prompts, dedupe_positions
 from lmtune.data.holdout import heldout_size
-from lmtune.data.split import conflicting_prompts
+from lmtune.data.records import scan
+from lmtune.data.token_shards import tokenize_to_arrow
 from lmtune.errors import UserError
 from lmtune.estimate import EstimateRequest
 from lmtune.estimate.core import fit_on, largest_batch
@@ -119,27 +122,29 @@ def summarize_data(paths: list[str], model: str | None = None) -> DataSummary:
     missing = [p for p in paths if not Path(p).exists()]
     if missing:
         raise UserError(f"--data: not found: {', '.join(missing)}", ["pass a JSONL/JSON/CSV/Parquet file or a directory"])
-    loaded = load_examples(paths)
-    kept = dedupe(loaded.examples)
-    counted = _token_lengths(kept.kept, loaded.format, model) if model else None
-    # else tokens ~ characters / 4 for English BPE vocabularies: good enough to pick a max_length bucket
-    lengths = sorted(counted or [max(1, _chars(ex) // 4) for ex in kept.kept]) or [0]
+    with tempfile.TemporaryDirectory(prefix="lmtune-advise-") as tmp:
+        split = scan(paths, "auto", Path(tmp) / "records.arrow")
+        kept = dedupe_positions(split, True, {}, "advise")
+        counted = _token_lengths(split, kept, model) if model else None
+        # else tokens ~ characters / 4 for English BPE vocabularies: good enough to pick a max_length bucket
+        lengths = sorted(counted or [max(1, _chars(ex) // 4) for ex in split.examples(kept)]) or [0]
     pick = lambda q: lengths[min(len(lengths) - 1, int(q * len(lengths)))]  # noqa: E731
-    return DataSummary(list(paths), len(kept.kept), loaded.records, kept.removed,
-                       conflicting_prompts(kept.kept), len(loaded.problems), pick(0.5), pick(0.95), lengths[-1],
+    return DataSummary(list(paths), len(kept), split.records, len(split) - len(kept),
+                       conflicting_prompts(split, kept), len(split.problems), pick(0.5), pick(0.95), lengths[-1],
                        sum(lengths), counted is not None)
 
 
-def _token_lengths(examples: list, fmt: str | None, model: str) -> list[int] | None:
+def _token_lengths(split, kept, model: str) -> list[int] | None:
     """Token count of each example as train renders it; None when the tokenizer is not available
     here (a Hub model that is not cached, a preset without a local copy)."""
     try:
         tokenizer = load_tokenizer(model_reference(model))
-        template = get_template("auto", fmt or "chat", tokenizer)
-        tok = tokenize_examples(examples, template, tokenizer, 1 << 20)
+        template = get_template("auto", split.format or "chat", tokenizer)
+        # nothing is cut at this length, so each full length is the example's token count
+        tok = tokenize_to_arrow(split, kept, template, tokenizer, 1 << 20, False, None, "examples")
     except Exception:  # noqa: BLE001 - any failure falls back to the character estimate
         return None
-    return [len(ids) for ids in tok.input_ids] or None
+    return list(tok.full_lengths) or None
 
 
 def _chars(ex) -> int:

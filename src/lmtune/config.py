@@ -199,6 +199,9 @@ class TrainConfig:
 class EvalConfig:
     after_train: Bool = Field(True, description="at the end of train: validation loss, task metrics base vs tuned, "
                                                 "forgetting")
+    final_val_loss: Bool = Field(False, description="measure the validation loss at the end of train "
+                                                    "(train_summary.json eval_loss) even when eval.after_train "
+                                                    "is false (sweep trials do)")
     max_new_tokens: Int = Field(128, ge=1, description="tokens generated per test prompt")
     num_samples: Annotated[Int, Field(ge=1)] | None = Field(
         None, description="score only the first N test examples (None: all)")

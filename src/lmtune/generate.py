@@ -11,8 +11,9 @@ from typing import Iterable
 
 from lmtune import inference_loading
 from lmtune.data.formats import Example
-from lmtune.data.templates import Rendered, TemplateError, get_template, template_from_dict
-from lmtune.data.tokenize import encode_prompt, tokenize_example
+from lmtune.data.templates import Rendered, get_template, template_from_dict
+from lmtune.data.tokenize import encode_prompt, special_prefix
+from lmtune.data.tokenize_batch import tokenize_batch
 
 
 @dataclass
@@ -112,9 +113,8 @@ def answer_end_ids(tokenizer, template) -> list[int]:
     answer = "4"
     probe = Example("<stop probe>", "chat", messages=[{"role": "user", "content": "2+2?"},
                                                       {"role": "assistant", "content": answer}])
-    try:
-        tok = tokenize_example(probe, template, tokenizer, max_length=4096)
-    except TemplateError:  # e.g. the raw template takes no conversations
+    [tok] = tokenize_batch([probe], template, tokenizer, 4096, False, special_prefix(tokenizer))
+    if isinstance(tok, str):  # the template's problem, e.g. the raw template takes no conversations
         return []
     trained = [i for i, m in zip(tok.input_ids, tok.completion_mask) if m]
     for k in range(1, len(trained)):

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from data_reference import assert_same_prepared, reference_prepare
+from data_reference import assert_same_prepared, reference_prepare, tokenize_examples
 
 import tiny_tokenizers as tt
 from lmtune.config import DataConfig
@@ -28,7 +28,6 @@ from lmtune.data.prepare import load_split, prepare_datasets, problem_summary, r
 from lmtune.data.records import scan
 from lmtune.data.templates import get_template
 from lmtune.data.token_shards import ShardResult, _Writer, load_shards, num_proc, tokenize_to_arrow
-from lmtune.data.tokenize import tokenize_examples
 from lmtune.errors import DataError
 
 

@@ -95,7 +95,7 @@ def test_data_key_depends_on_settings_files_tokenizer_and_template(tmp_path, tok
     chatml = get_template("chatml", "chat", tokenizer)
     assert cache.data_key(_cfg(), files, tokenizer, chatml) not in (key, None)
     assert cache.data_key(_cfg(), files, object(), None) is None
-    monkeypatch.setattr(cache, "PIPELINE_VERSION", 2)
+    monkeypatch.setattr(cache, "PIPELINE_VERSION", cache.PIPELINE_VERSION + 1)
     assert cache.data_key(_cfg(), files, tokenizer, None) != key
     monkeypatch.undo()
     path.write_text('{"text": "two"}\n')
@@ -186,7 +186,8 @@ def test_fingerprint_and_key_hash_exactly_the_documented_inputs(tokenizer, tmp_p
     settings = {k: v for k, v in dataclasses.asdict(cfg).items() if k not in ("packing", "replay", "cache")}
     for template in (None, chatml):
         what = {"files": [["train", "t.jsonl", "16", cache.file_digest(tmp_path / "t.jsonl")]], "settings": settings,
-                "template": None if template is None else template.to_dict(), "tokenizer": fp, "version": 1}
+                "template": None if template is None else template.to_dict(), "tokenizer": fp,
+                "version": cache.PIPELINE_VERSION}
         document = json.dumps(what, sort_keys=True)
         assert list(json.loads(document)) == ["files", "settings", "template", "tokenizer", "version"]
         assert cache.data_key(cfg, {"train": ["t.jsonl"]}, tokenizer, template) == \

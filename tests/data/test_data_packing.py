@@ -8,8 +8,10 @@ from pathlib import Path
 import pytest
 
 import tiny_tokenizers as tt
+from data_reference import tokenize_examples
 from lmtune.config import DataConfig
-from lmtune.data import ensure_pad_token, get_template, load_examples, prepare_datasets, tokenize_examples
+from lmtune.data import ensure_pad_token, get_template, prepare_datasets
+from lmtune.data.formats import load_examples
 
 torch = pytest.importorskip("torch")
 trl = pytest.importorskip("trl")

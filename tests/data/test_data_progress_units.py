@@ -1,5 +1,5 @@
-"""The progress bar users see while tokenizing (tokenize.tokenize_examples and
-token_shards.tokenize_to_arrow), written for the mutation runs (scripts/mutation.sh data/tokenize,
+"""The progress bar users see while tokenizing (token_shards.tokenize_columns and
+tokenize_to_arrow), written for the mutation runs (scripts/mutation.sh data/tokenize,
 data/arrow): its description, unit and count, and when it is shown (more than 2000 examples, on a
 terminal, and for the Arrow pipeline only when asked). Real tqdm writing to a stream that says it is
 a terminal; tiny examples and a tokenizer trained in milliseconds."""
@@ -17,8 +17,7 @@ import pytest
 import tiny_tokenizers as tt
 from lmtune.data.records import scan
 from lmtune.data.templates import get_template
-from lmtune.data.token_shards import tokenize_to_arrow
-from lmtune.data.tokenize import tokenize_examples
+from lmtune.data.token_shards import tokenize_columns, tokenize_to_arrow
 
 N = 2001   # one more than the threshold
 
@@ -52,25 +51,25 @@ def _final(text: str) -> str:
     return text.strip().split("\r")[-1].strip()
 
 
-def test_tokenize_examples_shows_its_bar_from_2001_examples_on_a_terminal(data, monkeypatch):
+def test_tokenize_columns_shows_its_bar_from_2001_examples_on_a_terminal(data, monkeypatch):
     _, examples, template, tokenizer = data
     out = _stderr(monkeypatch, terminal=True)
-    result = tokenize_examples(examples, template, tokenizer, 32)
-    assert len(result.input_ids) == N - 1 and len(result.problems) == 1   # the bar counts both
+    result = tokenize_columns(examples, template, tokenizer, 32)
+    assert len(result["input_ids"]) == len(result["completion_mask"]) == N - 1   # the bar counts the refused one too
     assert re.fullmatch(r"tokenizing: 100%\|.*\| 2001/2001 \[.*ex/s\]", _final(out.getvalue())), out.getvalue()
 
     out = _stderr(monkeypatch, terminal=True)
-    tokenize_examples(examples, template, tokenizer, 32, desc="tokenizing validation")
+    tokenize_columns(examples, template, tokenizer, 32, desc="tokenizing validation")
     assert re.fullmatch(r"tokenizing validation: 100%\|.*\| 2001/2001 \[.*ex/s\]", _final(out.getvalue()))
 
 
-def test_tokenize_examples_hides_its_bar_for_2000_examples_or_off_a_terminal(data, monkeypatch):
+def test_tokenize_columns_hides_its_bar_for_2000_examples_or_off_a_terminal(data, monkeypatch):
     _, examples, template, tokenizer = data
     out = _stderr(monkeypatch, terminal=True)
-    tokenize_examples(examples[:N - 1], template, tokenizer, 32)
+    tokenize_columns(examples[:N - 1], template, tokenizer, 32)
     assert out.getvalue() == ""
     out = _stderr(monkeypatch, terminal=False)
-    tokenize_examples(examples, template, tokenizer, 32)
+    tokenize_columns(examples, template, tokenizer, 32)
     assert out.getvalue() == ""
 
 

@@ -11,13 +11,12 @@ import random
 
 import numpy as np
 import pytest
-from data_reference import assert_same_prepared, reference_prepare
+from data_reference import _overlap_mask, assert_same_prepared, reference_prepare
 
 from lmtune.config import from_dict
 from lmtune.data import cache, prepare_datasets, stream
 from lmtune.data.records import scan
 from lmtune.data.templates import GENERATION_MARKER, ModelTemplate
-from lmtune.data.tokenize import _overlap_mask
 from lmtune.data.tokenize_batch import overlap_masks
 from lmtune.errors import DataError
 from lmtune.models import open_tokenizer

@@ -9,16 +9,15 @@ import json
 import pytest
 
 import tiny_tokenizers as tt
+from data_reference import tokenize_example, tokenize_examples
 from lmtune.data import (
     Example,
     encode_prompt,
     ensure_pad_token,
     get_template,
-    load_examples,
     template_from_dict,
-    tokenize_example,
-    tokenize_examples,
 )
+from lmtune.data.formats import load_examples
 from lmtune.data.templates import TemplateError
 from lmtune.run.layout import write_json
 

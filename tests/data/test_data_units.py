@@ -1,4 +1,5 @@
-"""lmtune/data/split.py and holdout.py as pure functions: deduplication, the validation split, the
+"""lmtune/data/holdout.py as pure functions (and the list-based dedupe of tests/data_reference.py):
+deduplication, the validation split, the
 held-out test split's size rule and draw, the held-out file, and the split warnings, each with
 literal expected values. The mutation run of these modules uses them (scripts/mutation.sh)."""
 
@@ -12,8 +13,9 @@ import pytest
 
 from lmtune.data.formats import Example
 from lmtune.data.holdout import (HELDOUT_FILE, MAX_SIZE, MIN_EXAMPLES, MIN_SIZE, SHARE, SMALL_SPLIT, heldout_size,
-                                 hold_out, prompts_in_train, split_warnings, to_record, write_heldout)
-from lmtune.data.split import conflicting_prompts, dedupe, drop_overlap, split_train_validation
+                                 hold_out, split_train_validation, split_warnings, to_record, write_heldout)
+
+from data_reference import conflicting_prompts, dedupe, drop_overlap, prompts_in_train
 
 
 def _ex(i, answer=None, source=None, instruction=None):
@@ -28,7 +30,7 @@ def _text(t, source="t.jsonl:1"):
     return Example(source=source, format="text", text=t)
 
 
-# ---------------------------------------------------------------- split.py
+# ---------------------------------------------------------------- dedupe and the validation split
 
 def test_dedupe_keeps_the_first_copy_and_names_a_few_duplicates():
     exs = [_ex(1), _ex(2), _ex(1, source="f.jsonl:9"), _ex(1, answer="answer  1 ", source="f.jsonl:10"),

@@ -12,10 +12,10 @@ import gguf
 import pytest
 from jinja2.sandbox import ImmutableSandboxedEnvironment
 
+from data_reference import tokenize_example
 from go_template import render as render_go
 from lmtune.data.formats import Example
 from lmtune.data.templates import AlpacaTemplate, ChatMLTemplate, get_template
-from lmtune.data.tokenize import tokenize_example
 from lmtune.export import export
 from lmtune.generate import Generator
 from lmtune.serve.app import _job

@@ -16,7 +16,8 @@ pytestmark = pytest.mark.gpu
 
 def _setup(root):
     from lmtune.config import from_dict
-    from lmtune.data import get_template, load_split, tokenize_examples
+    from data_reference import tokenize_examples
+    from lmtune.data import get_template, load_split
     from lmtune.models import load_tokenizer
     from lmtune.tasks import task_files
     from tiny_models import save_tiny_model

@@ -1,19 +1,157 @@
 """The list-based data preparation as it was before arrow_pipeline.py (lmtune 2026-11-29, main
 ec98085: src/lmtune/data/prepare.py), kept here as the reference the scale pipeline must equal:
-every example a Python object, tokenized one at a time by `tokenize_example`."""
+every example a Python object (formats.load_examples), deduplicated and split as lists, tokenized
+one at a time by `tokenize_example`. lmtune itself has one pipeline (arrow_pipeline.py); the
+list forms of its steps live here only, next to the function that compares the two."""
 
 from __future__ import annotations
 
 import json
-
+from dataclasses import dataclass, field
 from typing import Any
 
-from lmtune.data.holdout import hold_out
-from lmtune.data.prepare import PreparedData, load_split, resolve_files
-from lmtune.data.split import conflicting_prompts, dedupe, drop_overlap, split_train_validation
-from lmtune.data.templates import Template, get_template
-from lmtune.data.tokenize import tokenize_examples
+from lmtune.data.formats import Example, LoadedData, load_examples
+from lmtune.data.holdout import hold_out, split_train_validation
+from lmtune.data.prepare import PreparedData, problem_summary, resolve_files
+from lmtune.data.templates import ModelTemplate, Template, TemplateError, get_template
+from lmtune.data.tokenize import TokenizedExample, count_tokenized, finish_tokens, special_prefix, summarize_tokens
 from lmtune.errors import DataError
+
+
+# ---------------------------------------------------------------- loading, dedupe, splits (lists)
+
+def load_split(paths: list[str], format: str = "auto", what: str = "data") -> LoadedData:
+    """Load and validate; raise DataError listing every problem."""
+    loaded = load_examples(paths, format)
+    problems = list(loaded.problems)
+    if not problems and not loaded.examples:
+        problems.append(f"{', '.join(paths) or '(no files)'}: no {what} examples")
+    if problems:
+        raise DataError(problem_summary(loaded, what, problems), problems)
+    return loaded
+
+
+@dataclass
+class DedupeResult:
+    kept: list[Example]
+    removed: int  # exact duplicates dropped (content equal up to whitespace)
+    first_duplicates: list[tuple[str, str]]  # (duplicate source, source of the copy kept), a few
+
+
+def dedupe(examples: list[Example], keep_samples: int = 5) -> DedupeResult:
+    """Keep the first copy of each example; duplicates are equal after collapsing whitespace."""
+    seen: dict[str, str] = {}
+    kept, samples = [], []
+    for ex in examples:
+        key = ex.content_key()
+        if key in seen:
+            if len(samples) < keep_samples:
+                samples.append((ex.source, seen[key]))
+            continue
+        seen[key] = ex.source
+        kept.append(ex)
+    return DedupeResult(kept, len(examples) - len(kept), samples)
+
+
+def drop_overlap(validation: list[Example], train: list[Example]) -> tuple[list[Example], int]:
+    """Remove validation examples that also appear in train."""
+    train_keys = {ex.content_key() for ex in train}
+    kept = [ex for ex in validation if ex.content_key() not in train_keys]
+    return kept, len(validation) - len(kept)
+
+
+def conflicting_prompts(examples: list[Example]) -> int:
+    """How many prompts appear with more than one different answer (a sign of noisy labels)."""
+    answers: dict[str, set[str]] = {}
+    for ex in examples:
+        if ex.format != "text":
+            answers.setdefault(ex.prompt_key(), set()).add(ex.content_key())
+    return sum(1 for a in answers.values() if len(a) > 1)
+
+
+def prompts_in_train(test: list[Example], train: list[Example]) -> int:
+    """How many test examples ask a prompt that the training data also asks."""
+    keys = {ex.prompt_key() for ex in train if ex.format != "text"}
+    return sum(1 for ex in test if ex.format != "text" and ex.prompt_key() in keys)
+
+
+# ---------------------------------------------------------------- tokenizing one example at a time
+
+def _overlap_mask(offsets: list[tuple[int, int]], spans: list[tuple[int, int]]) -> list[int]:
+    mask, s = [0] * len(offsets), 0
+    for i, (start, end) in enumerate(offsets):
+        while s < len(spans) and start >= spans[s][1]:
+            s += 1
+        if s == len(spans):
+            break
+        if end > spans[s][0] and end > start:
+            mask[i] = 1
+    return mask
+
+
+def _ids_and_mask(example: Example, template: Template, tokenizer: Any, prefix: list[int]
+                  ) -> tuple[list[int], list[int]]:
+    if isinstance(template, ModelTemplate) and template.has_generation_markers:
+        out = template.apply(template.messages_for(example), tokenize=True, return_dict=True,
+                             return_assistant_tokens_mask=True)
+        return list(out["input_ids"]), list(out["assistant_masks"])
+    spans, pos, pieces = [], 0, []
+    for seg in template.segments(example):
+        if seg.trained:
+            spans.append((pos, pos + len(seg.text)))
+        pieces.append(seg.text)
+        pos += len(seg.text)
+    enc = tokenizer("".join(pieces), add_special_tokens=False, return_offsets_mapping=True)
+    ids, mask = list(enc["input_ids"]), _overlap_mask(enc["offset_mapping"], spans)
+    if template.add_special_tokens:
+        ids, mask = prefix + ids, [0] * len(prefix) + mask
+    return ids, mask
+
+
+def tokenize_example(example: Example, template: Template, tokenizer: Any, max_length: int,
+                     train_on_prompt: bool = False, prefix: list[int] | None = None) -> TokenizedExample:
+    """Raises TemplateError when the template cannot render the example or nothing is trained."""
+    prefix = special_prefix(tokenizer) if prefix is None else prefix
+    ids, mask = _ids_and_mask(example, template, tokenizer, prefix)
+    return finish_tokens(ids, mask, tokenizer.eos_token_id, max_length, train_on_prompt, example.source)
+
+
+@dataclass
+class TokenizeResult:
+    input_ids: list[list[int]] = field(default_factory=list)
+    completion_mask: list[list[int]] = field(default_factory=list)
+    sources: list[str] = field(default_factory=list)
+    full_lengths: list[int] = field(default_factory=list)
+    truncated: int = 0
+    dropped: int = 0
+    problems: list[str] = field(default_factory=list)
+
+    def stats(self) -> dict[str, Any]:
+        kept_tokens = sum(len(ids) for ids in self.input_ids)
+        trained = sum(sum(mask) for mask in self.completion_mask)
+        return summarize_tokens(sorted(self.full_lengths), len(self.input_ids), kept_tokens, trained,
+                                self.truncated, self.dropped)
+
+
+def tokenize_examples(examples: list[Example], template: Template, tokenizer: Any, max_length: int,
+                      train_on_prompt: bool = False, desc: str = "tokenizing") -> TokenizeResult:
+    """Tokenize all examples one at a time; template problems are collected as `source: message`."""
+    result, prefix = TokenizeResult(), special_prefix(tokenizer)
+    for example in examples:
+        try:
+            tok = tokenize_example(example, template, tokenizer, max_length, train_on_prompt, prefix)
+        except TemplateError as exc:
+            result.problems.append(f"{example.source}: {exc}")
+            continue
+        if not count_tokenized(tok, result):
+            continue
+        result.input_ids.append(tok.input_ids)
+        result.completion_mask.append(tok.completion_mask)
+        result.sources.append(tok.source)
+    return result
+
+
+# ---------------------------------------------------------------- the whole preparation
 
 
 def reference_prepare(data_cfg, tokenizer: Any, template: Template | None = None) -> PreparedData:
@@ -46,8 +184,13 @@ def _load_and_split(data_cfg: Any) -> tuple[dict[str, list], str, dict[str, Any]
     train_kept = _dedupe(train.examples, data_cfg.dedupe, stats, "train")
     train_kept, held_out = _hold_out_test(train_kept, files, data_cfg, train.format, stats)
     if val is None:
-        train_ex, val_ex = split_train_validation(train_kept, data_cfg.val_split, data_cfg.seed)
-        stats["split"] = {"val_split": data_cfg.val_split, "seed": data_cfg.seed}
+        from lmtune.data import holdout
+
+        cap = holdout.VAL_MAX
+        train_ex, val_ex = split_train_validation(train_kept, data_cfg.val_split, data_cfg.seed, cap)
+        stats["split"] = {"val_split": data_cfg.val_split, "seed": data_cfg.seed, "max_examples": cap,
+                          "capped": len(val_ex) < holdout.validation_size(len(train_kept), data_cfg.val_split,
+                                                                          None)}
     else:
         stats["records"]["validation"] = val.records
         train_ex = train_kept
@@ -72,7 +215,7 @@ def _hold_out_test(train: list, files: dict, data_cfg: Any, fmt: str | None,
 
 def _warnings(data_cfg: Any, files: dict, train: list, validation: list, held_out: list,
               stats: dict[str, Any]) -> list[str]:
-    from lmtune.data.holdout import prompts_in_train, split_warnings
+    from lmtune.data.holdout import split_warnings
 
     if files["test"]:
         test = load_split(files["test"], data_cfg.format, "test data").examples

@@ -177,7 +177,7 @@ def test_load_best_ends_with_the_best_checkpoints_weights(tmp_path):
                              "train.learning_rate=0.3", "train.scheduler=constant", "train.warmup_ratio=0", "train.logging_steps=1",
                              "train.eval_steps=1", "train.save_steps=1", "train.save_total_limit=5",
                              "train.load_best=true", "train.threads=1", "output.report=false",
-                             "eval.after_train=false"])
+                             "eval.after_train=false", "eval.final_val_loss=true"])
     result = train(cfg, quiet=True)
     evals: dict[int, float] = {}  # the first evaluation at each step (_save evaluates again at the end)
     for row in map(json.loads, (out / "metrics.jsonl").read_text().splitlines()):

@@ -647,7 +647,7 @@ def test_save_on_another_rank_writes_nothing_and_reports_the_metrics(tiny, tmp_p
 def test_save_with_sharded_weights_gathers_on_every_rank_and_evaluates_in_the_trainer(tiny, tmp_path, monkeypatch,
                                                                                        method, name):
     run = tmp_path / "run"
-    cfg = _cfg(tiny, run, f"method={method}", "distributed.backend=fsdp")
+    cfg = _cfg(tiny, run, f"method={method}", "distributed.backend=fsdp", "eval.final_val_loss=true")
     s = _small_setup(tiny)
     stale = run / f".{name}.staging" / "stale.txt"      # left by a run killed while saving
     stale.parent.mkdir(parents=True)
@@ -671,6 +671,10 @@ def test_save_with_sharded_weights_gathers_on_every_rank_and_evaluates_in_the_tr
     assert "stale.txt" not in files                      # rank 0 started from an empty staging directory
     assert json.loads((run / name / "lmtune_template.json").read_text()) == s.template.to_dict()
     assert json.loads((run / "train_summary.json").read_text()) == metrics
+    # eval.after_train=false alone: no final pass, not even the Trainer's
+    t = _SaveTrainer(zero=True, fsdp=True, eval_dataset=["x"], eval_loss=1.5)
+    metrics, val = lt._save(_cfg(tiny, run, f"method={method}", "distributed.backend=fsdp"), RunDir(run), s, t, 1.0)
+    assert "eval_loss" not in metrics and val is None
 
 
 # ---------------------------------------------------------------- finish: notes, summary, artifacts

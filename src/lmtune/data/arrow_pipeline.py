@@ -4,11 +4,10 @@
           --index arithmetic (numpy)--> dedupe, held-out test, validation split, overlaps
           --token_shards--> Arrow files of input_ids + completion_mask --> datasets (memory-mapped)
 
-The same steps, rules and seeds as the list-based pipeline it replaces (formats.load_examples,
-split.dedupe, holdout.hold_out, split.split_train_validation, tokenize.tokenize_examples): the
-functions that draw the splits are called on example positions instead of examples, so the
-same seed draws the same examples. Only positions and hashes are held in memory; a million short
-records need about 60 MB of them. Results go to lmtune's cache (cache.py) unless data.cache is
+The same steps, rules and seeds as the list-based pipeline it replaced (kept as the reference in
+tests/data_reference.py): the functions that draw the splits (holdout.py) are called on example
+positions instead of examples, so the same seed draws the same examples. Only positions and hashes
+are held in memory; a million short records need about 60 MB of them. Results go to lmtune's cache (cache.py) unless data.cache is
 false; a second preparation of the same inputs loads them from there.
 """
 
@@ -18,29 +17,60 @@ import atexit
 import dataclasses
 import json
 import sys
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from lmtune.data import cache
+from lmtune.data import cache, holdout
 from lmtune.data.formats import Example
-from lmtune.data.holdout import heldout_size, hold_out, split_warnings
+from lmtune.data.holdout import heldout_size, hold_out, split_train_validation, split_warnings
 from lmtune.data.records import ScannedSplit, scan
-from lmtune.data.split import split_train_validation
 from lmtune.data.templates import Template, get_template
 from lmtune.errors import DataError
 
 if TYPE_CHECKING:
+    import datasets
+
     from lmtune.config import DataConfig
-    from lmtune.data.prepare import PreparedData
 
 STATS, HELDOUT = "stats.json", "heldout.json"
 
 
-def prepare_arrow(data_cfg: "DataConfig", tokenizer: Any, template: Template | None = None) -> "PreparedData":
-    from lmtune.data.prepare import resolve_files
+@dataclass
+class PreparedData:
+    train: "datasets.Dataset"
+    validation: "datasets.Dataset | None"
+    template: Template
+    stats: dict[str, Any]  # written to the run as data_stats.json
+    test_examples: list = field(default_factory=list)  # held out of train (holdout.py), not tokenized
 
+
+def resolve_files(data_cfg: "DataConfig") -> dict[str, list[str]]:
+    """train/validation/test file lists; a bundled task fills the splits the user left empty."""
+    files = {"train": list(data_cfg.train), "validation": list(data_cfg.validation),
+             "test": list(data_cfg.test)}
+    if data_cfg.task:
+        from lmtune.tasks import task_files  # the tasks package owns the bundled files
+
+        for split, path in task_files(data_cfg.task).items():
+            if split in files and not files[split]:
+                files[split] = [str(path)]
+    return files
+
+
+def problem_summary(loaded: Any, what: str = "data", problems: list[str] | None = None) -> str:
+    """The headline of a DataError over bad records; `loaded` has `records`, `examples` and
+    `problems` (a LoadedData). `problems`: the list the error shows, when it has more than
+    `loaded.problems` (e.g. "no examples")."""
+    bad = loaded.records - len(loaded.examples)
+    n = len(loaded.problems if problems is None else problems)
+    return (f"{n} problem{'s' if n != 1 else ''} in the {what}: {bad} of {loaded.records} records "
+            f"are bad; fix each line below")
+
+
+def prepare_arrow(data_cfg: "DataConfig", tokenizer: Any, template: Template | None = None) -> PreparedData:
     files = resolve_files(data_cfg)
     key = cache.data_key(data_cfg, files, tokenizer, template) if data_cfg.cache else None
     entry = cache.lookup(key) if key else None
@@ -65,8 +95,7 @@ def prepare_arrow(data_cfg: "DataConfig", tokenizer: Any, template: Template | N
     return _load(entry, data_cfg, tokenizer, template)
 
 
-def _load(entry: Path, data_cfg: "DataConfig", tokenizer: Any, template: Template | None) -> "PreparedData":
-    from lmtune.data.prepare import PreparedData
+def _load(entry: Path, data_cfg: "DataConfig", tokenizer: Any, template: Template | None) -> PreparedData:
     from lmtune.data.token_shards import load_shards
 
     stats = json.loads((entry / STATS).read_text())
@@ -79,9 +108,7 @@ def _load(entry: Path, data_cfg: "DataConfig", tokenizer: Any, template: Templat
 
 
 def scan_split(paths: list[str], format: str, out: Path, what: str) -> ScannedSplit:
-    """Scan and validate; raise DataError listing every problem (prepare.load_split's rules)."""
-    from lmtune.data.prepare import problem_summary
-
+    """Scan and validate; raise DataError listing every problem."""
     split = scan(paths, format, out)
     problems = list(split.problems)
     if not problems and not len(split):
@@ -91,7 +118,7 @@ def scan_split(paths: list[str], format: str, out: Path, what: str) -> ScannedSp
     return split
 
 
-@dataclasses.dataclass
+@dataclass
 class _Counts:   # what problem_summary reads from a LoadedData
     split: ScannedSplit
 
@@ -102,6 +129,10 @@ class _Counts:   # what problem_summary reads from a LoadedData
     @property
     def examples(self) -> range:
         return range(len(self.split))
+
+    @property
+    def problems(self) -> list[str]:
+        return self.split.problems
 
 
 def _build(data_cfg: "DataConfig", files: dict, tokenizer: Any, template: Template | None, build: Path) -> dict:
@@ -137,8 +168,10 @@ def _select(data_cfg: "DataConfig", files: dict, build: Path):
     kept = dedupe_positions(train, data_cfg.dedupe, stats, "train")
     kept, held = _hold_out_test(kept, files, data_cfg, train.format, stats)
     if val is None:
-        t, v = split_train_validation(kept.tolist(), data_cfg.val_split, data_cfg.seed)
-        stats["split"] = {"val_split": data_cfg.val_split, "seed": data_cfg.seed}
+        cap = holdout.VAL_MAX   # read at call time: tests lower it
+        t, v = split_train_validation(kept.tolist(), data_cfg.val_split, data_cfg.seed, cap)
+        stats["split"] = {"val_split": data_cfg.val_split, "seed": data_cfg.seed, "max_examples": cap,
+                          "capped": len(v) < holdout.validation_size(len(kept), data_cfg.val_split, None)}
         splits = {"train": (train, _ints(t)), "validation": (train, _ints(v))}
     else:
         stats["records"]["validation"] = val.records
@@ -156,7 +189,7 @@ def _ints(values) -> np.ndarray:
 
 
 def dedupe_positions(split: ScannedSplit, enabled: bool, stats: dict, name: str) -> np.ndarray:
-    """split.dedupe on positions: the first copy of each content key, file order kept."""
+    """The first copy of each content key, file order kept."""
     if not enabled or not len(split):
         stats.setdefault("duplicates_removed", {})[name] = 0
         return np.arange(len(split), dtype=np.int64)
@@ -177,7 +210,7 @@ def first_duplicates(split: ScannedSplit, limit: int = 5) -> list[tuple[str, str
 
 
 def conflicting_prompts(split: ScannedSplit, positions: np.ndarray) -> int:
-    """split.conflicting_prompts on positions: prompts seen with more than one different answer."""
+    """Prompts seen with more than one different answer."""
     if split.format == "text" or not len(positions):
         return 0
     pairs = np.concatenate([split.prompt_keys[positions].view(np.uint64).reshape(-1, 2),

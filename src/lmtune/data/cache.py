@@ -40,7 +40,7 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
-PIPELINE_VERSION = 1     # bump when the prepared data of the same inputs would change
+PIPELINE_VERSION = 2     # bump when the prepared data of the same inputs would change
 META = "meta.json"
 MARKER = "lmtune_data_cache"
 _SKIP_KEYS = ("packing", "replay", "cache")

@@ -1,7 +1,8 @@
-"""A test split held out of the training data, so that every run scores the user's own data, and
-the warnings about splits too small or overlapping to trust.
+"""The splits drawn from the training data (a test split held out so that every run scores the
+user's own data, and the validation split), and the warnings about splits too small or
+overlapping to trust.
 
-Size rule (when there is no data.test and no data.task, and data.test_size is not set):
+Test size rule (when there is no data.test and no data.task, and data.test_size is not set):
     10% of the deduplicated training examples, at least 20 when that leaves 80% to train on
     (else a fifth), at most 200; none below 10 examples.
         60 -> 12,  100 -> 20,  500 -> 50,  1,000 -> 100,  5,000 -> 200
@@ -22,6 +23,11 @@ from lmtune.data.formats import Example
 HELDOUT_FILE = "heldout_test.jsonl"
 SHARE, MIN_SIZE, MAX_SIZE, MIN_EXAMPLES = 0.10, 20, 200, 10
 SMALL_SPLIT = 20   # fewer examples than this in a validation or test split: a warning
+# The automatic validation split (data.val_split of the training data) holds at most this many
+# examples: it is evaluated at every eval step and once more at the end, and beyond a few thousand
+# examples a loss average gains little precision while its cost grows with the data
+# (docs/evaluation.md, "The validation split"). A validation file the user gives is never cut.
+VAL_MAX = 2000
 
 
 def heldout_size(n: int, configured: int | None = None) -> int:
@@ -44,10 +50,29 @@ def hold_out(examples: list[Example], size: int, seed: int) -> tuple[list[Exampl
             [ex for i, ex in enumerate(examples) if i in held])
 
 
-def prompts_in_train(test: list[Example], train: list[Example]) -> int:
-    """How many test examples ask a prompt that the training data also asks."""
-    keys = {ex.prompt_key() for ex in train if ex.format != "text"}
-    return sum(1 for ex in test if ex.format != "text" and ex.prompt_key() in keys)
+def validation_size(n: int, share: float, cap: int | None = VAL_MAX) -> int:
+    """Examples the automatic validation split holds of `n`: `share` of them, at least one when
+    share > 0 and n >= 2, at most `cap` (None: no cap), never all of them."""
+    if share <= 0 or n < 2:
+        return 0
+    return min(n - 1, max(1, round(n * share)), n if cap is None else cap)
+
+
+def split_train_validation(examples: list, share: float, seed: int, cap: int | None = VAL_MAX
+                           ) -> tuple[list, list]:
+    """Shuffle with `seed` and hold out validation_size(len(examples), share, cap) examples. Order
+    inside each split follows the file order. The same seed draws a capped split from the front of
+    the same shuffle, so it is a subset of the split an uncapped draw would hold. The pipeline
+    calls it on example positions (arrow_pipeline.py)."""
+    n_val = validation_size(len(examples), share, cap)
+    if not n_val:
+        return list(examples), []
+    order = list(range(len(examples)))
+    random.Random(seed).shuffle(order)
+    held = set(order[:n_val])
+    train = [ex for i, ex in enumerate(examples) if i not in held]
+    validation = [ex for i, ex in enumerate(examples) if i in held]
+    return train, validation
 
 
 def to_record(ex: Example) -> dict:

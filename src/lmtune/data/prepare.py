@@ -4,63 +4,28 @@
 
 The returned datasets have exactly the columns `input_ids` and `completion_mask`; train.py gives
 them to SFTTrainer with `SFTConfig(completion_only_loss=True)` (see tokenize.py for why). The
-steps run in arrow_pipeline.py; `load_split` is the list form, for small files (eval, advise).
+steps run in arrow_pipeline.py; `load_split` and `tokenize_files` give small files (a test set,
+few-shot shots) as example objects or token rows through the same scan and tokenizer.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+import tempfile
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from lmtune.data.formats import LoadedData, load_examples
+import numpy as np
+
+from lmtune.data.arrow_pipeline import PreparedData, prepare_arrow, problem_summary, resolve_files, scan_split
+from lmtune.data.formats import LoadedData
 from lmtune.data.templates import Template
-from lmtune.errors import DataError
+from lmtune.data.token_shards import load_shards, tokenize_to_arrow
 
 if TYPE_CHECKING:
-    import datasets
-
     from lmtune.config import DataConfig
 
-
-@dataclass
-class PreparedData:
-    train: "datasets.Dataset"
-    validation: "datasets.Dataset | None"
-    template: Template
-    stats: dict[str, Any]  # written to the run as data_stats.json
-    test_examples: list = field(default_factory=list)  # held out of train (holdout.py), not tokenized
-
-
-def resolve_files(data_cfg: "DataConfig") -> dict[str, list[str]]:
-    """train/validation/test file lists; a bundled task fills the splits the user left empty."""
-    files = {"train": list(data_cfg.train), "validation": list(data_cfg.validation),
-             "test": list(data_cfg.test)}
-    if data_cfg.task:
-        from lmtune.tasks import task_files  # the tasks package owns the bundled files
-
-        for split, path in task_files(data_cfg.task).items():
-            if split in files and not files[split]:
-                files[split] = [str(path)]
-    return files
-
-
-def load_split(paths: list[str], format: str = "auto", what: str = "data") -> LoadedData:
-    """Load and validate; raise DataError listing every problem."""
-    loaded = load_examples(paths, format)
-    problems = list(loaded.problems)
-    if not problems and not loaded.examples:
-        problems.append(f"{', '.join(paths) or '(no files)'}: no {what} examples")
-    if problems:
-        raise DataError(problem_summary(loaded, what, problems), problems)
-    return loaded
-
-
-def problem_summary(loaded: LoadedData, what: str = "data", problems: list[str] | None = None) -> str:
-    """`problems`: the list the error shows, when it has more than `loaded.problems` (e.g. "no examples")."""
-    bad = loaded.records - len(loaded.examples)
-    n = len(loaded.problems if problems is None else problems)
-    return (f"{n} problem{'s' if n != 1 else ''} in the {what}: {bad} of {loaded.records} records "
-            f"are bad; fix each line below")
+__all__ = ["PreparedData", "load_split", "prepare_datasets", "problem_summary", "resolve_files", "summary_line",
+           "tokenize_files"]
 
 
 def prepare_datasets(data_cfg: "DataConfig", tokenizer: Any, template: Template | None = None
@@ -69,9 +34,28 @@ def prepare_datasets(data_cfg: "DataConfig", tokenizer: Any, template: Template 
     (auto resolved against the data format and the tokenizer); the one used is in the result.
     Call `ensure_pad_token(tokenizer)` before (models.py), so the run saves the final tokenizer.
     The work is done at scale by arrow_pipeline.py (streamed, batched, cached, memory-mapped)."""
-    from lmtune.data.arrow_pipeline import prepare_arrow
-
     return prepare_arrow(data_cfg, tokenizer, template)
+
+
+def load_split(paths: list[str], format: str = "auto", what: str = "data") -> LoadedData:
+    """The examples of small files (a test set, few-shot shots) as objects, through the pipeline's
+    scan; raise DataError listing every problem."""
+    with tempfile.TemporaryDirectory(prefix="lmtune-load-") as tmp:
+        split = scan_split(paths, format, Path(tmp) / "records.arrow", what)
+        examples = split.examples(np.arange(len(split)))
+    return LoadedData(examples, split.format, split.records, split.problems, split.files)
+
+
+def tokenize_files(paths: list[str], format: str, template: Template, tokenizer: Any, max_length: int,
+                   train_on_prompt: bool, what: str, name: str) -> list[dict[str, list[int]]]:
+    """Rows of `input_ids` + `completion_mask` of small files, tokenized as training data is
+    (examples the template cannot render are left out, as in training)."""
+    with tempfile.TemporaryDirectory(prefix="lmtune-tokenize-") as tmp:
+        split = scan_split(paths, format, Path(tmp) / "records.arrow", what)
+        tok = tokenize_to_arrow(split, np.arange(len(split), dtype=np.int64), template, tokenizer, max_length,
+                                train_on_prompt, Path(tmp), name)
+        data = load_shards(tok.files, in_memory=True)
+        return data.to_list() if data is not None else []
 
 
 def summary_line(stats: dict[str, Any]) -> str:
@@ -91,8 +75,16 @@ def summary_line(stats: dict[str, Any]) -> str:
         dropped.append(cut)
     val = examples.get("validation", 0)
     line = f"data: {records} training records -> {examples.get('train', 0)} training examples"
-    line += f", {val} validation" if val else ""
+    line += f", {val} validation{_validation_note(stats.get('split'))}" if val else ""
     line += f" ({'; '.join(dropped)})" if dropped else ""
     if dropped and examples.get("train", 0) + val < records / 2:
         line += "; fewer than half the records remain: see lmtune data check"
     return line
+
+
+def _validation_note(split: dict | None) -> str:
+    """How an automatic validation split was sized (a user's validation file: nothing to say)."""
+    if not split or split.get("max_examples") is None:
+        return ""
+    cap = f"{'capped at' if split.get('capped') else 'at most'} {split['max_examples']:,}"
+    return f" ({100 * split['val_split']:g}% of the data, {cap})"

@@ -80,7 +80,7 @@ def tokenize_replay(records: list[dict], template: Any, tokenizer: Any, max_leng
     """input_ids + completion_mask columns: text with the raw template (every token trained),
     conversations with the run's template."""
     from lmtune.data.templates import get_template
-    from lmtune.data.tokenize import tokenize_examples
+    from lmtune.data.token_shards import tokenize_columns
 
     examples = to_examples(records)
     raw = get_template("raw", "text", tokenizer)
@@ -89,7 +89,7 @@ def tokenize_replay(records: list[dict], template: Any, tokenizer: Any, max_leng
         part = [ex for ex in examples if ex.format == kind]
         if not part:
             continue
-        tok = tokenize_examples(part, tpl, tokenizer, max_length, desc="tokenizing replay")
-        out["input_ids"] += tok.input_ids
-        out["completion_mask"] += tok.completion_mask
+        tok = tokenize_columns(part, tpl, tokenizer, max_length, desc="tokenizing replay")
+        out["input_ids"] += tok["input_ids"]
+        out["completion_mask"] += tok["completion_mask"]
     return out

@@ -28,7 +28,7 @@ _JOB: dict[str, Any] = {}  # what the forked workers need; set just before the p
 
 @dataclass
 class ShardResult:
-    """What tokenize.TokenizeResult counts, without holding the token lists."""
+    """What tokenizing a split counts (data_stats.json's token statistics), without the token lists."""
 
     files: list[str] = field(default_factory=list)
     full_lengths: array = field(default_factory=lambda: array("q"))  # every tokenized example
@@ -88,6 +88,29 @@ def tokenize_to_arrow(split: Any, positions: np.ndarray, template: Any, tokenize
     return total
 
 
+def tokenize_columns(examples: list, template: Any, tokenizer: Any, max_length: int, train_on_prompt: bool = False,
+                     desc: str = "tokenizing") -> dict[str, list]:
+    """`input_ids` + `completion_mask` of examples held in memory (e.g. replay's generated records),
+    batched like tokenize_to_arrow's tasks; examples that cannot be tokenized are left out."""
+    from lmtune.data.tokenize import special_prefix
+    from lmtune.data.tokenize_batch import tokenize_batch
+
+    result, prefix = ShardResult(), special_prefix(tokenizer)
+    out: dict[str, list] = {"input_ids": [], "completion_mask": []}
+    bar = _progress(len(examples), desc, True)
+    try:
+        for start in range(0, len(examples), BATCH):
+            batch = examples[start:start + BATCH]
+            tokenized = tokenize_batch(batch, template, tokenizer, max_length, train_on_prompt, prefix)
+            ids, masks = _count(batch, tokenized, result, 0)
+            out["input_ids"] += ids
+            out["completion_mask"] += masks
+            bar.update(len(batch))
+    finally:
+        bar.close()
+    return out
+
+
 def _progress(n: int, desc: str, enabled: bool):
     from tqdm.auto import tqdm
 
@@ -113,7 +136,8 @@ def _task(task: tuple[np.ndarray, str | None]) -> ShardResult:
 
 
 def _count(examples: list, tokenized: list, result: ShardResult, keep: int) -> tuple[list, list]:
-    """tokenize.tokenize_examples' bookkeeping for one batch; returns the kept ids and masks."""
+    """The bookkeeping of one batch (problems, truncated, dropped, totals, samples); returns the kept
+    ids and masks."""
     from lmtune.data.tokenize import count_tokenized
 
     ids, masks = [], []

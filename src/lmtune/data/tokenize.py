@@ -1,4 +1,5 @@
-"""Examples -> `input_ids` + `completion_mask` (1 = trained: the answer and its eos; 0 = prompt).
+"""Examples -> `input_ids` + `completion_mask` (1 = trained: the answer and its eos; 0 = prompt):
+the rules and the per-example parts; tokenize_batch.py applies them to batches.
 
 This is the pre-tokenized form TRL's SFTTrainer takes (TRL 1.16, trl/trainer/sft_trainer.py,
 `_prepare_dataset`): a dataset that has `input_ids` skips TRL's own tokenization; with
@@ -21,11 +22,10 @@ end, counted, and dropped when no trained token is left.
 from __future__ import annotations
 
 import statistics
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
-from lmtune.data.formats import Example
-from lmtune.data.templates import ModelTemplate, Rendered, Template, TemplateError
+from lmtune.data.templates import Rendered, Template, TemplateError
 
 # Existing vocabulary entries that are safe padding (never eos); used before adding a new token.
 _PAD_CANDIDATES = ("<|pad|>", "<pad>", "[PAD]", "<|finetune_right_pad_id|>", "<|fim_pad|>")
@@ -73,49 +73,10 @@ class TokenizedExample:
         return self.full_length > len(self.input_ids)
 
 
-def _overlap_mask(offsets: list[tuple[int, int]], spans: list[tuple[int, int]]) -> list[int]:
-    mask, s = [0] * len(offsets), 0
-    for i, (start, end) in enumerate(offsets):
-        while s < len(spans) and start >= spans[s][1]:
-            s += 1
-        if s == len(spans):
-            break
-        if end > spans[s][0] and end > start:
-            mask[i] = 1
-    return mask
-
-
-def _ids_and_mask(example: Example, template: Template, tokenizer: Any, prefix: list[int]
-                  ) -> tuple[list[int], list[int]]:
-    if isinstance(template, ModelTemplate) and template.has_generation_markers:
-        out = template.apply(template.messages_for(example), tokenize=True, return_dict=True,
-                             return_assistant_tokens_mask=True)
-        return list(out["input_ids"]), list(out["assistant_masks"])
-    spans, pos, pieces = [], 0, []
-    for seg in template.segments(example):
-        if seg.trained:
-            spans.append((pos, pos + len(seg.text)))
-        pieces.append(seg.text)
-        pos += len(seg.text)
-    enc = tokenizer("".join(pieces), add_special_tokens=False, return_offsets_mapping=True)
-    ids, mask = list(enc["input_ids"]), _overlap_mask(enc["offset_mapping"], spans)
-    if template.add_special_tokens:
-        ids, mask = prefix + ids, [0] * len(prefix) + mask
-    return ids, mask
-
-
-def tokenize_example(example: Example, template: Template, tokenizer: Any, max_length: int,
-                     train_on_prompt: bool = False, prefix: list[int] | None = None) -> TokenizedExample:
-    """Raises TemplateError when the template cannot render the example or nothing is trained."""
-    prefix = special_prefix(tokenizer) if prefix is None else prefix
-    ids, mask = _ids_and_mask(example, template, tokenizer, prefix)
-    return finish_tokens(ids, mask, tokenizer.eos_token_id, max_length, train_on_prompt, example.source)
-
-
 def finish_tokens(ids: list[int], mask: list[int], eos: int | None, max_length: int, train_on_prompt: bool,
                   source: str) -> TokenizedExample:
     """Drop what follows the last trained token, append eos (trained), truncate at max_length.
-    Raises TemplateError when nothing is trained. Shared with the batched path (tokenize_batch.py)."""
+    Raises TemplateError when nothing is trained (tokenize_batch.py calls it per example)."""
     if 1 not in mask:
         raise TemplateError("no answer tokens: the template marks nothing of this example as trained")
     last = len(mask) - 1 - mask[::-1].index(1)
@@ -127,23 +88,9 @@ def finish_tokens(ids: list[int], mask: list[int], eos: int | None, max_length: 
     return TokenizedExample(ids[:max_length], mask[:max_length], len(ids), source)
 
 
-@dataclass
-class TokenizeResult:
-    input_ids: list[list[int]] = field(default_factory=list)
-    completion_mask: list[list[int]] = field(default_factory=list)
-    sources: list[str] = field(default_factory=list)
-    full_lengths: list[int] = field(default_factory=list)  # every example, before truncation
-    truncated: int = 0
-    dropped: int = 0  # truncation left no trained token
-    problems: list[str] = field(default_factory=list)
-
-    def stats(self) -> dict[str, Any]:
-        return token_stats(self)
-
-
 def count_tokenized(tok: TokenizedExample, result: Any) -> bool:
-    """Count one example into `result` (full_lengths, truncated, dropped: a TokenizeResult or
-    token_shards' per-batch result); False when truncation left it no trained token (dropped)."""
+    """Count one example into `result` (full_lengths, truncated, dropped: token_shards' per-batch
+    result); False when truncation left it no trained token (dropped)."""
     result.full_lengths.append(tok.full_length)
     if tok.truncated:
         result.truncated += 1
@@ -153,37 +100,10 @@ def count_tokenized(tok: TokenizedExample, result: Any) -> bool:
     return True
 
 
-def tokenize_examples(examples: list[Example], template: Template, tokenizer: Any, max_length: int,
-                      train_on_prompt: bool = False, desc: str = "tokenizing") -> TokenizeResult:
-    """Tokenize all examples; template problems are collected as `source: message`."""
-    from tqdm.auto import tqdm
-
-    result, prefix = TokenizeResult(), special_prefix(tokenizer)
-    for example in tqdm(examples, desc=desc, unit="ex", disable=None if len(examples) > 2000 else True):
-        try:
-            tok = tokenize_example(example, template, tokenizer, max_length, train_on_prompt, prefix)
-        except TemplateError as exc:
-            result.problems.append(f"{example.source}: {exc}")
-            continue
-        if not count_tokenized(tok, result):
-            continue
-        result.input_ids.append(tok.input_ids)
-        result.completion_mask.append(tok.completion_mask)
-        result.sources.append(tok.source)
-    return result
-
-
 def _percentile(sorted_values: list[int], q: float) -> int:
     """Nearest-rank percentile (the value at or below which q% of examples fall)."""
     rank = max(1, -(-len(sorted_values) * q // 100))  # ceil(n * q / 100)
     return sorted_values[int(rank) - 1]
-
-
-def token_stats(result: TokenizeResult) -> dict[str, Any]:
-    kept_tokens = sum(len(ids) for ids in result.input_ids)
-    trained = sum(sum(mask) for mask in result.completion_mask)
-    return summarize_tokens(sorted(result.full_lengths), len(result.input_ids), kept_tokens, trained,
-                            result.truncated, result.dropped)
 
 
 def summarize_tokens(lengths: list[int], examples: int, kept_tokens: int, trained: int, truncated: int,

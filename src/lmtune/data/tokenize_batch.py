@@ -1,13 +1,12 @@
-"""Tokenize many examples at once, with the same result as `tokenize.tokenize_example` per example.
-
-`tokenize_example` is the reference; this module only changes how the work is grouped:
+"""Tokenize many examples at once, with the result of tokenizing each one alone (the reference,
+one example at a time, is tests/data_reference.py's `tokenize_example`). Grouping the work:
   * text-segment templates (alpaca, chatml, raw, model without markers): render every example's
     segments in Python, then one call of the fast tokenizer for the whole batch (offsets
-    included), then the same overlap rule (`tokenize._overlap_mask`);
+    included), then the overlap rule (`overlap_masks`);
   * model templates with `{% generation %}` markers: one Jinja render of the batch with the
     generation spans (transformers' `render_jinja_template`, as `apply_chat_template` calls it),
     one tokenizer call, then transformers' own assistant-mask rule (`overlap_masks`).
-A batch that the batched render rejects is redone example by example with the reference, so
+A batch that the batched render rejects is redone example by example with apply_chat_template, so
 every bad example is reported on its own. tests/data/test_data_scale.py checks the equality.
 """
 
@@ -20,7 +19,7 @@ import numpy as np
 
 from lmtune.data.formats import Example
 from lmtune.data.templates import ModelTemplate, Template, TemplateError
-from lmtune.data.tokenize import TokenizedExample, _ids_and_mask, finish_tokens
+from lmtune.data.tokenize import TokenizedExample, finish_tokens
 
 
 def tokenize_batch(examples: list[Example], template: Template, tokenizer: Any, max_length: int,
@@ -28,7 +27,7 @@ def tokenize_batch(examples: list[Example], template: Template, tokenizer: Any, 
     """Per example: its TokenizedExample, or the TemplateError message (a str) when it cannot be
     tokenized, in input order."""
     if isinstance(template, ModelTemplate) and template.has_generation_markers:
-        pairs = _generation_batch(examples, template, tokenizer, prefix)
+        pairs = _generation_batch(examples, template, tokenizer)
     else:
         pairs = _segment_batch(examples, template, tokenizer, prefix)
     eos = tokenizer.eos_token_id
@@ -87,13 +86,13 @@ def _segment_batch(examples: list[Example], template: Template, tokenizer: Any, 
     return out
 
 
-def _generation_batch(examples: list[Example], template: ModelTemplate, tokenizer: Any, prefix: list[int]
+def _generation_batch(examples: list[Example], template: ModelTemplate, tokenizer: Any
                       ) -> list[tuple[list[int], list[int]] | str]:
     try:
         conversations = [template.messages_for(example) for example in examples]
         rendered, spans = _render_with_spans(template, conversations)
     except Exception:  # a template error somewhere in the batch: find it example by example
-        return [_reference_pair(example, template, tokenizer, prefix) for example in examples]
+        return [_one_generation_pair(example, template) for example in examples]
     ids, offsets = encode_texts(tokenizer, rendered)
     masks = overlap_masks(offsets, spans, [len(t) for t in rendered], nonempty=False)
     return [(list(i), m) for i, m in zip(ids, masks)]
@@ -117,7 +116,7 @@ def _render_with_spans(template: ModelTemplate, conversations: list[list[dict]])
 def overlap_masks(offsets: list, spans: list, text_lengths: list[int], nonempty: bool) -> list[list[int]]:
     """Per example, 1 for each token that overlaps a trained span, for a whole batch at once.
 
-    The rule of the per-example loops it replaces (tokenize._overlap_mask when `nonempty`, which
+    The rule of the per-example loops it replaces (tests/data_reference.py's _overlap_mask when `nonempty`, which
     also requires a token to cover a character; else transformers' `assistant_masks` loop): walk the
     tokens with a span pointer that advances past spans ending at or before the token's start and
     never moves back; a token is trained when it ends after the pointed span's start. Here every
@@ -147,9 +146,12 @@ def overlap_masks(offsets: list, spans: list, text_lengths: list[int], nonempty:
     return [flat_mask[bounds[i]:bounds[i + 1]] for i in range(len(counts))]
 
 
-def _reference_pair(example: Example, template: Template, tokenizer: Any, prefix: list[int]
-                    ) -> tuple[list[int], list[int]] | str:
+def _one_generation_pair(example: Example, template: ModelTemplate) -> tuple[list[int], list[int]] | str:
+    """One example through apply_chat_template and transformers' own assistant mask; the
+    TemplateError message when the template rejects it."""
     try:
-        return _ids_and_mask(example, template, tokenizer, prefix)
+        out = template.apply(template.messages_for(example), tokenize=True, return_dict=True,
+                             return_assistant_tokens_mask=True)
     except TemplateError as exc:
         return str(exc)
+    return list(out["input_ids"]), list(out["assistant_masks"])

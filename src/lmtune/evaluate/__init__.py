@@ -80,10 +80,8 @@ def loss_data(cfg, tokenizer, template, settings: EvalSettings):
     """(tokenized examples, description) to measure loss on: the --test files when given, else the
     run's validation split rebuilt by the data pipeline. (None, reason) when neither is available."""
     if settings.test:
-        loaded = lmtune.data.load_split(list(settings.test), cfg.data.format, "test data")
-        tok = lmtune.data.tokenize_examples(loaded.examples, template, tokenizer, cfg.data.max_length,
-                                cfg.data.train_on_prompt, desc="tokenizing test")
-        rows = [{"input_ids": i, "completion_mask": m} for i, m in zip(tok.input_ids, tok.completion_mask)]
+        rows = lmtune.data.tokenize_files(list(settings.test), cfg.data.format, template, tokenizer,
+                                          cfg.data.max_length, cfg.data.train_on_prompt, "test data", "test")
         return rows, f"test: {', '.join(settings.test)}"
     try:
         data = lmtune.data.prepare_datasets(cfg.data, tokenizer, template)

@@ -97,7 +97,8 @@ def best_config(spec: SweepSpec, best_params: dict) -> dict:
 
     trial = trial_overrides(spec, best_params, spec.out / "best")
     # the trial's own evaluation switches are for selection: the best run evaluates as usual
-    keep = [o for o in trial if not o.startswith(("output.dir=", "eval.after_train=", "output.report="))]
+    keep = [o for o in trial if not o.startswith(("output.dir=", "eval.after_train=", "eval.final_val_loss=",
+                                                  "output.report="))]
     raw = _merge(read_yaml(spec.config), parse_overrides([*keep, f"output.dir={spec.out / 'best'}"]))
     from_dict(raw, str(spec.out / BEST_YAML))      # validates: a best.yaml train would refuse is a bug
     return raw

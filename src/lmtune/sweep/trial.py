@@ -17,10 +17,11 @@ from lmtune.train import processes
 
 def trial_overrides(spec: SweepSpec, values: dict[str, Any], run_dir: Path) -> list[str]:
     """The config a trial trains: the sweep's config and overrides, the trial's values, its own run
-    directory, and no test-split evaluation (trials are selected on validation data only)."""
+    directory, and no test-split evaluation (trials are selected on validation data only: the final
+    validation loss is kept)."""
     by_key = {p.key: p for p in spec.params}
     return [*spec.overrides, *(by_key[k].override(v) for k, v in values.items()),
-            f"output.dir={run_dir}", "eval.after_train=false", "output.report=false"]
+            f"output.dir={run_dir}", "eval.after_train=false", "eval.final_val_loss=true", "output.report=false"]
 
 
 def trial_config(spec: SweepSpec, values: dict[str, Any], run_dir: Path):

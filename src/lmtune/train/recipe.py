@@ -386,11 +386,13 @@ def _save(cfg: Config, run: RunDir, s: _Setup, trainer, seconds: float):
     if train_losses:
         metrics["final_train_loss"] = train_losses[-1]
     val = None
-    if trainer.eval_dataset is not None and distributed.shards_weights(cfg):
+    # the last pass over the validation split is part of the after-train evaluation
+    measure = trainer.eval_dataset is not None and (cfg.eval.after_train or cfg.eval.final_val_loss)
+    if measure and distributed.shards_weights(cfg):
         # no rank holds the whole model: the Trainer's loop (every rank); no eval.json follows
         loss = trainer.evaluate()["eval_loss"]
         metrics["eval_loss"], metrics["eval_perplexity"] = loss, math.exp(min(loss, 50.0))
-    elif trainer.eval_dataset is not None and main:
+    elif measure and main:
         val = validation_loss(trainer.model, s.data.validation, s.tokenizer, cfg)
         metrics["eval_loss"], metrics["eval_perplexity"] = val.loss, val.perplexity
     if main:
