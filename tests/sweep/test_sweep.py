@@ -20,7 +20,7 @@ import yaml
 
 from lmtune.cli import main
 from lmtune.config import load_config
-from lmtune.sweep.study import _alive
+from lmtune.run.layout import process_alive
 from tiny_models import save_tiny_model, write_alpaca
 
 SRC = Path(__file__).resolve().parents[2] / "src"
@@ -200,7 +200,7 @@ def test_two_workers_on_one_sqlite_study_killed_and_resumed(setup, tmp_path, cap
     assert len(workers) == 2                 # two processes worked on the one SQLite study
     # the workers were children of the killed driver, SIGKILLed but maybe not yet torn down:
     # resume once they are gone, as it would after a real crash
-    while any(_alive(int(w.rpartition(":")[2])) for w in workers) and time.time() < deadline + 60:
+    while any(process_alive(int(w.rpartition(":")[2])) for w in workers) and time.time() < deadline + 60:
         time.sleep(0.1)
     finished = {t.number: t.params for t in before if t.state.is_finished()}
     cut = {t.number: t.params for t in before if t.state.name == "RUNNING"}

@@ -21,7 +21,7 @@ import socket
 import tempfile
 from pathlib import Path
 
-from lmtune.run.layout import OUTPUT_MARKER
+from lmtune.run.layout import OUTPUT_MARKER, process_alive
 
 SCRATCH_PREFIX = ".lmtune-export-merge-"
 SCRATCH_KIND = "export-scratch"
@@ -58,16 +58,6 @@ def make_scratch(out: Path) -> Path:
     return scratch
 
 
-def _alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
-
-
 def _abandoned_scratch(folder: Path, out: Path) -> bool:
     """A scratch folder lmtune made for this --out whose export process no longer runs."""
     if not folder.name.startswith(SCRATCH_PREFIX) or folder.is_symlink() or not folder.is_dir():
@@ -82,7 +72,7 @@ def _abandoned_scratch(folder: Path, out: Path) -> bool:
         return False
     pid = marker.get("pid")
     same_host = marker.get("host") == socket.gethostname()
-    return same_host and isinstance(pid, int) and not _alive(pid)
+    return same_host and isinstance(pid, int) and not process_alive(pid)
 
 
 def leftovers(out: Path, outputs: list[str]) -> list[Path]:

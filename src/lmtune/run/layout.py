@@ -272,3 +272,19 @@ def _step(ckpt: Path) -> int | None:
 
 def _probe_writable(directory: Path) -> None:
     probe_writable(directory, "output.dir")
+
+
+def process_alive(pid: int) -> bool:
+    """The process exists and is not a zombie (a killed worker whose parent died too may wait
+    unreaped, e.g. in a container whose init does not reap)."""
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return True       # no /proc (not Linux): trust the signal check
+    return stat.rpartition(")")[2].split()[0] != "Z"

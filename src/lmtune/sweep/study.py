@@ -13,6 +13,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from lmtune.errors import UserError
+from lmtune.run.layout import process_alive
 from lmtune.sweep.space import Param
 
 SETTINGS_ATTR = "lmtune_sweep"     # study user attribute: what the study was created for
@@ -150,22 +151,6 @@ def _grid_sampler(grid: dict, seed: int):
     return Grid(grid, seed=seed)
 
 
-def _alive(pid: int) -> bool:
-    """The process exists and is not a zombie (a killed worker whose parent died too may wait
-    unreaped, e.g. in a container whose init does not reap)."""
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    try:
-        stat = Path(f"/proc/{pid}/stat").read_text()
-    except OSError:
-        return True       # no /proc (not Linux): trust the signal check
-    return stat.rpartition(")")[2].split()[0] != "Z"
-
-
 def recover_interrupted(study) -> list[int]:
     """Trials left RUNNING by a worker on this machine that no longer exists (killed sweep):
     mark them failed ("interrupted", not counted) and queue their parameters again, so a resumed
@@ -179,7 +164,7 @@ def recover_interrupted(study) -> list[int]:
     recovered = []
     for t in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)):
         w_host, _, pid = str(t.user_attrs.get("worker", "")).rpartition(":")
-        if w_host != host or not pid.isdigit() or _alive(int(pid)):
+        if w_host != host or not pid.isdigit() or process_alive(int(pid)):
             continue
         live = optuna.trial.Trial(study, t._trial_id)
         live.set_user_attr("interrupted", True)
