@@ -9,7 +9,7 @@ import json
 
 import pytest
 
-import lmtune.train as lt
+import lmtune.train.recipe as lt
 from lmtune.config import load_config
 from lmtune.sweep.trial import trial_overrides
 from tiny_models import tiny_run_inputs
