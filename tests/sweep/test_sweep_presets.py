@@ -68,21 +68,38 @@ def test_a_preset_without_rows_per_step_multiplies_grad_accum_by_the_process_cou
     assert (cfg.distributed.nproc, cfg.train.grad_accum) == (1, 6)
 
 
-def test_the_readme_sweep_on_tiny_sql_lora_completes_its_trials_and_resumes_with_storage(tmp_path):
+def _sql_subset(tmp_path: Path, split: str, n: int) -> Path:
+    """The first n records of the bundled SQL split: the preset's task, format and metric, less work."""
+    from lmtune.tasks import task_files
+
+    path = tmp_path / f"{split}-{n}.jsonl"
+    path.write_text("".join(task_files("sql")[split].read_text().splitlines(keepends=True)[:n]))
+    return path
+
+
+def test_the_readme_sweep_on_tiny_sql_lora_completes_its_trials_and_resumes_with_storage(tmp_path, monkeypatch,
+                                                                                          capfd):
+    from lmtune.cli import main as cli
+
+    # the shipped preset as it is (distributed nproc auto, train.rows_per_step), on 40 training and 4
+    # validation records, one step per trial; in this process (`lmtune sweep` runs trials in-process)
+    monkeypatch.delenv(STORAGE_ENV, raising=False)
+    monkeypatch.chdir(tmp_path)
     out, db = tmp_path / "sw", tmp_path / "db" / "study.db"
     db.parent.mkdir()
-    argv = [SQL_LORA, "train.max_steps=1", "data.max_length=160", "train.rows_per_step=2",
-            "--param", "lora.r=2,4", "--out", out, "--storage", f"sqlite:///{db}", "--no-test"]
-    res = _sweep(*argv)
-    assert res.returncode == 0, res.stdout + res.stderr
+    argv = ["sweep", str(SQL_LORA), f"data.train={_sql_subset(tmp_path, 'train', 40)}",
+            f"data.validation={_sql_subset(tmp_path, 'validation', 4)}", "train.max_steps=1", "data.max_length=160",
+            "train.rows_per_step=2", "--param", "lora.r=2,4", "--out", str(out), "--storage", f"sqlite:///{db}",
+            "--no-test"]
+    assert cli(argv) == 0, capfd.readouterr()
     study = optuna.load_study(study_name="sw", storage=f"sqlite:///{db}")
-    assert [t.state.name for t in study.trials] == ["COMPLETE", "COMPLETE"], res.stdout
+    assert [t.state.name for t in study.trials] == ["COMPLETE", "COMPLETE"], capfd.readouterr()
     ran = yaml.safe_load((out / "trial-0000" / "config.yaml").read_text())
     assert ran["distributed"]["nproc"] == 1 and ran["train"]["grad_accum"] == 2   # rows_per_step 2, batch 1
     # DIR holds no study.db (the storage is elsewhere), yet it is this sweep's: the rerun resumes
-    again = _sweep(*argv)
-    assert again.returncode == 0, again.stderr
-    assert "(2 already in the study)" in again.stdout
+    capfd.readouterr()
+    assert cli(argv) == 0
+    assert "(2 already in the study)" in capfd.readouterr().out
 
 
 @pytest.mark.parametrize("flags, expect", [
@@ -112,12 +129,17 @@ def test_storage_url_never_writes_into_a_users_folder(tmp_path):
     assert sorted(p.name for p in out.iterdir()) == ["best.yaml", "results.md"] and not db.exists()
 
 
-def test_a_storage_password_is_masked_in_messages(tmp_path):
+def test_a_storage_password_is_masked_in_messages(tmp_path, monkeypatch, capfd):
+    from lmtune.cli import main as cli
+
+    monkeypatch.delenv(STORAGE_ENV, raising=False)
     out = tmp_path / "sw"
-    res = _sweep(SQL_LORA, "--param", "lora.r=2,4", "--out", out, "--storage", PG_URL, timeout=120)
-    assert res.returncode == 2, res.stdout + res.stderr
-    text = res.stdout + res.stderr
-    assert "cannot open the study storage" in res.stderr and "alice:***@127.0.0.1" in res.stderr
+    capfd.readouterr()   # in this process, captured at the file descriptors: loggers' lines included
+    rc = cli(["sweep", str(SQL_LORA), "--param", "lora.r=2,4", "--out", str(out), "--storage", PG_URL])
+    res = capfd.readouterr()
+    assert rc == 2, res.out + res.err
+    text = res.out + res.err
+    assert "cannot open the study storage" in res.err and "alice:***@127.0.0.1" in res.err
     assert SECRET not in text and "s3cr@tpw" not in text and "Traceback" not in text
     assert not out.exists()
 
