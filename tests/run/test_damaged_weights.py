@@ -29,6 +29,18 @@ def runs(tmp_path_factory):
             "full": save_tiny_run(tmp_path_factory.mktemp("full"), "full")}
 
 
+@pytest.fixture(autouse=True)
+def _no_server(monkeypatch):
+    """In this process a serve that got past the weight check would serve forever (as root, port 8
+    binds): it fails the test instead."""
+    import lmtune.serve.server
+
+    def refuse(*a, **k):
+        raise AssertionError("serve got past the weight check and started a server")
+
+    monkeypatch.setattr(lmtune.serve.server, "make_server", refuse)
+
+
 def _damaged(runs, tmp_path, how: str) -> tuple[Path, Path]:
     """A copy of a run with one weight file damaged; returns (run, the damaged file)."""
     run = Path(shutil.copytree(runs["lora" if how.startswith("adapter") else "full"], tmp_path / "run"))
