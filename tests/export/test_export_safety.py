@@ -10,7 +10,6 @@ import os
 import signal
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import pytest
@@ -25,12 +24,6 @@ OUTPUTS = ["Modelfile", "chat_template.jinja", "model-f32.gguf"]
 
 def _tree(path: Path) -> dict[str, bytes | None]:
     return {str(p.relative_to(path)): (p.read_bytes() if p.is_file() else None) for p in sorted(path.rglob("*"))}
-
-
-def _export(*argv, timeout=300) -> subprocess.CompletedProcess:
-    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(ROOT / "src"), os.environ.get("PYTHONPATH", "")])}
-    return subprocess.run([sys.executable, "-m", "lmtune", "export", *map(str, argv)], capture_output=True,
-                          text=True, timeout=timeout, env=env)
 
 
 @pytest.fixture(scope="module")
@@ -96,35 +89,58 @@ def test_a_failure_after_the_checks_removes_only_the_folders_export_made(tmp_pat
     assert (tmp_path / "keep").is_dir() and not (tmp_path / "keep" / "a").exists()
 
 
-def test_a_rerun_after_kill_9_removes_only_what_the_killed_export_left(lora_run, tmp_path):
+# A process killed with SIGKILL in the middle of an export's merge: it made the scratch folder as
+# export does (lmtune.export.scratch.make_scratch, marked before anything is merged into it) and had
+# begun writing the merged weights. Light imports: the kill lands within a second, never racing a merge.
+KILLED_MID_MERGE = """
+import os, signal, sys
+from pathlib import Path
+from lmtune.export.scratch import make_scratch
+scratch = make_scratch(Path(sys.argv[1]))
+(scratch / "merged").mkdir()
+(scratch / "merged" / "model.safetensors").write_bytes(bytes(1000))
+os.kill(os.getpid(), signal.SIGKILL)
+"""
+
+
+def test_the_scratch_is_marked_with_its_out_and_pid_before_the_merge_writes(lora_run, tmp_path, monkeypatch):
+    import lmtune.merge
+
+    out = tmp_path / "out"
+    seen = []
+    real = lmtune.merge.merge
+
+    def merge(run, merged, *a, **k):   # what a kill during the merge would leave beside --out
+        seen.append(json.loads((Path(merged).parent / OUTPUT_MARKER).read_text()))
+        return real(run, merged, *a, **k)
+
+    monkeypatch.setattr(lmtune.merge, "merge", merge)
+    assert cli(["export", str(lora_run), "--quant", "f32", "--out", str(out)]) == 0
+    assert [(m["kind"], m["out"], m["pid"]) for m in seen] == [("export-scratch", str(out), os.getpid())]
+
+
+def test_a_rerun_after_kill_9_removes_only_what_the_killed_export_left(lora_run, tmp_path, capfd):
     out = tmp_path / "out"
     decoy = tmp_path / ".lmtune-export-merge-mine"   # a user's folder with export's prefix, no marker
     decoy.mkdir()
     (decoy / "notes.txt").write_text("mine")
-    proc = subprocess.Popen([sys.executable, "-m", "lmtune", "export", str(lora_run), "--quant", "f32",
-                             "--out", str(out)], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-                            env={**os.environ, "PYTHONPATH": os.pathsep.join([str(ROOT / "src"),
-                                                                              os.environ.get("PYTHONPATH", "")])})
-    scratch = []
-    deadline = time.monotonic() + 240
-    while not scratch and time.monotonic() < deadline and proc.poll() is None:
-        scratch = [p for p in tmp_path.glob(".lmtune-export-merge-*") if (p / OUTPUT_MARKER).is_file()]
-        time.sleep(0.02)
-    os.kill(proc.pid, signal.SIGKILL)
-    proc.wait(timeout=30)
-    assert scratch, "the export finished before it could be killed"
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(ROOT / "src"), os.environ.get("PYTHONPATH", "")])}
+    killed = subprocess.run([sys.executable, "-c", KILLED_MID_MERGE, str(out)], env=env, timeout=120)
+    assert killed.returncode == -signal.SIGKILL
+    scratch = [p for p in tmp_path.glob(".lmtune-export-merge-*") if (p / OUTPUT_MARKER).is_file()]
+    assert len(scratch) == 1
     marker = json.loads((scratch[0] / OUTPUT_MARKER).read_text())
-    assert marker["kind"] == "export-scratch" and marker["out"] == str(out)
     # what a kill during the writing leaves in --out, beside a user's hidden files
-    out.mkdir(exist_ok=True)
+    out.mkdir()
     ours = [out / ".model-q8_0.gguf.tmp", out / ".Modelfile.k3j4h5g6.tmp"]
     theirs = [out / ".model-q8_0.gguf.tmp.bak", out / ".notes.tmp"]
     for p in ours + theirs:
         p.write_text("x")
-    res = _export(lora_run, "--quant", "f32", "--out", out, "--overwrite")
-    assert res.returncode == 0, res.stderr
-    note = [line for line in res.stdout.splitlines() if "removed what an interrupted export left" in line]
-    assert len(note) == 1 and str(scratch[0]) in note[0] and all(str(p) in note[0] for p in ours)
+    capfd.readouterr()
+    assert cli(["export", str(lora_run), "--quant", "f32", "--out", str(out), "--overwrite"]) == 0
+    stdout = capfd.readouterr().out
+    note = [line for line in stdout.splitlines() if "removed what an interrupted export left" in line]
+    assert len(note) == 1 and str(scratch[0]) in note[0] and all(str(p) in note[0] for p in ours), stdout
     assert not scratch[0].exists() and not any(p.exists() for p in ours)
     assert all(p.read_text() == "x" for p in theirs) and (decoy / "notes.txt").read_text() == "mine"
     assert sorted(p.name for p in out.iterdir()) == sorted([*OUTPUTS, *(p.name for p in theirs)])
@@ -132,5 +148,5 @@ def test_a_rerun_after_kill_9_removes_only_what_the_killed_export_left(lora_run,
     live = tmp_path / ".lmtune-export-merge-live"
     live.mkdir()
     (live / OUTPUT_MARKER).write_text(json.dumps({**marker, "pid": os.getpid()}))
-    assert _export(lora_run, "--quant", "f32", "--out", out, "--overwrite").returncode == 0
+    assert cli(["export", str(lora_run), "--quant", "f32", "--out", str(out), "--overwrite"]) == 0
     assert live.is_dir()

@@ -1,7 +1,9 @@
 """A run whose weights are gone or cut short (adapter/adapter_model.safetensors deleted,
 model/model.safetensors truncated): merge, export, serve, eval and generate exit 2 naming the file,
 with no traceback and no output folder (lmtune/inference_loading.py checks the weights once, for
-all of them, before anything is written)."""
+all of them, before anything is written). Every case runs the CLI in this process (lmtune.cli.main,
+output captured at the file descriptors); one runs `python -m lmtune` for the real process's exit
+code and stderr."""
 
 from __future__ import annotations
 
@@ -13,6 +15,7 @@ from pathlib import Path
 
 import pytest
 
+from lmtune.cli import main as cli
 from lmtune.errors import UserError
 from lmtune.inference_loading import open_path
 from tiny_models import save_tiny_run
@@ -24,6 +27,18 @@ ROOT = Path(__file__).resolve().parents[2]
 def runs(tmp_path_factory):
     return {"lora": save_tiny_run(tmp_path_factory.mktemp("lora"), "lora"),
             "full": save_tiny_run(tmp_path_factory.mktemp("full"), "full")}
+
+
+@pytest.fixture(autouse=True)
+def _no_server(monkeypatch):
+    """In this process a serve that got past the weight check would serve forever (as root, port 8
+    binds): it fails the test instead."""
+    import lmtune.serve.server
+
+    def refuse(*a, **k):
+        raise AssertionError("serve got past the weight check and started a server")
+
+    monkeypatch.setattr(lmtune.serve.server, "make_server", refuse)
 
 
 def _damaged(runs, tmp_path, how: str) -> tuple[Path, Path]:
@@ -69,25 +84,39 @@ CASES = [(how, command) for how in ("adapter gone", "adapter cut", "model cut") 
          if (how, command) != ("model cut", "merge")]
 
 
-@pytest.mark.parametrize("how, command", CASES)
-def test_every_command_exits_2_naming_the_damaged_file(runs, tmp_path, command, how):
-    run, file = _damaged(runs, tmp_path, how)
-    out = tmp_path / "out"
-    res = _lmtune(*COMMANDS[command](run, out))
-    assert res.returncode == 2, res.stdout + res.stderr
-    assert f"error: {file}: {'missing' if how == 'adapter gone' else 'truncated'}" in res.stderr, res.stderr
-    assert "Traceback" not in res.stderr
+def _check_refused(rc: int, err: str, run: Path, file: Path, how: str, out: Path, tmp_path: Path) -> None:
+    assert rc == 2, err
+    assert f"error: {file}: {'missing' if how == 'adapter gone' else 'truncated'}" in err, err
+    assert "Traceback" not in err
     assert not out.exists() and not (run / "eval.json").exists()
     assert sorted(p.name for p in tmp_path.iterdir()) == ["run"]   # no scratch, no staging beside --out
 
 
-def test_serving_several_runs_checks_each(runs, tmp_path):
+@pytest.mark.parametrize("how, command", CASES)
+def test_every_command_exits_2_naming_the_damaged_file(runs, tmp_path, command, how, capfd):
+    run, file = _damaged(runs, tmp_path, how)
+    out = tmp_path / "out"
+    capfd.readouterr()
+    rc = cli([str(a) for a in COMMANDS[command](run, out)])
+    _check_refused(rc, capfd.readouterr().err, run, file, how, out, tmp_path)
+
+
+def test_the_real_process_exits_2_without_a_traceback(runs, tmp_path):
+    run, file = _damaged(runs, tmp_path, "adapter cut")
+    out = tmp_path / "out"
+    res = _lmtune(*COMMANDS["generate"](run, out))
+    _check_refused(res.returncode, res.stderr, run, file, "adapter cut", out, tmp_path)
+
+
+def test_serving_several_runs_checks_each(runs, tmp_path, capfd):
     good = runs["lora"]
     bad, _ = _damaged(runs, tmp_path, "adapter gone")
     bad = bad.rename(tmp_path / "bad")   # served names are directory names: they must differ
     file = bad / "adapter" / "adapter_model.safetensors"
-    res = _lmtune("serve", good, bad, "--port", "8")
-    assert res.returncode == 2 and f"error: {file}: missing" in res.stderr, res.stderr
+    capfd.readouterr()
+    rc = cli(["serve", str(good), str(bad), "--port", "8"])
+    err = capfd.readouterr().err
+    assert rc == 2 and f"error: {file}: missing" in err, err
 
 
 def test_the_truncation_message_gives_both_sizes(runs, tmp_path):
