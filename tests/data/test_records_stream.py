@@ -1,8 +1,7 @@
 """lmtune/data/stream.py and records.py on small real files: the units a file becomes (blocks of
 whole lines with their first line, batches of records, one End per file, in order), and the
 streamed scan giving exactly what `formats.load_examples` gives (format, records, problems in
-order, files, examples, keys) with records in memory or in an Arrow file, in one or two processes.
-The mutation run of these modules uses them (scripts/mutation.sh data/records)."""
+order, files, examples, keys) with records in memory or in an Arrow file, in one or two processes."""
 
 from __future__ import annotations
 
