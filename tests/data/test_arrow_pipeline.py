@@ -22,7 +22,7 @@ from lmtune.data.arrow_pipeline import (
     prepare_arrow,
     scan_split,
 )
-from data_reference import LoadedData
+from lmtune.data.formats import LoadedData
 from lmtune.data.prepare import load_split, prepare_datasets, problem_summary, resolve_files, summary_line
 from lmtune.data.records import scan
 from lmtune.data.templates import get_template

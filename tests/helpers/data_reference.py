@@ -11,26 +11,17 @@ from collections import Counter
 from dataclasses import dataclass, field
 from typing import Any
 
-from lmtune.data.formats import (Example, _check_schemas, guess_format, other_format_files, sort_problems,
-                                  to_example)
+from lmtune.data.formats import (Example, LoadedData, _check_schemas, guess_format, other_format_files,
+                                  sort_problems, to_example)
 from lmtune.data.holdout import hold_out, split_train_validation
 from lmtune.data.prepare import PreparedData, problem_summary, resolve_files
-from lmtune.data.readers import FileInfo, Record, read_paths
+from lmtune.data.readers import Record, read_paths
 from lmtune.data.templates import ModelTemplate, Template, TemplateError, get_template
 from lmtune.data.tokenize import TokenizedExample, count_tokenized, finish_tokens, special_prefix, summarize_tokens
 from lmtune.errors import DataError
 
 
 # The list-based reading the streamed scan (data/records.py) must equal: every record an object.
-@dataclass
-class LoadedData:
-    examples: list[Example]
-    format: str | None  # None when nothing could be detected
-    records: int  # records read, good and bad
-    problems: list[str]
-    files: list[FileInfo]
-
-
 def load_examples(paths: list[str], format: str = "auto") -> LoadedData:
     """Read, detect, validate and normalise. Never raises on bad data: see `LoadedData.problems`."""
     read = read_paths(paths)

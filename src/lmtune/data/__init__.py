@@ -26,7 +26,7 @@ Nothing here imports torch; `datasets`/`transformers` are imported only inside t
 that need them.
 """
 
-from lmtune.data.formats import FORMATS, Example
+from lmtune.data.formats import FORMATS, Example, LoadedData
 from lmtune.data.holdout import split_train_validation
 from lmtune.data.prepare import PreparedData, load_split, prepare_datasets, resolve_files, tokenize_files
 from lmtune.data.templates import (
@@ -40,7 +40,7 @@ from lmtune.data.templates import (
 from lmtune.data.tokenize import encode_prompt, ensure_pad_token
 
 __all__ = [
-    "FORMATS", "TEMPLATE_NAMES", "Example", "PreparedData", "Segment", "Template",
+    "FORMATS", "TEMPLATE_NAMES", "Example", "LoadedData", "PreparedData", "Segment", "Template",
     "TemplateError", "encode_prompt", "ensure_pad_token", "get_template", "load_split", "prepare_datasets",
     "resolve_files", "split_train_validation", "template_from_dict", "tokenize_files",
 ]

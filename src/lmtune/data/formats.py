@@ -101,6 +101,15 @@ def _digest(parts: list[str]) -> str:
     return _hash(_normalise(parts))
 
 
+@dataclass
+class LoadedData:
+    examples: list[Example]
+    format: str | None  # None when nothing could be detected
+    records: int  # records read, good and bad
+    problems: list[str]
+    files: list[FileInfo]
+
+
 def guess_format(value: dict[str, Any]) -> str | None:
     """The format a record looks like from its keys (the most specific signature wins)."""
     keys = set(value)
