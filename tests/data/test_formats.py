@@ -8,7 +8,8 @@ from __future__ import annotations
 
 import json
 
-from lmtune.data.formats import Example, guess_format, load_examples, sort_problems
+from data_reference import load_examples
+from lmtune.data.formats import Example, guess_format, sort_problems
 from lmtune.data.readers import FileInfo
 from lmtune.data.templates import ChatMLTemplate
 

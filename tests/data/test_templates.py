@@ -9,7 +9,8 @@ import json
 
 import pytest
 
-from lmtune.data.formats import Example, load_examples
+from data_reference import load_examples
+from lmtune.data.formats import Example
 from lmtune.data.templates import (AlpacaTemplate, ChatMLTemplate, ModelTemplate, RawTemplate, Segment,
                                    TemplateError, template_from_dict)
 from tiny_models import build_tokenizer
