@@ -11,7 +11,7 @@ import tiny_tokenizers as tt
 from data_reference import tokenize_examples
 from lmtune.config import DataConfig
 from lmtune.data import ensure_pad_token, get_template, prepare_datasets
-from lmtune.data.formats import load_examples
+from data_reference import load_examples
 
 torch = pytest.importorskip("torch")
 trl = pytest.importorskip("trl")

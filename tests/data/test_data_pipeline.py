@@ -14,7 +14,7 @@ import tiny_tokenizers as tt
 from data_reference import dedupe
 from lmtune.config import DataConfig
 from lmtune.data import prepare_datasets, split_train_validation
-from lmtune.data.formats import load_examples
+from data_reference import load_examples
 from lmtune.errors import DataError
 
 ROOT = Path(__file__).resolve().parents[2]

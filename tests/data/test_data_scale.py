@@ -172,7 +172,7 @@ def test_bad_records_reported_with_file_and_line_through_blocks_and_workers(toke
     monkeypatch.setattr(stream, "BLOCK_BYTES", 4096)            # many blocks, line numbers carried over
     one, two = scan([str(path)], "auto", tmp_path / "a.arrow", procs=1), scan([str(path)], "auto", tmp_path / "b.arrow", procs=2)
     assert one.problems == two.problems and np.array_equal(one.keys, two.keys) and one.records == 3001
-    from lmtune.data.formats import load_examples
+    from data_reference import load_examples
 
     assert one.problems == load_examples([str(path)]).problems
     assert [p.split(": ")[0] for p in one.problems] == [f"{path}:{n}" for n in (11, 1501, 3001, 3002)]
@@ -211,7 +211,7 @@ def test_parquet_streams_by_row_group_with_the_same_rows_and_problems(tokenizer,
     import pyarrow as pa
     import pyarrow.parquet as pq
 
-    from lmtune.data.formats import load_examples
+    from data_reference import load_examples
 
     monkeypatch.setattr(stream, "BATCH", 7)
     rows = {"instruction": [f"q{i}" for i in range(50)], "output": [f"a{i % 20}" if i != 33 else " " for i in range(50)]}

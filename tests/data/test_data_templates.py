@@ -17,7 +17,7 @@ from lmtune.data import (
     get_template,
     template_from_dict,
 )
-from lmtune.data.formats import load_examples
+from data_reference import load_examples
 from lmtune.data.templates import TemplateError
 from lmtune.run.layout import write_json
 

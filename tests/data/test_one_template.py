@@ -38,8 +38,6 @@ CASES = {  # template -> conversations it takes (alpaca takes one turn)
 def exported(tmp_path_factory):
     """Per template: a model directory carrying it (as a merged run does), its Generator, and the
     GGUF + Modelfile export wrote for it."""
-    from lmtune.inference_loading import load_for_inference, open_path
-
     root = tmp_path_factory.mktemp("one_template")
     base = save_tiny_model(root / "base", "llama")
     out = {}

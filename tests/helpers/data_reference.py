@@ -1,21 +1,68 @@
 """The list-based data preparation as it was before arrow_pipeline.py (lmtune 2026-11-29, main
 ec98085: src/lmtune/data/prepare.py), kept here as the reference the scale pipeline must equal:
-every example a Python object (formats.load_examples), deduplicated and split as lists, tokenized
+every example a Python object (load_examples, here), deduplicated and split as lists, tokenized
 one at a time by `tokenize_example`. lmtune itself has one pipeline (arrow_pipeline.py); the
 list forms of its steps live here only, next to the function that compares the two."""
 
 from __future__ import annotations
 
 import json
+from collections import Counter
 from dataclasses import dataclass, field
 from typing import Any
 
-from lmtune.data.formats import Example, LoadedData, load_examples
+from lmtune.data.formats import (Example, LoadedData, _check_schemas, guess_format, other_format_files,
+                                  sort_problems, to_example)
 from lmtune.data.holdout import hold_out, split_train_validation
 from lmtune.data.prepare import PreparedData, problem_summary, resolve_files
+from lmtune.data.readers import Record, read_paths
 from lmtune.data.templates import ModelTemplate, Template, TemplateError, get_template
 from lmtune.data.tokenize import TokenizedExample, count_tokenized, finish_tokens, special_prefix, summarize_tokens
 from lmtune.errors import DataError
+
+
+# The list-based reading the streamed scan (data/records.py) must equal: every record an object.
+def load_examples(paths: list[str], format: str = "auto") -> LoadedData:
+    """Read, detect, validate and normalise. Never raises on bad data: see `LoadedData.problems`."""
+    read = read_paths(paths)
+    problems = list(read.problems)
+    fmt = format if format != "auto" else _majority_format(read.records)
+    examples: list[Example] = []
+    skip_files = _check_schemas(read.files, fmt, problems) if fmt else set()
+    if format == "auto" and fmt:
+        skip_files |= _other_format_files(read.records, fmt, problems)
+    for record in read.records:
+        if record.file in skip_files:
+            continue
+        guessed = guess_format(record.value)
+        if format == "auto" and guessed is None:
+            keys = ", ".join(list(record.value)[:8]) or "none"
+            problems.append(f"{record.source}: unknown record format, keys: {keys} (expected instruction/"
+                            f"output, messages, conversations, prompt/completion or text)")
+            continue
+        if format == "auto" and guessed != fmt:
+            problems.append(f"{record.source}: mixed formats: this record is {guessed}, most records "
+                            f"are {fmt} (use one format per dataset)")
+            continue
+        example, record_problems = to_example(record, fmt)
+        problems += record_problems
+        if example is not None:
+            examples.append(example)
+    records = sum(f.records for f in read.files)
+    return LoadedData(examples, fmt, records, sort_problems(problems, read.files), read.files)
+
+
+def _majority_format(records: list[Record]) -> str | None:
+    counts = Counter(g for g in (guess_format(r.value) for r in records) if g)
+    return counts.most_common(1)[0][0] if counts else None
+
+
+def _other_format_files(records: list[Record], fmt: str, problems: list[str]) -> set[str]:
+    """A whole file in another format is one problem, not one per record."""
+    per_file: dict[str, Counter] = {}
+    for r in records:
+        per_file.setdefault(r.file, Counter())[guess_format(r.value)] += 1
+    return other_format_files(per_file, fmt, problems)
 
 
 # ---------------------------------------------------------------- loading, dedupe, splits (lists)

@@ -20,7 +20,7 @@ from collections import Counter
 from dataclasses import dataclass, field
 from typing import Any
 
-from lmtune.data.readers import FileInfo, Record, _type_name, read_paths
+from lmtune.data.readers import FileInfo, Record, _type_name
 
 FORMATS = ("alpaca", "chat", "prompt_completion", "text")
 ROLES = ("system", "user", "assistant")
@@ -110,36 +110,6 @@ class LoadedData:
     files: list[FileInfo]
 
 
-def load_examples(paths: list[str], format: str = "auto") -> LoadedData:
-    """Read, detect, validate and normalise. Never raises on bad data: see `LoadedData.problems`."""
-    read = read_paths(paths)
-    problems = list(read.problems)
-    fmt = format if format != "auto" else _majority_format(read.records)
-    examples: list[Example] = []
-    skip_files = _check_schemas(read.files, fmt, problems) if fmt else set()
-    if format == "auto" and fmt:
-        skip_files |= _other_format_files(read.records, fmt, problems)
-    for record in read.records:
-        if record.file in skip_files:
-            continue
-        guessed = guess_format(record.value)
-        if format == "auto" and guessed is None:
-            keys = ", ".join(list(record.value)[:8]) or "none"
-            problems.append(f"{record.source}: unknown record format, keys: {keys} (expected instruction/"
-                            f"output, messages, conversations, prompt/completion or text)")
-            continue
-        if format == "auto" and guessed != fmt:
-            problems.append(f"{record.source}: mixed formats: this record is {guessed}, most records "
-                            f"are {fmt} (use one format per dataset)")
-            continue
-        example, record_problems = to_example(record, fmt)
-        problems += record_problems
-        if example is not None:
-            examples.append(example)
-    records = sum(f.records for f in read.files)
-    return LoadedData(examples, fmt, records, sort_problems(problems, read.files), read.files)
-
-
 def guess_format(value: dict[str, Any]) -> str | None:
     """The format a record looks like from its keys (the most specific signature wins)."""
     keys = set(value)
@@ -152,19 +122,6 @@ def guess_format(value: dict[str, Any]) -> str | None:
     if "text" in keys:
         return "text"
     return None
-
-
-def _majority_format(records: list[Record]) -> str | None:
-    counts = Counter(g for g in (guess_format(r.value) for r in records) if g)
-    return counts.most_common(1)[0][0] if counts else None
-
-
-def _other_format_files(records: list[Record], fmt: str, problems: list[str]) -> set[str]:
-    """A whole file in another format is one problem, not one per record."""
-    per_file: dict[str, Counter] = {}
-    for r in records:
-        per_file.setdefault(r.file, Counter())[guess_format(r.value)] += 1
-    return other_format_files(per_file, fmt, problems)
 
 
 def other_format_files(per_file: dict[str, Counter], fmt: str, problems: list[str]) -> set[str]:

@@ -1,7 +1,7 @@
 """Validate a split's files in one streaming pass into a store of valid records.
 
-The scale form of `formats.load_examples`: the same per-record functions (`guess_format`,
-`to_example`), the same problems in the same order (`file:line: what (field)`), the same format
+The scale form of the list-based `load_examples` (tests/helpers/data_reference.py): the same
+per-record functions (`guess_format`, `to_example`), the same problems in the same order (`file:line: what (field)`), the same format
 detection (majority, mixed formats, whole files in another format, tabular schemas), but records
 go, batch by batch, to an Arrow IPC file on disk (columns `source` and `record`: the record as
 JSON; files under MEMORY_BYTES keep these two lists in memory instead, which spares a small

@@ -1,6 +1,5 @@
 """lmtune/data/readers.py and parallel.py as functions on small real files: each file type's records
-and where they came from, every read problem's exact text, and the ordered, bounded parallel map.
-The mutation run of these modules uses them (scripts/mutation.sh data/readers)."""
+and where they came from, every read problem's exact text, and the ordered, bounded parallel map."""
 
 from __future__ import annotations
 

@@ -1,7 +1,7 @@
 """lmtune/data/replay.py as functions: the replay count, the seeded draw, the records drawn from each
 source (bundled general text, the base's own answers, a user's file), and their tokenization (text
-trained on every token, conversations through the run's template). The mutation run of replay.py
-uses these (scripts/mutation.sh data/replay); tests/train/test_replay.py runs replay through training."""
+trained on every token, conversations through the run's template).
+tests/train/test_replay.py runs replay through training."""
 
 from __future__ import annotations
 

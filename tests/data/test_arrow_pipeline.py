@@ -1,5 +1,4 @@
-"""Fast unit tests of arrow_pipeline.py, token_shards.py and prepare.py, written for the mutation
-run (scripts/mutation.sh data/arrow): the Arrow pipeline equals the list-based reference
+"""arrow_pipeline.py, token_shards.py and prepare.py on small real files: the Arrow pipeline equals the list-based reference
 (tests/helpers/data_reference.py) on small real files, its position arithmetic (dedupe, duplicates,
 conflicting prompts, held-out test), the cache's paths, the shard files and their counts, and the
 messages of prepare.py. Tiny tokenizers trained in milliseconds; files under tmp_path."""

@@ -1,6 +1,6 @@
 """lmtune/data/cache.py as functions on real files and the tiny tokenizer: where the cache lives,
 what its key depends on (and what it ignores), how an entry is built, published, found, listed
-and discarded. The mutation run of cache.py uses these (scripts/mutation.sh data/cache)."""
+and discarded."""
 
 from __future__ import annotations
 

@@ -2,13 +2,14 @@
 problem of every file is reported (a bad record or file never hides the ones after it), tabular
 schemas are checked once per file, problems come in reading order, and the content/prompt keys
 that deduplication and the held-out overlap count use tell examples apart. Literal expected
-values; the mutation run of data/formats uses them (scripts/mutation.sh)."""
+values."""
 
 from __future__ import annotations
 
 import json
 
-from lmtune.data.formats import Example, guess_format, load_examples, sort_problems
+from data_reference import load_examples
+from lmtune.data.formats import Example, guess_format, sort_problems
 from lmtune.data.readers import FileInfo
 from lmtune.data.templates import ChatMLTemplate
 

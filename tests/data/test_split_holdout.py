@@ -1,7 +1,7 @@
 """lmtune/data/holdout.py as pure functions (and the list-based dedupe of tests/data_reference.py):
 deduplication, the validation split, the
 held-out test split's size rule and draw, the held-out file, and the split warnings, each with
-literal expected values. The mutation run of these modules uses them (scripts/mutation.sh)."""
+literal expected values."""
 
 from __future__ import annotations
 

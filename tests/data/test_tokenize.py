@@ -1,5 +1,4 @@
-"""Fast unit tests of tokenize.py and tokenize_batch.py, written for the mutation run
-(scripts/mutation.sh data/tokenize): the batched path equals the per-example reference on every
+"""tokenize.py and tokenize_batch.py: the batched path equals the per-example reference on every
 template kind and on bad examples, the overlap rule at its edges, the statistics' exact numbers,
 eos/truncation bookkeeping and the pad-token choice. Tiny tokenizers trained in milliseconds."""
 

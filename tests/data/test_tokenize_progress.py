@@ -1,6 +1,5 @@
 """The progress bar users see while tokenizing (token_shards.tokenize_columns and
-tokenize_to_arrow), written for the mutation runs (scripts/mutation.sh data/tokenize,
-data/arrow): its description, unit and count, and when it is shown (more than 2000 examples, on a
+tokenize_to_arrow): its description, unit and count, and when it is shown (more than 2000 examples, on a
 terminal, and for the Arrow pipeline only when asked). Real tqdm writing to a stream that says it is
 a terminal; tiny examples and a tokenizer trained in milliseconds."""
 

@@ -1,8 +1,7 @@
 """lmtune/data/stream.py and records.py on small real files: the units a file becomes (blocks of
 whole lines with their first line, batches of records, one End per file, in order), and the
-streamed scan giving exactly what `formats.load_examples` gives (format, records, problems in
-order, files, examples, keys) with records in memory or in an Arrow file, in one or two processes.
-The mutation run of these modules uses them (scripts/mutation.sh data/records)."""
+streamed scan giving exactly what the list-based `load_examples` (tests/helpers/data_reference.py) gives (format, records, problems in
+order, files, examples, keys) with records in memory or in an Arrow file, in one or two processes."""
 
 from __future__ import annotations
 
@@ -12,7 +11,7 @@ import numpy as np
 import pytest
 
 from lmtune.data import records, stream
-from lmtune.data.formats import load_examples
+from data_reference import load_examples
 from lmtune.data.readers import FileInfo, Record
 from lmtune.data.stream import Block, End, Records
 
