@@ -43,7 +43,14 @@ def check_weights(loaded: Loaded) -> None:
     shard an index names is there, every safetensors header parses and its data fits the file."""
     if loaded.adapter_dir is not None:
         _check_weight_dir(loaded.adapter_dir, "adapter_model.safetensors")
-    for directory in {loaded.model_dir, Path(loaded.base_ref) if Path(loaded.base_ref).is_dir() else None} - {None}:
+    from lmtune.run.start import source_run
+
+    if source_run(loaded.base_ref) is not None:   # a run that started from another run
+        check_weights(_classify(loaded.base_ref))
+        base = None
+    else:
+        base = Path(loaded.base_ref) if Path(loaded.base_ref).is_dir() else None
+    for directory in {loaded.model_dir, base} - {None}:
         _check_weight_dir(Path(directory), "model.safetensors")
 
 

@@ -28,6 +28,7 @@ from lmtune.report.build import write_report
 from lmtune.run.artifacts import checkpoint_card, record_base, write_run_card
 from lmtune.run.envinfo import collect_env
 from lmtune.run.layout import RunDir, replace_dir, run_inputs, write_json, write_text
+from lmtune.run.start import architecture_dir
 from lmtune.train import distributed, methods
 from lmtune.train import resume as resuming
 from lmtune.train.distributed import trainer_arguments
@@ -93,11 +94,12 @@ def preflight(cfg: Config, run: RunDir, resume: bool):
     if resume:
         check_resume_steps(run, cfg.train.max_steps)
     ref = check_model_source(cfg.model)
+    shapes = architecture_dir(ref)   # a run to start from: its model/ or its base
 
-    max_length_fits(cfg, ref)
+    max_length_fits(cfg, shapes)
     run_test_files(cfg)
     if cfg.method in ("lora", "qlora"):
-        check_target_modules(ref, cfg.lora.target_modules)
+        check_target_modules(shapes, cfg.lora.target_modules)
     if cfg.method == "qlora":
         check_qlora_supported()
     t = cfg.train
@@ -136,6 +138,10 @@ def _setup(cfg: Config, run: RunDir, resume: bool) -> _Setup:
     model = methods.prepare(model, cfg)
 
     record_base(model, cfg.model.name_or_path)  # adapter_config.json: 'tiny' or the Hub id, not a path
+    if distributed.is_main_process():
+        from lmtune.run.start import record
+
+        record(run.root, cfg.model.name_or_path)   # started_from.json when it continues a run
     trainable, total = methods.count_parameters(model)
     _write_run_inputs(cfg, run, template, data)
     return _Setup(model, tokenizer, template, data, device, precision, trainable, total, reference)
@@ -223,9 +229,15 @@ def _prepare_data(cfg: Config, run: RunDir, tokenizer, resume: bool):
 
 
 def run_template(cfg: Config, tokenizer):
-    """The template of a preference run: the one SFT would use for chat data (data.template)."""
-    from lmtune.data.templates import get_template
+    """The template of a preference run: the run's it starts from (template.json), else the one SFT
+    would use for chat data (data.template)."""
+    from lmtune.data.templates import get_template, template_from_dict
+    from lmtune.run.start import source_run, template_of
 
+    start = source_run(cfg.model.name_or_path)
+    saved = template_of(start) if start else None
+    if saved and cfg.data.template == "auto":
+        return template_from_dict(saved, tokenizer)
     return get_template(cfg.data.template, "chat", tokenizer, cfg.data.system_prompt)
 
 
