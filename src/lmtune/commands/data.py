@@ -96,9 +96,15 @@ def _check(args: argparse.Namespace, tmp) -> int:
     """Scan (records.py: streamed, in parallel for large files), then report; the records live in
     an Arrow file under `tmp` while the report is made (arrow_pipeline.py's position arithmetic)."""
     from lmtune.data.arrow_pipeline import conflicting_prompts, dedupe_positions, first_duplicates
+    from lmtune.data.preference import sniff_kind
     from lmtune.data.records import scan
     from lmtune.errors import DataError
 
+    kind = sniff_kind(args.files) if args.format == "auto" else None
+    if kind is not None:   # preference records (train.objective dpo, orpo, kto)
+        from lmtune.commands.data_preference import check_preference
+
+        return check_preference(args, kind)
     split = scan(args.files, args.format, tmp / "records.arrow")
     problems = list(split.problems)
     print(", ".join(args.files))

@@ -15,6 +15,7 @@ TRL then sees plain {prompt, chosen, rejected} text and adds the eos, as SFT's t
 
 from __future__ import annotations
 
+import difflib
 import json
 import random
 from dataclasses import dataclass, field
@@ -122,9 +123,10 @@ def check_record(record: Record, kind: str) -> tuple[dict | None, list[str]]:
         return None, [f"{where}: expected a JSON object"]
     allowed = PAIR_KEYS if kind == "pairs" else KTO_KEYS
     unknown = sorted(set(v) - set(allowed) - {"id", "metadata", "score_chosen", "score_rejected"})
-    if unknown:
-        problems.append(f"{where}: unknown field{'s' if len(unknown) > 1 else ''} {', '.join(unknown)}; "
-                        f"{kind} records have {', '.join(allowed)}")
+    for name in unknown:
+        close = difflib.get_close_matches(name, allowed, n=1, cutoff=0.6)
+        hint = f" (did you mean '{close[0]}'?)" if close else ""
+        problems.append(f"{where}: unknown field {name!r}{hint}; {kind} records have {', '.join(allowed)}")
     prompt = _prompt(v, where, problems)
     if kind == "pairs":
         chosen, rejected = _answer(v, "chosen", where, problems), _answer(v, "rejected", where, problems)
@@ -161,7 +163,7 @@ def load_preference(paths: list[str], kind: str) -> PreferenceRecords:
             out.sources.append(record.source)
     if not out.problems and not out.rows:
         out.problems.append(f"{', '.join(map(str, paths)) or '(no files)'}: no {kind} records")
-    if kind == "kto" and out.rows and len({r["label"] for r in out.rows}) < 2:
+    if kind == "kto" and out.rows and not out.problems and len({r["label"] for r in out.rows}) < 2:
         only = "desirable (true)" if out.rows[0]["label"] else "undesirable (false)"
         out.problems.append(f"{paths[0]}: every label is {only}; kto needs both kinds of examples (label)")
     return out
