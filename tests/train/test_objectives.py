@@ -130,3 +130,15 @@ def test_objective_key_mistakes_name_the_key(override, expected):
     with pytest.raises(ConfigError) as err:
         load_config(None, ["data.task=sql", override])
     assert any(p.startswith(expected) for p in err.value.problems), err.value.problems
+
+
+def test_estimate_counts_the_reference_copy_of_full_dpo_only():
+    from lmtune.estimate import EstimateRequest, estimate
+
+    def memory(method, objective):
+        return estimate(EstimateRequest(model="tiny", method=method, objective=objective, gpu="cpu")).memory
+
+    full_dpo, full_sft = memory("full", "dpo"), memory("full", "sft")
+    assert full_dpo.reference == full_dpo.weights > 0
+    assert full_sft.reference == 0 and memory("lora", "dpo").reference == 0 and memory("full", "orpo").reference == 0
+    assert full_dpo.peak > full_sft.peak + full_dpo.reference   # the reference and two rows per pair
