@@ -66,6 +66,10 @@ def test_dpo_lora_moves_margins_up_and_trains_only_the_adapter(base, tmp_path):
     assert res.trainable_params == sum(v.numel() for v in adapter.values())
     summary = json.loads((run / "train_summary.json").read_text())
     assert summary["objective"] == "dpo" and summary["global_step"] == 6
+    from lmtune.report.build import write_report
+
+    html = write_report(run).read_text()
+    assert "Objective: dpo, chosen vs rejected" in html and f"margin {margins[-1]:.4f}"[:12] in html
 
 
 @pytest.mark.parametrize("objective", ["orpo", "kto"])

@@ -77,9 +77,12 @@ class MemoryBreakdown:
     notes: list[str] = field(default_factory=list)
 
     def as_gib(self) -> dict:
-        keys = ("weights", "quant_constants", "adapters", "reference", "gradients", "optimizer", "activations",
+        keys = ("weights", "quant_constants", "adapters", "gradients", "optimizer", "activations",
                 "loss_buffers", "optimizer_step_temp", "overhead", "peak")
-        return {k: round(getattr(self, k) / GIB, 3) for k in keys}
+        out = {k: round(getattr(self, k) / GIB, 3) for k in keys}
+        if self.reference:   # only for full dpo/kto, so SFT's JSON is unchanged
+            out["reference"] = round(self.reference / GIB, 3)
+        return out
 
 
 @dataclass(frozen=True)
