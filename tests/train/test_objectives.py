@@ -146,3 +146,28 @@ def test_estimate_counts_the_reference_copy_of_full_dpo_only():
     assert full_dpo.reference == full_dpo.weights > 0
     assert full_sft.reference == 0 and memory("lora", "dpo").reference == 0 and memory("full", "orpo").reference == 0
     assert full_dpo.peak > full_sft.peak + full_dpo.reference   # the reference and two rows per pair
+
+
+def test_bad_pairs_stop_train_before_the_run_directory(base, tmp_path, capsys):
+    from lmtune.cli import main
+
+    data = tmp_path / "pairs.jsonl"
+    data.write_text(json.dumps({"prompt": "a?", "chosen": "x", "rejected": "y"}) + "\n"
+                    + json.dumps({"prompt": "b?", "chosen": "", "rejected": "y"}) + "\n")
+    rc = main(["train", f"model.name_or_path={base}", f"data.train={data}", "train.objective=dpo",
+               f"output.dir={tmp_path / 'run'}"])
+    assert rc == 2
+    assert f"{data}:2: empty string (chosen)" in capsys.readouterr().err
+    assert not (tmp_path / "run").exists()
+
+
+def test_a_run_with_missing_weights_is_refused_as_a_start(tmp_path, capsys):
+    from lmtune.cli import main
+
+    sft = save_tiny_run(tmp_path / "sft", "lora")
+    (sft / "adapter" / "adapter_model.safetensors").unlink()
+    rc = main(["train", f"model.name_or_path={sft}", f"data.train={write_pairs(tmp_path / 'p.jsonl')}",
+               "train.objective=dpo", f"output.dir={tmp_path / 'run'}"])
+    assert rc == 2
+    assert "adapter_model.safetensors: missing" in capsys.readouterr().err
+    assert not (tmp_path / "run").exists()

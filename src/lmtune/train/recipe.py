@@ -221,8 +221,10 @@ def _prepare_data(cfg: Config, run: RunDir, tokenizer, resume: bool):
         from lmtune.data.preference import prepare_preference
 
         template = run_template(cfg, tokenizer)
-        data = prepare_preference(cfg.data, cfg.train.objective, template)
-        create_run()
+        data = prepare_preference(cfg.data, cfg.train.objective, template)   # small: every rank reads it
+        if distributed.is_main_process():
+            create_run()
+        distributed.barrier()
         return data
     return distributed.prepare_data_once(run.root, lambda: lmtune.data.prepare_datasets(cfg.data, tokenizer),
                                          create_run, tokenizer)
