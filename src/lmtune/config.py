@@ -198,7 +198,10 @@ class TrainConfig:
     def micro_batch(self, device_kind: str) -> int:
         """batch_size, or its default for the device: one packed row on CPU was faster than four at
         half the peak RSS (benchmarks/README.md); GPUs want wider batches."""
-        return self.batch_size or (1 if device_kind == "cpu" else 4)
+        default = 1 if device_kind == "cpu" else 4
+        if self.objective == "kto":   # its KL term pairs each answer with another of the same micro-batch
+            default = max(default, 2)
+        return self.batch_size or default
 
 
 @dataclass(config=STRICT)
@@ -399,6 +402,9 @@ def _check_cross(cfg: Config, problems: list[str]) -> None:
     if cfg.train.objective != "sft" and cfg.data.replay.ratio > 0:
         problems.append(f"data.replay.ratio: replay mixes SFT examples into the training data; train.objective "
                         f"{cfg.train.objective} trains on preference records; set data.replay.ratio=0")
+    if cfg.train.objective == "kto" and cfg.train.batch_size == 1:
+        problems.append("train.batch_size: got 1; kto compares each answer with another one of the same "
+                        "micro-batch (its KL term), so it needs 2 or more")
     no_val = not cfg.data.validation and cfg.data.val_split == 0 and cfg.data.task is None
     if no_val and (cfg.train.eval_steps or cfg.train.early_stopping_patience):
         key = "train.eval_steps" if cfg.train.eval_steps else "train.early_stopping_patience"

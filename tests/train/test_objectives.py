@@ -76,7 +76,10 @@ def test_dpo_lora_moves_margins_up_and_trains_only_the_adapter(base, tmp_path):
 def test_orpo_and_kto_complete_and_write_an_adapter(base, tmp_path, objective):
     data = write_pairs(tmp_path / "data.jsonl", kto=objective == "kto")
     run = tmp_path / "run"
-    train(_cfg(base, data, run, f"train.objective={objective}", "train.max_steps=3"), quiet=True)
+    # the CPU's default micro-batch (1 row) for orpo; kto's default is 2 (its KL term needs a neighbour)
+    cfg = _cfg(base, data, run, f"train.objective={objective}", "train.max_steps=3")
+    cfg.train.batch_size = None
+    train(cfg, quiet=True)
     adapter = load_file(str(run / "adapter" / "adapter_model.safetensors"))
     assert all(v.abs().sum() > 0 for k, v in adapter.items() if "lora_B" in k)
     assert len(_rows(run, "rewards/margins")) == 3
@@ -129,10 +132,11 @@ def test_sft_then_dpo_starts_from_the_sft_runs_merged_weights(tmp_path):
     ("train.objective=ppo", "train.objective: got 'ppo', allowed: sft, dpo, orpo, kto"),
     ("pref.beta=0", "pref.beta: got 0.0, must be > 0.0"),
     ("pref.loss_type=sigmod", "pref.loss_type: got 'sigmod', allowed: sigmoid, ipo, hinge"),
+    ("train.batch_size=1 train.objective=kto", "train.batch_size: got 1; kto compares each answer"),
 ])
 def test_objective_key_mistakes_name_the_key(override, expected):
     with pytest.raises(ConfigError) as err:
-        load_config(None, ["data.task=sql", override])
+        load_config(None, ["data.task=sql", *override.split()])
     assert any(p.startswith(expected) for p in err.value.problems), err.value.problems
 
 
