@@ -6,7 +6,7 @@ examples (packing off, so an SFT step sees as many examples as a DPO step sees p
 objective's steps are timed by a callback (optimizer step to optimizer step, the first two
 dropped: warm-up); the median is reported, and its ratio to SFT's, measured in the same script:
 
-    .venv/bin/python benchmarks/objectives.py [--steps 20] [--batch 4] [--objectives sft,dpo,orpo,kto]
+    .venv/bin/python benchmarks/objectives.py [--steps 20] [--batch 4] [--rounds 1] [--objectives sft,dpo,orpo,kto]
 """
 
 from __future__ import annotations
@@ -67,19 +67,28 @@ def main(argv=None) -> None:
     ap.add_argument("--steps", type=int, default=20)
     ap.add_argument("--batch", type=int, default=4, help="examples (SFT, KTO) or pairs (DPO, ORPO) per step")
     ap.add_argument("--objectives", default="sft,dpo,orpo,kto")
+    ap.add_argument("--rounds", type=int, default=1,
+                    help="runs of every objective, in a rotated order each round, so load drift on a "
+                         "shared machine falls on all of them")
     args = ap.parse_args(argv)
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
+    names = args.objectives.split(",")
+    times: dict[str, list[float]] = {n: [] for n in names}
+    rounds: dict[str, list[float]] = {n: [] for n in names}
     with tempfile.TemporaryDirectory(prefix="lmtune-bench-objectives-") as tmp:
         files = _write_data(Path(tmp))
-        results = {}
-        for objective in args.objectives.split(","):
-            times = _step_times(objective, files[objective], Path(tmp) / f"run-{objective}", args.steps, args.batch)
-            results[objective] = statistics.median(times)
-    sft = results.get("sft")
-    print(f"{'objective':10} {'s/step (median)':>16} {'x SFT':>7}")
-    for objective, seconds in results.items():
+        for r in range(args.rounds):
+            for objective in names[r % len(names):] + names[: r % len(names)]:
+                got = _step_times(objective, files[objective], Path(tmp) / f"run-{objective}-{r}", args.steps,
+                                  args.batch)
+                times[objective] += got
+                rounds[objective].append(statistics.median(got))
+    sft = statistics.median(times["sft"]) if "sft" in times else None
+    print(f"{'objective':10} {'s/step (median)':>16} {'x SFT':>7}  per round")
+    for objective in names:
+        seconds = statistics.median(times[objective])
         ratio = f"{seconds / sft:.2f}" if sft else "-"
-        print(f"{objective:10} {seconds:16.3f} {ratio:>7}")
+        print(f"{objective:10} {seconds:16.3f} {ratio:>7}  {' '.join(f'{x:.3f}' for x in rounds[objective])}")
 
 
 if __name__ == "__main__":
