@@ -79,3 +79,13 @@ def test_render_matches_what_sft_trains(template):
     assert out["prompt"] == template.render_prompt(rec["prompt"])
     assert out["prompt"] + out["chosen"] == "".join(s.text for s in segments if s.text).rstrip("\n")
     assert out["rejected"].startswith("no")
+
+
+def test_pairs_given_to_kto_are_one_problem(tmp_path):
+    from lmtune.data.preference import load_preference
+
+    path = tmp_path / "pairs.jsonl"
+    path.write_text("".join(json.dumps({"prompt": f"{i}?", "chosen": "a", "rejected": "b"}) + "\n" for i in range(5)))
+    loaded = load_preference([str(path)], "kto")
+    assert loaded.problems == [f"{path}: holds pairs records (prompt, chosen, rejected), for train.objective dpo "
+                               f"or orpo; this objective reads prompt, completion, label"]

@@ -175,3 +175,17 @@ def test_a_run_with_missing_weights_is_refused_as_a_start(tmp_path, capsys):
     assert rc == 2
     assert "adapter_model.safetensors: missing" in capsys.readouterr().err
     assert not (tmp_path / "run").exists()
+
+
+def test_the_evaluation_after_a_preference_run_is_the_one_after_sft(base, tmp_path):
+    from tiny_models import write_alpaca
+
+    run = tmp_path / "run"
+    test = write_alpaca(tmp_path / "test.jsonl", 4, seed=5)
+    cfg = _cfg(base, write_pairs(tmp_path / "kto.jsonl", kto=True), run, "train.objective=kto", "train.max_steps=2",
+               "eval.after_train=true", f"data.test={test}", "eval.max_new_tokens=8")
+    train(cfg, quiet=True)
+    ev = json.loads((run / "eval.json").read_text())
+    assert ev["task"]["tuned"] and ev["task"]["base"]              # task metrics, base (the start) vs tuned
+    assert ev["forgetting"]["verdict"] in ("ok", "warning", "forgotten")
+    assert len((run / "eval_predictions.jsonl").read_text().splitlines()) == 4

@@ -155,6 +155,14 @@ def load_preference(paths: list[str], kind: str) -> PreferenceRecords:
     """Read and check every record of `paths` as `kind` (pairs or kto)."""
     read = read_paths(paths)
     out = PreferenceRecords(kind, records=len(read.records) + len(read.bad_sources), problems=list(read.problems))
+    other = "kto" if kind == "pairs" else "pairs"
+    if read.records and all(kind_of_record(r.value) == other for r in read.records):
+        # a whole file of the other kind: one line, not one per missing field
+        reads = "prompt, completion, label), for train.objective kto" if other == "kto" else \
+            "prompt, chosen, rejected), for train.objective dpo or orpo"
+        out.problems.append(f"{read.records[0].file}: holds {other} records ({reads}; this objective reads "
+                            f"{', '.join(PAIR_KEYS if kind == 'pairs' else KTO_KEYS)}")
+        return out
     for record in read.records:
         row, problems = check_record(record, kind)
         out.problems += problems
