@@ -77,16 +77,8 @@ def _load_local(path: Path) -> Any:
 
 
 def check_model_source(mcfg: ModelConfig) -> str:
-    """Resolve and check a model reference before any heavy loading; returns the resolved path/id.
-    A run directory (lmtune/run/start.py) is checked as a run: its weights, and its base's."""
-    from lmtune.run.start import source_run
-
+    """Resolve and check a model reference before any heavy loading; returns the resolved path/id."""
     ref = resolve_model_path(mcfg.name_or_path)
-    if source_run(ref) is not None:
-        from lmtune.run.start import architecture_dir
-
-        architecture_dir(ref)
-        return str(source_run(ref))
     path = Path(ref)
     looks_local = path.is_absolute() or ref.startswith((".", "~")) or path.exists()
     if looks_local:
@@ -271,10 +263,7 @@ def torch_dtype(name: str):
 def load_tokenizer(ref: str, mcfg: ModelConfig):
     """Load the tokenizer and give it a pad token distinct from eos (padding with eos would mask
     eos out of the loss, and the model would never learn to stop)."""
-    from lmtune.run.start import source_run, tokenizer_dir
-
-    run = source_run(ref)
-    tok = open_tokenizer(tokenizer_dir(run) if run else ref, mcfg.revision, mcfg.trust_remote_code)
+    tok = open_tokenizer(ref, mcfg.revision, mcfg.trust_remote_code)
     ensure_pad_token(tok)
     return tok
 
@@ -353,10 +342,6 @@ def load_model(ref: str, cfg: Config, device: Device, tokenizer=None, quantize: 
     """Load the causal LM in the dtype the run trains in (fp32 master weights under mixed precision)."""
     from transformers import AutoModelForCausalLM
 
-    from lmtune.run.start import load_start, source_run
-
-    if source_run(ref) is not None:   # continue from a run: its weights, an adapter merged in
-        return load_start(source_run(ref), cfg, device, tokenizer, quantize)
     mcfg = cfg.model
     dtype = mcfg.dtype
     if dtype == "auto":

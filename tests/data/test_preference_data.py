@@ -8,9 +8,8 @@ import json
 import pytest
 
 from lmtune.cli import main
-from lmtune.data.preference import render
+from lmtune.data.preference import check_record, render
 from lmtune.data.readers import Record
-from lmtune.data.preference import check_record
 from lmtune.data.templates import AlpacaTemplate, ChatMLTemplate
 
 

@@ -173,7 +173,7 @@ def test_a_run_with_missing_weights_is_refused_as_a_start(tmp_path, capsys):
     rc = main(["train", f"model.name_or_path={sft}", f"data.train={write_pairs(tmp_path / 'p.jsonl')}",
                "train.objective=dpo", f"output.dir={tmp_path / 'run'}"])
     assert rc == 2
-    assert "adapter_model.safetensors: missing" in capsys.readouterr().err
+    assert f"model.name_or_path: {sft / 'adapter' / 'adapter_model.safetensors'}: missing" in capsys.readouterr().err
     assert not (tmp_path / "run").exists()
 
 

@@ -23,12 +23,12 @@ from lmtune.errors import ConfigError, UserError
 from lmtune.evaluate import final_evaluation
 from lmtune.evaluate.run import validation_loss
 from lmtune.evaluate.summary import summarize
-from lmtune.models import check_model_source, check_target_modules, detect_device
+from lmtune.models import check_target_modules, detect_device
 from lmtune.report.build import write_report
+from lmtune.run import start
 from lmtune.run.artifacts import checkpoint_card, record_base, write_run_card
 from lmtune.run.envinfo import collect_env
 from lmtune.run.layout import RunDir, replace_dir, run_inputs, write_json, write_text
-from lmtune.run.start import architecture_dir
 from lmtune.train import distributed, methods
 from lmtune.train import resume as resuming
 from lmtune.train.distributed import trainer_arguments
@@ -93,8 +93,8 @@ def preflight(cfg: Config, run: RunDir, resume: bool):
                                   "or start a new run in another output.dir"])
     if resume:
         check_resume_steps(run, cfg.train.max_steps)
-    ref = check_model_source(cfg.model)
-    shapes = architecture_dir(ref)   # a run to start from: its model/ or its base
+    ref = start.check_source(cfg.model)   # a run directory to continue from is checked as a run
+    shapes = start.architecture_dir(ref)   # a run to start from: its model/ or its base
 
     max_length_fits(cfg, shapes)
     run_test_files(cfg)
@@ -118,13 +118,13 @@ def _setup(cfg: Config, run: RunDir, resume: bool) -> _Setup:
     ref = _preflight_all_ranks(cfg, run, resume)
     device = models.detect_device()
     precision = models.resolve_precision(cfg.train.precision, device)
-    tokenizer = models.load_tokenizer(ref, cfg.model)
+    tokenizer = start.load_tokenizer(ref, cfg.model)
     data = _prepare_data(cfg, run, tokenizer, resume)  # raises DataError listing every bad record
     if cfg.train.objective == "sft":
         _say_data(data.stats)
     template = data.template
     _seed(cfg.train.seed)  # LoRA/new-token init: same start on every rank and in every rerun
-    model = models.load_model(ref, cfg, device, tokenizer, quantize=cfg.method == "qlora")
+    model = start.load_model(ref, cfg, device, tokenizer, quantize=cfg.method == "qlora")
 
     add_replay(cfg, run, data, model, tokenizer, device, resume)   # data.replay: the base is loaded, untouched
     _suggest_processes(cfg, device.kind, torch.get_num_threads())
@@ -139,9 +139,7 @@ def _setup(cfg: Config, run: RunDir, resume: bool) -> _Setup:
 
     record_base(model, cfg.model.name_or_path)  # adapter_config.json: 'tiny' or the Hub id, not a path
     if distributed.is_main_process():
-        from lmtune.run.start import record
-
-        record(run.root, cfg.model.name_or_path)   # started_from.json when it continues a run
+        start.record(run.root, cfg.model.name_or_path)   # started_from.json when it continues a run
     trainable, total = methods.count_parameters(model)
     _write_run_inputs(cfg, run, template, data)
     return _Setup(model, tokenizer, template, data, device, precision, trainable, total, reference)
@@ -234,10 +232,9 @@ def run_template(cfg: Config, tokenizer):
     """The template of a preference run: the run's it starts from (template.json), else the one SFT
     would use for chat data (data.template)."""
     from lmtune.data.templates import get_template, template_from_dict
-    from lmtune.run.start import source_run, template_of
 
-    start = source_run(cfg.model.name_or_path)
-    saved = template_of(start) if start else None
+    run = start.source_run(cfg.model.name_or_path)
+    saved = start.template_of(run) if run else None
     if saved and cfg.data.template == "auto":
         return template_from_dict(saved, tokenizer)
     return get_template(cfg.data.template, "chat", tokenizer, cfg.data.system_prompt)
@@ -356,7 +353,8 @@ def _build_trainer(cfg: Config, run: RunDir, s: _Setup, extra_callbacks: list = 
 
     has_eval = s.data.validation is not None and len(s.data.validation) > 0
     sft = cfg.train.objective == "sft"
-    callbacks = [MetricsJsonl(run / "metrics.jsonl", perplexity=sft), NonFiniteGuard(), MarkCheckpointComplete(checkpoint_card(cfg))]
+    callbacks = [MetricsJsonl(run / "metrics.jsonl", perplexity=sft), NonFiniteGuard(),
+                 MarkCheckpointComplete(checkpoint_card(cfg))]
     if cfg.train.early_stopping_patience and has_eval:
         callbacks.append(EarlyStoppingCallback(early_stopping_patience=cfg.train.early_stopping_patience))
     callbacks += list(extra_callbacks)
@@ -439,7 +437,8 @@ def _save(cfg: Config, run: RunDir, s: _Setup, trainer, seconds: float):
         s.tokenizer.save_pretrained(str(staging))
         write_json(staging / "lmtune_template.json", s.template.to_dict())
         replace_dir(staging, run / name)
-    metrics = {"method": cfg.method, "objective": cfg.train.objective, "trainable_params": s.trainable, "total_params": s.total,
+    metrics = {"method": cfg.method, "objective": cfg.train.objective, "trainable_params": s.trainable,
+               "total_params": s.total,
                "train_seconds": round(seconds, 2), "global_step": trainer.state.global_step,
                "epochs": round(trainer.state.epoch or 0.0, 4),
                "stop_at": stop_at_of(cfg), "peak_memory_mb": _peak_memory_mb()}
