@@ -27,6 +27,8 @@ from lmtune.errors import ConfigError
 
 Method = Literal["full", "lora", "qlora"]
 METHODS = typing.get_args(Method)
+Objective = Literal["sft", "dpo", "orpo", "kto"]
+OBJECTIVES = typing.get_args(Objective)
 # What `learning_rate: null` meant before `auto` (configs and runs written by older lmtune versions).
 DEFAULT_LR = {"full": 2e-5, "lora": 2e-4, "qlora": 2e-4}
 
@@ -168,6 +170,10 @@ class TrainConfig:
     early_stopping_patience: Annotated[Int, Field(ge=1)] | None = Field(
         None, description="stop after N evaluations without improvement")
     seed: Int = Field(42, ge=0, description="seed for initialisation, shuffling and dropout")
+    objective: Objective = Field(
+        "sft", description="what the run optimises: sft (next-token loss on answers), dpo or orpo (preference "
+                           "pairs: prompt, chosen, rejected), kto (prompt, completion, label); any method "
+                           "(docs/preference.md)")
     threads: Annotated[Int, Field(ge=1)] | None = Field(
         None, description="CPU threads for torch per process (None: 1 for models with hidden size under 1024 "
                           "under passive OpenMP waiting, else torch's choice; OMP_NUM_THREADS wins; "
@@ -192,7 +198,24 @@ class TrainConfig:
     def micro_batch(self, device_kind: str) -> int:
         """batch_size, or its default for the device: one packed row on CPU was faster than four at
         half the peak RSS (benchmarks/README.md); GPUs want wider batches."""
-        return self.batch_size or (1 if device_kind == "cpu" else 4)
+        default = 1 if device_kind == "cpu" else 4
+        if self.objective == "kto":   # its KL term pairs each answer with another of the same micro-batch
+            default = max(default, 2)
+        return self.batch_size or default
+
+
+@dataclass(config=STRICT)
+class PrefConfig:
+    beta: Float = Field(0.1, gt=0.0, description="dpo/kto: how far the model may move from the reference "
+                        "(higher: closer); orpo: weight of the odds-ratio term next to the answer loss (TRL's "
+                        "default 0.1 for all three)")
+    loss_type: Literal["sigmoid", "ipo", "hinge", "robust", "apo_zero", "sigmoid_norm"] = Field(
+        "sigmoid", description="dpo: sigmoid (the DPO paper), ipo, hinge, robust, apo_zero or sigmoid_norm "
+                               "(TRL's names)")
+    label_smoothing: Float = Field(0.0, ge=0.0, lt=0.5, description="dpo with loss_type robust: the assumed "
+                                   "share of pairs whose preference is flipped")
+    desirable_weight: Float = Field(1.0, gt=0.0, description="kto: weight of examples labelled true")
+    undesirable_weight: Float = Field(1.0, gt=0.0, description="kto: weight of examples labelled false")
 
 
 @dataclass(config=STRICT)
@@ -244,6 +267,7 @@ class Config:
     lora: Section[LoraConfig] = Field(default_factory=LoraConfig)
     quant: Section[QuantConfig] = Field(default_factory=QuantConfig)
     train: Section[TrainConfig] = Field(default_factory=TrainConfig)
+    pref: Section[PrefConfig] = Field(default_factory=PrefConfig)
     eval: Section[EvalConfig] = Field(default_factory=EvalConfig)
     distributed: Section[DistributedConfig] = Field(default_factory=DistributedConfig)
     output: Section[OutputConfig] = Field(default_factory=OutputConfig)
@@ -268,7 +292,8 @@ class Config:
 
 # ---------------------------------------------------------------- pydantic's errors -> one line per key
 
-_BOUNDS = {"greater_than_equal": ("ge", ">="), "greater_than": ("gt", ">"), "less_than_equal": ("le", "<=")}
+_BOUNDS = {"greater_than_equal": ("ge", ">="), "greater_than": ("gt", ">"), "less_than_equal": ("le", "<="),
+           "less_than": ("lt", "<")}
 
 
 def _is_section(tp: Any) -> bool:
@@ -377,6 +402,12 @@ def _check_cross(cfg: Config, problems: list[str]) -> None:
                         f"eval.forgetting_warn ({cfg.eval.forgetting_warn})")
     if isinstance(cfg.distributed.nproc, str) and cfg.distributed.nproc != "auto":
         problems.append(f"distributed.nproc: got {cfg.distributed.nproc!r}, expected a number >= 1 or auto")
+    if cfg.train.objective != "sft" and cfg.data.replay.ratio > 0:
+        problems.append(f"data.replay.ratio: replay mixes SFT examples into the training data; train.objective "
+                        f"{cfg.train.objective} trains on preference records; set data.replay.ratio=0")
+    if cfg.train.objective == "kto" and cfg.train.batch_size == 1:
+        problems.append("train.batch_size: got 1; kto compares each answer with another one of the same "
+                        "micro-batch (its KL term), so it needs 2 or more")
     no_val = not cfg.data.validation and cfg.data.val_split == 0 and cfg.data.task is None
     if no_val and (cfg.train.eval_steps or cfg.train.early_stopping_patience):
         key = "train.eval_steps" if cfg.train.eval_steps else "train.early_stopping_patience"

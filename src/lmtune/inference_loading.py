@@ -16,6 +16,8 @@ from lmtune import models
 from lmtune.config import Config, from_dict, read_yaml
 from lmtune.errors import UserError
 from lmtune.models import check_adapter_base, resolve_model_path
+from lmtune.run import start
+from lmtune.run.start import source_run
 
 
 @dataclass
@@ -43,7 +45,12 @@ def check_weights(loaded: Loaded) -> None:
     shard an index names is there, every safetensors header parses and its data fits the file."""
     if loaded.adapter_dir is not None:
         _check_weight_dir(loaded.adapter_dir, "adapter_model.safetensors")
-    for directory in {loaded.model_dir, Path(loaded.base_ref) if Path(loaded.base_ref).is_dir() else None} - {None}:
+    if source_run(loaded.base_ref) is not None:   # a run that started from another run
+        check_weights(_classify(loaded.base_ref))
+        base = None
+    else:
+        base = Path(loaded.base_ref) if Path(loaded.base_ref).is_dir() else None
+    for directory in {loaded.model_dir, base} - {None}:
         _check_weight_dir(Path(directory), "model.safetensors")
 
 
@@ -95,15 +102,15 @@ def load_for_inference(loaded: Loaded, use_adapter: bool = True, quantized: bool
     base in 4-bit again; otherwise the base is loaded in fp32 on CPU / its 16-bit dtype on GPU."""
     cfg = loaded.config or Config()
     cfg.model.name_or_path = loaded.base_ref
-    models.check_model_source(cfg.model)
+    start.check_source(cfg.model)   # a run the run continued from: checked as a run
     if use_adapter and loaded.adapter_dir is not None:
         check_adapter_base(loaded.adapter_dir, loaded.base_ref, allow_pickle=cfg.model.allow_pickle)
     device = models.detect_device()
     tok_src = str(loaded.adapter_dir or loaded.model_dir or loaded.base_ref)
-    tokenizer = models.load_tokenizer(tok_src, cfg.model)
+    tokenizer = start.load_tokenizer(tok_src, cfg.model)
     if quantized is None:
         quantized = cfg.method == "qlora" and use_adapter and loaded.adapter_dir is not None
-    model = models.load_model(loaded.base_ref, cfg, device, tokenizer, quantize=quantized)
+    model = start.load_model(loaded.base_ref, cfg, device, tokenizer, quantize=quantized)
     if use_adapter and loaded.adapter_dir is not None:
         from peft import PeftModel
 

@@ -8,7 +8,6 @@ import argparse
 
 FORMAT_CHOICES = ("auto", "alpaca", "chat", "prompt_completion", "text")
 TEMPLATE_CHOICES = ("auto", "alpaca", "chatml", "model")
-SAMPLE_CHARS = 1500
 RECORD_LIMIT = "8 MiB"   # readers.MAX_RECORD_BYTES, spelled out: `--help` imports no data module
 
 
@@ -113,13 +112,17 @@ def _clear(root, found: dict, held: list) -> None:
 
 def check(args: argparse.Namespace) -> int:
     from lmtune import checks
-    from lmtune.data.check import CheckOptions, check_data
+    from lmtune.data.check import CheckOptions, check_data, check_preference
+    from lmtune.data.preference import sniff_kind
     from lmtune.errors import UserError
 
     checks.number("--max-length", args.max_length, min=8)
     checks.number("--samples", args.samples, min=0)
     if args.template == "model" and not args.model:
         raise UserError("--template model needs the model's tokenizer", ["add --model DIR (or --model tiny)"])
+    kind = sniff_kind(args.files) if args.format == "auto" else None
     options = CheckOptions(args.format, args.template, args.model, args.max_length, args.train_on_prompt,
                            args.system_prompt, args.samples)
+    if kind is not None:   # preference records (train.objective dpo, orpo, kto)
+        return check_preference(args.files, options, kind, print)
     return check_data(args.files, options, print)

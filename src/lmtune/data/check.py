@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Any, Callable
 
 from lmtune.data.arrow_pipeline import conflicting_prompts, dedupe_positions, first_duplicates
+from lmtune.data.preference import load_preference, raise_problems, render
 from lmtune.data.records import ScannedSplit, scan
 from lmtune.data.templates import TemplateError, get_template, resolve_template_name
 from lmtune.errors import DataError
@@ -159,3 +160,36 @@ def _token_pieces(tokenizer: Any, ids: list[int], mask: list[int]) -> list[tuple
             pieces.append((tokenizer.decode(ids[start:i], skip_special_tokens=False), bool(mask[start])))
             start = i
     return pieces
+
+
+def check_preference(files: list[str], options: CheckOptions, kind: str,
+                     emit: Callable[[str], None] = print) -> int:
+    """`lmtune data check` on preference records (data/preference.py): counts, every bad record as
+    `file:line: what is wrong (field)`, and pairs rendered with the template; 0, or DataError."""
+    loaded = load_preference(files, kind)
+
+    def row(label: str, value: str) -> None:
+        emit(f"  {label:<12}{value}")
+
+    emit(", ".join(files))
+    objectives = "dpo, orpo" if kind == "pairs" else "kto"
+    row("format", f"{kind} (detected; train.objective {objectives})")
+    row("records", f"{loaded.records} read, {len(loaded.rows)} valid")
+    if kind == "kto" and loaded.rows:
+        good = sum(1 for r in loaded.rows if r["label"])
+        row("labels", f"{good} desirable, {len(loaded.rows) - good} undesirable")
+    raise_problems(loaded, "data")
+    tokenizer = _tokenizer(options.model)[0] if options.model else None
+    template = get_template(options.template, "chat", tokenizer, options.system_prompt)
+    rendered, problems = render(loaded.rows[: max(options.samples, 1)], loaded.sources, template)
+    if problems:
+        raise DataError(f"{len(problems)} records the template cannot render", problems)
+    row("template", template.name)
+    for item, source in list(zip(rendered, loaded.sources))[: options.samples]:
+        answers = [k for k in ("chosen", "rejected", "completion") if k in item]
+        emit(f"sample {source} (template {template.name}; answers inside [[ ]])")
+        text = item["prompt"] + "".join(f"\n{k}: [[{item[k]}]]" for k in answers)
+        for line in text[:SAMPLE_CHARS].split("\n"):
+            emit(f"  | {line}")
+    emit(f"ok: {len(loaded.rows)} {kind} records, no problems")
+    return 0

@@ -57,6 +57,7 @@ class RunSpec:
     loss: str = "fused"                  # fused (TRL's chunked LM head, what lmtune train runs) | plain
     num_gpus: int = 1
     fsdp: bool = False
+    objective: str = "sft"               # train.objective: sft | dpo | orpo | kto
 
 
 @dataclass
@@ -72,12 +73,16 @@ class MemoryBreakdown:
     overhead: int
     peak: int
     paged: bool = False                  # optimizer states are paged (may spill to CPU RAM)
+    reference: int = 0                   # full dpo/kto: the frozen copy of the starting weights
     notes: list[str] = field(default_factory=list)
 
     def as_gib(self) -> dict:
         keys = ("weights", "quant_constants", "adapters", "gradients", "optimizer", "activations",
                 "loss_buffers", "optimizer_step_temp", "overhead", "peak")
-        return {k: round(getattr(self, k) / GIB, 3) for k in keys}
+        out = {k: round(getattr(self, k) / GIB, 3) for k in keys}
+        if self.reference:   # only for full dpo/kto, so SFT's JSON is unchanged
+            out["reference"] = round(self.reference / GIB, 3)
+        return out
 
 
 @dataclass(frozen=True)
@@ -198,7 +203,8 @@ def memory_breakdown(shape: ModelShape, spec: RunSpec, device_kind: str, batch: 
                      ) -> MemoryBreakdown:
     r = resolve(shape, spec, device_kind)
     b = batch or spec.batch
-    tokens = b * spec.seq_len
+    # dpo and orpo run each pair's chosen and rejected answers as two rows of one batch
+    tokens = b * spec.seq_len * (2 if spec.objective in ("dpo", "orpo") else 1)
     weights, consts, adapters = weight_bytes(shape, spec, r)
     grad_bytes = 4 if spec.method == "full" and r.weight_bytes == 4 else (
         r.weight_bytes if spec.method == "full" else r.numerics.adapter)
@@ -225,7 +231,9 @@ def memory_breakdown(shape: ModelShape, spec: RunSpec, device_kind: str, batch: 
     head_grads = grads if spec.grad_accum > 1 else (shape.vocab * shape.hidden * grad_bytes // shard
                                                     if spec.method == "full" else 0)
     backward = acts + loss_buf + head_grads
-    tensors = weights + consts + adapters + opt + max(backward, grads + opt_temp)
+    # full dpo/kto keep a frozen copy of the start as the reference (LoRA: the adapter switched off)
+    reference = weights if spec.method == "full" and spec.objective in ("dpo", "kto") else 0
+    tensors = weights + consts + adapters + reference + opt + max(backward, grads + opt_temp)
     if device_kind == "cuda":
         overhead = CUDA_CONTEXT + int(CUDA_FRAGMENTATION * tensors)
     else:
@@ -233,6 +241,9 @@ def memory_breakdown(shape: ModelShape, spec: RunSpec, device_kind: str, batch: 
     notes = []
     if not prof.exact:
         notes.append(f"activations of {shape.model_type} use Korthikanti et al.'s GPT formula (approximate)")
+    if spec.objective in ("dpo", "orpo"):
+        notes.append(f"{spec.objective}: a micro-batch of {b} pair{'s' if b > 1 else ''} runs as {2 * b} rows "
+                     f"(chosen and rejected)")
     return MemoryBreakdown(int(weights), int(consts), int(adapters), int(grads), int(opt), int(acts),
                            int(loss_buf), int(opt_temp), int(overhead), int(tensors + overhead),
-                           paged=r.optimizer.startswith("paged"), notes=notes)
+                           paged=r.optimizer.startswith("paged"), notes=notes, reference=int(reference))

@@ -46,6 +46,8 @@ def render_text(est: Estimate) -> str:
                      mem.quant_constants))
     if mem.adapters:
         rows.append(("LoRA adapters", mem.adapters))
+    if mem.reference:
+        rows.append((f"reference model ({r.get('objective', 'dpo')}: frozen copy)", mem.reference))
     rows += [("gradients", mem.gradients),
              ("optimizer states" + (" (paged)" if mem.paged else ""), mem.optimizer),
              ("activations" + (" (checkpointed)" if r["grad_ckpt"] else ""), mem.activations),

@@ -25,6 +25,7 @@ from lmtune.evaluate.few_shot import few_shot_prompts, load_shots
 from lmtune.evaluate.metrics import Scores, get_scorer, score
 from lmtune.evaluate.perplexity import LossResult, dataset_loss, text_loss
 from lmtune.generate import GenerationSettings, Generator
+from lmtune.run import start
 from lmtune.run.layout import write_json, write_output_marker, write_text
 
 EVAL_FILE = "eval.json"
@@ -106,7 +107,8 @@ def base_model(model, cfg: Config, tokenizer):
             yield model
         return
     device = models.detect_device()
-    base = models.load_model(models.resolve_model_path(cfg.model.name_or_path), cfg, device, tokenizer)
+    # a run that continued another run started from that run's weights (lmtune/run/start.py)
+    base = start.load_model(models.resolve_model_path(cfg.model.name_or_path), cfg, device, tokenizer)
     if device.kind == "cuda":
         base = base.to("cuda")
     try:

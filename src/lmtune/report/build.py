@@ -132,6 +132,48 @@ def plot_training(metrics: list[dict]) -> str | None:
     return _png(fig)
 
 
+REWARD_SERIES = (("rewards/chosen", "chosen", "#20bf6b"), ("rewards/rejected", "rejected", "#eb3b5a"),
+                 ("rewards/margins", "margin (chosen - rejected)", "#3867d6"))
+
+
+def plot_rewards(metrics: list[dict]) -> str | None:
+    """A preference objective's own numbers as TRL logs them: the implicit rewards of the chosen
+    and rejected answers and their margin, and the share of pairs ranked right."""
+    from matplotlib.figure import Figure
+
+    if not _series(metrics, "rewards/margins")[0]:
+        return None
+    fig = Figure(figsize=(10, 3.6))
+    ax_r, ax_acc = fig.subplots(1, 2)
+    for key, label, color in REWARD_SERIES:
+        x, y = _series(metrics, key)
+        if x:
+            ax_r.plot(x, y, label=label, color=color)
+    ax_r.set(xlabel="step", ylabel="reward (beta x log-ratio to the reference)", title="Rewards")
+    ax_r.grid(alpha=.3)
+    ax_r.legend()
+    x, y = _series(metrics, "rewards/accuracies")
+    if x:
+        ax_acc.plot(x, y, color="#8854d0")
+    ax_acc.set(xlabel="step", ylabel="share of pairs", title="Chosen ranked above rejected", ylim=(-0.05, 1.05))
+    ax_acc.grid(alpha=.3)
+    return _png(fig)
+
+
+def section_rewards(run: RunData) -> str:
+    png = plot_rewards(run.metrics)
+    if png is None:
+        return ""
+    last = [r for r in run.metrics if "rewards/margins" in r and "loss" in r]
+    note = ""
+    if last:
+        note = (f'<p class="muted">last logged step {last[-1].get("step")}: margin '
+                f'{H.fmt_num(last[-1]["rewards/margins"])}, chosen ranked above rejected in '
+                f'{H.fmt_pct(last[-1].get("rewards/accuracies"))} of pairs.</p>')
+    objective = cfg_get(run.config, "train.objective", "dpo")
+    return f"<h2>Objective: {H.esc(objective)}, chosen vs rejected</h2>" + H.img(png, "rewards") + note
+
+
 def plot_base_vs_tuned(ev: dict | None) -> str | None:
     """Task metrics (base vs tuned bars) and the forgetting probe's perplexity with its thresholds."""
     from matplotlib.figure import Figure
@@ -174,7 +216,8 @@ def section_summary(run: RunData) -> str:
     c, s, ev = run.config, run.summary or {}, run.eval or {}
     val = (ev.get("validation") or {}).get("tuned") or {}
     eval_loss = val.get("loss", s.get("eval_loss"))
-    items = [("method", H.esc(c.get("method", "-"))),
+    objective = cfg_get(c, "train.objective", "sft")
+    items = [("method", H.esc(c.get("method", "-") + ("" if objective == "sft" else f", {objective}"))),
              ("base model", H.esc(cfg_get(c, "model.name_or_path", "-"))),
              ("data", H.esc(data_label(c))),
              ("trainable params", H.esc(_trainable(s))),
@@ -326,7 +369,7 @@ def render(run: RunData) -> str:
     body = [f"<h1>lmtune run report: {H.esc(run.name)}</h1>",
             f'<p class="muted">{H.esc(run.root.resolve())}{" - evaluated " + H.esc(stamp) if stamp else ""}</p>',
             section_summary(run),
-            "<h2>Training curves</h2>", section_curves(run),
+            "<h2>Training curves</h2>", section_curves(run), section_rewards(run),
             "<h2>Evaluation: base vs tuned</h2>", section_eval(run),
             "<h2>Forgetting check</h2>", section_forgetting(run),
             "<h2>Samples</h2>", section_samples(run),

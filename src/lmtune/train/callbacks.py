@@ -17,8 +17,9 @@ from lmtune.run.layout import COMPLETE_MARKER, checkpoint_manifest, write_text
 class MetricsJsonl(TrainerCallback):
     """One JSON object per log step (train loss, lr, grad norm, eval loss), appended and flushed."""
 
-    def __init__(self, path: Path):
+    def __init__(self, path: Path, perplexity: bool = True):
         self.path = path
+        self.perplexity = perplexity   # exp(eval_loss) is a perplexity for SFT only, not for a DPO loss
 
     def on_train_begin(self, args, state, control, **kwargs):
         """On resume, drop the rows logged after the checkpoint (they are logged again) and a last
@@ -39,7 +40,7 @@ class MetricsJsonl(TrainerCallback):
         if not state.is_world_process_zero or not logs:
             return
         row = {"step": state.global_step, "epoch": round(state.epoch or 0.0, 4), **logs}
-        if "eval_loss" in logs:
+        if "eval_loss" in logs and self.perplexity:
             row["eval_perplexity"] = math.exp(min(logs["eval_loss"], 50.0))
         with open(self.path, "a", encoding="utf-8") as fh:
             fh.write(json.dumps(row) + "\n")

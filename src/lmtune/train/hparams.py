@@ -271,12 +271,15 @@ def model_size_of(model) -> ModelSize | None:
 
 
 def resolve_for_run(cfg, model, train_dataset, device_kind: str, processes: int = 1,
-                    say=print) -> Resolved:
+                    say=print, data_size: DataSize | None = None) -> Resolved:
     """Resolve the run's auto values in place (cfg.train), before config.yaml is written and the
-    Trainer is built; `say` gets one line per resolved key."""
+    Trainer is built; `say` gets one line per resolved key. `data_size`: the split's size when it
+    is not a tokenized SFT split (preference records, lmtune/data/preference.py)."""
     t = cfg.train
     batch = Batch(t.micro_batch(device_kind), t.grad_accum, processes)
-    data = data_size_of(train_dataset, cfg.data.max_length, cfg.data.packing) if train_dataset is not None else None
+    data = data_size
+    if data is None and train_dataset is not None:
+        data = data_size_of(train_dataset, cfg.data.max_length, cfg.data.packing)
     out = resolve(t.learning_rate, t.epochs, t.max_steps, cfg.method, model_size_of(model), data, batch)
     t.learning_rate, t.epochs = out.learning_rate, out.epochs
     for line in out.lines:

@@ -23,8 +23,9 @@ from lmtune.errors import ConfigError, UserError
 from lmtune.evaluate import final_evaluation
 from lmtune.evaluate.run import validation_loss
 from lmtune.evaluate.summary import summarize
-from lmtune.models import check_model_source, check_target_modules, detect_device
+from lmtune.models import check_target_modules, detect_device
 from lmtune.report.build import write_report
+from lmtune.run import start
 from lmtune.run.artifacts import checkpoint_card, record_base, write_run_card
 from lmtune.run.envinfo import collect_env
 from lmtune.run.layout import RunDir, replace_dir, run_inputs, write_json, write_text
@@ -73,6 +74,7 @@ class _Setup:
     precision: str
     trainable: int
     total: int
+    reference: object = None   # full fine-tuning under dpo/kto: the frozen starting weights
 
 
 def preflight(cfg: Config, run: RunDir, resume: bool):
@@ -93,11 +95,12 @@ def preflight(cfg: Config, run: RunDir, resume: bool):
         check_resume_steps(run, cfg.train.max_steps)
 
     data_paths(cfg)
-    ref = check_model_source(cfg.model)
-    max_length_fits(cfg, ref)
+    ref = start.check_source(cfg.model)   # a run directory to continue from is checked as a run
+    shapes = start.architecture_dir(ref)   # a run to start from: its model/ or its base
+    max_length_fits(cfg, shapes)
     run_test_files(cfg)
     if cfg.method in ("lora", "qlora"):
-        check_target_modules(ref, cfg.lora.target_modules)
+        check_target_modules(shapes, cfg.lora.target_modules)
     if cfg.method == "qlora":
         check_qlora_supported()
     t = cfg.train
@@ -116,23 +119,31 @@ def _setup(cfg: Config, run: RunDir, resume: bool) -> _Setup:
     ref = _preflight_all_ranks(cfg, run, resume)
     device = models.detect_device()
     precision = models.resolve_precision(cfg.train.precision, device)
-    tokenizer = models.load_tokenizer(ref, cfg.model)
+    tokenizer = start.load_tokenizer(ref, cfg.model)
     data = _prepare_data(cfg, run, tokenizer, resume)  # raises DataError listing every bad record
-    _say_data(data.stats)
+    if cfg.train.objective == "sft":
+        _say_data(data.stats)
     template = data.template
     _seed(cfg.train.seed)  # LoRA/new-token init: same start on every rank and in every rerun
-    model = models.load_model(ref, cfg, device, tokenizer, quantize=cfg.method == "qlora")
+    model = start.load_model(ref, cfg, device, tokenizer, quantize=cfg.method == "qlora")
 
     add_replay(cfg, run, data, model, tokenizer, device, resume)   # data.replay: the base is loaded, untouched
     _suggest_processes(cfg, device.kind, torch.get_num_threads())
-    _own_data_defaults(cfg, run, model, data, device.kind)  # auto -> numbers, held-out test split
+    _own_data_defaults(cfg, run, model, data, device.kind, tokenizer)  # auto -> numbers, held-out test split
     models.use_training_attention(model, cfg, device)
+    reference = None
+    if cfg.train.objective != "sft":
+        from lmtune.train.objectives import reference_copy
+
+        reference = reference_copy(model, cfg)   # full dpo/kto: the frozen start, before training
     model = methods.prepare(model, cfg)
 
     record_base(model, cfg.model.name_or_path)  # adapter_config.json: 'tiny' or the Hub id, not a path
+    if distributed.is_main_process():
+        start.record(run.root, cfg.model.name_or_path)   # started_from.json when it continues a run
     trainable, total = methods.count_parameters(model)
     _write_run_inputs(cfg, run, template, data)
-    return _Setup(model, tokenizer, template, data, device, precision, trainable, total)
+    return _Setup(model, tokenizer, template, data, device, precision, trainable, total, reference)
 
 
 def _say_data(stats: dict) -> None:
@@ -161,7 +172,7 @@ def _suggest_processes(cfg: Config, device_kind: str, threads: int) -> None:
           f"rows per optimizer step", file=sys.stderr)
 
 
-def _own_data_defaults(cfg: Config, run: RunDir, model, data, device_kind: str) -> None:
+def _own_data_defaults(cfg: Config, run: RunDir, model, data, device_kind: str, tokenizer=None) -> None:
     """Auto hyperparameters from this model and data (lmtune/train/hparams.py), in place, before
     config.yaml is written. Rank 0 writes the held-out test split (data/holdout.py) that the
     final evaluation scores, prints the data pipeline's warnings and what auto chose."""
@@ -173,8 +184,13 @@ def _own_data_defaults(cfg: Config, run: RunDir, model, data, device_kind: str) 
             print(f"warning: {warning}", file=sys.stderr)
         if getattr(data, "test_examples", None):
             write_heldout(run / HELDOUT_FILE, data.test_examples)
+    size = None
+    if cfg.train.objective != "sft":
+        from lmtune.data.preference import data_size
+
+        size = data_size(data.train, tokenizer, cfg.data.max_length)
     resolve_for_run(cfg, model, data.train, device_kind, distributed.world_size(),
-                    say=print if main else (lambda line: None))
+                    say=print if main else (lambda line: None), data_size=size)
 
 
 def _preflight_all_ranks(cfg: Config, run: RunDir, resume: bool):
@@ -200,8 +216,29 @@ def _prepare_data(cfg: Config, run: RunDir, tokenizer, resume: bool):
         if not resume:
             run.create(cfg.output.overwrite)
 
+    if cfg.train.objective != "sft":   # preference records: rendered text, tokenized by TRL's trainer
+        from lmtune.data.preference import prepare_preference
+
+        template = run_template(cfg, tokenizer)
+        data = prepare_preference(cfg.data, cfg.train.objective, template)   # small: every rank reads it
+        if distributed.is_main_process():
+            create_run()
+        distributed.barrier()
+        return data
     return distributed.prepare_data_once(run.root, lambda: lmtune.data.prepare_datasets(cfg.data, tokenizer),
                                          create_run, tokenizer)
+
+
+def run_template(cfg: Config, tokenizer):
+    """The template of a preference run: the run's it starts from (template.json), else the one SFT
+    would use for chat data (data.template)."""
+    from lmtune.data.templates import get_template, template_from_dict
+
+    run = start.source_run(cfg.model.name_or_path)
+    saved = start.template_of(run) if run else None
+    if saved and cfg.data.template == "auto":
+        return template_from_dict(saved, tokenizer)
+    return get_template(cfg.data.template, "chat", tokenizer, cfg.data.system_prompt)
 
 
 def _write_run_inputs(cfg: Config, run: RunDir, template, data) -> None:
@@ -219,6 +256,19 @@ def training_arguments(cfg: Config, run: RunDir, precision: str, device_kind: st
     """Map lmtune's config onto TRL's SFTConfig (transformers 5 names)."""
     from trl import SFTConfig
 
+    return SFTConfig(
+        **common_arguments(cfg, run, precision, device_kind, has_eval),
+        max_length=cfg.data.max_length,
+        packing=cfg.data.packing,
+        packing_strategy="bfd",
+        completion_only_loss=not cfg.data.train_on_prompt,
+        dataset_num_proc=None,
+        remove_unused_columns=True,
+    )
+
+
+def common_arguments(cfg: Config, run: RunDir, precision: str, device_kind: str, has_eval: bool) -> dict:
+    """The transformers TrainingArguments every objective's TRL config shares (SFT, DPO, ORPO, KTO)."""
     t = cfg.train
     eval_steps, save_steps = t.eval_steps, t.save_steps
     if t.load_best and has_eval:
@@ -230,7 +280,7 @@ def training_arguments(cfg: Config, run: RunDir, precision: str, device_kind: st
     optimizer = choose_optimizer(cfg, device_kind)
     warmup = t.warmup_steps if t.warmup_steps > 0 else t.warmup_ratio
     os.environ["TENSORBOARD_LOGGING_DIR"] = str(run / "tensorboard")
-    return SFTConfig(
+    return dict(
         output_dir=str(run.checkpoints),
         num_train_epochs=t.epochs,
         max_steps=t.max_steps,
@@ -262,13 +312,7 @@ def training_arguments(cfg: Config, run: RunDir, precision: str, device_kind: st
         seed=t.seed,
         data_seed=t.seed,
         report_to=["tensorboard"],
-        max_length=cfg.data.max_length,
-        packing=cfg.data.packing,
-        packing_strategy="bfd",
-        completion_only_loss=not cfg.data.train_on_prompt,
-        dataset_num_proc=None,
         dataloader_num_workers=0,
-        remove_unused_columns=True,
         disable_tqdm=False,
         **distributed_arguments(cfg, device_kind),
     )
@@ -304,17 +348,25 @@ def _build_trainer(cfg: Config, run: RunDir, s: _Setup, extra_callbacks: list = 
     # Here, not at the top: callbacks and trainer load transformers and trl, and `lmtune train` runs
     # preflight (imported from this module) before torch loads.
     from transformers import EarlyStoppingCallback
-    from transformers.trainer_callback import PrinterCallback, ProgressCallback
 
-    from lmtune.train.callbacks import ConsoleProgress, MarkCheckpointComplete, MetricsJsonl, NonFiniteGuard
+    from lmtune.train.callbacks import MarkCheckpointComplete, MetricsJsonl, NonFiniteGuard
     from lmtune.train.trainer import LmtuneSFTTrainer
 
     has_eval = s.data.validation is not None and len(s.data.validation) > 0
-    args = training_arguments(cfg, run, s.precision, s.device.kind, has_eval)
-    callbacks = [MetricsJsonl(run / "metrics.jsonl"), NonFiniteGuard(), MarkCheckpointComplete(checkpoint_card(cfg))]
+    sft = cfg.train.objective == "sft"
+    callbacks = [MetricsJsonl(run / "metrics.jsonl", perplexity=sft), NonFiniteGuard(),
+                 MarkCheckpointComplete(checkpoint_card(cfg))]
     if cfg.train.early_stopping_patience and has_eval:
         callbacks.append(EarlyStoppingCallback(early_stopping_patience=cfg.train.early_stopping_patience))
     callbacks += list(extra_callbacks)
+    if not sft:
+        from lmtune.train import objectives
+
+        args = objectives.objective_config(cfg, common_arguments(cfg, run, s.precision, s.device.kind, has_eval))
+        trainer = objectives.build(cfg, args, s.model, s.reference, s.tokenizer, s.data.train,
+                                   s.data.validation if has_eval else None, callbacks)
+        return _console(cfg, s, trainer)
+    args = training_arguments(cfg, run, s.precision, s.device.kind, has_eval)
     trainer = LmtuneSFTTrainer(
         lm_head=cfg.train.lm_head_for(s.device.kind),
         model=s.model,
@@ -324,6 +376,14 @@ def _build_trainer(cfg: Config, run: RunDir, s: _Setup, extra_callbacks: list = 
         processing_class=s.tokenizer,
         callbacks=callbacks,
     )
+    return _console(cfg, s, trainer)
+
+
+def _console(cfg: Config, s: _Setup, trainer):
+    from transformers.trainer_callback import PrinterCallback, ProgressCallback
+
+    from lmtune.train.callbacks import ConsoleProgress
+
     for default in (ProgressCallback, PrinterCallback):  # ConsoleProgress replaces the raw-dict printer
         trainer.remove_callback(default)
     trainer.add_callback(ConsoleProgress())
@@ -378,7 +438,8 @@ def _save(cfg: Config, run: RunDir, s: _Setup, trainer, seconds: float):
         s.tokenizer.save_pretrained(str(staging))
         write_json(staging / "lmtune_template.json", s.template.to_dict())
         replace_dir(staging, run / name)
-    metrics = {"method": cfg.method, "trainable_params": s.trainable, "total_params": s.total,
+    metrics = {"method": cfg.method, "objective": cfg.train.objective, "trainable_params": s.trainable,
+               "total_params": s.total,
                "train_seconds": round(seconds, 2), "global_step": trainer.state.global_step,
                "epochs": round(trainer.state.epoch or 0.0, 4),
                "stop_at": stop_at_of(cfg), "peak_memory_mb": _peak_memory_mb()}
@@ -392,6 +453,9 @@ def _save(cfg: Config, run: RunDir, s: _Setup, trainer, seconds: float):
         # no rank holds the whole model: the Trainer's loop (every rank); no eval.json follows
         loss = trainer.evaluate()["eval_loss"]
         metrics["eval_loss"], metrics["eval_perplexity"] = loss, math.exp(min(loss, 50.0))
+    elif measure and cfg.train.objective != "sft":
+        # the objective's own validation numbers (eval_loss, eval_rewards/margins, ...)
+        metrics.update({k: v for k, v in trainer.evaluate().items() if isinstance(v, (int, float))})
     elif measure and main:
         val = validation_loss(trainer.model, s.data.validation, s.tokenizer, cfg)
         metrics["eval_loss"], metrics["eval_perplexity"] = val.loss, val.perplexity
@@ -435,8 +499,11 @@ def _finish(cfg: Config, run: RunDir, s: _Setup, trainer, metrics: dict, quiet: 
     """Evaluate base vs tuned (eval.json), write report.html, print the summary."""
     summary = ""
     if cfg.eval.after_train:
+        # a preference run's validation split is pairs, not SFT examples: no validation loss there
+        sft = cfg.train.objective == "sft"
         result = final_evaluation(cfg, run.root, trainer.model, s.tokenizer, s.template,
-                                  validation=s.data.validation, progress=not quiet, validation_loss=val)
+                                  validation=s.data.validation if sft else None, progress=not quiet,
+                                  validation_loss=val)
         summary = summarize(result)
         _write_card(cfg, run)  # now with the task metrics
     if cfg.output.report:

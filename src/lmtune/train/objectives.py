@@ -1,0 +1,79 @@
+"""Preference objectives (train.objective dpo, orpo, kto) on TRL's trainers, for any method.
+
+    dpo   trl.DPOTrainer                  pairs, against a reference model
+    orpo  trl.experimental.orpo.ORPOTrainer  pairs, no reference (answer loss + odds ratio)
+    kto   trl.KTOTrainer                  single answers labelled good or bad, against a reference
+
+The reference model: with LoRA/QLoRA, the model with its adapter disabled (the new adapter starts
+as a no-op, lora_B = 0, so that is the start exactly) and no second copy of anything; with full
+fine-tuning, a frozen copy of the starting weights, taken before the first step.
+"""
+
+from __future__ import annotations
+
+from lmtune.config import Config
+
+PREFERENCE = ("dpo", "orpo", "kto")
+# TRL's name for the chosen-vs-rejected numbers lmtune's report shows next to the loss
+REWARD_KEYS = ("rewards/chosen", "rewards/rejected", "rewards/margins", "rewards/accuracies")
+
+
+def objective_config(cfg: Config, common: dict):
+    """TRL's config for cfg.train.objective, from the arguments every objective shares."""
+    p, obj = cfg.pref, cfg.train.objective
+    common = {**common, "max_length": cfg.data.max_length, "remove_unused_columns": False}
+    if obj == "dpo":
+        from trl import DPOConfig
+
+        return DPOConfig(**common, beta=p.beta, loss_type=[p.loss_type], label_smoothing=p.label_smoothing)
+    if obj == "kto":
+        from trl import KTOConfig
+
+        return KTOConfig(**common, beta=p.beta, desirable_weight=p.desirable_weight,
+                         undesirable_weight=p.undesirable_weight)
+    from trl.experimental.orpo import ORPOConfig
+
+    return ORPOConfig(**common, beta=p.beta)
+
+
+def trainer_class(objective: str):
+    if objective == "dpo":
+        from trl import DPOTrainer
+
+        return DPOTrainer
+    if objective == "kto":
+        from trl import KTOTrainer
+
+        return KTOTrainer
+    from trl.experimental.orpo import ORPOTrainer
+
+    return ORPOTrainer
+
+
+def reference_copy(model, cfg: Config):
+    """Full fine-tuning under dpo/kto: a frozen copy of the starting weights (TRL would otherwise
+    load the reference again from model.config's path, which is not the start when the run
+    continues from another run). LoRA/QLoRA and orpo: None (no copy)."""
+    if cfg.method != "full" or cfg.train.objective == "orpo":
+        return None
+    import copy
+
+    ref = copy.deepcopy(model).eval()
+    for p in ref.parameters():
+        p.requires_grad_(False)
+    return ref
+
+
+def build(cfg: Config, args, model, ref_model, tokenizer, train, validation, callbacks):
+    """The objective's TRL trainer; for a peft model, the reference is the adapter switched off."""
+    kwargs = {"ref_model": ref_model} if cfg.train.objective != "orpo" else {}
+    trainer = trainer_class(cfg.train.objective)(
+        model=model, args=args, train_dataset=train, eval_dataset=validation,
+        processing_class=tokenizer, callbacks=callbacks, **kwargs)
+    peft_config = getattr(trainer.model, "peft_config", None)
+    if peft_config is not None and "ref" in peft_config:
+        # TRL copies a wrapped model's adapter as "ref" in case it was pretrained; lmtune's adapter
+        # is new and zero, so the adapter switched off is the same reference without the copy
+        trainer.model.delete_adapter("ref")
+        trainer.model.set_adapter("default")
+    return trainer
