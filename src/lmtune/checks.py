@@ -7,11 +7,11 @@ from __future__ import annotations
 
 import math
 import os
-import stat
 from pathlib import Path
 
 from lmtune.data import load_split
-from lmtune.errors import ConfigError, UserError
+from lmtune.data.readers import listing, odd_file, special_kind
+from lmtune.errors import ConfigError, DataError, UserError
 
 
 def number(flag: str, value, *, min: float | None = None, max: float | None = None,
@@ -26,23 +26,6 @@ def number(flag: str, value, *, min: float | None = None, max: float | None = No
         raise UserError(f"{flag}: got {value}, must be {'>' if min_exclusive else '>='} {min}", fix)
     if max is not None and value > max:
         raise UserError(f"{flag}: got {value}, must be <= {max}", fix)
-
-
-_SPECIAL = ((stat.S_ISFIFO, "a FIFO (named pipe)"), (stat.S_ISCHR, "a character device"),
-            (stat.S_ISBLK, "a block device"), (stat.S_ISSOCK, "a socket"))
-
-
-def special_kind(path: str | Path) -> str | None:
-    """What `path` (links followed) is when it exists and is neither a regular file nor a directory
-    ("a FIFO (named pipe)", "a character device", ...), else None. stat only: opening a FIFO blocks
-    until a writer comes, and a device like /dev/zero never ends."""
-    try:
-        mode = os.stat(path).st_mode
-    except (OSError, ValueError):
-        return None
-    if stat.S_ISREG(mode) or stat.S_ISDIR(mode):
-        return None
-    return next((name for test, name in _SPECIAL if test(mode)), "not a file")
 
 
 def input_file(path: str | Path, flag: str, text: bool = False) -> Path:
@@ -147,8 +130,6 @@ def data_paths(cfg) -> None:
     """data.train/validation/test and a replay file: a FIFO, a device or a socket, given or inside a
     given directory, stops the run now, before any model loads (reading one blocks forever or never ends). Missing
     files and bad records are the data pipeline's to report, all at once."""
-    from lmtune.data.readers import listing, odd_file
-    from lmtune.errors import DataError
 
     keys = [(f"data.{split}", given) for split in ("train", "validation", "test")
             for given in getattr(cfg.data, split) or []]

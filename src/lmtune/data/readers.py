@@ -24,6 +24,8 @@ from __future__ import annotations
 
 import csv
 import json
+import os
+import stat
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -103,11 +105,26 @@ def listing(directory: Path) -> list[Path]:
                   and not any(part.startswith(".") for part in p.relative_to(directory).parts))
 
 
+_SPECIAL = ((stat.S_ISFIFO, "a FIFO (named pipe)"), (stat.S_ISCHR, "a character device"),
+            (stat.S_ISBLK, "a block device"), (stat.S_ISSOCK, "a socket"))
+
+
+def special_kind(path: str | Path) -> str | None:
+    """What `path` (links followed) is when it exists and is neither a regular file nor a directory
+    ("a FIFO (named pipe)", "a character device", ...), else None. stat only: opening a FIFO blocks
+    until a writer comes, and a device like /dev/zero never ends."""
+    try:
+        mode = os.stat(path).st_mode
+    except (OSError, ValueError):
+        return None
+    if stat.S_ISREG(mode) or stat.S_ISDIR(mode):
+        return None
+    return next((name for test, name in _SPECIAL if test(mode)), "not a file")
+
+
 def odd_file(path: Path) -> str | None:
     """Why `path` (links followed) cannot be read as a data file, or None for a regular file, a
     directory or a path that does not exist (reported elsewhere). stat only: nothing is opened."""
-    from lmtune.checks import special_kind
-
     kind = special_kind(path)
     return f"not a regular file: {kind}; give a data file, or a directory of them" if kind else None
 
