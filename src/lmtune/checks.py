@@ -130,7 +130,6 @@ def data_paths(cfg) -> None:
     """data.train/validation/test and a replay file: a FIFO, a device or a socket, given or inside a
     given directory, stops the run now, before any model loads (reading one blocks forever or never ends). Missing
     files and bad records are the data pipeline's to report, all at once."""
-
     keys = [(f"data.{split}", given) for split in ("train", "validation", "test")
             for given in getattr(cfg.data, split) or []]
     replay = cfg.data.replay
