@@ -185,5 +185,9 @@ def test_port_in_use_and_bad_model_sets_exit_2(server, capsys):
         assert "already in use" in capsys.readouterr().err
     finally:
         busy.close()
-    assert cli(["serve", "tiny", str(server["a"]), "--port", "0"]) == 2
+    free = socket.socket()
+    free.bind(("127.0.0.1", 0))
+    port = free.getsockname()[1]
+    free.close()
+    assert cli(["serve", "tiny", str(server["a"]), "--port", str(port)]) == 2
     assert "has no adapter" in capsys.readouterr().err

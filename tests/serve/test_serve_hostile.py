@@ -42,7 +42,7 @@ def _error(resp: requests.Response) -> dict:
     return err
 
 
-@pytest.mark.parametrize("port", ["70000", "-1", "65536"])
+@pytest.mark.parametrize("port", ["70000", "-1", "0", "65536"])
 def test_port_out_of_range_exits_2_before_loading(port, capsys, monkeypatch):
     import lmtune.serve.models as models
 

@@ -18,7 +18,7 @@ def register(parser: argparse.ArgumentParser) -> None:
                              "or adapters over one base are served together (a request's model field "
                              "picks one by its directory name)")
     parser.add_argument("--host", default="127.0.0.1", help="address to listen on (0.0.0.0: every interface)")
-    parser.add_argument("--port", type=int, default=8000, help="TCP port, 1-65535 (0: any free port)")
+    parser.add_argument("--port", type=int, default=8000, help="TCP port, 1-65535")
     parser.add_argument("--api-key", default=None,
                         help="require 'Authorization: Bearer KEY' (or set $LMTUNE_API_KEY); none: no key")
     parser.add_argument("--max-batch", type=int, default=16,
@@ -45,9 +45,9 @@ def run(args: argparse.Namespace) -> int:
     args.api_key = args.api_key or os.environ.get("LMTUNE_API_KEY") or None
     if args.max_batch < 1 or args.max_tokens < 1:
         raise UserError("--max-batch and --max-tokens must be at least 1")
-    if not 0 <= args.port <= 65535:
+    if not 1 <= args.port <= 65535:
         raise UserError(f"--port {args.port}: a TCP port is between 1 and 65535",
-                        ["pick a port such as --port 8000 (or 0 for any free port)"])
+                        ["pick a free port such as --port 8000"])
     if args.max_request_bytes < 1024:
         raise UserError(f"--max-request-bytes {args.max_request_bytes}: at least 1024 bytes",
                         [f"the default is {DEFAULT_MAX_REQUEST_BYTES:,} (4 MiB)"])
