@@ -33,6 +33,7 @@ def unfinished(run: Path, checkpoint_step: int | None) -> Path:
     """The run as a kill leaves it: no train_summary.json/eval.json, optionally one complete checkpoint."""
     (run / "train_summary.json").unlink(missing_ok=True)
     (run / "eval.json").unlink(missing_ok=True)
+    os.utime(run / "metrics.jsonl")   # just written to, as by a run in progress (copies keep old times)
     if checkpoint_step is not None:
         ckpt = run / "checkpoints" / f"checkpoint-{checkpoint_step}"
         ckpt.mkdir(parents=True)

@@ -637,7 +637,7 @@ def test_save_on_another_rank_writes_nothing_and_reports_the_metrics(tiny, tmp_p
     assert val is None and not (tmp_path / "run").exists()
     peak = metrics.pop("peak_memory_mb")
     assert isinstance(peak, float) and peak > 0
-    assert metrics == {"method": "lora", "trainable_params": 1234, "total_params": 5678, "train_seconds": 1.23,
+    assert metrics == {"method": "lora", "objective": "sft", "trainable_params": 1234, "total_params": 5678, "train_seconds": 1.23,
                        "global_step": 7, "epochs": 0.1235, "stop_at": {"max_steps": 2}, "final_train_loss": 0.5}
     metrics, _ = lt._save(cfg, RunDir(tmp_path / "run"), _small_setup(tiny), _SaveTrainer(zero=False, epoch=None), 2.0)
     assert metrics["epochs"] == 0.0 and "final_train_loss" not in metrics and "eval_loss" not in metrics
