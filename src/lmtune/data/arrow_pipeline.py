@@ -28,7 +28,10 @@ from lmtune.data.formats import Example
 from lmtune.data.holdout import heldout_size, hold_out, split_train_validation, split_warnings
 from lmtune.data.records import ScannedSplit, scan
 from lmtune.data.templates import Template, get_template
+from lmtune.data.token_shards import load_shards, tokenize_to_arrow
 from lmtune.errors import DataError
+from lmtune.run.layout import write_json
+from lmtune.tasks import task_files
 
 if TYPE_CHECKING:
     import datasets
@@ -52,8 +55,6 @@ def resolve_files(data_cfg: "DataConfig") -> dict[str, list[str]]:
     files = {"train": list(data_cfg.train), "validation": list(data_cfg.validation),
              "test": list(data_cfg.test)}
     if data_cfg.task:
-        from lmtune.tasks import task_files  # the tasks package owns the bundled files
-
         for split, path in task_files(data_cfg.task).items():
             if split in files and not files[split]:
                 files[split] = [str(path)]
@@ -96,8 +97,6 @@ def prepare_arrow(data_cfg: "DataConfig", tokenizer: Any, template: Template | N
 
 
 def _load(entry: Path, data_cfg: "DataConfig", tokenizer: Any, template: Template | None) -> PreparedData:
-    from lmtune.data.token_shards import load_shards
-
     stats = json.loads((entry / STATS).read_text())
     held = [Example(**e) for e in json.loads((entry / HELDOUT).read_text())]
     template = template or get_template(data_cfg.template, stats["format"], tokenizer, data_cfg.system_prompt)
@@ -145,8 +144,6 @@ def _build(data_cfg: "DataConfig", files: dict, tokenizer: Any, template: Templa
         raise DataError("no training examples left after truncation",
                         [f"data.max_length: {data_cfg.max_length} leaves no answer token in any example; "
                          f"raise it"])
-    from lmtune.run.layout import write_json
-
     write_json(build / STATS, stats)
     write_json(build / HELDOUT, [dataclasses.asdict(ex) for ex in train.examples(held)])
     for scratch in build.glob("records-*.arrow"):
@@ -250,8 +247,6 @@ def _warnings(data_cfg: "DataConfig", files: dict, splits: dict, train: ScannedS
 
 def _tokenize(splits: dict, data_cfg: "DataConfig", tokenizer: Any, template: Template, stats: dict,
               build: Path) -> None:
-    from lmtune.data.token_shards import tokenize_to_arrow
-
     for name, (split, positions) in splits.items():
         if not len(positions):
             continue

@@ -40,6 +40,9 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
+from lmtune.data.readers import _expand
+from lmtune.run.layout import write_json
+
 PIPELINE_VERSION = 2     # bump when the prepared data of the same inputs would change
 META = "meta.json"
 MARKER = "lmtune_data_cache"
@@ -79,8 +82,6 @@ def entry_digest(path: Path) -> str:
 def _data_files(files: dict[str, list[str]], problems: list[str] | None = None) -> list[list[str]]:
     """(split, path, size, content hash) of every file, directories expanded as the readers do
     (a FIFO or device is never opened: `_expand` leaves it out and reports it in `problems`)."""
-    from lmtune.data.readers import _expand
-
     problems = [] if problems is None else problems
     out = []
     for split in sorted(files):
@@ -276,8 +277,6 @@ def publish(build: Path, key: str, meta: dict[str, Any]) -> Path:
     """Write meta.json (with every file's size and hash) into the build directory, rename it to the
     entry; another process that published the same key first wins (ours, identical, is removed).
     Something else in the way (not a valid entry): ours is used uncached, removed at exit."""
-    from lmtune.run.layout import write_json
-
     write_json(build / META, {**meta, MARKER: PIPELINE_VERSION, "key": key, "files": checksums(build)})
     entry = cache_root() / key
     try:

@@ -19,7 +19,9 @@ from lmtune.data.arrow_pipeline import conflicting_prompts, dedupe_positions, fi
 from lmtune.data.preference import load_preference, raise_problems, render
 from lmtune.data.records import ScannedSplit, scan
 from lmtune.data.templates import TemplateError, get_template, resolve_template_name
+from lmtune.data.token_shards import tokenize_to_arrow
 from lmtune.errors import DataError
+from lmtune.models import EMBEDDED, embedded_model_dir, open_tokenizer
 
 SAMPLE_CHARS = 1500
 
@@ -93,8 +95,6 @@ class _Check:
         return self.token_report(template, tokenizer, split, kept)
 
     def token_report(self, template: Any, tokenizer: Any, split: ScannedSplit, kept: Any) -> list[str]:
-        from lmtune.data.token_shards import tokenize_to_arrow
-
         o = self.o
         tok = tokenize_to_arrow(split, kept, template, tokenizer, o.max_length, o.train_on_prompt, None,
                                 "examples", keep_samples=o.samples)
@@ -146,8 +146,6 @@ class _Check:
 
 def _tokenizer(model: str) -> tuple[Any, str]:
     """(tokenizer, "") or (None, why not) when the embedded base is not built in this checkout."""
-    from lmtune.models import EMBEDDED, embedded_model_dir, open_tokenizer
-
     if model in EMBEDDED and not (embedded_model_dir(model) / "tokenizer.json").is_file():
         return None, f"not counted: the embedded '{model}' base is not built yet (scripts/build_base.py)"
     return open_tokenizer(model), ""

@@ -19,6 +19,7 @@ import random
 from pathlib import Path
 
 from lmtune.data.formats import Example
+from lmtune.run.layout import write_text
 
 HELDOUT_FILE = "heldout_test.jsonl"
 SHARE, MIN_SIZE, MAX_SIZE, MIN_EXAMPLES = 0.10, 20, 200, 10
@@ -83,8 +84,6 @@ def to_record(ex: Example) -> dict:
 
 
 def write_heldout(path: Path, examples: list[Example]) -> None:
-    from lmtune.run.layout import write_text
-
     write_text(path, "".join(json.dumps(to_record(ex), ensure_ascii=False) + "\n" for ex in examples))
 
 

@@ -22,9 +22,12 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from lmtune.data.formats import Example
+from lmtune.data.prepare import resolve_files
 from lmtune.data.readers import Record, read_paths
 from lmtune.data.templates import Template, TemplateError
 from lmtune.errors import DataError
+from lmtune.train.hparams import DataSize
 
 PAIR_KEYS = ("prompt", "chosen", "rejected")
 KTO_KEYS = ("prompt", "completion", "label")
@@ -189,8 +192,6 @@ def raise_problems(loaded: PreferenceRecords, what: str) -> None:
 def _answer_text(template: Template, messages: list[dict], answer: str, prompt_text: str) -> str:
     """What the template trains after `prompt_text` when `answer` is the reply: the answer and the
     template's own end-of-turn text (chatml: <|im_end|>), the eos left to the trainer."""
-    from lmtune.data.formats import Example
-
     example = Example("<pair>", "chat", messages=[*messages, {"role": "assistant", "content": answer}],
                       fields={"instruction": messages[-1]["content"], "input": "", "output": answer})
     segments = template.segments(example)
@@ -235,8 +236,6 @@ def prepare_preference(data_cfg, objective: str, template: Template) -> Preferen
     text for TRL's DPO/ORPO/KTO trainers. Raises DataError listing every bad record."""
     from datasets import Dataset
 
-    from lmtune.data.prepare import resolve_files
-
     kind = KIND_OF[objective]
     files = resolve_files(data_cfg)
     train = load_preference(files["train"], kind)
@@ -266,8 +265,6 @@ def prepare_preference(data_cfg, objective: str, template: Template) -> Preferen
 def data_size(dataset, tokenizer, max_length: int):
     """hparams.DataSize of a preference split: one example per record, prompt + chosen (or the
     completion) tokens, so `train.epochs: auto` sizes a preference run as it sizes SFT."""
-    from lmtune.train.hparams import DataSize
-
     answer = "chosen" if "chosen" in dataset.column_names else "completion"
     lengths = [len(tokenizer(p + a, add_special_tokens=False)["input_ids"]) + 1
                for p, a in zip(dataset["prompt"], dataset[answer])]

@@ -26,12 +26,13 @@ import numpy as np
 from lmtune.data.formats import Example, _check_schemas, guess_format, other_format_files, sort_problems, to_example
 from lmtune.data.parallel import cores, ordered_map
 from lmtune.data.readers import (
-    MAX_RECORD_BYTES,
     FileInfo,
     LongLine,
+    MAX_RECORD_BYTES,
     ReadResult,
     Record,
     _decode_lines,
+    _expand,
     _read_jsonl,
     too_large,
 )
@@ -209,8 +210,6 @@ def scan(paths: list[str], format: str, out_path: Path, procs: int | None = None
 
 
 def _size(paths: list[str]) -> int:
-    from lmtune.data.readers import _expand
-
     return sum(f.stat().st_size for p in paths for f in _expand(Path(p), []))
 
 

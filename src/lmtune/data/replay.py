@@ -16,18 +16,21 @@ written to RUN/replay.jsonl (a resumed run reads them back instead of drawing or
 
 from __future__ import annotations
 
+import json
 import random
 from pathlib import Path
 from typing import Any, Callable
 
 from lmtune.data.formats import Example
+from lmtune.data.prepare import load_split
+from lmtune.data.templates import get_template
+from lmtune.data.token_shards import tokenize_columns
+from lmtune.tasks import ASSETS
 
 REPLAY_FILE = "replay.jsonl"
 
 
 def _general_dir() -> Path:
-    from lmtune.tasks import ASSETS
-
     return ASSETS / "general"
 
 
@@ -48,10 +51,6 @@ def _draw(items: list, n: int, seed: int) -> list:
 def draw_records(source: str, n: int, seed: int, generate: Callable[[list[str]], list[str]] | None) -> list[dict]:
     """n replay records ({"text"} or {"messages"}) from the source; `generate` answers prompts with
     the base model (source self)."""
-    import json
-
-    from lmtune.data.prepare import load_split
-
     if n == 0:
         return []
     if source == "self":
@@ -79,9 +78,6 @@ def to_examples(records: list[dict]) -> list[Example]:
 def tokenize_replay(records: list[dict], template: Any, tokenizer: Any, max_length: int) -> dict[str, list]:
     """input_ids + completion_mask columns: text with the raw template (every token trained),
     conversations with the run's template."""
-    from lmtune.data.templates import get_template
-    from lmtune.data.token_shards import tokenize_columns
-
     examples = to_examples(records)
     raw = get_template("raw", "text", tokenizer)
     out: dict[str, list] = {"input_ids": [], "completion_mask": []}

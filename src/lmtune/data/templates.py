@@ -20,6 +20,7 @@ from typing import Any
 
 from lmtune.data.formats import Example, guess_format, to_example
 from lmtune.data.readers import Record
+from lmtune.errors import ConfigError
 
 TEMPLATE_NAMES = ("auto", "alpaca", "chatml", "model")
 GENERATION_MARKER = re.compile(r"\{%-?\s*generation\s*-?%\}")
@@ -300,8 +301,6 @@ def resolve_template_name(name: str, data_format: str | None, tokenizer: Any = N
 def get_template(name: str, data_format: str | None, tokenizer: Any = None,
                  system_prompt: str | None = None) -> Template:
     """Build the template a run uses. Raises ConfigError for `model` without a chat template."""
-    from lmtune.errors import ConfigError
-
     resolved = resolve_template_name(name, data_format, tokenizer)
     if resolved == "model":
         if tokenizer_chat_template(tokenizer) is None:

@@ -20,6 +20,8 @@ from typing import Any
 import numpy as np
 
 from lmtune.data.parallel import cores, ordered_map
+from lmtune.data.tokenize import count_tokenized, special_prefix, summarize_tokens
+from lmtune.data.tokenize_batch import tokenize_batch
 
 TASK_SIZE = 20_000
 BATCH = 1_000
@@ -52,8 +54,6 @@ class ShardResult:
         self.samples += other.samples[: max(0, keep_samples - len(self.samples))]
 
     def stats(self) -> dict[str, Any]:
-        from lmtune.data.tokenize import summarize_tokens
-
         return summarize_tokens(sorted(self.full_lengths), self.examples, self.tokens, self.trained_tokens,
                                 self.truncated, self.dropped)
 
@@ -70,8 +70,6 @@ def tokenize_to_arrow(split: Any, positions: np.ndarray, template: Any, tokenize
                       progress: bool = True) -> ShardResult:
     """Tokenize `split`'s examples at `positions` (file order); write `out_dir/NAME-K.arrow`
     (out_dir None: count only, e.g. `lmtune data check`)."""
-    from lmtune.data.tokenize import special_prefix
-
     _JOB.update(split=split, template=template, tokenizer=tokenizer, max_length=max_length,
                 train_on_prompt=train_on_prompt, prefix=special_prefix(tokenizer), keep=keep_samples)
     tasks = [(positions[i:i + TASK_SIZE], None if out_dir is None else str(out_dir / f"{name}-{k:05d}.arrow"))
@@ -92,9 +90,6 @@ def tokenize_columns(examples: list, template: Any, tokenizer: Any, max_length: 
                      desc: str = "tokenizing") -> dict[str, list]:
     """`input_ids` + `completion_mask` of examples held in memory (e.g. replay's generated records),
     batched like tokenize_to_arrow's tasks; examples that cannot be tokenized are left out."""
-    from lmtune.data.tokenize import special_prefix
-    from lmtune.data.tokenize_batch import tokenize_batch
-
     result, prefix = ShardResult(), special_prefix(tokenizer)
     out: dict[str, list] = {"input_ids": [], "completion_mask": []}
     bar = _progress(len(examples), desc, True)
@@ -118,8 +113,6 @@ def _progress(n: int, desc: str, enabled: bool):
 
 
 def _task(task: tuple[np.ndarray, str | None]) -> ShardResult:
-    from lmtune.data.tokenize_batch import tokenize_batch
-
     positions, path = task
     job, result = _JOB, ShardResult()
     writer = _Writer(path) if path else None
@@ -138,8 +131,6 @@ def _task(task: tuple[np.ndarray, str | None]) -> ShardResult:
 def _count(examples: list, tokenized: list, result: ShardResult, keep: int) -> tuple[list, list]:
     """The bookkeeping of one batch (problems, truncated, dropped, totals, samples); returns the kept
     ids and masks."""
-    from lmtune.data.tokenize import count_tokenized
-
     ids, masks = [], []
     for example, tok in zip(examples, tokenized):
         if isinstance(tok, str):

@@ -19,7 +19,14 @@ import shutil
 from dataclasses import dataclass
 from pathlib import Path
 
+import lmtune.merge
 from lmtune.errors import UserError
+from lmtune.export import scratch as sc
+from lmtune.export.chat_formats import jinja_chat_template, modelfile
+from lmtune.export.gguf_file import QUANTS, read_config, write_gguf
+from lmtune.generate import stop_ids_of, stop_texts_of, template_for
+from lmtune.inference_loading import check_weights, open_path
+from lmtune.run.layout import probe_writable, write_text
 
 FORMATS = ("gguf",)
 
@@ -59,8 +66,6 @@ def _check_outside_inputs(out: Path, run_path: str, loaded) -> None:
 
 def _check_family(loaded) -> None:
     """An architecture the GGUF writer does not know is refused before any merge or folder."""
-    from lmtune.export.gguf_file import read_config
-
     source = Path(loaded.model_dir or loaded.base_ref)
     if (source / "config.json").is_file():
         read_config(source)
@@ -68,15 +73,10 @@ def _check_family(loaded) -> None:
 
 def export(run_path: str, out: str, fmt: str = "gguf", quant: str = "q8_0", overwrite: bool = False,
            pre_tokenizer: str | None = None) -> ExportResult:
-    from lmtune.export import scratch as sc
-    from lmtune.export.gguf_file import QUANTS
-
     if fmt not in FORMATS:
         raise UserError(f"--format {fmt}: not supported", [f"allowed: {', '.join(FORMATS)}"])
     if quant not in QUANTS:
         raise UserError(f"--quant {quant}: not supported for GGUF", [f"allowed: {', '.join(QUANTS)}"])
-    from lmtune.inference_loading import check_weights, open_path
-
     if not Path(run_path).exists() and run_path != "tiny":
         raise UserError(f"{run_path}: no such run or model directory",
                         ["give a run directory, an adapter, a merged model directory or 'tiny'"])
@@ -89,8 +89,6 @@ def export(run_path: str, out: str, fmt: str = "gguf", quant: str = "q8_0", over
     _check_outside_inputs(out_dir, run_path, loaded)
     check_weights(loaded)
     _check_family(loaded)
-    from lmtune.run.layout import probe_writable
-
     probe_writable(sc.nearest_existing(out_dir), "--out")   # where the scratch and --out will go
     if left:
         sc.remove(left)
@@ -99,8 +97,6 @@ def export(run_path: str, out: str, fmt: str = "gguf", quant: str = "q8_0", over
     created: list[Path] = []
     try:
         model_dir = _merged_dir(run_path, loaded, work)
-        from lmtune.export.gguf_file import read_config
-
         read_config(model_dir)  # a model without config.json beside it: checked on the merged folder
         created = _make_dir(out_dir)
         return _write(model_dir, loaded, out_dir, gguf_name, quant, _name(run_path), pre_tokenizer)
@@ -132,10 +128,8 @@ def _name(run_path: str) -> str:
 def _merged_dir(run_path: str, loaded, work: Path | None) -> Path:
     """The folder holding standalone weights: the model itself, or the adapter merged into scratch."""
     if loaded.adapter_dir is not None:
-        from lmtune.merge import merge
-
         merged = work / "merged"
-        merge(run_path, str(merged))
+        lmtune.merge.merge(run_path, str(merged))
         return merged
     return Path(loaded.model_dir or loaded.base_ref)
 
@@ -143,11 +137,6 @@ def _merged_dir(run_path: str, loaded, work: Path | None) -> Path:
 def _write(model_dir: Path, loaded, out_dir: Path, gguf_name: str, quant: str, name: str,
            pre_tokenizer: str | None) -> ExportResult:
     from transformers import AutoTokenizer, GenerationConfig
-
-    from lmtune.export.chat_formats import jinja_chat_template, modelfile
-    from lmtune.export.gguf_file import read_config, write_gguf
-    from lmtune.generate import stop_ids_of, stop_texts_of, template_for
-    from lmtune.run.layout import write_text
 
     tokenizer = AutoTokenizer.from_pretrained(str(model_dir))
     template = template_for(loaded, tokenizer)
@@ -158,9 +147,7 @@ def _write(model_dir: Path, loaded, out_dir: Path, gguf_name: str, quant: str, n
     stops = stop_texts_of(tokenizer, stop_ids_of(tokenizer, gen_cfg, template), template)
     chat_template = jinja_chat_template(template)
     final = out_dir / gguf_name
-    from lmtune.export.scratch import gguf_tmp_name
-
-    tmp = out_dir / gguf_tmp_name(gguf_name)
+    tmp = out_dir / sc.gguf_tmp_name(gguf_name)
     try:
         summary = write_gguf(model_dir, tmp, quant, chat_template, stops, name, pre_tokenizer)
         os.replace(tmp, final)

@@ -12,6 +12,8 @@ from __future__ import annotations
 import json
 import re
 
+from lmtune.data.templates import ChatMLTemplate
+
 NL = "{{ '\\n' }}"
 # {% generation %} blocks mark trained tokens for TRL; runtimes other than transformers do not know
 # the tag. An always-true `if` with the same whitespace control renders the same text everywhere.
@@ -132,8 +134,6 @@ def ollama_template(template) -> tuple[str | None, str]:
     when it is role-wrapped (role_layout) or renders like ChatML, checked on probe conversations
     against lmtune's own rendering; otherwise None (Ollama then falls back to its own detection
     from the GGUF's chat template)."""
-    from lmtune.data.templates import ChatMLTemplate
-
     if template.name == "chatml":
         return OLLAMA_CHATML, "chatml"
     if template.name == "alpaca":

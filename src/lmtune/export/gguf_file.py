@@ -16,6 +16,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+from lmtune.data.tokenize import special_prefix
 from lmtune.errors import UserError
 
 QUANTS = ("f32", "f16", "bf16", "q8_0", "q4_0")
@@ -159,8 +160,6 @@ def add_tokenizer(writer, model_dir: Path, cfg: dict, chat_template: str, stops:
                   pre_tokenizer: str | None) -> dict:
     import gguf
     from transformers import AutoTokenizer
-
-    from lmtune.data.tokenize import special_prefix
 
     tok = AutoTokenizer.from_pretrained(str(model_dir))
     vocab_size = cfg["vocab_size"]

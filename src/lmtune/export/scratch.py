@@ -21,6 +21,8 @@ import socket
 import tempfile
 from pathlib import Path
 
+from lmtune import __version__
+from lmtune.export.gguf_file import QUANTS
 from lmtune.run.layout import OUTPUT_MARKER, process_alive
 
 SCRATCH_PREFIX = ".lmtune-export-merge-"
@@ -33,8 +35,6 @@ def gguf_tmp_name(gguf_name: str) -> str:
 
 def _is_our_tmp(name: str, outputs: list[str]) -> bool:
     """`.model-q8_0.gguf.tmp` (a quant export knows) or rundir.write_text's `.Modelfile.XXXXXXXX.tmp`."""
-    from lmtune.export.gguf_file import QUANTS
-
     if name in {gguf_tmp_name(f"model-{q}.gguf") for q in QUANTS}:
         return True
     return any(re.fullmatch(rf"\.{re.escape(o)}\.[a-z0-9_]{{8}}\.tmp", name) for o in outputs)
@@ -49,8 +49,6 @@ def nearest_existing(path: Path) -> Path:
 
 def make_scratch(out: Path) -> Path:
     """A new scratch folder next to `out` (in its nearest existing parent), marked before use."""
-    from lmtune import __version__
-
     scratch = Path(tempfile.mkdtemp(prefix=SCRATCH_PREFIX, dir=nearest_existing(out)))
     marker = {"written_by": "lmtune", "kind": SCRATCH_KIND, "version": __version__,
               "out": str(out.absolute()), "host": socket.gethostname(), "pid": os.getpid()}

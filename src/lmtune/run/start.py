@@ -18,6 +18,7 @@ from pathlib import Path
 from lmtune import models
 from lmtune.config import ModelConfig, from_dict, read_yaml
 from lmtune.errors import ConfigError
+from lmtune.run.layout import write_json
 
 STARTED_FROM = "started_from.json"
 
@@ -103,8 +104,6 @@ def template_of(run: Path) -> dict | None:
 
 def record(run_root: Path, ref: str) -> None:
     """started_from.json in the new run: the run it started from, its weights, steps and objective."""
-    from lmtune.run.layout import write_json
-
     run = source_run(ref)
     if run is None:
         return

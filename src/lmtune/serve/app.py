@@ -18,6 +18,7 @@ from fastapi.responses import Response
 from sse_starlette import EventSourceResponse
 from starlette.exceptions import HTTPException
 
+from lmtune.data.templates import TemplateError
 from lmtune.generate import GenerationSettings
 from lmtune.serve.engine import Engine, Job
 from lmtune.serve.limits import DEFAULT_MAX_REQUEST_BYTES, BodyLimit
@@ -122,8 +123,6 @@ def _served(engine: Engine, name: str):
 def _job(served, req, prompt, requested: int) -> Job:
     """Render and tokenize the prompt as `lmtune generate` does (special-token text in contents
     stays text: serve/prompt.py); cap max_tokens by the context."""
-    from lmtune.data.templates import TemplateError
-
     if req.n != 1:
         raise APIError(400, f"n: only n=1 is supported, got {req.n}", "n")
     param = "messages" if isinstance(prompt, list) else "prompt"

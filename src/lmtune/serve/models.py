@@ -10,7 +10,11 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from lmtune.config import Config
 from lmtune.errors import UserError
+from lmtune.generate import Generator, template_for
+from lmtune.inference_loading import load_for_inference, open_path
+from lmtune.models import check_adapter_base, load_tokenizer
 
 
 @dataclass
@@ -43,9 +47,6 @@ def context_length(model, tokenizer) -> int:
 def load_served(paths: list[str]) -> dict[str, Served]:
     """name -> Served. One path: a run, adapter, merged model or base. Several: runs or adapters
     that all sit on the same base, loaded once with one adapter per run."""
-    from lmtune.generate import Generator, template_for
-    from lmtune.inference_loading import load_for_inference, open_path
-
     names = [served_name(p) for p in paths]
     dupes = sorted({n for n in names if names.count(n) > 1})
     if dupes:
@@ -69,9 +70,6 @@ def load_served(paths: list[str]) -> dict[str, Served]:
     for i, (name, item) in enumerate(zip(names, loaded)):
         adapter = "default" if i == 0 else f"adapter{i}"
         if i:
-            from lmtune.config import Config
-            from lmtune.models import check_adapter_base, load_tokenizer
-
             mcfg = (item.config or Config()).model
             check_adapter_base(item.adapter_dir, item.base_ref, allow_pickle=mcfg.allow_pickle)
             model.load_adapter(str(item.adapter_dir), adapter_name=adapter)

@@ -17,6 +17,7 @@ from __future__ import annotations
 import re
 
 from lmtune.data.templates import TemplateError
+from lmtune.data.tokenize import special_prefix
 
 _MARK = "\ue000{}\ue001"           # private-use characters: no template writes them
 _MARKS = re.compile("\ue000(\\d+)\ue001")
@@ -90,8 +91,6 @@ def _as_text(tok):
 
 
 def _encode_pieces(gen, text: str, forged: list[tuple[int, int]]) -> list[int]:
-    from lmtune.data.tokenize import special_prefix
-
     tok, ids, pos = gen.tokenizer, [], 0
     for start, end in forged:
         ids += tok(text[pos:start], add_special_tokens=False)["input_ids"] if start > pos else []

@@ -9,6 +9,7 @@ from pathlib import Path
 
 from lmtune.report import html as H
 from lmtune.report.build import _png
+from lmtune.run.layout import write_text
 from lmtune.sweep.results import TrialRow, table_cells
 from lmtune.sweep.study import SweepSpec
 
@@ -118,7 +119,5 @@ def _test_section(test: dict | None) -> str:
 
 
 def write(path: Path, *args) -> Path:
-    from lmtune.run.layout import write_text
-
     write_text(path, render(*args))
     return path

@@ -14,8 +14,13 @@ import yaml
 from lmtune.report import html as H
 from lmtune.report.compare import Row, cells, compare
 from lmtune.config import _merge, from_dict, parse_overrides, read_yaml
+from lmtune.data import resolve_files
+from lmtune.evaluate import EvalSettings, evaluate_model, loss_data
+from lmtune.generate import Generator
+from lmtune.inference_loading import open_path
 from lmtune.run.layout import write_json, write_text
 from lmtune.sweep.study import SweepSpec
+from lmtune.sweep.trial import trial_overrides
 
 BEST_YAML = "best.yaml"
 BEST_TEST = "best_test"
@@ -93,8 +98,6 @@ def to_text(rows: list[TrialRow], spec: SweepSpec) -> str:
 def best_config(spec: SweepSpec, best_params: dict) -> dict:
     """The user's config with the sweep's overrides and the winning values: the same layout as the
     file the sweep started from (a preset's DDP settings stay), its own output directory."""
-    from lmtune.sweep.trial import trial_overrides
-
     trial = trial_overrides(spec, best_params, spec.out / "best")
     # the trial's own evaluation switches are for selection: the best run evaluates as usual
     keep = [o for o in trial if not o.startswith(("output.dir=", "eval.after_train=", "eval.final_val_loss=",
@@ -124,11 +127,6 @@ def evaluate_winner(spec: SweepSpec, best) -> dict | None:
         return json.loads((out / "eval.json").read_text())
     if not (run_dir / "config.yaml").is_file():
         return None     # the winner ran on another machine: evaluate it there
-    from lmtune.data import resolve_files
-    from lmtune.evaluate import EvalSettings, evaluate_model, loss_data
-    from lmtune.generate import Generator
-    from lmtune.inference_loading import open_path
-
     cfg = open_path(str(run_dir)).config
     test_files = resolve_files(cfg.data)["test"]
     if not test_files:

@@ -7,14 +7,19 @@ asks Optuna for the next trial, runs it, and tells the result; the storage seria
 
 from __future__ import annotations
 
+import hashlib
+import itertools
 import os
+import re
 import socket
+import time
 from dataclasses import dataclass, field
 from pathlib import Path
+from urllib.parse import unquote
 
 from lmtune.errors import UserError
 from lmtune.run.layout import process_alive
-from lmtune.sweep.space import Param
+from lmtune.sweep.space import Param, grid_space
 
 SETTINGS_ATTR = "lmtune_sweep"     # study user attribute: what the study was created for
 # The storage URL travels to worker processes (and may come from the user) through the environment,
@@ -47,8 +52,6 @@ class SweepSpec:
 
     def settings(self) -> dict:
         """What must not change when a sweep resumes (a study mixing two searches compares nothing)."""
-        import hashlib
-
         # the file's content too: a config edited mid-sweep would make best.yaml differ from the trials
         digest = hashlib.sha256(Path(self.config).read_bytes()).hexdigest()[:16]
         return {"config": self.config, "config_sha256": digest, "overrides": list(self.overrides),
@@ -57,9 +60,6 @@ class SweepSpec:
 
 def hide_password(text: str, url: str) -> str:
     """`text` with the password of storage `url` (as written, and URL-decoded) replaced by ***."""
-    import re
-    from urllib.parse import unquote
-
     m = re.match(r"^[A-Za-z][A-Za-z0-9+.-]*://[^/@:]*:([^/]*)@", url)
     if not m or not m.group(1):
         return text
@@ -78,7 +78,7 @@ def default_storage(out: Path) -> str:
 
 def open_storage(url: str):
     """An Optuna RDBStorage; anything that fails here is the user's URL (exit 2, no trial run)."""
-    import optuna
+    import optuna  # noqa: F401 -- outside the try below: a missing optuna is not the URL's fault
 
     # SQLite serialises writers: wait for the lock instead of failing when two workers tell at once
     kwargs = {"connect_args": {"timeout": 60}} if url.startswith("sqlite") else {}
@@ -98,8 +98,6 @@ def _rdb_storage(url: str, engine_kwargs: dict, attempts: int = 3):
     both create Optuna's tables, and one fails ("table trial_params already exists", "UNIQUE
     constraint failed: alembic_version"; 3 of 20 simultaneous openers): the tables are there when
     it tries again."""
-    import time
-
     import optuna
     import sqlalchemy.exc
 
@@ -115,8 +113,6 @@ def _rdb_storage(url: str, engine_kwargs: dict, attempts: int = 3):
 def load_study(spec: SweepSpec, storage, sampler_seed: int):
     """Create the study or load it, refusing one that was created for another search."""
     import optuna
-
-    from lmtune.sweep.space import grid_space
 
     optuna.logging.set_verbosity(optuna.logging.WARNING)   # lmtune prints one line per trial itself
     grid = grid_space(spec.params)
@@ -191,10 +187,6 @@ def enqueue_grid(study, params: list[Param]) -> int:
     """Queue every grid point the study has not seen yet. Workers then take queued trials, which
     the storage hands to one worker each: Optuna's GridSampler alone lets two workers that start
     together draw the same point (measured: both workers of a 2-point grid trained lora.r=64)."""
-    import itertools
-
-    from lmtune.sweep.space import grid_space
-
     grid = grid_space(params)
     if grid is None:
         return 0

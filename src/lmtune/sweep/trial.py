@@ -10,9 +10,12 @@ import gc
 from pathlib import Path
 from typing import Any
 
+from lmtune.config import load_config
 from lmtune.errors import UserError
+from lmtune.evaluate import evaluate_run
 from lmtune.sweep.study import SweepSpec, counted, load_study, worker_id
 from lmtune.train import processes
+from lmtune.train.recipe import train
 
 
 def trial_overrides(spec: SweepSpec, values: dict[str, Any], run_dir: Path) -> list[str]:
@@ -29,8 +32,6 @@ def trial_config(spec: SweepSpec, values: dict[str, Any], run_dir: Path):
     keeps its rows per optimizer step. `auto` and train.rows_per_step are resolved as `lmtune train`
     resolves them; with rows_per_step set, one process accumulates rows_per_step / batch_size
     micro-batches, otherwise train.grad_accum is multiplied by the process count it stands for."""
-    from lmtune.config import load_config
-
     resolve = processes.resolve
     overrides = trial_overrides(spec, values, run_dir)
     cfg = load_config(spec.config, overrides)
@@ -69,8 +70,6 @@ def _pruning_callback(trial, sign: float):
 
 
 def run_trial(trial, spec: SweepSpec) -> float:
-    from lmtune.train.recipe import train
-
     values = {p.key: p.suggest(trial) for p in spec.params}
     run_dir = spec.out / f"trial-{trial.number:04d}"
     trial.set_user_attr("run_dir", str(run_dir))
@@ -86,8 +85,6 @@ def run_trial(trial, spec: SweepSpec) -> float:
             raise UserError("no validation loss to select on", ["give validation data (data.validation or "
                                                                 "data.val_split > 0)"])
         return float(m["eval_loss"])
-    from lmtune.evaluate import evaluate_run
-
     ev = evaluate_run(run_dir, test=spec.validation_files, base=False, progress=False)
     forgetting = ev.get("forgetting") or {}
     if forgetting.get("ratio") is not None:

@@ -11,6 +11,8 @@ fine-tuning, a frozen copy of the starting weights, taken before the first step.
 
 from __future__ import annotations
 
+import copy
+
 from lmtune.config import Config
 
 PREFERENCE = ("dpo", "orpo", "kto")
@@ -56,8 +58,6 @@ def reference_copy(model, cfg: Config):
     continues from another run). LoRA/QLoRA and orpo: None (no copy)."""
     if cfg.method != "full" or cfg.train.objective == "orpo":
         return None
-    import copy
-
     ref = copy.deepcopy(model).eval()
     for p in ref.parameters():
         p.requires_grad_(False)

@@ -7,8 +7,10 @@ SFTTrainer on a pre-tokenized dataset (input_ids + completion_mask), so TRL buil
 
 from __future__ import annotations
 
+import dataclasses
 import math
 import os
+import sys
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -18,7 +20,9 @@ from lmtune import models
 from lmtune.checks import data_paths, max_length_fits, run_test_files
 from lmtune.config import Config
 from lmtune.data.holdout import HELDOUT_FILE, write_heldout
+from lmtune.data.preference import data_size, prepare_preference
 from lmtune.data.prepare import summary_line
+from lmtune.data.templates import get_template, template_from_dict
 from lmtune.errors import ConfigError, UserError
 from lmtune.evaluate import final_evaluation
 from lmtune.evaluate.run import validation_loss
@@ -29,7 +33,7 @@ from lmtune.run import start
 from lmtune.run.artifacts import checkpoint_card, record_base, write_run_card
 from lmtune.run.envinfo import collect_env
 from lmtune.run.layout import RunDir, replace_dir, run_inputs, write_json, write_text
-from lmtune.train import distributed, methods
+from lmtune.train import distributed, methods, objectives
 from lmtune.train import resume as resuming
 from lmtune.train.distributed import trainer_arguments
 from lmtune.train.hparams import resolve_for_run
@@ -133,9 +137,7 @@ def _setup(cfg: Config, run: RunDir, resume: bool) -> _Setup:
     models.use_training_attention(model, cfg, device)
     reference = None
     if cfg.train.objective != "sft":
-        from lmtune.train.objectives import reference_copy
-
-        reference = reference_copy(model, cfg)   # full dpo/kto: the frozen start, before training
+        reference = objectives.reference_copy(model, cfg)   # full dpo/kto: the frozen start, before training
     model = methods.prepare(model, cfg)
 
     record_base(model, cfg.model.name_or_path)  # adapter_config.json: 'tiny' or the Hub id, not a path
@@ -147,8 +149,6 @@ def _setup(cfg: Config, run: RunDir, resume: bool) -> _Setup:
 
 
 def _say_data(stats: dict) -> None:
-    import sys
-
     if distributed.is_main_process():
         print(summary_line(stats), file=sys.stderr)
 
@@ -157,8 +157,6 @@ def _suggest_processes(cfg: Config, device_kind: str, threads: int) -> None:
     """One process on one thread of a multi-core CPU (the default) leaves cores idle: say how to
     use them. Processes, not threads: a second passive thread costs more than it gives
     (lmtune/train/cpu_tuning.py; the measurements are in benchmarks/README.md)."""
-    import sys
-
     cores = distributed.usable_cores()
     if device_kind != "cpu" or threads != 1 or cfg.train.threads or distributed.is_launched() or cores < 2:
         return
@@ -176,8 +174,6 @@ def _own_data_defaults(cfg: Config, run: RunDir, model, data, device_kind: str, 
     """Auto hyperparameters from this model and data (lmtune/train/hparams.py), in place, before
     config.yaml is written. Rank 0 writes the held-out test split (data/holdout.py) that the
     final evaluation scores, prints the data pipeline's warnings and what auto chose."""
-    import sys
-
     main = distributed.is_main_process()
     if main:
         for warning in data.stats.get("warnings", []):
@@ -186,8 +182,6 @@ def _own_data_defaults(cfg: Config, run: RunDir, model, data, device_kind: str, 
             write_heldout(run / HELDOUT_FILE, data.test_examples)
     size = None
     if cfg.train.objective != "sft":
-        from lmtune.data.preference import data_size
-
         size = data_size(data.train, tokenizer, cfg.data.max_length)
     resolve_for_run(cfg, model, data.train, device_kind, distributed.world_size(),
                     say=print if main else (lambda line: None), data_size=size)
@@ -217,8 +211,6 @@ def _prepare_data(cfg: Config, run: RunDir, tokenizer, resume: bool):
             run.create(cfg.output.overwrite)
 
     if cfg.train.objective != "sft":   # preference records: rendered text, tokenized by TRL's trainer
-        from lmtune.data.preference import prepare_preference
-
         template = run_template(cfg, tokenizer)
         data = prepare_preference(cfg.data, cfg.train.objective, template)   # small: every rank reads it
         if distributed.is_main_process():
@@ -232,8 +224,6 @@ def _prepare_data(cfg: Config, run: RunDir, tokenizer, resume: bool):
 def run_template(cfg: Config, tokenizer):
     """The template of a preference run: the run's it starts from (template.json), else the one SFT
     would use for chat data (data.template)."""
-    from lmtune.data.templates import get_template, template_from_dict
-
     run = start.source_run(cfg.model.name_or_path)
     saved = start.template_of(run) if run else None
     if saved and cfg.data.template == "auto":
@@ -326,8 +316,6 @@ def distributed_arguments(cfg: Config, device_kind: str) -> dict:
 def choose_optimizer(cfg: Config, device_kind: str) -> str:
     """auto: paged 8-bit AdamW for QLoRA on CUDA (the QLoRA paper's choice), AdamW elsewhere.
     Paged optimizers page state to CPU memory on CUDA only; on CPU we say what runs instead."""
-    import sys
-
     opt = cfg.train.optimizer
     if opt == "auto":
         if cfg.method == "qlora" and device_kind == "cuda":
@@ -360,8 +348,6 @@ def _build_trainer(cfg: Config, run: RunDir, s: _Setup, extra_callbacks: list = 
         callbacks.append(EarlyStoppingCallback(early_stopping_patience=cfg.train.early_stopping_patience))
     callbacks += list(extra_callbacks)
     if not sft:
-        from lmtune.train import objectives
-
         args = objectives.objective_config(cfg, common_arguments(cfg, run, s.precision, s.device.kind, has_eval))
         trainer = objectives.build(cfg, args, s.model, s.reference, s.tokenizer, s.data.train,
                                    s.data.validation if has_eval else None, callbacks)
@@ -382,7 +368,7 @@ def _build_trainer(cfg: Config, run: RunDir, s: _Setup, extra_callbacks: list = 
 def _console(cfg: Config, s: _Setup, trainer):
     from transformers.trainer_callback import PrinterCallback, ProgressCallback
 
-    from lmtune.train.callbacks import ConsoleProgress
+    from lmtune.train.callbacks import ConsoleProgress  # lazy: pulls in transformers, see _build_trainer
 
     for default in (ProgressCallback, PrinterCallback):  # ConsoleProgress replaces the raw-dict printer
         trainer.remove_callback(default)
@@ -483,8 +469,6 @@ def _finish_on_main(cfg: Config, run: RunDir, s: _Setup, trainer, metrics: dict,
                     val=None) -> None:
     """eval.json and report.html are rank 0's. With sharded weights (FSDP, ZeRO-3) no rank holds
     the whole model, so the after-train evaluation is left to `lmtune eval RUN` (said, not hidden)."""
-    import dataclasses
-
     if cfg.eval.after_train and distributed.shards_weights(cfg):
         if distributed.is_main_process():
             print(f"note: {cfg.distributed.backend} shards the weights: run `lmtune eval {run.root}` for "

@@ -4,6 +4,8 @@ training split only. What the sources are and how they are drawn: lmtune/data/re
 
 from __future__ import annotations
 
+import json
+
 from lmtune.config import Config
 from lmtune.data import replay
 from lmtune.evaluate.run import inference_mode
@@ -19,8 +21,6 @@ def add_replay(cfg: Config, run: RunDir, data, model, tokenizer, device, resume:
     r = cfg.data.replay
     if r.ratio <= 0:
         return
-    import json
-
     import datasets
 
     path = run / replay.REPLAY_FILE

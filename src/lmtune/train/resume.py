@@ -5,6 +5,7 @@ job (lmtune/run/layout.py RunDir)."""
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 from lmtune.config import Config
@@ -24,8 +25,6 @@ def finished_summary(cfg: Config, run: RunDir, quiet: bool) -> dict | None:
     """--resume of a run whose final weights and train_summary.json were written for this config's
     stopping point: say so and return its train_summary.json (a raised max_steps/epochs
     continues it instead: None)."""
-    import json
-
     name = "model" if cfg.method == "full" else "adapter"
     summary_path = run / "train_summary.json"
     if not (summary_path.is_file() and (run / name).is_dir()):
