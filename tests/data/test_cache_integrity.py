@@ -133,27 +133,26 @@ def test_every_file_of_an_entry_is_listed_with_its_size_and_hash(tokenizer, cfg)
     assert meta["files"] == {p.name: [p.stat().st_size, hashlib.sha256(p.read_bytes()).hexdigest()] for p in files}
 
 
-def test_train_on_a_damaged_cache_says_so_and_trains_on_rebuilt_data(tmp_path):
-    """The real CLI, twice on the same data with the shard flipped between: the line, exit 0, and the
-    second run's data_stats.json equals the first's."""
+def test_train_on_a_damaged_cache_says_so_and_trains_on_rebuilt_data(tmp_path, monkeypatch, capfd):
+    """`lmtune train` (the CLI's entry point, in this process, one training process) twice on the
+    same data with the shard flipped between: the line, exit 0, and the second run's
+    data_stats.json equals the first's."""
     data = tmp_path / "train.jsonl"
     data.write_text("".join(json.dumps({"instruction": f"Q{i}", "output": f"A{i}"}) + "\n" for i in range(40)))
-    env = {**os.environ, "LMTUNE_CACHE_DIR": str(tmp_path / "cache"),
-           "PYTHONPATH": os.pathsep.join([str(ROOT / "src"), os.environ.get("PYTHONPATH", "")])}
+    monkeypatch.setenv("LMTUNE_CACHE_DIR", str(tmp_path / "cache"))
+    monkeypatch.chdir(tmp_path)
 
-    def train(out: str) -> subprocess.CompletedProcess:
-        return subprocess.run([sys.executable, "-m", "lmtune", "train", "--data", str(data), "--output",
-                               str(tmp_path / out), "train.max_steps=1", "eval.after_train=false"],
-                              capture_output=True, text=True, cwd=tmp_path, env=env, timeout=600)
+    def train(out: str) -> int:
+        return main(["train", "--data", str(data), "--output", str(tmp_path / out), "train.max_steps=1",
+                     "eval.after_train=false", "distributed.nproc=1"])
 
-    first = train("one")
-    assert first.returncode == 0, first.stderr
+    assert train("one") == 0, capfd.readouterr().err
+    capfd.readouterr()
     [entry] = [p for p in (tmp_path / "cache" / "data").iterdir() if not p.name.startswith(".")]
     _flip(entry / "train-00000.arrow")
-    second = train("two")
-    assert second.returncode == 0 and "Traceback" not in second.stderr, second.stderr
-    assert f"data: cached data {entry} is damaged: the bytes of train-00000.arrow changed; rebuilding it" \
-        in second.stderr
+    rc, err = train("two"), capfd.readouterr().err
+    assert rc == 0 and "Traceback" not in err, err
+    assert f"data: cached data {entry} is damaged: the bytes of train-00000.arrow changed; rebuilding it" in err
     stats = [json.loads((tmp_path / out / "data_stats.json").read_text()) for out in ("one", "two")]
     assert stats[0] == stats[1]
 

@@ -144,11 +144,17 @@ def test_csv_and_parquet_records_over_the_limit_are_reported_too(tmp_path, capsy
         assert err.count(" over the limit ") == 1 and "1 problem in " in err, err
 
 
-def test_train_stops_on_a_20_mib_line_with_its_place(tmp_path):
+def test_train_stops_on_a_20_mib_line_with_its_place(tmp_path, monkeypatch, capfd):
+    """`lmtune train` through the CLI's entry point, in this process (the real process's exit without
+    a traceback is covered by the FIFO cases above)."""
     path = _big_jsonl(tmp_path / "big.jsonl")
     out = tmp_path / "run"
-    proc = lmtune("train", "--data", str(path), "--output", str(out), cwd=tmp_path, timeout=300)
-    refused(proc, f"{path}:2: record of 20.0 MiB, over the limit of {LIMIT_MIB} MiB per record")
+    monkeypatch.chdir(tmp_path)
+    capfd.readouterr()
+    rc = main(["train", "--data", str(path), "--output", str(out), "distributed.nproc=1"])
+    err = capfd.readouterr().err
+    assert rc == 2 and "Traceback" not in err and err.count("error: ") == 1, err
+    assert f"{path}:2: record of 20.0 MiB, over the limit of {LIMIT_MIB} MiB per record" in err, err
     assert not out.exists()
 
 
