@@ -2,7 +2,7 @@
 
 Each section is a pydantic dataclass: a field's `Field(description=...)` is its one-line doc (shown
 by `lmtune config show --explain`), its type or `Literal` says what is allowed and `ge`/`gt`/`le`
-its range. pydantic checks every field at once; `_problems` turns its errors into one line per key,
+its range. pydantic checks every field at once; `config/messages.py` turns its errors into one line per key,
 naming the key as the user typed it, what was given and what is allowed. They stay stdlib
 dataclasses (`dataclasses.asdict`/`replace` keep working), and `lmtune --help` does not import this
 module: only commands that read a config pay for pydantic.
@@ -11,7 +11,6 @@ module: only commands that read a config pay for pydantic.
 from __future__ import annotations
 
 import dataclasses
-import difflib
 import functools
 import os
 import typing
@@ -23,6 +22,7 @@ from pydantic import AfterValidator, BeforeValidator, ConfigDict, Field, Strict,
 from pydantic.dataclasses import dataclass
 from pydantic_core import PydanticCustomError
 
+from lmtune.config.messages import hints, is_section, problems_by_key
 from lmtune.errors import ConfigError
 
 Method = Literal["full", "lora", "qlora"]
@@ -290,99 +290,6 @@ class Config:
         return yaml.safe_dump(self.to_dict(), sort_keys=False, default_flow_style=False)
 
 
-# ---------------------------------------------------------------- pydantic's errors -> one line per key
-
-_BOUNDS = {"greater_than_equal": ("ge", ">="), "greater_than": ("gt", ">"), "less_than_equal": ("le", "<="),
-           "less_than": ("lt", "<")}
-
-
-def _is_section(tp: Any) -> bool:
-    return isinstance(tp, type) and dataclasses.is_dataclass(tp)
-
-
-@functools.cache
-def _hints(cls: type) -> dict[str, Any]:
-    """Field types without their pydantic annotations: `float | str | None`, `Literal[...]`, a section."""
-    return typing.get_type_hints(cls)
-
-
-def _type_name(tp: Any) -> str:
-    names = {bool: "true/false", int: "an integer", float: "a number", str: "a string"}
-    if tp in names:
-        return names[tp]
-    if typing.get_origin(tp) is list:
-        return "a list of strings"
-    if typing.get_origin(tp) is Literal:
-        return _type_name(str)
-    args = [a for a in typing.get_args(tp) if a is not type(None)]
-    return " or ".join(_type_name(a) for a in args) if args else str(tp)
-
-
-def _unknown(key: str, allowed: list[str]) -> str:
-    name = key.rsplit(".", 1)[-1]
-    prefix = key[: -len(name)]
-    close = difflib.get_close_matches(name, allowed, n=1, cutoff=0.6)
-    if not close:  # abbreviations such as `lr` for `learning_rate`
-        close = [a for a in allowed if "".join(w[0] for w in a.split("_")) == name or a.startswith(name)][:1]
-    hint = f" (did you mean '{prefix}{close[0]}'?)" if close else ""
-    return f"{key}: unknown key{hint}; allowed: {', '.join(allowed)}"
-
-
-def _locate(loc: tuple, raw: dict) -> tuple[str, type, Any, Any]:
-    """The key an error is about, as the user typed it: (dotted key, its section, its type hint
-    (None for an unknown key), the value given)."""
-    cls, parts, value = Config, [], raw
-    for part in loc:
-        parts.append(str(part))
-        value = value.get(part) if isinstance(value, dict) else None
-        tp = _hints(cls).get(part) if isinstance(part, str) else None
-        if tp is None or not _is_section(tp):
-            break
-        cls = tp
-    return ".".join(parts), cls, tp, value
-
-
-def _message(key: str, section: type, tp: Any, value: Any, errors: list[dict]) -> str:
-    """One line for one key, from all of pydantic's errors about it (a union reports one per member)."""
-    if tp is None:
-        return _unknown(key, list(_hints(section)))
-    if _is_section(tp):
-        return f"{key}: expected a mapping of keys, got {value!r}"
-    kinds = {e["type"]: e for e in errors}
-    if "finite_number" in kinds:  # NaN compares false with every bound, inf passes a lone min
-        return f"{key}: got {kinds['finite_number']['input']!r}, must be a finite number"
-    bound = next((e for e in errors if e["type"] in _BOUNDS), None)
-    if bound:
-        name, op = _BOUNDS[bound["type"]]
-        return f"{key}: got {bound['input']!r}, must be {op} {bound['ctx'][name]}"
-    if "not_auto" in kinds:
-        return f"{key}: got {value!r} (str), expected a number or auto"
-    if "literal_error" in kinds and isinstance(value, str):
-        allowed = ", ".join("null" if c is None else str(c) for c in typing.get_args(tp))
-        return f"{key}: got {value!r}, allowed: {allowed}"
-    return f"{key}: got {value!r} ({type(value).__name__}), expected {_type_name(tp)}"
-
-
-def _key_order(raw: dict, prefix: str = "") -> list[str]:
-    """Every dotted key of `raw`, in the order the user wrote them."""
-    keys = []
-    for key, value in raw.items():
-        keys.append(f"{prefix}{key}")
-        if isinstance(value, dict):
-            keys += _key_order(value, f"{prefix}{key}.")
-    return keys
-
-
-def _problems(exc: ValidationError, raw: dict) -> list[str]:
-    """One message per key in the order the keys were written (pydantic sorts by field)."""
-    by_key: dict[str, tuple[type, Any, Any, list[dict]]] = {}
-    for err in exc.errors():
-        key, section, tp, value = _locate(err["loc"], raw)
-        by_key.setdefault(key, (section, tp, value, []))[3].append(err)
-    order = {k: i for i, k in enumerate(_key_order(raw))}
-    return [_message(key, *found) for key, found in sorted(by_key.items(), key=lambda kv: order.get(kv[0], 0))]
-
-
 def _check_cross(cfg: Config, problems: list[str]) -> None:
     """Rules that involve more than one key."""
     if cfg.lora.target_modules == [] or cfg.lora.target_modules == "":
@@ -485,7 +392,7 @@ def from_dict(raw: dict[str, Any], source: str = "config") -> Config:
         try:
             cfg = _validator().validate_python(raw)
         except ValidationError as exc:
-            problems = _problems(exc, raw)
+            problems = problems_by_key(exc, raw, Config)
         if not problems:
             _check_cross(cfg, problems)
     if problems:
@@ -530,8 +437,8 @@ def explain(cls: type = Config, prefix: str = "") -> list[tuple[str, str, str]]:
     """(key, default, doc) for every field, for help texts and docs: the docs are the fields' descriptions."""
     rows = []
     for name, info in cls.__pydantic_fields__.items():
-        tp = _hints(cls)[name]
-        if _is_section(tp):
+        tp = hints(cls)[name]
+        if is_section(tp):
             rows += explain(tp, f"{prefix}{name}.")
             continue
         rows.append((f"{prefix}{name}", repr(info.get_default(call_default_factory=True)), info.description or ""))
