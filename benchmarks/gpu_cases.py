@@ -245,7 +245,7 @@ def build_trainer(c: Case, model, cfg, device: str, dropped: list[str]):
     data, ids = _train_dataset(c, cfg.vocab_size, total_steps * c.batch * c.grad_accum)
     optim = "paged_adamw_8bit" if (c.method == "qlora" and cuda) else "adamw_torch"
     if c.recipe == "lmtune" and c.method != "qlora" and cuda:
-        optim = "adamw_torch_fused"      # lmtune.train.recipe.choose_optimizer on CUDA
+        optim = "adamw_torch_fused"      # lmtune.train.arguments.choose_optimizer on CUDA
     common = dict(output_dir=str(Path(c.work) / "out" / c.name), max_steps=total_steps, learning_rate=1e-4,
                   per_device_train_batch_size=c.batch, gradient_accumulation_steps=c.grad_accum,
                   warmup_steps=0, logging_steps=1, save_strategy="no", eval_strategy="no", report_to="none",

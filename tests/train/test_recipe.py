@@ -24,6 +24,7 @@ import lmtune.train.recipe as lt
 from lmtune.config import load_config
 from lmtune.errors import ConfigError, UserError
 from lmtune.run.layout import RunDir
+from lmtune.train import arguments
 from lmtune.train.callbacks import MarkCheckpointComplete, NonFiniteGuard
 from tiny_models import tiny_run_inputs
 
@@ -115,15 +116,15 @@ def test_fp16_and_a_step_count_set_alone_without_best_model(tmp_path):
 def test_distributed_fields_come_from_lmtune_distributed(tmp_path, monkeypatch):
     cfg = load_config(None, ["data.task=sql", f"output.dir={tmp_path / 'run'}", "train.learning_rate=1e-3",
                              "train.epochs=1", "distributed.backend=ddp"])
-    assert lt.distributed_arguments(cfg, "cpu") == {}          # one process: nothing
+    assert arguments.distributed_arguments(cfg, "cpu") == {}          # one process: nothing
     _launched(monkeypatch, 0)
-    got = lt.distributed_arguments(cfg, "cpu")
+    got = arguments.distributed_arguments(cfg, "cpu")
     assert got["ddp_backend"] == "gloo" and got["ddp_find_unused_parameters"] is False
-    assert "ddp_backend" not in lt.distributed_arguments(cfg, "cuda")
+    assert "ddp_backend" not in arguments.distributed_arguments(cfg, "cuda")
     for name in ("LOCAL_RANK", "RANK", "WORLD_SIZE"):   # SFTConfig would join a process group
         monkeypatch.delenv(name)
     seen = []
-    monkeypatch.setattr(lt, "distributed_arguments", lambda c, kind: seen.append((c, kind)) or {"ddp_timeout": 77})
+    monkeypatch.setattr(arguments, "distributed_arguments", lambda c, kind: seen.append((c, kind)) or {"ddp_timeout": 77})
     a = lt.training_arguments(cfg, RunDir(cfg.output.dir), "fp32", "cpu", has_eval=False)
     assert a.ddp_timeout == 77 and seen == [(cfg, "cpu")]
 
@@ -142,7 +143,7 @@ def test_distributed_fields_come_from_lmtune_distributed(tmp_path, monkeypatch):
 ])
 def test_optimizer_choice_and_its_notes(capsys, method, optimizer, device, expected, note):
     cfg = load_config(None, ["data.task=sql", f"method={method}", f"train.optimizer={optimizer}"])
-    assert lt.choose_optimizer(cfg, device) == expected
+    assert arguments.choose_optimizer(cfg, device) == expected
     out = capsys.readouterr()
     assert (out.err, out.out) == (note, "")
 
