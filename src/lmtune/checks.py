@@ -1,7 +1,8 @@
 """Checks every command runs on its arguments before any model loads: numbers (finite, in range)
 and paths (exists, readable, UTF-8 where text, file vs directory, output writable, not '.', not a
 symlink). Each failure is one UserError (exit 2) and nothing has been written or deleted yet.
-Standard library only: commands call these before importing torch."""
+Standard library only at import: commands call these before importing torch, and the few checks
+that read data import lmtune.data (numpy, pyarrow) when they run."""
 
 from __future__ import annotations
 
@@ -9,8 +10,6 @@ import math
 import os
 from pathlib import Path
 
-from lmtune.data import load_split
-from lmtune.data.readers import listing, odd_file, special_kind
 from lmtune.errors import ConfigError, DataError, UserError
 
 
@@ -36,6 +35,8 @@ def input_file(path: str | Path, flag: str, text: bool = False) -> Path:
                                                            f"directory, {Path.cwd()})"])
     if p.is_dir():
         raise UserError(f"{flag} {path}: is a directory, expected a file", ["give the path of a file"])
+    from lmtune.data.readers import special_kind   # lazy: lmtune.data loads numpy and pyarrow
+
     kind = special_kind(p)
     if kind or not p.is_file():
         raise UserError(f"{flag} {path}: not a regular file: {kind or 'not a file'}", ["give the path of a file"])
@@ -130,6 +131,8 @@ def data_paths(cfg) -> None:
     """data.train/validation/test and a replay file: a FIFO, a device or a socket, given or inside a
     given directory, stops the run now, before any model loads (reading one blocks forever or never ends). Missing
     files and bad records are the data pipeline's to report, all at once."""
+    from lmtune.data.readers import listing, odd_file   # lazy: lmtune.data loads numpy and pyarrow
+
     keys = [(f"data.{split}", given) for split in ("train", "validation", "test")
             for given in getattr(cfg.data, split) or []]
     replay = cfg.data.replay
@@ -152,6 +155,7 @@ def run_test_files(cfg) -> None:
     or broken test file stops the run before hours of training, not after."""
     if not cfg.data.test:
         return
+    from lmtune.data import load_split   # lazy: lmtune.data loads numpy and pyarrow
 
     load_split(list(cfg.data.test), cfg.data.format, "test data (data.test)")
 
