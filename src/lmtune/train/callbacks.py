@@ -15,15 +15,20 @@ from lmtune.run.layout import COMPLETE_MARKER, checkpoint_manifest, write_text
 
 
 class MetricsJsonl(TrainerCallback):
-    """One JSON object per log step (train loss, lr, grad norm, eval loss), appended and flushed."""
+    """One JSON object per log step (train loss, lr, grad norm, eval loss), appended and flushed.
+    A training row with TRL's running num_tokens also gets tokens_per_second: the tokens trained
+    since the previous such row over the wall-clock time between them (the UI plots it)."""
 
     def __init__(self, path: Path, perplexity: bool = True):
         self.path = path
         self.perplexity = perplexity   # exp(eval_loss) is a perplexity for SFT only, not for a DPO loss
+        self._tokens: tuple[float, float] | None = None    # (monotonic time, num_tokens) at the last row
 
     def on_train_begin(self, args, state, control, **kwargs):
         """On resume, drop the rows logged after the checkpoint (they are logged again) and a last
         line cut by a kill, so the file reads as one clean run."""
+        # a fresh run counts from 0 tokens now; a resumed one's count is known from its first row on
+        self._tokens = (time.monotonic(), 0.0) if state.global_step == 0 else None
         if not state.is_world_process_zero or not self.path.is_file():
             return
         kept = []
@@ -42,6 +47,11 @@ class MetricsJsonl(TrainerCallback):
         row = {"step": state.global_step, "epoch": round(state.epoch or 0.0, 4), **logs}
         if "eval_loss" in logs and self.perplexity:
             row["eval_perplexity"] = math.exp(min(logs["eval_loss"], 50.0))
+        seen, now = logs.get("num_tokens"), time.monotonic()
+        if "loss" in logs and isinstance(seen, (int, float)):
+            if self._tokens is not None and now > self._tokens[0] and seen >= self._tokens[1]:
+                row["tokens_per_second"] = round((seen - self._tokens[1]) / (now - self._tokens[0]), 1)
+            self._tokens = (now, seen)
         with open(self.path, "a", encoding="utf-8") as fh:
             fh.write(json.dumps(row) + "\n")
 
