@@ -1,5 +1,5 @@
-"""`lmtune ui [RUNS_DIR] [--host H] [--port P] [--token T] [--read-only]`: a local web app over a
-directory of runs (lmtune/ui/)."""
+"""`lmtune ui [RUNS_DIR] [--host H] [--port P] [--token T] [--read-only] [--data-dir DIR]...
+[--max-upload-mb N]`: a local web app over a directory of runs (lmtune/ui/)."""
 
 from __future__ import annotations
 
@@ -21,7 +21,12 @@ def register(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--token", default=None,
                         help="require this token on every request (or set $LMTUNE_UI_TOKEN); needed off loopback")
     parser.add_argument("--read-only", action="store_true",
-                        help="never start or stop runs (today's pages only read; kept for the pages that will)")
+                        help="never take uploads or start, stop or resume runs (/new's actions are off)")
+    parser.add_argument("--data-dir", action="append", default=None, metavar="DIR",
+                        help="a folder /new may read data files from (repeatable; default: the current "
+                             "folder); RUNS_DIR/uploads always is one")
+    parser.add_argument("--max-upload-mb", type=float, default=100, metavar="N",
+                        help="largest data file /new takes as an upload, in MiB")
 
 
 def is_loopback(host: str) -> bool:
@@ -52,6 +57,12 @@ def run(args: argparse.Namespace) -> int:
     if not runs_dir.is_dir():
         raise UserError(f"RUNS_DIR {runs_dir}: no such directory",
                         ["give the directory holding your runs, e.g. `lmtune ui runs`"])
+    if not args.max_upload_mb > 0:
+        raise UserError(f"--max-upload-mb {args.max_upload_mb}: must be above 0", ["e.g. --max-upload-mb 100"])
+    data_dirs = [Path(d) for d in (args.data_dir or ["."])]
+    for d in data_dirs:
+        if not d.is_dir():
+            raise UserError(f"--data-dir {d}: no such directory", ["give a folder that holds your data files"])
     from lmtune.serve.server import bind, make_server
     from lmtune.ui.app import LOOPBACK_HOSTS, create_app
 
@@ -59,7 +70,8 @@ def run(args: argparse.Namespace) -> int:
 
     sock = bind(args.host, args.port)
     summaries(runs_dir)   # parse every run once now: the first page load then only checks for changes
-    app = create_app(runs_dir, token=token, allowed_hosts=LOOPBACK_HOSTS if loopback else ["*"])
+    app = create_app(runs_dir.resolve(), token=token, allowed_hosts=LOOPBACK_HOSTS if loopback else ["*"],
+                     read_only=args.read_only, data_dirs=data_dirs, max_upload=int(args.max_upload_mb * 2**20))
     host, port = sock.getsockname()[:2]
     if host in ("0.0.0.0", "::"):   # every interface: name the machine, not an address no one can open
         import socket
@@ -71,5 +83,6 @@ def run(args: argparse.Namespace) -> int:
     try:
         make_server(app, log_level="warning").run(sockets=[sock])
     finally:
+        app.state.models.close()
         sock.close()
     return 0

@@ -15,7 +15,8 @@ from lmtune.report.compare import cells, compare
 from lmtune.ui.runs import RunSummary, load_light, summarize
 
 # Which metrics.jsonl key each live chart follows (one series per run on /compare).
-CHARTS = (("loss", "training loss"), ("eval_loss", "validation loss"), ("learning_rate", "learning rate"))
+CHARTS = (("loss", "training loss"), ("eval_loss", "validation loss"), ("learning_rate", "learning rate"),
+          ("tokens_per_second", "tokens/s"))
 
 
 def page(title: str, body: str, runs_dir: Path) -> str:
@@ -23,7 +24,8 @@ def page(title: str, body: str, runs_dir: Path) -> str:
             f'<meta name="viewport" content="width=device-width, initial-scale=1">\n'
             f"<title>{H.esc(title)}</title>\n<style>{H.CSS}</style>\n"
             f'<link rel="stylesheet" href="/static/ui.css">\n<script src="/static/ui.js" defer></script>\n'
-            f'</head>\n<body>\n<nav><a href="/">lmtune ui</a> <span class="muted">{H.esc(runs_dir)}</span></nav>\n'
+            f'</head>\n<body>\n<nav><a href="/">lmtune ui</a> <a href="/chat">chat</a> <a href="/new">new run</a> '
+            f'<span class="muted">{H.esc(runs_dir)}</span></nav>\n'
             f"{body}\n</body>\n</html>\n")
 
 
@@ -73,16 +75,31 @@ def runs_row(s: RunSummary) -> str:
             + _td(_when(s.status.updated), s.status.updated, "num") + "</tr>")
 
 
-def runs_page(runs_dir: Path, rows: list[RunSummary]) -> str:
-    if not rows:
+def runs_table(rows: list[RunSummary], table_id: str) -> str:
+    head = "".join(f"<th>{H.esc(h)}</th>" for h in RUN_HEADERS)
+    return (f'<table id="{H.esc(table_id)}" class="sortable"><thead><tr>{head}</tr></thead><tbody>'
+            + "".join(runs_row(s) for s in rows) + "</tbody></table>")
+
+
+def sweep_section(name: str, trials: list[RunSummary]) -> str:
+    """A sweep's trials under one heading (the sweep's own sweep.html holds its study plots)."""
+    done = sum(t.status.state == "finished" for t in trials)
+    head = (f'<h2 class="sweep">sweep {H.esc(name)} <span class="muted">{len(trials)} trials, {done} finished'
+            f"; <code>lmtune sweep --status</code> and sweep.html in {H.esc(name)}/ hold the study</span></h2>")
+    if not trials:
+        return head + '<p class="muted">no trial has started yet</p>'
+    return head + runs_table(trials, f"sweep-{name}")
+
+
+def runs_page(runs_dir: Path, rows: list[RunSummary], sweeps: dict[str, list[RunSummary]] | None = None) -> str:
+    sweeps = sweeps or {}
+    if not rows and not sweeps:
         body = (f"<h1>Runs</h1><p class=\"muted\">No runs under {H.esc(runs_dir)} yet: a run is a directory "
                 "with config.yaml, as <code>lmtune train</code> writes it.</p>")
         return page("lmtune ui: runs", body, runs_dir)
-    head = "".join(f"<th>{H.esc(h)}</th>" for h in RUN_HEADERS)
-    body = (f"<h1>Runs</h1><p class=\"muted\">{len(rows)} runs. Click a column to sort; tick runs and "
-            f'<button id="compare-picked" type="button">compare</button> them.</p>'
-            f'<table id="runs" class="sortable"><thead><tr>{head}</tr></thead><tbody>'
-            + "".join(runs_row(s) for s in rows) + "</tbody></table>")
+    body = (f"<h1>Runs</h1><p class=\"muted\">{len(rows)} runs, {len(sweeps)} sweeps. Click a column to sort; "
+            f'tick runs and <button id="compare-picked" type="button">compare</button> them.</p>'
+            + runs_table(rows, "runs") + "".join(sweep_section(n, t) for n, t in sweeps.items()))
     return page("lmtune ui: runs", body, runs_dir)
 
 
@@ -93,18 +110,29 @@ def charts_html(runs: list[str]) -> str:
     return f'<section id="charts" data-runs="{names}">{boxes}</section>'
 
 
-def run_page(runs_dir: Path, root: Path) -> str:
-    s = summarize(root)
+def controls(s: RunSummary, read_only: bool) -> str:
+    """Stop (a running run) and resume (a stopped one), for runs directly under RUNS_DIR."""
+    if read_only or "/" in s.name:
+        return ""
+    name = H.esc(s.name)
+    return (f'<p id="controls" data-run="{name}"><button type="button" id="stop-run" '
+            f'{"" if s.status.state == "running" else "hidden"}>stop (Ctrl-C)</button> '
+            f'<button type="button" id="resume-run" {"" if s.status.state == "stopped" else "hidden"}>resume</button> '
+            '<span id="action-note" class="muted"></span></p>')
+
+
+def run_page(runs_dir: Path, root: Path, name: str | None = None, read_only: bool = False) -> str:
+    s = summarize(root, name)
     run = load_light(root)
     report = (f'<a href="/runs/{H.esc(s.name)}/report.html">report.html</a>' if (root / B.REPORT_FILE).is_file()
               else f"no report.html yet (<code>lmtune report {H.esc(root)}</code>)")
     weights = next((d for d in ("adapter", "model") if (root / d).is_dir()), None)
-    facts = [("status", status_html(s)), ("method", H.esc(s.row.method)), ("base", H.esc(s.base)),
+    facts = [("status", f'<span id="status">{status_html(s)}</span>'), ("method", H.esc(s.row.method)), ("base", H.esc(s.base)),
              ("data", H.esc(s.data)), ("steps", f'<span id="steps">{H.esc(s.steps if s.steps is not None else "-")}</span>'),
              ("forgetting", H.badge(s.row.forgetting))]
     body = [f"<h1>{H.esc(s.name)}</h1>", H.cards(facts),
             f'<p>{report}. Weights: {H.esc(str(root / weights)) if weights else "not written yet"}. '
-            f'Export: <code>lmtune export {H.esc(root)}</code>.</p>',
+            f'Export: <code>lmtune export {H.esc(root)}</code>.</p>', controls(s, read_only),
             "<h2>Training curves</h2>", charts_html([s.name]),
             '<p class="muted" id="live-note">Curves follow metrics.jsonl: polled every second.</p>',
             "<h2>Evaluation: base vs tuned</h2>", B.section_eval(run),

@@ -1,6 +1,7 @@
 """Reading RUNS_DIR for the web UI: which runs exist, each one's status and summary row, and the
 rows of metrics.jsonl after a given index. Reads only the small files `lmtune train`/`lmtune eval`
-write (never the weights); every name is checked to stay a direct child of RUNS_DIR."""
+write (never the weights); every name is checked to stay inside RUNS_DIR: a run directly under it
+(NAME), or a trial of a sweep directly under it (SWEEP/trial-0003, as `lmtune sweep` lays them out)."""
 
 from __future__ import annotations
 
@@ -14,9 +15,10 @@ import yaml
 from lmtune.report.build import RunData, cfg_get, data_label, read_metrics
 from lmtune.report.compare import Row, row_of
 from lmtune.run.layout import RunDir
+from lmtune.ui.process import PROCESS_FILE, running_pid
 
-# A run with no train_summary.json whose files changed this recently counts as running: lmtune
-# records no pid, and metrics.jsonl gains a line every train.logging_steps.
+# A run with no train_summary.json whose files changed this recently counts as running, unless the
+# UI started it (then its recorded pid says): metrics.jsonl gains a line every train.logging_steps.
 ACTIVE_SECONDS = 120.0
 _LOADER = getattr(yaml, "CSafeLoader", yaml.SafeLoader)   # libyaml: 200 configs parse in tens of ms
 
@@ -34,7 +36,7 @@ class Status:
 
 @dataclass
 class RunSummary:
-    name: str
+    name: str                   # NAME, or SWEEP/trial-NNNN for a sweep's trial
     status: Status
     row: Row                    # the same row `lmtune compare` prints (report/compare.py)
     base: str
@@ -53,15 +55,35 @@ class RunSummary:
                 "train_seconds": r.train_seconds, "eval_loss": r.eval_loss}
 
 
+SWEEP_FILES = ("study.db", "sweep.html", "best.yaml")   # what `lmtune sweep` writes into its DIR
+
+
+def _plain(part: str) -> bool:
+    return bool(part) and part not in (".", "..") and not part.startswith(".") and not any(
+        c in part for c in "/\\\0")
+
+
+def is_sweep(path: Path) -> bool:
+    """A sweep directory: no config.yaml of its own, and a file `lmtune sweep` writes."""
+    return not (path / "config.yaml").exists() and any((path / f).is_file() for f in SWEEP_FILES)
+
+
 def resolve_run(runs_dir: Path, name: str) -> Path:
     """RUNS_DIR/name, refused (NotARun) unless name is one plain path component naming a run
-    directory (config.yaml) whose real path lies inside RUNS_DIR."""
-    if not name or name in (".", "..") or "/" in name or "\\" in name or "\0" in name or name.startswith("."):
+    directory (config.yaml), or SWEEP/TRIAL with SWEEP a sweep directory, whose real path lies
+    directly inside RUNS_DIR (or inside the sweep)."""
+    parts = name.split("/") if name else []
+    if not 1 <= len(parts) <= 2 or not all(_plain(p) for p in parts):
         raise NotARun(name)
     root = runs_dir.resolve()
-    path = (runs_dir / name)
+    path = runs_dir.joinpath(*parts)
     try:
         real = path.resolve()
+        if len(parts) == 2:
+            sweep = runs_dir / parts[0]
+            if sweep.resolve().parent != root or not is_sweep(sweep):
+                raise NotARun(name)
+            root = sweep.resolve()
     except (OSError, RuntimeError):
         raise NotARun(name) from None
     if real.parent != root or not (real / "config.yaml").is_file():
@@ -69,16 +91,29 @@ def resolve_run(runs_dir: Path, name: str) -> Path:
     return path
 
 
-def list_runs(runs_dir: Path) -> list[str]:
-    """Names of the run directories directly under RUNS_DIR, sorted."""
+def _runs_in(runs_dir: Path, prefix: str, folder: Path) -> list[str]:
     names = []
-    for child in sorted(runs_dir.iterdir()) if runs_dir.is_dir() else []:
+    for child in sorted(folder.iterdir()) if folder.is_dir() else []:
         try:
-            resolve_run(runs_dir, child.name)
+            resolve_run(runs_dir, prefix + child.name)
         except NotARun:
             continue
-        names.append(child.name)
+        names.append(prefix + child.name)
     return names
+
+
+def list_runs(runs_dir: Path) -> list[str]:
+    """Names of the run directories directly under RUNS_DIR, sorted."""
+    return _runs_in(runs_dir, "", runs_dir)
+
+
+def list_sweeps(runs_dir: Path) -> dict[str, list[str]]:
+    """Sweep directory name -> its trials' run names (SWEEP/trial-NNNN), sorted."""
+    out = {}
+    for child in sorted(runs_dir.iterdir()) if runs_dir.is_dir() else []:
+        if _plain(child.name) and child.is_dir() and child.resolve().parent == runs_dir.resolve() and is_sweep(child):
+            out[child.name] = _runs_in(runs_dir, child.name + "/", child)
+    return out
 
 
 def _json(path: Path) -> dict | None:
@@ -97,16 +132,22 @@ def _mtime(path: Path) -> float:
 
 
 def run_status(root: Path, summary: dict | None, now: float | None = None) -> Status:
-    """finished: train_summary.json is there. Otherwise running when the run's files changed within
-    ACTIVE_SECONDS; else stopped when a complete checkpoint can be resumed, failed when none can."""
+    """running while the process the UI started for it lives (its pid is in the run directory);
+    finished: train_summary.json is there. Otherwise running when the run's files changed within
+    ACTIVE_SECONDS (a run started from a terminal); else stopped when a complete checkpoint can be
+    resumed, or when the UI stopped it (Ctrl-C's path), failed otherwise."""
     updated = max(_mtime(root / "metrics.jsonl"), _mtime(root / "checkpoints"), _mtime(root / "config.yaml"),
                   _mtime(root / "train_summary.json"))
+    process = _json(root / PROCESS_FILE)
+    if process is not None and running_pid(process) is not None:
+        return Status("running", None, updated)
     if summary is not None:
         return Status("finished", None, updated)
-    if (now or time.time()) - updated < ACTIVE_SECONDS:
+    if process is None and (now or time.time()) - updated < ACTIVE_SECONDS:
         return Status("running", None, updated)
-    if RunDir(root).last_checkpoint() is not None:
-        return Status("stopped", f"lmtune train {root / 'config.yaml'} --resume", updated)
+    resume = f"lmtune train {root / 'config.yaml'} --resume"
+    if RunDir(root).last_checkpoint() is not None or (process or {}).get("stopped"):
+        return Status("stopped", resume, updated)
     return Status("failed", None, updated)
 
 
@@ -173,20 +214,24 @@ def parsed(root: Path) -> RunData:
     return run
 
 
-def summarize(root: Path) -> RunSummary:
+def summarize(root: Path, name: str | None = None) -> RunSummary:
     run = parsed(root)
     summary = run.summary
     steps = (summary or {}).get("global_step")
     if steps is None:
         steps = last_step(root / "metrics.jsonl")
     objective = cfg_get(run.config, "train.objective") or cfg_get(run.config, "objective") or "sft"
-    return RunSummary(root.name, run_status(root, summary), row_of(run),
+    return RunSummary(name or root.name, run_status(root, summary), row_of(run),
                       str(cfg_get(run.config, "model.name_or_path", "-")), data_label(run.config),
                       str(objective), steps, cfg_get(run.config, "train.max_steps"))
 
 
 def summaries(runs_dir: Path) -> list[RunSummary]:
     return [summarize(runs_dir / name) for name in list_runs(runs_dir)]
+
+
+def sweep_summaries(runs_dir: Path) -> dict[str, list[RunSummary]]:
+    return {sweep: [summarize(runs_dir / n, n) for n in names] for sweep, names in list_sweeps(runs_dir).items()}
 
 
 def metrics_after(root: Path, after: int) -> dict:

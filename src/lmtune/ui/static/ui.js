@@ -1,5 +1,6 @@
-// lmtune ui: sortable tables, the compare picker, and live SVG curves polled from
-// /api/runs/NAME/metrics?after=N every second. No library: a line chart is a few dozen lines.
+// lmtune ui: sortable tables, the compare picker, live SVG curves polled from
+// /api/runs/NAME/metrics?after=N every second, the chat panes (answers streamed as JSON lines), and
+// /new's steps. No library: a line chart is a few dozen lines. Every POST carries X-Lmtune-UI.
 (function () {
   "use strict";
   var COLORS = ["#3867d6", "#eb3b5a", "#20bf6b", "#f7b731", "#8854d0", "#0fb9b1", "#fa8231", "#4b6584"];
@@ -126,6 +127,7 @@
           next[run] = data.next;
           var steps = document.getElementById("steps");
           if (steps && runs.length === 1 && data.steps !== null) steps.textContent = data.steps;
+          if (runs.length === 1) showStatus(data.status, data.resume);
         })
         .catch(function () { /* the server may be restarting: try again */ })
         .then(function () { setTimeout(function () { poll(run); }, 1000); });
@@ -144,10 +146,185 @@
     });
   }
 
+  function $(id) { return document.getElementById(id); }
+
+  function post(url, body, raw) {
+    return fetch(url, {method: "POST", headers: raw ? {"X-Lmtune-UI": "1"} :
+                       {"X-Lmtune-UI": "1", "Content-Type": "application/json"},
+                       body: raw ? body : JSON.stringify(body || {})})
+      .then(function (resp) {
+        return resp.json().catch(function () { return {error: "HTTP " + resp.status}; })
+          .then(function (data) { if (!resp.ok) throw new Error(data.error || ("HTTP " + resp.status)); return data; });
+      });
+  }
+
+  // The run page: status (with the resume command) follows the poll; stop and resume buttons.
+  function showStatus(state, resume) {
+    var box = $("status");
+    if (!box || !state) return;
+    var span = box.querySelector(".state");
+    if (span.textContent !== state) { span.textContent = state; span.className = "state " + state; }
+    var code = box.querySelector("code");
+    if (resume && !code) { box.appendChild(document.createElement("br")); code = document.createElement("code"); box.appendChild(code); }
+    if (code) code.textContent = resume || "";
+    if ($("stop-run")) $("stop-run").hidden = state !== "running";
+    if ($("resume-run")) $("resume-run").hidden = state !== "stopped";
+  }
+
+  function controls() {
+    var box = $("controls");
+    if (!box) return;
+    var run = box.getAttribute("data-run");
+    function act(what) {
+      $("action-note").textContent = what + "...";
+      post("/api/runs/" + encodeURIComponent(run) + "/" + what)
+        .then(function (d) { $("action-note").textContent = what + ": sent (pid " + d.pid + ")"; })
+        .catch(function (e) { $("action-note").textContent = e.message; });
+    }
+    $("stop-run").addEventListener("click", function () { act("stop"); });
+    $("resume-run").addEventListener("click", function () { act("resume"); });
+  }
+
+  // /chat: one message to each picked model; each answer streams into its pane.
+  function chat() {
+    var form = $("chat-form");
+    if (!form) return;
+    var history = {a: [], b: []};
+    function bubble(pane, role, text) {
+      var div = document.createElement("div");
+      div.className = "msg " + role;
+      div.textContent = text;
+      $("transcript-" + pane).appendChild(div);
+      return div;
+    }
+    function ask(pane, pick, max) {
+      var out = bubble(pane, "assistant", ""), text = "";
+      out.classList.add("streaming");
+      var body = {run: pick.slice(pick.indexOf(":") + 1), base: pick.indexOf("base:") === 0,
+                  messages: history[pane], max_tokens: max};
+      return fetch("/api/chat", {method: "POST", headers: {"X-Lmtune-UI": "1", "Content-Type": "application/json"},
+                                 body: JSON.stringify(body)}).then(function (resp) {
+        if (!resp.ok) return resp.json().then(function (d) { throw new Error(d.error || resp.status); });
+        var reader = resp.body.getReader(), decoder = new TextDecoder(), buf = "";
+        function pump() {
+          return reader.read().then(function (r) {
+            if (r.done) return;
+            buf += decoder.decode(r.value, {stream: true});
+            var lines = buf.split("\n");
+            buf = lines.pop();
+            lines.forEach(function (line) {
+              if (!line) return;
+              var ev = JSON.parse(line);
+              if (ev.text) { text += ev.text; out.textContent = text; }
+              if (ev.error) throw new Error(ev.error);
+              if (ev.done) out.setAttribute("data-finish", ev.done);
+            });
+            return pump();
+          });
+        }
+        return pump();
+      }).then(function () {
+        history[pane].push({role: "assistant", content: text});
+      }).catch(function (e) {
+        out.classList.add("error");
+        out.textContent = text + " [" + e.message + "]";
+        history[pane].pop();
+      }).then(function () { out.classList.remove("streaming"); out.setAttribute("data-done", "1"); });
+    }
+    form.addEventListener("submit", function (ev) {
+      ev.preventDefault();
+      var message = $("chat-input").value;
+      if (!message.trim()) return;
+      var max = parseInt($("max-tokens").value, 10) || 128;
+      $("send").disabled = true;
+      var jobs = ["a", "b"].filter(function (p) { return $("model-" + p).value; }).map(function (p) {
+        history[p].push({role: "user", content: message});
+        bubble(p, "user", message);
+        return ask(p, $("model-" + p).value, max);
+      });
+      $("chat-input").value = "";
+      Promise.all(jobs).then(function () { $("send").disabled = false; });
+    });
+    $("clear-chat").addEventListener("click", function () {
+      history = {a: [], b: []};
+      $("transcript-a").textContent = ""; $("transcript-b").textContent = "";
+    });
+    ["a", "b"].forEach(function (p) {
+      $("model-" + p).addEventListener("change", function () { history[p] = []; $("transcript-" + p).textContent = ""; });
+    });
+  }
+
+  // /new: data file (picked or uploaded) -> data check + advise -> config -> start, follow, stop.
+  function newRun() {
+    if (!$("new-run")) return;
+    fetch("/api/data").then(function (r) { return r.json(); }).then(function (d) {
+      d.files.forEach(function (f) { var o = document.createElement("option"); o.value = f; $("data-files").appendChild(o); });
+      $("folders").textContent = "data files are read from: " + d.folders.join(", ");
+    });
+    function note(id, text, bad) { $(id).textContent = text; $(id).classList.toggle("bad", !!bad); }
+    $("upload").addEventListener("change", function () {
+      var file = $("upload").files[0];
+      if (!file) return;
+      note("upload-note", "uploading " + file.name + "...");
+      post("/api/upload?name=" + encodeURIComponent(file.name), file, true)
+        .then(function (d) { $("data-path").value = d.path; note("upload-note", "uploaded: " + d.path); })
+        .catch(function (e) { note("upload-note", e.message, true); });
+    });
+    $("inspect").addEventListener("click", function () {
+      note("inspect-note", "running lmtune data check and lmtune advise...");
+      $("inspect").disabled = true;
+      post("/api/new/inspect", {name: $("run-name").value, path: $("data-path").value}).then(function (d) {
+        $("check-out").textContent = d.check; $("advise-out").textContent = d.advise;
+        if (d.config) $("config").value = d.config;
+        note("inspect-note", d.check_ok && d.advise_ok ? "done" : "see the problems below", !(d.check_ok && d.advise_ok));
+      }).catch(function (e) { note("inspect-note", e.message, true); })
+        .then(function () { $("inspect").disabled = false; });
+    });
+    function config() { return {name: $("run-name").value, config: $("config").value}; }
+    $("validate").addEventListener("click", function () {
+      post("/api/new/validate", config()).then(function () { note("config-note", "ok: lmtune's config loader accepts it"); })
+        .catch(function (e) { note("config-note", e.message, true); });
+    });
+    var following = null;
+    function follow(name) {
+      fetch("/api/runs/" + encodeURIComponent(name) + "/log", {cache: "no-store"}).then(function (r) { return r.json(); })
+        .then(function (d) {
+          $("train-log").textContent = d.log;
+          return fetch("/api/runs/" + encodeURIComponent(name)).then(function (r) { return r.ok ? r.json() : null; })
+            .then(function (run) {
+              var state = run ? run.status : (d.process === "running" ? "starting" : d.process || "starting");
+              var text = state + (run && run.resume ? ": resume with " + run.resume : "");
+              $("run-state").textContent = text;
+              $("run-state").setAttribute("data-state", state);
+              $("stop-new").hidden = !(d.process === "running" || state === "running");
+              if (run) $("run-state").innerHTML = "";
+              if (run) {
+                var a = document.createElement("a"); a.href = "/runs/" + encodeURIComponent(name); a.textContent = name;
+                $("run-state").appendChild(a); $("run-state").appendChild(document.createTextNode(" " + text));
+              }
+            });
+        }).catch(function () {}).then(function () { if (following === name) setTimeout(function () { follow(name); }, 1000); });
+    }
+    $("start").addEventListener("click", function () {
+      var c = config();
+      note("config-note", "starting...");
+      post("/api/new/start", c).then(function (d) {
+        note("config-note", "started: pid " + d.pid);
+        following = d.name; follow(d.name);
+      }).catch(function (e) { note("config-note", e.message, true); });
+    });
+    $("stop-new").addEventListener("click", function () {
+      if (following) post("/api/runs/" + encodeURIComponent(following) + "/stop").catch(function (e) { note("config-note", e.message, true); });
+    });
+  }
+
   document.addEventListener("DOMContentLoaded", function () {
     Array.prototype.forEach.call(document.querySelectorAll("table.sortable"), makeSortable);
     var charts = document.getElementById("charts");
     if (charts) live(charts);
     picker();
+    controls();
+    chat();
+    newRun();
   });
 })();
