@@ -110,12 +110,13 @@ def render(advice) -> str:
     return "\n".join(lines)
 
 
-def run(args: argparse.Namespace) -> int:
+def run(args: argparse.Namespace, out=print) -> int:
+    """`out`: where the report goes (the web UI collects it; the terminal's is print)."""
     from lmtune.advise import QUESTIONS, Context, advise, summarize_data, propose, choose_method, pick_seq_len
 
     if args.list_questions:
         for key, question, kind in QUESTIONS:
-            print(f"{key:22} {kind:6} {question}")
+            out(f"{key:22} {kind:6} {question}")
         return 0
     check_args(args)
     answers = collect_answers(args)
@@ -123,7 +124,7 @@ def run(args: argparse.Namespace) -> int:
     data = summarize_data(args.data, args.model) if args.data else None
     ctx = Context(args.model, data, device, gpus, args.seq_len, args.output_dir)
     advice = advise(answers, ctx)
-    print(render(advice))
+    out(render(advice))
     config = advice.config
     if config is None and args.force:
         n = data.examples if data else (answers.examples or 0)
@@ -132,7 +133,7 @@ def run(args: argparse.Namespace) -> int:
             _, config, advice.auto = propose(method, fit, answers, ctx, pick_seq_len(ctx), n)
     if config is not None:
         _write(args.out, config, advice)
-        print(f"wrote {args.out}; next: lmtune train {args.out}")
+        out(f"wrote {args.out}; next: lmtune train {args.out}")
     return 0
 
 

@@ -110,7 +110,8 @@ def _clear(root, found: dict, held: list) -> None:
     print(f"removed {', '.join(counts)}{kept}")
 
 
-def check(args: argparse.Namespace) -> int:
+def check(args: argparse.Namespace, emit=print) -> int:
+    """`emit`: where the report goes, line by line (the web UI collects it)."""
     from lmtune import checks
     from lmtune.data.check import CheckOptions, check_data, check_preference
     from lmtune.data.preference import sniff_kind
@@ -124,5 +125,5 @@ def check(args: argparse.Namespace) -> int:
     options = CheckOptions(args.format, args.template, args.model, args.max_length, args.train_on_prompt,
                            args.system_prompt, args.samples)
     if kind is not None:   # preference records (train.objective dpo, orpo, kto)
-        return check_preference(args.files, options, kind, print)
-    return check_data(args.files, options, print)
+        return check_preference(args.files, options, kind, emit)
+    return check_data(args.files, options, emit)

@@ -1,14 +1,13 @@
 """What /new does with files and configs: data files only from the allowed folders (RUNS_DIR/uploads
 and the folders given to `lmtune ui --data-dir`), uploads written there atomically under a size cap,
-`lmtune data check` and `lmtune advise` run as the CLI runs them (subprocesses, their own output
-shown), and a config checked by lmtune's own loader before `lmtune train` gets it."""
+`lmtune data check` and `lmtune advise` run in this process through their own command functions
+(the command line parsed by lmtune's parser, the report collected instead of printed: no torch
+import per click), and a config checked by lmtune's own loader before `lmtune train` gets it."""
 
 from __future__ import annotations
 
 import os
 import re
-import subprocess
-import sys
 import tempfile
 from pathlib import Path
 
@@ -21,7 +20,6 @@ UPLOADS = "uploads"
 DATA_SUFFIXES = (".jsonl", ".json", ".csv", ".tsv", ".parquet")
 NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,99}$")
 DEFAULT_MAX_UPLOAD = 100 * 2**20
-TOOL_TIMEOUT_S = 300
 
 
 class Refused(Exception):
@@ -102,30 +100,38 @@ def list_data(allowed: list[Path], limit: int = 200) -> list[str]:
     return found[:limit]
 
 
-def lmtune_tool(args: list[str], cwd: Path) -> tuple[int, str]:
-    """`lmtune ARGS` as a subprocess: (exit code, what it printed)."""
+def lmtune_tool(argv: list[str], command) -> tuple[int, str]:
+    """`lmtune ARGV` through `command(args, emit)`: (exit code, the lines it reported). A user
+    error reads as the CLI prints it (exit 2)."""
+    from lmtune.cli import build_parser
+
+    lines: list[str] = []
     try:
-        done = subprocess.run([sys.executable, "-m", "lmtune", *args], capture_output=True, text=True,
-                              timeout=TOOL_TIMEOUT_S, cwd=cwd, stdin=subprocess.DEVNULL)
-    except subprocess.TimeoutExpired:
-        return 124, f"lmtune {args[0]} took longer than {TOOL_TIMEOUT_S} s"
-    return done.returncode, (done.stdout + done.stderr).strip()
+        args = build_parser().parse_args(argv)
+        code = command(args, lines.append)
+    except UserError as exc:
+        lines.append(exc.render())
+        code = 2
+    except SystemExit as exc:          # argparse's own refusal
+        code = exc.code if isinstance(exc.code, int) else 2
+    return code, "\n".join(lines)
 
 
 def check_and_advise(path: Path, runs_dir: Path, name: str, model: str) -> dict:
-    """`lmtune data check` and `lmtune advise` on one file, run side by side; advise's config
-    (written under RUNS_DIR/.lmtune-ui) comes back as text, with output.dir the run's directory."""
+    """`lmtune data check` and `lmtune advise` on one file; advise's config (written under
+    RUNS_DIR/.lmtune-ui) comes back as text, with output.dir the run's directory."""
+    from lmtune.commands import advise, data
+
     draft = config_path(runs_dir, name + ".advised")
     draft.parent.mkdir(parents=True, exist_ok=True)
-    from concurrent.futures import ThreadPoolExecutor
-
-    with ThreadPoolExecutor(2) as pool:
-        check = pool.submit(lmtune_tool, ["data", "check", str(path), "--model", model], runs_dir)
-        advise = pool.submit(lmtune_tool, ["advise", "--data", str(path), "--model", model, "--yes", "--force",
-                                           "--out", str(draft), "--output-dir", str(runs_dir / name)], runs_dir)
-        (check_rc, check_out), (advise_rc, advise_out) = check.result(), advise.result()
+    draft.unlink(missing_ok=True)
+    check_rc, check_out = lmtune_tool(["data", "check", str(path), "--model", model], data.check)
+    advise_rc, advise_out = lmtune_tool(["advise", "--data", str(path), "--model", model, "--yes", "--force",
+                                         "--out", str(draft), "--output-dir", str(runs_dir / name)], advise.run)
     config = draft.read_text(encoding="utf-8") if advise_rc == 0 and draft.is_file() else ""
     draft.unlink(missing_ok=True)
+    final = str(config_path(runs_dir, name))     # where start writes the edited config
+    advise_out, config = advise_out.replace(str(draft), final), config.replace(str(draft), final)
     return {"check": check_out, "check_ok": check_rc == 0, "advise": advise_out, "advise_ok": advise_rc == 0,
             "config": config}
 
