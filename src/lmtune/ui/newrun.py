@@ -100,20 +100,23 @@ def list_data(allowed: list[Path], limit: int = 200) -> list[str]:
     return found[:limit]
 
 
-def lmtune_tool(argv: list[str], command) -> tuple[int, str]:
-    """`lmtune ARGV` through `command(args, emit)`: (exit code, the lines it reported). A user
-    error reads as the CLI prints it (exit 2)."""
-    from lmtune.cli import build_parser
+def lmtune_tool(module, argv: list[str], command) -> tuple[int, str]:
+    """`lmtune COMMAND ARGV` through the command module's own parser and `command(args, emit)`:
+    (exit code, the lines it reported). A user error reads as the CLI prints it (exit 2)."""
+    import argparse
 
     lines: list[str] = []
     try:
-        args = build_parser().parse_args(argv)
+        parser = argparse.ArgumentParser(prog="lmtune", exit_on_error=False)
+        module.register(parser)
+        args = parser.parse_args(argv)
         code = command(args, lines.append)
     except UserError as exc:
         lines.append(exc.render())
         code = 2
-    except SystemExit as exc:          # argparse's own refusal
-        code = exc.code if isinstance(exc.code, int) else 2
+    except (SystemExit, argparse.ArgumentError):     # argparse's own refusal (printed to stderr)
+        lines.append(f"error: lmtune refused the arguments {argv}")
+        code = 2
     return code, "\n".join(lines)
 
 
@@ -125,13 +128,15 @@ def check_and_advise(path: Path, runs_dir: Path, name: str, model: str) -> dict:
     draft = config_path(runs_dir, name + ".advised")
     draft.parent.mkdir(parents=True, exist_ok=True)
     draft.unlink(missing_ok=True)
-    check_rc, check_out = lmtune_tool(["data", "check", str(path), "--model", model], data.check)
-    advise_rc, advise_out = lmtune_tool(["advise", "--data", str(path), "--model", model, "--yes", "--force",
-                                         "--out", str(draft), "--output-dir", str(runs_dir / name)], advise.run)
+    check_rc, check_out = lmtune_tool(data, ["check", str(path), "--model", model], data.check)
+    advise_rc, advise_out = lmtune_tool(advise, ["--data", str(path), "--model", model, "--yes", "--force",
+                                                 "--out", str(draft), "--output-dir", str(runs_dir / name)], advise.run)
     config = draft.read_text(encoding="utf-8") if advise_rc == 0 and draft.is_file() else ""
     draft.unlink(missing_ok=True)
     final = str(config_path(runs_dir, name))     # where start writes the edited config
-    advise_out, config = advise_out.replace(str(draft), final), config.replace(str(draft), final)
+    config = config.replace(str(draft), final)
+    # "wrote FILE; next: lmtune train FILE": here the next step is the editor and the start button
+    advise_out = "\n".join(line for line in advise_out.splitlines() if not line.startswith(f"wrote {draft}"))
     return {"check": check_out, "check_ok": check_rc == 0, "advise": advise_out, "advise_ok": advise_rc == 0,
             "config": config}
 
