@@ -36,6 +36,30 @@ def test_metrics_rows_carry_step_epoch_and_eval_perplexity(tmp_path):
                     {"step": 5, "epoch": 1.0, "eval_loss": 80.0, "eval_perplexity": math.exp(50.0)}]
 
 
+def test_training_rows_carry_tokens_per_second_without_evaluation_time(tmp_path, monkeypatch):
+    """Tokens since the previous training row over the seconds since it; an evaluation's time in
+    between is not counted; a resumed run (no count at its start) begins at its second row."""
+    from lmtune.train import callbacks
+
+    clock = [100.0]
+    monkeypatch.setattr(callbacks, "time", SimpleNamespace(monotonic=lambda: clock[0]))
+    cb, path = MetricsJsonl(tmp_path / "metrics.jsonl"), tmp_path / "metrics.jsonl"
+    cb.on_train_begin(None, _state(0), TrainerControl())
+    for seconds, logs in ((2.0, {"loss": 2.0, "num_tokens": 400.0}), (1.0, {"loss": 1.9, "num_tokens": 600.0}),
+                          (30.0, {"eval_loss": 2.1}), (4.0, {"loss": 1.8, "num_tokens": 1400.0})):
+        clock[0] += seconds
+        cb.on_log(None, _state(1), TrainerControl(), logs=logs)
+    rows = [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines()]
+    assert [r.get("tokens_per_second") for r in rows] == [200.0, 200.0, None, 200.0]
+    resumed = MetricsJsonl(tmp_path / "resumed.jsonl")
+    resumed.on_train_begin(None, _state(5), TrainerControl())
+    for tokens in (1000.0, 1300.0):
+        clock[0] += 3.0
+        resumed.on_log(None, _state(6), TrainerControl(), logs={"loss": 1.0, "num_tokens": tokens})
+    rows = [json.loads(line) for line in (tmp_path / "resumed.jsonl").read_text(encoding="utf-8").splitlines()]
+    assert [r.get("tokens_per_second") for r in rows] == [None, 100.0]
+
+
 # ---------------------------------------------------------------- NonFiniteGuard
 
 @pytest.mark.parametrize("key", ["loss", "grad_norm", "eval_loss"])

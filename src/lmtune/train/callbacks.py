@@ -17,7 +17,8 @@ from lmtune.run.layout import COMPLETE_MARKER, checkpoint_manifest, write_text
 class MetricsJsonl(TrainerCallback):
     """One JSON object per log step (train loss, lr, grad norm, eval loss), appended and flushed.
     A training row with TRL's running num_tokens also gets tokens_per_second: the tokens trained
-    since the previous such row over the wall-clock time between them (the UI plots it)."""
+    since the previous such row over the wall-clock time between them, evaluations left out (the
+    UI plots it)."""
 
     def __init__(self, path: Path, perplexity: bool = True):
         self.path = path
@@ -52,6 +53,8 @@ class MetricsJsonl(TrainerCallback):
             if self._tokens is not None and now > self._tokens[0] and seen >= self._tokens[1]:
                 row["tokens_per_second"] = round((seen - self._tokens[1]) / (now - self._tokens[0]), 1)
             self._tokens = (now, seen)
+        elif "eval_loss" in logs and self._tokens is not None:   # evaluation time is not training time
+            self._tokens = (now, self._tokens[1])
         with open(self.path, "a", encoding="utf-8") as fh:
             fh.write(json.dumps(row) + "\n")
 
