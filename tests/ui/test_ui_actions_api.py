@@ -66,3 +66,13 @@ def test_config_problems_are_the_loaders_lines_and_nothing_is_written(client, tm
 def test_run_names_stay_plain(client, name):
     resp = client.post("/api/new/validate", json={"name": name, "config": "{}"}, headers=ACT)
     assert resp.status_code == 400 and "run name" in resp.json()["error"]
+
+
+def test_actions_off_loopback_need_the_token(tmp_path):
+    """A UI opened to other hosts: starting a run needs the token like every other request."""
+    app = create_app(tmp_path, token="t0k", allowed_hosts=["*"])
+    client = TestClient(app, base_url="http://lab-box:7860")
+    body = {"name": "../bad", "config": "{}"}
+    assert client.post("/api/new/start", json=body, headers=ACT).status_code == 401
+    resp = client.post("/api/new/start", json=body, headers={**ACT, "Authorization": "Bearer t0k"})
+    assert resp.status_code == 400 and "run name" in resp.json()["error"]      # past the token, to the checks
