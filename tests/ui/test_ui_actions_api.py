@@ -76,3 +76,18 @@ def test_actions_off_loopback_need_the_token(tmp_path):
     assert client.post("/api/new/start", json=body, headers=ACT).status_code == 401
     resp = client.post("/api/new/start", json=body, headers={**ACT, "Authorization": "Bearer t0k"})
     assert resp.status_code == 400 and "run name" in resp.json()["error"]      # past the token, to the checks
+
+
+def test_chat_with_damaged_weights_is_the_loaders_message(tmp_path_factory):
+    """A run whose model weights were cut short: 409 with the weight check's line, no 500."""
+    import shutil
+
+    from eval_runs import trained_runs
+
+    root = tmp_path_factory.mktemp("damaged_runs")
+    shutil.copytree(trained_runs(tmp_path_factory)["harsh"], root / "harsh")
+    weights = root / "harsh" / "model" / "model.safetensors"
+    weights.write_bytes(weights.read_bytes()[:1000])
+    client = TestClient(create_app(root), base_url=LOCAL)
+    resp = client.post("/api/chat", json={"run": "harsh", "messages": [{"role": "user", "content": "hi"}]}, headers=ACT)
+    assert resp.status_code == 409 and "model.safetensors" in resp.json()["error"]

@@ -137,6 +137,8 @@ def test_loopback_server_refuses_foreign_host_headers(runs):
     (["--host", "0.0.0.0"], "without a token"),
     (["--port", "0"], "--port 0"),
     (["--port", "70000"], "--port 70000"),
+    (["--data-dir", "/no/such/folder"], "--data-dir /no/such/folder: no such directory"),
+    (["--max-upload-mb", "0"], "--max-upload-mb 0.0: must be above 0"),
 ])
 def test_cli_refuses_unsafe_or_bad_flags(runs, capsys, argv, message, monkeypatch):
     monkeypatch.delenv("LMTUNE_UI_TOKEN", raising=False)

@@ -13,6 +13,7 @@ from pathlib import Path
 from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse, StreamingResponse
 
+from lmtune.errors import UserError
 from lmtune.ui import newrun
 from lmtune.ui.chat import Models, checked_messages, job_for
 from lmtune.ui.newrun import Refused
@@ -77,7 +78,10 @@ def add_actions(app: FastAPI, s: Settings, run_path) -> tuple[Models, Launcher]:
             raise Refused(400, f"max_tokens: a whole number of at least 1, got {max_tokens!r}")
         root = run_path(name)
         loop = asyncio.get_running_loop()
-        engine = await loop.run_in_executor(None, models.get, name, root, base)
+        try:
+            engine = await loop.run_in_executor(None, models.get, name, root, base)
+        except UserError as exc:       # damaged weights, a base that is not there: the loader's message
+            raise Refused(409, exc.render()) from None
         job = await loop.run_in_executor(None, job_for, engine, messages, max_tokens)
         events: asyncio.Queue = asyncio.Queue()
         job.callback = lambda text, finish, error: loop.call_soon_threadsafe(events.put_nowait, (text, finish, error))
