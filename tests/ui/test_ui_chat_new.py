@@ -149,10 +149,18 @@ def test_new_run_uploads_checks_starts_stops_and_resumes(browser, tmp_path):
                     proc.wait(30)
 
 
-def test_read_only_hides_and_refuses_every_action(browser, tmp_path):
-    runs = tmp_path / "runs"
+def test_read_only_hides_and_refuses_every_action(browser, tmp_path_factory):
+    from ui_runs import age, runs_dir_of, unfinished
+
+    runs = runs_dir_of(tmp_path_factory, "read_only_runs")
+    age(unfinished(runs / "gentle", checkpoint_step=1), 3600)       # stopped: resumable
     (runs / "uploads").mkdir(parents=True)
+    with ThreadedServer(create_app(runs)) as base:
+        browser.get(base + "/runs/gentle")
+        assert browser.find_element("id", "resume-run").is_displayed()
     with ThreadedServer(create_app(runs, read_only=True)) as base:
+        browser.get(base + "/runs/gentle")
+        assert "stopped" in _text(browser, "#status") and not browser.find_elements("id", "resume-run")
         browser.get(base + "/new")
         assert browser.find_elements("id", "read-only") and not browser.find_elements("id", "start")
         assert not browser.find_elements("id", "upload")
