@@ -62,7 +62,7 @@ Positive = Annotated[float, Strict(), Field(gt=0.0)]
 _S = TypeVar("_S")
 Section = Annotated[_S, BeforeValidator(lambda v: {} if v is None else v)]   # `lora:` alone: the defaults
 Dtype = Literal["auto", "fp32", "bf16", "fp16"]
-STRICT = ConfigDict(extra="forbid", allow_inf_nan=False)
+STRICT = ConfigDict(extra="forbid", allow_inf_nan=False, defer_build=True)
 
 
 @dataclass(config=STRICT)
