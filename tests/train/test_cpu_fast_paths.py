@@ -162,8 +162,9 @@ def test_lm_head_default_per_device():
 
 # ---------------------------------------------------------------- threads per process
 
-def _threads_in_child(env_extra: dict, hidden: int | None, threads: int | None = None, tmp=None) -> int:
-    """torch's thread count after lmtune/train/cpu_tuning.py `apply`, in a fresh interpreter (as the CLI)."""
+def _threads_in_child(env_extra: dict, hidden: int | None, threads: int | None = None, tmp=None):
+    """A fresh interpreter (as the CLI) that prints torch's thread count after
+    lmtune/train/cpu_tuning.py `apply`; started, not waited for (`_count` reads it)."""
     import json
     import os
     import subprocess
@@ -181,21 +182,29 @@ def _threads_in_child(env_extra: dict, hidden: int | None, threads: int | None =
     code = ("from lmtune.config import load_config; from lmtune.train.cpu_tuning import Target, apply; "
             f"a = apply(Target(load_config(None, ['data.task=sql', *{over!r}]), {ref!r})); "
             "import torch; assert a.threads in (None, torch.get_num_threads()); print(torch.get_num_threads())")
-    out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, check=True)
-    return int(out.stdout.strip())
+    return subprocess.Popen([sys.executable, "-c", code], env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                            text=True)
+
+
+def _count(child) -> int:
+    out, err = child.communicate(timeout=600)
+    assert child.returncode == 0, err
+    return int(out.strip())
 
 
 def test_cpu_threads_default_to_one_per_process_for_small_models_under_passive_waiting(tmp_path):
+    """Six fresh interpreters (torch reads its thread settings once, at start), run side by side."""
     import os
 
     cores = len(os.sched_getaffinity(0))
     t = tmp_path
-    assert _threads_in_child({}, 256, tmp=t) == 1                  # lmtune sets passive waiting itself
-    assert _threads_in_child({}, 1024, tmp=t) == cores             # wide models: several threads pay
-    assert _threads_in_child({}, None, tmp=t) == cores             # size unknown: torch's choice
-    assert _threads_in_child({}, 256, threads=3, tmp=t) == 3       # train.threads wins
-    assert _threads_in_child({"OMP_WAIT_POLICY": "ACTIVE"}, 256, tmp=t) == cores   # spinning
-    assert _threads_in_child({"OMP_NUM_THREADS": "2"}, 256, tmp=t) == 2            # the user's env wins
+    cases = [(_threads_in_child({}, 256, tmp=t), 1),                  # lmtune sets passive waiting itself
+             (_threads_in_child({}, 1024, tmp=t), cores),             # wide models: several threads pay
+             (_threads_in_child({}, None, tmp=t), cores),             # size unknown: torch's choice
+             (_threads_in_child({}, 256, threads=3, tmp=t), 3),       # train.threads wins
+             (_threads_in_child({"OMP_WAIT_POLICY": "ACTIVE"}, 256, tmp=t), cores),   # spinning
+             (_threads_in_child({"OMP_NUM_THREADS": "2"}, 256, tmp=t), 2)]            # the user's env wins
+    assert [_count(child) for child, _ in cases] == [want for _, want in cases]
 
 
 def test_one_process_on_a_multicore_cpu_says_how_to_use_the_other_cores(tmp_path, capsys, monkeypatch):
