@@ -9,12 +9,14 @@ import os
 import re
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from lmtune.config import Config, ModelConfig
 from lmtune.data.tokenize import ensure_pad_token
 from lmtune.errors import ConfigError, UserError
 from lmtune.train.packed_attention import register
+
+if TYPE_CHECKING:   # annotations only: `lmtune data check` opens a tokenizer here and must not pay for pydantic
+    from lmtune.config import Config, ModelConfig
 
 PICKLE_SUFFIXES = (".bin", ".pt", ".pth", ".ckpt", ".pkl")
 

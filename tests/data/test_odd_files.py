@@ -2,9 +2,11 @@
 the data cache"). A FIFO, /dev/zero or a socket given to `lmtune data check`, `lmtune train --data`
 (or as data.validation / data.test, or inside a data directory) or `lmtune generate --file` exits 2
 at once with one message naming the path and what it is; nothing is opened, nothing is written.
-Each runs the real CLI in a fresh interpreter under a timeout, so a hang (reading a FIFO that no
-one writes, or /dev/zero forever) fails the test instead of stalling the suite. A record over the
-per-record limit (readers.MAX_RECORD_BYTES) is one `file:line` problem, read without being held."""
+The commands run through the CLI's entry point under a timeout (cli_runs.run_cli), so a hang
+(reading a FIFO that no one writes, or /dev/zero forever) fails the test instead of stalling the
+suite; one case per command runs the real CLI in a fresh interpreter (the exit status the shell
+sees). A record over the per-record limit (readers.MAX_RECORD_BYTES) is one `file:line` problem,
+read without being held."""
 
 from __future__ import annotations
 
@@ -18,6 +20,7 @@ from pathlib import Path
 
 import pytest
 
+from cli_runs import run_cli
 from lmtune.cli import main
 from lmtune.data import readers
 from lmtune.data.readers import LongLine, line_blocks
@@ -50,44 +53,60 @@ def odd(tmp_path: Path, kind: str) -> tuple[Path, str]:
     return path, "a socket"
 
 
-def refused(proc: subprocess.CompletedProcess, *expected: str) -> None:
-    assert proc.returncode == 2, proc.stderr
-    assert "Traceback" not in proc.stderr and proc.stderr.count("error: ") == 1, proc.stderr
+def refused(proc: subprocess.CompletedProcess | tuple[int, str, str], *expected: str) -> None:
+    code, err = (proc.returncode, proc.stderr) if isinstance(proc, subprocess.CompletedProcess) else (proc[0], proc[2])
+    assert code == 2, err
+    assert "Traceback" not in err and err.count("error: ") == 1, err
     for text in expected:
-        assert text in proc.stderr, proc.stderr
+        assert text in err, err
+
+
+def cli(capfd, *argv: str, cwd: Path) -> tuple[int, str, str]:
+    return run_cli(capfd, *argv, cwd=cwd, timeout=120)
+
+
+def test_the_real_process_exits_2_at_once_for_each_command(tmp_path):
+    """data check, train --data and generate --file on a FIFO, each in a fresh interpreter."""
+    path, what = odd(tmp_path, "fifo")
+    out = tmp_path / "run"
+    refused(lmtune("data", "check", str(path), cwd=tmp_path), f"{path}: not a regular file: {what}")
+    refused(lmtune("train", "--data", str(path), "--output", str(out), cwd=tmp_path),
+            f"data.train: {path}: not a regular file: {what}")
+    refused(lmtune("generate", "tiny", "--file", str(path), cwd=tmp_path), f"--file {path}: not a regular file: {what}")
+    assert not out.exists()
 
 
 @pytest.mark.parametrize("kind", ["fifo", "zero", "socket"])
-def test_data_check_refuses_an_odd_file(tmp_path, kind):
+def test_data_check_refuses_an_odd_file(tmp_path, capfd, kind):
     path, what = odd(tmp_path, kind)
-    refused(lmtune("data", "check", str(path), cwd=tmp_path),
+    refused(cli(capfd, "data", "check", str(path), cwd=tmp_path),
             f"{path}: not a regular file: {what}; give a data file, or a directory of them")
 
 
-def test_data_check_refuses_dev_zero_itself_and_an_odd_file_inside_a_directory(tmp_path):
-    refused(lmtune("data", "check", "/dev/zero", cwd=tmp_path), "/dev/zero: not a regular file: a character device")
+def test_data_check_refuses_dev_zero_itself_and_an_odd_file_inside_a_directory(tmp_path, capfd):
+    refused(cli(capfd, "data", "check", "/dev/zero", cwd=tmp_path), "/dev/zero: not a regular file: a character device")
     folder = tmp_path / "data"
     folder.mkdir()
     (folder / "a.jsonl").write_text(json.dumps(GOOD) + "\n")
     os.mkfifo(folder / "b.jsonl")
-    refused(lmtune("data", "check", str(folder), cwd=tmp_path), f"{folder / 'b.jsonl'}: not a regular file: a FIFO")
+    refused(cli(capfd, "data", "check", str(folder), cwd=tmp_path), f"{folder / 'b.jsonl'}: not a regular file: a FIFO")
 
 
 @pytest.mark.parametrize("kind", ["fifo", "zero"])
-def test_train_refuses_an_odd_data_file_before_loading_anything(tmp_path, kind):
+def test_train_refuses_an_odd_data_file_before_loading_anything(tmp_path, capfd, kind):
     path, what = odd(tmp_path, kind)
     out = tmp_path / "run"
-    refused(lmtune("train", "--data", str(path), "--output", str(out), cwd=tmp_path),
+    refused(cli(capfd, "train", "--data", str(path), "--output", str(out), cwd=tmp_path),
             f"data.train: {path}: not a regular file: {what}")
     assert not out.exists()
 
 
-def test_train_refuses_odd_validation_test_and_replay_files_by_config_key(tmp_path):
+def test_train_refuses_odd_validation_test_and_replay_files_by_config_key(tmp_path, capfd):
     train = tmp_path / "train.jsonl"
     train.write_text("".join(json.dumps({**GOOD, "output": f"Blue {i}."}) + "\n" for i in range(20)))
     fifo, zero = odd(tmp_path, "fifo")[0], odd(tmp_path, "zero")[0]
     out = tmp_path / "run"
-    proc = lmtune("train", "--data", str(train), f"data.validation=[{fifo}]", f"data.test=[{zero}]",
+    proc = cli(capfd, "train", "--data", str(train), f"data.validation=[{fifo}]", f"data.test=[{zero}]",
                   "data.replay.ratio=0.5", f"data.replay.source={fifo}", "--output", str(out), cwd=tmp_path)
     refused(proc, "3 data paths cannot be read as data", f"data.validation: {fifo}: not a regular file: a FIFO",
             f"data.test: {zero}: not a regular file: a character device",
@@ -96,16 +115,16 @@ def test_train_refuses_odd_validation_test_and_replay_files_by_config_key(tmp_pa
 
 
 @pytest.mark.parametrize("kind", ["fifo", "zero"])
-def test_generate_refuses_an_odd_prompt_file(tmp_path, kind):
+def test_generate_refuses_an_odd_prompt_file(tmp_path, capfd, kind):
     path, what = odd(tmp_path, kind)
-    refused(lmtune("generate", "tiny", "--file", str(path), cwd=tmp_path),
+    refused(cli(capfd, "generate", "tiny", "--file", str(path), cwd=tmp_path),
             f"--file {path}: not a regular file: {what}")
 
 
-def test_eval_refuses_an_odd_test_file(tmp_path):
+def test_eval_refuses_an_odd_test_file(tmp_path, capfd):
     path, what = odd(tmp_path, "fifo")
     out = tmp_path / "eval-out"
-    refused(lmtune("eval", "tiny", "--test", str(path), "--out", str(out), cwd=tmp_path),
+    refused(cli(capfd, "eval", "tiny", "--test", str(path), "--out", str(out), cwd=tmp_path),
             f"--test {path}: not a regular file: {what}")
     assert not out.exists()
 
@@ -158,16 +177,16 @@ def test_train_stops_on_a_20_mib_line_with_its_place(tmp_path, monkeypatch, capf
     assert not out.exists()
 
 
-def test_generate_refuses_a_20_mib_prompt_line(tmp_path):
+def test_generate_refuses_a_20_mib_prompt_line(tmp_path, capfd):
     path = tmp_path / "prompts.jsonl"
     path.write_text('{"prompt": "hi"}\n' + json.dumps({"prompt": "x" * (20 << 20)}) + "\n")
-    refused(lmtune("generate", "tiny", "--file", str(path), cwd=tmp_path),
+    refused(cli(capfd, "generate", "tiny", "--file", str(path), cwd=tmp_path),
             f"{path}:2: record of 20.0 MiB, over the limit of {LIMIT_MIB} MiB per record")
 
 
-def test_the_limit_is_in_data_check_help():
-    proc = lmtune("data", "check", "--help", cwd=ROOT)
-    assert proc.returncode == 0 and f"{LIMIT_MIB} MiB" in " ".join(proc.stdout.split())
+def test_the_limit_is_in_data_check_help(capsys):
+    code, out, _ = run_cli(capsys, "data", "check", "--help")
+    assert code == 0 and f"{LIMIT_MIB} MiB" in " ".join(out.split())
 
 
 class EndlessLine:

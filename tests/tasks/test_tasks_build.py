@@ -12,6 +12,7 @@ from pathlib import Path
 
 import pytest
 
+from cli_runs import run_cli
 from lmtune.errors import UserError
 from lmtune.tasks import ASSETS, get_task, probe_file, task_files, task_names
 
@@ -148,7 +149,6 @@ TASK_FILES = [f"{t}/{s}.jsonl" for t in ("sql", "json") for s in SPLITS] + ["gen
 
 @pytest.mark.skipif(not DATA_CMD.exists(), reason="lmtune data check not built yet (commands/data.py)")
 @pytest.mark.parametrize("rel", TASK_FILES)
-def test_task_files_pass_data_check(rel):
-    proc = subprocess.run([sys.executable, "-m", "lmtune", "data", "check", str(ASSETS / rel)],
-                          capture_output=True, text=True, cwd=ROOT)
-    assert proc.returncode == 0, proc.stdout + proc.stderr
+def test_task_files_pass_data_check(rel, capsys):
+    code, out, err = run_cli(capsys, "data", "check", ASSETS / rel)
+    assert code == 0, out + err

@@ -162,19 +162,24 @@ def test_lm_head_default_per_device():
 
 # ---------------------------------------------------------------- threads per process
 
-def _threads_in_child(env_extra: dict, hidden: int | None, threads: int | None = None, tmp=None) -> int:
-    """torch's thread count after lmtune/train/cpu_tuning.py `apply`, in a fresh interpreter (as the CLI)."""
+def _model_dir(tmp, hidden: int | None) -> str:
+    """A config.json-only model of that width (or a reference that does not exist)."""
     import json
+
+    if hidden is None:
+        return "nowhere/no-such-model"
+    ref = tmp / f"h{hidden}"
+    ref.mkdir(exist_ok=True)
+    (ref / "config.json").write_text(json.dumps({"model_type": "llama", "hidden_size": hidden}))
+    return str(ref)
+
+
+def _threads_in_child(env_extra: dict, ref: str, threads: int | None = None) -> int:
+    """torch's thread count after lmtune/train/cpu_tuning.py `apply`, in a fresh interpreter (as the CLI)."""
     import os
     import subprocess
     import sys
 
-    ref = "nowhere/no-such-model"
-    if hidden is not None:
-        ref = str(tmp / f"h{hidden}")
-        os.makedirs(ref, exist_ok=True)
-        with open(os.path.join(ref, "config.json"), "w") as fh:
-            json.dump({"model_type": "llama", "hidden_size": hidden}, fh)
     env = {k: v for k, v in os.environ.items() if k not in ("OMP_NUM_THREADS", "OMP_WAIT_POLICY")}
     env.update(env_extra)
     over = [f"train.threads={threads}"] if threads else []
@@ -186,16 +191,21 @@ def _threads_in_child(env_extra: dict, hidden: int | None, threads: int | None =
 
 
 def test_cpu_threads_default_to_one_per_process_for_small_models_under_passive_waiting(tmp_path):
+    """Six fresh interpreters (torch reads its thread settings once, at start), one per core at a time."""
     import os
+    from concurrent.futures import ThreadPoolExecutor
 
     cores = len(os.sched_getaffinity(0))
-    t = tmp_path
-    assert _threads_in_child({}, 256, tmp=t) == 1                  # lmtune sets passive waiting itself
-    assert _threads_in_child({}, 1024, tmp=t) == cores             # wide models: several threads pay
-    assert _threads_in_child({}, None, tmp=t) == cores             # size unknown: torch's choice
-    assert _threads_in_child({}, 256, threads=3, tmp=t) == 3       # train.threads wins
-    assert _threads_in_child({"OMP_WAIT_POLICY": "ACTIVE"}, 256, tmp=t) == cores   # spinning
-    assert _threads_in_child({"OMP_NUM_THREADS": "2"}, 256, tmp=t) == 2            # the user's env wins
+    narrow, wide, unknown = (_model_dir(tmp_path, h) for h in (256, 1024, None))
+    cases = [({}, narrow, None, 1),                              # lmtune sets passive waiting itself
+             ({}, wide, None, cores),                            # wide models: several threads pay
+             ({}, unknown, None, cores),                         # size unknown: torch's choice
+             ({}, narrow, 3, 3),                                 # train.threads wins
+             ({"OMP_WAIT_POLICY": "ACTIVE"}, narrow, None, cores),   # spinning
+             ({"OMP_NUM_THREADS": "2"}, narrow, None, 2)]            # the user's env wins
+    with ThreadPoolExecutor(max_workers=cores) as pool:
+        got = list(pool.map(lambda case: _threads_in_child(*case[:3]), cases))
+    assert got == [case[3] for case in cases]
 
 
 def test_one_process_on_a_multicore_cpu_says_how_to_use_the_other_cores(tmp_path, capsys, monkeypatch):

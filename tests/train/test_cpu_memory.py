@@ -26,14 +26,21 @@ print(faults() - before)
 """
 
 
-def _faults(mode: str) -> int:
-    out = subprocess.run([sys.executable, "-c", PROBE, mode], capture_output=True, text=True, check=True)
-    return int(out.stdout.strip().splitlines()[-1])
+def _probe(mode: str) -> subprocess.Popen:
+    return subprocess.Popen([sys.executable, "-c", PROBE, mode], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                            text=True)
+
+
+def _faults(probe: subprocess.Popen) -> int:
+    out, err = probe.communicate(timeout=600)
+    assert probe.returncode == 0, err
+    return int(out.strip().splitlines()[-1])
 
 
 @pytest.mark.skipif(not sys.platform.startswith("linux"), reason="glibc mallopt")
 def test_freed_tensor_memory_is_reused_without_page_faults():
-    default, kept = _faults("default"), _faults("keep")
+    probes = _probe("default"), _probe("keep")   # side by side: page faults are counted per process
+    default, kept = map(_faults, probes)
     # by default glibc trims the freed heap top after each step and the next step faults it in
     # again (measured 25k-123k faults for five steps); kept, ~6k
     assert default > 15_000

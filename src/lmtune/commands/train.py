@@ -75,16 +75,22 @@ def _overrides(args: argparse.Namespace) -> list[str]:
 
 
 def tuning(args: argparse.Namespace):
-    """CPU tuning for this process (applied by lmtune/cli.py before torch loads). The data paths are
-    checked here, the first moment the config is known: a FIFO or a device fails in a second."""
+    """CPU tuning for this process (applied by lmtune/cli.py before torch loads). The data paths and
+    the model source are checked here, the first moment the config is known: a FIFO, a device or a
+    missing model fails in a second, not after torch has loaded. (A resumed run, which may be finished
+    already, and a launched worker, whose launcher checked, leave the model to recipe.preflight.)"""
     from lmtune.checks import data_paths
     from lmtune.config import load_config
+    from lmtune.run import start
+    from lmtune.train import distributed
     from lmtune.train.cpu_tuning import Target
     from lmtune.models import resolve_model_path
 
     _split_config(args)
     cfg = load_config(args.config, _overrides(args))
     data_paths(cfg)
+    if not args.resume and not distributed.is_launched():
+        start.check_source(cfg.model)
     return Target(cfg, resolve_model_path(cfg.model.name_or_path), training=True)
 
 

@@ -62,7 +62,9 @@ Positive = Annotated[float, Strict(), Field(gt=0.0)]
 _S = TypeVar("_S")
 Section = Annotated[_S, BeforeValidator(lambda v: {} if v is None else v)]   # `lora:` alone: the defaults
 Dtype = Literal["auto", "fp32", "bf16", "fp16"]
-STRICT = ConfigDict(extra="forbid", allow_inf_nan=False)
+# defer_build: each validator is built when first used, so a command that imports these classes
+# without validating a config (report, compare, config show --explain) does not pay for building them.
+STRICT = ConfigDict(extra="forbid", allow_inf_nan=False, defer_build=True)
 
 
 @dataclass(config=STRICT)
