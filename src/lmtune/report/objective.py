@@ -4,6 +4,9 @@ compare` (dpo/orpo/kto: the chosen-vs-rejected margin, grpo: reward and KL), and
 
 from __future__ import annotations
 
+import base64
+import io
+
 from lmtune.report import html as H
 
 # the series that tells, for each objective, whether the objective itself is moving
@@ -16,6 +19,12 @@ OWN_SERIES = {"grpo": ("reward", "reward (mean of sampled answers)"),
 def series(metrics: list[dict], key: str) -> tuple[list[float], list[float]]:
     pts = [(r["step"], r[key]) for r in metrics if isinstance(r.get(key), (int, float)) and "step" in r]
     return [p[0] for p in pts], [p[1] for p in pts]
+
+
+def _png(fig) -> str:
+    buf = io.BytesIO()
+    fig.savefig(buf, format="png", dpi=96, bbox_inches="tight")
+    return base64.b64encode(buf.getvalue()).decode("ascii")
 
 
 def reward_names(metrics: list[dict]) -> list[str]:
@@ -32,8 +41,6 @@ def plot_grpo(metrics: list[dict]) -> str | None:
     """Reward mean with its spread inside the groups (TRL's reward_std) and each reward function's
     mean; the KL to the start (logged when rl.beta > 0)."""
     from matplotlib.figure import Figure
-
-    from lmtune.report.build import _png
 
     x, mean = series(metrics, "reward")
     if not x:
@@ -91,8 +98,6 @@ def summary(metrics: list[dict], objective: str) -> str | None:
 def plot_compare(runs: list[tuple[str, str, list[dict]]]) -> str | None:
     """Runs side by side: train loss, and each run's own objective series; (name, objective, metrics)."""
     from matplotlib.figure import Figure
-
-    from lmtune.report.build import _png
 
     own = [(n, o, m) for n, o, m in runs if o in OWN_SERIES and series(m, OWN_SERIES[o][0])[0]]
     if not own:
