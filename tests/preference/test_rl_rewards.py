@@ -107,3 +107,15 @@ def test_rl_config_errors_name_the_key(tmp_path, overrides, expected):
     with pytest.raises(ConfigError) as err:
         load_config(None, [f"data.train={data}", "train.objective=grpo", *overrides])
     assert expected in err.value.render()
+
+
+def test_train_with_a_missing_reward_file_stops_before_the_run_directory(tmp_path, monkeypatch):
+    from lmtune.train.recipe import train
+
+    monkeypatch.chdir(tmp_path)
+    out = tmp_path / "run"
+    cfg = _cfg(tmp_path, "[task, nowhere.py:f]", "model.name_or_path=tiny", f"output.dir={out}")
+    with pytest.raises(ConfigError) as err:
+        train(cfg, quiet=True)
+    assert err.value.args[0] == "rl.reward[1]: nowhere.py: no such file"
+    assert not out.exists()

@@ -98,9 +98,17 @@ def _named(fn, name: str):
     return reward
 
 
+def check_user_rewards(cfg) -> None:
+    """Import every reward function of the user's now (train's preflight): a missing file or
+    function stops the run before its directory exists."""
+    for i, spec in enumerate(cfg.rl.reward):
+        if spec not in BUILT_IN:
+            load_user_function(spec, f"rl.reward[{i}]")
+
+
 def load_user_function(spec: str, key: str):
-    """`path/to/file.py:function` -> the function, imported from that file only. ConfigError (exit
-    2) naming `key` when the file, the function or the import fails."""
+    """`path/to/file.py:function` -> the function, imported from that file only (once per file
+    and process). ConfigError (exit 2) naming `key` when the file, the function or the import fails."""
     path_text, _, name = spec.rpartition(":")
     path = Path(path_text).expanduser()
     if not path_text.endswith(".py") or not name.isidentifier():
@@ -108,6 +116,18 @@ def load_user_function(spec: str, key: str):
     if not path.is_file():
         raise ConfigError(f"{key}: {path}: no such file", [f"give the path of a Python file (relative to {Path.cwd()})"])
     module_name = "lmtune_reward_" + hashlib.sha1(str(path.resolve()).encode()).hexdigest()[:12]
+    module = sys.modules.get(module_name) or _import_file(path, module_name, key)
+    fn = getattr(module, name, None)
+    if not callable(fn):
+        found = sorted(n for n, v in vars(module).items() if inspect.isfunction(v) and v.__module__ == module_name)
+        raise ConfigError(f"{key}: {path} has no function {name!r}",
+                          [f"functions defined there: {', '.join(found) or 'none'}",
+                           "a reward function takes (prompts, completions, **kwargs) and returns one float per "
+                           "completion"])
+    return fn
+
+
+def _import_file(path: Path, module_name: str, key: str):
     module_spec = importlib.util.spec_from_file_location(module_name, path)
     module = importlib.util.module_from_spec(module_spec)
     try:
@@ -119,12 +139,5 @@ def load_user_function(spec: str, key: str):
                      if Path(f.filename).resolve() == path.resolve()), None)
         where = f"{path}:{line}" if line else str(path)
         raise ConfigError(f"{key}: {where}: importing it raised {type(exc).__name__}: {exc}") from None
-    fn = getattr(module, name, None)
-    if not callable(fn):
-        found = sorted(n for n, v in vars(module).items() if inspect.isfunction(v) and v.__module__ == module_name)
-        raise ConfigError(f"{key}: {path} has no function {name!r}",
-                          [f"functions defined there: {', '.join(found) or 'none'}",
-                           "a reward function takes (prompts, completions, **kwargs) and returns one float per "
-                           "completion"])
-    sys.modules.setdefault(module_name, module)   # pickling by reference (checkpoints, workers) finds it
-    return fn
+    sys.modules[module_name] = module   # imported once per process; pickling by reference finds it
+    return module

@@ -33,6 +33,7 @@ from lmtune.run.artifacts import checkpoint_card, record_base, write_run_card
 from lmtune.run.envinfo import collect_env
 from lmtune.run.layout import RunDir, replace_dir, run_inputs, write_json, write_text
 from lmtune.rl.prompts import prepare_prompts, prompt_data_size
+from lmtune.rl.rewards import check_user_rewards
 from lmtune.train import distributed, methods, objectives
 from lmtune.train import resume as resuming
 from lmtune.train.arguments import common_arguments, training_arguments
@@ -103,6 +104,8 @@ def preflight(cfg: Config, run: RunDir, resume: bool):
     shapes = start.architecture_dir(ref)   # a run to start from: its model/ or its base
     max_length_fits(cfg, shapes)
     run_test_files(cfg)
+    if cfg.train.objective == "grpo":
+        check_user_rewards(cfg)   # the user's reward files import, and have their functions
     if cfg.method in ("lora", "qlora"):
         check_target_modules(shapes, cfg.lora.target_modules)
     if cfg.method == "qlora":
