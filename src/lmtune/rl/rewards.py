@@ -20,7 +20,7 @@ import traceback
 from pathlib import Path
 
 from lmtune.errors import ConfigError
-from lmtune.evaluate.metrics import get_scorer
+from lmtune.tasks import get_task
 
 BUILT_IN = ("task", "format", "length")
 # the per-example metric that says "well-formed" for each bundled task
@@ -32,7 +32,7 @@ class TaskRewards:
     `lmtune generate` does."""
 
     def __init__(self, task_name: str | None, template, max_new_tokens: int, text_metric: str = "exact_match"):
-        self.task = get_scorer(task_name)
+        self.task = get_task(task_name or "generic")   # a user's own data: exact match, ROUGE-L
         self.stops = tuple(s for s in getattr(template, "stop_strings", ()) if s)
         self.max_new_tokens = max_new_tokens
         self.metric = None if self.task.name in ("sql", "json") else text_metric
