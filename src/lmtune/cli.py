@@ -32,6 +32,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "export": ("export", "export a run as GGUF (llama.cpp) with an Ollama Modelfile"),
     "sweep": ("sweep", "hyperparameter search over a config (Optuna): trials are ordinary runs"),
     "ui": ("ui", "a local web app: runs, live curves, comparison"),
+    "pairs": ("pairs", "preference pairs sampled from a run, scored by the task's own metric"),
 }
 
 

@@ -129,7 +129,7 @@ def test_sft_then_dpo_starts_from_the_sft_runs_merged_weights(tmp_path):
 @pytest.mark.parametrize("override,expected", [
     ("pref.bta=0.2", "pref.bta: unknown key (did you mean 'pref.beta'?)"),
     ("train.objectiv=dpo", "train.objectiv: unknown key (did you mean 'train.objective'?)"),
-    ("train.objective=ppo", "train.objective: got 'ppo', allowed: sft, dpo, orpo, kto"),
+    ("train.objective=ppo", "train.objective: got 'ppo', allowed: sft, dpo, orpo, kto, grpo"),
     ("pref.beta=0", "pref.beta: got 0.0, must be > 0.0"),
     ("pref.loss_type=sigmod", "pref.loss_type: got 'sigmod', allowed: sigmoid, ipo, hinge"),
     ("train.batch_size=1 train.objective=kto", "train.batch_size: got 1; kto compares each answer"),

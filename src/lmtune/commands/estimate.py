@@ -59,9 +59,11 @@ def register(p: argparse.ArgumentParser) -> None:
     p.add_argument("--dataset-size", type=int, default=None, help="training examples")
     p.add_argument("--tokens-per-example", type=int, default=None, help="mean tokens per example (default: seq-len)")
     p.add_argument("--epochs", type=float, default=3.0, help="passes over the dataset")
-    p.add_argument("--objective", choices=("sft", "dpo", "orpo", "kto"), default="sft",
-                   help="train.objective: full dpo/kto add a frozen reference copy; dpo/orpo batch two rows "
-                        "per pair")
+    p.add_argument("--objective", choices=("sft", "dpo", "orpo", "kto", "grpo"), default="sft",
+                   help="train.objective: full dpo/kto/grpo add a frozen reference copy; dpo/orpo batch two rows "
+                        "per pair; grpo adds sampling's KV cache (--seq-len: prompt + rl.max_new_tokens; --batch: "
+                        "sampled answers per micro-batch)")
+    p.add_argument("--num-generations", type=int, default=4, help="grpo: rl.num_generations")
     p.add_argument("--json", action="store_true", help="machine-readable output")
     p.add_argument("--list", action="store_true", help="list model presets and GPUs, then exit")
 
@@ -77,7 +79,8 @@ def request_from_args(args: argparse.Namespace):
         double_quant=not args.no_double_quant, loss=args.loss, gpu=args.gpu, gpu_mem=args.gpu_mem,
         num_gpus=args.num_gpus, fsdp=args.fsdp, dataset_size=args.dataset_size,
         tokens_per_example=args.tokens_per_example, epochs=args.epochs,
-        price_per_hour=args.price_per_hour, mfu=args.mfu, objective=getattr(args, "objective", "sft"))
+        price_per_hour=args.price_per_hour, mfu=args.mfu, objective=getattr(args, "objective", "sft"),
+        num_generations=getattr(args, "num_generations", 4))
 
 
 def run(args: argparse.Namespace) -> int:

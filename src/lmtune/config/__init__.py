@@ -27,7 +27,7 @@ from lmtune.errors import ConfigError
 
 Method = Literal["full", "lora", "qlora"]
 METHODS = typing.get_args(Method)
-Objective = Literal["sft", "dpo", "orpo", "kto"]
+Objective = Literal["sft", "dpo", "orpo", "kto", "grpo"]
 OBJECTIVES = typing.get_args(Objective)
 # What `learning_rate: null` meant before `auto` (configs and runs written by older lmtune versions).
 DEFAULT_LR = {"full": 2e-5, "lora": 2e-4, "qlora": 2e-4}
@@ -174,8 +174,8 @@ class TrainConfig:
     seed: Int = Field(42, ge=0, description="seed for initialisation, shuffling and dropout")
     objective: Objective = Field(
         "sft", description="what the run optimises: sft (next-token loss on answers), dpo or orpo (preference "
-                           "pairs: prompt, chosen, rejected), kto (prompt, completion, label); any method "
-                           "(docs/preference.md)")
+                           "pairs: prompt, chosen, rejected), kto (prompt, completion, label), grpo (sampled "
+                           "answers scored by rl.reward); any method (docs/preference.md)")
     threads: Annotated[Int, Field(ge=1)] | None = Field(
         None, description="CPU threads for torch per process (None: 1 for models with hidden size under 1024 "
                           "under passive OpenMP waiting, else torch's choice; OMP_NUM_THREADS wins; "
@@ -218,6 +218,24 @@ class PrefConfig:
                                    "share of pairs whose preference is flipped")
     desirable_weight: Float = Field(1.0, gt=0.0, description="kto: weight of examples labelled true")
     undesirable_weight: Float = Field(1.0, gt=0.0, description="kto: weight of examples labelled false")
+
+
+@dataclass(config=STRICT)
+class RlConfig:
+    reward: Annotated[list[Str], BeforeValidator(lambda v: [v] if isinstance(v, str) else v)] = Field(
+        default_factory=lambda: ["task", "format"],
+        description="grpo: rewards summed per sampled answer: task (the task's own metric against the record's "
+                    "answer, partial credit), format (well-formed: SQL runs, JSON parses), length (longer than "
+                    "the reference costs up to 1), or path/to/file.py:function (your own code)")
+    reward_weights: list[Float] | None = Field(None, description="grpo: one weight per rl.reward (None: all 1)")
+    text_metric: Literal["exact_match", "rouge_l"] = Field(
+        "exact_match", description="grpo: the task reward on data without a bundled task: exact match or ROUGE-L F1")
+    num_generations: Int = Field(4, ge=2, description="grpo: answers sampled per prompt; each is scored against "
+                                 "the others of its group (TRL's default is 8; 4 keeps CPU steps short)")
+    max_new_tokens: Int = Field(64, ge=1, description="grpo: tokens sampled per answer at most")
+    temperature: Float = Field(1.0, gt=0.0, description="grpo: sampling temperature (TRL's default)")
+    beta: Float = Field(0.04, ge=0.0, description="grpo: weight of the KL penalty against the start (the GRPO "
+                        "paper's 0.04); 0 drops the reference (TRL's default) and its forward pass")
 
 
 @dataclass(config=STRICT)
@@ -270,6 +288,7 @@ class Config:
     quant: Section[QuantConfig] = Field(default_factory=QuantConfig)
     train: Section[TrainConfig] = Field(default_factory=TrainConfig)
     pref: Section[PrefConfig] = Field(default_factory=PrefConfig)
+    rl: Section[RlConfig] = Field(default_factory=RlConfig)
     eval: Section[EvalConfig] = Field(default_factory=EvalConfig)
     distributed: Section[DistributedConfig] = Field(default_factory=DistributedConfig)
     output: Section[OutputConfig] = Field(default_factory=OutputConfig)
@@ -317,10 +336,30 @@ def _check_cross(cfg: Config, problems: list[str]) -> None:
     if cfg.train.objective == "kto" and cfg.train.batch_size == 1:
         problems.append("train.batch_size: got 1; kto compares each answer with another one of the same "
                         "micro-batch (its KL term), so it needs 2 or more")
+    if cfg.train.objective == "grpo":
+        _check_rl(cfg, problems)
     no_val = not cfg.data.validation and cfg.data.val_split == 0 and cfg.data.task is None
     if no_val and (cfg.train.eval_steps or cfg.train.early_stopping_patience):
         key = "train.eval_steps" if cfg.train.eval_steps else "train.early_stopping_patience"
         problems.append(f"{key}: needs validation data; set data.validation or data.val_split > 0")
+
+
+def _check_rl(cfg: Config, problems: list[str]) -> None:
+    rl, t = cfg.rl, cfg.train
+    if not rl.reward:
+        problems.append("rl.reward: empty; give task, format, length or path/to/file.py:function")
+    for i, name in enumerate(rl.reward):
+        if name not in ("task", "format", "length") and ".py:" not in name:
+            problems.append(f"rl.reward[{i}]: got {name!r}; allowed: task, format, length or "
+                            "path/to/file.py:function (your own reward function)")
+    if rl.reward_weights is not None and len(rl.reward_weights) != len(rl.reward):
+        problems.append(f"rl.reward_weights: {len(rl.reward_weights)} weights for {len(rl.reward)} rewards "
+                        f"({', '.join(rl.reward)}); give one per reward")
+    if t.batch_size and t.batch_size % rl.num_generations:
+        # a micro-batch holds whole groups: each answer is scored against the others of its prompt
+        problems.append(f"train.batch_size: got {t.batch_size}; under grpo it counts sampled answers and must "
+                        f"be a multiple of rl.num_generations ({rl.num_generations}); leave it unset for "
+                        f"{rl.num_generations} (one prompt's group per micro-batch)")
 
 
 def parse_overrides(overrides: list[str]) -> dict[str, Any]:

@@ -42,11 +42,14 @@ class EstimateRequest:
     price_per_hour: float | None = None
     mfu: float | None = None
     objective: str = "sft"
+    num_generations: int = 4             # grpo: answers sampled per prompt
 
     def check(self) -> None:
         problems = []
-        if self.objective not in ("sft", "dpo", "orpo", "kto"):
-            problems.append(f"--objective: got {self.objective!r}, allowed: sft, dpo, orpo, kto")
+        if self.objective not in ("sft", "dpo", "orpo", "kto", "grpo"):
+            problems.append(f"--objective: got {self.objective!r}, allowed: sft, dpo, orpo, kto, grpo")
+        if self.num_generations < 2:
+            problems.append(f"--num-generations: got {self.num_generations}, must be >= 2 (grpo compares answers)")
         if self.method not in ("full", "lora", "qlora"):
             problems.append(f"--method: got {self.method!r}, allowed: full, lora, qlora")
         for key in ("seq_len", "batch", "grad_accum", "lora_r", "num_gpus"):
@@ -81,7 +84,7 @@ class EstimateRequest:
                                      use_dora=self.use_dora)
         return RunSpec(self.method, self.seq_len, self.batch, self.grad_accum, self.grad_ckpt, lora,
                        self.optimizer, self.precision, self.weights_dtype, self.double_quant, self.loss,
-                       self.num_gpus, self.fsdp, self.objective)
+                       self.num_gpus, self.fsdp, self.objective, self.num_generations)
 
 
 @dataclass

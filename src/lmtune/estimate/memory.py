@@ -57,7 +57,8 @@ class RunSpec:
     loss: str = "fused"                  # fused (TRL's chunked LM head, what lmtune train runs) | plain
     num_gpus: int = 1
     fsdp: bool = False
-    objective: str = "sft"               # train.objective: sft | dpo | orpo | kto
+    objective: str = "sft"               # train.objective: sft | dpo | orpo | kto | grpo
+    num_generations: int = 4             # grpo: rl.num_generations (answers sampled per prompt)
 
 
 @dataclass
@@ -73,15 +74,18 @@ class MemoryBreakdown:
     overhead: int
     peak: int
     paged: bool = False                  # optimizer states are paged (may spill to CPU RAM)
-    reference: int = 0                   # full dpo/kto: the frozen copy of the starting weights
+    reference: int = 0                   # full dpo/kto/grpo: the frozen copy of the starting weights
+    generation: int = 0                  # grpo: KV cache and logits of sampling the generation batch
     notes: list[str] = field(default_factory=list)
 
     def as_gib(self) -> dict:
         keys = ("weights", "quant_constants", "adapters", "gradients", "optimizer", "activations",
                 "loss_buffers", "optimizer_step_temp", "overhead", "peak")
         out = {k: round(getattr(self, k) / GIB, 3) for k in keys}
-        if self.reference:   # only for full dpo/kto, so SFT's JSON is unchanged
+        if self.reference:   # only for full dpo/kto/grpo, so SFT's JSON is unchanged
             out["reference"] = round(self.reference / GIB, 3)
+        if self.generation:   # only for grpo
+            out["generation"] = round(self.generation / GIB, 3)
         return out
 
 
@@ -231,9 +235,11 @@ def memory_breakdown(shape: ModelShape, spec: RunSpec, device_kind: str, batch: 
     head_grads = grads if spec.grad_accum > 1 else (shape.vocab * shape.hidden * grad_bytes // shard
                                                     if spec.method == "full" else 0)
     backward = acts + loss_buf + head_grads
-    # full dpo/kto keep a frozen copy of the start as the reference (LoRA: the adapter switched off)
-    reference = weights if spec.method == "full" and spec.objective in ("dpo", "kto") else 0
-    tensors = weights + consts + adapters + reference + opt + max(backward, grads + opt_temp)
+    # full dpo/kto/grpo keep a frozen copy of the start as the reference (LoRA: the adapter switched off)
+    reference = weights if spec.method == "full" and spec.objective in ("dpo", "kto", "grpo") else 0
+    generation = generation_bytes(shape, spec, r, b) if spec.objective == "grpo" else 0
+    # sampling runs between backward passes: its cache and the activations are never held together
+    tensors = weights + consts + adapters + reference + opt + max(backward, grads + opt_temp, generation)
     if device_kind == "cuda":
         overhead = CUDA_CONTEXT + int(CUDA_FRAGMENTATION * tensors)
     else:
@@ -244,6 +250,23 @@ def memory_breakdown(shape: ModelShape, spec: RunSpec, device_kind: str, batch: 
     if spec.objective in ("dpo", "orpo"):
         notes.append(f"{spec.objective}: a micro-batch of {b} pair{'s' if b > 1 else ''} runs as {2 * b} rows "
                      f"(chosen and rejected)")
+    if spec.objective == "grpo":
+        n = b * spec.grad_accum
+        notes.append(f"grpo: a micro-batch of {b} rows holds {b // max(1, spec.num_generations) or 1} prompt(s) x "
+                     f"{spec.num_generations} sampled answers; the {n} answers of an optimizer step are sampled at "
+                     f"once with a KV cache of {spec.seq_len} tokens each"
+                     + (" (full: plus a frozen reference, rl.beta > 0)" if spec.method == "full" else "")
+                     + "; the time counts the training passes, not sampling")
     return MemoryBreakdown(int(weights), int(consts), int(adapters), int(grads), int(opt), int(acts),
                            int(loss_buf), int(opt_temp), int(overhead), int(tensors + overhead),
-                           paged=r.optimizer.startswith("paged"), notes=notes, reference=int(reference))
+                           paged=r.optimizer.startswith("paged"), notes=notes, reference=int(reference),
+                           generation=int(generation))
+
+
+def generation_bytes(shape: ModelShape, spec: RunSpec, r: Resolved, batch: int) -> int:
+    """GRPO samples a whole generation batch (micro-batch x grad_accum sequences, TRL's default) at
+    once: the KV cache of every layer at the full length, and one step's full-vocabulary logits
+    in fp32 (the sampler's softmax)."""
+    sequences = batch * spec.grad_accum
+    kv = 2 * shape.num_layers * shape.kv_heads * shape.head_dim * r.numerics.compute * sequences * spec.seq_len
+    return kv + 4 * shape.vocab * sequences

@@ -48,6 +48,8 @@ def render_text(est: Estimate) -> str:
         rows.append(("LoRA adapters", mem.adapters))
     if mem.reference:
         rows.append((f"reference model ({r.get('objective', 'dpo')}: frozen copy)", mem.reference))
+    if mem.generation:
+        rows.append(("sampling (grpo: KV cache + logits)", mem.generation))
     rows += [("gradients", mem.gradients),
              ("optimizer states" + (" (paged)" if mem.paged else ""), mem.optimizer),
              ("activations" + (" (checkpointed)" if r["grad_ckpt"] else ""), mem.activations),

@@ -19,6 +19,7 @@ import yaml
 from lmtune.config import DEFAULT_LR
 from lmtune.errors import UserError
 from lmtune.report import html as H
+from lmtune.report.objective import section_grpo
 from lmtune.run.layout import write_text
 
 REPORT_FILE = "report.html"
@@ -369,7 +370,7 @@ def render(run: RunData) -> str:
     body = [f"<h1>lmtune run report: {H.esc(run.name)}</h1>",
             f'<p class="muted">{H.esc(run.root.resolve())}{" - evaluated " + H.esc(stamp) if stamp else ""}</p>',
             section_summary(run),
-            "<h2>Training curves</h2>", section_curves(run), section_rewards(run),
+            "<h2>Training curves</h2>", section_curves(run), section_rewards(run), section_grpo(run.metrics),
             "<h2>Evaluation: base vs tuned</h2>", section_eval(run),
             "<h2>Forgetting check</h2>", section_forgetting(run),
             "<h2>Samples</h2>", section_samples(run),

@@ -7,12 +7,13 @@ full" claim, measured; docs/training.md "Full vs LoRA vs QLoRA"), and the forget
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from lmtune.report import html as H
 from lmtune.errors import UserError
-from lmtune.report.build import RunData, load_run
+from lmtune.report.build import RunData, cfg_get, load_run
+from lmtune.report.objective import plot_compare, summary
 
 
 @dataclass
@@ -31,6 +32,9 @@ class Row:
     forgetting_ratio: float | None
     forgetting: str | None      # ok | warning | forgotten
     pct_of_full: float | None = None
+    objective: str = "sft"      # train.objective
+    objective_note: str | None = None   # its last logged numbers (report/objective.py)
+    metrics: list = field(default_factory=list, repr=False)   # metrics.jsonl rows, for the curves
 
 
 def row_of(run: RunData) -> Row:
@@ -39,10 +43,12 @@ def row_of(run: RunData) -> Row:
     task = ev.get("task") or {}
     prim = task.get("primary")
     f = ev.get("forgetting") or {}
+    objective = cfg_get(run.config, "train.objective", None) or s.get("objective") or "sft"
     return Row(run.name, run.config.get("method") or s.get("method") or "?", s.get("trainable_params"),
                s.get("total_params"), s.get("peak_memory_mb"), s.get("train_seconds"), val,
                task.get("name"), prim, (task.get("tuned") or {}).get(prim),
-               (task.get("base") or {}).get(prim), f.get("ratio"), f.get("verdict"))
+               (task.get("base") or {}).get(prim), f.get("ratio"), f.get("verdict"),
+               objective=objective, objective_note=summary(run.metrics, objective), metrics=run.metrics)
 
 
 def compare(paths: list[str | Path]) -> tuple[list[Row], list[str]]:
@@ -74,6 +80,7 @@ def compare(paths: list[str | Path]) -> tuple[list[Row], list[str]]:
             r.pct_of_full = 100.0 * r.value / full.value
     if not any(r.method == "full" for r in rows):
         notes.append("no full fine-tuning run among these: the '% of full' column is empty")
+    notes += [f"{r.run}: {r.objective}, {r.objective_note}" for r in rows if r.objective_note]
     return rows, notes
 
 
@@ -101,7 +108,8 @@ def cells(rows: list[Row]) -> tuple[list[str], list[list[str]]]:
             metric += f" (base {H.fmt_pct(r.base_value)})"
         pct = "-" if r.pct_of_full is None else f"{r.pct_of_full:.1f}%"
         forget = "-" if r.forgetting is None else f"{r.forgetting} (x{r.forgetting_ratio:.2f})"
-        body.append([r.run, r.method, trainable, H.fmt_mb(r.peak_memory_mb), H.fmt_seconds(r.train_seconds),
+        method = r.method if r.objective == "sft" else f"{r.method}, {r.objective}"
+        body.append([r.run, method, trainable, H.fmt_mb(r.peak_memory_mb), H.fmt_seconds(r.train_seconds),
                      H.fmt_num(r.eval_loss), metric, pct, forget])
     return headers, body
 
@@ -126,6 +134,9 @@ def to_html(rows: list[Row], notes: list[str]) -> str:
     headers, body = cells(rows)
     parts = ["<h1>lmtune: run comparison</h1>", H.table(headers, body, numeric=tuple(range(2, 8)))]
     parts += [f'<p class="muted">{H.esc(n)}</p>' for n in notes]
+    png = plot_compare([(r.run, r.objective, r.metrics) for r in rows])
+    if png:
+        parts.append(H.img(png, "loss and the objectives' own numbers"))
     parts.append('<p class="muted">% of full: the task metric divided by the full fine-tuning run\'s. '
                  "Forgetting: perplexity on general text after / before training.</p>")
     return H.page("lmtune compare", "\n".join(parts))

@@ -55,6 +55,13 @@ class Task:
     def score_examples(self, predictions: list[str], references: list[dict | str]) -> list[dict[str, float]]:
         raise NotImplementedError
 
+    def credit(self, predictions: list[str], references: list[dict | str], metric: str | None = None) -> list[float]:
+        """One number in [0, 1] per answer, for a reward (grpo, `lmtune pairs`): the per-example
+        `metric` (default: the task's first). Tasks with a finer-grained notion of partly right
+        (SQL: overlapping result rows) override it."""
+        key = metric or self.metrics[0]
+        return [row[key] for row in self.score_examples(predictions, references)]
+
     def score(self, predictions: list[str], references: list[dict | str]) -> dict[str, float]:
         """Mean of each metric over the examples. `predictions` are already-extracted answers
         (see `extract_answer`), one per reference record, in order."""

@@ -64,6 +64,15 @@ def results_match(pred: list[tuple], gold: list[tuple], ordered: bool) -> bool:
     return Counter(_canon(pred)) == Counter(_canon(gold))
 
 
+def overlap_f1(pred: list[tuple], gold: list[tuple]) -> float:
+    """F1 of the two results as multisets of rows: how much of the right answer a wrong query got."""
+    common = sum((Counter(_canon(pred)) & Counter(_canon(gold))).values())
+    if not common:
+        return 0.0
+    precision, recall = common / len(pred), common / len(gold)
+    return 2 * precision * recall / (precision + recall)
+
+
 class ReadOnlyDB:
     """A private read-only copy of a SQLite database; use as a context manager."""
 
@@ -124,6 +133,25 @@ class SqlTask(Task):
 
     def extract_answer(self, generated_text: str) -> str:
         return extract_sql(generated_text)
+
+    def credit(self, predictions: list[str], references: list[dict | str], metric: str | None = None) -> list[float]:
+        """1 for the right result; for a query that runs and returns part of it, half the F1 of its
+        rows against the gold rows (so no partial answer ties a right one); 0 otherwise."""
+        if metric is not None:
+            return super().credit(predictions, references, metric)
+        check_lengths(predictions, references)
+        out = []
+        with ReadOnlyDB(self.files["db"]) as db:
+            for pred, ref in zip(predictions, references):
+                gold = self.reference(ref)
+                pred_rows, gold_rows = db.run((pred or "").strip()), db.run(gold)
+                if not pred_rows or gold_rows is None:
+                    out.append(0.0)
+                elif results_match(pred_rows, gold_rows, ordered=bool(_ORDER_BY.search(gold))):
+                    out.append(1.0)
+                else:
+                    out.append(0.5 * overlap_f1(pred_rows, gold_rows))
+        return out
 
     def score_examples(self, predictions: list[str], references: list[dict | str]) -> list[dict[str, float]]:
         """Per example: execution_accuracy, exact_match, executable (a single SELECT that ran)."""

@@ -53,10 +53,12 @@ def trainer_class(objective: str):
 
 
 def reference_copy(model, cfg: Config):
-    """Full fine-tuning under dpo/kto: a frozen copy of the starting weights (TRL would otherwise
+    """Full fine-tuning under dpo/kto/grpo: a frozen copy of the starting weights (TRL would otherwise
     load the reference again from model.config's path, which is not the start when the run
     continues from another run). LoRA/QLoRA and orpo: None (no copy)."""
     if cfg.method != "full" or cfg.train.objective == "orpo":
+        return None
+    if cfg.train.objective == "grpo" and cfg.rl.beta == 0:   # no KL term: no reference
         return None
     ref = copy.deepcopy(model).eval()
     for p in ref.parameters():

@@ -32,6 +32,8 @@ from lmtune.run import start
 from lmtune.run.artifacts import checkpoint_card, record_base, write_run_card
 from lmtune.run.envinfo import collect_env
 from lmtune.run.layout import RunDir, replace_dir, run_inputs, write_json, write_text
+from lmtune.rl.prompts import prepare_prompts, prompt_data_size
+from lmtune.rl.rewards import check_user_rewards
 from lmtune.train import distributed, methods, objectives
 from lmtune.train import resume as resuming
 from lmtune.train.arguments import common_arguments, training_arguments
@@ -102,6 +104,8 @@ def preflight(cfg: Config, run: RunDir, resume: bool):
     shapes = start.architecture_dir(ref)   # a run to start from: its model/ or its base
     max_length_fits(cfg, shapes)
     run_test_files(cfg)
+    if cfg.train.objective == "grpo":
+        check_user_rewards(cfg)   # the user's reward files import, and have their functions
     if cfg.method in ("lora", "qlora"):
         check_target_modules(shapes, cfg.lora.target_modules)
     if cfg.method == "qlora":
@@ -180,7 +184,11 @@ def _own_data_defaults(cfg: Config, run: RunDir, model, data, device_kind: str, 
         if getattr(data, "test_examples", None):
             write_heldout(run / HELDOUT_FILE, data.test_examples)
     size = None
-    if cfg.train.objective != "sft":
+    if cfg.train.objective == "grpo":
+        if cfg.train.batch_size is None:   # a micro-batch holds one prompt's group of sampled answers
+            cfg.train.batch_size = cfg.rl.num_generations
+        size = prompt_data_size(data.train, tokenizer, cfg.data.max_length, cfg.rl.num_generations)
+    elif cfg.train.objective != "sft":
         size = data_size(data.train, tokenizer, cfg.data.max_length)
     resolve_for_run(cfg, model, data.train, device_kind, distributed.world_size(),
                     say=print if main else (lambda line: None), data_size=size)
@@ -209,9 +217,11 @@ def _prepare_data(cfg: Config, run: RunDir, tokenizer, resume: bool):
         if not resume:
             run.create(cfg.output.overwrite)
 
-    if cfg.train.objective != "sft":   # preference records: rendered text, tokenized by TRL's trainer
-        template = run_template(cfg, tokenizer)
-        data = prepare_preference(cfg.data, cfg.train.objective, template)   # small: every rank reads it
+    if cfg.train.objective != "sft":   # preference records or prompts: rendered text, tokenized by TRL
+        if cfg.train.objective == "grpo":
+            data = prepare_prompts(cfg.data, lambda fmt: run_template(cfg, tokenizer, fmt))
+        else:
+            data = prepare_preference(cfg.data, cfg.train.objective, run_template(cfg, tokenizer))
         if distributed.is_main_process():
             create_run()
         distributed.barrier()
@@ -220,14 +230,14 @@ def _prepare_data(cfg: Config, run: RunDir, tokenizer, resume: bool):
                                          create_run, tokenizer)
 
 
-def run_template(cfg: Config, tokenizer):
-    """The template of a preference run: the run's it starts from (template.json), else the one SFT
-    would use for chat data (data.template)."""
+def run_template(cfg: Config, tokenizer, data_format: str = "chat"):
+    """The template of a preference or grpo run: the run's it starts from (template.json), else the
+    one SFT would use for data of `data_format` (data.template)."""
     run = start.source_run(cfg.model.name_or_path)
     saved = start.template_of(run) if run else None
     if saved and cfg.data.template == "auto":
         return template_from_dict(saved, tokenizer)
-    return get_template(cfg.data.template, "chat", tokenizer, cfg.data.system_prompt)
+    return get_template(cfg.data.template, data_format, tokenizer, cfg.data.system_prompt)
 
 
 def _write_run_inputs(cfg: Config, run: RunDir, template, data) -> None:
@@ -256,6 +266,12 @@ def _build_trainer(cfg: Config, run: RunDir, s: _Setup, extra_callbacks: list = 
     if cfg.train.early_stopping_patience and has_eval:
         callbacks.append(EarlyStoppingCallback(early_stopping_patience=cfg.train.early_stopping_patience))
     callbacks += list(extra_callbacks)
+    if cfg.train.objective == "grpo":
+        from lmtune.train import grpo
+
+        args = grpo.grpo_config(cfg, common_arguments(cfg, run, s.precision, s.device.kind, False))
+        trainer = grpo.build(cfg, args, s.model, s.reference, s.tokenizer, s.data.train, s.template, callbacks)
+        return _console(cfg, s, trainer)
     if not sft:
         args = objectives.objective_config(cfg, common_arguments(cfg, run, s.precision, s.device.kind, has_eval))
         trainer = objectives.build(cfg, args, s.model, s.reference, s.tokenizer, s.data.train,

@@ -1,0 +1,85 @@
+"""`lmtune pairs RUN --data FILE --samples N --out PAIRS.jsonl`: preference pairs from the run
+itself, judged by the task's own checker.
+
+Each prompt of FILE (alpaca, chat or prompt/completion records: the answer is the reference) is
+sampled N times through lmtune's batched generation (the run's template, its stops); every answer
+is scored with the task metric the run trained for (rewards.py's `task`: SQL by execution with
+partial credit, JSON by fields, other data exact match or ROUGE-L). Where the best and the worst
+answer score differently, one record {prompt, chosen: best, rejected: worst, score_chosen,
+score_rejected} is written: the pairs format `lmtune data check` and train.objective dpo read.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from pathlib import Path
+
+from lmtune.errors import UserError
+from lmtune.rl.prompts import load_prompts
+from lmtune.rl.rewards import TaskRewards
+
+
+@dataclass
+class PairsResult:
+    out: Path
+    prompts: int
+    pairs: int
+    samples: int
+    mean_score: float
+    best_of_n: float      # share of prompts where at least one sample scored 1
+
+
+def check_out(out: Path, overwrite: bool) -> None:
+    if out.exists() and not overwrite:
+        raise UserError(f"--out: {out} exists", ["pass another --out, or --overwrite to replace it"])
+    if out.exists() and not out.is_file():
+        raise UserError(f"--out: {out} is not a file", ["pass the path of a .jsonl file to write"])
+
+
+def pick_pair(answers: list[str], scores: list[float]) -> tuple[int, int] | None:
+    """(best, worst) indices among the non-empty answers, or None when they all score the same."""
+    kept = [i for i, a in enumerate(answers) if a.strip()]
+    if not kept:
+        return None
+    best = max(kept, key=lambda i: scores[i])
+    worst = min(kept, key=lambda i: scores[i])
+    if scores[best] <= scores[worst] or answers[best].strip() == answers[worst].strip():
+        return None
+    return best, worst
+
+
+def make_pairs(run: str, data: list[str], samples: int, out: Path, overwrite: bool = False,
+               max_new_tokens: int = 128, temperature: float = 1.0, batch_size: int = 16, seed: int = 0,
+               task: str | None = None, text_metric: str = "exact_match", progress: bool = True) -> PairsResult:
+    from lmtune.generate import GenerationSettings, Generator
+    from lmtune.inference_loading import open_path
+    from lmtune.run.layout import write_text
+
+    if samples < 2:
+        raise UserError(f"--samples: got {samples}; a pair needs 2 or more answers per prompt")
+    check_out(out, overwrite)
+    loaded = open_path(run)
+    task = task or (loaded.config.data.task if loaded.config is not None else None)
+    examples = load_prompts(list(data), "auto", "--data").examples     # DataError with file:line first
+    gen = Generator.load(run)
+    rewards = TaskRewards(task, gen.template, max_new_tokens, text_metric)
+    settings = GenerationSettings(max_new_tokens=max_new_tokens, greedy=False, temperature=temperature,
+                                  top_p=1.0, batch_size=batch_size, seed=seed)
+    answers = gen.generate([ex for ex in examples for _ in range(samples)], settings, progress=progress)
+    scores = rewards.score(answers, [ex.response for ex in examples for _ in range(samples)])
+    lines, best_hits = [], 0
+    for k, ex in enumerate(examples):
+        group, group_scores = answers[k * samples:(k + 1) * samples], scores[k * samples:(k + 1) * samples]
+        best_hits += max(group_scores) >= 1.0
+        picked = pick_pair(group, group_scores)
+        if picked is None:
+            continue
+        b, w = picked
+        lines.append(json.dumps({"prompt": ex.prompt_messages(), "chosen": group[b].strip(),
+                                 "rejected": group[w].strip(), "score_chosen": group_scores[b],
+                                 "score_rejected": group_scores[w]}, ensure_ascii=False) + "\n")
+    check_out(out, overwrite)   # again: sampling took a while; never replace what appeared meanwhile
+    write_text(out, "".join(lines))   # a temporary file renamed into place: whole or absent
+    return PairsResult(out, len(examples), len(lines), samples, sum(scores) / max(1, len(scores)),
+                       best_hits / max(1, len(examples)))
