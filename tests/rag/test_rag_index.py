@@ -6,7 +6,7 @@ import os
 import pytest
 
 from lmtune.config import RagConfig
-from lmtune.rag.index import cache_root
+from lmtune.rag.index import cache_root, words
 from lmtune.rag.prompt import augment, augment_item
 from lmtune.rag.retrieve import Retriever
 
@@ -82,8 +82,15 @@ def test_augment_numbers_passages_before_the_question(docs):
     chat = [{"role": "user", "content": "Brisa toaster?"}, {"role": "assistant", "content": "yes"},
             {"role": "user", "content": "And the Delta lamp?"}]
     item, found = augment_item(chat, lambda q: r.search(q, 1))
-    assert found[0].id == "lamp" and item.messages[0]["content"] == "Brisa toaster?"
-    assert item.messages[2]["content"].startswith("Passages:\n[1] (lamp)")
+    assert found[0].id == "lamp" and item[0]["content"] == "Brisa toaster?" and chat[2]["content"] == "And the Delta lamp?"
+    assert item[2]["content"].startswith("Passages:\n[1] (lamp)")
     alpaca = {"instruction": "What does the Cumulus blender cost?", "input": ""}
     item, found = augment_item(alpaca, lambda q: r.search(q, 1))
     assert found[0].id == "blender" and item.fields["instruction"].endswith("Question: What does the Cumulus blender cost?")
+
+
+def test_words_split_as_bm25s_does():
+    import bm25s
+
+    texts = ["The Brisa toaster's 4 slots: €35, ships in 5 days!", "Ünïcode wörds and a_b snake_case, I/O x"]
+    assert [words(t) for t in texts] == bm25s.tokenize(texts, stopwords="en", return_ids=False, show_progress=False)

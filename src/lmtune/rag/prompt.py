@@ -49,6 +49,12 @@ def with_passages(item: Any, passages: list) -> Any:
         return item
     if isinstance(item, str):
         return augment(item, passages)
+    if isinstance(item, list):   # a message list stays one (the server's untrusted-text encoding takes it)
+        messages = [dict(m) for m in item]
+        last = max((i for i, m in enumerate(messages) if m["role"] == "user"), default=None)
+        if last is not None:
+            messages[last]["content"] = augment(messages[last]["content"], passages)
+        return messages
     example = as_example(item)
     if example.format == "alpaca":
         fields = {**example.fields, "instruction": augment(example.fields["instruction"], passages)}
