@@ -131,7 +131,8 @@ def bench_size(n: int, n_queries: int, work: Path) -> None:
           "first_build_s": round(t_cold, 2), "cached_build_s": round(t_warm, 2), "queries": len(lat),
           "query_ms_mean": round(mean, 2), "query_ms_p50": round(lat[len(lat) // 2], 2),
           "query_ms_p95": round(lat[int(len(lat) * 0.95) - 1], 2), "share_of_200ms": round(mean / REFERENCE_MS, 4),
-          "asked_product_in_top3": round(hits / min(200, len(qs)), 3), "max_rss_gib": round(rss_gib(), 2)})
+          "asked_product_in_top3": round(hits / min(200, len(qs)), 3), "max_rss_gib": round(rss_gib(), 2),
+          "load_avg_1m": round(os.getloadavg()[0], 1)})
     path.unlink()
 
 

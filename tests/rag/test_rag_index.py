@@ -94,3 +94,13 @@ def test_words_split_as_bm25s_does():
 
     texts = ["The Brisa toaster's 4 slots: €35, ships in 5 days!", "Ünïcode wörds and a_b snake_case, I/O x"]
     assert [words(t) for t in texts] == bm25s.tokenize(texts, stopwords="en", return_ids=False, show_progress=False)
+
+
+def test_scores_equal_bm25s_own(docs):
+    import numpy as np
+
+    r = Retriever.build(RagConfig(docs=str(docs)))
+    vocab = r.bm25.vocab_dict
+    for question in ("costs euros ships days", "Brisa toaster costs costs", "refund"):
+        ids = [vocab[w] for w in words(question) if w in vocab]
+        assert np.allclose(r.scores(ids), r.bm25.get_scores_from_ids(ids), rtol=1e-5)

@@ -45,12 +45,25 @@ class Retriever:
         ids = [vocab[w] for w in words(query) if w in vocab]
         if k <= 0 or not ids:
             return []
-        # bm25s' scores of every chunk, then the top k of those that share a word with the query
-        # (its `retrieve` starts a thread pool per call, which costs more than the scoring)
-        scores = self.bm25.get_scores_from_ids(ids)
+        scores = self.scores(ids)
         hits = np.flatnonzero(scores > 0)
         if len(hits) > k:
             hits = hits[np.argpartition(scores[hits], len(hits) - k)[-k:]]
         best = hits[np.lexsort((hits, -scores[hits]))]   # best first; ties: the earlier chunk
         return [Passage(c.doc_id, c.source, c.text, float(scores[i]), c.index)
                 for i in best for c in (self.chunks[int(i)],)]
+
+    def scores(self, ids: list[int]):
+        """The BM25 score of every chunk for these word ids: bm25s' precomputed per-word scores
+        (its sparse matrix, one column per word) summed with one bincount. bm25s' own
+        `get_scores_from_ids` sums them with np.add.at and its `retrieve` starts a thread pool
+        per call; each costs more than the scoring itself (benchmarks/README.md)."""
+        import numpy as np
+
+        m = self.bm25.scores
+        if self.bm25.nonoccurrence_array is not None:   # BM25L/BM25+ variants add a term per word
+            return self.bm25.get_scores_from_ids(ids)
+        spans = [(m["indptr"][t], m["indptr"][t + 1]) for t in ids]
+        rows = np.concatenate([m["indices"][a:b] for a, b in spans])
+        return np.bincount(rows, weights=np.concatenate([m["data"][a:b] for a, b in spans]),
+                           minlength=m["num_docs"])
