@@ -153,7 +153,8 @@ def bench_prompt_tokens(work: Path, n: int = 10_000, n_queries: int = 200) -> No
     for k in (1, 3, 5):
         added = [len(tok(augment(q, r.search(q, k)))["input_ids"]) - len(tok(q)["input_ids"]) for q in qs]
         emit({"top_k": k, "chunk_tokens": 128, "prompt_tokens_added_mean": round(statistics.fmean(added), 1),
-              "max": max(added), "question_tokens_mean": round(statistics.fmean(len(tok(q)["input_ids"]) for q in qs), 1)})
+              "max": max(added),
+              "question_tokens_mean": round(statistics.fmean(len(tok(q)["input_ids"]) for q in qs), 1)})
 
 
 def main() -> None:

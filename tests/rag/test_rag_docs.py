@@ -23,7 +23,8 @@ def test_jsonl_records_keep_id_text_and_line(tmp_path):
 
 def test_every_bad_record_is_named_by_file_and_line(tmp_path):
     path = _jsonl(tmp_path / "d.jsonl", [{"id": "a", "text": "ok"}, "{not json", '["a list"]', {"text": "no id"},
-                                         {"id": "b", "text": ""}, {"id": "a", "text": "again"}, {"id": True, "text": "x"}])
+                                         {"id": "b", "text": ""}, {"id": "a", "text": "again"},
+                                         {"id": True, "text": "x"}])
     with pytest.raises(DataError) as info:
         load_documents(path)
     problems = info.value.problems

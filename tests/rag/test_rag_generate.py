@@ -45,8 +45,9 @@ def test_the_run_s_docs_are_the_default_and_reach_the_prompt(run, capsys):
 
 
 def test_docs_flag_replaces_the_run_s_docs_and_top_k(run, capsys, tmp_path):
-    other = write_catalogue(tmp_path / "other.jsonl", [{"id": "brisa-2027", "text": "The Brisa toaster now costs 41 euros."},
-                                                       {"id": "misc", "text": "Nothing about toasters here."}])
+    other = write_catalogue(tmp_path / "other.jsonl",
+                            [{"id": "brisa-2027", "text": "The Brisa toaster now costs 41 euros."},
+                             {"id": "misc", "text": "Nothing about toasters here."}])
     _, err = _generate(capsys, run["run"], "--docs", other, "--top-k", "1", "--prompt", QUESTION)
     assert f"sources: [1] brisa-2027 ({other}:1)" in err and "[2]" not in err
 

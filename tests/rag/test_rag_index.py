@@ -82,11 +82,17 @@ def test_augment_numbers_passages_before_the_question(docs):
     chat = [{"role": "user", "content": "Brisa toaster?"}, {"role": "assistant", "content": "yes"},
             {"role": "user", "content": "And the Delta lamp?"}]
     item, found = augment_item(chat, lambda q: r.search(q, 1))
-    assert found[0].id == "lamp" and item[0]["content"] == "Brisa toaster?" and chat[2]["content"] == "And the Delta lamp?"
+    assert found[0].id == "lamp" and item[0]["content"] == "Brisa toaster?"
+    assert chat[2]["content"] == "And the Delta lamp?"   # the caller's list is left as it was
     assert item[2]["content"].startswith("Passages:\n[1] (lamp)")
     alpaca = {"instruction": "What does the Cumulus blender cost?", "input": ""}
     item, found = augment_item(alpaca, lambda q: r.search(q, 1))
-    assert found[0].id == "blender" and item.fields["instruction"].endswith("Question: What does the Cumulus blender cost?")
+    assert found[0].id == "blender" and item.fields["instruction"] == augment(alpaca["instruction"], found)
+    # chat templates render the messages: the same text
+    assert item.prompt_messages() == [{"role": "user", "content": augment(alpaca["instruction"], found)}]
+    record = {"prompt": "Delta lamp watt", "completion": "7"}
+    item, found = augment_item(record, lambda q: r.search(q, 1))
+    assert item.fields["prompt"] == item.prompt_messages()[-1]["content"] == augment("Delta lamp watt", found)
 
 
 def test_words_split_as_bm25s_does():
