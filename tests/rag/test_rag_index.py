@@ -110,3 +110,12 @@ def test_scores_equal_bm25s_own(docs):
     for question in ("costs euros ships days", "Brisa toaster costs costs", "refund"):
         ids = [vocab[w] for w in words(question) if w in vocab]
         assert np.allclose(r.scores(ids), r.bm25.get_scores_from_ids(ids), rtol=1e-5)
+
+
+def test_an_unwritable_cache_keeps_the_index_in_memory(docs, monkeypatch, tmp_path, capsys):
+    blocker = tmp_path / "not-a-folder"
+    blocker.write_text("a file where the cache folder would go")
+    monkeypatch.setenv("LMTUNE_CACHE_DIR", str(blocker))
+    r = Retriever.build(RagConfig(docs=str(docs)))
+    assert r.search("Brisa toaster", 1)[0].id == "toaster" and r.cached is False
+    assert "cannot write the index cache" in capsys.readouterr().err and blocker.read_text().startswith("a file")
