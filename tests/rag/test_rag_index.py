@@ -119,3 +119,39 @@ def test_an_unwritable_cache_keeps_the_index_in_memory(docs, monkeypatch, tmp_pa
     r = Retriever.build(RagConfig(docs=str(docs)))
     assert r.search("Brisa toaster", 1)[0].id == "toaster" and r.cached is False
     assert "cannot write the index cache" in capsys.readouterr().err and blocker.read_text().startswith("a file")
+
+
+def test_pruned_search_equals_scoring_every_chunk(tmp_path, monkeypatch):
+    import random
+
+    monkeypatch.setenv("LMTUNE_CACHE_DIR", str(tmp_path / "cache"))
+    rng = random.Random(0)
+    kinds = ["kettle", "toaster", "lamp", "chair", "tent", "drill", "fan", "pan"]
+    names = [f"Model{i}" for i in range(400)]
+    path = tmp_path / "shop.jsonl"
+    lines = [json.dumps({"id": i, "text": f"The {rng.choice(names)} {rng.choice(kinds)} ships within "
+                                          f"{rng.randint(1, 9)} days and costs {rng.randint(5, 60)} euros."})
+             for i in range(3000)]
+    path.write_text("\n".join(lines) + "\n")
+    r = Retriever.build(RagConfig(docs=str(path)))
+    vocab, pruned = r.bm25.vocab_dict, 0
+    for _ in range(150):
+        q = (f"When does the {rng.choice(names)} {rng.choice(kinds)} ship, what does it cost in euros, "
+             f"{rng.randint(1, 9)} days?")
+        k = rng.choice([1, 3, 5])
+        fast, every = r.search(q, k), r.search(q, k, prune=False)
+        assert [(p.id, p.chunk) for p in fast] == [(p.id, p.chunk) for p in every]
+        assert [p.score for p in fast] == pytest.approx([p.score for p in every], rel=1e-9)
+        pruned += r._pruned([vocab[w] for w in words(q) if w in vocab], k) is not None
+    assert pruned > 100   # the common words ("ships", "days", "euros") were left to the candidates
+
+
+def test_pruning_gives_way_when_common_words_outscore_the_candidates(tmp_path, monkeypatch):
+    monkeypatch.setenv("LMTUNE_CACHE_DIR", str(tmp_path / "cache"))
+    texts = ["rarish filler"] * 9 + ["alpha beta gamma filler"] * 11 + ["filler words only"] * 80
+    path = tmp_path / "d.jsonl"
+    path.write_text("".join(json.dumps({"id": i, "text": t}) + "\n" for i, t in enumerate(texts)))
+    r = Retriever.build(RagConfig(docs=str(path)))
+    # "rarish" (9 of 100 chunks) makes the candidates; alpha+beta+gamma (11 each) outscore it together
+    assert r.search("rarish alpha beta gamma", 1)[0].id == "9"
+    assert r.search("rarish alpha beta gamma", 1) == r.search("rarish alpha beta gamma", 1, prune=False)
