@@ -66,9 +66,10 @@ def run(args: argparse.Namespace) -> int:
         if value is not None and value < least:
             raise UserError(f"--{flag.replace('_', '-')}: got {value}, must be >= {least}")
     check_paths(args.run, opts)
+    from lmtune.rag.arguments import flags
     from lmtune.rag.inference import rag_settings, run_config_of
 
-    rag = rag_settings(run_config_of(args.run), args.docs, args.no_docs, args.top_k)
+    rag = rag_settings(run_config_of(args.run), *flags(args))
     from lmtune.evaluate import EVAL_FILE, evaluate_run
     from lmtune.evaluate.summary import summarize
 

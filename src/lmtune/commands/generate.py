@@ -112,9 +112,10 @@ def check_args(args: argparse.Namespace) -> list | None:
 
 def _check_rag(args: argparse.Namespace) -> None:
     """args.rag: the retrieval settings (None: none), the documents checked before the model loads."""
+    from lmtune.rag.arguments import flags
     from lmtune.rag.inference import rag_settings, run_config_of
 
-    args.rag = rag_settings(run_config_of(args.model), args.docs, args.no_docs, args.top_k)
+    args.rag = rag_settings(run_config_of(args.model), *flags(args))
 
 
 def _check_model(model: str) -> None:

@@ -54,9 +54,10 @@ def run(args: argparse.Namespace) -> int:
     if args.max_request_bytes < 1024:
         raise UserError(f"--max-request-bytes {args.max_request_bytes}: at least 1024 bytes",
                         [f"the default is {DEFAULT_MAX_REQUEST_BYTES:,} (4 MiB)"])
+    from lmtune.rag.arguments import flags
     from lmtune.rag.inference import rag_settings, run_config_of
 
-    rags = [rag_settings(run_config_of(p), args.docs, args.no_docs, args.top_k) for p in args.models]
+    rags = [rag_settings(run_config_of(p), *flags(args)) for p in args.models]
     sock = bind(args.host, args.port)  # before loading: a busy port fails in a second, not after a load
     from lmtune.serve.app import create_app
     from lmtune.serve.engine import Engine
