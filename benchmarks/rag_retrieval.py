@@ -13,7 +13,8 @@ Queries ask about a random product the way a user would ("How much does the Velk
 Each size: loading the JSONL, chunking, the BM25 index (bm25s) (each timed on its own up to 100K),
 the first build (all three + the cache written), the cached index read again (what every later run
 pays), then `Retriever.search(question, 3)` timed one query at a time, in wall time and in the
-thread's CPU time (the machine is shared: wall time includes the time other jobs held the cores).
+process's CPU time (the machine is shared: wall time includes the time other jobs held the cores),
+next to bm25s' own `BM25.retrieve` on the same index and words (the reference in this script).
 The reference is the 200-500 ms per query the fine-tuning tutorial quotes for a retrieval step;
 each latency is printed as a share of 200 ms. JSON lines on stdout, one per measurement.
 """
@@ -98,7 +99,27 @@ def emit(row: dict) -> None:
     print(json.dumps(row), flush=True)
 
 
-def bench_size(n: int, n_queries: int, work: Path, phases: bool = True) -> None:
+def per_query(search, qs: list[str]) -> tuple[list[float], list[float]]:
+    """Sorted wall and CPU milliseconds of each query (CPU: the process's, so the time other jobs
+    held the shared cores is left out; a thread pool's work is counted)."""
+    lat, cpu = [], []
+    for q in qs:
+        c = time.process_time()
+        _, t = timed(search, q)
+        cpu.append((time.process_time() - c) * 1000)
+        lat.append(t * 1000)
+    return sorted(lat), sorted(cpu)
+
+
+def bm25s_retrieve(retriever, question: str, k: int):
+    """The reference: bm25s' own `retrieve` on the same index and words."""
+    from lmtune.rag.index import words
+
+    found = [w for w in words(question) if w in retriever.bm25.vocab_dict]
+    return retriever.bm25.retrieve([found], k=k, show_progress=False, n_threads=1) if found else None
+
+
+def bench_size(n: int, n_queries: int, work: Path, phases: bool = True, reference: bool = True) -> None:
     from lmtune.config import RagConfig
     from lmtune.rag.docs import chunk_documents, load_documents
     from lmtune.rag.index import build_bm25
@@ -120,18 +141,13 @@ def bench_size(n: int, n_queries: int, work: Path, phases: bool = True) -> None:
     assert warm.cached
     qs = questions(keys, n_queries)
     warm.search(qs[0], 3)                                 # first call pays bm25s' lazy set-up
-    lat, cpu, hits = [], [], 0
-    for q in qs:
-        c = time.thread_time()
-        _, t = timed(warm.search, q, 3)
-        cpu.append((time.thread_time() - c) * 1000)   # without the time other processes held the cores
-        lat.append(t * 1000)
+    lat, cpu = per_query(lambda q: warm.search(q, 3), qs)
+    hits = 0
+    ref_lat, ref_cpu = per_query(lambda q: bm25s_retrieve(warm, q, 3), qs) if reference else (None, None)
     # how often the product asked about is in the top 3 (its name is in the question)
     for q in qs[:200]:
         name = next(w for w in q.split() if w[:1].isupper() and any(c.isdigit() for c in w))
         hits += any(name in p.text for p in warm.search(q, 3))
-    lat.sort()
-    cpu.sort()
     mean = statistics.fmean(lat)
     r2 = lambda x: None if x is None else round(x, 2)   # noqa: E731
     emit({"chunks": len(warm.chunks), "docs_mb": round(path.stat().st_size / 2**20, 1), "write_s": round(t_write, 1),
@@ -141,6 +157,9 @@ def bench_size(n: int, n_queries: int, work: Path, phases: bool = True) -> None:
           "query_ms_p95": round(lat[int(len(lat) * 0.95) - 1], 2), "share_of_200ms": round(mean / REFERENCE_MS, 4),
           "query_cpu_ms_mean": round(statistics.fmean(cpu), 2),
           "query_cpu_ms_p95": round(cpu[int(len(cpu) * 0.95) - 1], 2),
+          **({"bm25s_retrieve_ms_mean": round(statistics.fmean(ref_lat), 2),
+              "bm25s_retrieve_cpu_ms_mean": round(statistics.fmean(ref_cpu), 2),
+              "bm25s_retrieve_cpu_ms_p95": round(ref_cpu[int(len(ref_cpu) * 0.95) - 1], 2)} if reference else {}),
           "asked_product_in_top3": round(hits / min(200, len(qs)), 3), "max_rss_gib": round(rss_gib(), 2),
           "load_avg_1m": round(os.getloadavg()[0], 1)})
     path.unlink()
@@ -171,6 +190,7 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--sizes", type=int, nargs="+", default=[10_000, 100_000])
     ap.add_argument("--queries", type=int, default=200)
+    ap.add_argument("--no-reference", action="store_true", help="skip timing bm25s' own retrieve")
     ap.add_argument("--phases-up-to", type=int, default=100_000,
                     help="time loading, chunking and indexing on their own up to this size (it builds twice)")
     ap.add_argument("--prompt-tokens", action="store_true", help="only the prompt tokens at top_k 1/3/5")
@@ -182,7 +202,7 @@ def main() -> None:
             bench_prompt_tokens(work)
             return
         for n in args.sizes:
-            bench_size(n, args.queries, work, phases=n <= args.phases_up_to)
+            bench_size(n, args.queries, work, phases=n <= args.phases_up_to, reference=not args.no_reference)
 
 
 if __name__ == "__main__":
