@@ -23,6 +23,7 @@ from pathlib import Path
 from typing import Any
 
 from lmtune.data.cache import file_digest, tokenizer_fingerprint
+from lmtune.errors import UserError
 from lmtune.rag.docs import Chunk, chunk_documents, doc_files, load_documents
 from lmtune.run.layout import write_json
 
@@ -86,6 +87,9 @@ def build_bm25(chunks: list[Chunk]):
 
 def load_index(settings: Any, tokenizer=None, cache: bool = True) -> tuple[Any, list[Chunk], bool]:
     """(bm25s index, chunks, whether it came from the cache) for rag.docs under `settings`."""
+    if not settings.docs:
+        raise UserError("rag.docs is not set: there are no documents to retrieve from",
+                        ["set rag.docs in the config, or pass --docs DOCS"])
     if not cache:
         return *_build(settings, tokenizer), False
     key = index_key(settings, tokenizer)
