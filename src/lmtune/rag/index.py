@@ -122,7 +122,8 @@ def _read(entry: Path, key: str) -> tuple[Any, list[Chunk]]:
         chunks = [Chunk(*json.loads(line)) for line in fh]
     if len(chunks) != meta.get("chunks"):
         raise ValueError(f"{len(chunks)} chunks, meta.json says {meta.get('chunks')}")
-    bm25 = bm25s.BM25.load(str(entry / BM25_DIR), show_progress=False)
+    # memory-mapped: the score matrix is paged in as queries touch it, not read whole at start
+    bm25 = bm25s.BM25.load(str(entry / BM25_DIR), mmap=True, show_progress=False)
     return bm25, chunks
 
 
