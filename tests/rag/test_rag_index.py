@@ -47,8 +47,10 @@ def test_no_shared_word_finds_nothing_and_k_is_capped(docs):
 
 def test_index_is_cached_by_content_and_settings(docs):
     settings = RagConfig(docs=str(docs))
-    assert Retriever.build(settings).cached is False
-    assert Retriever.build(settings).cached is True
+    fresh, cached = Retriever.build(settings), Retriever.build(settings)
+    assert fresh.cached is False and cached.cached is True
+    for question in ("Brisa toaster price in euros", "refund returned item", "watt motor blender"):
+        assert cached.search(question, 3) == fresh.search(question, 3)   # the reloaded index finds the same
     entries = [p for p in cache_root().iterdir() if not p.name.startswith(".")]
     assert len(entries) == 1 and (entries[0] / "meta.json").is_file()
     assert Retriever.build(RagConfig(docs=str(docs), chunk_tokens=8, chunk_overlap=2)).cached is False
