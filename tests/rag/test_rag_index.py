@@ -157,3 +157,19 @@ def test_pruning_gives_way_when_common_words_outscore_the_candidates(tmp_path, m
     # "rarish" (9 of 100 chunks) makes the candidates; alpha+beta+gamma (11 each) outscore it together
     assert r.search("rarish alpha beta gamma", 1)[0].id == "9"
     assert r.search("rarish alpha beta gamma", 1) == r.search("rarish alpha beta gamma", 1, prune=False)
+
+
+def test_documents_checked_once_per_content(docs, monkeypatch):
+    from lmtune.errors import DataError
+    from lmtune.rag import index
+
+    parsed = []
+    real = index.load_documents
+    monkeypatch.setattr(index, "load_documents", lambda path: parsed.append(path) or real(path))
+    index.check_documents(str(docs))
+    index.check_documents(str(docs))
+    assert len(parsed) == 1 and len(list((cache_root() / "checked").iterdir())) == 1
+    docs.write_text(docs.read_text() + '{"id": "new"}\n')   # changed: checked again, and refused
+    with pytest.raises(DataError, match=r"1 bad document"):
+        index.check_documents(str(docs))
+    assert len(parsed) == 2

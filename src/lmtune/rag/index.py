@@ -32,6 +32,7 @@ META = "meta.json"
 MARKER = "lmtune_rag_index"
 CHUNKS = "chunks.jsonl"
 BM25_DIR = "bm25"
+CHECKED = "checked"          # one small file per set of documents found valid
 _KEY_NAME = re.compile(r"[0-9a-f]{32}")
 
 
@@ -40,6 +41,23 @@ def cache_root() -> Path:
         return Path(os.environ["LMTUNE_CACHE_DIR"]) / "rag"
     base = os.environ.get("XDG_CACHE_HOME") or str(Path.home() / ".cache")
     return Path(base) / "lmtune" / "rag"
+
+
+def check_documents(docs: str) -> None:
+    """Every record of `docs` is valid (load_documents' errors otherwise), remembered by the files'
+    content in the cache folder, so a command on unchanged documents does not parse them twice
+    (the index build or the cached index follows)."""
+    files = [[str(f.resolve()), f.stat().st_size, file_digest(f)] for f in doc_files(docs)]
+    key = hashlib.sha256(json.dumps({"version": INDEX_VERSION, "files": files}).encode()).hexdigest()[:32]
+    mark = cache_root() / CHECKED / key
+    if mark.is_file():
+        return
+    load_documents(docs)
+    try:
+        mark.parent.mkdir(parents=True, exist_ok=True)
+        write_json(mark, {"marker": MARKER, "files": files})
+    except OSError:   # no cache: checked again next time
+        pass
 
 
 def index_key(settings: Any, tokenizer=None) -> str:
