@@ -16,14 +16,15 @@ _COMMON = dict(hidden_size=64, intermediate_size=128, num_hidden_layers=2, num_a
                num_key_value_heads=2, max_position_embeddings=512, tie_word_embeddings=False)
 
 
-def family_config(family: str, vocab_size: int):
+def family_config(family: str, vocab_size: int, eos: int, pad: int):
     import transformers as tf
 
-    c = dict(_COMMON, vocab_size=vocab_size)
+    ids = dict(vocab_size=vocab_size, bos_token_id=eos, eos_token_id=eos, pad_token_id=pad)
+    c = dict(_COMMON, **ids)
     if family == "llama":  # Llama 3.1/3.2: llama3 RoPE scaling; head_dim 16's frequencies fall in all three bands
-        return tf.LlamaConfig(**c, rope_parameters={"rope_type": "llama3", "rope_theta": 500000.0, "factor": 8.0,
-                                                    "low_freq_factor": 1.0, "high_freq_factor": 4.0,
-                                                    "original_max_position_embeddings": 8192})
+        rope = {"rope_type": "llama3", "rope_theta": 500000.0, "factor": 8.0, "low_freq_factor": 1.0,
+                "high_freq_factor": 4.0, "original_max_position_embeddings": 8192}
+        return tf.LlamaConfig(**{**c, "max_position_embeddings": 131072}, rope_parameters=rope)
     if family == "mistral":  # Mistral 7B v0.1's window (longer than any test prompt, as llama.cpp assumes)
         return tf.MistralConfig(**c, sliding_window=4096)
     if family == "qwen2":
@@ -39,11 +40,11 @@ def family_config(family: str, vocab_size: int):
                                    rope_parameters={"full_attention": {"rope_type": "linear", "factor": 8.0,
                                                                        "rope_theta": 1000000.0},
                                                     "sliding_attention": {"rope_type": "default",
-                                                                          "rope_theta": 10000.0}})
+                                                                          "rope_theta": 50000.0}})
     if family == "phi3":
-        return tf.Phi3Config(**c, original_max_position_embeddings=512, pad_token_id=0)
+        return tf.Phi3Config(**c, original_max_position_embeddings=512)
     if family == "gpt_neox":
-        return tf.GPTNeoXConfig(vocab_size=vocab_size, hidden_size=64, intermediate_size=128, num_hidden_layers=2,
+        return tf.GPTNeoXConfig(**ids, hidden_size=64, intermediate_size=128, num_hidden_layers=2,
                                 num_attention_heads=4, max_position_embeddings=512, hidden_act="gelu",
                                 rope_parameters={"rope_type": "default", "rope_theta": 10000.0,
                                                  "partial_rotary_factor": 0.5})
@@ -67,9 +68,7 @@ def save_family_model(path: Path, family: str, seed: int = 0) -> Path:
     from tiny_models import build_tokenizer
 
     tok = build_tokenizer()
-    cfg = family_config(family, len(tok))
-    cfg.eos_token_id = cfg.bos_token_id = tok.eos_token_id
-    cfg.pad_token_id = tok.pad_token_id
+    cfg = family_config(family, len(tok), tok.eos_token_id, tok.pad_token_id)
     torch.manual_seed(seed)
     model = AutoModelForCausalLM.from_config(cfg)
     with torch.no_grad():

@@ -1,0 +1,64 @@
+"""Every family lmtune exports to GGUF, proven by logits: a tiny random model of each family
+(tests/helpers/tiny_families.py) is exported, the file is run by a reference forward pass that
+computes as llama.cpp's graphs do (tests/helpers/gguf_reference.py), and its logits are compared
+with transformers' on a prompt longer than the test sliding windows. f32 must agree to float
+precision; q8_0 loosely. llama.cpp itself is compared in scripts/check_gguf_families.py."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from gguf_reference import GGUFModel, forward
+from lmtune.cli import main as cli
+from lmtune.export import export
+from tiny_families import FAMILIES, save_family_model
+
+IDS = [5, 17, 99, 3, 250, 40, 8, 77, 12, 200, 31, 64]
+
+
+def _hf_logits(path, **overrides):
+    from transformers import AutoModelForCausalLM
+
+    model = AutoModelForCausalLM.from_pretrained(str(path), **overrides).eval()
+    with torch.no_grad():
+        return model(input_ids=torch.tensor([IDS])).logits[0].double()
+
+
+@pytest.mark.parametrize("family", FAMILIES)
+def test_family_gguf_computes_the_hf_logits(tmp_path, family):
+    path = save_family_model(tmp_path / family, family)
+    # ggml's GELU is the tanh form; GPT-NeoX's "gelu" is erf's: compare like with like (the gap
+    # between the two forms is what llama.cpp itself shows, see docs/deploy.md)
+    want = _hf_logits(path, **({"hidden_act": "gelu_pytorch_tanh"} if family == "gpt_neox" else {}))
+    res = export(str(path), str(tmp_path / "f32"), quant="f32")
+    got = forward(GGUFModel(res.gguf), IDS)
+    torch.testing.assert_close(got, want, atol=1e-4 * want.abs().max().item(), rtol=0)
+    if family in ("llama", "gemma2", "phi3", "gpt_neox"):  # the layouts that differ most; q8_0 is slow to write
+        res = export(str(path), str(tmp_path / "q8"), quant="q8_0")
+        got = forward(GGUFModel(res.gguf), IDS)
+        assert (got - want).abs().max() < 0.08 * want.abs().max()
+
+
+def test_llama3_rope_freqs_are_the_converters(tmp_path):
+    """llama3 scaling: short wavelengths 1, long ones `factor`, the band between blended (the
+    tiny config's head_dim 16 puts frequencies in all three)."""
+    import gguf
+
+    path = save_family_model(tmp_path / "m", "llama")
+    res = export(str(path), str(tmp_path / "out"), quant="f32")
+    reader = gguf.GGUFReader(str(res.gguf))
+    freqs = next(t for t in reader.tensors if t.name == "rope_freqs.weight").data.tolist()
+    assert freqs[:4] == [1.0] * 4 and freqs[5:] == [8.0] * 3 and 1.0 < freqs[4] < 8.0
+
+
+def test_a_family_llama_cpp_runs_differently_is_refused_before_any_folder(tmp_path, capsys):
+    import json
+
+    path = save_family_model(tmp_path / "m", "smollm3")
+    cfg = json.loads((path / "config.json").read_text())
+    cfg["no_rope_layers"] = [1, 0, 1, 1]  # llama.cpp's smollm3 skips RoPE on every 4th layer only
+    (path / "config.json").write_text(json.dumps(cfg))
+    assert cli(["export", str(path), "--out", str(tmp_path / "out")]) == 2
+    assert "no_rope_layers [1, 0, 1, 1]" in capsys.readouterr().err
+    assert not (tmp_path / "out").exists()
