@@ -4,7 +4,7 @@ the exporter's, so a wrong tensor name, layout or key shows up as different logi
 
 What it takes from the file, per architecture: RoPE as llama.cpp rotates it (NORM: adjacent pairs,
 for llama/smollm3/granite; NEOX: the two halves, for the rest), rope_freqs (frequency / factor),
-freq_base(_swa) and linear freq_scale, partial rotary (rope.dimension_count), q/k norms (per
+freq_base(_swa) and linear freq_scale, longrope's factors and attn_factor, partial rotary (rope.dimension_count), q/k norms (per
 head, or over the whole projection for olmo2), biases, fused attn_qkv (phi3, gptneox) and fused
 ffn_up (phi3: gate then up), Gemma's sqrt(n_embd) embedding scale, query scale and soft-caps,
 sliding windows per layer, GPT-NeoX's parallel residual and LayerNorm, SmolLM3's NoPE layers,
@@ -60,13 +60,14 @@ def _linear(x, w, b=None):
     return y if b is None else y + b
 
 
-def _rope(x, n_rot, base, scale, factors, neox):
-    """x: (tokens, heads, head_dim). llama.cpp's ggml_rope_ext: theta_i = pos * scale * base^(-2i/n_rot) / factor_i."""
+def _rope(x, n_rot, base, scale, factors, neox, mscale=1.0):
+    """x: (tokens, heads, head_dim). llama.cpp's ggml_rope_ext: theta_i = pos * scale * base^(-2i/n_rot) / factor_i,
+    cos and sin times mscale (the attn_factor)."""
     n = x.shape[0]
     i = torch.arange(n_rot // 2, dtype=torch.float64)
     inv = base ** (-2 * i / n_rot) / (factors if factors is not None else 1.0)
     theta = torch.arange(n, dtype=torch.float64)[:, None] * scale * inv[None, :]
-    cos, sin = torch.cos(theta)[:, None, :], torch.sin(theta)[:, None, :]
+    cos, sin = mscale * torch.cos(theta)[:, None, :], mscale * torch.sin(theta)[:, None, :]
     out = x.clone()
     if neox:
         a, b = x[..., : n_rot // 2], x[..., n_rot // 2: n_rot]
@@ -93,8 +94,8 @@ def _attention(q, k, v, scale, softcap, window):
     return torch.einsum("hqk,khd->qhd", torch.softmax(s, -1), v).reshape(n, -1)
 
 
-def forward(m: GGUFModel, ids: list[int]) -> torch.Tensor:
-    """Logits (tokens, vocab) as llama.cpp computes them from this file."""
+def forward(m: GGUFModel, ids: list[int], n_ctx: int = 512) -> torch.Tensor:
+    """Logits (tokens, vocab) as llama.cpp computes them from this file, in a context of n_ctx."""
     arch = m.arch
     n_embd, n_head = m.key("embedding_length"), m.key("attention.head_count")
     n_kv = m.key("attention.head_count_kv", n_head)
@@ -114,6 +115,10 @@ def forward(m: GGUFModel, ids: list[int]) -> torch.Tensor:
         window = 0  # llama.cpp's phi3 turns SWA off
     neox = arch not in NORM_ROPE
     rope_factors = m.w("rope_freqs.weight")
+    if m.w("rope_factors_short.weight") is not None:  # longrope: llama.cpp picks by context size
+        long = n_ctx > m.key("rope.scaling.original_context_length", m.key("context_length"))
+        rope_factors = m.w("rope_factors_long.weight" if long else "rope_factors_short.weight")
+    mscale = m.key("rope.scaling.attn_factor", 1.0)
     gemma = arch in ("gemma2", "gemma3")
     kq_scale = m.key("attention.scale") or 1.0 / math.sqrt(head_dim)
 
@@ -142,8 +147,8 @@ def forward(m: GGUFModel, ids: list[int]) -> torch.Tensor:
             q, k = _rms(q, m.w("attn_q_norm.weight", il), eps), _rms(k, m.w("attn_k_norm.weight", il), eps)
         if not (arch == "smollm3" and (il + 1) % 4 == 0):
             layer_base, layer_scale = (base_swa, 1.0) if swa and gemma else (base, scale)
-            q = _rope(q, n_rot, layer_base, layer_scale, rope_factors, neox)
-            k = _rope(k, n_rot, layer_base, layer_scale, rope_factors, neox)
+            q = _rope(q, n_rot, layer_base, layer_scale, rope_factors, neox, mscale)
+            k = _rope(k, n_rot, layer_base, layer_scale, rope_factors, neox, mscale)
         if gemma:  # llama.cpp scales q by f_attention_scale = 1/sqrt(head_dim), then kq by 1
             q, this_scale = q / math.sqrt(head_dim), 1.0
         else:

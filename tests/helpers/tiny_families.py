@@ -2,7 +2,7 @@
 test time (no downloads) and saved like a Hub model: 2 layers (4 for SmolLM3, whose NoPE layer is
 the 4th), hidden 64, every row a multiple of 32 so q8_0/q4_0 blocks accept them. Each config turns
 on what makes its family different (llama3 RoPE scaling, qkv bias, q/k norms, soft-capping, a
-sliding window shorter than the test prompts, fused qkv/gate_up, parallel residual, NoPE layers,
+sliding window shorter than the test prompts, fused qkv/gate_up with longrope and partial rotary, parallel residual, NoPE layers,
 Granite's multipliers), so a writer that ignores it gets different logits."""
 
 from __future__ import annotations
@@ -42,7 +42,12 @@ def family_config(family: str, vocab_size: int, eos: int, pad: int):
                                                     "sliding_attention": {"rope_type": "default",
                                                                           "rope_theta": 50000.0}})
     if family == "phi3":
-        return tf.Phi3Config(**c, original_max_position_embeddings=512)
+        # Phi-4-mini's shape of RoPE: longrope with partial rotary (12 of 16 dims, so 6 factors each)
+        rope = {"rope_type": "longrope", "rope_theta": 10000.0, "partial_rotary_factor": 0.75,
+                "original_max_position_embeddings": 512, "short_factor": [1.0, 1.1, 1.3, 1.6, 2.0, 2.5],
+                "long_factor": [1.0, 2.0, 4.0, 8.0, 16.0, 32.0]}
+        return tf.Phi3Config(**{**c, "max_position_embeddings": 2048}, original_max_position_embeddings=512,
+                             rope_parameters=rope)
     if family == "gpt_neox":
         return tf.GPTNeoXConfig(**ids, hidden_size=64, intermediate_size=128, num_hidden_layers=2,
                                 num_attention_heads=4, max_position_embeddings=512, hidden_act="gelu",

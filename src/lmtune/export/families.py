@@ -34,6 +34,7 @@ class Family:
     norm_plus_one: bool = False
     neox_qkv: bool = False
     llama3_rope: bool = False                   # llama3 RoPE scaling -> rope_freqs (LlamaModel families)
+    longrope: bool = False                      # longrope -> rope_factors_long/short (Phi-3/4)
     untied_output: bool = True                  # False: llama.cpp always reuses token_embd (Gemma 2)
     hparams: Callable = _nothing                # the keys only this family writes
     checks: tuple[Callable, ...] = field(default_factory=tuple)
@@ -84,9 +85,24 @@ def _sliding(writer, cfg: dict) -> None:
 
 
 def _phi3(writer, cfg: dict) -> None:
-    writer.add_rope_scaling_orig_ctx_len(int(cfg.get("original_max_position_embeddings")
+    rope = rope_params(cfg)
+    writer.add_rope_scaling_orig_ctx_len(int(rope.get("original_max_position_embeddings")
+                                             or cfg.get("original_max_position_embeddings")
                                              or cfg["max_position_embeddings"]))
     writer.add_sliding_window(int(cfg.get("sliding_window") or 0))  # llama.cpp's phi3 ignores it
+    if rope["rope_type"] == "longrope":
+        writer.add_rope_scaling_attn_factors(longrope_attention_factor(cfg))
+
+
+def longrope_attention_factor(cfg: dict) -> float:
+    """The cos/sin scale of longrope, as transformers computes it (the converter's formula, but an
+    explicit attention_factor or factor in the config wins, as it does in transformers)."""
+    rope = rope_params(cfg)
+    orig = rope.get("original_max_position_embeddings") or cfg["original_max_position_embeddings"]
+    if rope.get("attention_factor") is not None:
+        return float(rope["attention_factor"])
+    factor = rope.get("factor") or cfg["max_position_embeddings"] / orig
+    return 1.0 if factor <= 1.0 else math.sqrt(1 + math.log(factor) / math.log(orig))
 
 
 def _gpt_neox(writer, cfg: dict) -> None:
@@ -146,14 +162,14 @@ FAMILIES: dict[str, Family] = {
                      checks=(_gemma_query_scale,)),
     "gemma3_text": Family("GEMMA3", norm_plus_one=True, hparams=_gemma3,
                           checks=(_gemma_query_scale, _gemma3_no_attn_softcap)),
-    "phi3": Family("PHI3", hparams=_phi3),
+    "phi3": Family("PHI3", longrope=True, hparams=_phi3),
     "gpt_neox": Family("GPTNEOX", neox_qkv=True, hparams=_gpt_neox),
     "olmo2": Family("OLMO2", hparams=_sliding),
     "smollm3": Family("SMOLLM3", interleaved=True, llama3_rope=True, checks=(_smollm3_nope,)),
     "granite": Family("GRANITE", interleaved=True, llama3_rope=True, hparams=_granite),
 }
 
-ROPE_TYPES = ("default", "linear", "yarn", "llama3")
+ROPE_TYPES = ("default", "linear", "yarn", "llama3", "longrope")
 
 
 def family_of(cfg: dict) -> Family:
@@ -165,7 +181,8 @@ def family_of(cfg: dict) -> Family:
                         ["merge the run (lmtune merge) and " + _CONVERT])
     family = FAMILIES[model_type]
     rope_type = rope_params(cfg)["rope_type"]
-    if rope_type not in ROPE_TYPES or (rope_type == "llama3" and not family.llama3_rope):
+    if rope_type not in ROPE_TYPES or (rope_type == "llama3" and not family.llama3_rope) \
+            or (rope_type == "longrope" and not family.longrope):
         raise UserError(f"export --format gguf: RoPE scaling {rope_type!r} of a {model_type} model is not "
                         "supported by lmtune's writer", [_CONVERT])
     for check in family.checks:

@@ -72,6 +72,12 @@ def gguf_tensors(model_dir: Path, cfg: dict):
             yield name, _transform(family, cfg, hf_name, data)
     if family.llama3_rope and rope_params(cfg)["rope_type"] == "llama3":
         yield gguf.TENSOR_NAMES[gguf.MODEL_TENSOR.ROPE_FREQS] + ".weight", llama3_rope_factors(cfg)
+    if family.longrope and rope_params(cfg)["rope_type"] == "longrope":  # llama.cpp: short up to the original context
+        import numpy as np
+
+        for kind, key in ((gguf.MODEL_TENSOR.ROPE_FACTORS_LONG, "long_factor"),
+                          (gguf.MODEL_TENSOR.ROPE_FACTORS_SHORT, "short_factor")):
+            yield gguf.TENSOR_NAMES[kind] + ".weight", np.asarray(rope_params(cfg)[key], dtype=np.float32)
 
 
 def _transform(family, cfg: dict, hf_name: str, data):

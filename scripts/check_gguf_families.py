@@ -1,0 +1,96 @@
+"""Every GGUF family in llama.cpp itself: for the tiny random model of each family
+(tests/helpers/tiny_families.py), export f16/q8_0/q4_0 with lmtune and compare llama.cpp
+(llama-cpp-python) with transformers: greedy tokens on 12 chat prompts, and the last-position
+logits of each prompt.
+
+    pip install --no-deps --target /tmp/llamacpp llama-cpp-python==0.3.36   # builds llama.cpp
+    pip install --target /tmp/llamadeps diskcache==5.6.3
+    PYTHONPATH=src:tests/helpers:/tmp/llamacpp:/tmp/llamadeps python scripts/check_gguf_families.py \
+        [--families llama,qwen2] [--quants f16,q8_0,q4_0] [--jsonl benchmarks/results/gguf_families.jsonl]
+
+Prompt ids come from the tokenizer's chat template and are given to llama.cpp as ids, so only the
+weights and hyperparameters are compared. Prints one JSON line per family and quant: identical
+greedy sequences (of 12), the share of tokens before the first difference, and the largest
+last-position logit difference relative to the largest logit.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import tempfile
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from check_gguf_llamacpp import PROMPTS, greedy_llamacpp, greedy_transformers  # noqa: E402
+
+
+def _last_logits_llamacpp(llm, ids):
+    import numpy as np
+
+    llm.reset()
+    llm.eval(ids)
+    return np.array(llm.scores[llm.n_tokens - 1], dtype=np.float64)
+
+
+def check_family(family: str, quants: list[str], max_tokens: int, tmp: Path) -> list[dict]:
+    import numpy as np
+    import torch
+    from llama_cpp import Llama
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    from lmtune.export import export
+    from tiny_families import save_family_model
+
+    path = save_family_model(tmp / family, family)
+    tok = AutoTokenizer.from_pretrained(str(path))
+    model = AutoModelForCausalLM.from_pretrained(str(path)).eval()
+    prompts = [tok.apply_chat_template([{"role": "user", "content": p}], add_generation_prompt=True, tokenize=True,
+                                       return_dict=False) for p in PROMPTS]
+    reference = [greedy_transformers(model, p, max_tokens) for p in prompts]
+    with torch.no_grad():
+        last = [model(input_ids=torch.tensor([p])).logits[0, -1].double().numpy() for p in prompts]
+    rows = []
+    for quant in quants:
+        res = export(str(path), str(tmp / f"{family}-{quant}"), quant=quant)
+        llm = Llama(model_path=str(res.gguf), n_ctx=512, n_threads=1, verbose=False)
+        got = [greedy_llamacpp(llm, p, max_tokens) for p in prompts]
+        diffs = [np.abs(_last_logits_llamacpp(llm, p) - want).max() / np.abs(want).max() for p, want in zip(prompts, last)]
+        del llm
+        prefix = sum(next((i for i, (a, b) in enumerate(zip(g, r)) if a != b), len(r)) for g, r in zip(got, reference))
+        rows.append({"family": family, "architecture": res.summary["architecture"], "quant": quant,
+                     "prompts": len(prompts), "max_tokens": max_tokens,
+                     "identical_sequences": sum(g == r for g, r in zip(got, reference)),
+                     "tokens_before_first_difference": round(prefix / (len(prompts) * max_tokens), 3),
+                     "last_logits_max_rel_diff": float(f"{max(diffs):.2e}")})
+    return rows
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--families", default=None, help="comma-separated (default: all of tiny_families.FAMILIES)")
+    ap.add_argument("--quants", default="f16,q8_0,q4_0")
+    ap.add_argument("--max-tokens", type=int, default=16)
+    ap.add_argument("--jsonl", default=None, help="also append the rows to this file")
+    args = ap.parse_args()
+
+    import lmtune  # noqa: F401  (passive OpenMP waiting before torch loads)
+    from tiny_families import FAMILIES
+
+    families = args.families.split(",") if args.families else list(FAMILIES)
+    with tempfile.TemporaryDirectory() as tmp:
+        for family in families:
+            try:
+                rows = check_family(family, args.quants.split(","), args.max_tokens, Path(tmp))
+            except Exception as exc:  # report a family llama.cpp refuses, then go on with the next
+                rows = [{"family": family, "error": f"{type(exc).__name__}: {exc}"}]
+            for row in rows:
+                print(json.dumps(row), flush=True)
+                if args.jsonl:
+                    with open(args.jsonl, "a", encoding="utf-8") as fh:
+                        fh.write(json.dumps(row) + "\n")
+
+
+if __name__ == "__main__":
+    main()
