@@ -9,7 +9,8 @@ logits of each prompt.
         [--families llama,qwen2] [--quants f16,q8_0,q4_0] [--jsonl benchmarks/results/gguf_families.jsonl]
 
 Prompt ids come from the tokenizer's chat template and are given to llama.cpp as ids, so only the
-weights and hyperparameters are compared. Prints one JSON line per family and quant: identical
+weights and hyperparameters are compared; llama.cpp's KV cache is f32 unless --kv-cache f16 (its
+default), so the f32 row measures the file alone. Prints one JSON line per family and quant: identical
 greedy sequences (of 12), the share of tokens before the first difference, and the largest
 last-position logit difference relative to the largest logit.
 """
@@ -34,7 +35,7 @@ def _last_logits_llamacpp(llm, ids):
     return np.array(llm.scores[llm.n_tokens - 1], dtype=np.float64)
 
 
-def check_family(family: str, quants: list[str], max_tokens: int, tmp: Path) -> list[dict]:
+def check_family(family: str, quants: list[str], max_tokens: int, tmp: Path, kv: str) -> list[dict]:
     import numpy as np
     import torch
     from llama_cpp import Llama
@@ -54,12 +55,14 @@ def check_family(family: str, quants: list[str], max_tokens: int, tmp: Path) -> 
     rows = []
     for quant in quants:
         res = export(str(path), str(tmp / f"{family}-{quant}"), quant=quant)
-        llm = Llama(model_path=str(res.gguf), n_ctx=512, n_threads=1, verbose=False)
+        kv_type = {"f32": 0, "f16": 1}[kv]  # GGML_TYPE_F32 / F16
+        llm = Llama(model_path=str(res.gguf), n_ctx=512, n_threads=1, logits_all=True, verbose=False,
+                    type_k=kv_type, type_v=kv_type)
         got = [greedy_llamacpp(llm, p, max_tokens) for p in prompts]
         diffs = [np.abs(_last_logits_llamacpp(llm, p) - want).max() / np.abs(want).max() for p, want in zip(prompts, last)]
         del llm
         prefix = sum(next((i for i, (a, b) in enumerate(zip(g, r)) if a != b), len(r)) for g, r in zip(got, reference))
-        rows.append({"family": family, "architecture": res.summary["architecture"], "quant": quant,
+        rows.append({"family": family, "architecture": res.summary["architecture"], "quant": quant, "kv_cache": kv,
                      "prompts": len(prompts), "max_tokens": max_tokens,
                      "identical_sequences": sum(g == r for g, r in zip(got, reference)),
                      "tokens_before_first_difference": round(prefix / (len(prompts) * max_tokens), 3),
@@ -72,6 +75,9 @@ def main() -> None:
     ap.add_argument("--families", default=None, help="comma-separated (default: all of tiny_families.FAMILIES)")
     ap.add_argument("--quants", default="f16,q8_0,q4_0")
     ap.add_argument("--max-tokens", type=int, default=16)
+    ap.add_argument("--kv-cache", choices=["f32", "f16"], default="f32",
+                    help="llama.cpp's KV cache type: f32 measures the file alone; f16 is llama.cpp's default "
+                         "and adds its own rounding (about 1e-3 of the logits)")
     ap.add_argument("--jsonl", default=None, help="also append the rows to this file")
     args = ap.parse_args()
 
@@ -82,7 +88,7 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as tmp:
         for family in families:
             try:
-                rows = check_family(family, args.quants.split(","), args.max_tokens, Path(tmp))
+                rows = check_family(family, args.quants.split(","), args.max_tokens, Path(tmp), args.kv_cache)
             except Exception as exc:  # report a family llama.cpp refuses, then go on with the next
                 rows = [{"family": family, "error": f"{type(exc).__name__}: {exc}"}]
             for row in rows:

@@ -17,6 +17,18 @@ from tiny_families import FAMILIES, save_family_model
 IDS = [5, 17, 99, 3, 250, 40, 8, 77, 12, 200, 31, 64]
 
 
+@pytest.fixture(scope="module")
+def saved(tmp_path_factory):
+    """Each family's tiny model, built once per module; tests that edit one copy it first."""
+    root, cache = tmp_path_factory.mktemp("families"), {}
+
+    def get(family):
+        if family not in cache:
+            cache[family] = save_family_model(root / family, family)
+        return cache[family]
+    return get
+
+
 def _hf_logits(path, **overrides):
     from transformers import AutoModelForCausalLM
 
@@ -26,8 +38,8 @@ def _hf_logits(path, **overrides):
 
 
 @pytest.mark.parametrize("family", FAMILIES)
-def test_family_gguf_computes_the_hf_logits(tmp_path, family):
-    path = save_family_model(tmp_path / family, family)
+def test_family_gguf_computes_the_hf_logits(tmp_path, saved, family):
+    path = saved(family)
     # ggml's GELU is the tanh form; GPT-NeoX's "gelu" is erf's: compare like with like (the gap
     # between the two forms is what llama.cpp itself shows, see docs/deploy.md)
     want = _hf_logits(path, **({"hidden_act": "gelu_pytorch_tanh"} if family == "gpt_neox" else {}))
@@ -40,25 +52,33 @@ def test_family_gguf_computes_the_hf_logits(tmp_path, family):
         assert (got - want).abs().max() < 0.08 * want.abs().max()
 
 
-def test_llama3_rope_freqs_are_the_converters(tmp_path):
+def test_llama3_rope_freqs_are_the_converters(tmp_path, saved):
     """llama3 scaling: short wavelengths 1, long ones `factor`, the band between blended (the
     tiny config's head_dim 16 puts frequencies in all three)."""
     import gguf
 
-    path = save_family_model(tmp_path / "m", "llama")
+    path = saved("llama")
     res = export(str(path), str(tmp_path / "out"), quant="f32")
     reader = gguf.GGUFReader(str(res.gguf))
     freqs = next(t for t in reader.tensors if t.name == "rope_freqs.weight").data.tolist()
     assert freqs[:4] == [1.0] * 4 and freqs[5:] == [8.0] * 3 and 1.0 < freqs[4] < 8.0
 
 
-def test_a_family_llama_cpp_runs_differently_is_refused_before_any_folder(tmp_path, capsys):
+@pytest.mark.parametrize("family, change, message", [
+    ("smollm3", {"no_rope_layers": [1, 0, 1, 1]}, "no_rope_layers [1, 0, 1, 1]"),  # llama.cpp: every 4th only
+    ("qwen2", {"use_sliding_window": True, "sliding_window": 4}, "qwen2 with use_sliding_window"),
+    ("gemma2", {"query_pre_attn_scalar": 64}, "query_pre_attn_scalar 64"),
+    ("llama", {"rope_parameters": {"rope_type": "dynamic", "factor": 2.0, "rope_theta": 1e4}}, "RoPE scaling 'dynamic'"),
+    ("llama", {"text_config": {"model_type": "llama"}}, "is a multimodal model"),
+])
+def test_what_llama_cpp_would_run_differently_is_refused_before_any_folder(tmp_path, saved, capsys, family,
+                                                                          change, message):
     import json
+    import shutil
 
-    path = save_family_model(tmp_path / "m", "smollm3")
+    path = shutil.copytree(saved(family), tmp_path / "m")
     cfg = json.loads((path / "config.json").read_text())
-    cfg["no_rope_layers"] = [1, 0, 1, 1]  # llama.cpp's smollm3 skips RoPE on every 4th layer only
-    (path / "config.json").write_text(json.dumps(cfg))
+    (path / "config.json").write_text(json.dumps({**cfg, **change}))
     assert cli(["export", str(path), "--out", str(tmp_path / "out")]) == 2
-    assert "no_rope_layers [1, 0, 1, 1]" in capsys.readouterr().err
+    assert message in capsys.readouterr().err
     assert not (tmp_path / "out").exists()

@@ -33,10 +33,13 @@ def _types():
 
 
 def read_config(model_dir: Path) -> dict:
-    """config.json (a multimodal config's text_config folded in), refused here (UserError) when
-    llama.cpp cannot be given this family (export/families.py)."""
+    """config.json, refused here (UserError) when llama.cpp cannot be given this family
+    (export/families.py)."""
     cfg = json.loads((model_dir / "config.json").read_text())
-    cfg = {**cfg, **cfg.get("text_config", {})}
+    if "text_config" in cfg:  # a multimodal wrapper (Gemma 3 4B+): its text tensors sit under other names
+        raise UserError(f"export --format gguf: model type {cfg.get('model_type')!r} is a multimodal model; "
+                        "lmtune writes GGUF for text models only",
+                        ["convert the merged folder with llama.cpp's convert_hf_to_gguf.py (text + mmproj)"])
     family_of(cfg)
     return cfg
 
