@@ -190,6 +190,21 @@ def family_of(cfg: dict) -> Family:
     return family
 
 
+def extra_tensors(family: Family, cfg: dict):
+    """(GGUF name, float32 array) of the tensors the converter generates from the config: llama3's
+    rope_freqs; longrope's long and short factors (llama.cpp picks short up to the original context)."""
+    import gguf
+    import numpy as np
+
+    rope = rope_params(cfg)
+    if family.llama3_rope and rope["rope_type"] == "llama3":
+        yield gguf.TENSOR_NAMES[gguf.MODEL_TENSOR.ROPE_FREQS] + ".weight", llama3_rope_factors(cfg)
+    if family.longrope and rope["rope_type"] == "longrope":
+        for kind, key in ((gguf.MODEL_TENSOR.ROPE_FACTORS_LONG, "long_factor"),
+                          (gguf.MODEL_TENSOR.ROPE_FACTORS_SHORT, "short_factor")):
+            yield gguf.TENSOR_NAMES[kind] + ".weight", np.asarray(rope[key], dtype=np.float32)
+
+
 def llama3_rope_factors(cfg: dict):
     """rope_freqs as llama.cpp's converter computes it: per frequency, 1 (short wavelengths),
     `factor` (long ones), or the smooth blend between; llama.cpp divides each frequency by it."""

@@ -19,7 +19,7 @@ from pathlib import Path
 
 from lmtune.data.tokenize import special_prefix
 from lmtune.errors import UserError
-from lmtune.export.families import family_of, llama3_rope_factors, neox_qkv_split, rope_params
+from lmtune.export.families import extra_tensors, family_of, neox_qkv_split, rope_params
 
 QUANTS = ("f32", "f16", "bf16", "q8_0", "q4_0")
 
@@ -73,14 +73,7 @@ def gguf_tensors(model_dir: Path, cfg: dict):
                 continue  # llama.cpp reuses token_embd
             data = array.astype("float32") if array.dtype.kind == "f" else _bf16_to_f32(array)
             yield name, _transform(family, cfg, hf_name, data)
-    if family.llama3_rope and rope_params(cfg)["rope_type"] == "llama3":
-        yield gguf.TENSOR_NAMES[gguf.MODEL_TENSOR.ROPE_FREQS] + ".weight", llama3_rope_factors(cfg)
-    if family.longrope and rope_params(cfg)["rope_type"] == "longrope":  # llama.cpp: short up to the original context
-        import numpy as np
-
-        for kind, key in ((gguf.MODEL_TENSOR.ROPE_FACTORS_LONG, "long_factor"),
-                          (gguf.MODEL_TENSOR.ROPE_FACTORS_SHORT, "short_factor")):
-            yield gguf.TENSOR_NAMES[kind] + ".weight", np.asarray(rope_params(cfg)[key], dtype=np.float32)
+    yield from extra_tensors(family, cfg)
 
 
 def _transform(family, cfg: dict, hf_name: str, data):
