@@ -44,8 +44,11 @@ def test_family_gguf_computes_the_hf_logits(tmp_path, saved, family):
     # between the two forms is what llama.cpp itself shows, see docs/deploy.md)
     want = _hf_logits(path, **({"hidden_act": "gelu_pytorch_tanh"} if family == "gpt_neox" else {}))
     res = export(str(path), str(tmp_path / "f32"), quant="f32")
-    got = forward(GGUFModel(res.gguf), IDS)
+    gguf_model = GGUFModel(res.gguf)
+    got = forward(gguf_model, IDS)
     torch.testing.assert_close(got, want, atol=1e-4 * want.abs().max().item(), rtol=0)
+    if family == "phi3":  # llama.cpp would look for </s>, <unk>, <s> in a vocabulary named "phi3"
+        assert gguf_model.kv["general.name"] == "phi 3"
     if family in ("llama", "gemma2", "phi3", "gpt_neox"):  # the layouts that differ most; q8_0 is slow to write
         res = export(str(path), str(tmp_path / "q8"), quant="q8_0")
         got = forward(GGUFModel(res.gguf), IDS)

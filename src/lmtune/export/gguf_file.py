@@ -128,7 +128,7 @@ def write_gguf(model_dir: Path, out_file: Path, quant: str, chat_template: str, 
     check_quant(tensors, quant)
     writer = gguf.GGUFWriter(str(out_file), arch)
     writer.add_type(gguf.GGUFType.MODEL)
-    writer.add_name(name)
+    writer.add_name(_name_llama_cpp_loads(name, model_dir))
     _hyperparameters(writer, cfg, _types()[quant][1])
     tokenizer_summary = add_tokenizer(writer, model_dir, cfg, chat_template, stops, pre_tokenizer)
     for tname, data in tensors:
@@ -139,6 +139,22 @@ def write_gguf(model_dir: Path, out_file: Path, quant: str, chat_template: str, 
     writer.write_tensors_to_file()
     writer.close()
     return {"tensors": len(tensors), "architecture": arch, **tokenizer_summary}
+
+
+def _name_llama_cpp_loads(name: str, model_dir: Path) -> str:
+    """llama.cpp sets Phi-3 token attributes when general.name contains "phi3" or "phi-3", and its
+    loader stops ("unordered_map::at") when </s>, <unk>, <s> or <|endoftext|> is not in the
+    vocabulary; such a name is written with the digit apart ("phi 3") so any tokenizer loads."""
+    import re
+
+    if not re.search(r"phi-?3", name, re.IGNORECASE):
+        return name
+    from transformers import AutoTokenizer
+
+    vocab = AutoTokenizer.from_pretrained(str(model_dir)).get_vocab()
+    if all(t in vocab for t in ("</s>", "<unk>", "<s>", "<|endoftext|>")):
+        return name
+    return re.sub(r"(phi)-?(3)", r"\1 \2", name, flags=re.IGNORECASE)
 
 
 def _hyperparameters(writer, cfg: dict, file_type) -> None:
