@@ -35,7 +35,21 @@ def _last_logits_llamacpp(llm, ids):
     return np.array(llm.scores[llm.n_tokens - 1], dtype=np.float64)
 
 
-def check_family(family: str, quants: list[str], max_tokens: int, tmp: Path, kv: str) -> list[dict]:
+def _llama_quantize(f32_file: Path, quant: str) -> Path:
+    import ctypes
+
+    import llama_cpp
+
+    params = llama_cpp.llama_model_quantize_default_params()
+    params.ftype = {"q8_0": llama_cpp.LLAMA_FTYPE_MOSTLY_Q8_0, "q4_0": llama_cpp.LLAMA_FTYPE_MOSTLY_Q4_0}[quant]
+    out = f32_file.with_name(f"llama-quantize-{quant}.gguf")
+    if llama_cpp.llama_model_quantize(str(f32_file).encode(), str(out).encode(), ctypes.byref(params)) != 0:
+        raise RuntimeError(f"llama_model_quantize failed on {f32_file}")
+    return out
+
+
+def check_family(family: str, quants: list[str], max_tokens: int, tmp: Path, kv: str,
+                 llama_quantize: bool = False) -> list[dict]:
     import numpy as np
     import torch
     from llama_cpp import Llama
@@ -53,16 +67,25 @@ def check_family(family: str, quants: list[str], max_tokens: int, tmp: Path, kv:
     with torch.no_grad():
         last = [model(input_ids=torch.tensor([p])).logits[0, -1].double().numpy() for p in prompts]
     rows = []
-    for quant in quants:
-        res = export(str(path), str(tmp / f"{family}-{quant}"), quant=quant)
+    runs = [(q, "lmtune") for q in quants]
+    if llama_quantize:
+        runs += [(q, "llama-quantize") for q in quants if q in ("q8_0", "q4_0")]
+    for quant, writer in runs:
+        if writer == "lmtune":
+            res = export(str(path), str(tmp / f"{family}-{quant}"), quant=quant)
+            gguf_file = res.gguf
+        else:  # the control: llama.cpp's own quantizer applied to lmtune's f32 file
+            res = export(str(path), str(tmp / f"{family}-{quant}-f32"), quant="f32")
+            gguf_file = _llama_quantize(res.gguf, quant)
         kv_type = {"f32": 0, "f16": 1}[kv]  # GGML_TYPE_F32 / F16
-        llm = Llama(model_path=str(res.gguf), n_ctx=512, n_threads=1, logits_all=True, verbose=False,
+        llm = Llama(model_path=str(gguf_file), n_ctx=512, n_threads=1, logits_all=True, verbose=False,
                     type_k=kv_type, type_v=kv_type)
         got = [greedy_llamacpp(llm, p, max_tokens) for p in prompts]
         diffs = [np.abs(_last_logits_llamacpp(llm, p) - want).max() / np.abs(want).max() for p, want in zip(prompts, last)]
         del llm
         prefix = sum(next((i for i, (a, b) in enumerate(zip(g, r)) if a != b), len(r)) for g, r in zip(got, reference))
-        rows.append({"family": family, "architecture": res.summary["architecture"], "quant": quant, "kv_cache": kv,
+        rows.append({"family": family, "architecture": res.summary["architecture"], "quant": quant, "writer": writer,
+                     "kv_cache": kv,
                      "prompts": len(prompts), "max_tokens": max_tokens,
                      "identical_sequences": sum(g == r for g, r in zip(got, reference)),
                      "tokens_before_first_difference": round(prefix / (len(prompts) * max_tokens), 3),
@@ -78,6 +101,9 @@ def main() -> None:
     ap.add_argument("--kv-cache", choices=["f32", "f16"], default="f32",
                     help="llama.cpp's KV cache type: f32 measures the file alone; f16 is llama.cpp's default "
                          "and adds its own rounding (about 1e-3 of the logits)")
+    ap.add_argument("--llama-quantize", action="store_true",
+                    help="also quantize lmtune's f32 file with llama.cpp's own quantizer (q8_0/q4_0): "
+                         "the control for what the quant itself costs on these random models")
     ap.add_argument("--jsonl", default=None, help="also append the rows to this file")
     args = ap.parse_args()
 
@@ -88,7 +114,8 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as tmp:
         for family in families:
             try:
-                rows = check_family(family, args.quants.split(","), args.max_tokens, Path(tmp), args.kv_cache)
+                rows = check_family(family, args.quants.split(","), args.max_tokens, Path(tmp), args.kv_cache,
+                                    args.llama_quantize)
             except Exception as exc:  # report a family llama.cpp refuses, then go on with the next
                 rows = [{"family": family, "error": f"{type(exc).__name__}: {exc}"}]
             for row in rows:
