@@ -85,3 +85,25 @@ def test_what_llama_cpp_would_run_differently_is_refused_before_any_folder(tmp_p
     assert cli(["export", str(path), "--out", str(tmp_path / "out")]) == 2
     assert message in capsys.readouterr().err
     assert not (tmp_path / "out").exists()
+
+
+@pytest.mark.parametrize("family, legacy", [
+    ("gpt_neox", {"rotary_pct": 0.5, "rotary_emb_base": 10000.0}),
+    ("phi3", {"rope_scaling": {"type": "longrope", "short_factor": [1.0, 1.1, 1.3, 1.6, 2.0, 2.5],
+                               "long_factor": [1.0, 2.0, 4.0, 8.0, 16.0, 32.0]},
+              "partial_rotary_factor": 0.75, "rope_theta": 10000.0}),
+])
+def test_a_transformers_4_config_writes_the_same_keys(tmp_path, saved, family, legacy):
+    """Hub folders keep RoPE settings at the top level (rotary_pct, rope_scaling + rope_theta):
+    the file must not change with the config's vintage."""
+    import json
+    import shutil
+
+    new = GGUFModel(export(str(saved(family)), str(tmp_path / "new"), quant="f32").gguf)
+    path = shutil.copytree(saved(family), tmp_path / "m")
+    cfg = {k: v for k, v in json.loads((path / "config.json").read_text()).items() if k != "rope_parameters"}
+    (path / "config.json").write_text(json.dumps({**cfg, **legacy}))
+    old = GGUFModel(export(str(path), str(tmp_path / "old"), quant="f32").gguf)
+    rope_keys = {k: v for k, v in new.kv.items() if ".rope." in k}
+    assert rope_keys and {k: old.kv.get(k) for k in rope_keys} == rope_keys
+    assert sorted(old.t) == sorted(new.t)

@@ -50,8 +50,14 @@ def rope_params(cfg: dict, kind: str = "full_attention") -> dict:
         return {"rope_theta": cfg["rope_local_base_freq"]} if cfg.get("rope_local_base_freq") else {}
     rope = dict(rope)
     rope.setdefault("rope_type", rope.get("type", "default"))
-    if "rope_theta" not in rope and cfg.get("rope_theta") is not None:
-        rope["rope_theta"] = cfg["rope_theta"]
+    # a config saved by transformers 4 (or straight from the Hub) keeps these at the top level,
+    # under the names the converter also looks for
+    for key, old_names in (("rope_theta", ("rope_theta", "rotary_emb_base")),
+                           ("partial_rotary_factor", ("partial_rotary_factor", "rotary_pct", "rope_pct")),
+                           ("original_max_position_embeddings", ("original_max_position_embeddings",))):
+        value = next((cfg[n] for n in old_names if cfg.get(n) is not None), None)
+        if key not in rope and value is not None:
+            rope[key] = value
     return rope
 
 
