@@ -107,3 +107,15 @@ def test_a_transformers_4_config_writes_the_same_keys(tmp_path, saved, family, l
     rope_keys = {k: v for k, v in new.kv.items() if ".rope." in k}
     assert rope_keys and {k: old.kv.get(k) for k in rope_keys} == rope_keys
     assert sorted(old.t) == sorted(new.t)
+
+
+@pytest.mark.parametrize("family, output", [("llama", "output.weight"), ("gemma2", "token_embd.weight")])
+def test_q4_0_keeps_the_output_projection_at_q8_0(tmp_path, saved, family, output):
+    """As llama.cpp's quantizer keeps it higher: 4-bit logits are what drift first (gemma's tied
+    embedding is its output)."""
+    import gguf
+
+    reader = gguf.GGUFReader(str(export(str(saved(family)), str(tmp_path / "out"), quant="q4_0").gguf))
+    types = {t.name: t.tensor_type for t in reader.tensors}
+    assert types[output] == gguf.GGMLQuantizationType.Q8_0
+    assert types["blk.0.attn_q.weight"] == gguf.GGMLQuantizationType.Q4_0

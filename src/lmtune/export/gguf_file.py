@@ -108,12 +108,16 @@ def check_quant(tensors: list[tuple[str, object]], quant: str) -> None:
                         f"which {quant} needs: {', '.join(bad[:3])}", ["use --quant f16 or f32 for this model"])
 
 
-def tensor_type(name: str, array, quant: str):
+def tensor_type(name: str, array, quant: str, output_name: str = "output.weight"):
+    """1-D tensors and norms F32; under q4_0 the output projection (token_embd when tied) q8_0,
+    as llama.cpp's own quantizer keeps it at a higher type (q6_K, which gguf cannot write)."""
     qtype = _types()[quant][0]
     import gguf
 
     if array.ndim <= 1 or name.endswith("_norm.weight"):
         return gguf.GGMLQuantizationType.F32
+    if quant == "q4_0" and name == output_name:
+        return gguf.GGMLQuantizationType.Q8_0
     return qtype
 
 
@@ -131,8 +135,9 @@ def write_gguf(model_dir: Path, out_file: Path, quant: str, chat_template: str, 
     writer.add_name(_name_llama_cpp_loads(name, model_dir))
     _hyperparameters(writer, cfg, _types()[quant][1])
     tokenizer_summary = add_tokenizer(writer, model_dir, cfg, chat_template, stops, pre_tokenizer)
+    output = "output.weight" if any(t == "output.weight" for t, _ in tensors) else "token_embd.weight"
     for tname, data in tensors:
-        qtype = tensor_type(tname, data, quant)
+        qtype = tensor_type(tname, data, quant, output)
         writer.add_tensor(tname, gguf.quants.quantize(data, qtype), raw_dtype=qtype)
     writer.write_header_to_file()
     writer.write_kv_data_to_file()
