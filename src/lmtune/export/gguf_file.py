@@ -1,10 +1,11 @@
-"""A merged Llama-family model directory -> one GGUF file, written with the `gguf` package
-(llama.cpp's own writer library).
+"""A merged model directory -> one GGUF file, written with the `gguf` package (llama.cpp's own
+writer library), for the families in export/families.py.
 
-What llama.cpp's converter (convert_hf_to_gguf.py, class LlamaModel) does, and so this does too:
-- tensor names from gguf's own name map (model.layers.0.self_attn.q_proj.weight -> blk.0.attn_q.weight);
-- q_proj and k_proj rows permuted from the HF rotary layout (the two halves of each head) to
-  llama.cpp's interleaved pairs: reshape(heads, 2, head_dim/2, in).swapaxes(1, 2);
+What llama.cpp's converter (convert_hf_to_gguf.py) does, and so this does too:
+- the architecture and tensor names from gguf's own tables (MODEL_ARCH, get_tensor_name_map:
+  model.layers.0.self_attn.q_proj.weight -> blk.0.attn_q.weight);
+- each family's tensor changes and hyperparameter keys (export/families.py): q/k rows permuted to
+  llama.cpp's interleaved pairs for NORM-RoPE architectures, Gemma's norms + 1, rope_freqs, ...;
 - 1-D tensors and norms stay F32; other tensors take the requested type;
 - a tied lm_head is left out (llama.cpp reuses token_embd);
 - the byte-level BPE vocabulary as tokenizer.ggml.model "gpt2": tokens, token types (special
@@ -18,9 +19,9 @@ from pathlib import Path
 
 from lmtune.data.tokenize import special_prefix
 from lmtune.errors import UserError
+from lmtune.export.families import extra_tensors, family_of, neox_qkv_split, rope_params
 
 QUANTS = ("f32", "f16", "bf16", "q8_0", "q4_0")
-SUPPORTED_MODEL_TYPES = ("llama", "mistral")  # both are llama.cpp's LLM_ARCH_LLAMA
 
 
 def _types():
@@ -32,21 +33,14 @@ def _types():
 
 
 def read_config(model_dir: Path) -> dict:
+    """config.json, refused here (UserError) when llama.cpp cannot be given this family
+    (export/families.py)."""
     cfg = json.loads((model_dir / "config.json").read_text())
-    cfg = {**cfg, **cfg.get("text_config", {})}
-    if cfg.get("model_type") not in SUPPORTED_MODEL_TYPES:
-        raise UserError(f"export --format gguf: model type {cfg.get('model_type')!r} is not supported "
-                        f"(lmtune writes GGUF for {', '.join(SUPPORTED_MODEL_TYPES)})",
-                        ["merge the run (lmtune merge) and convert the merged folder with llama.cpp's "
-                         "convert_hf_to_gguf.py, which knows more architectures"])
-    rope = cfg.get("rope_parameters") or cfg.get("rope_scaling") or {}
-    if rope.get("rope_type", rope.get("type", "default")) not in ("default", None):
-        raise UserError(f"export --format gguf: RoPE scaling {rope.get('rope_type', rope.get('type'))!r} "
-                        "is not supported by lmtune's writer",
-                        ["convert the merged folder with llama.cpp's convert_hf_to_gguf.py"])
-    if cfg.get("sliding_window"):
-        raise UserError("export --format gguf: sliding-window attention is not supported by lmtune's writer",
-                        ["convert the merged folder with llama.cpp's convert_hf_to_gguf.py"])
+    if "text_config" in cfg:  # a multimodal wrapper (Gemma 3 4B+): its text tensors sit under other names
+        raise UserError(f"export --format gguf: model type {cfg.get('model_type')!r} is a multimodal model; "
+                        "lmtune writes GGUF for text models only",
+                        ["convert the merged folder with llama.cpp's convert_hf_to_gguf.py (text + mmproj)"])
+    family_of(cfg)
     return cfg
 
 
@@ -60,28 +54,40 @@ def gguf_tensors(model_dir: Path, cfg: dict):
     import gguf
     from safetensors.numpy import load_file
 
-    n_layers, n_head = cfg["num_hidden_layers"], cfg["num_attention_heads"]
-    n_kv = cfg.get("num_key_value_heads") or n_head
-    names = gguf.get_tensor_name_map(gguf.MODEL_ARCH.LLAMA, n_layers)
+    family = family_of(cfg)
+    arch = gguf.MODEL_ARCH[family.arch]
+    names = gguf.get_tensor_name_map(arch, cfg["num_hidden_layers"])
     files = sorted(model_dir.glob("*.safetensors"))
     if not files:
         raise UserError(f"{model_dir}: no *.safetensors weights to export", ["merge or save the model with safetensors"])
     for file in files:
         for hf_name, array in load_file(str(file)).items():
-            if hf_name == "lm_head.weight" and cfg.get("tie_word_embeddings"):
-                continue
             if hf_name.endswith("rotary_emb.inv_freq"):
                 continue
             name = names.get_name(hf_name, try_suffixes=(".weight", ".bias"))
             if name is None:
-                raise UserError(f"{file.name}: tensor {hf_name} has no GGUF name for a Llama model",
-                                ["is this a Llama-architecture model?"])
+                raise UserError(f"{file.name}: tensor {hf_name} has no GGUF name for a {cfg['model_type']} model "
+                                f"(llama.cpp architecture {gguf.MODEL_ARCH_NAMES[arch]})",
+                                ["is config.json's model_type the model these weights belong to?"])
+            if name == "output.weight" and (cfg.get("tie_word_embeddings") or not family.untied_output):
+                continue  # llama.cpp reuses token_embd
             data = array.astype("float32") if array.dtype.kind == "f" else _bf16_to_f32(array)
-            if hf_name.endswith(("q_proj.weight", "q_proj.bias")):
-                data = permute_rotary(data, n_head)
-            elif hf_name.endswith(("k_proj.weight", "k_proj.bias")):
-                data = permute_rotary(data, n_kv)
-            yield name, data
+            yield name, _transform(family, cfg, hf_name, data)
+    yield from extra_tensors(family, cfg)
+
+
+def _transform(family, cfg: dict, hf_name: str, data):
+    """One tensor as llama.cpp's converter stores it for this family (export/families.py)."""
+    n_head = cfg["num_attention_heads"]
+    if family.interleaved and hf_name.endswith(("q_proj.weight", "q_proj.bias")):
+        return permute_rotary(data, n_head)
+    if family.interleaved and hf_name.endswith(("k_proj.weight", "k_proj.bias")):
+        return permute_rotary(data, cfg.get("num_key_value_heads") or n_head)
+    if family.norm_plus_one and hf_name.endswith("norm.weight"):
+        return data + 1
+    if family.neox_qkv and hf_name.endswith(("query_key_value.weight", "query_key_value.bias")):
+        return neox_qkv_split(data, n_head)
+    return data
 
 
 def _bf16_to_f32(array):
@@ -102,12 +108,16 @@ def check_quant(tensors: list[tuple[str, object]], quant: str) -> None:
                         f"which {quant} needs: {', '.join(bad[:3])}", ["use --quant f16 or f32 for this model"])
 
 
-def tensor_type(name: str, array, quant: str):
+def tensor_type(name: str, array, quant: str, output_name: str = "output.weight"):
+    """1-D tensors and norms F32; under q4_0 the output projection (token_embd when tied) q8_0,
+    as llama.cpp's own quantizer keeps it at a higher type (q6_K, which gguf cannot write)."""
     qtype = _types()[quant][0]
     import gguf
 
     if array.ndim <= 1 or name.endswith("_norm.weight"):
         return gguf.GGMLQuantizationType.F32
+    if quant == "q4_0" and name == output_name:
+        return gguf.GGMLQuantizationType.Q8_0
     return qtype
 
 
@@ -117,43 +127,90 @@ def write_gguf(model_dir: Path, out_file: Path, quant: str, chat_template: str, 
     import gguf
 
     cfg = read_config(model_dir)
+    arch = gguf.MODEL_ARCH_NAMES[gguf.MODEL_ARCH[family_of(cfg).arch]]
     tensors = list(gguf_tensors(model_dir, cfg))
     check_quant(tensors, quant)
-    writer = gguf.GGUFWriter(str(out_file), gguf.MODEL_ARCH_NAMES[gguf.MODEL_ARCH.LLAMA])
+    writer = gguf.GGUFWriter(str(out_file), arch)
     writer.add_type(gguf.GGUFType.MODEL)
-    writer.add_name(name)
+    writer.add_name(_name_llama_cpp_loads(name, model_dir))
     _hyperparameters(writer, cfg, _types()[quant][1])
     tokenizer_summary = add_tokenizer(writer, model_dir, cfg, chat_template, stops, pre_tokenizer)
+    output = "output.weight" if any(t == "output.weight" for t, _ in tensors) else "token_embd.weight"
     for tname, data in tensors:
-        qtype = tensor_type(tname, data, quant)
+        qtype = tensor_type(tname, data, quant, output)
         writer.add_tensor(tname, gguf.quants.quantize(data, qtype), raw_dtype=qtype)
     writer.write_header_to_file()
     writer.write_kv_data_to_file()
     writer.write_tensors_to_file()
     writer.close()
-    return {"tensors": len(tensors), **tokenizer_summary}
+    return {"tensors": len(tensors), "architecture": arch, **tokenizer_summary}
+
+
+def _name_llama_cpp_loads(name: str, model_dir: Path) -> str:
+    """llama.cpp sets Phi-3 token attributes when general.name contains "phi3" or "phi-3", and its
+    loader stops ("unordered_map::at") when </s>, <unk>, <s> or <|endoftext|> is not in the
+    vocabulary; such a name is written with the digit apart ("phi 3") so any tokenizer loads."""
+    import re
+
+    if not re.search(r"phi-?3", name, re.IGNORECASE):
+        return name
+    from transformers import AutoTokenizer
+
+    vocab = AutoTokenizer.from_pretrained(str(model_dir)).get_vocab()
+    if all(t in vocab for t in ("</s>", "<unk>", "<s>", "<|endoftext|>")):
+        return name
+    return re.sub(r"(phi)-?(3)", r"\1 \2", name, flags=re.IGNORECASE)
 
 
 def _hyperparameters(writer, cfg: dict, file_type) -> None:
+    """The keys every family shares (as the converter's TextModel and LlamaModel write them),
+    then the family's own (export/families.py)."""
     import gguf
 
     n_head = cfg["num_attention_heads"]
     head_dim = cfg.get("head_dim") or cfg["hidden_size"] // n_head
+    rope = rope_params(cfg)
     writer.add_context_length(cfg["max_position_embeddings"])
     writer.add_embedding_length(cfg["hidden_size"])
     writer.add_block_count(cfg["num_hidden_layers"])
     writer.add_feed_forward_length(cfg["intermediate_size"])
     writer.add_head_count(n_head)
     writer.add_head_count_kv(cfg.get("num_key_value_heads") or n_head)
-    rope = cfg.get("rope_parameters") or {}
-    writer.add_rope_freq_base(float(rope.get("rope_theta", cfg.get("rope_theta", 10000.0))))
-    writer.add_layer_norm_rms_eps(float(cfg.get("rms_norm_eps", 1e-6)))
+    writer.add_rope_freq_base(float(rope.get("rope_theta", 10000.0)))
+    if (swa_theta := rope_params(cfg, "sliding_attention").get("rope_theta")) is not None:
+        writer.add_rope_freq_base_swa(float(swa_theta))
+    _rope_scaling(writer, rope)
+    if "layer_norm_eps" in cfg:
+        writer.add_layer_norm_eps(float(cfg["layer_norm_eps"]))
+    else:
+        writer.add_layer_norm_rms_eps(float(cfg.get("rms_norm_eps", 1e-6)))
     writer.add_vocab_size(cfg["vocab_size"])
-    writer.add_rope_dimension_count(head_dim)
+    writer.add_rope_dimension_count(int(rope.get("partial_rotary_factor", 1.0) * head_dim))
     writer.add_key_length(head_dim)
     writer.add_value_length(head_dim)
+    family_of(cfg).hparams(writer, cfg)
     writer.add_file_type(file_type)
     writer.add_quantization_version(gguf.GGML_QUANT_VERSION)
+
+
+def _rope_scaling(writer, rope: dict) -> None:
+    """linear and yarn as keys (TextModel.set_gguf_parameters); llama3 is the rope_freqs tensor."""
+    import gguf
+
+    kind, factor = rope["rope_type"], rope.get("factor")
+    if kind == "linear" and factor is not None:
+        writer.add_rope_scaling_type(gguf.RopeScalingType.LINEAR)
+        writer.add_rope_scaling_factor(float(factor))
+    elif kind == "yarn" and factor is not None:
+        writer.add_rope_scaling_type(gguf.RopeScalingType.YARN)
+        writer.add_rope_scaling_factor(float(factor))
+        writer.add_rope_scaling_orig_ctx_len(int(rope["original_max_position_embeddings"]))
+        for key, add in (("extrapolation_factor", writer.add_rope_scaling_yarn_ext_factor),
+                         ("attention_factor", writer.add_rope_scaling_yarn_attn_factor),
+                         ("beta_fast", writer.add_rope_scaling_yarn_beta_fast),
+                         ("beta_slow", writer.add_rope_scaling_yarn_beta_slow)):
+            if rope.get(key) is not None:
+                add(float(rope[key]))
 
 
 def add_tokenizer(writer, model_dir: Path, cfg: dict, chat_template: str, stops: list[str],
