@@ -24,6 +24,7 @@ from lmtune.errors import UserError
 from lmtune.export import scratch as sc
 from lmtune.export.chat_formats import jinja_chat_template, modelfile
 from lmtune.export.gguf_file import QUANTS, read_config, write_gguf
+from lmtune.data.tokenize import encode_prompt
 from lmtune.generate import stop_ids_of, stop_texts_of, template_for
 from lmtune.inference_loading import check_weights, open_path
 from lmtune.run.layout import probe_writable, write_text
@@ -134,6 +135,15 @@ def _merged_dir(run_path: str, loaded, work: Path | None) -> Path:
     return Path(loaded.model_dir or loaded.base_ref)
 
 
+def prompt_bos(tokenizer, template) -> str | None:
+    """The bos text lmtune's generate path starts a prompt with outside the template's own text
+    (the tokenizer's prefix before an alpaca, chatml or raw layout), else None."""
+    if template.name == "model" or tokenizer.bos_token is None:
+        return None
+    ids = encode_prompt(tokenizer, template, [{"role": "user", "content": "Hi"}])
+    return tokenizer.bos_token if ids[:1] == [tokenizer.bos_token_id] else None
+
+
 def _write(model_dir: Path, loaded, out_dir: Path, gguf_name: str, quant: str, name: str,
            pre_tokenizer: str | None) -> ExportResult:
     from transformers import AutoTokenizer, GenerationConfig
@@ -145,7 +155,7 @@ def _write(model_dir: Path, loaded, out_dir: Path, gguf_name: str, quant: str, n
     except OSError:  # no generation_config.json: eos alone
         gen_cfg = None
     stops = stop_texts_of(tokenizer, stop_ids_of(tokenizer, gen_cfg, template), template)
-    chat_template = jinja_chat_template(template)
+    chat_template = jinja_chat_template(template, prompt_bos(tokenizer, template))
     final = out_dir / gguf_name
     tmp = out_dir / sc.gguf_tmp_name(gguf_name)
     try:
@@ -154,7 +164,8 @@ def _write(model_dir: Path, loaded, out_dir: Path, gguf_name: str, quant: str, n
     finally:
         tmp.unlink(missing_ok=True)
     context = read_config(model_dir)["max_position_embeddings"]
-    write_text(out_dir / "Modelfile", modelfile(gguf_name, template, stops, context))
+    bos = tokenizer.bos_token if summary.get("add_bos") else None   # Ollama adds it: not in the Go template
+    write_text(out_dir / "Modelfile", modelfile(gguf_name, template, stops, context, bos))
     write_text(out_dir / "chat_template.jinja", chat_template)
     return ExportResult(final, out_dir / "Modelfile", quant, final.stat().st_size,
                         {**summary, "template": template.name, "stops": stops})

@@ -180,15 +180,15 @@ def sentencepiece_vocab(tokenizer, data: dict, n_vocab: int) -> Vocab:
             types.append(gguf.TokenType.UNUSED)
             scores.append(-10000.0)
             continue
-        if i in added and text != unk:
+        if text == unk:
+            kind, score = gguf.TokenType.UNKNOWN, 0.0
+        elif BYTE_TOKEN.fullmatch(text):
+            kind, score = gguf.TokenType.BYTE, 0.0
+        elif i in added:
             # user-defined tokens are matched on plain text by llama.cpp: their "▁" is a space there
             kind = gguf.TokenType.CONTROL if added[i].special else gguf.TokenType.USER_DEFINED
             text = text if added[i].special else text.replace("▁", " ")
             score = -1000.0
-        elif text == unk:
-            kind, score = gguf.TokenType.UNKNOWN, 0.0
-        elif BYTE_TOKEN.fullmatch(text):
-            kind, score = gguf.TokenType.BYTE, 0.0
         else:
             kind, score = gguf.TokenType.NORMAL, scores_by_text.get(text, 0.0)
         tokens.append(text)
@@ -216,6 +216,27 @@ def special_suffix(tokenizer) -> list[int]:
     return list(full[len(prefix) + len(plain):])
 
 
+def starts_with_bos(chat_template: str, tokenizer) -> bool:
+    """Whether the chat template's prompt starts with the bos text. When it does, llama.cpp's chat
+    code removes that text and adds the bos token (add_bos), so the prompt has one bos as in lmtune;
+    when it does not (Phi-3's template, the tokenizer's own bos left out), add_bos must be off for
+    llama.cpp's prompt to equal lmtune's."""
+    from jinja2.sandbox import ImmutableSandboxedEnvironment
+
+    def refuse(message):
+        raise ValueError(message)
+
+    env = ImmutableSandboxedEnvironment(trim_blocks=True, lstrip_blocks=True)
+    env.globals["raise_exception"] = refuse
+    try:
+        text = env.from_string(chat_template).render(
+            messages=[{"role": "user", "content": "Hi"}], add_generation_prompt=True,
+            bos_token=tokenizer.bos_token or "", eos_token=tokenizer.eos_token or "")
+    except Exception:  # a template that needs more than a plain turn: the tokenizer's own rule
+        return True
+    return bool(tokenizer.bos_token) and text.startswith(tokenizer.bos_token)
+
+
 def add_tokenizer(writer, model_dir: Path, cfg: dict, chat_template: str, stops: list[str],
                   pre_tokenizer: str | None) -> dict:
     """Write the tokenizer keys; returns a summary (vocabulary kind, pre-tokenizer, sizes, flags)."""
@@ -235,7 +256,8 @@ def add_tokenizer(writer, model_dir: Path, cfg: dict, chat_template: str, stops:
         writer.add_add_space_prefix(vocab.add_space_prefix)
     special = gguf.SpecialVocab(str(model_dir), load_merges=vocab.model == "gpt2", n_vocab=len(vocab.tokens))
     special.chat_template = chat_template  # the run's template, not the tokenizer's default
-    add_bos, add_eos = bool(special_prefix(tok)), bool(special_suffix(tok))
+    add_bos = bool(special_prefix(tok)) and starts_with_bos(chat_template, tok)
+    add_eos = bool(special_suffix(tok))
     special.add_special_token.update(bos=add_bos, eos=add_eos)
     if add_bos and tok.bos_token_id is not None:
         special.special_token_ids["bos"] = tok.bos_token_id

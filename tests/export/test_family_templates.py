@@ -1,0 +1,108 @@
+"""One template per family, everywhere: for each family's tokenizer and chat template (on a tiny
+Llama), the prompt token ids of `lmtune generate`, of the server, of the GGUF (its chat template
+rendered with jinja2 and tokenized from the GGUF's own vocabulary as llama.cpp's chat code does)
+and of the Modelfile's Go template (as Ollama does: rendered, tokenized, bos added per add_bos)
+are the same ids, with one bos at most."""
+
+from __future__ import annotations
+
+import re
+
+import gguf
+import pytest
+from jinja2.sandbox import ImmutableSandboxedEnvironment
+
+from family_tokenizers import FAMILIES, TURN_END, save_family_model
+from gguf_tokenizer import GGUFTokenizer
+from go_template import render as render_go
+from lmtune.export import export
+from lmtune.generate import Generator
+from lmtune.serve.app import _job
+from lmtune.serve.models import Served
+from lmtune.serve.protocol import ChatRequest, chat_messages
+
+ONE_TURN = [{"role": "user", "content": "Customers in Oslo?"}]
+WITH_SYSTEM = [{"role": "system", "content": "Answer in SQL."}, *ONE_TURN]
+MULTI_TURN = [{"role": "user", "content": "Hi there"}, {"role": "assistant", "content": "Hello."},
+              {"role": "user", "content": "Count the rows of orders.\nThen stop."}]
+NO_SYSTEM = {"mistral"}          # its template refuses a system message
+NO_GO = {"llama2"}               # a bos before every [INST]: no Go template that leaves the first one to Ollama
+PRE = {"llama3": "llama-bpe", "smollm3": "llama-bpe", "qwen2.5": "qwen2", "qwen3": "qwen2", "phi4": "qwen2"}
+
+
+def _conversations(family):
+    return [ONE_TURN, MULTI_TURN] + ([] if family in NO_SYSTEM else [WITH_SYSTEM])
+
+
+@pytest.fixture(scope="module")
+def exported(tmp_path_factory):
+    root = tmp_path_factory.mktemp("families")
+    out = {}
+    for family in FAMILIES:
+        model_dir = save_family_model(root / family, family)
+        out[family] = (Generator.load(str(model_dir)), export(str(model_dir), str(root / f"{family}-gguf"), quant="f16"))
+    return out
+
+
+def _llama_cpp_chat(tok: GGUFTokenizer, template, conversation) -> list[int]:
+    """common/chat.cpp: render with the GGUF's bos/eos text, drop a leading bos text when add_bos
+    (the tokenizer adds it), then tokenize with add_special and parse_special."""
+    eos = tok.tokens[tok.fields["tokenizer.ggml.eos_token_id"]]
+    text = template.render(messages=conversation, add_generation_prompt=True, bos_token=tok.bos or "", eos_token=eos)
+    if tok.add_bos and tok.bos and text.startswith(tok.bos):
+        text = text[len(tok.bos):]
+    return tok.encode(text)
+
+
+def _modelfile(path):
+    text = path.read_text()
+    template = re.search(r'^TEMPLATE """(.*?)"""$', text, re.S | re.M)
+    system = re.search(r'^SYSTEM """(.*?)"""$', text, re.S | re.M)
+    return (template[1] if template else None), (system[1] if system else None)
+
+
+@pytest.mark.parametrize("family", list(FAMILIES))
+def test_family_prompt_ids_are_the_same_everywhere(exported, family):
+    gen, res = exported[family]
+    assert gen.template.name == "model"
+    tok = GGUFTokenizer(res.gguf)
+    env = ImmutableSandboxedEnvironment(trim_blocks=True, lstrip_blocks=True)
+    gguf_template = env.from_string(tok.fields["tokenizer.chat_template"])
+    go, go_system = _modelfile(res.modelfile)
+    assert (go is None) == (family in NO_GO)
+    served = Served(family, gen, None, 256)
+    for conversation in _conversations(family):
+        request = ChatRequest(model=family, messages=conversation)
+        ids = {"generate": gen.encode(conversation),
+               "serve": _job(served, request, chat_messages(request), 8).prompt_ids,
+               "gguf": _llama_cpp_chat(tok, gguf_template, conversation)}
+        if go is not None:   # Ollama: its tokenizer adds bos per add_bos and does not strip one
+            ids["modelfile"] = tok.encode(render_go(go, conversation, go_system))
+        want = ids["generate"]
+        assert ids == {k: want for k in ids}, (family, conversation, {k: tok.tokens and [tok.tokens[i] for i in v]
+                                                                       for k, v in ids.items()})
+        bos = gen.tokenizer.bos_token_id
+        assert want[:2] != [bos, bos] and want.count(bos) <= (2 if family == "llama2" and len(conversation) > 2 else 1)
+
+
+@pytest.mark.parametrize("family", list(FAMILIES))
+def test_family_vocabulary_as_llama_cpp_reads_it(exported, family):
+    gen, res = exported[family]
+    tok, hf = GGUFTokenizer(res.gguf), gen.tokenizer
+    kind = FAMILIES[family][0]
+    assert tok.model == ("gpt2" if kind == "bpe" else "llama")
+    assert tok.tokens[:len(hf)] == [hf.convert_ids_to_tokens(i) for i in range(len(hf))]
+    text = "Hello, how are you?\n  SELECT COUNT(*) FROM orders; 12 times 12 = 144 café ☃"  # ☃: not in the vocab
+    assert tok.encode(text, add_special=False) == hf(text, add_special_tokens=False)["input_ids"]
+    f = tok.fields
+    assert f["tokenizer.ggml.add_bos_token"] == bool(FAMILIES[family][6] and family != "phi3")
+    if kind == "bpe":
+        assert f["tokenizer.ggml.pre"] == PRE[family]
+    else:
+        assert f["tokenizer.ggml.add_space_prefix"] == (family != "gemma")
+        types = f["tokenizer.ggml.token_type"]
+        assert types[tok.ids["<0x0A>"]] == gguf.TokenType.BYTE and types[tok.ids["<unk>"]] == gguf.TokenType.UNKNOWN
+    turn_end = TURN_END.get(family) if TURN_END.get(family) != hf.eos_token else None   # else eos ends a turn
+    for key, token in (("eos", hf.eos_token), ("bos", hf.bos_token), ("eot", turn_end)):
+        if token is not None:
+            assert tok.tokens[f[f"tokenizer.ggml.{key}_token_id"]] == token, key
