@@ -106,3 +106,29 @@ def test_family_vocabulary_as_llama_cpp_reads_it(exported, family):
     for key, token in (("eos", hf.eos_token), ("bos", hf.bos_token), ("eot", turn_end)):
         if token is not None:
             assert tok.tokens[f[f"tokenizer.ggml.{key}_token_id"]] == token, key
+
+
+@pytest.mark.parametrize("layout", ["chatml", "alpaca"])
+def test_lmtune_layout_on_a_bos_tokenizer(tmp_path, layout):
+    """lmtune's own layouts on a tokenizer that adds bos (Llama 2's): generate puts the bos before
+    the layout's text; the GGUF's template writes it as {{ bos_token }} (llama.cpp strips it and
+    adds one), the Go template leaves it to Ollama; one bos everywhere."""
+    import json
+
+    from lmtune.data.templates import AlpacaTemplate, ChatMLTemplate
+
+    model_dir = save_family_model(tmp_path / "m", "llama2")
+    template = {"chatml": ChatMLTemplate, "alpaca": AlpacaTemplate}[layout](system_prompt="Answer in SQL.")
+    (model_dir / "lmtune_template.json").write_text(json.dumps(template.to_dict()))
+    gen = Generator.load(str(model_dir))
+    res = export(str(model_dir), str(tmp_path / "out"), quant="f16")
+    tok = GGUFTokenizer(res.gguf)
+    assert tok.add_bos and tok.fields["tokenizer.chat_template"].startswith("{{- bos_token }}")
+    gguf_template = ImmutableSandboxedEnvironment(trim_blocks=True, lstrip_blocks=True).from_string(
+        tok.fields["tokenizer.chat_template"])
+    go, go_system = _modelfile(res.modelfile)
+    assert "<s>" not in go
+    want = gen.encode(ONE_TURN)
+    assert want[0] == gen.tokenizer.bos_token_id and want[1] != want[0]
+    assert _llama_cpp_chat(tok, gguf_template, ONE_TURN) == want
+    assert tok.encode(render_go(go, ONE_TURN, go_system)) == want

@@ -9,7 +9,7 @@ import argparse
 
 
 def register(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("run", help="run directory, adapter, merged/full model directory or 'tiny'")
+    parser.add_argument("run", help="run directory, adapter, merged/full model folder, a Hub id in the local cache (owner/name) or 'tiny'")
     parser.add_argument("--format", default="gguf", choices=("gguf",), help="output format")
     parser.add_argument("--quant", default="q8_0", choices=("f32", "f16", "bf16", "q8_0", "q4_0"),
                         help="GGUF tensor type (norms and other 1-D tensors stay f32)")

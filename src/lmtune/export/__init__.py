@@ -1,6 +1,8 @@
 """`lmtune export RUN --format gguf`: the merged model as GGUF plus an Ollama Modelfile, both
 carrying the run's own template and stops, and the template as chat_template.jinja (for
-`vllm serve --chat-template` or any runtime that takes a Jinja chat template).
+`vllm serve --chat-template` or any runtime that takes a Jinja chat template). RUN is a run
+directory, an adapter, a plain Hugging Face model folder (merged or full) or a Hub id already in the
+local Hugging Face cache (read from there, never downloaded).
 
 A run with an adapter is merged first through lmtune.merge (the same checks as `lmtune merge`) into
 a marked scratch folder next to --out, removed afterwards (lmtune/export/scratch.py). --out must be
@@ -26,7 +28,7 @@ from lmtune.export.chat_formats import jinja_chat_template, modelfile
 from lmtune.export.gguf_file import QUANTS, read_config, write_gguf
 from lmtune.data.tokenize import encode_prompt
 from lmtune.generate import stop_ids_of, stop_texts_of, template_for
-from lmtune.inference_loading import check_weights, open_path
+from lmtune.inference_loading import HUB_ID, cached_hub_model, check_weights, open_path
 from lmtune.run.layout import probe_writable, write_text
 
 FORMATS = ("gguf",)
@@ -78,9 +80,13 @@ def export(run_path: str, out: str, fmt: str = "gguf", quant: str = "q8_0", over
         raise UserError(f"--format {fmt}: not supported", [f"allowed: {', '.join(FORMATS)}"])
     if quant not in QUANTS:
         raise UserError(f"--quant {quant}: not supported for GGUF", [f"allowed: {', '.join(QUANTS)}"])
+    name = _name(run_path)
     if not Path(run_path).exists() and run_path != "tiny":
-        raise UserError(f"{run_path}: no such run or model directory",
-                        ["give a run directory, an adapter, a merged model directory or 'tiny'"])
+        if not HUB_ID.fullmatch(run_path):
+            raise UserError(f"{run_path}: no such run or model directory",
+                            ["give a run directory, an adapter, a model folder, a Hub id in the local cache "
+                             "(owner/name) or 'tiny'"])
+        run_path = str(cached_hub_model(run_path))   # a model from the Hub cache, by name
     loaded = open_path(run_path, weights=False)
     out_dir = Path(out)
     gguf_name = f"model-{quant}.gguf"
@@ -100,7 +106,7 @@ def export(run_path: str, out: str, fmt: str = "gguf", quant: str = "q8_0", over
         model_dir = _merged_dir(run_path, loaded, work)
         read_config(model_dir)  # a model without config.json beside it: checked on the merged folder
         created = _make_dir(out_dir)
-        return _write(model_dir, loaded, out_dir, gguf_name, quant, _name(run_path), pre_tokenizer)
+        return _write(model_dir, loaded, out_dir, gguf_name, quant, name, pre_tokenizer)
     except BaseException:
         for d in created:   # deepest first; a folder that holds anything stays
             if d.is_dir() and not any(d.iterdir()):
@@ -123,7 +129,7 @@ def _make_dir(out: Path) -> list[Path]:
 
 def _name(run_path: str) -> str:
     p = Path(run_path)
-    return p.resolve().name if p.exists() else run_path
+    return p.resolve().name if p.exists() else run_path.rsplit("/", 1)[-1]
 
 
 def _merged_dir(run_path: str, loaded, work: Path | None) -> Path:
