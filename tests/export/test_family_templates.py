@@ -27,7 +27,7 @@ MULTI_TURN = [{"role": "user", "content": "Hi there"}, {"role": "assistant", "co
               {"role": "user", "content": "Count the rows of orders.\nThen stop."}]
 NO_SYSTEM = {"mistral"}          # its template refuses a system message
 NO_GO = {"llama2"}               # a bos before every [INST]: no Go template that leaves the first one to Ollama
-PRE = {"llama3": "llama-bpe", "smollm3": "llama-bpe", "qwen2.5": "qwen2", "qwen3": "qwen2", "phi4": "qwen2"}
+PRE = {"llama3": "llama-bpe", "smollm3": "llama-bpe", "qwen2.5": "qwen2", "qwen3": "qwen2", "phi4": "gpt-4o"}
 
 
 def _conversations(family):

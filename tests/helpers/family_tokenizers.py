@@ -2,7 +2,7 @@
 milliseconds (no Hub), each with its family's special tokens, bos/eos/pad and chat template.
 
 Two kinds, as the families ship them:
-  byte-level BPE      llama3, smollm3 (Llama 3's split regex), qwen2.5, qwen3 (Qwen2's regex), phi4
+  byte-level BPE      llama3, smollm3 (Llama 3's split regex), qwen2.5, qwen3 (Qwen2's), phi4 (o200k's)
   SentencePiece-style llama2, mistral, gemma, phi3: a BPE with byte fallback (<0x0A> ...) over "▁"
                       words; llama2/mistral/phi3 prepend "▁" to text (add_dummy_prefix), gemma does not
 
@@ -31,6 +31,9 @@ from tiny_tokenizers import BYTE_TOKENS, CORPUS
 LLAMA3_SPLIT = (r"(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\r\n\p{L}\p{N}]?\p{L}+|\p{N}{1,3}| ?[^\s\p{L}\p{N}]+[\r\n]*"
                 r"|\s*[\r\n]+|\s+(?!\S)|\s+")
 QWEN2_SPLIT = LLAMA3_SPLIT.replace(r"\p{N}{1,3}", r"\p{N}")
+O200K_SPLIT = (r"[^\r\n\p{L}\p{N}]?[\p{Lu}\p{Lt}\p{Lm}\p{Lo}\p{M}]*[\p{Ll}\p{Lm}\p{Lo}\p{M}]+(?i:'s|'t|'re|'ve|'m|'ll|'d)?"
+               r"|[^\r\n\p{L}\p{N}]?[\p{Lu}\p{Lt}\p{Lm}\p{Lo}\p{M}]+[\p{Ll}\p{Lm}\p{Lo}\p{M}]*(?i:'s|'t|'re|'ve|'m|'ll|'d)?"
+               r"|\p{N}{1,3}| ?[^\s\p{L}\p{N}]+[\r\n/]*|\s*[\r\n]+|\s+(?!\S)|\s+")
 
 LLAMA3 = ("{% set loop_messages = messages %}{% for message in loop_messages %}"
           "{% set content = '<|start_header_id|>' + message['role'] + '<|end_header_id|>\n\n'"
@@ -99,7 +102,7 @@ FAMILIES = {
     "qwen3": ("bpe", ["<|endoftext|>", "<|im_start|>", "<|im_end|>"], None, "<|im_end|>", "<|endoftext|>", None,
               False, QWEN2_SPLIT, QWEN3),
     "phi4": ("bpe", ["<|endoftext|>", "<|system|>", "<|user|>", "<|assistant|>", "<|end|>"], None, "<|end|>",
-             "<|endoftext|>", None, False, QWEN2_SPLIT, PHI4),
+             "<|endoftext|>", None, False, O200K_SPLIT, PHI4),
     "llama2": ("spm", ["<unk>", "<s>", "</s>"], "<s>", "</s>", None, "<unk>", True, True, LLAMA2),
     "mistral": ("spm", ["<unk>", "<s>", "</s>"], "<s>", "</s>", None, "<unk>", True, True, MISTRAL),
     "phi3": ("spm", ["<unk>", "<s>", "</s>", "<|endoftext|>", "<|system|>", "<|user|>", "<|assistant|>", "<|end|>"],
