@@ -2,7 +2,8 @@
 tokenizer.chat_template, read by llama.cpp, vLLM and transformers) and an Ollama Go template.
 
 Each one renders a conversation to exactly the text lmtune's template (lmtune/data/templates.py)
-renders for training and generation; tests/data/test_one_template.py checks that for all of them.
+renders for training and generation; tests/data/test_one_template.py checks that for lmtune's
+layouts and tests/export/test_family_templates.py, in token ids, for the families' own templates.
 Newlines are written as {{ '\\n' }} expressions in Jinja because transformers and llama.cpp render
 chat templates with trim_blocks, which would eat a newline after a block tag.
 """
@@ -221,9 +222,10 @@ def _layout_go(layout: Layout, bos: str | None) -> str | None:
 
 
 def ollama_template(template, bos: str | None = None) -> tuple[str | None, str]:
-    """(Go template or None, the layout it follows). A model's own Jinja template is translated when role_layout reads it, checked on probe
-    conversations against lmtune's own rendering; otherwise None (Ollama then falls back to its own
-    detection from the GGUF's chat template). bos: see _layout_go."""
+    """(Go template or None, the layout it follows). A model's own Jinja template is translated
+    when role_layout reads it, checked on probe conversations against lmtune's own rendering;
+    otherwise None (Ollama then falls back to its own detection from the GGUF's chat template).
+    bos: see _layout_go."""
     if template.name == "chatml":
         return OLLAMA_CHATML, "chatml"
     if template.name == "alpaca":
