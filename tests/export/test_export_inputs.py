@@ -64,3 +64,35 @@ def test_hub_id_from_the_local_cache(tmp_path, monkeypatch, capsys):
     assert cli(["export", "no-such-folder", "--out", str(tmp_path / "o4")]) == 2
     assert "no-such-folder: no such run or model directory" in capsys.readouterr().err
     assert not any((tmp_path / o).exists() for o in ("o2", "o3", "o4"))
+
+
+def _model_with(tokenizer, path, vocab_size):
+    import torch
+    from transformers import AutoModelForCausalLM
+
+    from tiny_models import model_config
+
+    torch.manual_seed(0)
+    AutoModelForCausalLM.from_config(model_config("llama", vocab_size)).save_pretrained(str(path))
+    tokenizer.save_pretrained(str(path))
+    return path
+
+
+def test_tokenizers_the_gguf_cannot_hold(tmp_path, capsys):
+    from tokenizers import Tokenizer, models, pre_tokenizers, trainers
+    from transformers import PreTrainedTokenizerFast
+
+    from tiny_models import build_tokenizer
+
+    small = _model_with(build_tokenizer(), tmp_path / "small", vocab_size=300)   # the tokenizer has 320 ids
+    assert cli(["export", str(small), "--quant", "f16", "--out", str(tmp_path / "o1")]) == 2
+    assert "token ids past the model's vocab_size 300" in capsys.readouterr().err
+    wp = Tokenizer(models.WordPiece(unk_token="[UNK]"))
+    wp.pre_tokenizer = pre_tokenizers.BertPreTokenizer()
+    wp.train_from_iterator(["a small corpus of words"] * 4, trainers.WordPieceTrainer(
+        vocab_size=64, special_tokens=["[UNK]", "[SEP]"], show_progress=False))
+    wordpiece = PreTrainedTokenizerFast(tokenizer_object=wp, unk_token="[UNK]", eos_token="[SEP]")
+    bert = _model_with(wordpiece, tmp_path / "bert", vocab_size=64)
+    assert cli(["export", str(bert), "--quant", "f16", "--out", str(tmp_path / "o2")]) == 2
+    assert "a WordPiece tokenizer that is neither byte-level BPE nor SentencePiece-style" in capsys.readouterr().err
+    assert not (tmp_path / "o1").exists() and not (tmp_path / "o2").exists()
