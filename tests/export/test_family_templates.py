@@ -1,5 +1,6 @@
 """One template per family, everywhere: for each family's tokenizer and chat template (on a tiny
-Llama), the prompt token ids of `lmtune generate`, of the server, of the GGUF (its chat template
+Llama), the prompt token ids of training (the tokens before the answer), of `lmtune generate`, of
+the server, of the GGUF (its chat template
 rendered with jinja2 and tokenized from the GGUF's own vocabulary as llama.cpp's chat code does)
 and of the Modelfile's Go template (as Ollama does: rendered, tokenized, bos added per add_bos)
 are the same ids, with one bos at most."""
@@ -27,6 +28,9 @@ MULTI_TURN = [{"role": "user", "content": "Hi there"}, {"role": "assistant", "co
               {"role": "user", "content": "Count the rows of orders.\nThen stop."}]
 NO_SYSTEM = {"mistral"}          # its template refuses a system message
 NO_GO = {"llama2"}               # a bos before every [INST]: no Go template that leaves the first one to Ollama
+# Phi-3/Phi-4 templates end a finished chat with eos, so an earlier answer renders differently once
+# later turns follow: lmtune's training refuses such multi-turn records (ModelTemplate.segments)
+TRAIN_ONE_ANSWER = {"phi3", "phi4"}
 PRE = {"llama3": "llama-bpe", "smollm3": "llama-bpe", "qwen2.5": "qwen2", "qwen3": "qwen2", "phi4": "gpt-4o"}
 
 
@@ -54,6 +58,22 @@ def _llama_cpp_chat(tok: GGUFTokenizer, template, conversation) -> list[int]:
     return tok.encode(text)
 
 
+def _training_prompt(gen, conversation) -> list[int]:
+    """Training's ids (lmtune's tokenize_batch) for the conversation + an answer, up to that answer
+    (or the problem training reports)."""
+    from lmtune.data.formats import Example
+    from lmtune.data.tokenize import special_prefix
+    from lmtune.data.tokenize_batch import tokenize_batch
+
+    example = Example("<test>", "chat", messages=[*conversation, {"role": "assistant", "content": "SELECT 1;"}])
+    [tok] = tokenize_batch([example], gen.template, gen.tokenizer, 512, False, special_prefix(gen.tokenizer))
+    if isinstance(tok, str):
+        return tok   # the problem training reports for this record
+    mask = tok.completion_mask
+    start = max(i for i in range(len(mask)) if mask[i] and not (i and mask[i - 1]))   # the last answer's start
+    return tok.input_ids[:start]
+
+
 def _modelfile(path):
     text = path.read_text()
     template = re.search(r'^TEMPLATE """(.*?)"""$', text, re.S | re.M)
@@ -73,12 +93,14 @@ def test_family_prompt_ids_are_the_same_everywhere(exported, family):
     served = Served(family, gen, None, 256)
     for conversation in _conversations(family):
         request = ChatRequest(model=family, messages=conversation)
-        ids = {"generate": gen.encode(conversation),
+        ids = {"train": _training_prompt(gen, conversation), "generate": gen.encode(conversation),
                "serve": _job(served, request, chat_messages(request), 8).prompt_ids,
                "gguf": _llama_cpp_chat(tok, gguf_template, conversation)}
         if go is not None:   # Ollama: its tokenizer adds bos per add_bos and does not strip one
             ids["modelfile"] = tok.encode(render_go(go, conversation, go_system))
         want = ids["generate"]
+        if family in TRAIN_ONE_ANSWER and conversation is MULTI_TURN:
+            assert "renders earlier turns differently" in ids.pop("train")
         assert ids == {k: want for k in ids}, (family, conversation, {k: tok.tokens and [tok.tokens[i] for i in v]
                                                                        for k, v in ids.items()})
         bos = gen.tokenizer.bos_token_id

@@ -11,7 +11,8 @@ that shapes a prompt; tool calls, dates and reasoning switches left out):
   llama3   meta-llama/Meta-Llama-3-8B-Instruct (bos on the first message, content trimmed)
   qwen2.5  Qwen/Qwen2.5-7B-Instruct (ChatML, the default "You are Qwen..." system message)
   qwen3    Qwen/Qwen3-8B (ChatML, no default system message)
-  smollm3  HuggingFaceTB/SmolLM3-3B (ChatML with a fixed metadata system block, /no_think; no date)
+  smollm3  HuggingFaceTB/SmolLM3-3B (ChatML after a metadata system block, its default /think mode;
+           no date, no default custom instructions)
   mistral  mistralai/Mistral-7B-Instruct-v0.1 ([INST] ... [/INST], no system role)
   llama2   meta-llama/Llama-2-7b-chat-hf (<<SYS>> inside the first [INST])
   gemma    google/gemma-3-1b-it (<start_of_turn>user/model, the system text before the first user turn)
@@ -52,11 +53,11 @@ QWEN3 = ("{%- for message in messages %}{%- set content = message.content %}"
          "{{- '<|im_start|>' + message.role + '\n' + content + '<|im_end|>' + '\n' }}{%- endfor %}"
          "{%- if add_generation_prompt %}{{- '<|im_start|>assistant\n' }}{%- endif %}")
 SMOLLM3 = ("{%- set system = messages[0]['content'] if messages and messages[0]['role'] == 'system' else '' %}"
-           "{{- '<|im_start|>system\n## Metadata\n\nKnowledge Cutoff Date: June 2025\nReasoning Mode: /no_think\n\n"
+           "{{- '<|im_start|>system\n## Metadata\n\nKnowledge Cutoff Date: June 2025\nReasoning Mode: /think\n\n"
            "## Custom Instructions\n\n' + system + '\n\n<|im_end|>\n' }}"
            "{%- for message in messages %}{%- if message['role'] != 'system' %}"
            "{{- '<|im_start|>' + message['role'] + '\n' + message['content'] + '<|im_end|>\n' }}{%- endif %}{%- endfor %}"
-           "{%- if add_generation_prompt %}{{- '<|im_start|>assistant\n<think>\n\n</think>\n' }}{%- endif %}")
+           "{%- if add_generation_prompt %}{{- '<|im_start|>assistant\n' }}{%- endif %}")
 MISTRAL = ("{{ bos_token }}{% for message in messages %}"
            "{% if (message['role'] == 'user') != (loop.index0 % 2 == 0) %}"
            "{{ raise_exception('Conversation roles must alternate user/assistant/user/assistant/...') }}{% endif %}"
