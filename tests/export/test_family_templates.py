@@ -7,6 +7,7 @@ are the same ids, with one bos at most."""
 
 from __future__ import annotations
 
+import json
 import re
 
 import gguf
@@ -90,6 +91,8 @@ def test_family_prompt_ids_are_the_same_everywhere(exported, family):
     gguf_template = env.from_string(tok.fields["tokenizer.chat_template"])
     go, go_system = _modelfile(res.modelfile)
     assert (go is None) == (family in NO_GO)
+    stops = [json.loads(x) for x in re.findall(r"^PARAMETER stop (.*)$", res.modelfile.read_text(), re.M)]
+    assert {gen.tokenizer.eos_token, TURN_END.get(family, gen.tokenizer.eos_token)} <= set(stops)
     served = Served(family, gen, None, 256)
     for conversation in _conversations(family):
         request = ChatRequest(model=family, messages=conversation)
@@ -125,7 +128,8 @@ def test_family_vocabulary_as_llama_cpp_reads_it(exported, family):
         types = f["tokenizer.ggml.token_type"]
         assert types[tok.ids["<0x0A>"]] == gguf.TokenType.BYTE and types[tok.ids["<unk>"]] == gguf.TokenType.UNKNOWN
     turn_end = TURN_END.get(family) if TURN_END.get(family) != hf.eos_token else None   # else eos ends a turn
-    for key, token in (("eos", hf.eos_token), ("bos", hf.bos_token), ("eot", turn_end)):
+    for key, token in (("eos", hf.eos_token), ("bos", hf.bos_token), ("eot", turn_end), ("unknown", hf.unk_token),
+                       ("padding", FAMILIES[family][4])):   # the saved pad (generate may pick another one)
         if token is not None:
             assert tok.tokens[f[f"tokenizer.ggml.{key}_token_id"]] == token, key
 
