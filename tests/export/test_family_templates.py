@@ -28,7 +28,7 @@ WITH_SYSTEM = [{"role": "system", "content": "Answer in SQL."}, *ONE_TURN]
 MULTI_TURN = [{"role": "user", "content": "Hi there"}, {"role": "assistant", "content": "Hello."},
               {"role": "user", "content": "Count the rows of orders.\nThen stop."}]
 NO_SYSTEM = {"mistral"}          # its template refuses a system message
-NO_GO = {"llama2"}               # a bos before every [INST]: no Go template that leaves the first one to Ollama
+NO_GO: set[str] = set()          # families whose template has no Go translation (none now)
 # Phi-3/Phi-4 templates end a finished chat with eos, so an earlier answer renders differently once
 # later turns follow: lmtune's training refuses such multi-turn records (ModelTemplate.segments)
 TRAIN_ONE_ANSWER = {"phi3", "phi4"}

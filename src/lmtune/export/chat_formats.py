@@ -188,24 +188,29 @@ def _read_system(layout: Layout, render, first_user: str) -> None:
 
 def _layout_go(layout: Layout, bos: str | None) -> str | None:
     """The Layout as an Ollama Go template; bos: the leading bos text to leave out (Ollama adds
-    the bos itself when the GGUF says add_bos). None when a piece would break the Go template
-    or the bos sits where it cannot be left out."""
-    head = layout.head
-    if bos:
-        if not head.startswith(bos):
-            return None
+    the bos itself when the GGUF says add_bos), in the head or before the first user turn. None
+    when a piece would break the Go template or the bos sits where it cannot be left out."""
+    head, (p_user, s_user) = layout.head, layout.roles["user"]
+    parts, user_go, user_end = [], p_user, ""
+    if bos and head.startswith(bos):
         head = head[len(bos):]
-    p_user, s_user = layout.roles["user"]
-    parts = [head]
+    elif bos:
+        # a bos before every user turn (Llama 2): every one but the first, which Ollama adds
+        if head or not p_user.startswith(bos) or "system" in layout.roles:
+            return None
+        parts.append('{{ $later := "" }}')
+        user_go, user_end = f"{{{{ if $later }}}}{bos}{{{{ end }}}}{p_user[len(bos):]}", '{{ $later = "1" }}'
+    parts.insert(0, head)
     if layout.folded_system is not None:
         before, after = layout.folded_system
         parts.append('{{ $system := "" }}')
-        user = (f'{p_user}{{{{ if $system }}}}{before}{{{{ $system }}}}{after}{{{{ $system = "" }}}}{{{{ end }}}}'
-                f'{{{{ .Content }}}}{s_user}')
+        user = (f'{user_go}{{{{ if $system }}}}{before}{{{{ $system }}}}{after}{{{{ $system = "" }}}}{{{{ end }}}}'
+                f'{{{{ .Content }}}}{s_user}{user_end}')
         branches = {"system": "{{ $system = .Content }}", "user": user}
     else:
         branches = {role: f"{prefix}{{{{ .Content }}}}{suffix}" for role, (prefix, suffix) in layout.roles.items()
                     if role != "assistant"}
+        branches["user"] = f"{user_go}{{{{ .Content }}}}{s_user}{user_end}"
     if layout.default_system is not None:   # the system turn always comes first; .System is Ollama's system text
         p_sys, s_sys = layout.roles["system"]
         parts.append(f"{p_sys}{{{{ if .System }}}}{{{{ .System }}}}{{{{ else }}}}{layout.default_system}"
