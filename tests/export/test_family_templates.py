@@ -17,6 +17,7 @@ from jinja2.sandbox import ImmutableSandboxedEnvironment
 from family_tokenizers import FAMILIES, TURN_END, save_family_model
 from gguf_tokenizer import GGUFTokenizer
 from go_template import render as render_go
+from lmtune.data.templates import Rendered
 from lmtune.export import export
 from lmtune.generate import Generator
 from lmtune.serve.app import _job
@@ -158,3 +159,19 @@ def test_lmtune_layout_on_a_bos_tokenizer(tmp_path, layout):
     assert want[0] == gen.tokenizer.bos_token_id and want[1] != want[0]
     assert _llama_cpp_chat(tok, gguf_template, ONE_TURN) == want
     assert tok.encode(render_go(go, ONE_TURN, go_system)) == want
+
+
+def test_raw_template_on_a_bos_tokenizer(tmp_path):
+    """A run trained on text (the raw template) exports too: the GGUF template passes the text
+    through after {{ bos_token }}, as generate puts the tokenizer's bos before it."""
+    import json
+
+    from lmtune.data.templates import RawTemplate
+
+    model_dir = save_family_model(tmp_path / "m", "llama2")
+    (model_dir / "lmtune_template.json").write_text(json.dumps(RawTemplate().to_dict()))
+    gen = Generator.load(str(model_dir))
+    res = export(str(model_dir), str(tmp_path / "out"), quant="f16")
+    tok = GGUFTokenizer(res.gguf)
+    template = ImmutableSandboxedEnvironment().from_string(tok.fields["tokenizer.chat_template"])
+    assert tok.add_bos and _llama_cpp_chat(tok, template, ONE_TURN) == gen.encode(Rendered("Customers in Oslo?"))

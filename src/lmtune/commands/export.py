@@ -17,8 +17,8 @@ def register(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--overwrite", action="store_true",
                         help="write into a non-empty --out (replaces only the files export writes)")
     parser.add_argument("--pre-tokenizer", default=None,
-                        help="tokenizer.ggml.pre name for llama.cpp (default: gpt-2 for GPT-2's byte-level "
-                             "split, else 'default')")
+                        help="tokenizer.ggml.pre name for llama.cpp (default: recognised from the tokenizer, as "
+                             "llama.cpp's converter does: llama-bpe, qwen2, gpt-4o, gpt-2, ...; else 'default')")
 
 
 def tuning(args: argparse.Namespace):

@@ -26,6 +26,7 @@ from lmtune.errors import UserError
 from lmtune.export import scratch as sc
 from lmtune.export.chat_formats import jinja_chat_template, modelfile
 from lmtune.export.gguf_file import QUANTS, read_config, write_gguf
+from lmtune.data.templates import Rendered
 from lmtune.data.tokenize import encode_prompt
 from lmtune.generate import stop_ids_of, stop_texts_of, template_for
 from lmtune.inference_loading import HUB_ID, cached_hub_model, check_weights, open_path
@@ -146,7 +147,7 @@ def prompt_bos(tokenizer, template) -> str | None:
     (the tokenizer's prefix before an alpaca, chatml or raw layout), else None."""
     if template.name == "model" or tokenizer.bos_token is None:
         return None
-    ids = encode_prompt(tokenizer, template, [{"role": "user", "content": "Hi"}])
+    ids = encode_prompt(tokenizer, template, Rendered("Hi"))   # text as is: only the prefix is in question
     return tokenizer.bos_token if ids[:1] == [tokenizer.bos_token_id] else None
 
 
