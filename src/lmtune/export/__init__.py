@@ -22,12 +22,13 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import lmtune.merge
+from lmtune.data.templates import Rendered
+from lmtune.data.tokenize import encode_prompt
 from lmtune.errors import UserError
 from lmtune.export import scratch as sc
 from lmtune.export.chat_formats import jinja_chat_template, modelfile
 from lmtune.export.gguf_file import QUANTS, read_config, write_gguf
-from lmtune.data.templates import Rendered
-from lmtune.data.tokenize import encode_prompt
+from lmtune.export.gguf_vocab import check_tokenizer
 from lmtune.generate import stop_ids_of, stop_texts_of, template_for
 from lmtune.inference_loading import HUB_ID, cached_hub_model, check_weights, open_path
 from lmtune.run.layout import probe_writable, write_text
@@ -75,6 +76,15 @@ def _check_family(loaded) -> None:
         read_config(source)
 
 
+def _check_tokenizer(loaded) -> None:
+    """A tokenizer the GGUF cannot hold is refused before any merge or folder too (the tokenizer
+    export writes is the adapter's or the model's own, else the base's)."""
+    for source in (loaded.adapter_dir, loaded.model_dir, loaded.base_ref):
+        if source is not None and Path(source).is_dir() and (Path(source) / "tokenizer_config.json").is_file():
+            check_tokenizer(Path(source))
+            return
+
+
 def export(run_path: str, out: str, fmt: str = "gguf", quant: str = "q8_0", overwrite: bool = False,
            pre_tokenizer: str | None = None) -> ExportResult:
     if fmt not in FORMATS:
@@ -97,6 +107,7 @@ def export(run_path: str, out: str, fmt: str = "gguf", quant: str = "q8_0", over
     _check_outside_inputs(out_dir, run_path, loaded)
     check_weights(loaded)
     _check_family(loaded)
+    _check_tokenizer(loaded)
     probe_writable(sc.nearest_existing(out_dir), "--out")   # where the scratch and --out will go
     if left:
         sc.remove(left)

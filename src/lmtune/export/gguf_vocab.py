@@ -201,15 +201,28 @@ def sentencepiece_vocab(tokenizer, data: dict, n_vocab: int) -> Vocab:
     return Vocab("llama", tokens, types, scores, add_space_prefix=_adds_space_prefix(data))
 
 
-def build_vocab(tokenizer, data: dict, n_vocab: int, pre: str | None) -> Vocab:
+def vocab_kind(data: dict) -> str:
+    """tokenizer.ggml.model for a tokenizer.json: "gpt2" (byte-level BPE) or "llama" (SentencePiece-style)."""
     model = data.get("model") or {}
     if is_byte_level(data):
-        return bpe_vocab(tokenizer, data, n_vocab, pre)
+        return "gpt2"
     if model.get("type") == "Unigram" or model.get("byte_fallback"):
-        return sentencepiece_vocab(tokenizer, data, n_vocab)
+        return "llama"
     raise UserError(f"export --format gguf: a {model.get('type')} tokenizer that is neither byte-level BPE nor "
                     "SentencePiece-style (byte fallback or Unigram) has no llama.cpp tokenizer lmtune can write",
                     ["convert the merged folder with llama.cpp's convert_hf_to_gguf.py"])
+
+
+def build_vocab(tokenizer, data: dict, n_vocab: int, pre: str | None) -> Vocab:
+    if vocab_kind(data) == "gpt2":
+        return bpe_vocab(tokenizer, data, n_vocab, pre)
+    return sentencepiece_vocab(tokenizer, data, n_vocab)
+
+
+def check_tokenizer(directory: Path) -> None:
+    """What export can tell from tokenizer.json alone, before any merge or folder: that it is
+    there and of a kind llama.cpp has."""
+    vocab_kind(read_tokenizer_json(directory))
 
 
 def special_suffix(tokenizer) -> list[int]:
