@@ -106,8 +106,8 @@ def cached_hub_model(name: str) -> Path:
     try:
         snapshot = Path(snapshot_download(name, local_files_only=True))
     except Exception as exc:  # LocalEntryNotFoundError, or a malformed id (HFValidationError)
-        raise UserError(f"{name}: not in the local Hugging Face cache ({constants.HF_HUB_CACHE}; "
-                        f"{type(exc).__name__})", fix) from None
+        raise UserError(f"{name}: no such folder, and not in the local Hugging Face cache "
+                        f"({constants.HF_HUB_CACHE}; {type(exc).__name__})", fix) from None
     if not (snapshot / "config.json").is_file() or not any(snapshot.glob("*.safetensors")):
         raise UserError(f"{name}: only part of it is in the Hugging Face cache ({snapshot} has no config.json "
                         "or no *.safetensors weights)", fix)

@@ -58,7 +58,7 @@ def test_hub_id_from_the_local_cache(tmp_path, monkeypatch, capsys):
 
     assert cli(["export", "acme/absent", "--out", str(tmp_path / "o2")]) == 2
     err = capsys.readouterr().err
-    assert "acme/absent: not in the local Hugging Face cache" in err and "hf download acme/absent" in err
+    assert "acme/absent: no such folder, and not in the local Hugging Face cache" in err and "hf download acme/absent" in err
     assert cli(["export", "acme/config-only", "--out", str(tmp_path / "o3")]) == 2
     assert "acme/config-only: only part of it is in the Hugging Face cache" in capsys.readouterr().err
     assert cli(["export", "no-such-folder", "--out", str(tmp_path / "o4")]) == 2
