@@ -124,7 +124,7 @@ def _common_prefix(*texts: str) -> str:
 
 
 def _at_token_end(tokenizer, text: str, n: int) -> str:
-    """text[:n] cut back to the end of a token ("<|end|>\n<|" -> "<|end|>\n"): two special tokens
+    """text[:n] cut back to the end of a token ("<|end|>\\n<|" -> "<|end|>\\n"): two special tokens
     sharing their first characters must not split a suffix from the next prefix mid-token."""
     try:
         ends = [0] + [end for _, end in tokenizer(text, add_special_tokens=False,
