@@ -9,6 +9,7 @@ checks every safetensors header and size it will load, in milliseconds, before a
 from __future__ import annotations
 
 import json
+import re
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -91,6 +92,26 @@ def _classify(path: str) -> Loaded:
                         ["expected a run directory (config.yaml + adapter/ or model/), an adapter "
                          "(adapter_config.json) or a model (config.json)"])
     return Loaded("model", resolve_model_path(path), None, None, None, None)
+
+
+HUB_ID = re.compile(r"[A-Za-z0-9][\w.-]*/[\w.-]+")
+
+
+def cached_hub_model(name: str) -> Path:
+    """A Hub model id -> its snapshot folder in the local Hugging Face cache, never downloading
+    (HF_HUB_OFFLINE or not): for commands that read files by path, such as export."""
+    from huggingface_hub import constants, snapshot_download
+
+    fix = [f"download it first (hf download {name}), or give a run directory, an adapter or a model folder"]
+    try:
+        snapshot = Path(snapshot_download(name, local_files_only=True))
+    except Exception as exc:  # LocalEntryNotFoundError, or a malformed id (HFValidationError)
+        raise UserError(f"{name}: no such folder, and not in the local Hugging Face cache "
+                        f"({constants.HF_HUB_CACHE}; {type(exc).__name__})", fix) from None
+    if not (snapshot / "config.json").is_file() or not any(snapshot.glob("*.safetensors")):
+        raise UserError(f"{name}: only part of it is in the Hugging Face cache ({snapshot} has no config.json "
+                        "or no *.safetensors weights)", fix)
+    return snapshot
 
 
 def _read_json(path: Path) -> dict | None:

@@ -13,6 +13,12 @@ PUBLISHED = {
     "qwen2.5-0.5b": 494_032_768, "qwen2.5-1.5b": 1_543_714_304, "qwen2.5-3b": 3_085_938_688,
     "qwen2.5-7b": 7_615_616_512, "qwen2.5-14b": 14_770_033_664, "qwen2.5-32b": 32_763_876_352,
     "qwen2.5-72b": 72_706_203_648, "phi-3-mini": 3_821_079_552, "gemma-2-9b": 9_241_705_984,
+    # small models; the model cards' rounded figures agree: Qwen3 0.6B/1.7B/4B/8.2B with 0.44B/1.4B/3.6B/6.95B
+    # outside the embeddings, Llama 3.2 1.23B/3.21B, Gemma 3 1B and 4.3B (with its vision tower), Phi-4-mini
+    # 3.8B, SmolLM3 3.08B (the Hub's safetensors count shows a tied embedding twice, e.g. Qwen3-1.7B's 2.03B)
+    "qwen3-0.6b": 596_049_920, "qwen3-1.7b": 1_720_574_976, "qwen3-4b": 4_022_468_096, "qwen3-8b": 8_190_735_360,
+    "llama-3.2-1b": 1_235_814_400, "llama-3.2-3b": 3_212_749_824, "gemma-3-1b": 999_885_952,
+    "gemma-3-4b": 4_300_079_472, "phi-4-mini": 3_836_021_760, "smollm3-3b": 3_075_098_624,
 }
 ALL_SEVEN = ("q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj")
 

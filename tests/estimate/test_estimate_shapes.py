@@ -26,9 +26,10 @@ import transformers.models.phi.modeling_phi  # noqa: E402,F401
 import transformers.models.phi3.modeling_phi3  # noqa: E402,F401
 from transformers import AutoConfig, AutoModelForCausalLM  # noqa: E402,F401
 
-PRESETS = ["gemma-2-9b", "llama-2-13b", "llama-2-70b", "llama-2-7b", "llama-3.1-70b", "llama-3.1-8b",
-           "mistral-7b-v0.1", "phi-3-mini", "qwen2.5-0.5b", "qwen2.5-1.5b", "qwen2.5-14b", "qwen2.5-32b",
-           "qwen2.5-3b", "qwen2.5-72b", "qwen2.5-7b"]
+PRESETS = ["gemma-2-9b", "gemma-3-1b", "gemma-3-4b", "llama-2-13b", "llama-2-70b", "llama-2-7b",
+           "llama-3.1-70b", "llama-3.1-8b", "llama-3.2-1b", "llama-3.2-3b", "mistral-7b-v0.1", "phi-3-mini",
+           "phi-4-mini", "qwen2.5-0.5b", "qwen2.5-1.5b", "qwen2.5-14b", "qwen2.5-32b", "qwen2.5-3b",
+           "qwen2.5-72b", "qwen2.5-7b", "qwen3-0.6b", "qwen3-1.7b", "qwen3-4b", "qwen3-8b", "smollm3-3b"]
 HINT = ["presets: " + ", ".join(PRESETS), "or a local directory holding config.json, or 'tiny' (the embedded base)"]
 
 

@@ -1,6 +1,6 @@
 """Render the subset of Go's text/template that lmtune's Modelfiles use, the way Ollama fills it:
-`{{ range $i, $m := .Messages }}`, `{{ range .Messages }}`, `{{ if X }}`, `{{ if eq X "text" }}`,
-`{{ end }}` and the
+`{{ range $i, $m := .Messages }}`, `{{ range .Messages }}`, `{{ if X }}`, `{{ if eq X "text" }}`, `{{ else }}`,
+`{{ end }}`, variables (`{{ $x := "" }}`, `{{ $x = .Content }}`, `{{ if $x }}`) and the
 fields .System, .Prompt, .Role, .Content, $m.Role, $m.Content. Go itself is not installed here;
 anything outside the subset raises, so a Modelfile that grows past it fails the test loudly."""
 
@@ -28,6 +28,11 @@ def _parse(template: str):
             stack.append(node[2])
         elif action == "end":
             stack.pop()
+        elif action == "else":
+            stack[-1].append(("else",))
+        elif re.fullmatch(r"\$\w+\s*:?=\s*(\.\w+|\$\w+|\"[^\"]*\")", action):
+            var, _, expr = action.partition("=")
+            stack[-1].append(("assign", var.rstrip(":").strip(), expr.strip()))
         elif re.fullmatch(r"(\$\w+)?\.\w+|\$\w+", action):
             stack[-1].append(("field", action))
         else:
@@ -40,6 +45,10 @@ def _parse(template: str):
 
 
 def _value(expr: str, scope: dict):
+    if expr.startswith('"'):
+        return expr[1:-1]
+    if re.fullmatch(r"\$\w+", expr) and expr not in scope:
+        return scope["vars"][expr]   # a variable made by := (assignments reach it from any depth)
     var, _, field = expr.partition(".") if expr.startswith("$") else ("", "", expr[1:])
     obj = scope[var] if var else scope["."]
     return obj[field] if field else obj
@@ -51,12 +60,18 @@ def _run(nodes, scope) -> str:
         kind = node[0]
         if kind == "text":
             out.append(node[1])
+        elif kind == "assign":
+            scope["vars"][node[1]] = _value(node[2], scope)
         elif kind == "field":
             out.append(str(_value(node[1], scope)))
         elif kind == "if":
             cond = re.fullmatch(r'eq (\S+) "([^"]*)"', node[1])
+            body = node[2]
+            cut = next((i for i, n in enumerate(body) if n[0] == "else"), len(body))
             if (_value(cond[1], scope) == cond[2]) if cond else _value(node[1], scope):
-                out.append(_run(node[2], scope))
+                out.append(_run(body[:cut], scope))
+            else:
+                out.append(_run(body[cut + 1:], scope))
         elif kind == "range":
             head = node[1]
             names, _, source = head.rpartition(":=") if ":=" in head else ("", "", head)
@@ -79,5 +94,5 @@ def render(template: str, messages: list[dict], system: str | None = None) -> st
     data = {"Messages": [{"Role": m["role"], "Content": m["content"]} for m in msgs],
             "System": next((m["content"] for m in msgs if m["role"] == "system"), ""),
             "Prompt": next((m["content"] for m in reversed(msgs) if m["role"] == "user"), "")}
-    scope = {".": data}
+    scope = {".": data, "vars": {}}
     return _run(_parse(template), scope)

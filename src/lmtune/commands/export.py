@@ -9,7 +9,7 @@ import argparse
 
 
 def register(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("run", help="run directory, adapter, merged/full model directory or 'tiny'")
+    parser.add_argument("run", help="run directory, adapter, merged/full model folder, a Hub id in the local cache (owner/name) or 'tiny'")
     parser.add_argument("--format", default="gguf", choices=("gguf",), help="output format")
     parser.add_argument("--quant", default="q8_0", choices=("f32", "f16", "bf16", "q8_0", "q4_0"),
                         help="GGUF tensor type (norms and other 1-D tensors stay f32)")
@@ -17,8 +17,8 @@ def register(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--overwrite", action="store_true",
                         help="write into a non-empty --out (replaces only the files export writes)")
     parser.add_argument("--pre-tokenizer", default=None,
-                        help="tokenizer.ggml.pre name for llama.cpp (default: gpt-2 for GPT-2's byte-level "
-                             "split, else 'default')")
+                        help="tokenizer.ggml.pre name for llama.cpp (default: recognised from the tokenizer, as "
+                             "llama.cpp's converter does: llama-bpe, qwen2, gpt-4o, gpt-2, ...; else 'default')")
 
 
 def tuning(args: argparse.Namespace):

@@ -38,6 +38,26 @@ HUB_ALIASES = {
     "qwen/qwen2.5-72b": "qwen2.5-72b",
     "microsoft/phi-3-mini-4k-instruct": "phi-3-mini",
     "google/gemma-2-9b": "gemma-2-9b",
+    # small models (configs from the Hub repos named in each preset's _name_or_path)
+    "qwen/qwen3-0.6b": "qwen3-0.6b",
+    "qwen/qwen3-0.6b-base": "qwen3-0.6b",
+    "qwen/qwen3-1.7b": "qwen3-1.7b",
+    "qwen/qwen3-1.7b-base": "qwen3-1.7b",
+    "qwen/qwen3-4b": "qwen3-4b",
+    "qwen/qwen3-4b-base": "qwen3-4b",
+    "qwen/qwen3-8b": "qwen3-8b",
+    "qwen/qwen3-8b-base": "qwen3-8b",
+    "meta-llama/llama-3.2-1b": "llama-3.2-1b",
+    "meta-llama/llama-3.2-1b-instruct": "llama-3.2-1b",
+    "meta-llama/llama-3.2-3b": "llama-3.2-3b",
+    "meta-llama/llama-3.2-3b-instruct": "llama-3.2-3b",
+    "google/gemma-3-1b-it": "gemma-3-1b",
+    "google/gemma-3-1b-pt": "gemma-3-1b",
+    "google/gemma-3-4b-it": "gemma-3-4b",
+    "google/gemma-3-4b-pt": "gemma-3-4b",
+    "microsoft/phi-4-mini-instruct": "phi-4-mini",
+    "huggingfacetb/smollm3-3b": "smollm3-3b",
+    "huggingfacetb/smollm3-3b-base": "smollm3-3b",
 }
 # The Hub id a preset stands for (what a config written by `lmtune advise` names as the model).
 PRESET_HUB_IDS = {
@@ -48,6 +68,16 @@ PRESET_HUB_IDS = {
     "qwen2.5-7b": "Qwen/Qwen2.5-7B", "qwen2.5-14b": "Qwen/Qwen2.5-14B", "qwen2.5-32b": "Qwen/Qwen2.5-32B",
     "qwen2.5-72b": "Qwen/Qwen2.5-72B", "phi-3-mini": "microsoft/Phi-3-mini-4k-instruct",
     "gemma-2-9b": "google/gemma-2-9b",
+    "qwen3-0.6b": "Qwen/Qwen3-0.6B",
+    "qwen3-1.7b": "Qwen/Qwen3-1.7B",
+    "qwen3-4b": "Qwen/Qwen3-4B",
+    "qwen3-8b": "Qwen/Qwen3-8B",
+    "llama-3.2-1b": "meta-llama/Llama-3.2-1B-Instruct",
+    "llama-3.2-3b": "meta-llama/Llama-3.2-3B-Instruct",
+    "gemma-3-1b": "google/gemma-3-1b-it",
+    "gemma-3-4b": "google/gemma-3-4b-it",
+    "phi-4-mini": "microsoft/Phi-4-mini-instruct",
+    "smollm3-3b": "HuggingFaceTB/SmolLM3-3B",
 }
 _LAYER_INDEX = re.compile(r"\.(\d+)\.")
 

@@ -17,9 +17,9 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from lmtune.data.tokenize import special_prefix
 from lmtune.errors import UserError
 from lmtune.export.families import extra_tensors, family_of, neox_qkv_split, rope_params
+from lmtune.export.gguf_vocab import add_tokenizer, guess_pre_tokenizer  # noqa: F401 (the tokenizer keys)
 
 QUANTS = ("f32", "f16", "bf16", "q8_0", "q4_0")
 
@@ -212,50 +212,3 @@ def _rope_scaling(writer, rope: dict) -> None:
             if rope.get(key) is not None:
                 add(float(rope[key]))
 
-
-def add_tokenizer(writer, model_dir: Path, cfg: dict, chat_template: str, stops: list[str],
-                  pre_tokenizer: str | None) -> dict:
-    import gguf
-    from transformers import AutoTokenizer
-
-    tok = AutoTokenizer.from_pretrained(str(model_dir))
-    vocab_size = cfg["vocab_size"]
-    by_id = {i: t for t, i in tok.get_vocab().items()}
-    added = tok.added_tokens_decoder
-    tokens, types = [], []
-    for i in range(vocab_size):
-        if i not in by_id:
-            tokens.append(f"[PAD{i}]")
-            types.append(gguf.TokenType.UNUSED)
-        elif i in added:
-            tokens.append(by_id[i])
-            types.append(gguf.TokenType.CONTROL if added[i].special else gguf.TokenType.USER_DEFINED)
-        else:
-            tokens.append(by_id[i])
-            types.append(gguf.TokenType.NORMAL)
-    pre = pre_tokenizer or guess_pre_tokenizer(model_dir)
-    writer.add_tokenizer_model("gpt2")
-    writer.add_tokenizer_pre(pre)
-    writer.add_token_list(tokens)
-    writer.add_token_types(types)
-    special = gguf.SpecialVocab(str(model_dir), load_merges=True, n_vocab=vocab_size)
-    special.chat_template = chat_template  # the run's template, not the tokenizer's default
-    special.add_special_token["bos"] = bool(special_prefix(tok))
-    special.add_to_gguf(writer)
-    # Stop tokens past eos (e.g. ChatML's <|im_end|>): llama.cpp reads eot as end of generation.
-    stop_ids = [tok.convert_tokens_to_ids(s) for s in stops if s in tok.get_vocab() and s != tok.eos_token]
-    if stop_ids:
-        writer.add_eot_token_id(stop_ids[0])
-    writer.add_array("lmtune.stop", stops)  # every stop as text, token or not (alpaca's is text)
-    return {"pre_tokenizer": pre, "merges": len(special.merges), "vocab": vocab_size}
-
-
-def guess_pre_tokenizer(model_dir: Path) -> str:
-    """tokenizer.ggml.pre: 'gpt-2' for GPT-2's plain byte-level split, else 'default'. llama.cpp
-    picks its pre-tokenizer regex by this name; a custom split (the embedded base has one) has no
-    name there, so llama.cpp may split some text differently (see docs/deploy.md)."""
-    data = json.loads((model_dir / "tokenizer.json").read_text()) if (model_dir / "tokenizer.json").is_file() else {}
-    pre = data.get("pre_tokenizer") or {}
-    if pre.get("type") == "ByteLevel" and pre.get("use_regex", True):
-        return "gpt-2"
-    return "default"
