@@ -173,3 +173,28 @@ def save_family_model(path, family: str, seed: int = 0):
     model.save_pretrained(str(path), safe_serialization=True)
     tok.save_pretrained(str(path))
     return path
+
+
+def mark_phi3_rstrip(model_dir):
+    """Give a saved phi3 family tokenizer Phi-3's own added-token flags (microsoft/Phi-3-mini-4k-instruct):
+    rstrip on every added token but <unk>, <s>, <|endoftext|> and the <0xNN> bytes, so transformers
+    drops the whitespace after <|user|>, <|end|>, ... as llama.cpp does for a model named phi3."""
+    import json
+    import re
+
+    keep = {"<unk>", "<s>", "<|endoftext|>"}
+
+    def strips(content):
+        return content not in keep and not re.fullmatch(r"<0x[0-9A-F]{2}>", content)
+
+    path = model_dir / "tokenizer.json"
+    data = json.loads(path.read_text(encoding="utf-8"))
+    for tok in data["added_tokens"]:
+        tok["rstrip"] = strips(tok["content"])
+    path.write_text(json.dumps(data, ensure_ascii=False), encoding="utf-8")
+    path = model_dir / "tokenizer_config.json"
+    cfg = json.loads(path.read_text(encoding="utf-8"))
+    for tok in (cfg.get("added_tokens_decoder") or {}).values():
+        tok["rstrip"] = strips(tok["content"])
+    path.write_text(json.dumps(cfg, ensure_ascii=False), encoding="utf-8")
+    return model_dir

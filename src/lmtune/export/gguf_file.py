@@ -147,19 +147,20 @@ def write_gguf(model_dir: Path, out_file: Path, quant: str, chat_template: str, 
 
 
 def _name_llama_cpp_loads(name: str, model_dir: Path) -> str:
-    """llama.cpp sets Phi-3 token attributes when general.name contains "phi3" or "phi-3", and its
-    loader stops ("unordered_map::at") when </s>, <unk>, <s> or <|endoftext|> is not in the
-    vocabulary; such a name is written with the digit apart ("phi 3") so any tokenizer loads."""
+    """general.name as llama.cpp must read it: a name with "phi3" or "phi-3" makes llama.cpp strip
+    the whitespace after every special token but <unk>, <s>, <|endoftext|> (and stop on a vocabulary
+    without </s>, <unk>, <s>, <|endoftext|>), so the name says phi3 exactly when the tokenizer strips
+    that way itself (gguf_vocab.strips_like_phi3): "phi 3" otherwise, " (phi3)" added when needed."""
     import re
 
-    if not re.search(r"phi-?3", name, re.IGNORECASE):
-        return name
     from transformers import AutoTokenizer
 
-    vocab = AutoTokenizer.from_pretrained(str(model_dir)).get_vocab()
-    if all(t in vocab for t in ("</s>", "<unk>", "<s>", "<|endoftext|>")):
-        return name
-    return re.sub(r"(phi)-?(3)", r"\1 \2", name, flags=re.IGNORECASE)
+    from lmtune.export.gguf_vocab import strips_like_phi3
+
+    phi3 = re.compile(r"(phi)-?(3)", re.IGNORECASE)
+    if strips_like_phi3(AutoTokenizer.from_pretrained(str(model_dir))):
+        return name if phi3.search(name) else f"{name} (phi3)"
+    return phi3.sub(r"\1 \2", name)
 
 
 def _hyperparameters(writer, cfg: dict, file_type) -> None:

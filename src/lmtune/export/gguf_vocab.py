@@ -254,6 +254,26 @@ def starts_with_bos(chat_template: str, tokenizer) -> bool:
     return bool(tokenizer.bos_token) and text.startswith(tokenizer.bos_token)
 
 
+# llama.cpp (llama-vocab.cpp) gives every special token the rstrip attribute when general.name
+# contains "phi3" or "phi-3", as Phi-3's tokenizer.json marks its added tokens, except these:
+PHI3_NOT_RSTRIP = ("<unk>", "<s>", "<|endoftext|>")
+
+
+def strips_like_phi3(tokenizer) -> bool:
+    """Whether the tokenizer strips the whitespace after its special tokens the way llama.cpp does
+    for a model named phi3: every added token but <unk>, <s>, <|endoftext|> (and <0xNN> bytes,
+    BYTE tokens in llama.cpp) has rstrip, those three do not, and all of them and </s> are there
+    (llama.cpp's loader looks them up). Phi-3's own tokenizer does; "<|user|>\nHi" then loses its
+    newline in transformers and llama.cpp alike."""
+    vocab = tokenizer.get_vocab()
+    if not all(t in vocab for t in ("</s>", *PHI3_NOT_RSTRIP)):
+        return False
+    added = [t for t in tokenizer.added_tokens_decoder.values() if not BYTE_TOKEN.fullmatch(t.content)]
+    marked = [t for t in added if t.content not in PHI3_NOT_RSTRIP]
+    return bool(marked) and all(t.rstrip for t in marked) and not any(
+        t.rstrip for t in added if t.content in PHI3_NOT_RSTRIP)
+
+
 def add_tokenizer(writer, model_dir: Path, cfg: dict, chat_template: str, stops: list[str],
                   pre_tokenizer: str | None) -> dict:
     """Write the tokenizer keys; returns a summary (vocabulary kind, pre-tokenizer, sizes, flags)."""
