@@ -25,6 +25,8 @@ import json
 import tempfile
 from pathlib import Path
 
+from lmtune.export.gguf_vocab import CHKTXT
+
 TEXTS = [
     "Hello, how are you today?",
     "The quick brown fox jumps over the lazy dog.",
@@ -41,6 +43,9 @@ TEXTS = [
     "I've been told he's there, 'RE you sure? We'Ve a'lL",
     "\n\n\n",
     " ",
+    "3333333 33333333 1234567890 x²",
+    "cafe\u0301 (a combining accent) and \u00a0no-break\u2009thin spaces",
+    CHKTXT,   # llama.cpp's own pre-tokenizer probe: emoji sequences, Khmer, CJK, quote runs
 ]
 PHI3_RSTRIP = "phi3+rstrip"   # the phi3 family tokenizer with Phi-3's rstrip flags on its added tokens
 CONVERSATION = [{"role": "user", "content": "Hi there, naïve café?"},
