@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import json
 import shutil
+import signal
 import time
 import urllib.error
 import urllib.request
@@ -93,7 +94,15 @@ def _set_config(browser, config: dict) -> None:
     browser.execute_script("document.getElementById('config').value = arguments[0]", yaml.safe_dump(config))
 
 
-def test_new_run_uploads_checks_starts_stops_and_resumes(browser, tmp_path):
+@pytest.fixture
+def sigint_ignored():
+    """The UI as `lmtune ui &` from a script runs it: SIGINT ignored, which children inherit."""
+    previous = signal.signal(signal.SIGINT, signal.SIG_IGN)
+    yield
+    signal.signal(signal.SIGINT, previous)
+
+
+def test_new_run_uploads_checks_starts_stops_and_resumes(browser, tmp_path, sigint_ignored):
     """Upload a file, see data check and advise, fix a bad key (the loader's one line), start a
     tiny run: it shows as running, Ctrl-C (stop) leaves it stopped with its resume command in the
     page and train's own interrupt message in the log; resume runs it again."""

@@ -73,7 +73,8 @@ class Launcher:
         return proc is not None and proc.poll() is None
 
     def start(self, name: str, run_dir: Path, argv: list[str]) -> subprocess.Popen:
-        """`python -m lmtune train ARGV` for the run `name`, writing into run_dir."""
+        """`lmtune train ARGV` for the run `name`, writing into run_dir (through ui/train_child.py,
+        which restores Ctrl-C if this UI runs with SIGINT ignored)."""
         with self.lock:
             if self.busy(name):
                 raise RuntimeError(f"{name} is already running")
@@ -83,7 +84,7 @@ class Launcher:
                 out.write(f"$ lmtune train {' '.join(argv)}\n".encode())
                 out.flush()
                 env = {**os.environ, "PYTHONUNBUFFERED": "1"}
-                proc = subprocess.Popen([sys.executable, "-m", "lmtune", "train", *argv], stdout=out,
+                proc = subprocess.Popen([sys.executable, "-m", "lmtune.ui.train_child", *argv], stdout=out,
                                         stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, env=env,
                                         start_new_session=True)
             self.procs[name] = proc
