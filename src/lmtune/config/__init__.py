@@ -87,8 +87,8 @@ class ReplayConfig:
 
 @dataclass(config=STRICT)
 class DataConfig:
-    task: Literal[None, "sql", "json"] = Field(
-        None, description="bundled task (sql, json): fills train/validation/test and the metric")
+    task: Literal[None, "sql", "json", "catalogue"] = Field(
+        None, description="bundled task (sql, json, catalogue): fills train/validation/test and the metric")
     train: Paths = Field(default_factory=list, description="training files or directories (jsonl, json, csv, parquet)")
     validation: Paths = Field(default_factory=list, description="validation files; empty -> split val_split off train")
     test: Paths = Field(default_factory=list, description="test files for generation metrics in `lmtune eval`")
