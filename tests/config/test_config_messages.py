@@ -77,7 +77,7 @@ def test_problems_come_in_the_order_written():
         "data.task: got 'bad', allowed: null, sql, json, catalogue",
         "lora.bias: got 5 (int), expected a string", "lora.r: got 0, must be >= 1",
         "methd: unknown key (did you mean 'method'?); allowed: model, data, method, lora, quant, train, pref, eval, "
-        "distributed, output",
+        "distributed, output, rag",
         "train: expected a mapping of keys, got 3"]
     assert _problems([1]) == ["config: expected a mapping of keys, got [1]"]
 

@@ -260,6 +260,17 @@ class OutputConfig:
 
 
 @dataclass(config=STRICT)
+class RagConfig:
+    docs: Str | None = Field(None, description="documents to retrieve from: a JSONL of {id, text} records, or a "
+                             "folder of .txt/.md files (None: no retrieval; docs/rag.md)")
+    chunk_tokens: Int = Field(128, ge=8, description="passage length in tokens of the run's tokenizer")
+    chunk_overlap: Int = Field(16, ge=0, description="tokens each passage shares with the one before it")
+    top_k: Int = Field(3, ge=1, description="passages put before each question")
+    retriever: Literal["bm25"] = Field("bm25", description="how passages are found: bm25 (word overlap; needs "
+                                       "no model)")
+
+
+@dataclass(config=STRICT)
 class Config:
     model: Section[ModelConfig] = Field(default_factory=ModelConfig)
     data: Section[DataConfig] = Field(default_factory=DataConfig)
@@ -271,6 +282,7 @@ class Config:
     eval: Section[EvalConfig] = Field(default_factory=EvalConfig)
     distributed: Section[DistributedConfig] = Field(default_factory=DistributedConfig)
     output: Section[OutputConfig] = Field(default_factory=OutputConfig)
+    rag: Section[RagConfig] = Field(default_factory=RagConfig)
     source = None  # the YAML file it was read from (not a field: not saved, not validated)
 
     @property
@@ -319,6 +331,9 @@ def _check_cross(cfg: Config, problems: list[str]) -> None:
     if no_val and (cfg.train.eval_steps or cfg.train.early_stopping_patience):
         key = "train.eval_steps" if cfg.train.eval_steps else "train.early_stopping_patience"
         problems.append(f"{key}: needs validation data; set data.validation or data.val_split > 0")
+    if cfg.rag.chunk_overlap >= cfg.rag.chunk_tokens:
+        problems.append(f"rag.chunk_overlap: got {cfg.rag.chunk_overlap}, must be below rag.chunk_tokens "
+                        f"({cfg.rag.chunk_tokens})")
 
 
 def parse_overrides(overrides: list[str]) -> dict[str, Any]:
@@ -410,7 +425,7 @@ def rebase_data_paths(raw: dict[str, Any], folder: Path) -> dict[str, Any]:
     the working directory. Both are made absolute here, so the run's config.yaml runs anywhere."""
     data = raw.get("data")
     if not isinstance(data, dict):
-        return raw
+        return _rebase_rag_docs(raw, folder)
     data = dict(data)
     for key in DATA_PATH_KEYS:
         value = data.get(key)
@@ -420,7 +435,16 @@ def rebase_data_paths(raw: dict[str, Any], folder: Path) -> dict[str, Any]:
         fixed = [os.path.normpath(folder / os.path.expanduser(p)) if isinstance(p, str) and p
                  and not os.path.isabs(os.path.expanduser(p)) else p for p in items]
         data[key] = fixed[0] if isinstance(value, str) else fixed
-    return {**raw, "data": data}
+    return _rebase_rag_docs({**raw, "data": data}, folder)
+
+
+def _rebase_rag_docs(raw: dict[str, Any], folder: Path) -> dict[str, Any]:
+    """rag.docs resolves like the data paths (rebase_data_paths)."""
+    rag = raw.get("rag")
+    docs = rag.get("docs") if isinstance(rag, dict) else None
+    if not isinstance(docs, str) or not docs or os.path.isabs(os.path.expanduser(docs)):
+        return raw
+    return {**raw, "rag": {**rag, "docs": os.path.normpath(folder / os.path.expanduser(docs))}}
 
 
 def load_config(path: str | Path | None = None, overrides: list[str] | None = None) -> Config:

@@ -1,0 +1,40 @@
+"""Which retrieval an inference path uses: `--docs DOCS` (with the run's chunk settings and
+top_k), else the docs the run trained with (its config's rag.docs), else none; `--no-docs` turns
+it off. The documents are read here, before any model loads, so a bad record fails in a second."""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import Any
+
+from lmtune.config import RagConfig
+from lmtune.errors import UserError
+from lmtune.rag.docs import load_documents
+
+
+def rag_settings(run_config: Any, docs: str | None, no_docs: bool = False,
+                 top_k: int | None = None) -> RagConfig | None:
+    """The retrieval settings to use, or None for none. `run_config`: the run's Config (None for a
+    plain model). Checks the docs (every record) without loading a model."""
+    if top_k is not None and top_k < 1:
+        raise UserError(f"--top-k: got {top_k}, must be >= 1")
+    if no_docs:
+        return None
+    trained = run_config.rag if run_config is not None else RagConfig()
+    if docs is None and trained.docs is None:
+        return None
+    settings = dataclasses.replace(trained, docs=docs or trained.docs, top_k=top_k or trained.top_k)
+    if docs is None:
+        try:
+            load_documents(settings.docs)
+        except UserError as exc:
+            raise UserError(f"the run retrieves from rag.docs {settings.docs} by default: {exc.args[0]}",
+                            [*exc.problems, "pass --docs DOCS to use other documents, or --no-docs for none"]) from None
+    else:
+        load_documents(settings.docs)
+    return settings
+
+
+def sources(passages: list) -> list[dict]:
+    """The passages as a response lists them: id, source, chunk, score, text."""
+    return [p.to_dict() for p in passages]
