@@ -76,10 +76,15 @@ def table(results: list[dict]) -> str:
     for r in results:
         for setting in ("base + RAG", "tuned, no docs", "tuned + docs"):
             s = r[setting]
-            lines.append(f"| {Path(r['run']).name} | {setting} | {s['all']['exact_match']:.3f} | "
+            lines.append(f"| {_name(r['run'])} | {setting} | {s['all']['exact_match']:.3f} | "
                          f"{s['changed']['exact_match']:.3f} | {s['new']['exact_match']:.3f} | "
                          f"{s['all']['style']:.3f} | {s['all']['fact_accuracy']:.3f} |")
     return "\n".join(lines)
+
+
+def _name(run: str) -> str:
+    path = Path(run)
+    return path.parent.name if path.name == "run" else path.name
 
 
 def main(argv: list[str] | None = None) -> int:

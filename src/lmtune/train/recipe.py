@@ -227,8 +227,9 @@ def rag_augment(cfg: Config, tokenizer):
     from lmtune.rag.training import training_passages
 
     augment = training_passages(cfg.rag, tokenizer)
-    print(f"rag: each training prompt carries {cfg.rag.top_k} passages from {cfg.rag.docs} "
-          f"(the gold one in {cfg.rag.train_gold:.0%} of them)", file=sys.stderr)
+    passages = "its best passage" if cfg.rag.top_k == 1 else f"{cfg.rag.top_k} passages"
+    print(f"rag: each training prompt carries {passages} from {cfg.rag.docs} "
+          f"(the gold passage in {cfg.rag.train_gold:.0%} of them)", file=sys.stderr)
     return augment
 
 
