@@ -3,6 +3,7 @@
 import json
 
 import pytest
+import yaml
 
 from lmtune.cli import main
 from lmtune.errors import DataError, UserError
@@ -23,7 +24,8 @@ def test_jsonl_records_keep_id_text_and_line(tmp_path):
 
 def test_every_bad_record_is_named_by_file_and_line(tmp_path):
     path = _jsonl(tmp_path / "d.jsonl", [{"id": "a", "text": "ok"}, "{not json", '["a list"]', {"text": "no id"},
-                                         {"id": "b", "text": ""}, {"id": "a", "text": "again"}, {"id": True, "text": "x"}])
+                                         {"id": "b", "text": ""}, {"id": "a", "text": "again"},
+                                         {"id": True, "text": "x"}])
     with pytest.raises(DataError) as info:
         load_documents(path)
     problems = info.value.problems
@@ -88,7 +90,7 @@ def test_rag_config_keys_and_messages(tmp_path):
     cfg_file.write_text("data:\n  task: sql\nrag:\n  docs: d.jsonl\n  chunk_overlap: 128\n  top_k: 0\n"
                         "  retriever: dense\n  chunks: 3\n")
     assert main(["config", "show", str(cfg_file)]) == 2
-    from lmtune.config import load_config
+    from lmtune.config import from_dict, load_config
     from lmtune.errors import ConfigError
 
     with pytest.raises(ConfigError) as info:
@@ -105,3 +107,5 @@ def test_rag_config_keys_and_messages(tmp_path):
     cfg = load_config(cfg_file)   # relative to the config file, made absolute like data paths
     assert cfg.rag.docs == str(tmp_path / "d.jsonl") and cfg.rag.top_k == 3 and cfg.rag.retriever == "bm25"
     assert load_config(None, ["data.task=sql"]).rag.docs is None
+    # the run's config.yaml keeps the section: what generate, serve and eval read back
+    assert from_dict(yaml.safe_load(cfg.to_yaml())).rag == cfg.rag

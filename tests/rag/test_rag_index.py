@@ -6,7 +6,7 @@ import os
 import pytest
 
 from lmtune.config import RagConfig
-from lmtune.rag.index import cache_root
+from lmtune.rag.index import cache_root, words
 from lmtune.rag.prompt import augment, augment_item
 from lmtune.rag.retrieve import Retriever
 
@@ -82,8 +82,76 @@ def test_augment_numbers_passages_before_the_question(docs):
     chat = [{"role": "user", "content": "Brisa toaster?"}, {"role": "assistant", "content": "yes"},
             {"role": "user", "content": "And the Delta lamp?"}]
     item, found = augment_item(chat, lambda q: r.search(q, 1))
-    assert found[0].id == "lamp" and item.messages[0]["content"] == "Brisa toaster?"
-    assert item.messages[2]["content"].startswith("Passages:\n[1] (lamp)")
+    assert found[0].id == "lamp" and item[0]["content"] == "Brisa toaster?"
+    assert chat[2]["content"] == "And the Delta lamp?"   # the caller's list is left as it was
+    assert item[2]["content"].startswith("Passages:\n[1] (lamp)")
     alpaca = {"instruction": "What does the Cumulus blender cost?", "input": ""}
     item, found = augment_item(alpaca, lambda q: r.search(q, 1))
-    assert found[0].id == "blender" and item.fields["instruction"].endswith("Question: What does the Cumulus blender cost?")
+    assert found[0].id == "blender" and item.fields["instruction"] == augment(alpaca["instruction"], found)
+    # chat templates render the messages: the same text
+    assert item.prompt_messages() == [{"role": "user", "content": augment(alpaca["instruction"], found)}]
+    record = {"prompt": "Delta lamp watt", "completion": "7"}
+    item, found = augment_item(record, lambda q: r.search(q, 1))
+    assert item.fields["prompt"] == item.prompt_messages()[-1]["content"] == augment("Delta lamp watt", found)
+
+
+def test_words_split_as_bm25s_does():
+    import bm25s
+
+    texts = ["The Brisa toaster's 4 slots: €35, ships in 5 days!", "Ünïcode wörds and a_b snake_case, I/O x"]
+    assert [words(t) for t in texts] == bm25s.tokenize(texts, stopwords="en", return_ids=False, show_progress=False)
+
+
+def test_scores_equal_bm25s_own(docs):
+    import numpy as np
+
+    r = Retriever.build(RagConfig(docs=str(docs)))
+    vocab = r.bm25.vocab_dict
+    for question in ("costs euros ships days", "Brisa toaster costs costs", "refund"):
+        ids = [vocab[w] for w in words(question) if w in vocab]
+        assert np.allclose(r.scores(ids), r.bm25.get_scores_from_ids(ids), rtol=1e-5)
+
+
+def test_an_unwritable_cache_keeps_the_index_in_memory(docs, monkeypatch, tmp_path, capsys):
+    blocker = tmp_path / "not-a-folder"
+    blocker.write_text("a file where the cache folder would go")
+    monkeypatch.setenv("LMTUNE_CACHE_DIR", str(blocker))
+    r = Retriever.build(RagConfig(docs=str(docs)))
+    assert r.search("Brisa toaster", 1)[0].id == "toaster" and r.cached is False
+    assert "cannot write the index cache" in capsys.readouterr().err and blocker.read_text().startswith("a file")
+
+
+def test_pruned_search_equals_scoring_every_chunk(tmp_path, monkeypatch):
+    import random
+
+    monkeypatch.setenv("LMTUNE_CACHE_DIR", str(tmp_path / "cache"))
+    rng = random.Random(0)
+    kinds = ["kettle", "toaster", "lamp", "chair", "tent", "drill", "fan", "pan"]
+    names = [f"Model{i}" for i in range(400)]
+    path = tmp_path / "shop.jsonl"
+    lines = [json.dumps({"id": i, "text": f"The {rng.choice(names)} {rng.choice(kinds)} ships within "
+                                          f"{rng.randint(1, 9)} days and costs {rng.randint(5, 60)} euros."})
+             for i in range(3000)]
+    path.write_text("\n".join(lines) + "\n")
+    r = Retriever.build(RagConfig(docs=str(path)))
+    vocab, pruned = r.bm25.vocab_dict, 0
+    for _ in range(150):
+        q = (f"When does the {rng.choice(names)} {rng.choice(kinds)} ship, what does it cost in euros, "
+             f"{rng.randint(1, 9)} days?")
+        k = rng.choice([1, 3, 5])
+        fast, every = r.search(q, k), r.search(q, k, prune=False)
+        assert [(p.id, p.chunk) for p in fast] == [(p.id, p.chunk) for p in every]
+        assert [p.score for p in fast] == pytest.approx([p.score for p in every], rel=1e-9)
+        pruned += r._pruned([vocab[w] for w in words(q) if w in vocab], k) is not None
+    assert pruned > 100   # the common words ("ships", "days", "euros") were left to the candidates
+
+
+def test_pruning_gives_way_when_common_words_outscore_the_candidates(tmp_path, monkeypatch):
+    monkeypatch.setenv("LMTUNE_CACHE_DIR", str(tmp_path / "cache"))
+    texts = ["rarish filler"] * 9 + ["alpha beta gamma filler"] * 11 + ["filler words only"] * 80
+    path = tmp_path / "d.jsonl"
+    path.write_text("".join(json.dumps({"id": i, "text": t}) + "\n" for i, t in enumerate(texts)))
+    r = Retriever.build(RagConfig(docs=str(path)))
+    # "rarish" (9 of 100 chunks) makes the candidates; alpha+beta+gamma (11 each) outscore it together
+    assert r.search("rarish alpha beta gamma", 1)[0].id == "9"
+    assert r.search("rarish alpha beta gamma", 1) == r.search("rarish alpha beta gamma", 1, prune=False)

@@ -35,6 +35,9 @@ def register(parser: argparse.ArgumentParser) -> None:
                         help="for a plain model: write eval.json there (a run writes into itself)")
     parser.add_argument("--no-forgetting", action="store_true", help="skip the general-text probe")
     parser.add_argument("--json", action="store_true", help="print eval.json instead of the summary")
+    from lmtune.rag.arguments import add_arguments   # argparse only (see the note above)
+
+    add_arguments(parser)   # task metrics with and without the passages, side by side
 
 
 def tuning(args: argparse.Namespace):
@@ -63,11 +66,15 @@ def run(args: argparse.Namespace) -> int:
         if value is not None and value < least:
             raise UserError(f"--{flag.replace('_', '-')}: got {value}, must be >= {least}")
     check_paths(args.run, opts)
+    from lmtune.rag.arguments import flags
+    from lmtune.rag.inference import rag_settings, run_config_of
+
+    rag = rag_settings(run_config_of(args.run), *flags(args))
     from lmtune.evaluate import EVAL_FILE, evaluate_run
     from lmtune.evaluate.summary import summarize
 
     result = evaluate_run(args.run, **opts, base=args.base, forgetting=False if args.no_forgetting else None,
-                          progress=not args.json)
+                          progress=not args.json, rag=rag)
     if args.json:
         print(json.dumps(result, indent=2))
     else:

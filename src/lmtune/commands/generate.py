@@ -23,6 +23,9 @@ def register(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--no-adapter", action="store_true", help="generate with the run's base model only")
     parser.add_argument("--out", help="write {prompt, output} JSONL here (with --file)")
     parser.add_argument("--overwrite", action="store_true", help="replace an existing --out file")
+    from lmtune.rag.arguments import add_arguments   # argparse only (see the note above)
+
+    add_arguments(parser)
 
 
 def _read_prompts(path: str) -> list:
@@ -103,7 +106,16 @@ def check_args(args: argparse.Namespace) -> list | None:
     if args.out:
         checks.output_file(args.out, "--out", overwrite=args.overwrite)
     _check_model(args.model)
+    _check_rag(args)
     return items
+
+
+def _check_rag(args: argparse.Namespace) -> None:
+    """args.rag: the retrieval settings (None: none), the documents checked before the model loads."""
+    from lmtune.rag.arguments import flags
+    from lmtune.rag.inference import rag_settings, run_config_of
+
+    args.rag = rag_settings(run_config_of(args.model), *flags(args))
 
 
 def _check_model(model: str) -> None:
@@ -128,13 +140,21 @@ def run(args: argparse.Namespace) -> int:
     settings = GenerationSettings(max_new_tokens=args.max_new_tokens, greedy=not args.sample,
                                   temperature=args.temperature, top_p=args.top_p, seed=args.seed)
     gen = Generator.load(args.model, use_adapter=not args.no_adapter)
+    search = _searcher(args, gen)
     if args.prompt is not None:
-        print(gen.generate([args.prompt], settings)[0])
+        prompt, passages = _with_passages(args.prompt, search)
+        print(gen.generate([prompt], settings)[0])
+        if passages:
+            print("sources: " + "; ".join(f"[{i}] {p.id} ({p.source})" for i, p in enumerate(passages, 1)),
+                  file=sys.stderr)
         return 0
     if args.file:
-        outputs = gen.generate(items, settings, progress=True)
-        lines = "".join(json.dumps({"prompt": item, "output": out}, ensure_ascii=False) + "\n"
-                        for item, out in zip(items, outputs))
+        found = [_with_passages(item, search) for item in items]
+        outputs = gen.generate([prompt for prompt, _ in found], settings, progress=True)
+        lines = "".join(json.dumps({"prompt": item, "output": out,
+                                    **({"sources": [p.to_dict() for p in passages]} if search else {})},
+                                   ensure_ascii=False) + "\n"
+                        for item, out, (_, passages) in zip(items, outputs, found))
         if args.out:
             from pathlib import Path
 
@@ -144,10 +164,28 @@ def run(args: argparse.Namespace) -> int:
         else:
             sys.stdout.write(lines)
         return 0
-    return _chat(gen, settings)
+    return _chat(gen, settings, search)
 
 
-def _chat(gen, settings) -> int:
+def _searcher(args: argparse.Namespace, gen):
+    """search(question) -> passages with the run's tokenizer, or None without retrieval."""
+    from lmtune.rag.inference import open_retriever, searcher
+
+    if args.rag is None:
+        return None
+    return searcher(open_retriever(args.rag, gen.tokenizer), args.rag.top_k)
+
+
+def _with_passages(item, search):
+    """(the prompt with its passages, the passages); the item as it is without retrieval."""
+    if search is None:
+        return item, []
+    from lmtune.rag.prompt import augment_item
+
+    return augment_item(item, search)
+
+
+def _chat(gen, settings, search=None) -> int:
     """Multi-turn chat in the terminal; an empty line or /exit quits, /reset clears the history."""
     history: list[dict] = []
     print("chat with the model (/reset clears, /exit or an empty line quits)")
@@ -162,7 +200,10 @@ def _chat(gen, settings) -> int:
             history = []
             continue
         history.append({"role": "user", "content": text})
-        answer = gen.generate([list(history)], settings)[0].strip()
+        prompt, passages = _with_passages(list(history), search)   # passages for this turn only
+        answer = gen.generate([prompt], settings)[0].strip()
+        if passages:
+            print("sources: " + ", ".join(p.id for p in passages))
         history.append({"role": "assistant", "content": answer})
         print(f"model> {answer}")
     return 0

@@ -28,6 +28,9 @@ def register(parser: argparse.ArgumentParser) -> None:
                         help="answer length when a request gives no max_tokens (always capped by the context)")
     parser.add_argument("--max-request-bytes", type=int, default=DEFAULT_MAX_REQUEST_BYTES,
                         help="largest request body taken; a larger one is refused with 413 before it is read")
+    from lmtune.rag.arguments import add_arguments   # argparse only (see the note above)
+
+    add_arguments(parser)   # --docs: for every served model; default: each run's own rag.docs
 
 
 def tuning(args: argparse.Namespace):
@@ -51,13 +54,18 @@ def run(args: argparse.Namespace) -> int:
     if args.max_request_bytes < 1024:
         raise UserError(f"--max-request-bytes {args.max_request_bytes}: at least 1024 bytes",
                         [f"the default is {DEFAULT_MAX_REQUEST_BYTES:,} (4 MiB)"])
+    from lmtune.rag.arguments import flags
+    from lmtune.rag.inference import rag_settings, run_config_of
+
+    rags = [rag_settings(run_config_of(p), *flags(args)) for p in args.models]
     sock = bind(args.host, args.port)  # before loading: a busy port fails in a second, not after a load
     from lmtune.serve.app import create_app
     from lmtune.serve.engine import Engine
-    from lmtune.serve.models import load_served
+    from lmtune.serve.models import add_retrieval, load_served
     from lmtune.serve.server import make_server
 
     served = load_served(args.models)
+    add_retrieval(served, rags)
     engine = Engine(served, max_batch=args.max_batch)
     app = create_app(engine, api_key=args.api_key, default_max_tokens=args.max_tokens,
                      max_request_bytes=args.max_request_bytes)

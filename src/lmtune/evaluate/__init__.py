@@ -22,12 +22,14 @@ from lmtune.inference_loading import open_path
 
 
 def final_evaluation(cfg, run_dir, model, tokenizer, template, validation=None,
-                     progress: bool = True, validation_loss=None) -> dict:
+                     progress: bool = True, validation_loss=None, rag=None) -> dict:
     """Evaluate the model just trained (still in memory) and its base; writes RUN/eval.json.
     `validation`: the tokenized validation dataset train already has (skips re-preparing it);
-    `validation_loss`: the tuned model's loss on it, measured already for train_summary.json."""
+    `validation_loss`: the tuned model's loss on it, measured already for train_summary.json;
+    `rag` (a config.RagConfig): also score both with retrieved passages, side by side."""
     source = "validation split" if validation is not None else "none (the run has no validation data)"
-    settings = EvalSettings(base=True, progress=progress, loss_source=source, tuned_validation=validation_loss)
+    settings = EvalSettings(base=True, progress=progress, loss_source=source, tuned_validation=validation_loss,
+                            rag=rag)
     return evaluate_model(cfg, run_dir, model, tokenizer, template, validation, settings)
 
 
@@ -35,11 +37,13 @@ def evaluate_run(path: str | Path, test: list[str] | None = None, base: bool = F
                  num_samples: int | None = None, max_new_tokens: int | None = None,
                  batch_size: int | None = None, forgetting: bool | None = None,
                  progress: bool = True, few_shot: int | None = None, task: str | None = None,
-                 out: str | Path | None = None) -> dict:
+                 out: str | Path | None = None, rag=None) -> dict:
     """Load a run directory's final model and evaluate it; writes RUN/eval.json and returns it.
     Loss is measured on the run's validation split (re-prepared exactly as train did), or on the
     --test files when given. A plain model ('tiny', a model directory or Hub id) is evaluated on
-    its own on `task` or `test` (its "before" score); eval.json goes to `out` when given."""
+    its own on `task` or `test` (its "before" score); eval.json goes to `out` when given.
+    `rag` (a config.RagConfig, lmtune.rag.inference.rag_settings): task metrics are also measured
+    with retrieved passages in each prompt, side by side with those without."""
     loaded = open_path(str(path))
     if loaded.kind == "run":
         cfg, target = loaded.config, path
@@ -53,7 +57,7 @@ def evaluate_run(path: str | Path, test: list[str] | None = None, base: bool = F
     settings = EvalSettings(test=list(test) if test else None, base=base, num_samples=num_samples,
                             max_new_tokens=max_new_tokens, batch_size=batch_size,
                             forgetting=forgetting, progress=progress, few_shot=few_shot,
-                            subject="run" if loaded.kind == "run" else "model")
+                            subject="run" if loaded.kind == "run" else "model", rag=rag)
     validation, settings.loss_source = loss_data(cfg, gen.tokenizer, gen.template, settings)
     return evaluate_model(cfg, target, gen.model, gen.tokenizer, gen.template, validation, settings)
 

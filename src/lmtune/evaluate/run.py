@@ -25,6 +25,8 @@ from lmtune.evaluate.few_shot import few_shot_prompts, load_shots
 from lmtune.evaluate.metrics import Scores, get_scorer, score
 from lmtune.evaluate.perplexity import LossResult, dataset_loss, text_loss
 from lmtune.generate import GenerationSettings, Generator
+from lmtune.rag.inference import open_retriever, searcher
+from lmtune.rag.prompt import augment_item
 from lmtune.run import start
 from lmtune.run.layout import write_json, write_output_marker, write_text
 
@@ -46,6 +48,7 @@ class EvalSettings:
     samples_kept: int = 5              # examples shown side by side in eval.json / the report
     loss_source: str = "validation split"   # what the loss was measured on (or why it was not)
     tuned_validation: LossResult | None = None   # measured already (by train, `validation_loss`): reused
+    rag: object | None = None          # config.RagConfig: also score every model with retrieved passages
 
 
 @dataclass
@@ -54,6 +57,7 @@ class TestSet:
     scorer: object                     # a lmtune.tasks Task
     examples: list = field(default_factory=list)   # lmtune.data.Example
     shots: list = field(default_factory=list)      # few-shot examples put before each prompt
+    sources: list | None = None        # with retrieval: each example's passages (its prompt carries them)
 
 
 def _log(settings: EvalSettings, msg: str) -> None:
@@ -145,6 +149,16 @@ def resolve_test_set(cfg: Config, settings: EvalSettings, run_dir: str | Path | 
                    load_shots(cfg, k, exclude))
 
 
+def with_retrieval(test: TestSet | None, settings: EvalSettings, tokenizer) -> TestSet | None:
+    """The test set again, each prompt with its retrieved passages (settings.rag), for the side-by-side
+    scores; None without retrieval. The same scorer, references and shots."""
+    if test is None or settings.rag is None or not test.examples:
+        return None
+    search = searcher(open_retriever(settings.rag, tokenizer), settings.rag.top_k)
+    found = [augment_item(ex, search) for ex in test.examples]
+    return TestSet(test.source, test.scorer, [ex for ex, _ in found], test.shots, [p for _, p in found])
+
+
 def prompt_text(example) -> str:
     """What the user asked (last user turn), for side-by-side tables."""
     turns = [m["content"] for m in example.prompt_messages() if m["role"] == "user"]
@@ -189,10 +203,11 @@ class _Side:
     answers: list[str] | None = None
     scores: Scores | None = None
     probe: LossResult | None = None
+    rag: "_Side | None" = None          # the same model's answers with retrieved passages
 
 
 def _measure(model, tokenizer, template, cfg, settings, validation, test, probe_texts, label,
-             merge: bool = False) -> _Side:
+             merge: bool = False, rag_test: TestSet | None = None) -> _Side:
     side = _Side()
     with inference_mode(model):
         if validation is not None:
@@ -200,8 +215,13 @@ def _measure(model, tokenizer, template, cfg, settings, validation, test, probe_
         if test is not None and test.examples:
             with merged_adapter(model) if merge else contextlib.nullcontext():
                 side.generations = _generate(model, tokenizer, template, test, settings, cfg, label)
+                if rag_test is not None:
+                    side.rag = _Side(generations=_generate(model, tokenizer, template, rag_test, settings, cfg,
+                                                           f"{label} + docs"))
             refs = [ex.response for ex in test.examples]
             side.answers, side.scores = score(test.scorer, side.generations, refs)
+            if side.rag is not None:
+                side.rag.answers, side.rag.scores = score(test.scorer, side.rag.generations, refs)
         if probe_texts:
             side.probe = _probe_loss(model, tokenizer, cfg, settings, probe_texts, label)
     return side
@@ -213,13 +233,14 @@ def evaluate_model(cfg: Config, run_dir: str | Path | None, model, tokenizer, te
     settings = settings or EvalSettings()
     started = time.time()
     test = resolve_test_set(cfg, settings, run_dir)
+    rag_test = with_retrieval(test, settings, tokenizer)
     check_forgetting = cfg.eval.forgetting_check if settings.forgetting is None else settings.forgetting
     probe_texts = forgetting.load_probe() if check_forgetting else []
 
     label = "tuned" if settings.subject == "run" else "model"
     measured = settings.tuned_validation
     tuned = _measure(model, tokenizer, template, cfg, settings, validation if measured is None else None,
-                     test, probe_texts, label, merge=True)
+                     test, probe_texts, label, merge=True, rag_test=rag_test)
     tuned.validation = measured or tuned.validation
     base = None
     if settings.base or probe_texts:
@@ -227,11 +248,14 @@ def evaluate_model(cfg: Config, run_dir: str | Path | None, model, tokenizer, te
         base_test = test if settings.base else None
         base_val = validation if settings.base else None
         with base_model(model, cfg, tokenizer) as bm:
-            base = _measure(bm, tokenizer, template, cfg, settings, base_val, base_test, probe_texts, "base")
+            base = _measure(bm, tokenizer, template, cfg, settings, base_val, base_test, probe_texts, "base",
+                            rag_test=rag_test if settings.base else None)
 
     result = _assemble(cfg, run_dir, test, tuned, base, probe_texts, settings, time.time() - started)
+    if rag_test is not None:
+        result["rag"] = _rag_summary(settings.rag, rag_test)
     if run_dir is not None:   # None: a bare model evaluated without --out (printed only)
-        _write(Path(run_dir), result, test, tuned, base)
+        _write(Path(run_dir), result, test, tuned, base, rag_test)
     return result
 
 
@@ -261,6 +285,9 @@ def _assemble(cfg, run_dir, test, tuned: _Side, base: _Side | None, probe_texts,
                        "primary": tuned.scores.primary, "metrics": list(test.scorer.metrics),
                        "tuned": tuned.scores.values,
                        "base": base.scores.values if base and base.scores else None}
+        if tuned.rag is not None:   # the same prompts with retrieved passages, side by side
+            out["task"]["tuned_rag"] = tuned.rag.scores.values
+            out["task"]["base_rag"] = base.rag.scores.values if base and base.rag else None
         out["samples"] = [_row(test, tuned, base, i) for i in range(min(settings.samples_kept, len(test.examples)))]
     if probe_texts and base is not None and base.probe and tuned.probe:
         out["forgetting"] = forgetting.compare_perplexity(
@@ -269,16 +296,27 @@ def _assemble(cfg, run_dir, test, tuned: _Side, base: _Side | None, probe_texts,
     return out
 
 
+def _rag_summary(rag, rag_test: TestSet) -> dict:
+    """What eval.json says about the retrieval it scored with."""
+    found = [len(p) for p in rag_test.sources]
+    return {"docs": rag.docs, "top_k": rag.top_k, "chunk_tokens": rag.chunk_tokens,
+            "chunk_overlap": rag.chunk_overlap, "retriever": rag.retriever,
+            "passages_per_prompt": round(sum(found) / max(len(found), 1), 2)}
+
+
 def _row(test: TestSet, tuned: _Side, base: _Side | None, i: int) -> dict:
     ex = test.examples[i]
     row = {"index": i, "prompt": prompt_text(ex), "reference": ex.response,
            "tuned": tuned.answers[i], "tuned_scores": tuned.scores.per_example[i]}
     if base is not None and base.answers is not None:
         row.update(base=base.answers[i], base_scores=base.scores.per_example[i])
+    for name, side in (("tuned", tuned), ("base", base)):
+        if side is not None and side.rag is not None:
+            row.update({f"{name}_rag": side.rag.answers[i], f"{name}_rag_scores": side.rag.scores.per_example[i]})
     return row
 
 
-def _write(run_dir: Path, result: dict, test, tuned: _Side, base: _Side | None) -> None:
+def _write(run_dir: Path, result: dict, test, tuned: _Side, base: _Side | None, rag_test=None) -> None:
     """predictions.jsonl, then eval.json last: eval.json is what says "evaluated", so the old one goes
     first and a kill between the two leaves no eval.json beside new predictions (each file is
     atomic). A directory eval creates (--out) gets lmtune's marker, so a later eval may rewrite it."""
@@ -295,6 +333,11 @@ def _write(run_dir: Path, result: dict, test, tuned: _Side, base: _Side | None) 
             row["tuned_raw"] = tuned.generations[i]
             if base is not None and base.generations is not None:
                 row["base_raw"] = base.generations[i]
+            for name, side in (("tuned", tuned), ("base", base)):
+                if side is not None and side.rag is not None:
+                    row[f"{name}_rag_raw"] = side.rag.generations[i]
+            if rag_test is not None:
+                row["sources"] = [p.to_dict() for p in rag_test.sources[i]]
             lines.append(json.dumps(row, ensure_ascii=False))
         write_text(run_dir / PREDICTIONS_FILE, "\n".join(lines) + "\n")
     else:   # predictions of an earlier eval would sit beside a result they do not belong to

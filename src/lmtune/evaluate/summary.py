@@ -27,10 +27,17 @@ def summarize(result: dict) -> str:
         # a plain model scored on its own has one column; a run has base and tuned
         columns = ([("model", task["tuned"])] if result.get("subject") == "model"
                    else [("base", task.get("base") or {}), ("tuned", task["tuned"])])
+        if task.get("tuned_rag") is not None:   # retrieval: the same prompts with passages, beside them
+            rag = [("tuned+docs", task["tuned_rag"])]
+            columns += rag if result.get("subject") == "model" else [("base+docs", task.get("base_rag") or {}), *rag]
+            columns = [(n.replace("tuned", "model") if result.get("subject") == "model" else n, v) for n, v in columns]
+            r = result.get("rag") or {}
+            lines.append(f"  +docs: top {r.get('top_k')} passages of {r.get('docs')} in each prompt")
         lines.append(f"  {'metric'.ljust(width)}" + "".join(f"  {name:>7}" for name, _ in columns))
         for m in task["metrics"]:
             star = " *" if m == task["primary"] else ""
-            lines.append(f"  {m.ljust(width)}" + "".join(f"  {_pct(v.get(m)):>7}" for _, v in columns) + star)
+            lines.append(f"  {m.ljust(width)}" + "".join(f"  {_pct(v.get(m)):>{max(7, len(n))}}" for n, v in columns)
+                         + star)
     elif result.get("task_note"):
         lines.append(result["task_note"])
     f = result.get("forgetting")

@@ -5,4 +5,5 @@
     retrieve.py  Passage, Retriever.build(settings, tokenizer).search(question, k)
     prompt.py    augment(question, passages): the user turn the model sees; augment_item for prompts
     inference.py which retrieval generate, serve and eval use: --docs, --no-docs, the run's rag.docs
+    arguments.py those flags (argparse only)
 """

@@ -11,6 +11,7 @@ removed and rebuilt, with one line saying so. lmtune writes and deletes only ins
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import json
 import os
@@ -50,12 +51,29 @@ def index_key(settings: Any, tokenizer=None) -> str:
     return hashlib.sha256(json.dumps(what, sort_keys=True).encode()).hexdigest()[:32]
 
 
-def bm25_tokens(texts: list[str], ids: bool = True):
-    """Words as BM25 sees them (lowercased, English stopwords out): bm25s' own tokenizer; ids=False:
-    the words themselves, one list per text."""
-    import bm25s
+def words(text: str) -> list[str]:
+    """Words as BM25 sees them: bm25s' default split (two or more word characters), lowercased,
+    bm25s' English stopwords left out; the same for chunks and questions."""
+    return [w for w in _SPLIT(text.lower()) if w not in _stopwords()]
 
-    return bm25s.tokenize(texts, stopwords="en", return_ids=ids, show_progress=False)
+
+_SPLIT = re.compile(r"(?u)\b\w\w+\b").findall
+
+
+@functools.cache
+def _stopwords() -> frozenset[str]:
+    from bm25s.stopwords import STOPWORDS_EN
+
+    return frozenset(STOPWORDS_EN)
+
+
+def bm25_tokens(texts: list[str]):
+    """The chunks as bm25s' Tokenized (word ids + vocabulary), split by `words`."""
+    from bm25s.tokenization import Tokenized
+
+    vocab: dict[str, int] = {}
+    ids = [[vocab.setdefault(w, len(vocab)) for w in words(t)] for t in texts]
+    return Tokenized(ids=ids, vocab=vocab)
 
 
 def build_bm25(chunks: list[Chunk]):

@@ -5,11 +5,20 @@ it off. The documents are read here, before any model loads, so a bad record fai
 from __future__ import annotations
 
 import dataclasses
+import sys
+from pathlib import Path
 from typing import Any
 
-from lmtune.config import RagConfig
+from lmtune.config import Config, RagConfig, from_dict, read_yaml
 from lmtune.errors import UserError
 from lmtune.rag.docs import load_documents
+from lmtune.rag.retrieve import Retriever
+
+
+def run_config_of(path: str) -> Config | None:
+    """The config a run directory trained with (None for an adapter, a model or a Hub id)."""
+    cfg_file = Path(path).expanduser() / "config.yaml"
+    return from_dict(read_yaml(cfg_file), str(cfg_file)) if cfg_file.is_file() else None
 
 
 def rag_settings(run_config: Any, docs: str | None, no_docs: bool = False,
@@ -33,6 +42,20 @@ def rag_settings(run_config: Any, docs: str | None, no_docs: bool = False,
     else:
         load_documents(settings.docs)
     return settings
+
+
+def open_retriever(settings: RagConfig, tokenizer=None) -> Retriever:
+    """The index of settings.docs, chunked by the model's tokenizer; one line on stderr saying what."""
+    retriever = Retriever.build(settings, tokenizer)
+    how = "from the cache" if retriever.cached else "indexed now"
+    print(f"retrieval: {len(retriever.chunks):,} passages of {settings.docs} ({how}), top {settings.top_k} "
+          "per question", file=sys.stderr)
+    return retriever
+
+
+def searcher(retriever: Retriever | None, k: int):
+    """search(question) -> passages, for rag.prompt.augment_item; None without retrieval."""
+    return None if retriever is None else (lambda question: retriever.search(question, k))
 
 
 def sources(passages: list) -> list[dict]:

@@ -16,7 +16,6 @@ from __future__ import annotations
 import dataclasses
 from typing import Any, Callable
 
-from lmtune.data.formats import Example
 from lmtune.data.templates import Rendered, as_example
 
 
@@ -49,16 +48,27 @@ def with_passages(item: Any, passages: list) -> Any:
         return item
     if isinstance(item, str):
         return augment(item, passages)
+    if isinstance(item, list):   # a message list stays one (the server's untrusted-text encoding takes it)
+        messages = [dict(m) for m in item]
+        last = max((i for i, m in enumerate(messages) if m["role"] == "user"), default=None)
+        if last is not None:
+            messages[last]["content"] = augment(messages[last]["content"], passages)
+        return messages
     example = as_example(item)
-    if example.format == "alpaca":
-        fields = {**example.fields, "instruction": augment(example.fields["instruction"], passages)}
-        return dataclasses.replace(example, fields=fields)
     messages = [dict(m) for m in example.messages or []]
     last = max((i for i, m in enumerate(example.prompt_messages()) if m["role"] == "user"), default=None)
     if last is None:
         return item
-    messages[last]["content"] = augment(messages[last]["content"], passages)
-    return Example(example.source, example.format, messages=messages, text=example.text, fields=example.fields)
+    fields = dict(example.fields)
+    if example.format == "alpaca":   # the alpaca template reads the fields, chat templates the messages
+        fields["instruction"] = augment(fields["instruction"], passages)
+        extra = fields.get("input") or ""
+        messages[last]["content"] = fields["instruction"] + (f"\n\n{extra}" if extra.strip() else "")
+    else:
+        messages[last]["content"] = augment(messages[last]["content"], passages)
+        if example.format == "prompt_completion":   # the raw template reads the prompt field
+            fields["prompt"] = messages[last]["content"]
+    return dataclasses.replace(example, messages=messages, fields=fields)
 
 
 def augment_item(item: Any, search: Callable[[str], list]) -> tuple[Any, list]:

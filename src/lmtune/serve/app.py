@@ -20,6 +20,8 @@ from starlette.exceptions import HTTPException
 
 from lmtune.data.templates import TemplateError
 from lmtune.generate import GenerationSettings
+from lmtune.rag.inference import sources
+from lmtune.rag.prompt import augment_item
 from lmtune.serve.engine import Engine, Job
 from lmtune.serve.limits import DEFAULT_MAX_REQUEST_BYTES, BodyLimit
 from lmtune.serve.prompt import encode_untrusted, fewest_tokens
@@ -126,6 +128,9 @@ def _job(served, req, prompt, requested: int) -> Job:
     if req.n != 1:
         raise APIError(400, f"n: only n=1 is supported, got {req.n}", "n")
     param = "messages" if isinstance(prompt, list) else "prompt"
+    passages = None
+    if served.search is not None:   # the passages for the last user message go before it
+        prompt, passages = augment_item(prompt, served.search)
     chars = len(prompt) if isinstance(prompt, str) else sum(len(m["content"]) for m in prompt)
     floor = fewest_tokens(served.gen.tokenizer, chars)
     if floor >= served.context:  # refused without spending seconds tokenizing megabytes
@@ -145,7 +150,14 @@ def _job(served, req, prompt, requested: int) -> Job:
     greedy = not req.temperature
     settings = GenerationSettings(greedy=greedy, temperature=req.temperature or 1.0,
                                   top_p=req.top_p if req.top_p is not None else 1.0, seed=req.seed or 0)
-    return Job(served.name, ids, min(requested, room), settings, stops_of(req))
+    return Job(served.name, ids, min(requested, room), settings, stops_of(req),
+               sources=None if passages is None else sources(passages))
+
+
+def _sources(job: Job) -> dict:
+    """The passages retrieval put in the prompt, as a top-level `sources` list (a field OpenAI's
+    clients keep as an extra); nothing for a model served without retrieval."""
+    return {} if job.sources is None else {"sources": job.sources}
 
 
 def _usage(job: Job) -> dict:
@@ -181,13 +193,16 @@ async def _respond(engine: Engine, job: Job, req, request: Request, chat: bool):
         choice = ({"index": 0, "message": {"role": "assistant", "content": job.text}} if chat
                   else {"index": 0, "text": job.text})
         return {**head, "object": "chat.completion" if chat else "text_completion",
-                "choices": [{**choice, "finish_reason": job.finish_reason, "logprobs": None}], "usage": _usage(job)}
+                "choices": [{**choice, "finish_reason": job.finish_reason, "logprobs": None}], "usage": _usage(job),
+                **_sources(job)}
     usage = bool(req.stream_options and req.stream_options.include_usage)
     return EventSourceResponse(_stream(job, events, head, chat, usage), ping=None)
 
 
 async def _stream(job: Job, events: asyncio.Queue, head: dict, chat: bool, usage: bool):
     obj = "chat.completion.chunk" if chat else "text_completion"
+
+    first = [True]   # the first chunk carries the sources (retrieval happened before generation)
 
     def chunk(text: str | None, finish: str | None, role: bool = False) -> dict:
         if chat:
@@ -198,6 +213,9 @@ async def _stream(job: Job, events: asyncio.Queue, head: dict, chat: bool, usage
         else:
             choice = {"index": 0, "text": text or ""}
         body = {**head, "object": obj, "choices": [{**choice, "finish_reason": finish, "logprobs": None}]}
+        if first[0]:
+            body.update(_sources(job))
+            first[0] = False
         if usage:
             body["usage"] = None
         return {"data": json.dumps(body, ensure_ascii=False)}

@@ -42,6 +42,7 @@ class Job:
     completion_tokens: int = 0
     finish_reason: str | None = None
     answered: bool = False          # the final callback (finish or error) was made
+    sources: list | None = None     # retrieved passages put in the prompt (None: no retrieval)
     done: threading.Event = field(default_factory=threading.Event)
 
 

@@ -9,12 +9,14 @@ from __future__ import annotations
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 from lmtune.config import Config
 from lmtune.errors import UserError
 from lmtune.generate import Generator, template_for
 from lmtune.inference_loading import load_for_inference, open_path
 from lmtune.models import check_adapter_base, load_tokenizer
+from lmtune.rag.inference import open_retriever, searcher
 
 
 @dataclass
@@ -24,6 +26,7 @@ class Served:
     adapter: str | None         # peft adapter name; None: the model as loaded
     context: int                # prompt + answer tokens the model takes
     created: int = field(default_factory=lambda: int(time.time()))
+    search: Any = None          # search(question) -> passages (lmtune.rag); None: no retrieval
 
     def activate(self) -> None:
         if self.adapter is not None:
@@ -78,3 +81,11 @@ def load_served(paths: list[str]) -> dict[str, Served]:
         out[name] = Served(name, gen, adapter, context_length(model, tokenizer))
     model.eval()
     return out
+
+
+def add_retrieval(served: dict[str, Served], settings: list) -> None:
+    """Each served model retrieves with its settings (lmtune.rag.inference.rag_settings, in the order
+    of load_served's paths; None: no retrieval), its passages chunked by its own tokenizer."""
+    for item, rag in zip(served.values(), settings):
+        if rag is not None:
+            item.search = searcher(open_retriever(rag, item.gen.tokenizer), rag.top_k)
