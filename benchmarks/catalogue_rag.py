@@ -47,18 +47,20 @@ def score(task, generator: Generator, records: list[dict], retriever, top_k: int
     return result
 
 
-def evaluate(run: str, docs: str, limit: int | None) -> dict:
+def evaluate(run: str, docs: str, limit: int | None, with_base: bool = True) -> dict:
     task = get_task("catalogue")
     records = [json.loads(line) for line in task_files("catalogue")["test"].open()][:limit]
     tuned = Generator.load(run)
     cfg = json.loads(json.dumps(dataclasses.asdict(tuned_config(run).rag)))
     settings = RagConfig(**{**cfg, "docs": docs})
     retriever = Retriever.build(settings, tuned.tokenizer)
-    base = Generator.load(run, use_adapter=False) if (Path(run) / "adapter").is_dir() else \
-        Generator(Generator.load("tiny").model, tuned.tokenizer, tuned.template)
+    result = {"run": run, "docs": docs, "top_k": settings.top_k, "examples": len(records)}
+    if with_base:
+        base = Generator.load(run, use_adapter=False) if (Path(run) / "adapter").is_dir() else \
+            Generator(Generator.load("tiny").model, tuned.tokenizer, tuned.template)
+        result["base + RAG"] = score(task, base, records, retriever, settings.top_k)
     return {
-        "run": run, "docs": docs, "top_k": settings.top_k, "examples": len(records),
-        "base + RAG": score(task, base, records, retriever, settings.top_k),
+        **result,
         "tuned, no docs": score(task, tuned, records, None, settings.top_k),
         "tuned + docs": score(task, tuned, records, retriever, settings.top_k),
     }
@@ -75,6 +77,8 @@ def table(results: list[dict]) -> str:
              "|---|---|---|---|---|---|---|"]
     for r in results:
         for setting in ("base + RAG", "tuned, no docs", "tuned + docs"):
+            if setting not in r:
+                continue
             s = r[setting]
             lines.append(f"| {_name(r['run'])} | {setting} | {s['all']['exact_match']:.3f} | "
                          f"{s['changed']['exact_match']:.3f} | {s['new']['exact_match']:.3f} | "
@@ -93,9 +97,10 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--docs", default=str(task_files("catalogue")["docs_v2"]),
                         help="the documents retrieved from (default: the current catalogue, docs_v2)")
     parser.add_argument("--limit", type=int, default=None, help="score the first N test questions only")
+    parser.add_argument("--no-base", action="store_true", help="skip the base + RAG row (it does not depend on the run)")
     parser.add_argument("--out", type=Path, default=ROOT / "benchmarks" / "results" / "catalogue_rag.jsonl")
     args = parser.parse_args(argv)
-    results = [evaluate(run, args.docs, args.limit) for run in args.runs]
+    results = [evaluate(run, args.docs, args.limit, not args.no_base) for run in args.runs]
     args.out.parent.mkdir(parents=True, exist_ok=True)
     with args.out.open("a") as f:
         for r in results:
