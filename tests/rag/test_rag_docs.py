@@ -60,6 +60,14 @@ def test_unusable_docs_paths(tmp_path, make, message):
         load_documents(make(tmp_path))
 
 
+def test_no_docs_set_is_a_clear_error():
+    from lmtune.config import RagConfig
+    from lmtune.rag.retrieve import Retriever
+
+    with pytest.raises(UserError, match="rag.docs is not set"):
+        Retriever.build(RagConfig())
+
+
 def test_windows_overlap_and_cover_every_token():
     spans = [(i * 2, i * 2 + 1) for i in range(10)]          # ten one-letter words
     assert windows(spans, 4, 1) == [(0, 7), (6, 13), (12, 19)]   # tokens 0-3, 3-6, 6-9

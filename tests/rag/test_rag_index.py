@@ -47,8 +47,10 @@ def test_no_shared_word_finds_nothing_and_k_is_capped(docs):
 
 def test_index_is_cached_by_content_and_settings(docs):
     settings = RagConfig(docs=str(docs))
-    assert Retriever.build(settings).cached is False
-    assert Retriever.build(settings).cached is True
+    fresh, cached = Retriever.build(settings), Retriever.build(settings)
+    assert fresh.cached is False and cached.cached is True
+    for question in ("Brisa toaster price in euros", "refund returned item", "watt motor blender"):
+        assert cached.search(question, 3) == fresh.search(question, 3)   # the reloaded index finds the same
     entries = [p for p in cache_root().iterdir() if not p.name.startswith(".")]
     assert len(entries) == 1 and (entries[0] / "meta.json").is_file()
     assert Retriever.build(RagConfig(docs=str(docs), chunk_tokens=8, chunk_overlap=2)).cached is False
@@ -155,3 +157,19 @@ def test_pruning_gives_way_when_common_words_outscore_the_candidates(tmp_path, m
     # "rarish" (9 of 100 chunks) makes the candidates; alpha+beta+gamma (11 each) outscore it together
     assert r.search("rarish alpha beta gamma", 1)[0].id == "9"
     assert r.search("rarish alpha beta gamma", 1) == r.search("rarish alpha beta gamma", 1, prune=False)
+
+
+def test_documents_checked_once_per_content(docs, monkeypatch):
+    from lmtune.errors import DataError
+    from lmtune.rag import index
+
+    parsed = []
+    real = index.load_documents
+    monkeypatch.setattr(index, "load_documents", lambda path: parsed.append(path) or real(path))
+    index.check_documents(str(docs))
+    index.check_documents(str(docs))
+    assert len(parsed) == 1 and len(list((cache_root() / "checked").iterdir())) == 1
+    docs.write_text(docs.read_text() + '{"id": "new"}\n')   # changed: checked again, and refused
+    with pytest.raises(DataError, match=r"1 bad document"):
+        index.check_documents(str(docs))
+    assert len(parsed) == 2

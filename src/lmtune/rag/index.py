@@ -23,6 +23,7 @@ from pathlib import Path
 from typing import Any
 
 from lmtune.data.cache import file_digest, tokenizer_fingerprint
+from lmtune.errors import UserError
 from lmtune.rag.docs import Chunk, chunk_documents, doc_files, load_documents
 from lmtune.run.layout import write_json
 
@@ -31,6 +32,7 @@ META = "meta.json"
 MARKER = "lmtune_rag_index"
 CHUNKS = "chunks.jsonl"
 BM25_DIR = "bm25"
+CHECKED = "checked"          # one small file per set of documents found valid
 _KEY_NAME = re.compile(r"[0-9a-f]{32}")
 
 
@@ -39,6 +41,23 @@ def cache_root() -> Path:
         return Path(os.environ["LMTUNE_CACHE_DIR"]) / "rag"
     base = os.environ.get("XDG_CACHE_HOME") or str(Path.home() / ".cache")
     return Path(base) / "lmtune" / "rag"
+
+
+def check_documents(docs: str) -> None:
+    """Every record of `docs` is valid (load_documents' errors otherwise), remembered by the files'
+    content in the cache folder, so a command on unchanged documents does not parse them twice
+    (the index build or the cached index follows)."""
+    files = [[str(f.resolve()), f.stat().st_size, file_digest(f)] for f in doc_files(docs)]
+    key = hashlib.sha256(json.dumps({"version": INDEX_VERSION, "files": files}).encode()).hexdigest()[:32]
+    mark = cache_root() / CHECKED / key
+    if mark.is_file():
+        return
+    load_documents(docs)
+    try:
+        mark.parent.mkdir(parents=True, exist_ok=True)
+        write_json(mark, {"marker": MARKER, "files": files})
+    except OSError:   # no cache: checked again next time
+        pass
 
 
 def index_key(settings: Any, tokenizer=None) -> str:
@@ -86,6 +105,9 @@ def build_bm25(chunks: list[Chunk]):
 
 def load_index(settings: Any, tokenizer=None, cache: bool = True) -> tuple[Any, list[Chunk], bool]:
     """(bm25s index, chunks, whether it came from the cache) for rag.docs under `settings`."""
+    if not settings.docs:
+        raise UserError("rag.docs is not set: there are no documents to retrieve from",
+                        ["set rag.docs in the config, or pass --docs DOCS"])
     if not cache:
         return *_build(settings, tokenizer), False
     key = index_key(settings, tokenizer)
@@ -118,7 +140,8 @@ def _read(entry: Path, key: str) -> tuple[Any, list[Chunk]]:
         chunks = [Chunk(*json.loads(line)) for line in fh]
     if len(chunks) != meta.get("chunks"):
         raise ValueError(f"{len(chunks)} chunks, meta.json says {meta.get('chunks')}")
-    bm25 = bm25s.BM25.load(str(entry / BM25_DIR), show_progress=False)
+    # memory-mapped: the score matrix is paged in as queries touch it, not read whole at start
+    bm25 = bm25s.BM25.load(str(entry / BM25_DIR), mmap=True, show_progress=False)
     return bm25, chunks
 
 

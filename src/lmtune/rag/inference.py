@@ -11,7 +11,7 @@ from typing import Any
 
 from lmtune.config import Config, RagConfig, from_dict, read_yaml
 from lmtune.errors import UserError
-from lmtune.rag.docs import load_documents
+from lmtune.rag.index import check_documents
 from lmtune.rag.retrieve import Retriever
 
 
@@ -35,12 +35,12 @@ def rag_settings(run_config: Any, docs: str | None, no_docs: bool = False,
     settings = dataclasses.replace(trained, docs=docs or trained.docs, top_k=top_k or trained.top_k)
     if docs is None:
         try:
-            load_documents(settings.docs)
+            check_documents(settings.docs)
         except UserError as exc:
             raise UserError(f"the run retrieves from rag.docs {settings.docs} by default: {exc.args[0]}",
                             [*exc.problems, "pass --docs DOCS to use other documents, or --no-docs for none"]) from None
     else:
-        load_documents(settings.docs)
+        check_documents(settings.docs)
     return settings
 
 

@@ -27,6 +27,7 @@ class Retriever:
 
     def __init__(self, bm25: Any, chunks: list[Chunk], settings: Any, cached: bool = False):
         self.bm25, self.chunks, self.settings, self.cached = bm25, chunks, settings, cached
+        self._largest: dict[int, float] = {}   # word id -> its largest per-chunk score (Retriever._pruned)
 
     @classmethod
     def build(cls, settings: Any, tokenizer=None, cache: bool = True) -> "Retriever":
@@ -107,7 +108,9 @@ class Retriever:
             pos = np.minimum(np.searchsorted(col, cand), len(col) - 1)   # the columns are sorted by row
             hit = col[pos] == cand
             scores[hit] += data[pos[hit]]
-            bound += float(data.max())
+            if t not in self._largest:   # a scan of the whole list: once per word
+                self._largest[t] = float(data.max())
+            bound += self._largest[t]
         kth = np.partition(scores, len(scores) - k)[len(scores) - k]
         return (cand, scores) if kth > bound else None
 
