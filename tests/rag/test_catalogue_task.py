@@ -114,3 +114,11 @@ def test_task_scores_chat_references_and_cuts_the_first_line():
     assert task.score([answer, "no idea"], [ref, ref]) == {"exact_match": 0.5, "style": 0.5, "fact_accuracy": 0.5}
     with pytest.raises(ValueError, match="answer form"):
         task.score(["x"], ["not a catalogue answer"])
+
+
+def test_the_preset_retrieves_from_the_bundled_training_catalogue():
+    from lmtune.config import load_config
+
+    cfg = load_config(ROOT / "configs" / "tiny-catalogue-rag-full.yaml")
+    assert cfg.data.task == "catalogue"
+    assert Path(cfg.rag.docs).resolve() == task_files("catalogue")["docs_v1"].resolve()
