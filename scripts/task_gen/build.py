@@ -4,6 +4,7 @@ build-time only, see scripts/task_gen/__init__.py).
     <out>/sql/db.sqlite, <out>/sql/{train,validation,test}.jsonl     alpaca records
     <out>/json/{train,validation,test}.jsonl                         chat `messages` records
     <out>/general/probe.jsonl                                        {"text": ...} passages
+    <out>/catalogue/{docs_v1,docs_v2,train,validation,test}.jsonl    docs {"id", "text"}; chat records
     <out>/manifest.json                                              seed, counts, sha256 of jsonl
 
 Same seed -> the same bytes (jsonl and manifest; the database holds the same rows, and the same
@@ -18,7 +19,7 @@ import os
 import random
 from pathlib import Path
 
-from task_gen import json_gen, probe_gen, sql_db, sql_gen
+from task_gen import catalogue_gen, json_gen, probe_gen, sql_db, sql_gen
 
 DEFAULT_SEED = 20261128
 SPLITS = {"test": 200, "validation": 200, "train": 2000}  # test first: stable if train grows
@@ -67,6 +68,8 @@ def build_all(out_dir: Path, seed: int = DEFAULT_SEED) -> dict:
     files["general/probe.jsonl"] = {"records": len(probe),
                                     "sha256": write_jsonl(out_dir / "general" / "probe.jsonl", probe)}
 
+    files.update(build_catalogue(out_dir, seed))
+
     manifest = {
         "seed": seed,
         "command": "python scripts/build_tasks.py",
@@ -76,3 +79,12 @@ def build_all(out_dir: Path, seed: int = DEFAULT_SEED) -> dict:
     text = json.dumps(manifest, indent=2, sort_keys=True) + "\n"
     (out_dir / "manifest.json").write_text(text, encoding="utf-8", newline="\n")
     return manifest
+
+
+def build_catalogue(out_dir: Path, seed: int = DEFAULT_SEED) -> dict[str, dict]:
+    """The catalogue task's files (catalogue_gen.py) under out_dir/catalogue; {rel: records, sha256}."""
+    files = {}
+    for name, records in catalogue_gen.generate(_rng(seed, "catalogue")).items():
+        rel = f"catalogue/{name}.jsonl"
+        files[rel] = {"records": len(records), "sha256": write_jsonl(Path(out_dir) / rel, records)}
+    return files

@@ -9,6 +9,11 @@ to your answers, your data and your hardware, ending in a training config that `
     Q6 which method fits your hardware? (priority: quality -> full first, balance -> LoRA first,
        memory -> QLoRA first; each candidate is checked with `lmtune.estimate` on this machine)
 
+The hybrid (fine-tune for the style, retrieve for the facts) comes before Q2: when the answers have
+a style to learn AND carry facts that belong in documents, say so (`style_and_facts`), or let the
+data show it: answers that name many distinct things together with numbers the prompt does not
+hold (prices, dates, counts: facts the model would have to remember, and that go stale).
+
 Its "when not to fine-tune" conditions are asked too; each one warns, and the ones that make
 fine-tuning the wrong tool (fast-changing knowledge, factual QA, no success metric) change the verdict.
 This module is pure logic over its inputs; lmtune/commands/advise.py does the asking and writing.
@@ -18,6 +23,7 @@ from __future__ import annotations
 
 import dataclasses
 import math
+import re
 import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -37,7 +43,7 @@ from lmtune.models import open_tokenizer as load_tokenizer
 from lmtune.train.hparams import AUTO, Batch, DataSize, ModelSize
 from lmtune.train.hparams import resolve as resolve_hparams  # estimate.memory has a resolve too
 
-VERDICTS = ("icl", "rag", "not-yet", "full", "lora", "qlora")
+VERDICTS = ("icl", "rag", "hybrid", "not-yet", "full", "lora", "qlora")
 PRIORITIES = ("quality", "balance", "memory")
 CANDIDATES = {"quality": ("full", "lora", "qlora"), "balance": ("lora", "qlora", "full"),
               "memory": ("qlora", "lora")}
@@ -57,6 +63,7 @@ class Answers:
     has_metric: bool = True             # when-not: a clear success metric and evaluation data
     tight_budget: bool = False          # when-not: budget or time constraints
     factual_qa: bool = False            # when-not: mainly factual question answering
+    style_and_facts: bool = False       # hybrid: a style to learn and facts that live in documents
 
 
 # (field, question, kind) in the order the framework asks them; kind: bool | int | choice
@@ -67,6 +74,8 @@ QUESTIONS = [
     ("changing_domain", "Does the knowledge it needs change daily or weekly?", "bool"),
     ("examples", "How many high-quality training examples do you have?", "int"),
     ("style_or_behaviour", "Is it about style, behaviour, output format or specialised reasoning?", "bool"),
+    ("style_and_facts", "Do the answers need a fixed style or format AND facts from documents that change "
+                        "(e.g. a support bot's tone + the current product docs)?", "bool"),
     ("prompting_exhausted", "Have you truly exhausted prompt engineering (and few-shot, and RAG)?", "bool"),
     ("has_metric", "Do you have a clear success metric and evaluation data?", "bool"),
     ("many_tasks", "Must one model do several unrelated tasks?", "bool"),
@@ -114,6 +123,7 @@ class DataSummary:
     tokens_max: int
     tokens_total: int | None = None   # all examples, with the model's template when it could be loaded
     tokens_exact: bool = False         # counted with the model's tokenizer (else characters / 4)
+    facts: dict | None = None          # fact_signals(): answers with numbers the prompt lacks, named things
 
 
 def summarize_data(paths: list[str], model: str | None = None) -> DataSummary:
@@ -128,10 +138,44 @@ def summarize_data(paths: list[str], model: str | None = None) -> DataSummary:
         counted = _token_lengths(split, kept, model) if model else None
         # else tokens ~ characters / 4 for English BPE vocabularies: good enough to pick a max_length bucket
         lengths = sorted(counted or [max(1, _chars(ex) // 4) for ex in split.examples(kept)]) or [0]
+        facts = fact_signals(split.examples(kept)) if split.format != "text" else None
     pick = lambda q: lengths[min(len(lengths) - 1, int(q * len(lengths)))]  # noqa: E731
     return DataSummary(list(paths), len(kept), split.records, len(split) - len(kept),
                        conflicting_prompts(split, kept), len(split.problems), pick(0.5), pick(0.95), lengths[-1],
-                       sum(lengths), counted is not None)
+                       sum(lengths), counted is not None, facts)
+
+
+_NUMBER = re.compile(r"\d+(?:[.,:/-]\d+)*")
+# two or more capitalised words in a row: a product, person, place or company name
+_NAME = re.compile(r"\b[A-Z][\w-]*(?:\s+[A-Z][\w-]*)+")
+FACT_SHARE, MIN_NAMES, NAME_SHARE = 0.5, 20, 0.05
+
+
+def fact_signals(examples) -> dict:
+    """What in the answers looks like facts from documents: the share of answers with a number
+    (price, date, count) that their prompt does not contain, and the distinct names they mention.
+    Numbers copied from the prompt (extraction, SQL over the question's values) do not count."""
+    with_new, names = 0, set()
+    for ex in examples:
+        answer = ex.response
+        prompt = " ".join(m["content"] for m in ex.prompt_messages()) if ex.messages else ""
+        if set(_NUMBER.findall(answer)) - set(_NUMBER.findall(prompt)):
+            with_new += 1
+        names.update(re.sub(r"^(The|A|An)\s+", "", n) for n in _NAME.findall(answer))
+    n = len(examples)
+    return {"answers_with_new_numbers": round(with_new / n, 3) if n else 0.0, "distinct_names": len(names),
+            "examples": n}
+
+
+def looks_like_changing_facts(facts: dict | None) -> str | None:
+    """Why the data looks like facts that belong in retrieval, or None."""
+    if not facts or not facts["examples"]:
+        return None
+    share, names = facts["answers_with_new_numbers"], facts["distinct_names"]
+    if share >= FACT_SHARE and names >= max(MIN_NAMES, NAME_SHARE * facts["examples"]):
+        return (f"{share:.0%} of the answers state numbers their prompt does not hold, about {names} distinct "
+                f"named things: facts the weights would have to memorise, and that go stale when they change")
+    return None
 
 
 def _token_lengths(split, kept, model: str) -> list[int] | None:
@@ -167,7 +211,7 @@ class Advice:
 
     @property
     def fine_tune(self) -> bool:
-        return self.verdict in ("full", "lora", "qlora")
+        return self.verdict in ("full", "lora", "qlora", "hybrid")
 
 
 @dataclass
@@ -179,6 +223,7 @@ class Context:
     num_gpus: int = 1
     seq_len: int | None = None
     output_dir: str = "runs/advised"
+    docs: str | None = None                       # the documents a hybrid retrieves from (rag.docs)
 
 
 def when_not_warnings(a: Answers, n: int | None) -> list[str]:
@@ -216,10 +261,34 @@ def data_warnings(d: DataSummary | None, seq_len: int | None) -> list[str]:
     return w
 
 
-def decide_framework(a: Answers, n: int | None) -> tuple[str | None, list[str]]:
+def decide_hybrid(a: Answers, n: int | None, facts: dict | None) -> tuple[str | None, list[str]]:
+    """Fine-tune for the style, retrieve for the facts: when the user says the answers need both, or
+    the data's answers carry facts (looks_like_changing_facts) and the task has a style to learn.
+    ("hybrid", reasons); ("rag", reasons) when there is no style to learn or too few examples teach
+    it; (None, []) else."""
+    signal = looks_like_changing_facts(facts)
+    if signal and not a.style_or_behaviour and not a.style_and_facts:
+        return "rag", [signal, "and no style or format to learn (Q4): retrieval alone"]
+    if not (a.style_and_facts or signal):
+        return None, []
+    why = [signal] if signal else ["you said the answers need a trained style and facts from documents"]
+    if n is None:
+        raise UserError("how many training examples do you have? pass --data FILE or --examples N")
+    if n < MIN_EXAMPLES:
+        return "rag", [*why, f"only {n} examples (< {MIN_EXAMPLES}) to teach the style: use RAG with a few-shot "
+                             "prompt meanwhile"]
+    return "hybrid", [*why, "fine-tune for the style and format, retrieve the current documents for the facts "
+                            "(rag.docs at train and at inference): a tuned model alone answers from what it "
+                            "was trained on, stale once a fact changes; retrieval alone does not learn the style"]
+
+
+def decide_framework(a: Answers, n: int | None, facts: dict | None = None) -> tuple[str | None, list[str]]:
     """Q1-Q5 and the verdict-changing 'when not' conditions. (verdict, reasons); None = go on to Q6."""
     if a.few_shot_works:
         return "icl", ["a few examples in the prompt already show the task (Q1): use in-context learning"]
+    verdict, reasons = decide_hybrid(a, n, facts)
+    if verdict is not None:
+        return verdict, reasons
     if a.needs_knowledge or a.factual_qa or a.changing_domain:
         why = ("it is about external knowledge (Q2)" if a.needs_knowledge else
                "it is mainly factual QA" if a.factual_qa else "the knowledge changes too often to bake in")
@@ -337,8 +406,8 @@ def advise(a: Answers, ctx: Context) -> Advice:
     n = ctx.data.examples if ctx.data is not None else a.examples
     seq_len = pick_seq_len(ctx)
     warnings = when_not_warnings(a, n) + data_warnings(ctx.data, seq_len)
-    verdict, reasons = decide_framework(a, n)
-    if verdict is not None:
+    verdict, reasons = decide_framework(a, n, ctx.data.facts if ctx.data else None)
+    if verdict not in (None, "hybrid"):
         return Advice(verdict, reasons, warnings)
     method, fit, tried = choose_method(a, ctx, seq_len)
     if method is None:
@@ -350,4 +419,16 @@ def advise(a: Answers, ctx: Context) -> Advice:
     reasons.append(f"{why} ({fit['peak_gib']} GiB peak of {fit['memory_gib']} GiB on {fit['device']}, "
                    f"micro-batch {fit['micro_batch']}, up to {fit['max_batch']})")
     hp, cfg, auto = propose(method, fit, a, ctx, seq_len, n)
-    return Advice(method, reasons, warnings, hp, fit, cfg, auto)
+    if verdict == "hybrid":
+        warnings += with_retrieval(cfg, ctx)
+        from_dict(cfg, "advised config")
+    return Advice(verdict or method, reasons, warnings, hp, fit, cfg, auto)
+
+
+def with_retrieval(cfg: dict, ctx: Context) -> list[str]:
+    """A hybrid's config retrieves at train and inference (docs/rag-training.md); warnings."""
+    if ctx.docs is None:
+        return ["no documents given (--docs): set rag.docs in the config to your current documents "
+                "(JSONL of {id, text}, or a folder of .txt/.md) before training"]
+    cfg["rag"] = {"docs": str(Path(ctx.docs).resolve()), "top_k": 3}
+    return []

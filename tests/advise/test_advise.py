@@ -169,7 +169,7 @@ def test_answers_file_and_flags(tmp_path):
 def test_interactive_questions_with_defaults():
     p = argparse.ArgumentParser()
     register(p)
-    replies = iter(["", "n", "", "", "maybe", "2,500", "y", "", "", "", "", "memory"])
+    replies = iter(["", "n", "", "", "maybe", "2,500", "y", "", "", "", "", "", "memory"])
     asked = []
 
     def ask(prompt):
@@ -178,7 +178,7 @@ def test_interactive_questions_with_defaults():
 
     got = collect_answers(p.parse_args([]), ask=ask, interactive=True)
     assert got.few_shot_works is False and got.examples == 2500 and got.priority == "memory"
-    assert len(asked) == 12          # 11 questions, one asked twice after "maybe"
+    assert len(asked) == 13          # 12 questions, one asked twice after "maybe"
     assert find_gpu("RTX 3090").name == "RTX 3090 24GB"
 
 

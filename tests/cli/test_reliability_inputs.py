@@ -142,7 +142,7 @@ def case_unknown_method(t):
 
 @case
 def case_unknown_task(t):
-    return t.train("data.task=poetry"), "data.task: got 'poetry'", "allowed: null, sql, json"
+    return t.train("data.task=poetry"), "data.task: got 'poetry'", "allowed: null, sql, json, catalogue"
 
 
 @case

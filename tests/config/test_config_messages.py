@@ -55,7 +55,7 @@ def _with(section: str, values: dict) -> dict:
     ("lora", {"bias": "x"}, "lora.bias: got 'x', allowed: none, all, lora_only"),
     ("lora", {"bias": 3}, "lora.bias: got 3 (int), expected a string"),
     ("model", {"dtype": None}, "model.dtype: got None (NoneType), expected a string"),
-    ("data", {"task": "poetry"}, "data.task: got 'poetry', allowed: null, sql, json"),
+    ("data", {"task": "poetry"}, "data.task: got 'poetry', allowed: null, sql, json, catalogue"),
     # unknown keys and sections that are not mappings, at any depth
     ("lora", {"zzzzz": 1},
      "lora.zzzzz: unknown key; allowed: r, alpha, dropout, target_modules, bias, use_dora, use_rslora"),
@@ -74,7 +74,7 @@ def test_problems_come_in_the_order_written():
     assert _problems(raw) == [
         "eval.few_shot: got -1, must be >= 0", "eval.max_new_tokens: got 0, must be >= 1",
         "data.format: got 'xml', allowed: auto, alpaca, chat, prompt_completion, text",
-        "data.task: got 'bad', allowed: null, sql, json",
+        "data.task: got 'bad', allowed: null, sql, json, catalogue",
         "lora.bias: got 5 (int), expected a string", "lora.r: got 0, must be >= 1",
         "methd: unknown key (did you mean 'method'?); allowed: model, data, method, lora, quant, train, pref, rl, eval, "
         "distributed, output, rag",

@@ -67,7 +67,7 @@ def test_another_seed_gives_other_data(tmp_path):
 
 
 def test_registry():
-    assert task_names() == ["sql", "json"]
+    assert task_names() == ["sql", "json", "catalogue"]
     assert set(task_files("sql")) == {"train", "validation", "test", "db"}
     assert set(task_files("json")) == set(SPLITS)
     assert probe_file() == task_files("general")["probe"]

@@ -23,6 +23,8 @@ def register(p: argparse.ArgumentParser) -> None:
     p.add_argument("--num-gpus", type=int, default=None, help="GPUs (default: detected)")
     p.add_argument("--seq-len", type=int, default=None, help="max_length (default: from your data's lengths)")
     p.add_argument("--out", default="advised.yaml", help="where to write the training config")
+    p.add_argument("--docs", default=None, help="your documents (JSONL of {id, text}, or a folder of .txt/.md): "
+                                                "a hybrid verdict's config retrieves from them (rag.docs)")
     p.add_argument("--overwrite", action="store_true", help="replace an existing --out file")
     p.add_argument("--output-dir", default="runs/advised", help="run directory named in the config")
     p.add_argument("--answers", default=None, help="YAML file with the answers (keys: see --list-questions)")
@@ -37,6 +39,8 @@ def register(p: argparse.ArgumentParser) -> None:
     q.add_argument("--changing-domain", type=_bool, default=None, metavar="BOOL")
     q.add_argument("--examples", type=int, default=None, help="example count when no --data is given")
     q.add_argument("--style-or-behaviour", type=_bool, default=None, metavar="BOOL")
+    q.add_argument("--style-and-facts", type=_bool, default=None, metavar="BOOL",
+                   help="the answers need a trained style AND facts from documents that change (-> hybrid)")
     q.add_argument("--prompting-exhausted", type=_bool, default=None, metavar="BOOL")
     q.add_argument("--has-metric", type=_bool, default=None, metavar="BOOL")
     q.add_argument("--many-tasks", type=_bool, default=None, metavar="BOOL")
@@ -94,6 +98,8 @@ def hardware(args: argparse.Namespace):
 
 def render(advice) -> str:
     title = {"icl": "use in-context learning (few-shot prompting)", "rag": "use RAG (retrieval)",
+             "hybrid": f"hybrid: fine-tune ({advice.hyperparameters.get('method', '?')}) for the style + "
+                       f"retrieval (RAG) for the facts",
              "not-yet": "not yet: do not fine-tune now", "full": "fine-tune: full fine-tuning",
              "lora": "fine-tune: LoRA", "qlora": "fine-tune: QLoRA"}[advice.verdict]
     lines = [f"verdict: {title}"] + [f"  - {r}" for r in advice.reasons]
@@ -122,7 +128,7 @@ def run(args: argparse.Namespace, out=print) -> int:
     answers = collect_answers(args)
     device, gpus = hardware(args)
     data = summarize_data(args.data, args.model) if args.data else None
-    ctx = Context(args.model, data, device, gpus, args.seq_len, args.output_dir)
+    ctx = Context(args.model, data, device, gpus, args.seq_len, args.output_dir, args.docs)
     advice = advise(answers, ctx)
     out(render(advice))
     config = advice.config
@@ -149,6 +155,10 @@ def check_args(args: argparse.Namespace) -> None:
     checks.number("--examples", args.examples, min=0)
     if args.answers:
         checks.input_file(args.answers, "--answers", text=True)
+    if args.docs:
+        from lmtune.rag.docs import load_documents
+
+        load_documents(args.docs)   # every bad record, file:line, before any work
     for d in args.data:
         if not Path(d).is_dir():
             checks.input_file(d, "--data")

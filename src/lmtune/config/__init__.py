@@ -89,8 +89,8 @@ class ReplayConfig:
 
 @dataclass(config=STRICT)
 class DataConfig:
-    task: Literal[None, "sql", "json"] = Field(
-        None, description="bundled task (sql, json): fills train/validation/test and the metric")
+    task: Literal[None, "sql", "json", "catalogue"] = Field(
+        None, description="bundled task (sql, json, catalogue): fills train/validation/test and the metric")
     train: Paths = Field(default_factory=list, description="training files or directories (jsonl, json, csv, parquet)")
     validation: Paths = Field(default_factory=list, description="validation files; empty -> split val_split off train")
     test: Paths = Field(default_factory=list, description="test files for generation metrics in `lmtune eval`")
@@ -288,6 +288,10 @@ class RagConfig:
     top_k: Int = Field(3, ge=1, description="passages put before each question")
     retriever: Literal["bm25"] = Field("bm25", description="how passages are found: bm25 (word overlap; needs "
                                        "no model)")
+    train_gold: Float = Field(1.0, ge=0.0, le=1.0, description="at train: share of examples whose passages "
+                              "include the gold one (the passage matching question and answer); the rest get "
+                              "distractors only (RAFT). 1: always (docs/rag-training.md)")
+    seed: Int = Field(42, ge=0, description="at train: seed of which examples get the gold passage")
 
 
 @dataclass(config=STRICT)

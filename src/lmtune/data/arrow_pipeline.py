@@ -71,9 +71,14 @@ def problem_summary(loaded: Any, what: str = "data", problems: list[str] | None 
             f"are bad; fix each line below")
 
 
-def prepare_arrow(data_cfg: "DataConfig", tokenizer: Any, template: Template | None = None) -> PreparedData:
+def prepare_arrow(data_cfg: "DataConfig", tokenizer: Any, template: Template | None = None,
+                  augment: Any = None) -> PreparedData:
+    """`augment`: rewrites examples before rendering (token_shards.tokenize_to_arrow); its `key`
+    (a str naming everything its output depends on) joins the cache key."""
     files = resolve_files(data_cfg)
     key = cache.data_key(data_cfg, files, tokenizer, template) if data_cfg.cache else None
+    if key is not None and augment is not None:
+        key = cache.combine_key(key, augment.key)
     entry = cache.lookup(key) if key else None
     if entry is not None:
         print(f"data: prepared data reused from the cache {entry} (data.cache=false rebuilds it)",
@@ -86,7 +91,7 @@ def prepare_arrow(data_cfg: "DataConfig", tokenizer: Any, template: Template | N
               file=sys.stderr)
         key, build = None, cache.new_build_dir(None)
     try:
-        meta = _build(data_cfg, files, tokenizer, template, build)
+        meta = _build(data_cfg, files, tokenizer, template, build, augment)
         entry = cache.publish(build, key, meta) if key else build
     except BaseException:
         cache.discard(build)
@@ -134,12 +139,15 @@ class _Counts:   # what problem_summary reads from a LoadedData
         return self.split.problems
 
 
-def _build(data_cfg: "DataConfig", files: dict, tokenizer: Any, template: Template | None, build: Path) -> dict:
+def _build(data_cfg: "DataConfig", files: dict, tokenizer: Any, template: Template | None, build: Path,
+           augment: Any = None) -> dict:
     splits, held, train, stats = _select(data_cfg, files, build)
     template = template or get_template(data_cfg.template, train.format, tokenizer, data_cfg.system_prompt)
     stats.update(template=template.name, max_length=data_cfg.max_length,
                  train_on_prompt=data_cfg.train_on_prompt, examples={}, tokens={})
-    _tokenize(splits, data_cfg, tokenizer, template, stats, build)
+    if augment is not None:
+        stats["augment"] = augment.describe()
+    _tokenize(splits, data_cfg, tokenizer, template, stats, build, augment)
     if not stats["examples"].get("train"):
         raise DataError("no training examples left after truncation",
                         [f"data.max_length: {data_cfg.max_length} leaves no answer token in any example; "
@@ -246,12 +254,12 @@ def _warnings(data_cfg: "DataConfig", files: dict, splits: dict, train: ScannedS
 
 
 def _tokenize(splits: dict, data_cfg: "DataConfig", tokenizer: Any, template: Template, stats: dict,
-              build: Path) -> None:
+              build: Path, augment: Any = None) -> None:
     for name, (split, positions) in splits.items():
         if not len(positions):
             continue
         result = tokenize_to_arrow(split, positions, template, tokenizer, data_cfg.max_length,
-                                   data_cfg.train_on_prompt, build, name)
+                                   data_cfg.train_on_prompt, build, name, augment=augment)
         if result.problems:
             raise DataError(f"{len(result.problems)} examples cannot be rendered with template "
                             f"{template.name}", result.problems)

@@ -120,6 +120,11 @@ def data_key(data_cfg: Any, files: dict[str, list[str]], tokenizer: Any, templat
     return hashlib.sha256(json.dumps(what, sort_keys=True, default=str).encode()).hexdigest()[:32]
 
 
+def combine_key(key: str, extra: str) -> str:
+    """A data key that also depends on `extra` (e.g. what rewrites the examples before rendering)."""
+    return hashlib.sha256(f"{key}:{extra}".encode()).hexdigest()[:32]
+
+
 def lookup(key: str) -> Path | None:
     """The verified entry of `key`, or None. An entry that fails `verify` is removed (so it is
     rebuilt), with one line saying why."""

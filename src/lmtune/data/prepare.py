@@ -28,13 +28,15 @@ __all__ = ["PreparedData", "load_split", "prepare_datasets", "problem_summary", 
            "tokenize_files"]
 
 
-def prepare_datasets(data_cfg: "DataConfig", tokenizer: Any, template: Template | None = None
-                     ) -> PreparedData:
+def prepare_datasets(data_cfg: "DataConfig", tokenizer: Any, template: Template | None = None,
+                     augment: Any = None) -> PreparedData:
     """Load, validate, dedupe, split and tokenize. `template` None -> built from data_cfg.template
     (auto resolved against the data format and the tokenizer); the one used is in the result.
+    `augment` rewrites each example before the template renders it (e.g. rag.training's retrieved
+    passages in the prompt; its `key` joins the cache key).
     Call `ensure_pad_token(tokenizer)` before (models.py), so the run saves the final tokenizer.
     The work is done at scale by arrow_pipeline.py (streamed, batched, cached, memory-mapped)."""
-    return prepare_arrow(data_cfg, tokenizer, template)
+    return prepare_arrow(data_cfg, tokenizer, template, augment)
 
 
 def load_split(paths: list[str], format: str = "auto", what: str = "data") -> LoadedData:

@@ -67,11 +67,14 @@ def num_proc(n: int) -> int:
 
 def tokenize_to_arrow(split: Any, positions: np.ndarray, template: Any, tokenizer: Any, max_length: int,
                       train_on_prompt: bool, out_dir: Path | None, name: str, keep_samples: int = 0,
-                      progress: bool = True) -> ShardResult:
+                      progress: bool = True, augment: Any = None) -> ShardResult:
     """Tokenize `split`'s examples at `positions` (file order); write `out_dir/NAME-K.arrow`
-    (out_dir None: count only, e.g. `lmtune data check`)."""
+    (out_dir None: count only, e.g. `lmtune data check`). `augment`: a callable that rewrites a
+    batch of examples before the template renders them (retrieved passages in the prompt, see
+    lmtune/rag/training.py); it must give the same output for the same example in any process."""
     _JOB.update(split=split, template=template, tokenizer=tokenizer, max_length=max_length,
-                train_on_prompt=train_on_prompt, prefix=special_prefix(tokenizer), keep=keep_samples)
+                train_on_prompt=train_on_prompt, prefix=special_prefix(tokenizer), keep=keep_samples,
+                augment=augment)
     tasks = [(positions[i:i + TASK_SIZE], None if out_dir is None else str(out_dir / f"{name}-{k:05d}.arrow"))
              for k, i in enumerate(range(0, len(positions), TASK_SIZE))]
     total, procs = ShardResult(), num_proc(len(positions))
@@ -118,6 +121,8 @@ def _task(task: tuple[np.ndarray, str | None]) -> ShardResult:
     writer = _Writer(path) if path else None
     for start in range(0, len(positions), BATCH):
         examples = job["split"].examples(positions[start:start + BATCH])
+        if job["augment"] is not None:
+            examples = job["augment"](examples)
         tokenized = tokenize_batch(examples, job["template"], job["tokenizer"], job["max_length"],
                                    job["train_on_prompt"], job["prefix"])
         ids, masks = _count(examples, tokenized, result, job["keep"])

@@ -14,7 +14,8 @@ from lmtune.tasks import get_task
 from lmtune.tasks.base import mean_scores
 
 # The metric that answers "did it learn the task?" when the task does not name one itself.
-PRIMARY = {"sql": "execution_accuracy", "json": "field_accuracy", "generic": "rouge_l"}
+PRIMARY = {"sql": "execution_accuracy", "json": "field_accuracy", "catalogue": "exact_match",
+           "generic": "rouge_l"}
 
 
 @dataclass

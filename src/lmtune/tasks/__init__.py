@@ -1,6 +1,6 @@
 """Bundled tasks: files and metrics. Light to import (standard library only until a scorer runs).
 
-    task_names()          -> ["sql", "json"]              the tasks `data.task` can name
+    task_names()          -> ["sql", "json", "catalogue"] the tasks `data.task` can name
     task_files("sql")     -> {"train", "validation", "test", "db"} paths
     task_files("general") -> {"probe"}                     held-out text for the forgetting check
     get_task("sql").score(predictions, test_records)       -> {"execution_accuracy": ..., ...}
@@ -16,6 +16,7 @@ from pathlib import Path
 
 from lmtune.errors import UserError
 from lmtune.tasks.base import Task  # light: standard library only
+from lmtune.tasks.catalogue import CatalogueTask
 from lmtune.tasks.generic import GenericTask
 from lmtune.tasks.json_extract import JsonTask
 from lmtune.tasks.sql import SqlTask
@@ -28,6 +29,9 @@ _DESCRIPTIONS = {
            "execution accuracy and exact match",
     "json": "order sentence -> JSON object with 5 fixed keys (chat); "
             "valid-JSON rate, field accuracy, exact match",
+    "catalogue": "questions about a product catalogue whose prices and delivery times change after "
+                 "training (chat; docs_v1 at training, docs_v2 now, for retrieval); exact match, style, "
+                 "fact accuracy",
     "general": "general English passages no task trains on: perplexity before/after (forgetting)",
     "generic": "your own data: exact match and ROUGE-L",
 }
@@ -35,7 +39,7 @@ _DESCRIPTIONS = {
 
 def task_names() -> list[str]:
     """The bundled tasks one can train and score on."""
-    return ["sql", "json"]
+    return ["sql", "json", "catalogue"]
 
 
 def _unknown(name: str) -> UserError:
@@ -50,6 +54,8 @@ def task_files(name: str) -> dict[str, Path]:
         files["db"] = ASSETS / "sql" / "db.sqlite"
     elif name == "json":
         files = {s: ASSETS / "json" / f"{s}.jsonl" for s in SPLIT_NAMES}
+    elif name == "catalogue":
+        files = {s: ASSETS / "catalogue" / f"{s}.jsonl" for s in (*SPLIT_NAMES, "docs_v1", "docs_v2")}
     elif name == "general":
         files = {"probe": ASSETS / "general" / "probe.jsonl"}
     else:
@@ -77,6 +83,8 @@ def get_task(name: str, db: str | Path | None = None) -> Task:
         return SqlTask(files, description=_DESCRIPTIONS["sql"])
     if name == "json":
         return JsonTask(task_files("json"), description=_DESCRIPTIONS["json"])
+    if name == "catalogue":
+        return CatalogueTask(task_files("catalogue"), description=_DESCRIPTIONS["catalogue"])
     if name == "generic":
         return GenericTask(description=_DESCRIPTIONS["generic"])
     raise _unknown(name)

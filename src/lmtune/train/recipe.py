@@ -226,8 +226,21 @@ def _prepare_data(cfg: Config, run: RunDir, tokenizer, resume: bool):
             create_run()
         distributed.barrier()
         return data
-    return distributed.prepare_data_once(run.root, lambda: lmtune.data.prepare_datasets(cfg.data, tokenizer),
-                                         create_run, tokenizer)
+    return distributed.prepare_data_once(run.root, lambda: lmtune.data.prepare_datasets(
+        cfg.data, tokenizer, augment=rag_augment(cfg, tokenizer)), create_run, tokenizer)
+
+
+def rag_augment(cfg: Config, tokenizer):
+    """With rag.docs set: every training prompt carries its retrieved passages (lmtune/rag/training.py)."""
+    if not cfg.rag.docs:
+        return None
+    from lmtune.rag.training import training_passages
+
+    augment = training_passages(cfg.rag, tokenizer)
+    passages = "its best passage" if cfg.rag.top_k == 1 else f"{cfg.rag.top_k} passages"
+    print(f"rag: each training prompt carries {passages} from {cfg.rag.docs} "
+          f"(the gold passage in {cfg.rag.train_gold:.0%} of them)", file=sys.stderr)
+    return augment
 
 
 def run_template(cfg: Config, tokenizer, data_format: str = "chat"):
