@@ -1,7 +1,6 @@
 """The BM25 index: the right passage on a small real corpus, the cache by content and settings."""
 
 import json
-import os
 
 import pytest
 
@@ -9,14 +8,8 @@ from lmtune.config import RagConfig
 from lmtune.rag.index import cache_root, words
 from lmtune.rag.prompt import augment, augment_item
 from lmtune.rag.retrieve import Retriever
+from rag_runs import CATALOGUE
 
-CATALOGUE = [
-    {"id": "kettle", "text": "The Aurora kettle holds 1.7 litres, costs 49 euros and ships within 3 days."},
-    {"id": "toaster", "text": "The Brisa toaster has four slots, costs 35 euros and ships within 5 days."},
-    {"id": "blender", "text": "The Cumulus blender has a 900 watt motor, costs 89 euros and ships in 2 days."},
-    {"id": "lamp", "text": "The Delta desk lamp uses a 7 watt LED bulb and costs 22 euros."},
-    {"id": "returns", "text": "Any item can be returned within 30 days for a full refund of its price."},
-]
 
 
 @pytest.fixture

@@ -54,11 +54,16 @@ _LOCKS: dict[Path, int] = {}                        # build directory -> the fd 
 _DERIVED = re.compile(r"cache-[0-9a-f]+(_\d+_of_\d+)?\.arrow|tmp\w+")
 
 
-def cache_root() -> Path:
+def lmtune_cache(kind: str) -> Path:
+    """$LMTUNE_CACHE_DIR/KIND, else the XDG cache's lmtune/KIND (kind: data, rag)."""
     if os.environ.get("LMTUNE_CACHE_DIR"):
-        return Path(os.environ["LMTUNE_CACHE_DIR"]) / "data"
+        return Path(os.environ["LMTUNE_CACHE_DIR"]) / kind
     base = os.environ.get("XDG_CACHE_HOME") or str(Path.home() / ".cache")
-    return Path(base) / "lmtune" / "data"
+    return Path(base) / "lmtune" / kind
+
+
+def cache_root() -> Path:
+    return lmtune_cache("data")
 
 
 def file_digest(path: Path) -> str:

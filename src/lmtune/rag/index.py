@@ -22,7 +22,7 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
-from lmtune.data.cache import file_digest, tokenizer_fingerprint
+from lmtune.data.cache import file_digest, lmtune_cache, tokenizer_fingerprint
 from lmtune.errors import UserError
 from lmtune.rag.docs import Chunk, chunk_documents, doc_files, load_documents
 from lmtune.run.layout import write_json
@@ -37,10 +37,7 @@ _KEY_NAME = re.compile(r"[0-9a-f]{32}")
 
 
 def cache_root() -> Path:
-    if os.environ.get("LMTUNE_CACHE_DIR"):
-        return Path(os.environ["LMTUNE_CACHE_DIR"]) / "rag"
-    base = os.environ.get("XDG_CACHE_HOME") or str(Path.home() / ".cache")
-    return Path(base) / "lmtune" / "rag"
+    return lmtune_cache("rag")
 
 
 def check_documents(docs: str) -> None:
