@@ -15,10 +15,12 @@ from pathlib import Path
 
 import pytest
 import yaml
+from fastapi.testclient import TestClient
 
 from lmtune.cli import main
 from lmtune.run import process_record
 from lmtune.run.layout import RunDir
+from lmtune.ui.app import create_app
 from lmtune.ui.runs import ACTIVE_SECONDS, run_status
 from tiny_models import tiny_run_inputs
 from ui_runs import age
@@ -118,6 +120,10 @@ def test_a_train_killed_by_sigkill_reads_running_then_stopped(inputs, tmp_path):
     status = run_status(run, None)
     assert status.state == "stopped" and status.resume == f"lmtune train {run / 'config.yaml'} --resume"
     assert status.detail == f"killed (process {proc.pid} is gone)"
+    client = TestClient(create_app(tmp_path), base_url="http://127.0.0.1")   # what the run page polls
+    polled = client.get("/api/runs/killed/metrics").json()
+    assert (polled["status"], polled["resume"], polled["detail"]) == ("stopped", status.resume, status.detail)
+    assert f'<span class="detail">(killed (process {proc.pid} is gone))</span>' in client.get("/runs/killed").text
     assert process_record.read(run)["state"] == "running"   # nothing could write the end
 
 

@@ -241,10 +241,10 @@ def _launch(args: argparse.Namespace, cfg, overrides: list[str]) -> int:
 
     distributed.check_launch(cfg)
     preflight(cfg, RunDir(cfg.output.dir), args.resume)
-    process_record.mark_launcher()   # rank 0 records this process as the run's
     child = ([args.config] if args.config else []) + overrides + (["--resume"] if args.resume else [])
     if getattr(args, "debug", False):
         child.append("--debug")
     if getattr(args, "verbose", False):
         child.append("--verbose")
-    return distributed.launch(cfg, child)
+    with process_record.launching():   # rank 0 records this process as the run's
+        return distributed.launch(cfg, child)

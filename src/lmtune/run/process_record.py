@@ -17,13 +17,13 @@ import json
 import os
 import socket
 import time
+from contextlib import contextmanager
 from pathlib import Path
 
 from lmtune.run.layout import process_alive, write_json
 
 RECORD_FILE = "process.json"
-ENDED = ("finished", "failed", "interrupted")
-_OWNER_ENV = "LMTUNE_RUN_OWNER"     # "pid:start_time" of the launcher, for its workers
+_OWNER_ENV = "LMTUNE_RUN_OWNER"     # the launcher's pid, start time and command, for its workers
 _command: list[str] | None = None   # the command line, as `lmtune train` was given it
 
 
@@ -41,16 +41,27 @@ def set_command(argv: list[str]) -> None:
     _command = list(argv)
 
 
-def mark_launcher() -> None:
-    """Called by the launcher before it starts workers: the record they write names this process."""
-    os.environ[_OWNER_ENV] = f"{os.getpid()}:{start_time(os.getpid()) or ''}"
+@contextmanager
+def launching():
+    """Around the launcher's start of its workers (they inherit the environment): the record rank 0
+    writes names the launcher. Removed afterwards, so no later process takes it for its own."""
+    os.environ[_OWNER_ENV] = json.dumps({"pid": os.getpid(), "start_time": start_time(os.getpid()),
+                                         "command": _command})
+    try:
+        yield
+    finally:
+        os.environ.pop(_OWNER_ENV, None)
 
 
-def _owner() -> tuple[int, str | None]:
-    pid, _, started = os.environ.get(_OWNER_ENV, "").partition(":")
-    if pid.isdigit():
-        return int(pid), started or None
-    return os.getpid(), start_time(os.getpid())
+def _owner() -> tuple[int, str | None, list[str] | None]:
+    """The launcher when this is one of its workers (torchrun sets LOCAL_RANK), else this process."""
+    try:
+        launcher = json.loads(os.environ.get(_OWNER_ENV, ""))
+        if "LOCAL_RANK" in os.environ and int(launcher["pid"]) != os.getpid():
+            return int(launcher["pid"]), launcher.get("start_time"), launcher.get("command")
+    except (ValueError, TypeError, KeyError):
+        pass
+    return os.getpid(), start_time(os.getpid()), _command
 
 
 def read(run_root: Path) -> dict | None:
@@ -67,10 +78,10 @@ def started(run_root: Path) -> None:
     trained inside the sweep's process, have none."""
     if _command is None:
         return
-    pid, ticks = _owner()
+    pid, ticks, command = _owner()
     write_json(Path(run_root) / RECORD_FILE, {
         "pid": pid, "start_time": ticks, "host": socket.gethostname(), "started": time.time(),
-        "command": _command, "cwd": os.getcwd(), "state": "running"})
+        "command": command, "cwd": os.getcwd(), "state": "running"})
 
 
 def ended(run_root: Path, state: str, exit_code: int | None = None, step: int | None = None) -> None:
