@@ -68,7 +68,7 @@ def runs(tmp_path_factory):
     out, _ = proc.communicate(timeout=600)
     assert proc.returncode == 0, out[-4000:]
     return SimpleNamespace(root=root, config=config, ddp=root / "ddp", single=single.run_dir,
-                           dump=root / "dump", log=out)
+                           dump=root / "dump", log=out, launcher=proc.pid)
 
 
 def _rows(run: Path) -> list[dict]:
@@ -122,6 +122,10 @@ def test_only_rank_zero_writes_and_data_is_prepared_once(runs):
     assert (saved["backend"], saved["nproc"], saved["nnodes"]) == ("ddp", 2, 1)
     ckpt = runs.ddp / "checkpoints" / "checkpoint-2"
     assert {"rng_state_0.pth", "rng_state_1.pth", "lmtune_complete"} <= {p.name for p in ckpt.iterdir()}
+    # process.json names the launcher (written by rank 0, ended by the launcher), not a worker
+    record = json.loads((runs.ddp / "process.json").read_text())
+    assert (record["pid"], record["state"], record["exit_code"]) == (runs.launcher, "finished", 0)
+    assert record["command"][-2:] == ["--nproc", "2"]
 
 
 def test_resume_under_ddp_via_accelerate_launch(runs):

@@ -95,12 +95,37 @@ def tuning(args: argparse.Namespace):
 
 
 def run(args: argparse.Namespace) -> int:
-    from lmtune.train import distributed
     from lmtune.config import load_config
+    from lmtune.errors import UserError
+    from lmtune.run import process_record
 
     _split_config(args)
     overrides = _overrides(args)
     cfg = load_config(args.config, overrides)
+    process_record.set_command(command_line(args))
+    code = 1
+    try:
+        code = _run(args, cfg, overrides)
+    except UserError:
+        code = 2
+        raise
+    finally:  # into the run's process.json, when this process wrote it (run/process_record.py)
+        _record_end(cfg, code)
+    return code
+
+
+def _record_end(cfg, code: int) -> None:
+    from lmtune.run import process_record
+    from lmtune.train.callbacks import ConsoleProgress
+
+    progress, ConsoleProgress.current = ConsoleProgress.current, None
+    state = {0: "finished", 130: "interrupted"}.get(code, "failed")
+    process_record.ended(cfg.output.dir, state, code, progress.step if progress is not None else None)
+
+
+def _run(args: argparse.Namespace, cfg, overrides: list[str]) -> int:
+    from lmtune.train import distributed
+
     if not distributed.is_launched():  # a worker takes its count from the launcher (distributed.start)
         from lmtune.train.processes import resolve
 
@@ -141,14 +166,23 @@ def resume_command(args: argparse.Namespace) -> str:
     """The command line that continues this run: the same config, overrides and flags, plus --resume."""
     import shlex
 
-    source = [args.config] if args.config else [a for d in args.data for a in ("--data", d)]
+    return shlex.join(_argv(args) + ["--resume"])
+
+
+def command_line(args: argparse.Namespace) -> list[str]:
+    """This command as given: its config or --data, overrides and flags."""
+    return _argv(args) + (["--resume"] if args.resume else [])
+
+
+def _argv(args: argparse.Namespace) -> list[str]:
+    source = [args.config] if args.config else [a for d in args.data or [] for a in ("--data", d)]
     argv = ["lmtune", "train", *source, *args.overrides]
     if args.output:
         argv += ["--output", args.output]
     for flag in LAUNCH_FLAGS:
         if getattr(args, flag, None) is not None:
             argv += [f"--{flag.replace('_', '-')}", str(getattr(args, flag))]
-    return shlex.join(argv + ["--resume"])
+    return argv
 
 
 def interrupted_message(args: argparse.Namespace, cfg) -> str:
@@ -156,8 +190,7 @@ def interrupted_message(args: argparse.Namespace, cfg) -> str:
     from lmtune.train.callbacks import ConsoleProgress
     from lmtune.run.layout import RunDir
 
-    progress = ConsoleProgress.current
-    ConsoleProgress.current = None
+    progress = ConsoleProgress.current   # cleared by _record_end, which records its step
     run = RunDir(cfg.output.dir)
     if not (run / "config.yaml").is_file():  # no run directory yet (or not this run's): start over
         return "stopped before training began; nothing to resume: run the same command again"
@@ -202,6 +235,7 @@ def _print_config(cfg, run_dir) -> None:
 def _launch(args: argparse.Namespace, cfg, overrides: list[str]) -> int:
     """Check what can be checked once (config, run dir, model, engine), then start the workers."""
     from lmtune.train import distributed
+    from lmtune.run import process_record
     from lmtune.run.layout import RunDir
     from lmtune.train.recipe import preflight
 
@@ -212,4 +246,5 @@ def _launch(args: argparse.Namespace, cfg, overrides: list[str]) -> int:
         child.append("--debug")
     if getattr(args, "verbose", False):
         child.append("--verbose")
-    return distributed.launch(cfg, child)
+    with process_record.launching():   # rank 0 records this process as the run's
+        return distributed.launch(cfg, child)

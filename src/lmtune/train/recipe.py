@@ -28,7 +28,7 @@ from lmtune.evaluate.run import validation_loss
 from lmtune.evaluate.summary import summarize
 from lmtune.models import check_target_modules, detect_device
 from lmtune.report.build import write_report
-from lmtune.run import start
+from lmtune.run import process_record, start
 from lmtune.run.artifacts import checkpoint_card, record_base, write_run_card
 from lmtune.run.envinfo import collect_env
 from lmtune.run.layout import RunDir, replace_dir, run_inputs, write_json, write_text
@@ -216,6 +216,7 @@ def _prepare_data(cfg: Config, run: RunDir, tokenizer, resume: bool):
     def create_run() -> None:
         if not resume:
             run.create(cfg.output.overwrite)
+        process_record.started(run.root)   # rank 0 only: who trains this run (run/process_record.py)
 
     if cfg.train.objective != "sft":   # preference records or prompts: rendered text, tokenized by TRL
         if cfg.train.objective == "grpo":

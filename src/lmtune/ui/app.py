@@ -101,7 +101,8 @@ def create_app(runs_dir: str | Path, token: str | None = None, allowed_hosts: li
         root = run_path(name)
         out = metrics_after(root, after)
         summary = summarize(root, name)
-        out.update(status=summary.status.state, steps=summary.steps, resume=summary.status.resume)
+        out.update(status=summary.status.state, steps=summary.steps, resume=summary.status.resume,
+                   detail=summary.status.detail)
         return JSONResponse(out, headers={"Cache-Control": "no-store"})
 
     @app.get("/api/runs/{name:path}")

@@ -41,6 +41,7 @@ def _td(text: str, sort: object = None, cls: str = "", html: str | None = None) 
 
 def status_html(s: RunSummary) -> str:
     out = f'<span class="state {s.status.state}">{s.status.state}</span>'
+    out += f' <span class="detail">{H.esc(f"({s.status.detail})" if s.status.detail else "")}</span>'
     if s.status.resume:
         out += f"<br><code>{H.esc(s.status.resume)}</code>"
     return out

@@ -18,17 +18,13 @@ import time
 from pathlib import Path
 
 from lmtune.run.layout import process_alive, write_text
+from lmtune.run.process_record import start_time
 
 PROCESS_FILE = "ui_process.json"
 STATE_DIR = ".lmtune-ui"        # RUNS_DIR/.lmtune-ui: configs and logs of the runs the UI started
 
 
-def _start_time(pid: int) -> str | None:
-    """The process's start time in clock ticks since boot (Linux), None elsewhere or when gone."""
-    try:
-        return Path(f"/proc/{pid}/stat").read_text().rpartition(")")[2].split()[19]
-    except (OSError, IndexError):
-        return None
+_start_time = start_time
 
 
 def running_pid(record: dict) -> int | None:

@@ -14,11 +14,12 @@ import yaml
 
 from lmtune.report.build import RunData, cfg_get, data_label, read_metrics
 from lmtune.report.compare import Row, row_of
+from lmtune.run import process_record
 from lmtune.run.layout import RunDir
 from lmtune.ui.process import PROCESS_FILE, running_pid
 
-# A run with no train_summary.json whose files changed this recently counts as running, unless the
-# UI started it (then its recorded pid says): metrics.jsonl gains a line every train.logging_steps.
+# A run with no train_summary.json and no record of its process (an older lmtune) whose files changed
+# this recently counts as running: metrics.jsonl gains a line every train.logging_steps.
 ACTIVE_SECONDS = 120.0
 _LOADER = getattr(yaml, "CSafeLoader", yaml.SafeLoader)   # libyaml: 200 configs parse in tens of ms
 
@@ -32,6 +33,7 @@ class Status:
     state: str                  # running | finished | stopped | failed
     resume: str | None = None   # the command that continues a stopped run
     updated: float = 0.0        # newest modification time of the run's progress files
+    detail: str | None = None   # how it ended: "interrupted at step 3", "killed ...", "exit code 1"
 
 
 @dataclass
@@ -48,6 +50,7 @@ class RunSummary:
     def to_dict(self) -> dict:
         r = self.row
         return {"name": self.name, "status": self.status.state, "resume": self.status.resume,
+                "detail": self.status.detail,
                 "updated": self.status.updated, "method": r.method, "objective": self.objective,
                 "base": self.base, "data": self.data, "steps": self.steps, "max_steps": self.max_steps,
                 "task": r.task, "metric": r.metric, "base_value": r.base_value, "value": r.value,
@@ -132,23 +135,50 @@ def _mtime(path: Path) -> float:
 
 
 def run_status(root: Path, summary: dict | None, now: float | None = None) -> Status:
-    """running while the process the UI started for it lives (its pid is in the run directory);
-    finished: train_summary.json is there. Otherwise running when the run's files changed within
-    ACTIVE_SECONDS (a run started from a terminal); else stopped when a complete checkpoint can be
-    resumed, or when the UI stopped it (Ctrl-C's path), failed otherwise."""
+    """From the run's records of its process: the one `lmtune train` writes itself (process.json,
+    run/process_record.py) and, for a run this UI started, the UI's (ui_process.json, which also
+    knows an exit code the run could not write, e.g. after a kill -9). running: a recorded process
+    still runs (same pid and start time); finished: train_summary.json is there; stopped, with the
+    resume command: interrupted (Ctrl-C, or the UI's stop) or killed (its process is gone without
+    an end written); failed: it exited with an error. A run from an lmtune without process.json
+    counts as running while its files changed within ACTIVE_SECONDS."""
     updated = max(_mtime(root / "metrics.jsonl"), _mtime(root / "checkpoints"), _mtime(root / "config.yaml"),
                   _mtime(root / "train_summary.json"))
     process = _json(root / PROCESS_FILE)
-    if process is not None and running_pid(process) is not None:
+    record = process_record.read(root)
+    alive = process_record.liveness(record) if record is not None else None
+    if (process is not None and running_pid(process) is not None) or alive:
         return Status("running", None, updated)
     if summary is not None:
         return Status("finished", None, updated)
-    if process is None and (now or time.time()) - updated < ACTIVE_SECONDS:
+    fresh = (now or time.time()) - updated < ACTIVE_SECONDS
+    if process is None and (record is None or alive is None) and fresh:   # no record, or another host's
         return Status("running", None, updated)
     resume = f"lmtune train {root / 'config.yaml'} --resume"
-    if RunDir(root).last_checkpoint() is not None or (process or {}).get("stopped"):
+    resumable = RunDir(root).last_checkpoint() is not None
+    if process is not None and process.get("exit") is not None:   # the UI saw it end
+        if process.get("stopped") or resumable:
+            return Status("stopped", resume, updated, _ended_by(process.get("exit"), record))
+        return Status("failed", None, updated, f"exit code {process.get('exit')}")
+    if record is not None and record.get("state") in ("running", "interrupted"):
+        return Status("stopped", resume, updated, _ended_by(None, record))
+    if record is not None and record.get("state") == "failed":
+        return Status("failed", resume if resumable else None, updated, f"exit code {record.get('exit_code')}")
+    if resumable or (process or {}).get("stopped"):
         return Status("stopped", resume, updated)
     return Status("failed", None, updated)
+
+
+def _ended_by(exit_code: int | None, record: dict | None) -> str | None:
+    """How a stopped run ended, in words: interrupted at step N, or killed."""
+    if record is not None and record.get("state") == "interrupted":
+        step = record.get("step")
+        return "interrupted" + (f" at step {step}" if step is not None else "")
+    if record is not None and record.get("state") == "running":
+        return f"killed (process {record.get('pid')} is gone)"
+    if exit_code is not None and exit_code < 0:
+        return f"killed (signal {-exit_code})"
+    return None
 
 
 def last_step(path: Path) -> int | None:

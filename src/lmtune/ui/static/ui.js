@@ -127,7 +127,7 @@
           next[run] = data.next;
           var steps = document.getElementById("steps");
           if (steps && runs.length === 1 && data.steps !== null) steps.textContent = data.steps;
-          if (runs.length === 1) showStatus(data.status, data.resume);
+          if (runs.length === 1) showStatus(data.status, data.resume, data.detail);
         })
         .catch(function () { /* the server may be restarting: try again */ })
         .then(function () { setTimeout(function () { poll(run); }, 1000); });
@@ -159,11 +159,13 @@
   }
 
   // The run page: status (with the resume command) follows the poll; stop and resume buttons.
-  function showStatus(state, resume) {
+  function showStatus(state, resume, detail) {
     var box = $("status");
     if (!box || !state) return;
     var span = box.querySelector(".state");
     if (span.textContent !== state) { span.textContent = state; span.className = "state " + state; }
+    var how = box.querySelector(".detail");
+    if (how) how.textContent = detail ? "(" + detail + ")" : "";
     var code = box.querySelector("code");
     if (resume && !code) { box.appendChild(document.createElement("br")); code = document.createElement("code"); box.appendChild(code); }
     if (code) code.textContent = resume || "";
