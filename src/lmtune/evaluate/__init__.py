@@ -88,12 +88,26 @@ def loss_data(cfg, tokenizer, template, settings: EvalSettings):
                                           cfg.data.max_length, cfg.data.train_on_prompt, "test data", "test")
         return rows, f"test: {', '.join(settings.test)}"
     try:
-        data = lmtune.data.prepare_datasets(cfg.data, tokenizer, template)
-    except DataError as exc:   # training files moved or deleted since the run: say so, go on
+        augment = _training_passages(cfg, tokenizer)
+        data = lmtune.data.prepare_datasets(cfg.data, tokenizer, template, augment=augment)
+    except (DataError, UserError) as exc:   # training files (or rag.docs) moved since the run: say so, go on
         return None, f"unavailable ({exc.args[0]})"
     if data.validation is None:
         return None, "none (data.val_split is 0 and no data.validation)"
+    if augment is not None:
+        return data.validation, f"validation split, with the passages training gave it from rag.docs {cfg.rag.docs}"
     return data.validation, "validation split"
+
+
+def _training_passages(cfg, tokenizer):
+    """A run trained with rag.docs measured its validation loss on prompts carrying passages
+    (lmtune/rag/training.py): the same passages here, so the two losses are one number. The run's
+    own rag.docs, whatever --docs says (that is for the task metrics)."""
+    if not cfg.rag.docs:
+        return None
+    from lmtune.rag.training import training_passages
+
+    return training_passages(cfg.rag, tokenizer)
 
 
 __all__ = ["EVAL_FILE", "FORGOTTEN", "OK", "PREDICTIONS_FILE", "WARNING", "EvalSettings",

@@ -231,7 +231,10 @@ def _prepare_data(cfg: Config, run: RunDir, tokenizer, resume: bool):
 
 
 def rag_augment(cfg: Config, tokenizer):
-    """With rag.docs set: every training prompt carries its retrieved passages (lmtune/rag/training.py)."""
+    """With rag.docs set: every training prompt carries its retrieved passages (lmtune/rag/training.py).
+    rag.eval_docs is checked here too: a bad record should stop the run before training, not after."""
+    if cfg.rag.eval_docs and cfg.eval.after_train:
+        _eval_rag(cfg)
     if not cfg.rag.docs:
         return None
     from lmtune.rag.training import training_passages
@@ -425,7 +428,7 @@ def _finish(cfg: Config, run: RunDir, s: _Setup, trainer, metrics: dict, quiet: 
         sft = cfg.train.objective == "sft"
         result = final_evaluation(cfg, run.root, trainer.model, s.tokenizer, s.template,
                                   validation=s.data.validation if sft else None, progress=not quiet,
-                                  validation_loss=val)
+                                  validation_loss=val, rag=_eval_rag(cfg))
         summary = summarize(result)
         _write_card(cfg, run)  # now with the task metrics
     if cfg.output.report:
@@ -442,6 +445,14 @@ def _finish(cfg: Config, run: RunDir, s: _Setup, trainer, metrics: dict, quiet: 
     extras = ["eval.json"] if cfg.eval.after_train else []
     extras += ["metrics.jsonl", "tensorboard/"] + (["report.html"] if cfg.output.report else [])
     print(f"artifacts: {run.root}/{name}/ (weights), {', '.join(extras)}")
+
+
+def _eval_rag(cfg: Config):
+    """The retrieval the final evaluation scores with beside the plain prompts: rag.eval_docs, else
+    rag.docs, with the run's top_k and chunking (None: the run retrieves from nothing)."""
+    from lmtune.rag.inference import rag_settings
+
+    return rag_settings(cfg, None, evaluation=True)
 
 
 def _peak_memory_mb() -> float:
