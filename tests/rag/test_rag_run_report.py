@@ -64,6 +64,10 @@ def test_after_train_scores_with_and_without_the_eval_docs_and_the_report_shows_
     html = (run["run"] / "report.html").read_text()
     table = html.split("With and without retrieved documents")[1]
     assert all(h in table for h in ("base + docs", "tuned + docs", f"docs {run['now']}", "top_k 1"))
+    from lmtune.ui.pages import run_page
+
+    ui = run_page(run["run"].parent, run["run"], read_only=True).split("With and without retrieved documents")[1]
+    assert "tuned + docs" in ui and f"docs {run['now']}" in ui
     capsys.readouterr()
     assert main(["compare", str(run["run"])]) == 0
     out = capsys.readouterr().out
@@ -81,3 +85,15 @@ def test_eval_measures_validation_loss_on_training_s_passages(run, capsys):
     assert val["tuned"]["tokens"] == after_train["tokens"]   # without the passages: far fewer prompt tokens
     assert val["tuned"]["loss"] == pytest.approx(trained, rel=1e-4)
     assert "with the passages training gave it" in val["source"]
+
+
+def test_bad_eval_docs_stop_the_run_before_training(tmp_path, capsys):
+    docs = write_catalogue(tmp_path / "docs.jsonl")
+    (tmp_path / "bad.jsonl").write_text('{"id": "kettle"}\n')
+    cfg = {"model": {"name_or_path": "tiny"}, "data": {"train": [_alpaca(tmp_path / "train.jsonl", QA * 2)]},
+           "rag": {"docs": str(docs), "eval_docs": str(tmp_path / "bad.jsonl")}, "output": {"dir": str(tmp_path / "run")}}
+    (tmp_path / "c.yaml").write_text(yaml.safe_dump(cfg))
+    assert main(["train", str(tmp_path / "c.yaml")]) == 2
+    err = capsys.readouterr().err
+    assert "rag.eval_docs" in err and "bad.jsonl:1: text" in err and "Traceback" not in err
+    assert not (tmp_path / "run").exists()

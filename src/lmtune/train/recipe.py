@@ -450,9 +450,16 @@ def _finish(cfg: Config, run: RunDir, s: _Setup, trainer, metrics: dict, quiet: 
 def _eval_rag(cfg: Config):
     """The retrieval the final evaluation scores with beside the plain prompts: rag.eval_docs, else
     rag.docs, with the run's top_k and chunking (None: the run retrieves from nothing)."""
+    from lmtune.errors import UserError
     from lmtune.rag.inference import rag_settings
 
-    return rag_settings(cfg, None, evaluation=True)
+    try:
+        return rag_settings(cfg, None, evaluation=True)
+    except UserError as exc:   # its hint names eval's --docs; here the key is the config's
+        key = "rag.eval_docs" if cfg.rag.eval_docs else "rag.docs"
+        raise UserError(f"{key}: {exc.args[0].split(' by default: ')[-1]}",
+                        [p for p in exc.problems if "--docs" not in p]
+                        + [f"fix {key}, or set eval.after_train: false"]) from None
 
 
 def _peak_memory_mb() -> float:
