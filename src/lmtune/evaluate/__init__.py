@@ -107,7 +107,10 @@ def _training_passages(cfg, tokenizer):
         return None
     from lmtune.rag.training import training_passages
 
-    return training_passages(cfg.rag, tokenizer)
+    try:
+        return training_passages(cfg.rag, tokenizer)
+    except UserError as exc:
+        raise UserError(f"the run's rag.docs gave its validation prompts their passages: {exc.args[0]}") from None
 
 
 __all__ = ["EVAL_FILE", "FORGOTTEN", "OK", "PREDICTIONS_FILE", "WARNING", "EvalSettings",
