@@ -78,6 +78,7 @@ def test_eval_measures_validation_loss_on_training_s_passages(run, capsys):
     trained = json.loads((run["run"] / "train_summary.json").read_text())["eval_loss"]
     after_train = _eval_json(run)["validation"]["tuned"]
     assert after_train["loss"] == pytest.approx(trained, abs=1e-6)
+    assert "with the passages training gave it" in _eval_json(run)["validation"]["source"]
     # --docs is for the task metrics: the loss keeps the passages training saw
     assert main(["eval", str(run["run"]), "--docs", str(run["now"]), "--no-forgetting", "--num-samples", "1",
                  "--max-new-tokens", "2"]) == 0

@@ -27,7 +27,7 @@ def final_evaluation(cfg, run_dir, model, tokenizer, template, validation=None,
     `validation`: the tokenized validation dataset train already has (skips re-preparing it);
     `validation_loss`: the tuned model's loss on it, measured already for train_summary.json;
     `rag` (a config.RagConfig): also score both with retrieved passages, side by side."""
-    source = "validation split" if validation is not None else "none (the run has no validation data)"
+    source = validation_source(cfg) if validation is not None else "none (the run has no validation data)"
     settings = EvalSettings(base=True, progress=progress, loss_source=source, tuned_validation=validation_loss,
                             rag=rag)
     return evaluate_model(cfg, run_dir, model, tokenizer, template, validation, settings)
@@ -94,9 +94,14 @@ def loss_data(cfg, tokenizer, template, settings: EvalSettings):
         return None, f"unavailable ({exc.args[0]})"
     if data.validation is None:
         return None, "none (data.val_split is 0 and no data.validation)"
-    if augment is not None:
-        return data.validation, f"validation split, with the passages training gave it from rag.docs {cfg.rag.docs}"
-    return data.validation, "validation split"
+    return data.validation, validation_source(cfg)
+
+
+def validation_source(cfg) -> str:
+    """What eval.json says the loss was measured on, the same after train and in `lmtune eval`."""
+    if cfg.rag.docs:
+        return f"validation split, with the passages training gave it from rag.docs {cfg.rag.docs}"
+    return "validation split"
 
 
 def _training_passages(cfg, tokenizer):
