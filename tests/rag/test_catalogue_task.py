@@ -122,3 +122,6 @@ def test_the_preset_retrieves_from_the_bundled_training_catalogue():
     cfg = load_config(ROOT / "configs" / "tiny-catalogue-rag-full.yaml")
     assert cfg.data.task == "catalogue"
     assert Path(cfg.rag.docs).resolve() == task_files("catalogue")["docs_v1"].resolve()
+    # evaluated (after train, and by `lmtune eval RUN`) with the catalogue as it is now
+    assert Path(cfg.rag.eval_docs).resolve() == task_files("catalogue")["docs_v2"].resolve()
+    assert cfg.eval.after_train

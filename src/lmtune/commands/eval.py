@@ -69,7 +69,7 @@ def run(args: argparse.Namespace) -> int:
     from lmtune.rag.arguments import flags
     from lmtune.rag.inference import rag_settings, run_config_of
 
-    rag = rag_settings(run_config_of(args.run), *flags(args))
+    rag = rag_settings(run_config_of(args.run), *flags(args), evaluation=True)
     from lmtune.evaluate import EVAL_FILE, evaluate_run
     from lmtune.evaluate.summary import summarize
 

@@ -292,6 +292,8 @@ class RagConfig:
                               "include the gold one (the passage matching question and answer); the rest get "
                               "distractors only (RAFT). 1: always (docs/rag-training.md)")
     seed: Int = Field(42, ge=0, description="at train: seed of which examples get the gold passage")
+    eval_docs: Str | None = Field(None, description="documents the evaluation retrieves from (after train, and "
+                                  "`lmtune eval` without --docs), e.g. the catalogue as it is now (None: rag.docs)")
 
 
 @dataclass(config=STRICT)
@@ -484,12 +486,16 @@ def rebase_data_paths(raw: dict[str, Any], folder: Path) -> dict[str, Any]:
 
 
 def _rebase_rag_docs(raw: dict[str, Any], folder: Path) -> dict[str, Any]:
-    """rag.docs resolves like the data paths (rebase_data_paths)."""
+    """rag.docs and rag.eval_docs resolve like the data paths (rebase_data_paths)."""
     rag = raw.get("rag")
-    docs = rag.get("docs") if isinstance(rag, dict) else None
-    if not isinstance(docs, str) or not docs or os.path.isabs(os.path.expanduser(docs)):
+    if not isinstance(rag, dict):
         return raw
-    return {**raw, "rag": {**rag, "docs": os.path.normpath(folder / os.path.expanduser(docs))}}
+    rag = dict(rag)
+    for key in ("docs", "eval_docs"):
+        docs = rag.get(key)
+        if isinstance(docs, str) and docs and not os.path.isabs(os.path.expanduser(docs)):
+            rag[key] = os.path.normpath(folder / os.path.expanduser(docs))
+    return {**raw, "rag": rag}
 
 
 def load_config(path: str | Path | None = None, overrides: list[str] | None = None) -> Config:

@@ -27,7 +27,7 @@ def final_evaluation(cfg, run_dir, model, tokenizer, template, validation=None,
     `validation`: the tokenized validation dataset train already has (skips re-preparing it);
     `validation_loss`: the tuned model's loss on it, measured already for train_summary.json;
     `rag` (a config.RagConfig): also score both with retrieved passages, side by side."""
-    source = "validation split" if validation is not None else "none (the run has no validation data)"
+    source = validation_source(cfg) if validation is not None else "none (the run has no validation data)"
     settings = EvalSettings(base=True, progress=progress, loss_source=source, tuned_validation=validation_loss,
                             rag=rag)
     return evaluate_model(cfg, run_dir, model, tokenizer, template, validation, settings)
@@ -88,12 +88,34 @@ def loss_data(cfg, tokenizer, template, settings: EvalSettings):
                                           cfg.data.max_length, cfg.data.train_on_prompt, "test data", "test")
         return rows, f"test: {', '.join(settings.test)}"
     try:
-        data = lmtune.data.prepare_datasets(cfg.data, tokenizer, template)
-    except DataError as exc:   # training files moved or deleted since the run: say so, go on
+        augment = _training_passages(cfg, tokenizer)
+        data = lmtune.data.prepare_datasets(cfg.data, tokenizer, template, augment=augment)
+    except (DataError, UserError) as exc:   # training files (or rag.docs) moved since the run: say so, go on
         return None, f"unavailable ({exc.args[0]})"
     if data.validation is None:
         return None, "none (data.val_split is 0 and no data.validation)"
-    return data.validation, "validation split"
+    return data.validation, validation_source(cfg)
+
+
+def validation_source(cfg) -> str:
+    """What eval.json says the loss was measured on, the same after train and in `lmtune eval`."""
+    if cfg.rag.docs:
+        return f"validation split, with the passages training gave it from rag.docs {cfg.rag.docs}"
+    return "validation split"
+
+
+def _training_passages(cfg, tokenizer):
+    """A run trained with rag.docs measured its validation loss on prompts carrying passages
+    (lmtune/rag/training.py): the same passages here, so the two losses are one number. The run's
+    own rag.docs, whatever --docs says (that is for the task metrics)."""
+    if not cfg.rag.docs:
+        return None
+    from lmtune.rag.training import training_passages
+
+    try:
+        return training_passages(cfg.rag, tokenizer)
+    except UserError as exc:
+        raise UserError(f"the run's rag.docs gave its validation prompts their passages: {exc.args[0]}") from None
 
 
 __all__ = ["EVAL_FILE", "FORGOTTEN", "OK", "PREDICTIONS_FILE", "WARNING", "EvalSettings",

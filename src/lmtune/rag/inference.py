@@ -22,22 +22,25 @@ def run_config_of(path: str) -> Config | None:
 
 
 def rag_settings(run_config: Any, docs: str | None, no_docs: bool = False,
-                 top_k: int | None = None) -> RagConfig | None:
+                 top_k: int | None = None, evaluation: bool = False) -> RagConfig | None:
     """The retrieval settings to use, or None for none. `run_config`: the run's Config (None for a
-    plain model). Checks the docs (every record) without loading a model."""
+    plain model). evaluation=True (eval, and train's final evaluation): the run's rag.eval_docs comes
+    before its rag.docs. Checks the docs (every record) without loading a model."""
     if top_k is not None and top_k < 1:
         raise UserError(f"--top-k: got {top_k}, must be >= 1")
     if no_docs:
         return None
     trained = run_config.rag if run_config is not None else RagConfig()
-    if docs is None and trained.docs is None:
+    key = "rag.eval_docs" if evaluation and trained.eval_docs else "rag.docs"
+    default = trained.eval_docs if key == "rag.eval_docs" else trained.docs
+    if docs is None and default is None:
         return None
-    settings = dataclasses.replace(trained, docs=docs or trained.docs, top_k=top_k or trained.top_k)
+    settings = dataclasses.replace(trained, docs=docs or default, top_k=top_k or trained.top_k)
     if docs is None:
         try:
             check_documents(settings.docs)
         except UserError as exc:
-            raise UserError(f"the run retrieves from rag.docs {settings.docs} by default: {exc.args[0]}",
+            raise UserError(f"the run retrieves from {key} {settings.docs} by default: {exc.args[0]}",
                             [*exc.problems, "pass --docs DOCS to use other documents, or --no-docs for none"]) from None
     else:
         check_documents(settings.docs)

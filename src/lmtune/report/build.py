@@ -19,6 +19,7 @@ import yaml
 from lmtune.config import DEFAULT_LR
 from lmtune.errors import UserError
 from lmtune.report import html as H
+from lmtune.report.rag import section as rag_section
 from lmtune.report.objective import section_grpo
 from lmtune.run.layout import write_text
 
@@ -267,6 +268,7 @@ def section_eval(run: RunData) -> str:
         delta = "" if b is None or t is None else f"{100 * (t - b):+.1f} pts"
         rows.append([m + (" (primary)" if m == task.get("primary") else ""), H.fmt_pct(b), H.fmt_pct(t), delta])
     parts = [H.table(["metric", "base", "tuned", "change"], rows, numeric=(1, 2, 3))]
+    parts.append(rag_section(ev))   # with retrieval: the same metrics with docs, side by side
     if task:
         parts.append(f'<p class="muted">{task["examples"]} test examples from {H.esc(task["source"])}, '
                      f'greedy decoding, up to {ev.get("settings", {}).get("max_new_tokens")} new tokens. '

@@ -2,7 +2,8 @@
 
 Columns: method, trainable parameters, peak memory, train time, eval loss, the task's primary metric,
 that metric as a percentage of the full fine-tuning run's (the common "LoRA reaches 95-99% of
-full" claim, measured; docs/training.md "Full vs LoRA vs QLoRA"), and the forgetting verdict. Reads only run-directory files (no torch).
+full" claim, measured; docs/training.md "Full vs LoRA vs QLoRA"), the same metric with retrieved
+passages when a run was evaluated with them (+ docs), and the forgetting verdict. Reads only run-directory files (no torch).
 """
 
 from __future__ import annotations
@@ -11,6 +12,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from lmtune.report import html as H
+from lmtune.report import rag
 from lmtune.errors import UserError
 from lmtune.report.build import RunData, cfg_get, load_run
 from lmtune.report.objective import plot_compare, summary
@@ -34,6 +36,9 @@ class Row:
     pct_of_full: float | None = None
     objective: str = "sft"      # train.objective
     objective_note: str | None = None   # its last logged numbers (report/objective.py)
+    rag_value: float | None = None      # primary metric of the tuned model with retrieved passages
+    base_rag_value: float | None = None # ... and of the base model with them
+    rag_settings: str | None = None     # where the passages came from (docs, top_k)
     metrics: list = field(default_factory=list, repr=False)   # metrics.jsonl rows, for the curves
 
 
@@ -48,7 +53,9 @@ def row_of(run: RunData) -> Row:
                s.get("total_params"), s.get("peak_memory_mb"), s.get("train_seconds"), val,
                task.get("name"), prim, (task.get("tuned") or {}).get(prim),
                (task.get("base") or {}).get(prim), f.get("ratio"), f.get("verdict"),
-               objective=objective, objective_note=summary(run.metrics, objective), metrics=run.metrics)
+               objective=objective, objective_note=summary(run.metrics, objective), metrics=run.metrics,
+               rag_value=rag.primary(ev)[0], base_rag_value=rag.primary(ev)[1],
+               rag_settings=rag.settings_text(ev) if rag.has_rag(ev) else None)
 
 
 def compare(paths: list[str | Path]) -> tuple[list[Row], list[str]]:
@@ -81,6 +88,7 @@ def compare(paths: list[str | Path]) -> tuple[list[Row], list[str]]:
     if not any(r.method == "full" for r in rows):
         notes.append("no full fine-tuning run among these: the '% of full' column is empty")
     notes += [f"{r.run}: {r.objective}, {r.objective_note}" for r in rows if r.objective_note]
+    notes += [f"{r.run}: + docs retrieved from {r.rag_settings}" for r in rows if r.rag_settings]
     return rows, notes
 
 
@@ -96,6 +104,9 @@ def cells(rows: list[Row]) -> tuple[list[str], list[list[str]]]:
     headers = ["run", "method", "trainable params", "peak memory", "train time", "eval loss",
                _metric_header(rows), "% of full", "forgetting"]
     single = headers[6] != "task metric"
+    docs = any(r.rag_value is not None for r in rows)
+    if docs:   # runs evaluated with retrieval: the same metric with the passages, beside it
+        headers.insert(7, "+ docs")
     body = []
     for r in rows:
         trainable = H.fmt_params(r.trainable_params)
@@ -111,6 +122,11 @@ def cells(rows: list[Row]) -> tuple[list[str], list[list[str]]]:
         method = r.method if r.objective == "sft" else f"{r.method}, {r.objective}"
         body.append([r.run, method, trainable, H.fmt_mb(r.peak_memory_mb), H.fmt_seconds(r.train_seconds),
                      H.fmt_num(r.eval_loss), metric, pct, forget])
+        if docs:
+            with_docs = H.fmt_pct(r.rag_value)
+            if r.base_rag_value is not None:
+                with_docs += f" (base {H.fmt_pct(r.base_rag_value)})"
+            body[-1].insert(7, with_docs)
     return headers, body
 
 
@@ -132,7 +148,7 @@ def to_markdown(rows: list[Row], notes: list[str]) -> str:
 
 def to_html(rows: list[Row], notes: list[str]) -> str:
     headers, body = cells(rows)
-    parts = ["<h1>lmtune: run comparison</h1>", H.table(headers, body, numeric=tuple(range(2, 8)))]
+    parts = ["<h1>lmtune: run comparison</h1>", H.table(headers, body, numeric=tuple(range(2, len(headers) - 1)))]
     parts += [f'<p class="muted">{H.esc(n)}</p>' for n in notes]
     png = plot_compare([(r.run, r.objective, r.metrics) for r in rows])
     if png:

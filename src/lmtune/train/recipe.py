@@ -232,7 +232,10 @@ def _prepare_data(cfg: Config, run: RunDir, tokenizer, resume: bool):
 
 
 def rag_augment(cfg: Config, tokenizer):
-    """With rag.docs set: every training prompt carries its retrieved passages (lmtune/rag/training.py)."""
+    """With rag.docs set: every training prompt carries its retrieved passages (lmtune/rag/training.py).
+    rag.eval_docs is checked here too: a bad record should stop the run before training, not after."""
+    if cfg.rag.eval_docs and cfg.eval.after_train:
+        _eval_rag(cfg)
     if not cfg.rag.docs:
         return None
     from lmtune.rag.training import training_passages
@@ -426,7 +429,7 @@ def _finish(cfg: Config, run: RunDir, s: _Setup, trainer, metrics: dict, quiet: 
         sft = cfg.train.objective == "sft"
         result = final_evaluation(cfg, run.root, trainer.model, s.tokenizer, s.template,
                                   validation=s.data.validation if sft else None, progress=not quiet,
-                                  validation_loss=val)
+                                  validation_loss=val, rag=_eval_rag(cfg))
         summary = summarize(result)
         _write_card(cfg, run)  # now with the task metrics
     if cfg.output.report:
@@ -443,6 +446,21 @@ def _finish(cfg: Config, run: RunDir, s: _Setup, trainer, metrics: dict, quiet: 
     extras = ["eval.json"] if cfg.eval.after_train else []
     extras += ["metrics.jsonl", "tensorboard/"] + (["report.html"] if cfg.output.report else [])
     print(f"artifacts: {run.root}/{name}/ (weights), {', '.join(extras)}")
+
+
+def _eval_rag(cfg: Config):
+    """The retrieval the final evaluation scores with beside the plain prompts: rag.eval_docs, else
+    rag.docs, with the run's top_k and chunking (None: the run retrieves from nothing)."""
+    from lmtune.errors import UserError
+    from lmtune.rag.inference import rag_settings
+
+    try:
+        return rag_settings(cfg, None, evaluation=True)
+    except UserError as exc:   # its hint names eval's --docs; here the key is the config's
+        key = "rag.eval_docs" if cfg.rag.eval_docs else "rag.docs"
+        raise UserError(f"{key}: {exc.args[0].split(' by default: ')[-1]}",
+                        [p for p in exc.problems if "--docs" not in p]
+                        + [f"fix {key}, or set eval.after_train: false"]) from None
 
 
 def _peak_memory_mb() -> float:

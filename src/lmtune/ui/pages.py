@@ -147,7 +147,7 @@ def run_page(runs_dir: Path, root: Path, name: str | None = None, read_only: boo
 def compare_page(runs_dir: Path, roots: list[Path]) -> str:
     rows, notes = compare(roots)
     headers, body = cells(rows)
-    table = H.table(headers, body, numeric=tuple(range(2, 8))).replace("<table>", '<table id="compare">', 1)
+    table = H.table(headers, body, numeric=tuple(range(2, len(headers) - 1))).replace("<table>", '<table id="compare">', 1)
     parts = [f"<h1>Compare: {H.esc(', '.join(r.name for r in roots))}</h1>",
              "<h2>Metrics</h2>", table]
     parts += [f'<p class="muted">{H.esc(n)}</p>' for n in notes]
