@@ -191,8 +191,13 @@ def test_finecheck_pairs_are_unique_and_unseen_schema():
 
 
 @pytest.mark.slow
-def test_smoke_build_end_to_end(tmp_path):
+def test_smoke_build_end_to_end(tmp_path, monkeypatch):
     import build_base
+    from base import stdlib_text
+    # one stdlib package (asyncio: a few hundred real docstrings, one held-out file) instead of the
+    # whole stdlib: every stage still runs on real text; the stdlib's size only costs time here
+    package = stdlib_text.stdlib_root() / "asyncio"
+    monkeypatch.setattr(stdlib_text, "stdlib_root", lambda: package)
     out = tmp_path / "model"
     assert build_base.main(["--smoke", "--out", str(out), "--work", str(tmp_path / "work"),
                             "--tokens", "2048", "--workers", "1"]) == 0

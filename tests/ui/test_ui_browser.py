@@ -139,35 +139,3 @@ def test_token_in_the_address_opens_every_page(browser, runs):
         browser.get(base + "/runs/gentle")     # the cookie carries the token, the page's fetches too
         assert _wait(lambda: int(browser.find_element("css selector", '.plot[data-key="loss"]')
                                  .get_attribute("data-points")) > 0, 10)
-
-
-@pytest.mark.slow
-def test_curve_grows_while_a_real_run_trains(browser, tmp_path):
-    """`lmtune train` (4 steps, a line per step) in a subprocess while the page is open: the loss curve
-    gains its points without a reload, ending with one per logged step."""
-    root = tmp_path / "runs"
-    root.mkdir()
-    train = subprocess.Popen([sys.executable, "-m", "lmtune", "train", "data.task=sql", "method=lora",
-                              "train.max_steps=4", "train.logging_steps=1", "train.batch_size=2",
-                              "train.grad_accum=2", "eval.after_train=false", "output.report=false",
-                              f"output.dir={root / 'live'}"], stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
-                             text=True)
-    try:
-        assert _wait(lambda: (root / "live" / "config.yaml").is_file() or train.poll() is not None, 300)
-        with ThreadedServer(create_app(root)) as base:
-            browser.get(base + "/runs/live")
-            browser.execute_script("window.sameDocument = true")
-            plot = browser.find_element("css selector", '.plot[data-key="loss"]')
-            seen = [int(plot.get_attribute("data-points"))]
-            while train.poll() is None:
-                seen.append(int(plot.get_attribute("data-points")))
-                time.sleep(0.2)
-            assert train.returncode == 0, train.stderr.read()
-            logged = [r for r in read_metrics(root / "live" / "metrics.jsonl") if "loss" in r]
-            assert len(logged) == 4
-            assert _wait(lambda: int(plot.get_attribute("data-points")) == 4, 2.0)
-            assert browser.execute_script("return window.sameDocument") is True      # no reload
-    finally:
-        if train.poll() is None:
-            train.kill()
-    assert seen[0] < 4 and sorted(seen) == seen, seen         # it grew while the page was open

@@ -1,5 +1,6 @@
 """/chat and /new in a real browser (Debian's chromium, selenium) against real tiny runs: the chat
-answer is `lmtune generate`'s, a run started from /new shows as running, stops through Ctrl-C's
+answer is `lmtune generate`'s, a run started from /new shows as running, its loss curve grows live
+(the one real run of the UI browser tests), stops through Ctrl-C's
 path with its resume command and resumes; --read-only hides and refuses /new's actions; the
 upload cap holds. Skipped, with the reason, without chromium, its driver or selenium."""
 
@@ -102,9 +103,32 @@ def sigint_ignored():
     signal.signal(signal.SIGINT, previous)
 
 
+LOSS_PLOT = '.plot[data-key="loss"]'
+
+
+def _watch_the_loss_curve_grow(browser, run_url: str) -> list[int]:
+    """In a second tab, the run page of the run training now: its loss curve gains points without a
+    reload. Leaves that tab open (marked) and the /new tab in front."""
+    new_tab = browser.current_window_handle
+    browser.switch_to.new_window("tab")
+    browser.get(run_url)
+    browser.execute_script("window.sameDocument = true")
+    points = lambda: int(browser.find_element("css selector", LOSS_PLOT).get_attribute("data-points"))  # noqa: E731
+    seen = [points()]
+    deadline = time.monotonic() + 60
+    while len(set(seen)) < 3 and time.monotonic() < deadline:
+        time.sleep(0.1)
+        seen.append(points())
+    assert len(set(seen)) >= 3 and sorted(seen) == seen, seen       # it grew, twice, while open
+    assert browser.execute_script("return window.sameDocument") is True
+    browser.switch_to.window(new_tab)
+    return seen
+
+
 def test_new_run_uploads_checks_starts_stops_and_resumes(browser, tmp_path, sigint_ignored):
     """Upload a file, see data check and advise, fix a bad key (the loader's one line), start a
-    tiny run: it shows as running, Ctrl-C (stop) leaves it stopped with its resume command in the
+    tiny run: it shows as running, its run page (another tab) draws the loss curve live, one point
+    per logged step, without a reload; Ctrl-C (stop) leaves it stopped with its resume command in the
     page and train's own interrupt message in the log; resume runs it again."""
     runs = tmp_path / "runs"
     runs.mkdir()
@@ -141,8 +165,16 @@ def test_new_run_uploads_checks_starts_stops_and_resumes(browser, tmp_path, sigi
             assert _wait(lambda: state() == "running", 120), _text(browser, "#train-log")
             assert json.loads((run / "ui_process.json").read_text())["pid"] > 0
             assert _wait(lambda: any("loss" in r for r in read_metrics(run / "metrics.jsonl")), 120)
+            seen = _watch_the_loss_curve_grow(browser, base + "/runs/from-ui")
             browser.find_element("id", "stop-new").click()
             assert _wait(lambda: state() == "stopped", 60), _text(browser, "#train-log")
+            logged = [r for r in read_metrics(run / "metrics.jsonl") if "loss" in r]
+            browser.switch_to.window(browser.window_handles[-1])      # the run page, open all along
+            points = lambda: int(browser.find_element("css selector", LOSS_PLOT).get_attribute("data-points"))  # noqa: E731
+            assert _wait(lambda: points() == len(logged), 5), (points(), len(logged), seen)  # one per logged step
+            assert browser.execute_script("return window.sameDocument") is True       # never reloaded
+            browser.close()
+            browser.switch_to.window(browser.window_handles[0])
             assert f"resume with lmtune train {run / 'config.yaml'} --resume" in _text(browser, "#run-state")
             assert "resume with:" in _text(browser, "#train-log")      # train's own Ctrl-C message
 
