@@ -11,7 +11,7 @@ import time
 
 import pytest
 
-from browser import chrome, skip_reason
+from browser import skip_reason, wait_until
 from lmtune.report import html as H
 from lmtune.report.build import read_metrics
 from lmtune.report.compare import compare
@@ -31,24 +31,6 @@ def runs(tmp_path_factory):
 def url(runs):
     with ThreadedServer(create_app(runs)) as base:
         yield base
-
-
-@pytest.fixture(scope="module")
-def browser():
-    driver = chrome()
-    yield driver
-    driver.quit()
-
-
-def _wait(predicate, timeout: float):
-    """Poll `predicate` until it returns something truthy or `timeout` seconds pass."""
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        value = predicate()
-        if value:
-            return value
-        time.sleep(0.05)
-    return predicate()
 
 
 def _table(browser, table_id: str) -> list[list[str]]:
@@ -85,13 +67,13 @@ def test_curve_gains_a_point_within_two_seconds_of_a_new_line(browser, tmp_path_
     with ThreadedServer(create_app(root)) as base:
         browser.get(base + "/runs/harsh")
         count = lambda: int(browser.find_element("css selector", plot).get_attribute("data-points"))  # noqa: E731
-        before = _wait(count, 10)
+        before = wait_until(count, 10)
         assert before > 0 and "running" in browser.find_element("css selector", ".state").text
         append_metric(run, {"step": step + 1, "loss": 0.123, "learning_rate": 1e-5})
         appended = time.monotonic()
-        assert _wait(lambda: count() == before + 1, 2.0), "the loss curve did not grow within 2 s"
+        assert wait_until(lambda: count() == before + 1, 2.0), "the loss curve did not grow within 2 s"
         print(f"curve grew {time.monotonic() - appended:.2f} s after the line was appended")
-        assert _wait(lambda: browser.find_element("id", "steps").text == str(step + 1), 2.0)
+        assert wait_until(lambda: browser.find_element("id", "steps").text == str(step + 1), 2.0)
 
 
 def test_compare_page_numbers_equal_lmtune_compare(browser, url, runs):
@@ -106,7 +88,7 @@ def test_compare_page_numbers_equal_lmtune_compare(browser, url, runs):
     for row in shown:
         for cell in row:
             assert cell in lines[row[0]], f"{cell!r} is not in `lmtune compare`'s line {lines[row[0]]!r}"
-    polylines = _wait(lambda: browser.find_elements(By.CSS_SELECTOR, '.plot[data-key="loss"] polyline'), 10)
+    polylines = wait_until(lambda: browser.find_elements(By.CSS_SELECTOR, '.plot[data-key="loss"] polyline'), 10)
     assert {p.get_attribute("data-series") for p in polylines} == {"gentle", "harsh"}
 
 
@@ -137,5 +119,5 @@ def test_token_in_the_address_opens_every_page(browser, runs):
         assert "needs its token" in browser.page_source
         browser.get(base + "/?token=t0ken")
         browser.get(base + "/runs/gentle")     # the cookie carries the token, the page's fetches too
-        assert _wait(lambda: int(browser.find_element("css selector", '.plot[data-key="loss"]')
+        assert wait_until(lambda: int(browser.find_element("css selector", '.plot[data-key="loss"]')
                                  .get_attribute("data-points")) > 0, 10)

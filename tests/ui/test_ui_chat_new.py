@@ -16,7 +16,7 @@ import urllib.request
 import pytest
 import yaml
 
-from browser import chrome, skip_reason
+from browser import skip_reason, wait_until
 from lmtune.cli import main
 from lmtune.report.build import read_metrics
 from lmtune.serve.server import ThreadedServer
@@ -25,23 +25,6 @@ from tiny_models import write_alpaca
 
 pytestmark = pytest.mark.skipif(skip_reason() is not None, reason=skip_reason() or "")
 PROMPT = "List the customers in Cairo."
-
-
-@pytest.fixture(scope="module")
-def browser():
-    driver = chrome()
-    yield driver
-    driver.quit()
-
-
-def _wait(predicate, timeout: float):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        value = predicate()
-        if value:
-            return value
-        time.sleep(0.1)
-    return predicate()
 
 
 def _post(url: str, body: bytes = b"{}", header: bool = True) -> tuple[int, dict]:
@@ -76,7 +59,7 @@ def test_chat_answers_equal_lmtune_generate(browser, tmp_path_factory, capsys):
         browser.find_element("id", "chat-input").send_keys(PROMPT)
         browser.find_element("id", "send").click()
         done = '#transcript-{} .msg.assistant[data-done="1"]'
-        assert _wait(lambda: all(browser.find_elements("css selector", done.format(p)) for p in "ab"), 60)
+        assert wait_until(lambda: all(browser.find_elements("css selector", done.format(p)) for p in "ab"), 60)
         shown = {p: _text(browser, done.format(p)) for p in "ab"}
     capsys.readouterr()
     expected = {}
@@ -139,13 +122,13 @@ def test_new_run_uploads_checks_starts_stops_and_resumes(browser, tmp_path, sigi
             browser.get(base + "/new")
             browser.find_element("id", "upload").send_keys(str(data))
             uploaded = runs / "uploads" / "my-data.jsonl"
-            assert _wait(lambda: browser.find_element("id", "data-path").get_attribute("value") == str(uploaded), 10)
+            assert wait_until(lambda: browser.find_element("id", "data-path").get_attribute("value") == str(uploaded), 10)
             assert uploaded.read_bytes() == data.read_bytes()
             name = browser.find_element("id", "run-name")
             name.clear()
             name.send_keys("from-ui")
             browser.find_element("id", "inspect").click()
-            assert _wait(lambda: _text(browser, "#inspect-note") in ("done", "see the problems below"), 120)
+            assert wait_until(lambda: _text(browser, "#inspect-note") in ("done", "see the problems below"), 120)
             assert "ok: 24 examples, no problems" in _text(browser, "#check-out")
             assert "verdict:" in _text(browser, "#advise-out")
             config = _advised(browser)
@@ -153,7 +136,7 @@ def test_new_run_uploads_checks_starts_stops_and_resumes(browser, tmp_path, sigi
             config["train"].update(epochs=1, max_steps=400, logging_steps=1, save_steps=1, learning_rate="fast")
             _set_config(browser, config)
             browser.find_element("id", "validate").click()
-            assert _wait(lambda: "train.learning_rate" in _text(browser, "#config-note"), 10)
+            assert wait_until(lambda: "train.learning_rate" in _text(browser, "#config-note"), 10)
             assert "Traceback" not in _text(browser, "#config-note")
             config["train"].update(learning_rate=1e-4)
             config["eval"] = {"after_train": False}
@@ -162,16 +145,16 @@ def test_new_run_uploads_checks_starts_stops_and_resumes(browser, tmp_path, sigi
             browser.find_element("id", "start").click()
             run = runs / "from-ui"
             state = lambda: browser.find_element("id", "run-state").get_attribute("data-state")  # noqa: E731
-            assert _wait(lambda: state() == "running", 120), _text(browser, "#train-log")
+            assert wait_until(lambda: state() == "running", 120), _text(browser, "#train-log")
             assert json.loads((run / "ui_process.json").read_text())["pid"] > 0
-            assert _wait(lambda: any("loss" in r for r in read_metrics(run / "metrics.jsonl")), 120)
+            assert wait_until(lambda: any("loss" in r for r in read_metrics(run / "metrics.jsonl")), 120)
             seen = _watch_the_loss_curve_grow(browser, base + "/runs/from-ui")
             browser.find_element("id", "stop-new").click()
-            assert _wait(lambda: state() == "stopped", 60), _text(browser, "#train-log")
+            assert wait_until(lambda: state() == "stopped", 60), _text(browser, "#train-log")
             logged = [r for r in read_metrics(run / "metrics.jsonl") if "loss" in r]
             browser.switch_to.window(browser.window_handles[-1])      # the run page, open all along
             points = lambda: int(browser.find_element("css selector", LOSS_PLOT).get_attribute("data-points"))  # noqa: E731
-            assert _wait(lambda: points() == len(logged), 5), (points(), len(logged), seen)  # one per logged step
+            assert wait_until(lambda: points() == len(logged), 5), (points(), len(logged), seen)  # one per logged step
             assert browser.execute_script("return window.sameDocument") is True       # never reloaded
             browser.close()
             browser.switch_to.window(browser.window_handles[0])
@@ -180,9 +163,9 @@ def test_new_run_uploads_checks_starts_stops_and_resumes(browser, tmp_path, sigi
 
             browser.get(base + "/runs/from-ui")
             plot = '.plot[data-key="tokens_per_second"]'
-            assert _wait(lambda: int(browser.find_element("css selector", plot).get_attribute("data-points")) > 0, 10)
+            assert wait_until(lambda: int(browser.find_element("css selector", plot).get_attribute("data-points")) > 0, 10)
             browser.find_element("id", "resume-run").click()
-            assert _wait(lambda: "running" == _text(browser, "#status .state"), 60)
+            assert wait_until(lambda: "running" == _text(browser, "#status .state"), 60)
         finally:
             for proc in app.state.launcher.procs.values():
                 if proc.poll() is None:
@@ -222,7 +205,7 @@ def test_upload_cap_and_the_action_header(browser, tmp_path):
     with ThreadedServer(create_app(runs, max_upload=1000)) as base:
         browser.get(base + "/new")
         browser.find_element("id", "upload").send_keys(str(big))
-        assert _wait(lambda: "at most 1,000" in _text(browser, "#upload-note"), 10)
+        assert wait_until(lambda: "at most 1,000" in _text(browser, "#upload-note"), 10)
         req = urllib.request.Request(base + "/api/upload?name=big.jsonl", method="POST", headers={"X-Lmtune-UI": "1"},
                                      data=iter([b"x" * 600, b"x" * 600]))     # chunked: no Content-Length
         with pytest.raises(urllib.error.HTTPError) as err:
