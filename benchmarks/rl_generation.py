@@ -10,12 +10,13 @@ Paths, each one model.generate per batch with the KV cache unless said:
                one generation batch (train.batch_size x train.grad_accum) in one call
   trl-static   the same with GRPOConfig.cache_implementation="static"
   trl-nocache  the same with use_cache=False: what the KV cache buys (--nocache; slow)
-  generator    lmtune's Generator.generate (sampling, batches of --generator-batch sequences)
+  generator    lmtune's Generator.generate (sampling, batches of --generator-batch sequences; its
+               top_k is transformers' default 50, TRL's is 0: answers differ, hence `decoded`)
 
 Tokens are the sampled answers' tokens up to and with the first stop id (what TRL keeps), counted
-the same way for every path. Paths run interleaved, --repeats rounds, same seeds per round, after one uncounted warm-up round; the
-median tokens/s and CPU seconds (process time: the machine may be shared) are reported, and each
-path's ratio to `trl`:
+the same way for every path. After one short uncounted warm-up generate, the paths run interleaved,
+--repeats rounds, same seeds per round; the median tokens/s and CPU seconds (process time: the
+machine may be shared) are reported, and each path's ratio to `trl`:
 
     python benchmarks/rl_generation.py [--prompts 8] [--generations 4,8] [--max-new-tokens 64] [--repeats 3]
 """
@@ -23,6 +24,7 @@ path's ratio to `trl`:
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import statistics
 import time
 
@@ -79,13 +81,14 @@ class _Counter:
     """Wraps model.generate to count kept tokens, whichever path calls it."""
 
     def __init__(self, model, stops):
-        self.model, self.stops, self.tokens, self.calls = model, stops, 0, 0
+        self.model, self.stops, self.tokens, self.slots = model, stops, 0, 0
         self._generate = model.generate
 
     def __call__(self, *args, **kwargs):
         out = self._generate(*args, **kwargs)
-        self.tokens += _kept_tokens(out[:, kwargs["input_ids"].shape[1]:], self.stops)
-        self.calls += 1
+        new = out[:, kwargs["input_ids"].shape[1]:]
+        self.tokens += _kept_tokens(new, self.stops)
+        self.slots += new.numel()   # rows x steps decoded, answers that already stopped included
         return out
 
 
@@ -106,7 +109,19 @@ def _generator_path(model, tokenizer, template, examples, generations, max_new, 
 
     gen = Generator(model, tokenizer, template)
     settings = GenerationSettings(max_new_tokens=max_new, greedy=False, temperature=1.0, top_p=1.0, batch_size=batch)
-    return lambda: gen.generate([ex for ex in examples for _ in range(generations)], settings)
+    items = [ex for ex in examples for _ in range(generations)]
+    return lambda: gen.generate(items, dataclasses.replace(settings, seed=torch.initial_seed()))
+
+
+def _warm_up(model, tokenizer, template, examples) -> None:
+    """One short generate on the same prompts before any path is timed (allocator, kernels)."""
+    from lmtune.data.tokenize import encode_prompt
+
+    tokenizer.padding_side = "left"
+    enc = tokenizer.pad({"input_ids": [encode_prompt(tokenizer, template, ex) for ex in examples]},
+                        return_tensors="pt", padding=True)
+    with torch.no_grad():
+        model.generate(**enc, max_new_tokens=4, do_sample=False, pad_token_id=tokenizer.pad_token_id)
 
 
 def measure(prompts: int, generations: int, max_new: int, repeats: int, generator_batch: int,
@@ -125,19 +140,22 @@ def measure(prompts: int, generations: int, max_new: int, repeats: int, generato
     counter = _Counter(model, stops)
     model.generate = counter
     rows = {name: [] for name in paths}
-    for run in paths.values():   # warm-up, not counted
-        run()
+    _warm_up(model, tokenizer, template, examples)
     for r in range(repeats):
         for name, run in paths.items():
             torch.manual_seed(r)
-            counter.tokens = 0
+            counter.tokens = counter.slots = 0
             wall, cpu = time.perf_counter(), time.process_time()
             run()
             wall, cpu = time.perf_counter() - wall, time.process_time() - cpu
-            rows[name].append((counter.tokens / wall, counter.tokens / cpu, counter.tokens, wall, cpu))
+            rows[name].append((counter.tokens / wall, counter.tokens / cpu, counter.tokens, wall, cpu,
+                               counter.slots / cpu))
+            print(f"  round {r + 1} {name}: {counter.tokens} tokens ({counter.slots} decoded), {wall:.1f} s, "
+                  f"{cpu:.1f} cpu-s", flush=True)
     return {name: {"tok_s": statistics.median(x[0] for x in v), "tok_cpu_s": statistics.median(x[1] for x in v),
                    "tokens": statistics.median(x[2] for x in v), "wall": statistics.median(x[3] for x in v),
-                   "cpu": statistics.median(x[4] for x in v)} for name, v in rows.items()}
+                   "cpu": statistics.median(x[4] for x in v), "slot_cpu_s": statistics.median(x[5] for x in v)}
+            for name, v in rows.items()}
 
 
 def main() -> None:
@@ -154,10 +172,11 @@ def main() -> None:
     for g in (int(x) for x in a.generations.split(",")):
         res = measure(a.prompts, g, a.max_new_tokens, a.repeats, a.generator_batch, a.nocache)
         print(f"\nnum_generations={g} ({a.prompts * g} answers)")
-        print(f"{'path':12} {'tok/s':>8} {'tok/cpu-s':>10} {'tokens':>7} {'wall s':>7} {'cpu s':>7} {'x trl':>6}")
+        print(f"{'path':12} {'tok/s':>8} {'tok/cpu-s':>10} {'decoded/cpu-s':>14} {'tokens':>7} {'wall s':>7} "
+              f"{'cpu s':>7} {'x trl (tok/cpu-s)':>18}")
         for name, m in res.items():
-            print(f"{name:12} {m['tok_s']:8.1f} {m['tok_cpu_s']:10.1f} {m['tokens']:7.0f} {m['wall']:7.2f} "
-                  f"{m['cpu']:7.2f} {m['tok_s'] / res['trl']['tok_s']:6.2f}")
+            print(f"{name:12} {m['tok_s']:8.1f} {m['tok_cpu_s']:10.1f} {m['slot_cpu_s']:14.1f} {m['tokens']:7.0f} "
+                  f"{m['wall']:7.2f} {m['cpu']:7.2f} {m['tok_cpu_s'] / res['trl']['tok_cpu_s']:18.2f}")
 
 
 if __name__ == "__main__":
