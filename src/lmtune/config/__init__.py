@@ -236,6 +236,15 @@ class RlConfig:
     temperature: Float = Field(1.0, gt=0.0, description="grpo: sampling temperature (TRL's default)")
     beta: Float = Field(0.04, ge=0.0, description="grpo: weight of the KL penalty against the start (the GRPO "
                         "paper's 0.04); 0 drops the reference (TRL's default) and its forward pass")
+    use_vllm: Bool = Field(False, description="grpo: sample with vLLM (TRL's use_vllm) instead of "
+                           "model.generate; needs CUDA and the vllm package")
+    vllm_mode: Literal["colocate", "server"] = Field(
+        "colocate", description="grpo with rl.use_vllm: colocate (vLLM in the training process, sharing its GPU) "
+                                "or server (a `trl vllm-serve` you started)")
+    vllm_server_base_url: Str | None = Field(
+        None, description="grpo, rl.vllm_mode server: the server's URL (None: TRL's http://0.0.0.0:8000)")
+    vllm_gpu_memory_utilization: Annotated[Float, Field(gt=0.0, le=1.0)] | None = Field(
+        None, description="grpo, rl.vllm_mode colocate: share of GPU memory vLLM takes (None: TRL's 0.3)")
 
 
 @dataclass(config=STRICT)

@@ -12,6 +12,7 @@ from __future__ import annotations
 import contextlib
 
 from lmtune.config import Config
+from lmtune.errors import ConfigError
 from lmtune.generate import stop_ids_of
 from lmtune.rl.rewards import reward_functions
 
@@ -22,7 +23,36 @@ def grpo_config(cfg: Config, common: dict):
     rl = cfg.rl
     return GRPOConfig(**common, remove_unused_columns=False, num_generations=rl.num_generations,
                       max_completion_length=rl.max_new_tokens, temperature=rl.temperature, beta=rl.beta,
-                      reward_weights=rl.reward_weights)
+                      reward_weights=rl.reward_weights, **vllm_arguments(cfg))
+
+
+def vllm_arguments(cfg: Config) -> dict:
+    """rl.use_vllm and its settings as GRPOConfig arguments; an unset one keeps TRL's default."""
+    rl = cfg.rl
+    if not rl.use_vllm:
+        return {}
+    given = {"vllm_server_base_url": rl.vllm_server_base_url,
+             "vllm_gpu_memory_utilization": rl.vllm_gpu_memory_utilization}
+    return {"use_vllm": True, "vllm_mode": rl.vllm_mode, **{k: v for k, v in given.items() if v is not None}}
+
+
+def check_vllm(cfg: Config) -> None:
+    """rl.use_vllm needs the vllm package and CUDA: say so before any model loads (train's preflight),
+    not in TRL's import error after the model and data are ready."""
+    import importlib.util
+
+    if not (cfg.train.objective == "grpo" and cfg.rl.use_vllm):
+        return
+    missing = []
+    if importlib.util.find_spec("vllm") is None:
+        missing.append("the vllm package is not installed (pip install vllm, on a machine with CUDA)")
+    import torch
+
+    if not torch.cuda.is_available():
+        missing.append("no CUDA GPU is visible here (vLLM generates on a GPU only)")
+    if missing:
+        raise ConfigError("rl.use_vllm: true needs vLLM on a CUDA GPU", missing + [
+            "set rl.use_vllm=false to sample with model.generate (batched, KV cache; works on CPU)"])
 
 
 @contextlib.contextmanager

@@ -34,6 +34,7 @@ from lmtune.run.envinfo import collect_env
 from lmtune.run.layout import RunDir, replace_dir, run_inputs, write_json, write_text
 from lmtune.rl.prompts import prepare_prompts, prompt_data_size
 from lmtune.rl.rewards import check_user_rewards
+from lmtune.train.grpo import check_vllm as grpo_check_vllm
 from lmtune.train import distributed, methods, objectives
 from lmtune.train import resume as resuming
 from lmtune.train.arguments import common_arguments, training_arguments
@@ -106,6 +107,7 @@ def preflight(cfg: Config, run: RunDir, resume: bool):
     run_test_files(cfg)
     if cfg.train.objective == "grpo":
         check_user_rewards(cfg)   # the user's reward files import, and have their functions
+        grpo_check_vllm(cfg)      # rl.use_vllm: vllm installed and CUDA, before any model loads
     if cfg.method in ("lora", "qlora"):
         check_target_modules(shapes, cfg.lora.target_modules)
     if cfg.method == "qlora":
