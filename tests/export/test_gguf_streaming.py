@@ -42,3 +42,19 @@ def test_sharded_weights_export_like_one_file(tmp_path):
 def _tensor_bytes(path):
     reader = gguf.GGUFReader(path)
     return {t.name: (t.tensor_type, hashlib.sha256(t.data.tobytes()).hexdigest()) for t in reader.tensors}
+
+
+def test_bf16_weights_export_their_exact_values(tmp_path):
+    """numpy has no bfloat16: the weights are read through torch, and bf16 -> f32 is exact."""
+    import torch
+    from safetensors.torch import load_file as load_pt, save_file as save_pt
+
+    path = save_family_model(tmp_path / "m", "llama")
+    (file,) = path.glob("*.safetensors")
+    bf16 = {n: t.to(torch.bfloat16) for n, t in load_pt(str(file)).items()}
+    save_pt(bf16, str(file), metadata={"format": "pt"})
+    reader = gguf.GGUFReader(export(str(path), str(tmp_path / "out"), quant="f32").gguf)
+    got = {t.name: np.asarray(t.data) for t in reader.tensors}
+    want = bf16["model.embed_tokens.weight"].float().numpy()
+    assert got["token_embd.weight"].dtype == np.float32
+    assert np.array_equal(got["token_embd.weight"].reshape(want.shape), want)

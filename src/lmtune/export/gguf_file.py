@@ -64,7 +64,7 @@ def gguf_plan(model_dir: Path, cfg: dict) -> list[tuple[str, tuple[int, ...], ob
         raise UserError(f"{model_dir}: no *.safetensors weights to export", ["merge or save the model with safetensors"])
     plan = []
     for file in files:
-        with safe_open(str(file), framework="numpy") as f:
+        with safe_open(str(file), framework="pt") as f:
             for hf_name in f.keys():
                 if hf_name.endswith("rotary_emb.inv_freq"):
                     continue
@@ -82,16 +82,18 @@ def gguf_plan(model_dir: Path, cfg: dict) -> list[tuple[str, tuple[int, ...], ob
 
 def load_tensor(source, cfg: dict):
     """One tensor as float32 in GGUF row layout. The file is opened (memory-mapped) for this
-    tensor alone, so the pages read stay mapped only while it is copied out."""
+    tensor alone, so the pages read stay mapped only while it is copied out. Read through torch:
+    numpy has no bfloat16, the dtype most checkpoints are saved in."""
+    import torch
     from safetensors import safe_open
 
     if not isinstance(source, tuple):
         return source
     file, hf_name = source
-    with safe_open(str(file), framework="numpy") as f:
-        array = f.get_tensor(hf_name)
-    data = array.astype("float32") if array.dtype.kind == "f" else _bf16_to_f32(array)
-    del array
+    with safe_open(str(file), framework="pt") as f:
+        tensor = f.get_tensor(hf_name)
+    data = tensor.float().numpy() if tensor.dtype == torch.bfloat16 else tensor.numpy().astype("float32")
+    del tensor
     return _transform(family_of(cfg), cfg, hf_name, data)
 
 
@@ -107,12 +109,6 @@ def _transform(family, cfg: dict, hf_name: str, data):
     if family.neox_qkv and hf_name.endswith(("query_key_value.weight", "query_key_value.bias")):
         return neox_qkv_split(data, n_head)
     return data
-
-
-def _bf16_to_f32(array):
-    import numpy as np
-
-    return (array.view(np.uint16).astype(np.uint32) << 16).view(np.float32)
 
 
 def check_quant(shapes: list[tuple[str, tuple[int, ...]]], quant: str) -> None:
