@@ -4,6 +4,10 @@ tensors streamed), and llama.cpp's convert_hf_to_gguf.py, on the same random bf1
     git archive main src | tar -x -C /tmp/main-tree          # the reference tree (optional)
     .venv/bin/python benchmarks/gguf_export_memory.py --shape 1b --old /tmp/main-tree \\
         --llama-cpp /tmp/llama.cpp/convert_hf_to_gguf.py      # from llama-cpp-python's sdist (vendor/llama.cpp)
+    ... --dtype f16 ...      # main before streaming cannot read bf16 at all: compare it on an f16 folder
+
+llama.cpp's converter imports sentencepiece (not an lmtune dependency): put it on PYTHONPATH
+(`pip install --target DIR sentencepiece`).
 
 Each export runs in a fresh child under /usr/bin/time -v: peak RSS is its "Maximum resident set
 size"; the ratio is peak RSS / the size of the safetensors files (one copy of the weights). The
