@@ -10,6 +10,8 @@ What llama.cpp's converter (convert_hf_to_gguf.py) does, and so this does too:
 - a tied lm_head is left out (llama.cpp reuses token_embd);
 - the byte-level BPE vocabulary as tokenizer.ggml.model "gpt2": tokens, token types (special
   added tokens CONTROL, other added tokens USER_DEFINED), merges, special ids, add_bos.
+Tensors stream, as the converter's lazy tensors do: shapes come from the safetensors headers, then
+each tensor is read, changed, quantized and written alone (peak memory: see benchmarks/README.md).
 """
 
 from __future__ import annotations
