@@ -10,6 +10,8 @@ What llama.cpp's converter (convert_hf_to_gguf.py) does, and so this does too:
 - a tied lm_head is left out (llama.cpp reuses token_embd);
 - the byte-level BPE vocabulary as tokenizer.ggml.model "gpt2": tokens, token types (special
   added tokens CONTROL, other added tokens USER_DEFINED), merges, special ids, add_bos.
+Tensors stream, as the converter's lazy tensors do: shapes come from the safetensors headers, then
+each tensor is read, changed, quantized and written alone (peak memory: see benchmarks/README.md).
 """
 
 from __future__ import annotations
@@ -49,10 +51,12 @@ def permute_rotary(w, n_head: int):
     return w.reshape(n_head, 2, w.shape[0] // n_head // 2, *w.shape[1:]).swapaxes(1, 2).reshape(w.shape)
 
 
-def gguf_tensors(model_dir: Path, cfg: dict):
-    """(gguf name, float32 array in GGUF row layout) for every tensor the file holds."""
+def gguf_plan(model_dir: Path, cfg: dict) -> list[tuple[str, tuple[int, ...], object]]:
+    """(gguf name, shape, source) for every tensor the file holds, in file order, read from the
+    safetensors headers alone: source is (file, hf name) for a stored tensor, or the float32 array
+    itself for the small ones generated from the config (rope_freqs, longrope factors)."""
     import gguf
-    from safetensors.numpy import load_file
+    from safetensors import safe_open
 
     family = family_of(cfg)
     arch = gguf.MODEL_ARCH[family.arch]
@@ -60,20 +64,39 @@ def gguf_tensors(model_dir: Path, cfg: dict):
     files = sorted(model_dir.glob("*.safetensors"))
     if not files:
         raise UserError(f"{model_dir}: no *.safetensors weights to export", ["merge or save the model with safetensors"])
+    plan = []
     for file in files:
-        for hf_name, array in load_file(str(file)).items():
-            if hf_name.endswith("rotary_emb.inv_freq"):
-                continue
-            name = names.get_name(hf_name, try_suffixes=(".weight", ".bias"))
-            if name is None:
-                raise UserError(f"{file.name}: tensor {hf_name} has no GGUF name for a {cfg['model_type']} model "
-                                f"(llama.cpp architecture {gguf.MODEL_ARCH_NAMES[arch]})",
-                                ["is config.json's model_type the model these weights belong to?"])
-            if name == "output.weight" and (cfg.get("tie_word_embeddings") or not family.untied_output):
-                continue  # llama.cpp reuses token_embd
-            data = array.astype("float32") if array.dtype.kind == "f" else _bf16_to_f32(array)
-            yield name, _transform(family, cfg, hf_name, data)
-    yield from extra_tensors(family, cfg)
+        with safe_open(str(file), framework="pt") as f:
+            for hf_name in f.keys():
+                if hf_name.endswith("rotary_emb.inv_freq"):
+                    continue
+                name = names.get_name(hf_name, try_suffixes=(".weight", ".bias"))
+                if name is None:
+                    raise UserError(f"{file.name}: tensor {hf_name} has no GGUF name for a {cfg['model_type']} "
+                                    f"model (llama.cpp architecture {gguf.MODEL_ARCH_NAMES[arch]})",
+                                    ["is config.json's model_type the model these weights belong to?"])
+                if name == "output.weight" and (cfg.get("tie_word_embeddings") or not family.untied_output):
+                    continue  # llama.cpp reuses token_embd
+                plan.append((name, tuple(f.get_slice(hf_name).get_shape()), (file, hf_name)))
+    plan += [(name, data.shape, data) for name, data in extra_tensors(family, cfg)]
+    return plan
+
+
+def load_tensor(source, cfg: dict):
+    """One tensor as float32 in GGUF row layout. The file is opened (memory-mapped) for this
+    tensor alone, so the pages read stay mapped only while it is copied out. Read through torch:
+    numpy has no bfloat16, the dtype most checkpoints are saved in."""
+    import torch
+    from safetensors import safe_open
+
+    if not isinstance(source, tuple):
+        return source
+    file, hf_name = source
+    with safe_open(str(file), framework="pt") as f:
+        tensor = f.get_tensor(hf_name)
+    data = tensor.float().numpy() if tensor.dtype == torch.bfloat16 else tensor.numpy().astype("float32")
+    del tensor
+    return _transform(family_of(cfg), cfg, hf_name, data)
 
 
 def _transform(family, cfg: dict, hf_name: str, data):
@@ -90,31 +113,25 @@ def _transform(family, cfg: dict, hf_name: str, data):
     return data
 
 
-def _bf16_to_f32(array):
-    import numpy as np
-
-    return (array.view(np.uint16).astype(np.uint32) << 16).view(np.float32)
-
-
-def check_quant(tensors: list[tuple[str, object]], quant: str) -> None:
+def check_quant(shapes: list[tuple[str, tuple[int, ...]]], quant: str) -> None:
     """Block quants need every quantized row length to be a multiple of their block size."""
     import gguf
 
     qtype = _types()[quant][0]
     block = gguf.GGML_QUANT_SIZES[qtype][0]
-    bad = [f"{n} (rows of {a.shape[-1]})" for n, a in tensors if a.ndim > 1 and a.shape[-1] % block]
+    bad = [f"{n} (rows of {s[-1]})" for n, s in shapes if len(s) > 1 and s[-1] % block]
     if bad:
         raise UserError(f"--quant {quant}: {len(bad)} tensors have rows that are not a multiple of {block}, "
                         f"which {quant} needs: {', '.join(bad[:3])}", ["use --quant f16 or f32 for this model"])
 
 
-def tensor_type(name: str, array, quant: str, output_name: str = "output.weight"):
+def tensor_type(name: str, shape: tuple[int, ...], quant: str, output_name: str = "output.weight"):
     """1-D tensors and norms F32; under q4_0 the output projection (token_embd when tied) q8_0,
     as llama.cpp's own quantizer keeps it at a higher type (q6_K, which gguf cannot write)."""
     qtype = _types()[quant][0]
     import gguf
 
-    if array.ndim <= 1 or name.endswith("_norm.weight"):
+    if len(shape) <= 1 or name.endswith("_norm.weight"):
         return gguf.GGMLQuantizationType.F32
     if quant == "q4_0" and name == output_name:
         return gguf.GGMLQuantizationType.Q8_0
@@ -123,27 +140,64 @@ def tensor_type(name: str, array, quant: str, output_name: str = "output.weight"
 
 def write_gguf(model_dir: Path, out_file: Path, quant: str, chat_template: str, stops: list[str],
                name: str, pre_tokenizer: str | None = None) -> dict:
-    """Write the GGUF to out_file (the caller renames it into place). Returns a summary."""
+    """Write the GGUF to out_file (the caller renames it into place). Returns a summary.
+    Tensors stream: their infos come from the safetensors headers, then each one is loaded,
+    transformed, quantized and written alone, so no second copy of the weights is ever held."""
     import gguf
 
     cfg = read_config(model_dir)
     arch = gguf.MODEL_ARCH_NAMES[gguf.MODEL_ARCH[family_of(cfg).arch]]
-    tensors = list(gguf_tensors(model_dir, cfg))
-    check_quant(tensors, quant)
+    plan = gguf_plan(model_dir, cfg)
+    check_quant([(n, s) for n, s, _ in plan], quant)
     writer = gguf.GGUFWriter(str(out_file), arch)
     writer.add_type(gguf.GGUFType.MODEL)
     writer.add_name(_name_llama_cpp_loads(name, model_dir))
     _hyperparameters(writer, cfg, _types()[quant][1])
     tokenizer_summary = add_tokenizer(writer, model_dir, cfg, chat_template, stops, pre_tokenizer)
-    output = "output.weight" if any(t == "output.weight" for t, _ in tensors) else "token_embd.weight"
-    for tname, data in tensors:
-        qtype = tensor_type(tname, data, quant, output)
-        writer.add_tensor(tname, gguf.quants.quantize(data, qtype), raw_dtype=qtype)
+    output = "output.weight" if any(n == "output.weight" for n, _, _ in plan) else "token_embd.weight"
+    qtypes = [tensor_type(n, s, quant, output) for n, s, _ in plan]
+    for (tname, shape, _), qtype in zip(plan, qtypes):
+        _add_info(writer, tname, shape, qtype)
     writer.write_header_to_file()
     writer.write_kv_data_to_file()
-    writer.write_tensors_to_file()
+    writer.write_ti_data_to_file()
+    for (_, _, source), qtype in zip(plan, qtypes):
+        writer.write_tensor_data(_quantize_rows(load_tensor(source, cfg), qtype))
     writer.close()
-    return {"tensors": len(tensors), "architecture": arch, **tokenizer_summary}
+    return {"tensors": len(plan), "architecture": arch, **tokenizer_summary}
+
+
+def _add_info(writer, name: str, shape: tuple[int, ...], qtype) -> None:
+    """The tensor info GGUFWriter.add_tensor would record for gguf.quants.quantize's output."""
+    import math
+
+    import gguf
+    import numpy as np
+
+    if qtype in (gguf.GGMLQuantizationType.F32, gguf.GGMLQuantizationType.F16):
+        dtype = np.float32 if qtype == gguf.GGMLQuantizationType.F32 else np.float16
+        writer.add_tensor_info(name, shape, dtype, math.prod(shape) * np.dtype(dtype).itemsize, raw_dtype=qtype)
+    else:  # block types come out of quantize as uint8 rows
+        byte_shape = gguf.quants.quant_shape_to_byte_shape(shape, qtype)
+        writer.add_tensor_info(name, byte_shape, np.uint8, math.prod(byte_shape), raw_dtype=qtype)
+
+
+def _quantize_rows(data, qtype, rows_per_chunk_elems: int = 1 << 24):
+    """gguf.quants.quantize, a few rows at a time into one output array: quantizing works per
+    row, so the bytes are the same, and its float temporaries stay the size of one chunk."""
+    import gguf
+    import numpy as np
+
+    if data.ndim < 2 or data.size <= rows_per_chunk_elems:
+        return gguf.quants.quantize(data, qtype)
+    rows = data.reshape(-1, data.shape[-1])
+    step = max(1, rows_per_chunk_elems // data.shape[-1])
+    first = gguf.quants.quantize(rows[:step], qtype)
+    out = np.empty((rows.shape[0], first.shape[-1]), dtype=first.dtype)
+    out[:step] = first
+    for i in range(step, rows.shape[0], step):
+        out[i:i + step] = gguf.quants.quantize(rows[i:i + step], qtype)
+    return out.reshape(*data.shape[:-1], first.shape[-1])
 
 
 def _name_llama_cpp_loads(name: str, model_dir: Path) -> str:
