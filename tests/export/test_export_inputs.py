@@ -6,7 +6,6 @@ from __future__ import annotations
 import shutil
 
 import gguf
-import pytest
 
 from lmtune.cli import main as cli
 from lmtune.export import export

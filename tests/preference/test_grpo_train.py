@@ -6,7 +6,6 @@ from __future__ import annotations
 import json
 
 import pytest
-import torch
 import yaml
 from safetensors.torch import load_file
 
