@@ -191,21 +191,36 @@ def _threads_in_child(env_extra: dict, ref: str, threads: int | None = None) -> 
 
 
 def test_cpu_threads_default_to_one_per_process_for_small_models_under_passive_waiting(tmp_path):
-    """Six fresh interpreters (torch reads its thread settings once, at start), one per core at a time."""
-    import os
+    """Two fresh interpreters (torch reads its thread settings once, at start): lmtune's own
+    passive waiting gives a narrow model one thread; the user's OMP_NUM_THREADS wins over it.
+    The other rules are `default_threads` itself (the test below), which `apply` hands to torch."""
     from concurrent.futures import ThreadPoolExecutor
 
-    cores = len(os.sched_getaffinity(0))
-    narrow, wide, unknown = (_model_dir(tmp_path, h) for h in (256, 1024, None))
-    cases = [({}, narrow, None, 1),                              # lmtune sets passive waiting itself
-             ({}, wide, None, cores),                            # wide models: several threads pay
-             ({}, unknown, None, cores),                         # size unknown: torch's choice
-             ({}, narrow, 3, 3),                                 # train.threads wins
-             ({"OMP_WAIT_POLICY": "ACTIVE"}, narrow, None, cores),   # spinning
-             ({"OMP_NUM_THREADS": "2"}, narrow, None, 2)]            # the user's env wins
-    with ThreadPoolExecutor(max_workers=cores) as pool:
+    narrow = _model_dir(tmp_path, 256)
+    cases = [({}, narrow, None, 1), ({"OMP_NUM_THREADS": "2"}, narrow, None, 2)]
+    with ThreadPoolExecutor(max_workers=2) as pool:
         got = list(pool.map(lambda case: _threads_in_child(*case[:3]), cases))
     assert got == [case[3] for case in cases]
+
+
+def test_default_threads_rules(tmp_path, monkeypatch):
+    from lmtune.train.cpu_tuning import default_threads, model_hidden_size
+
+    monkeypatch.delenv("OMP_NUM_THREADS", raising=False)
+    monkeypatch.setenv("OMP_WAIT_POLICY", "PASSIVE")
+    narrow, wide = (model_hidden_size(_model_dir(tmp_path, h)) for h in (256, 1024))
+    assert (narrow, wide) == (256, 1024)
+    assert model_hidden_size(_model_dir(tmp_path, None)) is None
+    assert default_threads(None, narrow) == 1
+    assert default_threads(None, 1023) == 1 and default_threads(None, wide) is None  # wide: several threads pay
+    assert default_threads(None, None) is None            # width unknown: torch's choice
+    assert default_threads(3, narrow) == 3                # train.threads wins
+    assert default_threads(None, narrow, gpu=True) is None
+    monkeypatch.setenv("OMP_WAIT_POLICY", "ACTIVE")       # spinning threads: torch's choice
+    assert default_threads(None, narrow) is None
+    monkeypatch.setenv("OMP_WAIT_POLICY", "PASSIVE")
+    monkeypatch.setenv("OMP_NUM_THREADS", "2")            # the user's env wins
+    assert default_threads(None, narrow) is None
 
 
 def test_one_process_on_a_multicore_cpu_says_how_to_use_the_other_cores(tmp_path, capsys, monkeypatch):

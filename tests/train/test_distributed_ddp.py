@@ -6,6 +6,7 @@ and `accelerate launch -m lmtune train` for the resume):
     gradient accumulation) within a relative 1e-4 per logged step (measured: ~2e-7);
   - only rank 0 writes the run directory, and the data is tokenized by one rank;
   - resuming a 2-process run from its middle checkpoint ends where the uninterrupted run ended.
+  - a bad data line stops `--nproc 2` in the launcher, before any rank starts (one message, exit 2).
 
 The tiny model and data keep the two launches to seconds of training; most of the time is imports.
 """
@@ -151,7 +152,7 @@ def test_resume_under_ddp_via_accelerate_launch(runs):
     assert sorted(steps) == list(range(1, STEPS + 1))  # rank 0 only, and no step logged twice
 
 
-def test_bad_data_stops_every_rank_with_one_message_and_exit_2(tmp_path):
+def test_bad_data_stops_the_launch_before_any_rank_starts_with_one_message_and_exit_2(tmp_path):
     model_dir = save_tiny_model(tmp_path / "base", "llama")
     bad = tmp_path / "bad.jsonl"
     bad.write_text('{"instruction": "a", "output": "b"}\n{"instruction": 3\n')
@@ -161,6 +162,7 @@ def test_bad_data_stops_every_rank_with_one_message_and_exit_2(tmp_path):
     done = subprocess.run([sys.executable, "-m", "lmtune", "train", str(cfg), "--nproc", "2"],
                           env=_env(), capture_output=True, text=True, timeout=600)
     assert done.returncode == 2, (done.stdout + done.stderr)[-4000:]
-    assert done.stderr.count("bad.jsonl:2: malformed JSON") == 1  # rank 0 reports; rank 1 stops quietly
+    assert done.stderr.count("bad.jsonl:2: malformed JSON") == 1
+    assert "launching" not in done.stdout and "[rank" not in done.stderr  # no worker was started
     assert "Traceback" not in done.stderr
     assert not (tmp_path / "run").exists()  # nothing was created

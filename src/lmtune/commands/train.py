@@ -241,6 +241,10 @@ def _launch(args: argparse.Namespace, cfg, overrides: list[str]) -> int:
 
     distributed.check_launch(cfg)
     preflight(cfg, RunDir(cfg.output.dir), args.resume)
+    if cfg.train.objective == "sft":   # preference and prompt data are read by their own loaders
+        from lmtune.data.arrow_pipeline import check_files
+
+        check_files(cfg.data)   # a bad line fails here, not after every rank has loaded torch
     child = ([args.config] if args.config else []) + overrides + (["--resume"] if args.resume else [])
     if getattr(args, "debug", False):
         child.append("--debug")

@@ -17,6 +17,7 @@ import atexit
 import dataclasses
 import json
 import sys
+import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -120,6 +121,18 @@ def scan_split(paths: list[str], format: str, out: Path, what: str) -> ScannedSp
     if problems:
         raise DataError(problem_summary(_Counts(split), what, problems), problems)
     return split
+
+
+def check_files(data_cfg: "DataConfig") -> None:
+    """Scan and validate the run's files (train, validation, test) without tokenizing, raising the
+    DataError training would raise. A launcher calls it so that a bad line fails in a second, before
+    its ranks load torch and the model; the scan is read again by the ranks (a second pass over the
+    files, cheap next to loading a model on every rank)."""
+    files = resolve_files(data_cfg)
+    with tempfile.TemporaryDirectory(prefix="lmtune-scan-") as tmp:
+        for split, what in (("train", "training data"), ("validation", "validation data"), ("test", "test data")):
+            if files[split] or split == "train":
+                scan_split(files[split], data_cfg.format, Path(tmp) / f"records-{split}.arrow", what)
 
 
 @dataclass
