@@ -1,6 +1,7 @@
 """Test-wide settings: never touch the network; keep tokenizers from spawning threads."""
 
 import os
+from pathlib import Path
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
@@ -23,3 +24,13 @@ if "LMTUNE_CACHE_DIR" not in os.environ:
     _CACHE = tempfile.mkdtemp(prefix="lmtune-test-cache-")
     os.environ["LMTUNE_CACHE_DIR"] = _CACHE
     atexit.register(shutil.rmtree, _CACHE, True)
+
+
+def pytest_collection_finish(session):
+    # long, independent subprocess launches start now, on the core the in-process tests leave idle
+    # (tests/helpers/early_launch.py); only those of modules that were collected registered one
+    if session.config.option.collectonly:
+        return
+    import early_launch
+
+    early_launch.start_registered({str(Path(item.path).resolve()) for item in session.items})

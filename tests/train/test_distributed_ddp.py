@@ -30,6 +30,7 @@ from safetensors.torch import load_file
 from lmtune.config import load_config
 from lmtune.train.distributed import DATA_CACHE, PRESETS
 from lmtune.train.recipe import train
+import early_launch
 from tiny_models import save_tiny_model, write_alpaca
 
 STEPS = 4
@@ -55,21 +56,54 @@ def _env() -> dict:
     return {**os.environ, "PYTHONUNBUFFERED": "1"}
 
 
-@pytest.fixture(scope="module")
-def runs(tmp_path_factory):
-    root = tmp_path_factory.mktemp("ddp")
-    model_dir = save_tiny_model(root / "base", "llama")
-    config = _config(root, model_dir, write_alpaca(root / "train.jsonl", 40))
-    # `lmtune train --nproc 2`, each rank dumping its tensors at the end (tests/helpers/rank_dump.py)
+def _inputs(root: Path) -> tuple[Path, Path]:
+    return root, _config(root, save_tiny_model(root / "base", "llama"), write_alpaca(root / "train.jsonl", 40))
+
+
+def _launch(inputs: tuple[Path, Path]) -> SimpleNamespace:
+    """Both launches, in order (tests/helpers/early_launch.py runs this while other tests run):
+    `lmtune train --nproc 2` with each rank dumping its tensors at the end (tests/helpers/rank_dump.py),
+    then `accelerate launch` resuming a copy of that run cut after its step-2 checkpoint."""
+    root, config = inputs
     proc = subprocess.Popen([sys.executable, str(Path(__file__).parents[1] / "helpers" / "rank_dump.py"), str(root / "dump"),
                              "train", str(config), "--nproc", "2"],
                             env=_env(), stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
-    # meanwhile, the reference: one process, the same global batch (1 x 2 instead of 2 x 1)
-    single = train(load_config(config, ["train.batch_size=2", f"output.dir={root / 'single'}"]), quiet=True)
     out, _ = proc.communicate(timeout=600)
-    assert proc.returncode == 0, out[-4000:]
-    return SimpleNamespace(root=root, config=config, ddp=root / "ddp", single=single.run_dir,
-                           dump=root / "dump", log=out, launcher=proc.pid)
+    first = SimpleNamespace(root=root, config=config, ddp=root / "ddp", dump=root / "dump", log=out,
+                            launcher=proc.pid, returncode=proc.returncode, resumed=root / "resumed", resume=None)
+    if proc.returncode == 0:
+        first.resume = _resume(first.ddp, first.resumed)
+    return first
+
+
+def _resume(ddp: Path, resumed: Path) -> subprocess.CompletedProcess:
+    shutil.copytree(ddp, resumed)
+    # the run "died" after the step-2 checkpoint: later checkpoints and the adapter never got written
+    shutil.rmtree(resumed / "checkpoints" / f"checkpoint-{STEPS}")
+    shutil.rmtree(resumed / "adapter")
+    with socket.socket() as s:  # accelerate's static rendezvous needs a port; pick a free one
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    cmd = [sys.executable, "-m", "accelerate.commands.launch",
+           "--config_file", str(PRESETS / "accelerate" / "ddp.yaml"), "--num_processes", "2",
+           "--main_process_port", str(port),
+           "-m", "lmtune", "train", str(resumed / "config.yaml"), f"output.dir={resumed}", "--resume"]
+    return subprocess.run(cmd, env=_env(), capture_output=True, text=True, timeout=600)
+
+
+early_launch.register("ddp", __file__, _inputs, _launch)
+
+
+@pytest.fixture(scope="module")
+def runs(tmp_path_factory):
+    # the reference: one process, the same global batch (1 x 2 instead of 2 x 1), on its own inputs
+    # (the launch's may not be written yet)
+    root, config = _inputs(tmp_path_factory.mktemp("single"))
+    single = train(load_config(config, ["train.batch_size=2", f"output.dir={root / 'single'}"]), quiet=True)
+    launched = early_launch.result("ddp")
+    assert launched.returncode == 0, launched.log[-4000:]
+    launched.single = single.run_dir
+    return launched
 
 
 def _rows(run: Path) -> list[dict]:
@@ -130,19 +164,7 @@ def test_only_rank_zero_writes_and_data_is_prepared_once(runs):
 
 
 def test_resume_under_ddp_via_accelerate_launch(runs):
-    resumed = runs.root / "resumed"
-    shutil.copytree(runs.ddp, resumed)
-    # the run "died" after the step-2 checkpoint: later checkpoints and the adapter never got written
-    shutil.rmtree(resumed / "checkpoints" / f"checkpoint-{STEPS}")
-    shutil.rmtree(resumed / "adapter")
-    with socket.socket() as s:  # accelerate's static rendezvous needs a port; pick a free one
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
-    cmd = [sys.executable, "-m", "accelerate.commands.launch",
-           "--config_file", str(PRESETS / "accelerate" / "ddp.yaml"), "--num_processes", "2",
-           "--main_process_port", str(port),
-           "-m", "lmtune", "train", str(resumed / "config.yaml"), f"output.dir={resumed}", "--resume"]
-    done = subprocess.run(cmd, env=_env(), capture_output=True, text=True, timeout=600)
+    done, resumed = runs.resume, runs.resumed
     assert done.returncode == 0, (done.stdout + done.stderr)[-4000:]
     assert "resuming from checkpoint-2" in done.stdout
     a, b = _adapter(runs.ddp), _adapter(resumed)

@@ -1,0 +1,48 @@
+"""Launches that start as soon as the session's tests are collected, in a background thread.
+
+The tests run in one process with one torch thread (tests/conftest.py), so one of the two cores a
+CI machine has sits idle for most of the suite. A test module whose real subprocess launches take
+long and depend on nothing but their inputs (the DDP runs, tests/train/test_distributed_ddp.py)
+registers a function at import; conftest.py starts it when collection ends if that module was
+collected; the module's fixture waits for its result. Nothing here changes what a test checks: the
+same commands run on the same inputs, only earlier.
+"""
+
+from __future__ import annotations
+
+import atexit
+import shutil
+import tempfile
+from concurrent.futures import Future, ThreadPoolExecutor
+from pathlib import Path
+from typing import Any, Callable
+
+_REGISTERED: dict[str, tuple[str, Callable[[Path], Any], Callable[[Any], Any]]] = {}
+_STARTED: dict[str, Future] = {}
+_POOL: ThreadPoolExecutor | None = None
+
+
+def register(name: str, module_file: str, prepare: Callable[[Path], Any], launch: Callable[[Any], Any]) -> None:
+    """`prepare(work_dir)` writes the inputs, in the calling thread (imports are not thread-safe:
+    transformers' lazy modules fail when two threads import them at once); `launch(inputs)`, in the
+    background, only runs the subprocesses and returns what the tests read. `module_file`: the test
+    module's __file__ (the launch starts early only when a test of it was selected)."""
+    _REGISTERED[name] = (str(Path(module_file).resolve()), prepare, launch)
+
+
+def start_registered(selected_files: set[str] | None = None) -> None:
+    """Called by conftest.py once collection is done, with the files of the selected tests."""
+    global _POOL
+    for name, (module, prepare, launch) in _REGISTERED.items():
+        if name not in _STARTED and (selected_files is None or module in selected_files):
+            _POOL = _POOL or ThreadPoolExecutor(max_workers=2, thread_name_prefix="early-launch")
+            work = Path(tempfile.mkdtemp(prefix=f"lmtune-early-{name}-"))
+            atexit.register(shutil.rmtree, work, True)
+            _STARTED[name] = _POOL.submit(launch, prepare(work))
+
+
+def result(name: str, timeout: float = 900) -> Any:
+    """The launch's return value (started now if collection did not start it); its exception, if it raised."""
+    if name not in _STARTED:
+        start_registered()
+    return _STARTED[name].result(timeout=timeout)
