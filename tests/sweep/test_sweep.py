@@ -18,6 +18,7 @@ import optuna
 import pytest
 import yaml
 
+import early_launch
 from lmtune.cli import main
 from lmtune.config import load_config
 from lmtune.run.layout import process_alive
@@ -26,9 +27,7 @@ from tiny_models import save_tiny_model, write_alpaca
 SRC = Path(__file__).resolve().parents[2] / "src"
 
 
-@pytest.fixture(scope="module")
-def setup(tmp_path_factory):
-    root = tmp_path_factory.mktemp("sweep")
+def _inputs(root: Path) -> tuple[Path, Path]:
     base = save_tiny_model(root / "base", "llama")
     data = write_alpaca(root / "train.jsonl", 40)
     cfg = {"model": {"name_or_path": str(base)},
@@ -41,6 +40,11 @@ def setup(tmp_path_factory):
     path = root / "cfg.yaml"
     path.write_text(yaml.safe_dump(cfg))
     return root, path
+
+
+@pytest.fixture(scope="module")
+def setup(tmp_path_factory):
+    return _inputs(tmp_path_factory.mktemp("sweep"))
 
 
 def _study(out: Path):
@@ -161,13 +165,19 @@ def _training(trials) -> bool:
     return any(t.state.name == "RUNNING" and "worker" in t.user_attrs and len(t.params) == 2 for t in trials)
 
 
-@pytest.mark.slow
-def test_two_workers_on_one_sqlite_study_killed_and_resumed(setup, tmp_path, capsys):
-    _, cfg = setup
-    out = tmp_path / "par"
-    args = ["sweep", str(cfg), "--param", "train.learning_rate=1e-3:5e-3:log", "--param", "lora.r=2,4",
+def _two_worker_args(cfg: Path, out: Path) -> list[str]:
+    return ["sweep", str(cfg), "--param", "train.learning_rate=1e-3:5e-3:log", "--param", "lora.r=2,4",
             "--trials", "3", "--out", str(out), "--no-prune", "--no-test"]
-    proc = _lmtune(*args, "--parallel", "2", stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+
+
+def _two_workers_killed(inputs: tuple[Path, Path]) -> dict:
+    """`lmtune sweep --parallel 2`, SIGKILLed (driver and workers) once a trial has finished and
+    another is training. Started when collection ends (tests/helpers/early_launch.py): it needs
+    nothing from other tests, and its three processes then use the core the others leave idle."""
+    root, cfg = inputs
+    out = root / "par"
+    proc = _lmtune(*_two_worker_args(cfg, out), "--parallel", "2", stdout=subprocess.DEVNULL,
+                   stderr=subprocess.DEVNULL)
     deadline = time.time() + 300
     ready = False   # a trial finished, both workers have taken one, and one is training now
     while time.time() < deadline and not ready:
@@ -194,13 +204,31 @@ def test_two_workers_on_one_sqlite_study_killed_and_resumed(setup, tmp_path, cap
                 os.killpg(proc.pid, signal.SIGCONT)
     os.killpg(proc.pid, signal.SIGKILL)      # the driver and both workers, mid-sweep
     proc.wait()
-    assert ready, "a trial should have finished and another be running before the kill"
+    return {"cfg": cfg, "out": out, "ready": ready}
+
+
+def _two_workers_inputs(root: Path) -> tuple[Path, Path]:
+    # open a SQLite storage once here, in the main thread: the polling thread then imports nothing
+    # (sqlalchemy loads on first use; tests/helpers/early_launch.py on imports and threads)
+    optuna.storages.RDBStorage(f"sqlite:///{root / 'warm-up.db'}")
+    return _inputs(root)
+
+
+early_launch.register("two-worker-sweep", __file__, _two_workers_inputs, _two_workers_killed)
+
+
+@pytest.mark.slow
+def test_two_workers_on_one_sqlite_study_killed_and_resumed(capsys):
+    killed = early_launch.result("two-worker-sweep")
+    out, args = killed["out"], _two_worker_args(killed["cfg"], killed["out"])
+    assert killed["ready"], "a trial should have finished and another be running before the kill"
+    deadline = time.time() + 60
     before = _study(out).trials
     workers = {t.user_attrs["worker"] for t in before}
     assert len(workers) == 2                 # two processes worked on the one SQLite study
     # the workers were children of the killed driver, SIGKILLed but maybe not yet torn down:
     # resume once they are gone, as it would after a real crash
-    while any(process_alive(int(w.rpartition(":")[2])) for w in workers) and time.time() < deadline + 60:
+    while any(process_alive(int(w.rpartition(":")[2])) for w in workers) and time.time() < deadline:
         time.sleep(0.1)
     finished = {t.number: t.params for t in before if t.state.is_finished()}
     cut = {t.number: t.params for t in before if t.state.name == "RUNNING"}
