@@ -35,7 +35,8 @@ def start_registered(selected_files: set[str] | None = None) -> None:
     global _POOL
     for name, (module, prepare, launch) in _REGISTERED.items():
         if name not in _STARTED and (selected_files is None or module in selected_files):
-            _POOL = _POOL or ThreadPoolExecutor(max_workers=2, thread_name_prefix="early-launch")
+            # one launch at a time: each already starts two or three processes on a 2-core machine
+            _POOL = _POOL or ThreadPoolExecutor(max_workers=1, thread_name_prefix="early-launch")
             work = Path(tempfile.mkdtemp(prefix=f"lmtune-early-{name}-"))
             atexit.register(shutil.rmtree, work, True)
             _STARTED[name] = _POOL.submit(launch, prepare(work))
