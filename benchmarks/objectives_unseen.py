@@ -162,7 +162,9 @@ def main(argv=None) -> None:
     step("pairs", pairs, ["pairs", str(sft), "--data", str(prompts), "--samples", str(args.samples), "--out",
                           str(pairs), "--max-new-tokens", "96", "--batch-size", "32", "--seed", str(seed)],
          work, record)
-    start = [f"model.name_or_path={sft}", *spec["data"], f"train.seed={seed}", "output.report=false"]
+    # a preference run's data.validation must be pairs: the SFT validation file stays with SFT
+    task_data = [o for o in spec["data"] if not o.startswith("data.validation=")]
+    start = [f"model.name_or_path={sft}", *task_data, f"train.seed={seed}", "output.report=false"]
     if "dpo" not in skip:
         step("dpo", work / "dpo" / "eval.json", ["train", "configs/tiny-json-dpo.yaml", *start,
                                                   f"data.train={pairs}", *args.dpo, f"output.dir={work / 'dpo'}"],
