@@ -128,10 +128,29 @@ def pairs_stats(path: Path) -> dict:
             "mean_gap": round(sum(r["score_chosen"] - r["score_rejected"] for r in rows) / max(1, len(rows)), 3)}
 
 
+def table(path: Path) -> str:
+    """The results file as a markdown table: one row per protocol run."""
+    names = ("dpo", "grpo", "chosen_sft")
+    lines = ["| task | variant | SFT start EM | + DPO-on-pairs EM (points) | + GRPO EM (points) | control: SFT on "
+             "the chosen answers | forgetting (dpo, grpo, control) | wall s: pairs, dpo, grpo, control |",
+             "|---|---|---|---|---|---|---|---|"]
+    for line in path.read_text().splitlines():
+        r = json.loads(line)
+        cells = [f"{100 * r[n]['tuned']['exact_match']:.1f}% ({r[n]['exact_match_gain_points']:+.1f})"
+                 if r.get(n) else "-" for n in names]
+        verdicts = ", ".join(f"{r[n]['forgetting']} x{r[n]['forgetting_ratio']:.2f}" if r.get(n) else "-"
+                             for n in names)
+        walls = ", ".join(str(round(r["wall_seconds"][n])) if n in r["wall_seconds"] else "-"
+                          for n in ("pairs", *names))
+        lines.append(f"| {r['task']} | {r['tag']} | {100 * r['sft_exact_match']:.1f}% | {' | '.join(cells)} | "
+                     f"{verdicts} | {walls} |")
+    return "\n".join(lines)
+
+
 def main(argv=None) -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--task", choices=[*SPECS, "catalogue"], default="json")
-    ap.add_argument("--work", type=Path, required=True, help="folder for the runs and logs (reused: resume)")
+    ap.add_argument("--work", type=Path, help="folder for the runs and logs (reused: resume)")
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--sft-steps", type=int, default=30)
     ap.add_argument("--pairs-prompts", type=int, default=512)
@@ -139,9 +158,18 @@ def main(argv=None) -> None:
     ap.add_argument("--dpo", nargs="*", default=[], help="extra overrides for the DPO run (key=value)")
     ap.add_argument("--grpo", nargs="*", default=[], help="extra overrides for the GRPO run (key=value)")
     ap.add_argument("--skip", default="", help="comma-separated steps not to run: dpo, grpo; pairs: stop after the SFT run's evaluation")
+    ap.add_argument("--control", action="store_true",
+                    help="also SFT on the pairs' chosen answers alone (DPO's lr, epochs, batch): the answer loss "
+                         "without the preference term")
     ap.add_argument("--tag", default="", help="name of this variant in the results")
     ap.add_argument("--out", type=Path, default=ROOT / "benchmarks" / "results" / "objectives_unseen.jsonl")
+    ap.add_argument("--table", action="store_true", help="print --out as a markdown table and stop")
     args = ap.parse_args(argv)
+    if args.table:
+        print(table(args.out))
+        return
+    if args.work is None:
+        ap.error("--work is required (a folder for the runs)")
     work, seed = args.work.resolve(), args.seed
     work.mkdir(parents=True, exist_ok=True)
     spec = SPECS[args.task] if args.task in SPECS else catalogue_reading(work)
@@ -172,13 +200,20 @@ def main(argv=None) -> None:
     if "grpo" not in skip:
         step("grpo", work / "grpo" / "eval.json", ["train", "configs/tiny-json-grpo.yaml", *start, *args.grpo,
                                                     f"output.dir={work / 'grpo'}"], work, record)
+    if args.control:   # the chosen answers alone, as SFT with DPO's lr, epochs and batch: what the answer loss does
+        chosen = work / "chosen_sft.jsonl"
+        chosen.write_text("".join(json.dumps({"messages": r["prompt"] + [{"role": "assistant", "content": r["chosen"]}]})
+                                  + "\n" for r in map(json.loads, pairs.read_text().splitlines())))
+        step("chosen_sft", work / "chosen_sft" / "eval.json",
+             ["train", "configs/tiny-json-dpo.yaml", *start, "train.objective=sft", f"data.train={chosen}",
+              "data.packing=false", f"output.dir={work / 'chosen_sft'}"], work, record)
     sft_eval = json.loads((sft / "eval.json").read_text())["task"]
     sft_summary = json.loads((sft / "train_summary.json").read_text())
     record.update({"sft_steps": args.sft_steps, "sft_epochs": sft_summary["epochs"],
                    "sft_train_seconds": sft_summary["train_seconds"], "sft_exact_match": sft_eval["tuned"]["exact_match"],
                    "sft_metrics": sft_eval["tuned"], "pairs": pairs_stats(pairs)})
-    for name in ("dpo", "grpo"):
-        if (work / name / "eval.json").is_file():
+    for name in ("dpo", "grpo", "chosen_sft"):
+        if name not in skip and (work / name / "eval.json").is_file():
             got = scores(work / name)
             got["exact_match_gain_points"] = round(100 * (got["tuned"]["exact_match"] - got["base"]["exact_match"]), 1)
             record[name] = got
