@@ -60,6 +60,19 @@ def test_json_reward_is_field_accuracy_and_other_data_exact_match_or_rouge():
     assert 0.5 < rouge.score(["the cat"], ["the cat sat"])[0] < 1.0
 
 
+def test_catalogue_reward_is_fact_accuracy_and_format_the_trained_sentence():
+    """The catalogue's own partial credit (each of price and delivery right for the right product),
+    whatever rl.text_metric says (it is for data without a bundled task: rouge_l was a KeyError)."""
+    chatml = get_template("chatml", "chat")
+    ref = "The Orion Lamp costs $65 and ships in 6 days."
+    answers = [ref, "The Orion Lamp costs $65 and ships in 9 days.", "The Orion Desk costs $65 and ships in 6 days.",
+               "It costs $65."]
+    for text_metric in ("exact_match", "rouge_l"):
+        cat = TaskRewards("catalogue", chatml, 64, text_metric)
+        assert cat.score(answers, [ref] * 4) == [1.0, 0.5, 0.0, 0.0]
+        assert cat.reward_format(answers, [ref] * 4) == [1.0, 1.0, 1.0, 0.0]
+
+
 def _cfg(tmp_path, rewards, *extra):
     data = tmp_path / "d.jsonl"
     data.write_text('{"instruction": "q", "output": "a"}\n')

@@ -72,6 +72,29 @@ def test_dpo_lora_moves_margins_up_and_trains_only_the_adapter(base, tmp_path):
     assert "Objective: dpo, chosen vs rejected" in html and f"margin {margins[-1]:.4f}"[:12] in html
 
 
+def test_dpo_sft_weight_adds_the_chosen_answers_loss_and_keeps_them_likely(base, tmp_path):
+    """pref.sft_weight: TRL's sft loss (the chosen answers' NLL) beside the preference loss; the
+    same run with it ends with more likely chosen answers than without it."""
+    from lmtune.train.objectives import objective_config
+
+    common = {"output_dir": str(tmp_path / "args"), "report_to": [], "use_cpu": True, "bf16": False}
+    cfg = _cfg(base, write_pairs(tmp_path / "pairs.jsonl"), tmp_path / "x", "train.objective=dpo",
+               "pref.sft_weight=0.5")
+    args = objective_config(cfg, common)
+    assert args.loss_type == ["sigmoid", "sft"] and args.loss_weights == [1.0, 0.5]
+    plain = objective_config(_cfg(base, tmp_path / "pairs.jsonl", tmp_path / "y", "train.objective=dpo"),
+                             common)
+    assert plain.loss_type == ["sigmoid"] and plain.loss_weights is None
+    chosen = {}
+    for weight in (0.0, 1.0):
+        run = tmp_path / f"run-{weight}"
+        train(_cfg(base, tmp_path / "pairs.jsonl", run, "train.objective=dpo", f"pref.sft_weight={weight}"),
+              quiet=True)
+        chosen[weight] = _rows(run, "logps/chosen")
+    assert chosen[1.0][0] == pytest.approx(chosen[0.0][0], abs=1e-4)   # the same start
+    assert chosen[1.0][-1] > chosen[0.0][-1]
+
+
 @pytest.mark.parametrize("objective", ["orpo", "kto"])
 def test_orpo_and_kto_complete_and_write_an_adapter(base, tmp_path, objective):
     data = write_pairs(tmp_path / "data.jsonl", kto=objective == "kto")
@@ -132,6 +155,7 @@ def test_sft_then_dpo_starts_from_the_sft_runs_merged_weights(tmp_path):
     ("train.objective=ppo", "train.objective: got 'ppo', allowed: sft, dpo, orpo, kto, grpo"),
     ("pref.beta=0", "pref.beta: got 0.0, must be > 0.0"),
     ("pref.loss_type=sigmod", "pref.loss_type: got 'sigmod', allowed: sigmoid, ipo, hinge"),
+    ("pref.sft_weight=-1", "pref.sft_weight: got -1.0, must be >= 0.0"),
     ("train.batch_size=1 train.objective=kto", "train.batch_size: got 1; kto compares each answer"),
 ])
 def test_objective_key_mistakes_name_the_key(override, expected):

@@ -217,6 +217,9 @@ class PrefConfig:
                                "(TRL's names)")
     label_smoothing: Float = Field(0.0, ge=0.0, lt=0.5, description="dpo with loss_type robust: the assumed "
                                    "share of pairs whose preference is flipped")
+    sft_weight: Float = Field(0.0, ge=0.0, description="dpo: weight of the chosen answers' own loss (TRL's "
+                              "sft loss: their mean token negative log-likelihood) added to the preference loss; "
+                              "keeps the chosen answers likely (RPO). 0: off")
     desirable_weight: Float = Field(1.0, gt=0.0, description="kto: weight of examples labelled true")
     undesirable_weight: Float = Field(1.0, gt=0.0, description="kto: weight of examples labelled false")
 

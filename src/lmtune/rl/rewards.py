@@ -2,9 +2,10 @@
 -> one float per completion; TRL sums them (weighted by rl.reward_weights).
 
     task    the task's own metric against the record's reference (lmtune/tasks: SQL by execution
-            with partial credit for overlapping rows, JSON by fields, other data exact match or
-            ROUGE-L): Task.credit
-    format  the answer is well-formed and finished: SQL runs, JSON parses, other data non-empty;
+            with partial credit for overlapping rows, JSON by fields, the catalogue by facts, other
+            data exact match or ROUGE-L): Task.credit
+    format  the answer is well-formed and finished: SQL runs, JSON parses, a catalogue answer has
+            the trained sentence form, other data non-empty;
             0 when sampling hit rl.max_new_tokens
     length  0 up to the reference's length, down to -1 at twice it: long answers cost
     FILE.py:NAME  the user's own function, loaded from the file they name (never by module name)
@@ -24,7 +25,9 @@ from lmtune.tasks import get_task
 
 BUILT_IN = ("task", "format", "length")
 # the per-example metric that says "well-formed" for each bundled task
-FORM_METRIC = {"sql": "executable", "json": "valid_json"}
+FORM_METRIC = {"sql": "executable", "json": "valid_json", "catalogue": "style"}
+# the task reward of each bundled task: its own partial credit (SQL: Task.credit's overlapping rows)
+TASK_METRIC = {"sql": None, "json": "field_accuracy", "catalogue": "fact_accuracy"}
 
 
 class TaskRewards:
@@ -35,9 +38,9 @@ class TaskRewards:
         self.task = get_task(task_name or "generic")   # a user's own data: exact match, ROUGE-L
         self.stops = tuple(s for s in getattr(template, "stop_strings", ()) if s)
         self.max_new_tokens = max_new_tokens
-        self.metric = None if self.task.name in ("sql", "json") else text_metric
-        if self.task.name == "json":
-            self.metric = "field_accuracy"
+        # rl.text_metric is for data without a bundled task; a bundled task has a metric of its own
+        # (the catalogue's scorer has no rouge_l: asking it for one was a KeyError)
+        self.metric = TASK_METRIC.get(self.task.name, text_metric)
 
     def cut(self, completion: str) -> str:
         ends = [i for i in (completion.find(s) for s in self.stops) if i >= 0]

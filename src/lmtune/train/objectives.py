@@ -27,7 +27,12 @@ def objective_config(cfg: Config, common: dict):
     if obj == "dpo":
         from trl import DPOConfig
 
-        return DPOConfig(**common, beta=p.beta, loss_type=[p.loss_type], label_smoothing=p.label_smoothing)
+        # pref.sft_weight > 0: TRL's "sft" loss (the chosen answers' NLL) beside the preference loss, so
+        # that DPO cannot win by making chosen and rejected alike unlikely (RPO; LLaMA-Factory's pref_ftx)
+        losses = [p.loss_type, "sft"] if p.sft_weight > 0 else [p.loss_type]
+        weights = [1.0, p.sft_weight] if p.sft_weight > 0 else None
+        return DPOConfig(**common, beta=p.beta, loss_type=losses, loss_weights=weights,
+                         label_smoothing=p.label_smoothing)
     if obj == "kto":
         from trl import KTOConfig
 
