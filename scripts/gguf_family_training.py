@@ -34,7 +34,8 @@ def sql_test_prompts(n: int = 12) -> list[str]:
     absent from the training split, so the prompts are in-distribution but unseen."""
     train = "\n".join(json.dumps(r, ensure_ascii=False).lower() for r in sql_records("train"))
     records = sql_records("test")[:n]
-    seen = [r["instruction"] for r in records if json.dumps(r["instruction"], ensure_ascii=False)[1:-1].lower() in train]
+    seen = [r["instruction"] for r in records
+            if json.dumps(r["instruction"], ensure_ascii=False)[1:-1].lower() in train]
     if seen:
         raise ValueError(f"test questions also in the training split: {seen}")
     return [f"{r['instruction']}\n\n{r['input']}" if r.get("input", "").strip() else r["instruction"] for r in records]
