@@ -15,6 +15,12 @@ default), so the f32 row measures the file alone; llama.cpp's extra weight buffe
 repack) are off unless --extra-bufts (_open_llama), so every CPU runs the same plain kernels. Prints
 one JSON line per family and quant: identical greedy sequences (of 12), the share of tokens before
 the first difference, and the largest last-position logit difference relative to the largest logit.
+With --llama-quantize the control rows also say whether llama.cpp's file has lmtune's tensors (same
+names, types, shapes and bytes, read with gguf.GGUFReader).
+
+--prompts sql-test replaces the 12 general prompts by 12 questions of the SQL task's test split (with
+its schema, as lmtune renders an SQL record's user turn), in-distribution for --trained models but
+never trained on; the chat template renders them as it renders the default ones.
 
 --trained STEPS fine-tunes each random model with lmtune's own full fine-tuning on the bundled SQL
 task's training split before the export (the run directory is exported, as `lmtune export RUN`
@@ -33,7 +39,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from check_gguf_llamacpp import PROMPTS, greedy_llamacpp, greedy_transformers  # noqa: E402
-from gguf_family_training import peakedness, train_family  # noqa: E402
+from gguf_family_training import peakedness, sql_test_prompts, train_family  # noqa: E402
 
 
 def _last_logits_llamacpp(llm, ids):
@@ -56,6 +62,17 @@ def _llama_quantize(f32_file: Path, quant: str) -> Path:
     if llama_cpp.llama_model_quantize(str(f32_file).encode(), str(out).encode(), ctypes.byref(params)) != 0:
         raise RuntimeError(f"llama_model_quantize failed on {f32_file}")
     return out
+
+
+def _same_tensors(a: Path, b: Path) -> dict:
+    """Whether two GGUF files hold the same tensors: names, types, shapes and data bytes."""
+    from gguf import GGUFReader
+
+    ta, tb = ({t.name: t for t in GGUFReader(f).tensors} for f in (a, b))
+    differ = sorted(n for n in ta.keys() | tb.keys() if n not in ta or n not in tb
+                    or ta[n].tensor_type != tb[n].tensor_type or list(ta[n].shape) != list(tb[n].shape)
+                    or ta[n].data.tobytes() != tb[n].data.tobytes())
+    return {"tensors_identical_to_lmtune": not differ, "tensors": len(ta), "tensors_differing": differ[:5]}
 
 
 def _open_llama(gguf_file: Path, kv: str, extra_bufts: bool):
@@ -83,7 +100,8 @@ def _open_llama(gguf_file: Path, kv: str, extra_bufts: bool):
 
 
 def check_family(family: str, quants: list[str], max_tokens: int, tmp: Path, kv: str,
-                 llama_quantize: bool = False, trained: int = 0, extra_bufts: bool = False) -> list[dict]:
+                 llama_quantize: bool = False, trained: int = 0, extra_bufts: bool = False,
+                 prompt_set: str = "default") -> list[dict]:
     import numpy as np
     import torch
     from transformers import AutoModelForCausalLM, AutoTokenizer
@@ -93,29 +111,34 @@ def check_family(family: str, quants: list[str], max_tokens: int, tmp: Path, kv:
 
     path = weights = save_family_model(tmp / family, family)
     extra = {}
+    texts = sql_test_prompts() if prompt_set == "sql-test" else PROMPTS
     if trained:  # export the run directory (as `lmtune export RUN`); transformers loads its model/
+        # the training data is the same for both prompt sets (the test questions are never in it)
         path, extra = train_family(path, tmp / f"{family}-run", PROMPTS, trained)
         weights = path / "model"
     tok = AutoTokenizer.from_pretrained(str(weights))
     model = AutoModelForCausalLM.from_pretrained(str(weights), dtype=torch.float32).eval()
     prompts = [tok.apply_chat_template([{"role": "user", "content": p}], add_generation_prompt=True, tokenize=True,
-                                       return_dict=False) for p in PROMPTS]
+                                       return_dict=False) for p in texts]
     reference = [greedy_transformers(model, p, max_tokens) for p in prompts]
     if trained:
         extra.update(peakedness(model, prompts, reference))
     with torch.no_grad():
         last = [model(input_ids=torch.tensor([p])).logits[0, -1].double().numpy() for p in prompts]
-    rows = []
+    rows, files = [], {}
     runs = [(q, "lmtune") for q in quants]
     if llama_quantize:
         runs += [(q, "llama-quantize") for q in quants if q in ("f16", "q8_0", "q4_0")]
     for quant, writer in runs:
+        extra_row = {}
         if writer == "lmtune":
             res = export(str(path), str(tmp / f"{family}-{quant}"), quant=quant)
-            gguf_file = res.gguf
+            gguf_file = files[quant] = res.gguf
         else:  # the control: llama.cpp's own quantizer applied to lmtune's f32 file
             res = export(str(path), str(tmp / f"{family}-{quant}-f32"), quant="f32")
             gguf_file = _llama_quantize(res.gguf, quant)
+            if quant in files:  # lmtune's own file of this quant, written above
+                extra_row = _same_tensors(files[quant], gguf_file)
         llm = _open_llama(gguf_file, kv, extra_bufts)
         got = [greedy_llamacpp(llm, p, max_tokens) for p in prompts]
         diffs = [np.abs(_last_logits_llamacpp(llm, p) - want).max() / np.abs(want).max() for p, want in zip(prompts, last)]
@@ -123,10 +146,10 @@ def check_family(family: str, quants: list[str], max_tokens: int, tmp: Path, kv:
         prefix = sum(next((i for i, (a, b) in enumerate(zip(g, r)) if a != b), len(r)) for g, r in zip(got, reference))
         rows.append({"family": family, "architecture": res.summary["architecture"], "quant": quant, "writer": writer,
                      "kv_cache": kv, "extra_bufts": extra_bufts,
-                     "prompts": len(prompts), "max_tokens": max_tokens,
+                     "prompt_set": prompt_set, "prompts": len(prompts), "max_tokens": max_tokens,
                      "identical_sequences": sum(g == r for g, r in zip(got, reference)),
                      "tokens_before_first_difference": round(prefix / (len(prompts) * max_tokens), 3),
-                     "last_logits_max_rel_diff": float(f"{max(diffs):.2e}"), **extra})
+                     "last_logits_max_rel_diff": float(f"{max(diffs):.2e}"), **extra, **extra_row})
     return rows
 
 
@@ -147,6 +170,9 @@ def main() -> None:
     ap.add_argument("--extra-bufts", action="store_true",
                     help="let llama.cpp repack the weights into its extra CPU buffers (AMX, repack); off by "
                          "default: the AMX one segfaults on these tiny q8_0/q4_0 models")
+    ap.add_argument("--prompts", choices=["default", "sql-test"], default="default",
+                    help="default: the 12 general chat prompts; sql-test: 12 questions of the SQL task's test "
+                         "split (in-distribution for --trained, never trained on)")
     ap.add_argument("--jsonl", default=None, help="also append the rows to this file")
     args = ap.parse_args()
 
@@ -158,7 +184,7 @@ def main() -> None:
         for family in families:
             try:
                 rows = check_family(family, args.quants.split(","), args.max_tokens, Path(tmp), args.kv_cache,
-                                    args.llama_quantize, args.trained, args.extra_bufts)
+                                    args.llama_quantize, args.trained, args.extra_bufts, args.prompts)
             except Exception as exc:  # report a family llama.cpp refuses, then go on with the next
                 rows = [{"family": family, "error": f"{type(exc).__name__}: {exc}"}]
             for row in rows:

@@ -6,7 +6,9 @@ models' next-token scores are nearly flat, so rounding flips greedy tokens; a tr
 peaked, as a real model's are, and the quant then measures what it costs a model people export.
 
 The 12 evaluation prompts (check_gguf_llamacpp.PROMPTS) are not in the training data: records in
-which one occurs are dropped from the split (`unseen_train_file`: 1 of 2,000).
+which one occurs are dropped from the split (`unseen_train_file`: 1 of 2,000). The in-distribution
+prompts (`--prompts sql-test`, `sql_test_prompts`) are questions of the task's test split, which the
+training never reads; the training data stays the same for both prompt sets.
 """
 
 from __future__ import annotations
@@ -24,6 +26,19 @@ def sql_records(split: str = "train") -> list[dict]:
 
     with open(ASSETS / "sql" / f"{split}.jsonl", encoding="utf-8") as fh:
         return [json.loads(line) for line in fh if line.strip()]
+
+
+def sql_test_prompts(n: int = 12) -> list[str]:
+    """The first `n` records of the SQL test split as the user turn lmtune trains on (data/formats.py,
+    alpaca records: instruction, blank line, input = the table schema), without the answer; checked
+    absent from the training split, so the prompts are in-distribution but unseen."""
+    train = "\n".join(json.dumps(r, ensure_ascii=False).lower() for r in sql_records("train"))
+    records = sql_records("test")[:n]
+    seen = [r["instruction"] for r in records
+            if json.dumps(r["instruction"], ensure_ascii=False)[1:-1].lower() in train]
+    if seen:
+        raise ValueError(f"test questions also in the training split: {seen}")
+    return [f"{r['instruction']}\n\n{r['input']}" if r.get("input", "").strip() else r["instruction"] for r in records]
 
 
 def unseen_train_file(prompts: list[str], out: Path) -> tuple[Path, int]:
