@@ -114,11 +114,20 @@ def run(args: argparse.Namespace) -> int:
     return code
 
 
+def _current_progress():
+    """The training progress bar's last state, None before training began. Read from the module
+    only if training imported it: importing it here would load transformers and peft (3 s) just to
+    learn that a run which failed its checks has no progress."""
+    callbacks = sys.modules.get("lmtune.train.callbacks")
+    return callbacks.ConsoleProgress.current if callbacks is not None else None
+
+
 def _record_end(cfg, code: int) -> None:
     from lmtune.run import process_record
-    from lmtune.train.callbacks import ConsoleProgress
 
-    progress, ConsoleProgress.current = ConsoleProgress.current, None
+    progress = _current_progress()
+    if progress is not None:
+        sys.modules["lmtune.train.callbacks"].ConsoleProgress.current = None
     state = {0: "finished", 130: "interrupted"}.get(code, "failed")
     process_record.ended(cfg.output.dir, state, code, progress.step if progress is not None else None)
 
@@ -187,10 +196,9 @@ def _argv(args: argparse.Namespace) -> list[str]:
 
 def interrupted_message(args: argparse.Namespace, cfg) -> str:
     """Ctrl-C: where training stood, the command that resumes it and the checkpoint it will use."""
-    from lmtune.train.callbacks import ConsoleProgress
     from lmtune.run.layout import RunDir
 
-    progress = ConsoleProgress.current   # cleared by _record_end, which records its step
+    progress = _current_progress()   # cleared by _record_end, which records its step
     run = RunDir(cfg.output.dir)
     if not (run / "config.yaml").is_file():  # no run directory yet (or not this run's): start over
         return "stopped before training began; nothing to resume: run the same command again"
