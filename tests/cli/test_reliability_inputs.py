@@ -15,14 +15,13 @@ import hashlib
 import json
 import os
 import shutil
-import subprocess
-import sys
 from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
 import yaml
 
+from cli_runs import lmtune_process
 from lmtune.cli import main
 from tiny_models import save_tiny_model, write_alpaca
 
@@ -485,13 +484,15 @@ def test_bad_input_exits_2_with_one_clear_message_and_writes_nothing(name, tmp_p
 def test_the_real_process_prints_no_traceback(tmp_path, base):
     """Two cases in a fresh interpreter: the exit status and stderr the user sees."""
     t = Tmp(tmp_path, base)
+    bad = t.write("bad.jsonl", '{"instruction": "a", "output": "b"}\n{"instruction": 3\n')
     for argv, where in ((t.train("lora.r=0"), "lora.r: got 0"),
-                        (t.train(f"model.name_or_path={tmp_path / 'nope'}"), "does not exist")):
-        proc = subprocess.run([sys.executable, "-m", "lmtune", *argv], capture_output=True, text=True,
-                              cwd=ROOT, timeout=120)
+                        (t.train(f"model.name_or_path={tmp_path / 'nope'}"), "does not exist"),
+                        (t.train(f"data.train={bad}"), "bad.jsonl:2: malformed JSON")):
+        proc, loaded = lmtune_process(*argv, cwd=ROOT, timeout=120)
         assert proc.returncode == 2, proc.stderr
         assert "Traceback" not in proc.stderr and where in proc.stderr
         assert not t.out.exists()
+        assert loaded == []   # refused before training's libraries (peft, transformers' trainer) load
 
 
 def test_docs_table_lists_every_case():

@@ -50,3 +50,23 @@ def run_cli(capture, *argv: str, cwd: Path | None = None, timeout: float | None 
     if isinstance(result[0], BaseException):
         raise result[0]
     return result[0], out, err
+
+
+TRAINING_LIBRARIES = ("peft", "trl", "lmtune.train.callbacks")
+
+
+def lmtune_process(*argv: str, **run_kwargs):
+    """`python -m lmtune *argv` in a fresh interpreter, which prints at the end, on a last stdout
+    line `loaded: [...]`, which of TRAINING_LIBRARIES it had imported: a command that refuses its
+    input should not pay for them. Returns (CompletedProcess, that list)."""
+    import ast
+    import subprocess
+    import sys
+
+    code = ("import sys; from lmtune.cli import main; rc = main(sys.argv[1:]); "
+            f"print('loaded:', [m for m in {TRAINING_LIBRARIES!r} if m in sys.modules]); sys.exit(rc)")
+    done = subprocess.run([sys.executable, "-c", code, *map(str, argv)], capture_output=True, text=True,
+                          **run_kwargs)
+    last = done.stdout.strip().splitlines()[-1] if done.stdout.strip() else ""
+    loaded = ast.literal_eval(last.removeprefix("loaded:").strip()) if last.startswith("loaded:") else None
+    return done, loaded

@@ -31,6 +31,7 @@ from lmtune.config import load_config
 from lmtune.train.distributed import DATA_CACHE, PRESETS
 from lmtune.train.recipe import train
 import early_launch
+from cli_runs import lmtune_process
 from tiny_models import save_tiny_model, write_alpaca
 
 STEPS = 4
@@ -181,15 +182,10 @@ def test_bad_data_stops_the_launch_before_any_rank_starts_with_one_message_and_e
     cfg = tmp_path / "c.yaml"
     cfg.write_text(yaml.safe_dump({"model": {"name_or_path": str(model_dir)}, "data": {"train": [str(bad)]},
                                    "output": {"dir": str(tmp_path / "run"), "report": False}}))
-    # `python -m lmtune train ...`, telling at the end whether training's libraries were loaded
-    code = ("import sys; from lmtune.cli import main; rc = main(sys.argv[1:]); "
-            "print('loaded:', sorted(m for m in ('peft', 'trl', 'lmtune.train.callbacks') if m in sys.modules)); "
-            "sys.exit(rc)")
-    done = subprocess.run([sys.executable, "-c", code, "train", str(cfg), "--nproc", "2"],
-                          env=_env(), capture_output=True, text=True, timeout=600)
+    done, loaded = lmtune_process("train", cfg, "--nproc", "2", env=_env(), timeout=600)
     assert done.returncode == 2, (done.stdout + done.stderr)[-4000:]
     assert done.stderr.count("bad.jsonl:2: malformed JSON") == 1
     assert "launching" not in done.stdout and "[rank" not in done.stderr  # no worker was started
-    assert "loaded: []" in done.stdout   # a refusal costs a second, not the 3 s of peft/transformers
+    assert loaded == []   # a refusal costs a second, not the 3 s of importing peft and transformers' trainer
     assert "Traceback" not in done.stderr
     assert not (tmp_path / "run").exists()  # nothing was created

@@ -122,12 +122,18 @@ def _current_progress():
     return callbacks.ConsoleProgress.current if callbacks is not None else None
 
 
-def _record_end(cfg, code: int) -> None:
-    from lmtune.run import process_record
-
+def _take_progress():
+    """The progress bar's last state, cleared (a later run in this process starts with none)."""
     progress = _current_progress()
     if progress is not None:
         sys.modules["lmtune.train.callbacks"].ConsoleProgress.current = None
+    return progress
+
+
+def _record_end(cfg, code: int) -> None:
+    from lmtune.run import process_record
+
+    progress = _take_progress()
     state = {0: "finished", 130: "interrupted"}.get(code, "failed")
     process_record.ended(cfg.output.dir, state, code, progress.step if progress is not None else None)
 
@@ -145,11 +151,10 @@ def _run(args: argparse.Namespace, cfg, overrides: list[str]) -> int:
         except KeyboardInterrupt:  # torchrun stops the workers; the checkpoints say where they were
             print(interrupted_message(args, cfg), file=sys.stderr)
             return 130
-    from lmtune.train.callbacks import ConsoleProgress
     from lmtune.errors import UserError
     from lmtune.train.recipe import train
 
-    ConsoleProgress.current = None  # set when training starts: the Ctrl-C message needs to know
+    _take_progress()   # set again when training starts: the Ctrl-C message needs to know
     main = distributed.is_main_process()
     try:
         result = train(cfg, resume=args.resume, quiet=not main)
