@@ -11,6 +11,8 @@ same commands run on the same inputs, only earlier.
 from __future__ import annotations
 
 import atexit
+import contextlib
+import io
 import shutil
 import tempfile
 from concurrent.futures import Future, ThreadPoolExecutor
@@ -39,7 +41,9 @@ def start_registered(selected_files: set[str] | None = None) -> None:
             _POOL = _POOL or ThreadPoolExecutor(max_workers=1, thread_name_prefix="early-launch")
             work = Path(tempfile.mkdtemp(prefix=f"lmtune-early-{name}-"))
             atexit.register(shutil.rmtree, work, True)
-            _STARTED[name] = _POOL.submit(launch, prepare(work))
+            with contextlib.redirect_stderr(io.StringIO()):   # model saving's progress bars, outside capture here
+                inputs = prepare(work)
+            _STARTED[name] = _POOL.submit(launch, inputs)
 
 
 def result(name: str, timeout: float = 900) -> Any:
