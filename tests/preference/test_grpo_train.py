@@ -36,7 +36,13 @@ def _run(base, tmp_path, *extra):
 
 
 def test_grpo_lora_logs_each_reward_and_trains_only_the_adapter(base, tmp_path):
-    run, rows = _run(base, tmp_path)
+    # with rag.docs, each prompt carries its passage, as SFT's do (tests/rag/test_rag_training.py)
+    docs = tmp_path / "docs.jsonl"
+    docs.write_text("".join(json.dumps({"id": c.lower(), "text": f"{c}: customers live in {c}."}) + "\n"
+                            for c in ("Berlin", "Paris", "Rome", "Oslo", "Lima", "Quito", "Cairo", "Delhi")))
+    run, rows = _run(base, tmp_path, f"rag.docs={docs}", "rag.top_k=1", "rag.chunk_tokens=32",
+                     "rag.chunk_overlap=0")
+    assert json.loads((run / "data_stats.json").read_text())["augment"]["rag_docs"] == str(docs)
     steps = [r for r in rows if "reward" in r]
     assert len(steps) == 3
     assert all("rewards/task/mean" in r and "rewards/spaces/std" in r and "kl" in r for r in steps)

@@ -44,6 +44,29 @@ def test_pairs_are_best_and_worst_by_the_task_metric_and_data_check_accepts_them
     assert "--out: " in capsys.readouterr().err
 
 
+def test_with_docs_each_prompt_is_sampled_and_kept_with_its_passage(run, tmp_path, capsys):
+    words = ["apples", "rivers", "planets", "violins", "glaciers", "lanterns"]
+    docs = tmp_path / "docs.jsonl"
+    docs.write_text("".join(json.dumps({"id": w, "text": f"The {w} live in table t_{w}."}) + "\n" for w in words))
+    prompts = tmp_path / "p.jsonl"
+    prompts.write_text("".join(json.dumps({"instruction": f"Where are the {w}?", "output": REFERENCE}) + "\n"
+                               for w in words))
+    out = tmp_path / "pairs.jsonl"
+    assert main(["pairs", str(run), "--data", str(prompts), "--samples", "4", "--out", str(out),
+                 "--max-new-tokens", "24", "--task", "generic", "--text-metric", "rouge_l",
+                 "--docs", str(docs), "--top-k", "1"]) == 0
+    rows = [json.loads(line) for line in out.read_text().splitlines()]
+    assert rows, capsys.readouterr().out
+    for row in rows:
+        content = row["prompt"][-1]["content"]
+        word = content.rsplit("Where are the ", 1)[1].rstrip("?")
+        assert f"({word}) The {word} live in table t_{word}." in content   # the passage it answered with
+    assert main(["data", "check", str(out)]) == 0
+    assert main(["pairs", str(run), "--data", str(prompts), "--out", str(tmp_path / "x.jsonl"),
+                 "--docs", str(tmp_path / "none.jsonl")]) == 2   # bad docs: refused before sampling
+    assert not (tmp_path / "x.jsonl").exists()
+
+
 def test_bad_prompt_data_stops_before_anything_is_written(run, tmp_path, capsys):
     bad = tmp_path / "bad.jsonl"
     bad.write_text('{"instruction": "q"}\n')

@@ -124,3 +124,34 @@ def test_docs_and_settings_key_the_cache(tokenizer, tmp_path, monkeypatch):
                           augment=training_passages(rag_cfg(FILES["docs_v2"]), tokenizer)).train["input_ids"]
     assert v1 == again and v1 != plain and v2 != v1
     assert all(len(a) > len(b) for a, b in zip(v1, plain))
+
+
+def test_grpo_prompts_carry_the_same_passages_as_sft_and_keep_their_references(tokenizer, tmp_path):
+    from lmtune.rl.prompts import prepare_prompts
+
+    cfg, rag = data_cfg(tmp_path, n=20), rag_cfg()
+    template = get_template("chatml", "chat", tokenizer)
+    plain = prepare_prompts(cfg, lambda fmt: template)
+    data = prepare_prompts(cfg, lambda fmt: template, training_passages(rag, tokenizer))
+    sft = prepare_datasets(cfg, tokenizer, augment=training_passages(rag, tokenizer))
+    recs = records(tmp_path)
+    assert data.stats["augment"]["top_k"] == TOP_K and "augment" not in plain.stats
+    assert data.train["reference"] == plain.train["reference"] == [r["messages"][-1]["content"] for r in recs]
+    for prompt, bare, row, rec in zip(data.train["prompt"], plain.train["prompt"], sft.train.to_list(), recs):
+        assert f"Product: {product(rec)}\n" in prompt and "Product:" not in bare
+        assert len(re.findall(r"^\[\d\] \(", prompt, re.M)) == TOP_K
+        assert tokenizer(prompt, add_special_tokens=False)["input_ids"] == \
+            [t for t, m in zip(row["input_ids"], row["completion_mask"]) if not m]   # SFT's very prompt
+
+
+@pytest.mark.parametrize("objective", ["dpo", "orpo", "kto"])
+def test_preference_objectives_refuse_rag_docs(objective):
+    from lmtune.config import load_config
+    from lmtune.errors import ConfigError
+
+    with pytest.raises(ConfigError) as err:
+        load_config(None, [f"train.objective={objective}", f"rag.docs={FILES['docs_v1']}", "data.task=sql",
+                           "train.batch_size=2"])
+    assert any(p.startswith("rag.docs: train.objective " + objective) for p in err.value.problems)
+    load_config(None, ["train.objective=grpo", f"rag.docs={FILES['docs_v1']}", "data.task=sql",
+                       "train.batch_size=4"])   # grpo retrieves for each prompt: allowed

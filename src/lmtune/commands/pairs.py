@@ -22,6 +22,9 @@ def register(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--task", default=None, help="the metric: sql, json or generic (default: the run's data.task)")
     parser.add_argument("--text-metric", choices=("exact_match", "rouge_l"), default="exact_match",
                         help="the metric on data without a bundled task")
+    from lmtune.rag.arguments import add_arguments
+
+    add_arguments(parser)   # a run trained with rag.docs samples with its passages, as generate does
 
 
 def tuning(args: argparse.Namespace):
@@ -34,11 +37,15 @@ def tuning(args: argparse.Namespace):
 def run(args: argparse.Namespace) -> int:
     from pathlib import Path
 
+    from lmtune.rag.arguments import flags
+    from lmtune.rag.inference import rag_settings, run_config_of
     from lmtune.rl.pairs import make_pairs
 
+    rag = rag_settings(run_config_of(args.run), *flags(args))   # the docs are checked before the model loads
     res = make_pairs(args.run, args.data, args.samples, Path(args.out), overwrite=args.overwrite,
                      max_new_tokens=args.max_new_tokens, temperature=args.temperature,
-                     batch_size=args.batch_size, seed=args.seed, task=args.task, text_metric=args.text_metric)
+                     batch_size=args.batch_size, seed=args.seed, task=args.task, text_metric=args.text_metric,
+                     rag=rag)
     print(f"sampled {res.samples} answers for each of {res.prompts} prompts: mean score {res.mean_score:.3f}, "
           f"a right answer among them for {100 * res.best_of_n:.1f}% of prompts")
     print(f"wrote {res.pairs} pairs (best vs worst where the scores differ) to {res.out}")

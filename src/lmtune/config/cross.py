@@ -33,6 +33,12 @@ def check_cross(cfg: Config, problems: list[str]) -> None:
     if cfg.train.objective != "sft" and cfg.data.replay.ratio > 0:
         problems.append(f"data.replay.ratio: replay mixes SFT examples into the training data; train.objective "
                         f"{cfg.train.objective} trains on preference records; set data.replay.ratio=0")
+    if cfg.train.objective in ("dpo", "orpo", "kto") and cfg.rag.docs:
+        # preference records are already rendered text pairs: retrieval would have to choose the
+        # passages both answers were written against, which only the records' author knows
+        problems.append(f"rag.docs: train.objective {cfg.train.objective} trains on preference records as "
+                        "they are and adds no passages; put the passages in the records' prompts and unset "
+                        "rag.docs (sft and grpo retrieve for each prompt)")
     if cfg.train.objective == "kto" and cfg.train.batch_size == 1:
         problems.append("train.batch_size: got 1; kto compares each answer with another one of the same "
                         "micro-batch (its KL term), so it needs 2 or more")

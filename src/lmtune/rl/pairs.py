@@ -51,7 +51,11 @@ def pick_pair(answers: list[str], scores: list[float]) -> tuple[int, int] | None
 
 def make_pairs(run: str, data: list[str], samples: int, out: Path, overwrite: bool = False,
                max_new_tokens: int = 128, temperature: float = 1.0, batch_size: int = 16, seed: int = 0,
-               task: str | None = None, text_metric: str = "exact_match", progress: bool = True) -> PairsResult:
+               task: str | None = None, text_metric: str = "exact_match", progress: bool = True,
+               rag=None) -> PairsResult:
+    """`rag` (config.RagConfig, rag/inference.rag_settings): each prompt gets its retrieved passages
+    before sampling, and the pairs' prompts keep them, so a DPO run on the pairs trains on the
+    prompts the model answered (preference objectives add no passages of their own)."""
     from lmtune.generate import GenerationSettings, Generator
     from lmtune.inference_loading import open_path
     from lmtune.run.layout import write_text
@@ -63,6 +67,12 @@ def make_pairs(run: str, data: list[str], samples: int, out: Path, overwrite: bo
     task = task or (loaded.config.data.task if loaded.config is not None else None)
     examples = load_prompts(list(data), "auto", "--data").examples     # DataError with file:line first
     gen = Generator.load(run)
+    if rag is not None:
+        from lmtune.rag.inference import open_retriever, searcher
+        from lmtune.rag.prompt import augment_item
+
+        search = searcher(open_retriever(rag, gen.tokenizer), rag.top_k)
+        examples = [augment_item(ex, search)[0] for ex in examples]
     rewards = TaskRewards(task, gen.template, max_new_tokens, text_metric)
     settings = GenerationSettings(max_new_tokens=max_new_tokens, greedy=False, temperature=temperature,
                                   top_p=1.0, batch_size=batch_size, seed=seed)

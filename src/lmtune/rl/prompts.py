@@ -24,18 +24,22 @@ def load_prompts(paths: list[str], data_format: str, what: str):
     return loaded
 
 
-def prepare_prompts(data_cfg, template_for) -> PreferenceData:
+def prepare_prompts(data_cfg, template_for, augment=None) -> PreferenceData:
     """The training split's prompts and references, rendered by `template_for(data format)` (no
     validation split: GRPO's own evaluation would sample again; the after-train evaluation scores
-    the test split)."""
+    the test split). `augment` (rag/training.py, with rag.docs): each prompt carries its retrieved
+    passages, exactly as an SFT run's prompts and as generate/serve/eval put them."""
     from datasets import Dataset
 
     files = resolve_files(data_cfg)
     loaded = load_prompts(files["train"], data_cfg.format, "grpo prompt data")
     template = template_for(loaded.format)
-    rows = [{"prompt": str(template.render_prompt(ex)), "reference": ex.response} for ex in loaded.examples]
+    examples = augment(loaded.examples) if augment is not None else loaded.examples
+    rows = [{"prompt": str(template.render_prompt(ex)), "reference": ex.response} for ex in examples]
     stats = {"objective": "grpo", "format": "prompts", "records": {"train": len(rows)},
              "examples": {"train": len(rows), "validation": 0}, "template": template.name, "warnings": []}
+    if augment is not None:
+        stats["augment"] = augment.describe()
     return PreferenceData(Dataset.from_list(rows), None, template, stats)
 
 

@@ -222,7 +222,8 @@ def _prepare_data(cfg: Config, run: RunDir, tokenizer, resume: bool):
 
     if cfg.train.objective != "sft":   # preference records or prompts: rendered text, tokenized by TRL
         if cfg.train.objective == "grpo":
-            data = prepare_prompts(cfg.data, lambda fmt: run_template(cfg, tokenizer, fmt))
+            data = prepare_prompts(cfg.data, lambda fmt: run_template(cfg, tokenizer, fmt),
+                                   rag_augment(cfg, tokenizer))
         else:
             data = prepare_preference(cfg.data, cfg.train.objective, run_template(cfg, tokenizer))
         if distributed.is_main_process():
