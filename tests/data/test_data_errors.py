@@ -215,3 +215,26 @@ def test_without_model_no_torch_or_transformers_is_imported(tmp_path):
                           capture_output=True, text=True, cwd=ROOT, timeout=60)
     assert proc.returncode == 0, proc.stderr
     assert "HEAVY []" in proc.stdout
+
+
+def test_check_files_finds_a_bad_line_in_any_split_without_tokenizing(tmp_path):
+    """What a `--nproc N` launcher runs before starting ranks (lmtune/commands/train.py)."""
+    from lmtune.config import load_config
+    from lmtune.data.arrow_pipeline import check_files
+    from lmtune.errors import DataError
+
+    good = tmp_path / "good.jsonl"
+    good.write_text('{"instruction": "a", "output": "b"}\n{"instruction": "c", "output": "d"}\n')
+    bad = tmp_path / "bad.jsonl"
+    bad.write_text('{"instruction": "a", "output": "b"}\n{"instruction": 3\n')
+    check_files(load_config(None, [f"data.train={good}"]).data)   # all well: returns quietly
+    for key in ("data.train", "data.validation", "data.test"):
+        extra = [] if key == "data.train" else [f"data.train={good}"]
+        with pytest.raises(DataError) as err:
+            check_files(load_config(None, [*extra, f"{key}={bad}"]).data)
+        assert any("bad.jsonl:2: malformed JSON" in p for p in err.value.problems), key
+    empty = tmp_path / "empty.jsonl"
+    empty.write_text("")
+    with pytest.raises(DataError) as err:
+        check_files(load_config(None, [f"data.train={empty}"]).data)
+    assert err.value.problems == [f"{empty}: empty file (no records)"]
