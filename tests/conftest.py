@@ -1,7 +1,6 @@
 """Test-wide settings: never touch the network; keep tokenizers from spawning threads."""
 
 import os
-from pathlib import Path
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
@@ -28,9 +27,9 @@ if "LMTUNE_CACHE_DIR" not in os.environ:
 
 def pytest_collection_finish(session):
     # long, independent subprocess launches start now, on the core the in-process tests leave idle
-    # (tests/helpers/early_launch.py); only those of modules that were collected registered one
+    # (tests/helpers/early_launch.py); only those a selected test needs
     if session.config.option.collectonly:
         return
     import early_launch
 
-    early_launch.start_registered({str(Path(item.path).resolve()) for item in session.items})
+    early_launch.start_registered(session.items)

@@ -16,38 +16,59 @@ import io
 import shutil
 import tempfile
 from concurrent.futures import Future, ThreadPoolExecutor
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable
 
-_REGISTERED: dict[str, tuple[str, Callable[[Path], Any], Callable[[Any], Any]]] = {}
+@dataclass(frozen=True)
+class _Launch:
+    module: str                      # the registering test module's file
+    used_by: str                     # the fixture or test function that reads the result
+    prepare: Callable[[Path], Any]
+    launch: Callable[[Any], Any]
+
+
+_REGISTERED: dict[str, _Launch] = {}
 _STARTED: dict[str, Future] = {}
 _POOL: ThreadPoolExecutor | None = None
 
 
-def register(name: str, module_file: str, prepare: Callable[[Path], Any], launch: Callable[[Any], Any]) -> None:
+def register(name: str, module_file: str, used_by: str, prepare: Callable[[Path], Any],
+             launch: Callable[[Any], Any]) -> None:
     """`prepare(work_dir)` writes the inputs, in the calling thread (imports are not thread-safe:
     transformers' lazy modules fail when two threads import them at once); `launch(inputs)`, in the
-    background, only runs the subprocesses and returns what the tests read. `module_file`: the test
-    module's __file__ (the launch starts early only when a test of it was selected)."""
-    _REGISTERED[name] = (str(Path(module_file).resolve()), prepare, launch)
+    background, only runs the subprocesses and returns what the tests read. `module_file` (the test
+    module's __file__) and `used_by` (the fixture or test function that reads the result): the
+    launch starts early only when a selected test of that module needs it."""
+    _REGISTERED[name] = _Launch(str(Path(module_file).resolve()), used_by, prepare, launch)
 
 
-def start_registered(selected_files: set[str] | None = None) -> None:
-    """Called by conftest.py once collection is done, with the files of the selected tests."""
+def _needed(launch: _Launch, items) -> bool:
+    return any(str(Path(item.path).resolve()) == launch.module
+               and (launch.used_by in getattr(item, "fixturenames", ())
+                    or getattr(item, "originalname", item.name) == launch.used_by) for item in items)
+
+
+def start_registered(items) -> None:
+    """Called by conftest.py once collection is done, with the selected test items."""
+    for name, launch in _REGISTERED.items():
+        if name not in _STARTED and _needed(launch, items):
+            _start(name)
+
+
+def _start(name: str) -> None:
     global _POOL
-    for name, (module, prepare, launch) in _REGISTERED.items():
-        if name not in _STARTED and (selected_files is None or module in selected_files):
-            # one launch at a time: each already starts two or three processes on a 2-core machine
-            _POOL = _POOL or ThreadPoolExecutor(max_workers=1, thread_name_prefix="early-launch")
-            work = Path(tempfile.mkdtemp(prefix=f"lmtune-early-{name}-"))
-            atexit.register(shutil.rmtree, work, True)
-            with contextlib.redirect_stderr(io.StringIO()):   # model saving's progress bars, outside capture here
-                inputs = prepare(work)
-            _STARTED[name] = _POOL.submit(launch, inputs)
+    # one launch at a time: each already starts two or three processes on a 2-core machine
+    _POOL = _POOL or ThreadPoolExecutor(max_workers=1, thread_name_prefix="early-launch")
+    work = Path(tempfile.mkdtemp(prefix=f"lmtune-early-{name}-"))
+    atexit.register(shutil.rmtree, work, True)
+    with contextlib.redirect_stderr(io.StringIO()):   # model saving's progress bars, outside capture here
+        inputs = _REGISTERED[name].prepare(work)
+    _STARTED[name] = _POOL.submit(_REGISTERED[name].launch, inputs)
 
 
 def result(name: str, timeout: float = 900) -> Any:
     """The launch's return value (started now if collection did not start it); its exception, if it raised."""
     if name not in _STARTED:
-        start_registered()
+        _start(name)
     return _STARTED[name].result(timeout=timeout)

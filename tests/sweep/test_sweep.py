@@ -214,7 +214,8 @@ def _two_workers_inputs(root: Path) -> tuple[Path, Path]:
     return _inputs(root)
 
 
-early_launch.register("two-worker-sweep", __file__, _two_workers_inputs, _two_workers_killed)
+early_launch.register("two-worker-sweep", __file__, "test_two_workers_on_one_sqlite_study_killed_and_resumed",
+                      _two_workers_inputs, _two_workers_killed)
 
 
 @pytest.mark.slow

@@ -92,7 +92,7 @@ def _resume(ddp: Path, resumed: Path) -> subprocess.CompletedProcess:
     return subprocess.run(cmd, env=_env(), capture_output=True, text=True, timeout=600)
 
 
-early_launch.register("ddp", __file__, _inputs, _launch)
+early_launch.register("ddp", __file__, "runs", _inputs, _launch)
 
 
 @pytest.fixture(scope="module")
