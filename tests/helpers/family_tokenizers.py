@@ -159,20 +159,12 @@ def family_tokenizer(family: str) -> PreTrainedTokenizerFast:
 
 def save_family_model(path, family: str, seed: int = 0):
     """A tiny random Llama (hidden 32, 2 layers) carrying `family`'s tokenizer, saved like a Hub model."""
-    import torch
-    from transformers import AutoModelForCausalLM
-
-    from tiny_models import model_config
+    from tiny_models import model_config, save_random_model
 
     tok = family_tokenizer(family)
     cfg = model_config("llama", len(tok))
     cfg.bos_token_id, cfg.eos_token_id, cfg.pad_token_id = tok.bos_token_id, tok.eos_token_id, tok.pad_token_id
-    torch.manual_seed(seed)
-    model = AutoModelForCausalLM.from_config(cfg)
-    path.mkdir(parents=True, exist_ok=True)
-    model.save_pretrained(str(path), safe_serialization=True)
-    tok.save_pretrained(str(path))
-    return path
+    return save_random_model(path, cfg, tok, seed)
 
 
 def mark_phi3_rstrip(model_dir):

@@ -57,13 +57,18 @@ def model_config(arch: str, vocab_size: int):
 
 def save_tiny_model(path: Path, arch: str = "llama", seed: int = 0, chat_template: bool = True) -> Path:
     """Build a random tiny `arch` model + tokenizer and save both under `path`."""
-    import torch
-    from transformers import AutoModelForCausalLM
-
     tok = build_tokenizer(chat_template)
     cfg = model_config(arch, len(tok))
     cfg.eos_token_id = cfg.bos_token_id = tok.eos_token_id
     cfg.pad_token_id = tok.pad_token_id
+    return save_random_model(path, cfg, tok, seed)
+
+
+def save_random_model(path: Path, cfg, tok, seed: int = 0) -> Path:
+    """A model of `cfg` with random weights drawn from `seed`, saved with `tok` under `path` like a Hub model."""
+    import torch
+    from transformers import AutoModelForCausalLM
+
     torch.manual_seed(seed)
     model = AutoModelForCausalLM.from_config(cfg)
     path.mkdir(parents=True, exist_ok=True)
