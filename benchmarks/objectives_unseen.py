@@ -125,6 +125,7 @@ def step(name: str, done: Path, args: list[str], work: Path, record: dict) -> No
 def pairs_stats(path: Path) -> dict:
     rows = [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
     return {"pairs": len(rows), "chosen_right": sum(r["score_chosen"] >= 1.0 for r in rows),
+            "chosen_from_reference": sum(r.get("chosen_from") == "reference" for r in rows),
             "mean_gap": round(sum(r["score_chosen"] - r["score_rejected"] for r in rows) / max(1, len(rows)), 3)}
 
 
@@ -155,6 +156,8 @@ def main(argv=None) -> None:
     ap.add_argument("--sft-steps", type=int, default=30)
     ap.add_argument("--pairs-prompts", type=int, default=512)
     ap.add_argument("--samples", type=int, default=4)
+    ap.add_argument("--greedy", action="store_true", help="lmtune pairs --greedy: the SFT run's greedy answer joins the samples")
+    ap.add_argument("--reference", action="store_true", help="lmtune pairs --reference: the record's answer joins them")
     ap.add_argument("--dpo", nargs="*", default=[], help="extra overrides for the DPO run (key=value)")
     ap.add_argument("--grpo", nargs="*", default=[], help="extra overrides for the GRPO run (key=value)")
     ap.add_argument("--skip", default="", help="comma-separated steps not to run: dpo, grpo; pairs: stop after the SFT run's evaluation")
@@ -188,7 +191,8 @@ def main(argv=None) -> None:
     if not prompts.exists():
         sample_prompts(spec["train"], args.pairs_prompts, seed, prompts)
     step("pairs", pairs, ["pairs", str(sft), "--data", str(prompts), "--samples", str(args.samples), "--out",
-                          str(pairs), "--max-new-tokens", "96", "--batch-size", "32", "--seed", str(seed)],
+                          str(pairs), "--max-new-tokens", "96", "--batch-size", "32", "--seed", str(seed),
+                          *(["--greedy"] if args.greedy else []), *(["--reference"] if args.reference else [])],
          work, record)
     # a preference run's data.validation must be pairs: the SFT validation file stays with SFT
     task_data = [o for o in spec["data"] if not o.startswith("data.validation=")]

@@ -8,7 +8,8 @@ import json
 import pytest
 
 from lmtune.cli import main
-from lmtune.rl.pairs import pick_pair
+from lmtune.rl.pairs import GREEDY, SAMPLE, pick_pair
+from lmtune.rl.pairs import REFERENCE as FROM_REFERENCE
 from tiny_models import save_tiny_run
 
 # words the tiny tokenizer was trained on: random samples of it share some of them, by chance
@@ -80,3 +81,30 @@ def test_pick_pair_skips_ties_and_empty_answers():
     assert pick_pair(["a", "b"], [1.0, 1.0]) is None
     assert pick_pair(["", "b", "c"], [0.0, 1.0, 0.5]) == (1, 2)   # an empty answer is no pair's rejected
     assert pick_pair(["x ", "x"], [1.0, 0.0]) is None              # same text: teaches nothing
+
+
+def test_pick_pair_prefers_the_runs_own_chosen_and_its_greedy_or_most_frequent_mistake():
+    S, G, R = SAMPLE, GREEDY, FROM_REFERENCE
+    # chosen: a right sample before the (equally right) reference; rejected: the greedy mistake
+    assert pick_pair(["ok", "bad1", "bad2", "ok", "bad3", "gold"], [1, 0, 0, 1, 0, 1], [S, S, S, S, G, R]) == (0, 4)
+    # no right answer of the run's: the reference is chosen; the mistake made twice is rejected
+    assert pick_pair(["bad1", "bad2", "bad2", "gold"], [0, 0, 0, 1], [S, S, S, R]) == (3, 1)
+    # among right answers, the most frequent one is chosen
+    assert pick_pair(["x", "y", "y", "bad"], [1, 1, 1, 0]) == (1, 3)
+
+
+def test_greedy_and_reference_join_the_candidates(run, tmp_path, capsys):
+    out = tmp_path / "pairs.jsonl"
+    assert main(["pairs", str(run), "--data", str(_prompts(tmp_path / "p.jsonl")), "--samples", "0",
+                 "--greedy", "--reference", "--out", str(out), "--max-new-tokens", "24",
+                 "--task", "generic", "--text-metric", "rouge_l"]) == 0
+    rows = [json.loads(line) for line in out.read_text().splitlines()]
+    # the untrained run never writes the reference: every prompt gives (reference, greedy answer)
+    assert len(rows) == 6, capsys.readouterr().out
+    assert {(r["chosen_from"], r["rejected_from"]) for r in rows} == {(FROM_REFERENCE, GREEDY)}
+    assert all(r["chosen"] == REFERENCE and r["score_chosen"] == 1.0 for r in rows)
+    assert len({r["rejected"] for r in rows}) >= 1 and main(["data", "check", str(out)]) == 0
+    assert "1 answers of the run's for each of 6 prompts" in capsys.readouterr().out
+    # fewer than two candidates per prompt is refused before the model loads
+    assert main(["pairs", str(run), "--data", str(tmp_path / "p.jsonl"), "--samples", "1",
+                 "--out", str(tmp_path / "x.jsonl")]) == 2 and not (tmp_path / "x.jsonl").exists()

@@ -119,13 +119,17 @@ def _prompt(value: dict, where: str, problems: list[str]) -> list[dict] | None:
     return item
 
 
+# fields read by people, not trainers: `lmtune pairs` writes the scores and where each answer came from
+INFORMATIONAL = {"id", "metadata", "score_chosen", "score_rejected", "chosen_from", "rejected_from"}
+
+
 def check_record(record: Record, kind: str) -> tuple[dict | None, list[str]]:
     """One record -> {prompt: messages, chosen, rejected} or {prompt, completion, label}, or problems."""
     v, where, problems = record.value, record.source, []
     if not isinstance(v, dict):
         return None, [f"{where}: expected a JSON object"]
     allowed = PAIR_KEYS if kind == "pairs" else KTO_KEYS
-    unknown = sorted(set(v) - set(allowed) - {"id", "metadata", "score_chosen", "score_rejected"})
+    unknown = sorted(set(v) - set(allowed) - INFORMATIONAL)
     for name in unknown:
         close = difflib.get_close_matches(name, allowed, n=1, cutoff=0.6)
         hint = f" (did you mean '{close[0]}'?)" if close else ""

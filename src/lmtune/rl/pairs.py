@@ -2,17 +2,19 @@
 itself, judged by the task's own checker.
 
 Each prompt of FILE (alpaca, chat or prompt/completion records: the answer is the reference) is
-sampled N times through lmtune's batched generation (the run's template, its stops); every answer
-is scored with the task metric the run trained for (rewards.py's `task`: SQL by execution with
-partial credit, JSON by fields, other data exact match or ROUGE-L). Where the best and the worst
-answer score differently, one record {prompt, chosen: best, rejected: worst, score_chosen,
-score_rejected} is written: the pairs format `lmtune data check` and train.objective dpo read.
+sampled N times through lmtune's batched generation (the run's template, its stops); with
+`greedy`, the run's greedy answer (what eval, generate and serve answer) joins them, and with
+`reference`, the record's own answer. Every candidate is scored with the task metric the run trained
+for (rewards.py's `task`: SQL by execution with partial credit, JSON by fields, other data exact
+match or ROUGE-L). Where the best and the worst score differently, one record {prompt, chosen: best,
+rejected: worst, score_chosen, score_rejected} is written: the pairs format `lmtune data check` and
+train.objective dpo read.
 """
 
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 from lmtune.errors import UserError
@@ -37,13 +39,26 @@ def check_out(out: Path, overwrite: bool) -> None:
         raise UserError(f"--out: {out} is not a file", ["pass the path of a .jsonl file to write"])
 
 
-def pick_pair(answers: list[str], scores: list[float]) -> tuple[int, int] | None:
-    """(best, worst) indices among the non-empty answers, or None when they all score the same."""
+SAMPLE, GREEDY, REFERENCE = "sample", "greedy", "reference"
+
+
+def pick_pair(answers: list[str], scores: list[float], sources: list[str] | None = None
+              ) -> tuple[int, int] | None:
+    """(best, worst) indices among the non-empty answers, or None when they all score the same.
+
+    Ties are broken toward what the run itself says most: the chosen answer is the model's own
+    before the reference, then the most frequent; the rejected one is the greedy answer first (the
+    mistake eval and serve make), then the most frequent (a mistake the model keeps making, not one
+    random draw)."""
+    sources = sources or [SAMPLE] * len(answers)
     kept = [i for i, a in enumerate(answers) if a.strip()]
     if not kept:
         return None
-    best = max(kept, key=lambda i: scores[i])
-    worst = min(kept, key=lambda i: scores[i])
+    count = {}
+    for i in kept:
+        count[answers[i].strip()] = count.get(answers[i].strip(), 0) + 1
+    best = max(kept, key=lambda i: (scores[i], sources[i] != REFERENCE, count[answers[i].strip()]))
+    worst = min(kept, key=lambda i: (scores[i], sources[i] != GREEDY, -count[answers[i].strip()]))
     if scores[best] <= scores[worst] or answers[best].strip() == answers[worst].strip():
         return None
     return best, worst
@@ -52,7 +67,7 @@ def pick_pair(answers: list[str], scores: list[float]) -> tuple[int, int] | None
 def make_pairs(run: str, data: list[str], samples: int, out: Path, overwrite: bool = False,
                max_new_tokens: int = 128, temperature: float = 1.0, batch_size: int = 16, seed: int = 0,
                task: str | None = None, text_metric: str = "exact_match", progress: bool = True,
-               rag=None) -> PairsResult:
+               rag=None, greedy: bool = False, reference: bool = False) -> PairsResult:
     """`rag` (config.RagConfig, rag/inference.rag_settings): each prompt gets its retrieved passages
     before sampling, and the pairs' prompts keep them, so a DPO run on the pairs trains on the
     prompts the model answered (preference objectives add no passages of their own)."""
@@ -60,8 +75,9 @@ def make_pairs(run: str, data: list[str], samples: int, out: Path, overwrite: bo
     from lmtune.inference_loading import open_path
     from lmtune.run.layout import write_text
 
-    if samples < 2:
-        raise UserError(f"--samples: got {samples}; a pair needs 2 or more answers per prompt")
+    if samples < 0 or samples + greedy + reference < 2:
+        raise UserError(f"--samples: got {samples}; a pair needs 2 or more answers per prompt",
+                        ["pass --samples 2 or more, or add --greedy and --reference"])
     check_out(out, overwrite)
     loaded = open_path(run)
     task = task or (loaded.config.data.task if loaded.config is not None else None)
@@ -76,20 +92,32 @@ def make_pairs(run: str, data: list[str], samples: int, out: Path, overwrite: bo
     rewards = TaskRewards(task, gen.template, max_new_tokens, text_metric)
     settings = GenerationSettings(max_new_tokens=max_new_tokens, greedy=False, temperature=temperature,
                                   top_p=1.0, batch_size=batch_size, seed=seed)
-    answers = gen.generate([ex for ex in examples for _ in range(samples)], settings, progress=progress)
-    scores = rewards.score(answers, [ex.response for ex in examples for _ in range(samples)])
+    sampled = gen.generate([ex for ex in examples for _ in range(samples)], settings,
+                           progress=progress) if samples else []
+    groups = [sampled[k * samples:(k + 1) * samples] for k in range(len(examples))]
+    sources = [SAMPLE] * samples
+    if greedy:
+        first = gen.generate(examples, replace(settings, greedy=True), progress=progress)
+        groups, sources = [g + [a] for g, a in zip(groups, first)], sources + [GREEDY]
+    if reference:
+        groups, sources = [g + [ex.response] for g, ex in zip(groups, examples)], sources + [REFERENCE]
+    n = len(sources)
+    answers = [a for g in groups for a in g]
+    scores = rewards.score(answers, [ex.response for ex in examples for _ in range(n)])
+    own = [s for s, src in zip(scores, sources * len(examples)) if src != REFERENCE]
     lines, best_hits = [], 0
     for k, ex in enumerate(examples):
-        group, group_scores = answers[k * samples:(k + 1) * samples], scores[k * samples:(k + 1) * samples]
-        best_hits += max(group_scores) >= 1.0
-        picked = pick_pair(group, group_scores)
+        group, group_scores = groups[k], scores[k * n:(k + 1) * n]
+        best_hits += max(s for s, src in zip(group_scores, sources) if src != REFERENCE) >= 1.0
+        picked = pick_pair(group, group_scores, sources)
         if picked is None:
             continue
         b, w = picked
         lines.append(json.dumps({"prompt": ex.prompt_messages(), "chosen": group[b].strip(),
                                  "rejected": group[w].strip(), "score_chosen": group_scores[b],
-                                 "score_rejected": group_scores[w]}, ensure_ascii=False) + "\n")
+                                 "score_rejected": group_scores[w], "chosen_from": sources[b],
+                                 "rejected_from": sources[w]}, ensure_ascii=False) + "\n")
     check_out(out, overwrite)   # again: sampling took a while; never replace what appeared meanwhile
     write_text(out, "".join(lines))   # a temporary file renamed into place: whole or absent
-    return PairsResult(out, len(examples), len(lines), samples, sum(scores) / max(1, len(scores)),
+    return PairsResult(out, len(examples), len(lines), n - reference, sum(own) / max(1, len(own)),
                        best_hits / max(1, len(examples)))
