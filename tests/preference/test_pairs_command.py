@@ -8,7 +8,7 @@ import json
 import pytest
 
 from lmtune.cli import main
-from lmtune.rl.pairs import GREEDY, SAMPLE, pick_pair
+from lmtune.rl.pairs import GREEDY, SAMPLE, cut_at_mistake, pick_pair
 from lmtune.rl.pairs import REFERENCE as FROM_REFERENCE
 from tiny_models import save_tiny_run
 
@@ -105,6 +105,23 @@ def test_greedy_and_reference_join_the_candidates(run, tmp_path, capsys):
     assert all(r["chosen"] == REFERENCE and r["score_chosen"] == 1.0 for r in rows)
     assert len({r["rejected"] for r in rows}) >= 1 and main(["data", "check", str(out)]) == 0
     assert "1 answers of the run's for each of 6 prompts" in capsys.readouterr().out
+    # --cut: the same greedy answers, each cut after its first word that departs from the reference
+    assert main(["pairs", str(run), "--data", str(tmp_path / "p.jsonl"), "--samples", "0", "--greedy",
+                 "--reference", "--cut", "--overwrite", "--out", str(out), "--max-new-tokens", "24",
+                 "--task", "generic", "--text-metric", "rouge_l"]) == 0
+    cut = [json.loads(line) for line in out.read_text().splitlines()]
+    assert [c["rejected"] for c in cut] == [cut_at_mistake(r["chosen"], r["rejected"]) for r in rows]
     # fewer than two candidates per prompt is refused before the model loads
     assert main(["pairs", str(run), "--data", str(tmp_path / "p.jsonl"), "--samples", "1",
                  "--out", str(tmp_path / "x.jsonl")]) == 2 and not (tmp_path / "x.jsonl").exists()
+
+
+def test_cut_keeps_the_rejected_answer_up_to_its_first_mistake():
+    gold = "SELECT name FROM customers WHERE age < 25"
+    assert cut_at_mistake(gold, "SELECT name FROM customers WHERE age BETWEEN 27 AND 25") == \
+        "SELECT name FROM customers WHERE age BETWEEN"
+    # an answer that stops early: stopping is the mistake, so all of it stays
+    assert cut_at_mistake(gold + " ORDER BY age DESC", gold) == gold
+    # a mistake in the first word, and one in the last
+    assert cut_at_mistake(gold, "SHOW tables") == "SHOW"
+    assert cut_at_mistake(gold, gold[:-2] + "52") == gold[:-2] + "52"

@@ -18,6 +18,9 @@ def register(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--reference", action="store_true",
                         help="the record's own answer joins them too (the chosen one where no answer of the "
                              "run's scores as well)")
+    parser.add_argument("--cut", action="store_true",
+                        help="cut each rejected answer after its first word that departs from the chosen one, so "
+                             "that DPO pushes down the mistake and not the words after it")
     parser.add_argument("--out", required=True, help="the pairs file to write (JSONL)")
     parser.add_argument("--overwrite", action="store_true", help="replace an existing --out")
     parser.add_argument("--max-new-tokens", type=int, default=128, help="tokens per answer at most")
@@ -50,7 +53,8 @@ def run(args: argparse.Namespace) -> int:
     res = make_pairs(args.run, args.data, args.samples, Path(args.out), overwrite=args.overwrite,
                      max_new_tokens=args.max_new_tokens, temperature=args.temperature,
                      batch_size=args.batch_size, seed=args.seed, task=args.task, text_metric=args.text_metric,
-                     rag=rag, greedy=args.greedy, reference=args.reference)
+                     rag=rag, greedy=args.greedy, reference=args.reference,
+                     cut=args.cut)
     print(f"{res.samples} answers of the run's for each of {res.prompts} prompts: mean score {res.mean_score:.3f}, "
           f"a right answer among them for {100 * res.best_of_n:.1f}% of prompts")
     print(f"wrote {res.pairs} pairs (best vs worst where the scores differ) to {res.out}")

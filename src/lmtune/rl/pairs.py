@@ -64,10 +64,20 @@ def pick_pair(answers: list[str], scores: list[float], sources: list[str] | None
     return best, worst
 
 
+def cut_at_mistake(chosen: str, rejected: str) -> str:
+    """The rejected answer up to and including its first word that departs from the chosen one (the
+    whole answer where it only stops early). In DPO the words both answers share cancel out, so the
+    cut answer puts the whole push-down on the mistake itself, not on the words that follow it, which
+    are mostly right in their own context (as Step-DPO takes the first wrong step)."""
+    good, bad = chosen.split(" "), rejected.split(" ")
+    first = next((i for i, (a, b) in enumerate(zip(good, bad)) if a != b), min(len(good), len(bad)))
+    return " ".join(bad[:first + 1])
+
+
 def make_pairs(run: str, data: list[str], samples: int, out: Path, overwrite: bool = False,
                max_new_tokens: int = 128, temperature: float = 1.0, batch_size: int = 16, seed: int = 0,
                task: str | None = None, text_metric: str = "exact_match", progress: bool = True,
-               rag=None, greedy: bool = False, reference: bool = False) -> PairsResult:
+               rag=None, greedy: bool = False, reference: bool = False, cut: bool = False) -> PairsResult:
     """`rag` (config.RagConfig, rag/inference.rag_settings): each prompt gets its retrieved passages
     before sampling, and the pairs' prompts keep them, so a DPO run on the pairs trains on the
     prompts the model answered (preference objectives add no passages of their own)."""
@@ -113,8 +123,9 @@ def make_pairs(run: str, data: list[str], samples: int, out: Path, overwrite: bo
         if picked is None:
             continue
         b, w = picked
+        rejected = cut_at_mistake(group[b].strip(), group[w].strip()) if cut else group[w].strip()
         lines.append(json.dumps({"prompt": ex.prompt_messages(), "chosen": group[b].strip(),
-                                 "rejected": group[w].strip(), "score_chosen": group_scores[b],
+                                 "rejected": rejected, "score_chosen": group_scores[b],
                                  "score_rejected": group_scores[w], "chosen_from": sources[b],
                                  "rejected_from": sources[w]}, ensure_ascii=False) + "\n")
     check_out(out, overwrite)   # again: sampling took a while; never replace what appeared meanwhile
