@@ -158,6 +158,7 @@ def main(argv=None) -> None:
     ap.add_argument("--samples", type=int, default=4)
     ap.add_argument("--greedy", action="store_true", help="lmtune pairs --greedy: the SFT run's greedy answer joins the samples")
     ap.add_argument("--reference", action="store_true", help="lmtune pairs --reference: the record's answer joins them")
+    ap.add_argument("--cut", action="store_true", help="lmtune pairs --cut: rejected answers end at their first mistake")
     ap.add_argument("--dpo", nargs="*", default=[], help="extra overrides for the DPO run (key=value)")
     ap.add_argument("--grpo", nargs="*", default=[], help="extra overrides for the GRPO run (key=value)")
     ap.add_argument("--skip", default="", help="comma-separated steps not to run: dpo, grpo; pairs: stop after the SFT run's evaluation")
@@ -192,7 +193,8 @@ def main(argv=None) -> None:
         sample_prompts(spec["train"], args.pairs_prompts, seed, prompts)
     step("pairs", pairs, ["pairs", str(sft), "--data", str(prompts), "--samples", str(args.samples), "--out",
                           str(pairs), "--max-new-tokens", "96", "--batch-size", "32", "--seed", str(seed),
-                          *(["--greedy"] if args.greedy else []), *(["--reference"] if args.reference else [])],
+                          *(["--greedy"] if args.greedy else []), *(["--reference"] if args.reference else []),
+                          *(["--cut"] if args.cut else [])],
          work, record)
     # a preference run's data.validation must be pairs: the SFT validation file stays with SFT
     task_data = [o for o in spec["data"] if not o.startswith("data.validation=")]
