@@ -7,8 +7,8 @@ sampled N times through lmtune's batched generation (the run's template, its sto
 `reference`, the record's own answer. Every candidate is scored with the task metric the run trained
 for (rewards.py's `task`: SQL by execution with partial credit, JSON by fields, other data exact
 match or ROUGE-L). Where the best and the worst score differently, one record {prompt, chosen: best,
-rejected: worst, score_chosen, score_rejected} is written: the pairs format `lmtune data check` and
-train.objective dpo read.
+rejected: worst (with `cut`, up to its first wrong word), score_chosen, score_rejected, chosen_from,
+rejected_from} is written: the pairs format `lmtune data check` and train.objective dpo read.
 """
 
 from __future__ import annotations
@@ -74,6 +74,22 @@ def cut_at_mistake(chosen: str, rejected: str) -> str:
     return " ".join(bad[:first + 1])
 
 
+def candidates(gen, examples: list, samples: int, settings, greedy: bool, reference: bool,
+               progress: bool) -> tuple[list[list[str]], list[str]]:
+    """Per prompt, its `samples` sampled answers, then its greedy answer and its reference (each where
+    asked); and the source of each position, the same for every prompt."""
+    sampled = gen.generate([ex for ex in examples for _ in range(samples)], settings,
+                           progress=progress) if samples else []
+    groups = [sampled[k * samples:(k + 1) * samples] for k in range(len(examples))]
+    sources = [SAMPLE] * samples
+    if greedy:
+        first = gen.generate(examples, replace(settings, greedy=True), progress=progress)
+        groups, sources = [g + [a] for g, a in zip(groups, first)], sources + [GREEDY]
+    if reference:
+        groups, sources = [g + [ex.response] for g, ex in zip(groups, examples)], sources + [REFERENCE]
+    return groups, sources
+
+
 def make_pairs(run: str, data: list[str], samples: int, out: Path, overwrite: bool = False,
                max_new_tokens: int = 128, temperature: float = 1.0, batch_size: int = 16, seed: int = 0,
                task: str | None = None, text_metric: str = "exact_match", progress: bool = True,
@@ -102,15 +118,7 @@ def make_pairs(run: str, data: list[str], samples: int, out: Path, overwrite: bo
     rewards = TaskRewards(task, gen.template, max_new_tokens, text_metric)
     settings = GenerationSettings(max_new_tokens=max_new_tokens, greedy=False, temperature=temperature,
                                   top_p=1.0, batch_size=batch_size, seed=seed)
-    sampled = gen.generate([ex for ex in examples for _ in range(samples)], settings,
-                           progress=progress) if samples else []
-    groups = [sampled[k * samples:(k + 1) * samples] for k in range(len(examples))]
-    sources = [SAMPLE] * samples
-    if greedy:
-        first = gen.generate(examples, replace(settings, greedy=True), progress=progress)
-        groups, sources = [g + [a] for g, a in zip(groups, first)], sources + [GREEDY]
-    if reference:
-        groups, sources = [g + [ex.response] for g, ex in zip(groups, examples)], sources + [REFERENCE]
+    groups, sources = candidates(gen, examples, samples, settings, greedy, reference, progress)
     n = len(sources)
     answers = [a for g in groups for a in g]
     scores = rewards.score(answers, [ex.response for ex in examples for _ in range(n)])
