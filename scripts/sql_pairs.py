@@ -1,6 +1,6 @@
 """Preference pairs for the bundled SQL task, for configs/tiny-sql-dpo.yaml (docs/preference.md):
 
-    python scripts/sql_pairs.py --out runs/tiny-sql-pairs.jsonl [--n 400] [--seed 0]
+    python scripts/sql_pairs.py --out runs/tiny-sql-pairs.jsonl [--n 400] [--seed 0] [--cut]
 
 Each pair is a training question's prompt (as SFT renders alpaca records: instruction, a blank
 line, the schema), its gold SQL as `chosen`, and as `rejected` the gold SQL with one typical
@@ -21,6 +21,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT / "src"))
 
+from lmtune.rl.pairs import cut_at_mistake  # noqa: E402
 from lmtune.tasks import task_files  # noqa: E402
 from lmtune.tasks.sql import ReadOnlyDB, results_match  # noqa: E402
 
@@ -44,6 +45,7 @@ def main() -> int:
     ap.add_argument("--out", required=True)
     ap.add_argument("--n", type=int, default=400, help="pairs to write (at most one per question)")
     ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--cut", action="store_true", help="end each rejected answer at its first wrong word")
     args = ap.parse_args()
     files = task_files("sql")
     rows = [json.loads(line) for line in files["train"].read_text().splitlines() if line.strip()]
@@ -59,7 +61,8 @@ def main() -> int:
             if gold is None or wrong is None:
                 continue
             prompt = f"{r['instruction']}\n\n{r['input']}" if r.get("input", "").strip() else r["instruction"]
-            pairs.append({"prompt": prompt, "chosen": r["output"], "rejected": wrong})
+            pairs.append({"prompt": prompt, "chosen": r["output"],
+                          "rejected": cut_at_mistake(r["output"], wrong) if args.cut else wrong})
             if len(pairs) == args.n:
                 break
     out = Path(args.out)
