@@ -5,7 +5,8 @@ The protocol (issue 28's target: each adds >= 10 points of exact match), for one
 1. SFT: the task's LoRA recipe (configs/tiny-json-lora.yaml) cut to `--sft-steps` optimizer steps,
    a fraction of an epoch, so exact match stays well below the ceiling (a weak start);
 2. pairs: `lmtune pairs SFT` on `--pairs-prompts` prompts of the task's training split (never the
-   test split), `--samples` answers each, scored by the task's own metric;
+   test split), `--samples` answers each (and, with --greedy/--reference/--cut, as lmtune pairs
+   takes them), scored by the task's own metric;
 3. DPO on those pairs from the SFT run (configs/tiny-json-dpo.yaml);
 4. GRPO from the same SFT run, rl.reward [task, format] (configs/tiny-json-grpo.yaml), on the
    task's training prompts.
