@@ -91,6 +91,8 @@ def test_pick_pair_prefers_the_runs_own_chosen_and_its_greedy_or_most_frequent_m
     assert pick_pair(["bad1", "bad2", "bad2", "gold"], [0, 0, 0, 1], [S, S, S, R]) == (3, 1)
     # among right answers, the most frequent one is chosen
     assert pick_pair(["x", "y", "y", "bad"], [1, 1, 1, 0]) == (1, 3)
+    # different answers that score the same make no pair, whatever their sources
+    assert pick_pair(["x", "y"], [1.0, 1.0], [S, G]) is None
 
 
 def test_greedy_and_reference_join_the_candidates(run, tmp_path, capsys):
@@ -105,6 +107,14 @@ def test_greedy_and_reference_join_the_candidates(run, tmp_path, capsys):
     assert all(r["chosen"] == REFERENCE and r["score_chosen"] == 1.0 for r in rows)
     assert len({r["rejected"] for r in rows}) >= 1 and main(["data", "check", str(out)]) == 0
     assert "1 answers of the run's for each of 6 prompts" in capsys.readouterr().out
+    # the rejected answers are the run's greedy answers (what `lmtune generate` answers), not samples
+    from lmtune.generate import GenerationSettings, Generator
+    from lmtune.rl.prompts import load_prompts
+
+    examples = load_prompts([str(tmp_path / "p.jsonl")], "auto", "--data").examples
+    greedy = Generator.load(str(run)).generate(examples, GenerationSettings(max_new_tokens=24, greedy=True),
+                                               progress=False)
+    assert [r["rejected"] for r in rows] == [a.strip() for a in greedy]
     # --cut: the same greedy answers, each cut after its first word that departs from the reference
     assert main(["pairs", str(run), "--data", str(tmp_path / "p.jsonl"), "--samples", "0", "--greedy",
                  "--reference", "--cut", "--overwrite", "--out", str(out), "--max-new-tokens", "24",
@@ -125,3 +135,5 @@ def test_cut_keeps_the_rejected_answer_up_to_its_first_mistake():
     # a mistake in the first word, and one in the last
     assert cut_at_mistake(gold, "SHOW tables") == "SHOW"
     assert cut_at_mistake(gold, gold[:-2] + "52") == gold[:-2] + "52"
+    # the answer's own spacing stays as it was
+    assert cut_at_mistake("x  y z", "x  y w") == "x  y w"
