@@ -53,8 +53,7 @@ def run(args: argparse.Namespace) -> int:
     res = make_pairs(args.run, args.data, args.samples, Path(args.out), overwrite=args.overwrite,
                      max_new_tokens=args.max_new_tokens, temperature=args.temperature,
                      batch_size=args.batch_size, seed=args.seed, task=args.task, text_metric=args.text_metric,
-                     rag=rag, greedy=args.greedy, reference=args.reference,
-                     cut=args.cut)
+                     rag=rag, greedy=args.greedy, reference=args.reference, cut=args.cut)
     print(f"{res.samples} answers of the run's for each of {res.prompts} prompts: mean score {res.mean_score:.3f}, "
           f"a right answer among them for {100 * res.best_of_n:.1f}% of prompts")
     print(f"wrote {res.pairs} pairs (best vs worst where the scores differ) to {res.out}")

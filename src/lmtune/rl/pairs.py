@@ -14,6 +14,7 @@ rejected_from} is written: the pairs format `lmtune data check` and train.object
 from __future__ import annotations
 
 import json
+from collections import Counter
 from dataclasses import dataclass, replace
 from pathlib import Path
 
@@ -54,9 +55,7 @@ def pick_pair(answers: list[str], scores: list[float], sources: list[str] | None
     kept = [i for i, a in enumerate(answers) if a.strip()]
     if not kept:
         return None
-    count = {}
-    for i in kept:
-        count[answers[i].strip()] = count.get(answers[i].strip(), 0) + 1
+    count = Counter(answers[i].strip() for i in kept)
     best = max(kept, key=lambda i: (scores[i], sources[i] != REFERENCE, count[answers[i].strip()]))
     worst = min(kept, key=lambda i: (scores[i], sources[i] != GREEDY, -count[answers[i].strip()]))
     if scores[best] <= scores[worst] or answers[best].strip() == answers[worst].strip():
