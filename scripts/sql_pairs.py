@@ -61,8 +61,10 @@ def main() -> int:
             if gold is None or wrong is None:
                 continue
             prompt = f"{r['instruction']}\n\n{r['input']}" if r.get("input", "").strip() else r["instruction"]
-            pairs.append({"prompt": prompt, "chosen": r["output"],
-                          "rejected": cut_at_mistake(r["output"], wrong) if args.cut else wrong})
+            rejected = cut_at_mistake(r["output"], wrong) if args.cut else wrong
+            # a cut query stops at its mistake: DPO then trains no end after it (docs/preference.md)
+            pairs.append({"prompt": prompt, "chosen": r["output"], "rejected": rejected,
+                          **({"rejected_partial": True} if rejected != wrong else {})})
             if len(pairs) == args.n:
                 break
     out = Path(args.out)

@@ -26,6 +26,9 @@ BAD_PAIRS = [
     ({"prompt": [{"role": "user", "content": "e?"}], "chosen": [{"role": "user", "content": "x"}],
       "rejected": "no"}, "expected one assistant message"),
     ({"prompt": "f?", "chosen": 3, "rejected": "no"}, "expected a string or a list of messages, got int (chosen)"),
+    ({"prompt": "g?", "chosen": "yes", "rejected": "n", "rejected_partial": "yes"},
+     "expected true or false, got 'yes' (rejected_partial)"),
+    ({"prompt": "h?", "chosen": "yes", "rejected": "n", "rejected_partial": True}, None),
 ]
 
 
@@ -37,7 +40,7 @@ def test_data_check_lists_each_bad_pair_with_its_line(tmp_path, capsys):
     for line, (_, expected) in enumerate(BAD_PAIRS, start=1):
         if expected:
             assert f"{path}:{line}: " in err and expected in err.split(f"{path}:{line}: ", 1)[1].splitlines()[0]
-    assert f"{path}:1:" not in err   # the good record is not listed
+    assert f"{path}:1:" not in err and f"{path}:8:" not in err   # the good records are not listed
 
 
 def test_data_check_kto_label_must_be_bool(tmp_path, capsys):
@@ -78,6 +81,20 @@ def test_render_matches_what_sft_trains(template):
     assert out["prompt"] == template.render_prompt(rec["prompt"])
     assert out["prompt"] + out["chosen"] == "".join(s.text for s in segments if s.text).rstrip("\n")
     assert out["rejected"].startswith("no")
+
+
+@pytest.mark.parametrize("template", [AlpacaTemplate(), ChatMLTemplate()])
+def test_a_partial_rejected_answer_is_rendered_without_an_end(template):
+    """rejected_partial: the rejected text stops where the answer stops; the chosen one keeps its end."""
+    rec = {"prompt": "Customers in Rome?", "chosen": "SELECT name FROM customers", "rejected": "SELECT age"}
+    whole, partial = (check_record(Record("f:1", r, "f"), "pairs")[0]
+                      for r in (rec, {**rec, "rejected_partial": True}))
+    (a, b), problems = render([whole, partial], ["f:1", "f:2"], template)
+    assert problems == []
+    assert b["rejected"] == "SELECT age" and b["rejected_partial"] is True
+    # without the mark, the rejected answer ends as the chosen one does (chatml: <|im_end|>)
+    assert a["rejected"] == a["chosen"].replace(rec["chosen"], rec["rejected"])
+    assert a["rejected_partial"] is False and b["chosen"] == a["chosen"] and b["prompt"] == a["prompt"]
 
 
 def test_pairs_given_to_kto_are_one_problem(tmp_path):

@@ -121,6 +121,9 @@ def test_greedy_and_reference_join_the_candidates(run, tmp_path, capsys):
                  "--task", "generic", "--text-metric", "rouge_l"]) == 0
     cut = [json.loads(line) for line in out.read_text().splitlines()]
     assert [c["rejected"] for c in cut] == [cut_at_mistake(r["chosen"], r["rejected"]) for r in rows]
+    # marked partial exactly where the cut shortened the answer (no end is trained after those)
+    assert [c.get("rejected_partial", False) for c in cut] == [c["rejected"] != r["rejected"] for c, r in zip(cut, rows)]
+    assert main(["data", "check", str(out)]) == 0
     # fewer than two candidates per prompt is refused before the model loads
     assert main(["pairs", str(run), "--data", str(tmp_path / "p.jsonl"), "--samples", "1",
                  "--out", str(tmp_path / "x.jsonl")]) == 2 and not (tmp_path / "x.jsonl").exists()

@@ -38,6 +38,8 @@ def test_rejected_answers_differ_by_execution_and_cut_keeps_their_first_mistake(
     assert [c["prompt"] for c in cut] == [w["prompt"] for w in whole]
     assert [c["rejected"] for c in cut] == [cut_at_mistake(w["chosen"], w["rejected"]) for w in whole]
     assert sum(len(c["rejected"]) < len(w["rejected"]) for c, w in zip(cut, whole)) >= 10   # 16 of these 30
+    assert [c.get("rejected_partial", False) for c in cut] == [c["rejected"] != w["rejected"] for c, w in zip(cut, whole)]
+    assert not any("rejected_partial" in w for w in whole)
     # an existing --out is refused, untouched
     before = (tmp_path / "cut.jsonl").read_text()
     done = subprocess.run([sys.executable, str(SCRIPT), "--out", str(tmp_path / "cut.jsonl")], capture_output=True)

@@ -95,6 +95,58 @@ def test_dpo_sft_weight_adds_the_chosen_answers_loss_and_keeps_them_likely(base,
     assert chosen[1.0][-1] > chosen[0.0][-1]
 
 
+@pytest.mark.parametrize("objective", ["dpo", "orpo"])
+def test_a_partial_rejected_answer_is_trained_without_an_end(base, tmp_path, monkeypatch, objective):
+    """rejected_partial (lmtune pairs --cut): the trainer's rejected tokens are the answer's own, with
+    no end-of-turn and no eos after them; unmarked pairs keep both. The chosen side is untouched."""
+    from lmtune.train import objectives
+
+    built = []
+
+    def keep(*args, **kwargs):   # the real build; the test only keeps what it returns
+        built.append(objectives_build(*args, **kwargs))
+        return built[-1]
+
+    objectives_build = objectives.build
+    monkeypatch.setattr(objectives, "build", keep)
+    rows = [json.loads(line) for line in write_pairs(tmp_path / "pairs.jsonl", n=4).read_text().splitlines()]
+    rows = [{**r, "rejected_partial": True} if i % 2 else r for i, r in enumerate(rows)]
+    (tmp_path / "pairs.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+    train(_cfg(base, tmp_path / "pairs.jsonl", tmp_path / "run", f"train.objective={objective}",
+               "train.max_steps=1"), quiet=True)
+    trainer = built[0]
+    tok, data = trainer.processing_class, trainer.train_dataset
+    rejected = data["rejected_ids"] if objective == "dpo" else [
+        [t for t in ids if t != -100] for ids in data["rejected_labels"]]
+    chosen = data["chosen_ids"] if objective == "dpo" else [
+        [t for t in ids if t != -100] for ids in data["chosen_labels"]]
+    for ids, good, marked in zip(rejected, chosen, data["rejected_partial"]):
+        assert good[-1] == tok.eos_token_id
+        if marked:
+            assert tok.decode(ids).strip() == "I do not know."
+        else:
+            assert ids[-1] == tok.eos_token_id and tok.decode(ids).strip() != "I do not know."
+
+
+def test_open_partial_takes_the_eos_off_marked_rows_only():
+    from datasets import Dataset
+
+    from lmtune.train.objectives import open_partial
+
+    rows = Dataset.from_list([
+        {"rejected_partial": True, "rejected_input_ids": [5, 6, 1], "rejected_attention_mask": [1, 1, 1],
+         "rejected_labels": [-100, 6, 1]},
+        {"rejected_partial": False, "rejected_input_ids": [5, 6, 1], "rejected_attention_mask": [1, 1, 1],
+         "rejected_labels": [-100, 6, 1]},
+        {"rejected_partial": True, "rejected_input_ids": [5, 6, 7], "rejected_attention_mask": [1, 1, 1],
+         "rejected_labels": [-100, 6, 7]}])   # truncated: no eos at the end, nothing to take off
+    out = open_partial(rows, "orpo", eos_id=1)
+    assert out["rejected_input_ids"] == [[5, 6], [5, 6, 1], [5, 6, 7]]
+    assert out["rejected_labels"] == [[-100, 6], [-100, 6, 1], [-100, 6, 7]]
+    assert out["rejected_attention_mask"] == [[1, 1], [1, 1, 1], [1, 1, 1]]
+    assert open_partial(rows, "kto", eos_id=1) is rows   # kto has no pairs
+
+
 @pytest.mark.parametrize("objective", ["orpo", "kto"])
 def test_orpo_and_kto_complete_and_write_an_adapter(base, tmp_path, objective):
     data = write_pairs(tmp_path / "data.jsonl", kto=objective == "kto")

@@ -11,6 +11,11 @@ The prompt is rendered by the run's template, the one SFT uses (templates.py): a
 one user turn. The answer is the text the template trains after that prompt (for chatml its
 end-of-turn marker too), so a preference run generates with `lmtune generate` like an SFT run.
 TRL then sees plain {prompt, chosen, rejected} text and adds the eos, as SFT's tokenization does.
+
+A pair may say `"rejected_partial": true`: its rejected answer stops at its mistake (`lmtune pairs
+--cut`), so it is trained without the end-of-turn text and without the eos (objectives.py takes off
+the one TRL appends). Otherwise DPO would also push down an end right after the mistake, which the
+model already all but never writes: an easy, useless margin that grows instead of the mistake's.
 """
 
 from __future__ import annotations
@@ -30,6 +35,7 @@ from lmtune.errors import DataError
 from lmtune.train.hparams import DataSize
 
 PAIR_KEYS = ("prompt", "chosen", "rejected")
+PARTIAL = "rejected_partial"   # optional on pairs: true where the rejected answer stops at its mistake
 KTO_KEYS = ("prompt", "completion", "label")
 KIND_OF = {"dpo": "pairs", "orpo": "pairs", "kto": "kto"}
 
@@ -129,7 +135,7 @@ def check_record(record: Record, kind: str) -> tuple[dict | None, list[str]]:
     if not isinstance(v, dict):
         return None, [f"{where}: expected a JSON object"]
     allowed = PAIR_KEYS if kind == "pairs" else KTO_KEYS
-    unknown = sorted(set(v) - set(allowed) - INFORMATIONAL)
+    unknown = sorted(set(v) - set(allowed) - INFORMATIONAL - ({PARTIAL} if kind == "pairs" else set()))
     for name in unknown:
         close = difflib.get_close_matches(name, allowed, n=1, cutoff=0.6)
         hint = f" (did you mean '{close[0]}'?)" if close else ""
@@ -139,7 +145,10 @@ def check_record(record: Record, kind: str) -> tuple[dict | None, list[str]]:
         chosen, rejected = _answer(v, "chosen", where, problems), _answer(v, "rejected", where, problems)
         if chosen is not None and rejected is not None and chosen.strip() and chosen.strip() == rejected.strip():
             problems.append(f"{where}: chosen and rejected are the same text; a pair teaches nothing (chosen)")
-        row = {"prompt": prompt, "chosen": chosen, "rejected": rejected}
+        partial = v.get(PARTIAL, False)
+        if not isinstance(partial, bool):
+            problems.append(f"{where}: expected true or false, got {partial!r} ({PARTIAL})")
+        row = {"prompt": prompt, "chosen": chosen, "rejected": rejected, PARTIAL: partial is True}
     else:
         completion = _answer(v, "completion", where, problems)
         label = v.get("label")
@@ -206,6 +215,16 @@ def _answer_text(template: Template, messages: list[dict], answer: str, prompt_t
     return through[len(prompt_text):]
 
 
+def _open_text(template: Template, messages: list[dict], answer: str, prompt_text: str) -> str:
+    """A partial answer's text after the prompt, ending where the answer ends: no end-of-turn."""
+    text = _answer_text(template, messages, answer, prompt_text)
+    end = text.rfind(answer)
+    if end < 0:
+        raise TemplateError(f"the template does not write the answer as given, so it cannot end it there "
+                            f"({PARTIAL})")
+    return text[:end + len(answer)]
+
+
 def render(rows: list[dict], sources: list[str], template: Template) -> tuple[list[dict], list[str]]:
     """Records -> plain-text rows for TRL, and problems (file:line) where the template refuses one."""
     out, problems = [], []
@@ -214,11 +233,14 @@ def render(rows: list[dict], sources: list[str], template: Template) -> tuple[li
         try:
             prompt = template.render_prompt(row["prompt"])
             item = {"prompt": prompt, **{k: _answer_text(template, row["prompt"], row[k], prompt) for k in answers}}
+            if row.get(PARTIAL):
+                item["rejected"] = _open_text(template, row["prompt"], row["rejected"], prompt)
         except TemplateError as exc:
             problems.append(f"{where}: {exc}")
             continue
-        if "label" in row:
-            item["label"] = row["label"]
+        for key in ("label", PARTIAL):
+            if key in row:
+                item[key] = row[key]
         out.append(item)
     return out, problems
 

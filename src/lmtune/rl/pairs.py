@@ -7,8 +7,9 @@ sampled N times through lmtune's batched generation (the run's template, its sto
 `reference`, the record's own answer. Every candidate is scored with the task metric the run trained
 for (rewards.py's `task`: SQL by execution with partial credit, JSON by fields, other data exact
 match or ROUGE-L). Where the best and the worst score differently, one record {prompt, chosen: best,
-rejected: worst (with `cut`, up to its first wrong word), score_chosen, score_rejected, chosen_from,
-rejected_from} is written: the pairs format `lmtune data check` and train.objective dpo read.
+rejected: worst (with `cut`, up to its first wrong word, and rejected_partial: true where that cut it
+short), score_chosen, score_rejected, chosen_from, rejected_from} is written: the pairs format
+`lmtune data check` and train.objective dpo read.
 """
 
 from __future__ import annotations
@@ -131,8 +132,10 @@ def make_pairs(run: str, data: list[str], samples: int, out: Path, overwrite: bo
             continue
         b, w = picked
         rejected = cut_at_mistake(group[b].strip(), group[w].strip()) if cut else group[w].strip()
+        # a cut answer is not a whole answer: the trainer must not learn (or unlearn) an end after it
+        partial = {"rejected_partial": True} if rejected != group[w].strip() else {}
         lines.append(json.dumps({"prompt": ex.prompt_messages(), "chosen": group[b].strip(),
-                                 "rejected": rejected, "score_chosen": group_scores[b],
+                                 "rejected": rejected, **partial, "score_chosen": group_scores[b],
                                  "score_rejected": group_scores[w], "chosen_from": sources[b],
                                  "rejected_from": sources[w]}, ensure_ascii=False) + "\n")
     check_out(out, overwrite)   # again: sampling took a while; never replace what appeared meanwhile

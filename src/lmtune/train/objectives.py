@@ -14,8 +14,12 @@ from __future__ import annotations
 import copy
 
 from lmtune.config import Config
+from lmtune.data.preference import PARTIAL
 
 PREFERENCE = ("dpo", "orpo", "kto")
+# after TRL's tokenization, the columns that hold a pair's rejected answer (each ends with the eos TRL adds)
+REJECTED_COLUMNS = {"dpo": ("rejected_ids",),
+                    "orpo": ("rejected_input_ids", "rejected_attention_mask", "rejected_labels")}
 # TRL's name for the chosen-vs-rejected numbers lmtune's report shows next to the loss
 REWARD_KEYS = ("rewards/chosen", "rewards/rejected", "rewards/margins", "rewards/accuracies")
 
@@ -83,4 +87,21 @@ def build(cfg: Config, args, model, ref_model, tokenizer, train, validation, cal
         # is new and zero, so the adapter switched off is the same reference without the copy
         trainer.model.delete_adapter("ref")
         trainer.model.set_adapter("default")
+    eos = tokenizer.eos_token_id
+    trainer.train_dataset = open_partial(trainer.train_dataset, cfg.train.objective, eos)
+    trainer.eval_dataset = open_partial(trainer.eval_dataset, cfg.train.objective, eos)
     return trainer
+
+
+def open_partial(dataset, objective: str, eos_id: int):
+    """Pairs marked rejected_partial (data/preference.py): take off the eos TRL appended to the rejected
+    answer, so that it ends at its mistake and DPO/ORPO score no end the model would never write there."""
+    columns = REJECTED_COLUMNS.get(objective)
+    if dataset is None or columns is None or PARTIAL not in dataset.column_names or not any(dataset[PARTIAL]):
+        return dataset
+
+    def strip(row):
+        cut = row[PARTIAL] and len(row[columns[0]]) > 1 and row[columns[0]][-1] == eos_id
+        return {c: row[c][:-1] if cut else row[c] for c in columns}
+
+    return dataset.map(strip)
