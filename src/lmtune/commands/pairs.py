@@ -20,7 +20,8 @@ def register(parser: argparse.ArgumentParser) -> None:
                              "run's scores as well)")
     parser.add_argument("--cut", action="store_true",
                         help="cut each rejected answer after its first word that departs from the chosen one, so "
-                             "that DPO pushes down the mistake and not the words after it")
+                             "that DPO pushes down the mistake and not the words after it; a cut answer is marked "
+                             "rejected_partial and trained without an end after it")
     parser.add_argument("--out", required=True, help="the pairs file to write (JSONL)")
     parser.add_argument("--overwrite", action="store_true", help="replace an existing --out")
     parser.add_argument("--max-new-tokens", type=int, default=128, help="tokens per answer at most")
