@@ -94,6 +94,9 @@ def test_a_partial_rejected_answer_is_rendered_without_an_end(template):
     assert b["rejected"] == "SELECT age" and b["rejected_partial"] is True
     # without the mark, the rejected answer ends as the chosen one does (chatml: <|im_end|>)
     assert a["rejected"] == a["chosen"].replace(rec["chosen"], rec["rejected"])
+    # an answer that the end-of-turn text spells again ("m" in <|im_end|>) still ends where it ends
+    (short,), _ = render([{**partial, "rejected": "m"}], ["f:3"], template)
+    assert short["rejected"] == "m"
     assert a["rejected_partial"] is False and b["chosen"] == a["chosen"] and b["prompt"] == a["prompt"]
 
 

@@ -218,7 +218,7 @@ def _answer_text(template: Template, messages: list[dict], answer: str, prompt_t
 def _open_text(template: Template, messages: list[dict], answer: str, prompt_text: str) -> str:
     """A partial answer's text after the prompt, ending where the answer ends: no end-of-turn."""
     text = _answer_text(template, messages, answer, prompt_text)
-    end = text.rfind(answer)
+    end = text.find(answer)   # the first: the end-of-turn text may hold a short answer again ("m" in <|im_end|>)
     if end < 0:
         raise TemplateError(f"the template does not write the answer as given, so it cannot end it there "
                             f"({PARTIAL})")
