@@ -21,7 +21,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT / "src"))
 
-from lmtune.rl.pairs import cut_at_mistake  # noqa: E402
+from lmtune.rl.pairs import rejected_fields  # noqa: E402
 from lmtune.tasks import task_files  # noqa: E402
 from lmtune.tasks.sql import ReadOnlyDB, results_match  # noqa: E402
 
@@ -61,10 +61,7 @@ def main() -> int:
             if gold is None or wrong is None:
                 continue
             prompt = f"{r['instruction']}\n\n{r['input']}" if r.get("input", "").strip() else r["instruction"]
-            rejected = cut_at_mistake(r["output"], wrong) if args.cut else wrong
-            # a cut query stops at its mistake: DPO then trains no end after it (docs/preference.md)
-            pairs.append({"prompt": prompt, "chosen": r["output"], "rejected": rejected,
-                          **({"rejected_partial": True} if rejected != wrong else {})})
+            pairs.append({"prompt": prompt, "chosen": r["output"], **rejected_fields(r["output"], wrong, args.cut)})
             if len(pairs) == args.n:
                 break
     out = Path(args.out)

@@ -232,9 +232,8 @@ def render(rows: list[dict], sources: list[str], template: Template) -> tuple[li
     for row, where in zip(rows, sources):
         try:
             prompt = template.render_prompt(row["prompt"])
-            item = {"prompt": prompt, **{k: _answer_text(template, row["prompt"], row[k], prompt) for k in answers}}
-            if row.get(PARTIAL):
-                item["rejected"] = _open_text(template, row["prompt"], row["rejected"], prompt)
+            item = {"prompt": prompt, **{k: (_open_text if k == "rejected" and row.get(PARTIAL) else _answer_text)(
+                template, row["prompt"], row[k], prompt) for k in answers}}
         except TemplateError as exc:
             problems.append(f"{where}: {exc}")
             continue

@@ -19,6 +19,7 @@ from collections import Counter
 from dataclasses import dataclass, replace
 from pathlib import Path
 
+from lmtune.data.preference import PARTIAL
 from lmtune.errors import UserError
 from lmtune.rl.prompts import load_prompts
 from lmtune.rl.rewards import TaskRewards
@@ -72,6 +73,13 @@ def cut_at_mistake(chosen: str, rejected: str) -> str:
     good, bad = chosen.split(" "), rejected.split(" ")
     first = next((i for i, (a, b) in enumerate(zip(good, bad)) if a != b), min(len(good), len(bad)))
     return " ".join(bad[:first + 1])
+
+
+def rejected_fields(chosen: str, rejected: str, cut: bool) -> dict:
+    """A pair's rejected answer, cut at its first mistake where asked, and rejected_partial where the
+    cut shortened it (data/preference.py then trains no end after it)."""
+    short = cut_at_mistake(chosen, rejected) if cut else rejected
+    return {"rejected": short, **({PARTIAL: True} if short != rejected else {})}
 
 
 def candidates(gen, examples: list, samples: int, settings, greedy: bool, reference: bool,
@@ -131,11 +139,9 @@ def make_pairs(run: str, data: list[str], samples: int, out: Path, overwrite: bo
         if picked is None:
             continue
         b, w = picked
-        rejected = cut_at_mistake(group[b].strip(), group[w].strip()) if cut else group[w].strip()
-        # a cut answer is not a whole answer: the trainer must not learn (or unlearn) an end after it
-        partial = {"rejected_partial": True} if rejected != group[w].strip() else {}
         lines.append(json.dumps({"prompt": ex.prompt_messages(), "chosen": group[b].strip(),
-                                 "rejected": rejected, **partial, "score_chosen": group_scores[b],
+                                 **rejected_fields(group[b].strip(), group[w].strip(), cut),
+                                 "score_chosen": group_scores[b],
                                  "score_rejected": group_scores[w], "chosen_from": sources[b],
                                  "rejected_from": sources[w]}, ensure_ascii=False) + "\n")
     check_out(out, overwrite)   # again: sampling took a while; never replace what appeared meanwhile
