@@ -38,6 +38,19 @@ def test_report_of_a_grpo_run_shows_rewards_per_function_and_kl(tmp_path):
     assert "chosen vs rejected" not in html   # the preference section is for dpo/orpo/kto
 
 
+def test_report_of_a_grpo_run_shows_groups_without_spread_and_the_runs_warning(tmp_path):
+    rows = [dict(r, frac_reward_zero_std=0.5 + 0.05 * r["step"]) for r in grpo_rows()]
+    run = fake_run(tmp_path / "g", "grpo", rows)
+    warning = "GRPO steps 1-1: the sampled answers earned almost no task reward (mean 0.000) <&>"
+    summary = json.loads((run / "train_summary.json").read_text())
+    (run / "train_summary.json").write_text(json.dumps(dict(summary, warnings=[warning])))
+    html = write_report(run).read_text()
+    assert "(task 0.6, format 0.6), 80.0% of groups without spread, KL 0.006" in html
+    assert "<li>warning: GRPO steps 1-1: the sampled answers earned almost no task reward (mean 0.000) &lt;&amp;&gt;</li>" in html
+    plain = write_report(fake_run(tmp_path / "p", "grpo", grpo_rows())).read_text()
+    assert "without spread" not in plain and "warning: GRPO" not in plain
+
+
 def test_compare_names_the_objective_and_draws_its_own_curves(tmp_path):
     runs = [fake_run(tmp_path / "g", "grpo", grpo_rows()), fake_run(tmp_path / "d", "dpo", dpo_rows()),
             fake_run(tmp_path / "s", "sft", [{"step": 1, "loss": 1.0}])]

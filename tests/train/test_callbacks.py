@@ -1,6 +1,6 @@
 """lmtune/train/callbacks.py called directly, with the Trainer's own state and control objects and
 real files: metrics.jsonl rows, the NaN/inf stop, the checkpoint marker and the ranks' vote on
-non-finite weights, the progress bar's postfix. No training. What the callbacks do on --resume:
+non-finite weights, GRPO's warning on groups without spread, the progress bar's postfix. No training. What the callbacks do on --resume:
 test_resume.py."""
 
 from __future__ import annotations
@@ -13,7 +13,8 @@ import pytest
 import torch
 from transformers.trainer_callback import TrainerControl, TrainerState
 
-from lmtune.train.callbacks import ConsoleProgress, MarkCheckpointComplete, MetricsJsonl, NonFiniteGuard
+from lmtune.train.callbacks import (ConsoleProgress, GroupSpreadWatch, MarkCheckpointComplete, MetricsJsonl,
+                                    NonFiniteGuard, group_spread_warning)
 from lmtune.run.layout import COMPLETE_MARKER, checkpoint_is_complete, checkpoint_manifest
 
 
@@ -87,6 +88,68 @@ def test_guard_reports_the_first_bad_key_in_order_and_ignores_empty_logs():
     guard = NonFiniteGuard()
     guard.on_log(None, _state(2), control, logs={"grad_norm": torch.tensor(float("nan"))})  # a tensor norm
     assert guard.bad["key"] == "grad_norm" and math.isnan(guard.bad["value"])
+
+
+# ---------------------------------------------------------------- GroupSpreadWatch
+
+def _grpo_row(flat, task=None):
+    """The keys TRL's GRPOTrainer logs that the watch reads (values as in benchmarks/README.md's runs)."""
+    row = {"loss": 0.01, "reward": 1.0, "reward_std": 0.2, "frac_reward_zero_std": flat, "kl": 0.05}
+    if task is not None:
+        row["rewards/task/mean"] = task
+    return row
+
+
+def test_spread_warning_names_a_task_reward_that_never_pays():
+    # the catalogue at temperature 1.5: format varied (groups had spread) but task stayed ~0
+    text = group_spread_warning([_grpo_row(0.4, 0.0), _grpo_row(0.25, 0.006), _grpo_row(0.45, 0.003)], 20)
+    assert text.startswith("GRPO steps 1-20: the sampled answers earned almost no task reward (mean 0.003)")
+    assert "lower rl.temperature" in text and "rl.num_generations" in text
+    assert group_spread_warning([_grpo_row(0.4, 0.012)], 20) is None    # just above the floor: learning
+
+
+@pytest.mark.parametrize("task, advice", [(0.2, "lower rl.temperature"), (0.9, "harder prompts"),
+                                          (None, "lower rl.temperature")])
+def test_spread_warning_on_flat_groups_says_why_by_the_task_reward(task, advice):
+    text = group_spread_warning([_grpo_row(0.8, task), _grpo_row(0.9, task)], 8)
+    assert text.startswith("GRPO steps 1-8: 85% of the groups scored every answer the same")
+    assert advice in text and ("mean task reward" in text) == (task is not None)
+    other = "harder prompts" if advice != "harder prompts" else "lower rl.temperature"
+    assert other not in text
+
+
+def test_spread_warning_averages_every_row_not_the_last():
+    assert group_spread_warning([_grpo_row(0.75, 0.3), _grpo_row(0.85, 0.3)], 4) is not None   # mean 0.8
+    assert group_spread_warning([_grpo_row(1.0, 0.3), _grpo_row(0.5, 0.3)], 4) is None         # mean 0.75
+    assert group_spread_warning([_grpo_row(0.39, 0.22)], 20) is None    # the catalogue at 0.7: learned
+
+
+def test_watch_judges_once_after_its_window_on_rank_zero(capsys):
+    watch = GroupSpreadWatch()
+    watch.on_train_begin(None, _state(0, max_steps=300), TrainerControl())
+    assert watch.window == 20
+    watch.on_log(None, _state(10, max_steps=300), TrainerControl(), logs=_grpo_row(1.0, 0.0))
+    watch.on_log(None, _state(12, zero=False, max_steps=300), TrainerControl(), logs=_grpo_row(0.0, 0.0))
+    watch.on_log(None, _state(14, max_steps=300), TrainerControl(), logs={"eval_loss": 1.0})  # not GRPO's row
+    assert watch.warning is None and not watch.done
+    watch.on_log(None, _state(20, max_steps=300), TrainerControl(), logs=_grpo_row(0.6, 0.0))
+    assert watch.warning.startswith("GRPO steps 1-20: the sampled answers earned almost no task reward")
+    assert capsys.readouterr().err.strip() == f"warning: {watch.warning}"
+    watch.on_log(None, _state(22, max_steps=300), TrainerControl(), logs=_grpo_row(0.0, 1.0))
+    assert watch.warning.startswith("GRPO steps 1-20") and capsys.readouterr().err == ""
+
+
+def test_watch_window_is_a_quarter_of_a_short_run_and_a_resumed_run_is_not_judged_again(capsys):
+    watch = GroupSpreadWatch()
+    watch.on_train_begin(None, _state(0, max_steps=12), TrainerControl())
+    assert watch.window == 3
+    watch.on_log(None, _state(2, max_steps=12), TrainerControl(), logs=_grpo_row(1.0, 0.5))
+    watch.on_log(None, _state(3, max_steps=12), TrainerControl(), logs=_grpo_row(0.2, 0.5))
+    assert watch.done and watch.warning is None      # mean 0.6: enough spread
+    resumed = GroupSpreadWatch()
+    resumed.on_train_begin(None, _state(40, max_steps=300), TrainerControl())
+    resumed.on_log(None, _state(40, max_steps=300), TrainerControl(), logs=_grpo_row(1.0, 0.0))
+    assert resumed.warning is None and capsys.readouterr().err == ""
 
 
 # ---------------------------------------------------------------- MarkCheckpointComplete

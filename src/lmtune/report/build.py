@@ -372,7 +372,7 @@ def render(run: RunData) -> str:
     body = [f"<h1>lmtune run report: {H.esc(run.name)}</h1>",
             f'<p class="muted">{H.esc(run.root.resolve())}{" - evaluated " + H.esc(stamp) if stamp else ""}</p>',
             section_summary(run),
-            "<h2>Training curves</h2>", section_curves(run), section_rewards(run), section_grpo(run.metrics),
+            "<h2>Training curves</h2>", section_curves(run), section_rewards(run), section_grpo(run.metrics, (run.summary or {}).get("warnings")),
             "<h2>Evaluation: base vs tuned</h2>", section_eval(run),
             "<h2>Forgetting check</h2>", section_forgetting(run),
             "<h2>Samples</h2>", section_samples(run),

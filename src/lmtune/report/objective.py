@@ -66,12 +66,16 @@ def plot_grpo(metrics: list[dict]) -> str | None:
     return _png(fig)
 
 
-def section_grpo(metrics: list[dict]) -> str:
+def section_grpo(metrics: list[dict], warnings: list[str] | None = None) -> str:
+    """The curves, the last step in words, and what the run warned of while training
+    (train_summary.json's warnings: GRPO's groups without spread, lmtune/train/callbacks.py)."""
     png = plot_grpo(metrics)
     if png is None:
         return ""
     note = summary(metrics, "grpo")
-    return ("<h2>Objective: grpo, rewards of sampled answers</h2>" + H.img(png, "grpo rewards")
+    listed = "".join(f"<li>warning: {H.esc(w)}</li>" for w in warnings or [])
+    return ("<h2>Objective: grpo, rewards of sampled answers</h2>" + (f"<ul>{listed}</ul>" if listed else "")
+            + H.img(png, "grpo rewards")
             + (f'<p class="muted">last logged step: {H.esc(note)}.</p>' if note else ""))
 
 
@@ -86,6 +90,8 @@ def summary(metrics: list[dict], objective: str) -> str | None:
         parts = [f"{n} {H.fmt_num(r[f'rewards/{n}/mean'])}" for n in reward_names([r])]
         if parts:
             text += f" ({', '.join(parts)})"
+        if "frac_reward_zero_std" in r:   # groups whose answers all scored the same teach nothing
+            text += f", {H.fmt_pct(r['frac_reward_zero_std'])} of groups without spread"
         return text + (f", KL {H.fmt_num(r['kl'])}" if "kl" in r else "")
     last = [r for r in metrics if "rewards/margins" in r]
     if objective == "sft" or not last:

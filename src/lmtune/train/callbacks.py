@@ -1,10 +1,11 @@
-"""Trainer callbacks: metrics.jsonl, a stop on NaN/inf, the checkpoint-complete marker, and the
-console's progress bar."""
+"""Trainer callbacks: metrics.jsonl, a stop on NaN/inf, the checkpoint-complete marker, GRPO's
+early warning when its groups give nothing to learn from, and the console's progress bar."""
 
 from __future__ import annotations
 
 import json
 import math
+import sys
 import time
 from pathlib import Path
 
@@ -75,6 +76,59 @@ class NonFiniteGuard(TrainerCallback):
                 control.should_training_stop = True
                 control.should_save = False
                 return
+
+
+class GroupSpreadWatch(TrainerCallback):
+    """GRPO learns only from groups whose sampled answers score differently. After the first
+    `window` steps (a quarter of a short run), warn once if they gave little to learn from: no
+    sampled answer earned any task reward (a start that is seldom right, or sampling too hot), or
+    most groups scored the same for every answer. Said early, so a doomed run can be stopped, and
+    kept in `warning` (train_summary.json lists it)."""
+
+    NO_TASK_REWARD = 0.01      # mean task reward below this: no answer was right
+    FLAT = 0.8                 # share of groups without spread at or above this: little to learn
+
+    def __init__(self, window: int = 20):
+        self.window = window
+        self.rows: list[dict] = []
+        self.done = False
+        self.warning: str | None = None
+
+    def on_train_begin(self, args, state, control, **kwargs):
+        self.window = max(1, min(self.window, (state.max_steps or self.window) // 4))
+        self.done = state.global_step > 0   # a resumed run had its verdict before the kill
+
+    def on_log(self, args, state, control, logs=None, **kwargs):
+        if self.done or not state.is_world_process_zero or not logs or "frac_reward_zero_std" not in logs:
+            return
+        self.rows.append(logs)
+        if state.global_step < self.window:
+            return
+        self.done = True    # one verdict per run, on its first steps
+        self.warning = group_spread_warning(self.rows, state.global_step)
+        if self.warning:
+            from tqdm.auto import tqdm   # between the progress bar's redraws, not over them
+
+            tqdm.write(f"warning: {self.warning}", file=sys.stderr)
+
+
+def group_spread_warning(rows: list[dict], step: int) -> str | None:
+    """The warning for the logged GRPO rows of steps 1..step, or None when the groups had spread."""
+    flat = sum(r["frac_reward_zero_std"] for r in rows) / len(rows)
+    task = [r["rewards/task/mean"] for r in rows if "rewards/task/mean" in r]
+    task_mean = sum(task) / len(task) if task else None
+    fixes = ("lower rl.temperature (e.g. 0.7: samples nearer the model's best guess), raise "
+             "rl.num_generations, or start from a longer SFT run")
+    if task_mean is not None and task_mean < GroupSpreadWatch.NO_TASK_REWARD:
+        return (f"GRPO steps 1-{step}: the sampled answers earned almost no task reward (mean "
+                f"{task_mean:.3f}), so the task reward has nothing to push up; {fixes}")
+    if flat >= GroupSpreadWatch.FLAT:
+        seen = f" (mean task reward {task_mean:.2f})" if task_mean is not None else ""
+        why = (fixes if task_mean is None or task_mean < 0.5 else
+               "the start already answers these prompts alike every time: harder prompts teach more")
+        return (f"GRPO steps 1-{step}: {flat:.0%} of the groups scored every answer the same{seen}, "
+                f"and such a group has nothing to learn from; {why}")
+    return None
 
 
 class MarkCheckpointComplete(TrainerCallback):

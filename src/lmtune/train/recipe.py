@@ -288,7 +288,9 @@ def _build_trainer(cfg: Config, run: RunDir, s: _Setup, extra_callbacks: list = 
     callbacks += list(extra_callbacks)
     if cfg.train.objective == "grpo":
         from lmtune.train import grpo
+        from lmtune.train.callbacks import GroupSpreadWatch
 
+        callbacks.append(GroupSpreadWatch())
         args = grpo.grpo_config(cfg, common_arguments(cfg, run, s.precision, s.device.kind, False))
         trainer = grpo.build(cfg, args, s.model, s.reference, s.tokenizer, s.data.train, s.template, callbacks)
         return _console(cfg, s, trainer)
@@ -374,6 +376,9 @@ def _save(cfg: Config, run: RunDir, s: _Setup, trainer, seconds: float):
                "train_seconds": round(seconds, 2), "global_step": trainer.state.global_step,
                "epochs": round(trainer.state.epoch or 0.0, 4),
                "stop_at": stop_at_of(cfg), "peak_memory_mb": _peak_memory_mb()}
+    warnings = [cb.warning for cb in trainer.callback_handler.callbacks if getattr(cb, "warning", None)]
+    if warnings:   # said during training (GRPO's GroupSpreadWatch); kept with the run
+        metrics["warnings"] = warnings
     train_losses = [h["loss"] for h in trainer.state.log_history if "loss" in h]
     if train_losses:
         metrics["final_train_loss"] = train_losses[-1]
