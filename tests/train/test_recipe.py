@@ -597,6 +597,7 @@ class _SaveTrainer:
         self.zero, self.is_fsdp_enabled, self.is_deepspeed_enabled = zero, fsdp, deepspeed
         self.eval_dataset, self.eval_loss, self.model, self.saved = eval_dataset, eval_loss, _Weights(), []
         self.state = SimpleNamespace(global_step=7, epoch=epoch, log_history=list(log))
+        self.callback_handler = SimpleNamespace(callbacks=[])   # _save reads the callbacks' warnings
 
     def is_world_process_zero(self):
         return self.zero
